@@ -1,0 +1,152 @@
+//! [`Config`] and its validation.
+
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::wheel::{duration_to_nanos_saturating, horizon_ticks};
+
+/// Settings of one loop. `Config::default()` follows commonware's defaults (5 ms tick, no
+/// shutdown timeout, no iopoll, no single issuer) and adds a short idle spin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `IORING_SETUP_IOPOLL`. Refused with `Error::Config`: the loop's eventfd wake poll and
+    /// sockets cannot complete on a polled ring (semantics A15).
+    pub io_poll: bool,
+    /// `IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN` (kernel 6.1+). The ring is
+    /// created disabled by the constructor and enabled by `run` on the loop thread, which
+    /// becomes its only submitter.
+    pub single_issuer: bool,
+    /// Deadlines further away are clamped to it (they fire early). `None` = the wheel's horizon,
+    /// `(WHEEL - 1) * tick`. Zero, or beyond the horizon, is `Error::Config`.
+    pub max_request_timeout: Option<Duration>,
+    /// Budget for the drain after the last handle is dropped, charged for time spent waiting
+    /// only. `None` waits for every in-flight request; `Some(0)` abandons at once.
+    pub shutdown_timeout: Option<Duration>,
+    /// Granularity of the timeout wheel. Zero is `Error::Config`.
+    pub timeout_wheel_tick: Duration,
+    /// How long an idle loop polls for new requests and completions before it sleeps in the
+    /// kernel, and how long `.wait()` polls before parking. Waking a sleeping thread costs tens of
+    /// microseconds; spinning trades CPU for that latency. `Duration::ZERO` = pure blocking.
+    pub idle_spin: Duration,
+    /// `IORING_SETUP_SQPOLL` with this idle time: a kernel thread polls the SQ, so submitting
+    /// needs no syscall while it is awake. `None` = off.
+    pub sqpoll_idle: Option<Duration>,
+    /// Pin the loop thread (inside `run`) to this CPU. `None` = leave the affinity alone.
+    pub cpu: Option<usize>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            io_poll: false,
+            single_issuer: false,
+            max_request_timeout: None,
+            shutdown_timeout: None,
+            timeout_wheel_tick: Duration::from_millis(5),
+            idle_spin: Duration::from_micros(50),
+            sqpoll_idle: None,
+            cpu: None,
+        }
+    }
+}
+
+/// A config checked against the wheel size, in the units the loop uses.
+#[derive(Debug, Clone)]
+pub(crate) struct Checked {
+    pub(crate) tick_ns: u64,
+    /// Clamp for deadlines, in ticks (<= WHEEL - 1).
+    pub(crate) horizon: u64,
+    pub(crate) config: Config,
+}
+
+impl Config {
+    /// Validates against a wheel of `wheel` slots.
+    pub(crate) fn check(&self, wheel: usize) -> Result<Checked, Error> {
+        let tick_ns = duration_to_nanos_saturating(self.timeout_wheel_tick);
+        if tick_ns == 0 {
+            return Err(Error::Config("timeout_wheel_tick must be non-zero"));
+        }
+        if self.io_poll {
+            return Err(Error::Config(
+                "io_poll is not supported: an IOPOLL ring cannot complete the eventfd wake poll or socket operations",
+            ));
+        }
+        let max_horizon = wheel as u64 - 1;
+        let horizon = match self.max_request_timeout {
+            None => max_horizon,
+            Some(max) if max.is_zero() => {
+                return Err(Error::Config("max_request_timeout must be non-zero"));
+            }
+            Some(max) => {
+                let ticks = horizon_ticks(duration_to_nanos_saturating(max), tick_ns);
+                if ticks > max_horizon {
+                    return Err(Error::Config(
+                        "max_request_timeout exceeds the wheel horizon (WHEEL - 1) * timeout_wheel_tick",
+                    ));
+                }
+                ticks
+            }
+        };
+        if self
+            .sqpoll_idle
+            .is_some_and(|idle| idle.as_millis() > u32::MAX as u128)
+        {
+            return Err(Error::Config("sqpoll_idle must fit in u32 milliseconds"));
+        }
+        if self
+            .cpu
+            .is_some_and(|cpu| cpu >= libc::CPU_SETSIZE as usize)
+        {
+            return Err(Error::Config("cpu is beyond CPU_SETSIZE"));
+        }
+        Ok(Checked {
+            tick_ns,
+            horizon,
+            config: self.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_and_uses_the_full_horizon() {
+        // Default must stay valid (api.md); None means (WHEEL - 1) ticks.
+        let checked = Config::default().check(1024).unwrap();
+        assert_eq!(checked.tick_ns, 5_000_000);
+        assert_eq!(checked.horizon, 1023);
+    }
+
+    #[test]
+    fn invalid_values_are_config_errors_not_panics() {
+        // A7: configuration problems are errors from the constructor.
+        let zero_tick = Config {
+            timeout_wheel_tick: Duration::ZERO,
+            ..Config::default()
+        };
+        assert!(matches!(zero_tick.check(1024), Err(Error::Config(_))));
+        let zero_max = Config {
+            max_request_timeout: Some(Duration::ZERO),
+            ..Config::default()
+        };
+        assert!(matches!(zero_max.check(1024), Err(Error::Config(_))));
+        // 1024 slots x 5 ms: horizon 1023 ticks = 5.115 s.
+        let beyond = Config {
+            max_request_timeout: Some(Duration::from_millis(5120)),
+            ..Config::default()
+        };
+        assert!(matches!(beyond.check(1024), Err(Error::Config(_))));
+        let at = Config {
+            max_request_timeout: Some(Duration::from_millis(5115)),
+            ..Config::default()
+        };
+        assert_eq!(at.check(1024).unwrap().horizon, 1023);
+        let poll = Config {
+            io_poll: true,
+            ..Config::default()
+        };
+        assert!(matches!(poll.check(1024), Err(Error::Config(_))));
+    }
+}

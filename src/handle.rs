@@ -1,0 +1,708 @@
+//! [`Handle`] and the operation future [`Op`]: how a caller's request gets into a slot, into the
+//! submission ring, and back out with its result.
+//!
+//! An `Op` is lazy: nothing happens until its first poll (or `.wait()`), which claims a slot,
+//! writes the request into it, pushes the slot index to the loop and rings the loop if it sleeps.
+//! From then on the loop owns the request; dropping the `Op` orphans it (the loop retires it,
+//! and write_at and sync still run to completion). `try_*` does the claim and submit at the call.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
+use std::time::{Duration, Instant};
+
+use crate::backpressure::{WaitState, Waiter};
+use crate::buf::{IoBuf, IoBufMut};
+use crate::error::Error;
+use crate::fd::Fd;
+use crate::metrics::Metrics;
+use crate::op::{Buffer, OpKind, Request};
+use crate::slot::{Leave, ABANDONED, DONE};
+use crate::storage::StorageRef;
+
+/// Submits requests to one loop. `Clone + Send + Sync`; the loop shuts down (drains and returns
+/// from `run`) once every clone is dropped.
+pub struct Handle<const SLOTS: usize, const RING: usize, const WHEEL: usize> {
+    storage: StorageRef<SLOTS, RING, WHEEL>,
+    epoch: u32,
+}
+
+/// Result of `send` and `write_at`: the whole buffer back, or the buffer and the error.
+pub type WriteResult = Result<IoBuf, (IoBuf, Error)>;
+/// Result of `recv`: the buffer and `filled` (the position reached), or the buffer and the error.
+pub type RecvResult = Result<(IoBufMut, usize), (IoBufMut, Error)>;
+/// Result of `read_at`: the buffer holding exactly the requested bytes, or the buffer and the error.
+pub type ReadResult = Result<IoBufMut, (IoBufMut, Error)>;
+/// Result of `sync` and `nop`.
+pub type UnitResult = Result<(), Error>;
+
+/// The result type of an operation ([`WriteResult`], [`RecvResult`], [`ReadResult`] or
+/// [`UnitResult`]). Sealed: it only names the four result shapes.
+#[allow(private_interfaces)]
+pub trait OpOutput: Sized + private::Sealed {
+    #[doc(hidden)]
+    fn from_parts(buf: Buffer, outcome: Result<usize, Error>) -> Self;
+}
+
+mod private {
+    pub trait Sealed {}
+    impl Sealed for super::WriteResult {}
+    impl Sealed for super::RecvResult {}
+    impl Sealed for super::ReadResult {}
+    impl Sealed for super::UnitResult {}
+}
+
+/// An empty read-only buffer, handed back when the real one must stay with the kernel.
+fn empty() -> IoBuf {
+    IoBuf::from(&[][..])
+}
+
+/// An empty writable buffer, handed back when the real one must stay with the kernel.
+fn empty_mut() -> IoBufMut {
+    IoBufMut::from(&mut [][..])
+}
+
+#[allow(private_interfaces)]
+impl OpOutput for WriteResult {
+    fn from_parts(buf: Buffer, outcome: Result<usize, Error>) -> Self {
+        let buf = match buf {
+            Buffer::Read(buf) => buf,
+            _ => empty(),
+        };
+        match outcome {
+            Ok(_) => Ok(buf),
+            Err(e) => Err((buf, e)),
+        }
+    }
+}
+
+#[allow(private_interfaces)]
+impl OpOutput for RecvResult {
+    fn from_parts(buf: Buffer, outcome: Result<usize, Error>) -> Self {
+        let mut buf = match buf {
+            Buffer::Write(buf) => buf,
+            _ => empty_mut(),
+        };
+        match outcome {
+            Ok(filled) => {
+                // SAFETY: the kernel wrote [offset, filled); bytes below offset are the caller's
+                // (documented on `recv`); filled <= len <= capacity (checked at submission).
+                unsafe { buf.set_len(filled) };
+                Ok((buf, filled))
+            }
+            Err(e) => Err((buf, e)),
+        }
+    }
+}
+
+#[allow(private_interfaces)]
+impl OpOutput for ReadResult {
+    fn from_parts(buf: Buffer, outcome: Result<usize, Error>) -> Self {
+        let mut buf = match buf {
+            Buffer::Write(buf) => buf,
+            _ => empty_mut(),
+        };
+        match outcome {
+            Ok(len) => {
+                // SAFETY: the kernel wrote exactly [0, len); len <= capacity (checked).
+                unsafe { buf.set_len(len) };
+                Ok(buf)
+            }
+            Err(e) => Err((buf, e)),
+        }
+    }
+}
+
+#[allow(private_interfaces)]
+impl OpOutput for UnitResult {
+    fn from_parts(_: Buffer, outcome: Result<usize, Error>) -> Self {
+        outcome.map(|_| ())
+    }
+}
+
+/// Where an [`Op`] stands.
+enum State<T> {
+    /// Not submitted yet: the request waits in the future (and maybe for a slot).
+    Start(Request),
+    /// In slot `index`, owned by the loop until it is `DONE`.
+    Submitted(u32),
+    /// Finished without the loop (zero length, bad input, closed, full).
+    Ready(T),
+    /// The result was taken.
+    Finished,
+}
+
+/// The future of one operation. `Send`, `'static`, allocation-free and cancel-safe; call
+/// [`wait`](Op::wait) to block a thread that has no executor.
+#[must_use = "operations do nothing until polled or waited on"]
+pub struct Op<T: OpOutput, const SLOTS: usize, const RING: usize, const WHEEL: usize> {
+    storage: StorageRef<SLOTS, RING, WHEEL>,
+    epoch: u32,
+    state: State<T>,
+    /// Our node in the slot wait list (pinned with the future).
+    waiter: Waiter,
+    /// Whether `waiter` may be linked (so `Drop` must unlink it).
+    queued: bool,
+    _output: PhantomData<fn() -> T>,
+}
+
+impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W> {
+    fn new(handle: &Handle<S, R, W>, state: State<T>) -> Self {
+        Op {
+            storage: handle.storage.clone(),
+            epoch: handle.epoch,
+            state,
+            waiter: Waiter::new(),
+            queued: false,
+            _output: PhantomData,
+        }
+    }
+
+    /// Drives the submission: `Ready(Some(result))` if the op ended without the loop,
+    /// `Ready(None)` once it is in the loop's hands, `Pending` while waiting for a slot.
+    fn poll_submit(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        match &self.state {
+            State::Start(_) => {}
+            State::Submitted(_) => return Poll::Ready(None),
+            State::Ready(_) => return Poll::Ready(self.take_ready()),
+            State::Finished => panic!("operation polled after completion"),
+        }
+        let claimed = if self.storage.is_closed(self.epoch) {
+            Err(Error::Closed)
+        } else if let Some(index) = self.storage.free.pop() {
+            Ok(index)
+        } else {
+            let storage = &self.storage;
+            let epoch = self.epoch;
+            self.queued = true;
+            // SAFETY: `waiter` is pinned inside this future (Op is !Unpin; `Future::poll` and
+            // `wait` only run on pinned values) and `Drop` cancels it before the memory goes.
+            let state = unsafe {
+                storage.waiters.poll_claim(
+                    &self.waiter,
+                    &storage.free,
+                    || storage.is_closed(epoch),
+                    cx.waker(),
+                )
+            };
+            match state {
+                WaitState::Granted(index) => Ok(index),
+                WaitState::Closed => Err(Error::Closed),
+                WaitState::Queued | WaitState::Idle => return Poll::Pending,
+            }
+        };
+        let State::Start(request) = std::mem::replace(&mut self.state, State::Finished) else {
+            unreachable!("checked above")
+        };
+        let submitted = match claimed {
+            Ok(index) => submit(&self.storage, self.epoch, index, request),
+            Err(e) => Err((request, e)),
+        };
+        match submitted {
+            Ok(index) => {
+                self.state = State::Submitted(index);
+                Poll::Ready(None)
+            }
+            Err((request, e)) => Poll::Ready(Some(T::from_parts(request.buf, Err(e)))),
+        }
+    }
+
+    /// The result, if the loop has finished with the request.
+    fn try_take(&mut self) -> Option<T> {
+        let State::Submitted(index) = self.state else {
+            return self.take_ready();
+        };
+        let slot = &self.storage.slots[index as usize];
+        match slot.phase() {
+            DONE => {
+                // SAFETY: DONE (Acquire): the caller owns the request now.
+                let (buf, outcome) = unsafe {
+                    slot.with_request(|r| {
+                        (
+                            std::mem::replace(&mut r.buf, Buffer::None),
+                            r.outcome.take(),
+                        )
+                    })
+                };
+                self.storage.free_slot(index);
+                self.state = State::Finished;
+                Some(T::from_parts(buf, outcome.unwrap_or(Err(Error::Closed))))
+            }
+            ABANDONED => {
+                // The kernel may still write the buffer: it stays parked in the slot for good.
+                self.state = State::Finished;
+                Some(T::from_parts(Buffer::None, Err(Error::Abandoned)))
+            }
+            _ => None,
+        }
+    }
+
+    fn take_ready(&mut self) -> Option<T> {
+        match std::mem::replace(&mut self.state, State::Finished) {
+            State::Ready(result) => Some(result),
+            other => {
+                self.state = other;
+                None
+            }
+        }
+    }
+
+    /// Blocks the calling thread until the operation finishes (no executor needed). Polls for
+    /// up to the loop's `idle_spin` first, then parks on a futex; waiting for a free slot parks
+    /// the thread in the wait list. Allocation-free.
+    pub fn wait(self) -> T {
+        let mut this = std::pin::pin!(self);
+        // SAFETY: we never move out of the pinned value; `waiter` stays in place.
+        let this = unsafe { this.as_mut().get_unchecked_mut() };
+        let parker = ThreadWaker(std::thread::current());
+        // SAFETY: this waker is only handed to the slot wait list, which uses and drops its
+        // clones under its mutex; `Drop`/`poll_claim` unlink the node before this frame ends.
+        let waker = unsafe { Waker::from_raw(parker.raw()) };
+        let mut cx = Context::from_waker(&waker);
+        loop {
+            match this.poll_submit(&mut cx) {
+                Poll::Ready(Some(result)) => return result,
+                Poll::Ready(None) => break,
+                Poll::Pending => std::thread::park(),
+            }
+        }
+        let State::Submitted(index) = this.state else {
+            unreachable!("submitted above")
+        };
+        let spin = Duration::from_nanos(
+            this.storage
+                .wait_spin_ns
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
+        let start = (!spin.is_zero()).then(Instant::now);
+        loop {
+            if let Some(result) = this.try_take() {
+                return result;
+            }
+            match start {
+                Some(start) if start.elapsed() < spin => std::hint::spin_loop(),
+                _ => this.storage.slots[index as usize].park(),
+            }
+        }
+    }
+}
+
+/// Writes `request` into the claimed slot `index` and hands it to the loop. On failure the slot is
+/// freed and the request comes back.
+fn submit<const S: usize, const R: usize, const W: usize>(
+    storage: &StorageRef<S, R, W>,
+    epoch: u32,
+    index: u32,
+    request: Request,
+) -> Result<u32, (Request, Error)> {
+    let slot = &storage.slots[index as usize];
+    slot.mark_filled();
+    if !storage.begin_submit(epoch) {
+        storage.free_slot(index);
+        return Err((request, Error::Closed));
+    }
+    // SAFETY: FILLED: the caller owns the request.
+    unsafe { slot.with_request(|r| *r = request) };
+    slot.mark_queued();
+    storage.queue.push(index);
+    if storage.wake.publish() {
+        storage.eventfd().ring();
+    }
+    storage.end_submit();
+    Ok(index)
+}
+
+impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Future for Op<T, S, R, W> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        // SAFETY: we never move the fields out of the pinned future; `waiter` stays in place.
+        let this = unsafe { self.get_unchecked_mut() };
+        match this.poll_submit(cx) {
+            Poll::Ready(Some(result)) => return Poll::Ready(result),
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => {}
+        }
+        if let Some(result) = this.try_take() {
+            return Poll::Ready(result);
+        }
+        let State::Submitted(index) = this.state else {
+            unreachable!("submitted above")
+        };
+        // Register, then check again: the loop sets DONE before it wakes (waker_cell.rs).
+        this.storage.slots[index as usize]
+            .waker
+            .register(cx.waker());
+        match this.try_take() {
+            Some(result) => Poll::Ready(result),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Drop for Op<T, S, R, W> {
+    fn drop(&mut self) {
+        if self.queued {
+            // SAFETY: `waiter` is still in place (we are in its owner's drop).
+            if let Some(index) = unsafe { self.storage.waiters.cancel(&self.waiter) } {
+                self.storage.free_slot(index);
+            }
+        }
+        if let State::Submitted(index) = self.state {
+            match self.storage.slots[index as usize].orphan() {
+                Leave::Orphaned | Leave::Abandoned => {}
+                Leave::Done => {
+                    // We own the finished request: drop its result and free the slot.
+                    self.storage.free_slot(index);
+                }
+            }
+        }
+    }
+}
+
+/// A waker that unparks a thread, borrowed from the `wait` frame (no allocation, no refcount).
+struct ThreadWaker(std::thread::Thread);
+
+impl ThreadWaker {
+    const VTABLE: RawWakerVTable = RawWakerVTable::new(
+        |data| RawWaker::new(data, &Self::VTABLE),
+        // SAFETY (all three): `data` points to a live ThreadWaker (see `Op::wait`).
+        |data| unsafe { (*data.cast::<ThreadWaker>()).0.unpark() },
+        |data| unsafe { (*data.cast::<ThreadWaker>()).0.unpark() },
+        |_| {},
+    );
+
+    fn raw(&self) -> RawWaker {
+        RawWaker::new((self as *const Self).cast(), &Self::VTABLE)
+    }
+}
+
+impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
+    pub(crate) fn from_storage(storage: StorageRef<S, R, W>) -> Self {
+        let epoch = storage.epoch();
+        Handle { storage, epoch }
+    }
+
+    fn op<T: OpOutput>(&self, request: Request) -> Op<T, S, R, W> {
+        Op::new(self, State::Start(request))
+    }
+
+    fn ready<T: OpOutput>(&self, result: T) -> Op<T, S, R, W> {
+        Op::new(self, State::Ready(result))
+    }
+
+    /// Claims and submits now; hands the request back on `Full` or `Closed`.
+    fn try_op<T: OpOutput>(&self, request: Request) -> Result<Op<T, S, R, W>, (Buffer, Error)> {
+        if self.storage.is_closed(self.epoch) {
+            return Err((request.buf, Error::Closed));
+        }
+        let Some(index) = self.storage.free.pop() else {
+            return Err((request.buf, Error::Full));
+        };
+        match submit(&self.storage, self.epoch, index, request) {
+            Ok(index) => Ok(Op::new(self, State::Submitted(index))),
+            Err((request, e)) => Err((request.buf, e)),
+        }
+    }
+
+    fn send_request(fd: Fd, buf: IoBuf, deadline: Option<Instant>) -> Request {
+        let end = buf.len();
+        Request {
+            end,
+            ..Request::new(OpKind::Send, Some(fd), Buffer::Read(buf), deadline)
+        }
+    }
+
+    fn recv_request(
+        fd: Fd,
+        buf: IoBufMut,
+        offset: usize,
+        len: usize,
+        exact: bool,
+        deadline: Option<Instant>,
+    ) -> Request {
+        Request {
+            start: offset,
+            pos: offset,
+            end: len,
+            exact,
+            ..Request::new(OpKind::Recv, Some(fd), Buffer::Write(buf), deadline)
+        }
+    }
+
+    fn read_request(
+        fd: Fd,
+        offset: u64,
+        len: usize,
+        buf: IoBufMut,
+        deadline: Option<Instant>,
+    ) -> Request {
+        Request {
+            file_offset: offset,
+            end: len,
+            ..Request::new(OpKind::ReadAt, Some(fd), Buffer::Write(buf), deadline)
+        }
+    }
+
+    fn write_request(fd: Fd, offset: u64, buf: IoBuf, deadline: Option<Instant>) -> Request {
+        let end = buf.len();
+        Request {
+            file_offset: offset,
+            end,
+            ..Request::new(OpKind::WriteAt, Some(fd), Buffer::Read(buf), deadline)
+        }
+    }
+
+    /// Sends the whole buffer on a socket (short sends are resubmitted). An empty buffer
+    /// completes `Ok` at once. A closed peer is `Error::UnexpectedEof`.
+    pub fn send(
+        &self,
+        fd: impl Into<Fd>,
+        buf: IoBuf,
+        deadline: Option<Instant>,
+    ) -> Op<WriteResult, S, R, W> {
+        if buf.is_empty() {
+            return self.ready(Ok(buf));
+        }
+        self.op(Self::send_request(fd.into(), buf, deadline))
+    }
+
+    /// Receives into `buf[offset..len]`: with `exact`, until `len`; otherwise at least one byte.
+    /// `Ok` carries `filled` (offset + bytes received) and the buffer's length is set to it;
+    /// bytes below `offset` are whatever the buffer held. `offset > len` or `len > capacity` is
+    /// `Error::InvalidInput` (nothing submitted); `offset == len` completes `Ok` at once. A peer
+    /// that closes first is `Error::UnexpectedEof`.
+    pub fn recv(
+        &self,
+        fd: impl Into<Fd>,
+        buf: IoBufMut,
+        offset: usize,
+        len: usize,
+        exact: bool,
+        deadline: Option<Instant>,
+    ) -> Op<RecvResult, S, R, W> {
+        match check_recv(buf, offset, len) {
+            Err(result) => self.ready(result),
+            Ok(buf) => self.op(Self::recv_request(
+                fd.into(),
+                buf,
+                offset,
+                len,
+                exact,
+                deadline,
+            )),
+        }
+    }
+
+    /// Reads exactly `len` bytes at file `offset` into `buf` (short reads are resubmitted) and
+    /// sets its length to `len`. End of file first is `Error::UnexpectedEof`; `len > capacity`
+    /// is `Error::InvalidInput`; `len == 0` completes `Ok` at once.
+    pub fn read_at(
+        &self,
+        fd: impl Into<Fd>,
+        offset: u64,
+        len: usize,
+        buf: IoBufMut,
+        deadline: Option<Instant>,
+    ) -> Op<ReadResult, S, R, W> {
+        match check_read(buf, len) {
+            Err(result) => self.ready(result),
+            Ok(buf) => self.op(Self::read_request(fd.into(), offset, len, buf, deadline)),
+        }
+    }
+
+    /// Writes the whole buffer at file `offset` (short writes are resubmitted). Runs to
+    /// completion even if the future is dropped. An empty buffer completes `Ok` at once.
+    pub fn write_at(
+        &self,
+        fd: impl Into<Fd>,
+        offset: u64,
+        buf: IoBuf,
+        deadline: Option<Instant>,
+    ) -> Op<WriteResult, S, R, W> {
+        if buf.is_empty() {
+            return self.ready(Ok(buf));
+        }
+        self.op(Self::write_request(fd.into(), offset, buf, deadline))
+    }
+
+    /// `fsync` of the descriptor. Runs to completion even if the future is dropped.
+    pub fn sync(&self, fd: impl Into<Fd>, deadline: Option<Instant>) -> Op<UnitResult, S, R, W> {
+        self.op(Request::new(
+            OpKind::Sync,
+            Some(fd.into()),
+            Buffer::None,
+            deadline,
+        ))
+    }
+
+    /// A no-op through the ring: measures the loop's own round trip.
+    pub fn nop(&self, deadline: Option<Instant>) -> Op<UnitResult, S, R, W> {
+        self.op(Request::new(OpKind::Nop, None, Buffer::None, deadline))
+    }
+
+    /// [`send`](Self::send), submitted now; `Error::Full` at once if no slot is free.
+    pub fn try_send(
+        &self,
+        fd: impl Into<Fd>,
+        buf: IoBuf,
+        deadline: Option<Instant>,
+    ) -> Result<Op<WriteResult, S, R, W>, (IoBuf, Error)> {
+        if buf.is_empty() {
+            return Ok(self.ready(Ok(buf)));
+        }
+        self.try_op(Self::send_request(fd.into(), buf, deadline))
+            .map_err(read_buf)
+    }
+
+    /// [`recv`](Self::recv), submitted now; `Error::Full` at once if no slot is free.
+    pub fn try_recv(
+        &self,
+        fd: impl Into<Fd>,
+        buf: IoBufMut,
+        offset: usize,
+        len: usize,
+        exact: bool,
+        deadline: Option<Instant>,
+    ) -> Result<Op<RecvResult, S, R, W>, (IoBufMut, Error)> {
+        let buf = match check_recv(buf, offset, len) {
+            Err(Err(e)) => return Err(e),
+            Err(ok) => return Ok(self.ready(ok)),
+            Ok(buf) => buf,
+        };
+        self.try_op(Self::recv_request(
+            fd.into(),
+            buf,
+            offset,
+            len,
+            exact,
+            deadline,
+        ))
+        .map_err(write_buf)
+    }
+
+    /// [`read_at`](Self::read_at), submitted now; `Error::Full` at once if no slot is free.
+    pub fn try_read_at(
+        &self,
+        fd: impl Into<Fd>,
+        offset: u64,
+        len: usize,
+        buf: IoBufMut,
+        deadline: Option<Instant>,
+    ) -> Result<Op<ReadResult, S, R, W>, (IoBufMut, Error)> {
+        let buf = match check_read(buf, len) {
+            Err(Err(e)) => return Err(e),
+            Err(ok) => return Ok(self.ready(ok)),
+            Ok(buf) => buf,
+        };
+        self.try_op(Self::read_request(fd.into(), offset, len, buf, deadline))
+            .map_err(write_buf)
+    }
+
+    /// [`write_at`](Self::write_at), submitted now; `Error::Full` at once if no slot is free.
+    pub fn try_write_at(
+        &self,
+        fd: impl Into<Fd>,
+        offset: u64,
+        buf: IoBuf,
+        deadline: Option<Instant>,
+    ) -> Result<Op<WriteResult, S, R, W>, (IoBuf, Error)> {
+        if buf.is_empty() {
+            return Ok(self.ready(Ok(buf)));
+        }
+        self.try_op(Self::write_request(fd.into(), offset, buf, deadline))
+            .map_err(read_buf)
+    }
+
+    /// [`sync`](Self::sync), submitted now; `Error::Full` at once if no slot is free.
+    pub fn try_sync(
+        &self,
+        fd: impl Into<Fd>,
+        deadline: Option<Instant>,
+    ) -> Result<Op<UnitResult, S, R, W>, Error> {
+        self.try_op(Request::new(
+            OpKind::Sync,
+            Some(fd.into()),
+            Buffer::None,
+            deadline,
+        ))
+        .map_err(|(_, e)| e)
+    }
+
+    /// [`nop`](Self::nop), submitted now; `Error::Full` at once if no slot is free.
+    pub fn try_nop(&self, deadline: Option<Instant>) -> Result<Op<UnitResult, S, R, W>, Error> {
+        self.try_op(Request::new(OpKind::Nop, None, Buffer::None, deadline))
+            .map_err(|(_, e)| e)
+    }
+
+    /// A snapshot of the loop's counters (no allocation).
+    pub fn metrics(&self) -> Metrics {
+        self.storage.metrics.snapshot()
+    }
+}
+
+/// Validates recv bounds: `Ok(buf)` to submit, or the immediate result.
+fn check_recv(mut buf: IoBufMut, offset: usize, len: usize) -> Result<IoBufMut, RecvResult> {
+    if offset > len || len > buf.capacity() {
+        return Err(Err((buf, Error::InvalidInput)));
+    }
+    if offset == len {
+        // SAFETY: offset <= capacity; the bytes below are the caller's (documented on `recv`).
+        unsafe { buf.set_len(offset) };
+        return Err(Ok((buf, offset)));
+    }
+    Ok(buf)
+}
+
+/// Validates read_at bounds: `Ok(buf)` to submit, or the immediate result.
+fn check_read(mut buf: IoBufMut, len: usize) -> Result<IoBufMut, ReadResult> {
+    if len > buf.capacity() {
+        return Err(Err((buf, Error::InvalidInput)));
+    }
+    if len == 0 {
+        buf.clear();
+        return Err(Ok(buf));
+    }
+    Ok(buf)
+}
+
+fn read_buf((buf, e): (Buffer, Error)) -> (IoBuf, Error) {
+    match buf {
+        Buffer::Read(buf) => (buf, e),
+        _ => (empty(), e),
+    }
+}
+
+fn write_buf((buf, e): (Buffer, Error)) -> (IoBufMut, Error) {
+    match buf {
+        Buffer::Write(buf) => (buf, e),
+        _ => (empty_mut(), e),
+    }
+}
+
+impl<const S: usize, const R: usize, const W: usize> Clone for Handle<S, R, W> {
+    fn clone(&self) -> Self {
+        self.storage.add_handle();
+        Handle {
+            storage: self.storage.clone(),
+            epoch: self.epoch,
+        }
+    }
+}
+
+impl<const S: usize, const R: usize, const W: usize> Drop for Handle<S, R, W> {
+    fn drop(&mut self) {
+        self.storage.drop_handle();
+    }
+}
+
+impl<const S: usize, const R: usize, const W: usize> std::fmt::Debug for Handle<S, R, W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle")
+            .field("slots", &S)
+            .field("ring", &R)
+            .field("wheel", &W)
+            .finish()
+    }
+}

@@ -1,0 +1,176 @@
+//! An io_uring event loop that never touches the heap on its hot path.
+//!
+//! Callers submit logical requests (send, recv, read_at, write_at, sync, nop), each with an
+//! optional deadline; one loop thread owns the ring, stages SQEs, resubmits short reads and
+//! writes, cancels timed-out requests with AsyncCancel, keeps a timeout wheel, sleeps in the
+//! kernel when idle and wakes through an eventfd, and drains in-flight work at shutdown. The
+//! timeout, cancel and shutdown semantics are those of `commonware-runtime`'s io_uring loop;
+//! the machinery is new: every byte the loop uses is in one [`Storage`] sized by const generics,
+//! built by a `const fn` (it can live in a `static`) and never grown.
+//!
+//! ```text
+//! caller ── handle.read_at(fd, off, len, buf, deadline)      (at the future's first poll)
+//!   1. claim a free slot           free_list.rs   lock-free; waits in backpressure.rs if none
+//!   2. write the request into it   slot.rs        the caller owns the slot (FILLED)
+//!   3. push the slot index         submit_queue.rs lock-free MPSC ring, capacity SLOTS: never full
+//!   4. ring the loop if it sleeps  wake.rs        eventfd only when the sleep intent is armed
+//!   5. the future holds the index  handle.rs
+//!
+//! loop thread ── EventLoop::run()                                event_loop.rs
+//!   a. drain CQEs                  op.rs          complete | requeue short I/O | ignore cancel CQEs
+//!   b. advance the timeout wheel   wheel.rs       expired: AsyncCancel if in flight, else Timeout
+//!   c. stage SQEs                  wake rearm, cancels, ready queue, fresh (< RING admitted)
+//!   d. submit and wait             io_uring_enter bounded by the next deadline
+//!
+//! completion ── the loop stores the result in the slot, flips it to DONE, wakes the waker; the
+//!   future takes result and buffer and frees the slot. A dropped future leaves the slot ORPHANED
+//!   and the loop frees it.
+//! ```
+//!
+//! # Quick start
+//!
+//! ```
+//! use static_uring::{Config, IoBufMut};
+//! use std::sync::Arc;
+//!
+//! # fn main() -> Result<(), static_uring::Error> {
+//! let (handle, event_loop) = static_uring::new::<64, 32, 1024>(Config::default())?;
+//! let thread = std::thread::spawn(move || event_loop.run());
+//!
+//! let file = Arc::new(std::fs::File::open("/proc/self/exe").unwrap());
+//! let buf = handle.read_at(file.clone(), 0, 4, IoBufMut::with_capacity(4), None).wait().unwrap();
+//! assert_eq!(&buf[..], b"\x7fELF");
+//!
+//! drop(handle); // the loop drains and returns once every handle is gone
+//! thread.join().unwrap()?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Choosing the three sizes
+//!
+//! * `SLOTS`: requests outstanding at once (queued + in the kernel). When every slot is taken,
+//!   async callers wait (FIFO, no allocation) and `try_*` returns [`Error::Full`].
+//! * `RING`: requests in the kernel at once (the SQ size; the CQ is twice that). Requests beyond
+//!   it wait in the submission ring. `RING <= SLOTS`.
+//! * `WHEEL`: timeout wheel slots. The horizon is `(WHEEL - 1) * timeout_wheel_tick`; a deadline
+//!   further away is clamped and fires early, so pick `WHEEL >= max timeout / tick`.
+//!
+//! All three are powers of two, checked at compile time. `memory-budget.md` gives the bytes.
+//!
+//! # Liveness caveat
+//!
+//! Admitted requests are restaged before new ones, but `RING` is a hard cap. If every admitted
+//! request waits for something still queued behind the cap (say `RING = 2`: two reads admitted,
+//! the two writes that would satisfy them still queued), nothing completes and nothing new is
+//! admitted. The loop cannot see such dependencies; deadlines break the cycle (the timed-out
+//! requests free their entries), so give deadlines to requests that wait on peers, or size
+//! `RING` above the largest dependent group.
+//!
+//! # Safety model
+//!
+//! A buffer handed to the kernel is never freed, moved or returned while the kernel may still
+//! write it: it lives in its slot until the request's last CQE. At shutdown, requests the kernel
+//! will not release are abandoned (callers get [`Error::Abandoned`]) and their buffers are leaked
+//! on purpose rather than freed.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
+
+pub(crate) mod sync;
+
+#[cfg(not(loom))]
+mod backpressure;
+mod buf;
+#[cfg(not(loom))]
+mod config;
+mod error;
+#[cfg(not(loom))]
+mod event_loop;
+mod fd;
+#[cfg(not(loom))]
+mod handle;
+mod metrics;
+mod op;
+
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod free_list;
+#[cfg(not(loom))]
+pub(crate) mod free_list;
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod slot;
+#[cfg(not(loom))]
+pub(crate) mod slot;
+#[cfg(not(loom))]
+mod storage;
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod submit_queue;
+#[cfg(not(loom))]
+pub(crate) mod submit_queue;
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod wake;
+#[cfg(not(loom))]
+pub(crate) mod wake;
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod waker_cell;
+#[cfg(not(loom))]
+pub(crate) mod waker_cell;
+pub(crate) mod wheel;
+
+#[cfg(all(test, not(loom)))]
+mod core_tests;
+#[cfg(all(test, loom))]
+mod loom_tests;
+
+pub use buf::{IoBuf, IoBufMut};
+#[cfg(not(loom))]
+pub use config::Config;
+pub use error::Error;
+#[cfg(not(loom))]
+pub use event_loop::EventLoop;
+pub use fd::Fd;
+#[cfg(not(loom))]
+pub use handle::{Handle, Op, OpOutput, ReadResult, RecvResult, UnitResult, WriteResult};
+pub use metrics::Metrics;
+#[cfg(not(loom))]
+pub use storage::Storage;
+
+/// Builds a loop whose storage is allocated on the heap, once, here.
+///
+/// Validates `config` (and creates the ring) before returning, so errors come back as
+/// [`Error::Config`] or [`Error::Os`] instead of a panic on the loop thread.
+#[cfg(not(loom))]
+pub fn new<const SLOTS: usize, const RING: usize, const WHEEL: usize>(
+    config: Config,
+) -> Result<(Handle<SLOTS, RING, WHEEL>, EventLoop<SLOTS, RING, WHEEL>), Error> {
+    let checked = config.check(WHEEL)?;
+    let storage = storage::StorageRef::Heap(Storage::new_shared());
+    start(storage, checked)
+}
+
+/// Builds a loop on a `'static` storage: no heap allocation at any point.
+///
+/// A storage serves one loop at a time: while a loop or any of its handles is alive, a second
+/// call fails with [`Error::InUse`]. Once that loop has returned and its handles are gone, the
+/// storage can be used again.
+#[cfg(not(loom))]
+pub fn with_storage<const SLOTS: usize, const RING: usize, const WHEEL: usize>(
+    storage: &'static Storage<SLOTS, RING, WHEEL>,
+    config: Config,
+) -> Result<(Handle<SLOTS, RING, WHEEL>, EventLoop<SLOTS, RING, WHEEL>), Error> {
+    let checked = config.check(WHEEL)?;
+    start(storage::StorageRef::Static(storage), checked)
+}
+
+#[cfg(not(loom))]
+fn start<const S: usize, const R: usize, const W: usize>(
+    storage: storage::StorageRef<S, R, W>,
+    checked: config::Checked,
+) -> Result<(Handle<S, R, W>, EventLoop<S, R, W>), Error> {
+    let eventfd = storage.claim()?;
+    let event_loop = EventLoop::new(storage.clone(), eventfd, checked)?;
+    Ok((Handle::from_storage(storage), event_loop))
+}

@@ -1,0 +1,111 @@
+//! Counters the loop keeps, and the plain snapshot callers read.
+
+use crate::sync::{AtomicU64, Ordering};
+
+/// A snapshot of the loop's counters. Reading it never allocates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Metrics {
+    /// Admitted requests (in flight, ready-queued or cancelling): the commonware gauge.
+    pub pending_operations: u64,
+    /// Operation SQEs pushed to the ring (a request with short I/O counts once per SQE).
+    pub submitted: u64,
+    /// Requests finished by the loop (any result, delivered or retired).
+    pub completed: u64,
+    /// Requests that ended with `Error::Timeout`.
+    pub timed_out: u64,
+    /// AsyncCancel SQEs issued.
+    pub cancel_sqes: u64,
+    /// Requests retired because their caller dropped the future.
+    pub orphaned: u64,
+    /// CQEs that left a request unfinished (short I/O, EAGAIN) and put it back in the ready queue.
+    pub requeued: u64,
+    /// Requests abandoned at shutdown while the kernel still owned them (their slots stay parked).
+    pub abandoned: u64,
+    /// Calls of `io_uring_enter`.
+    pub enters: u64,
+    /// Wake-up CQEs of the eventfd poll.
+    pub wakeups: u64,
+}
+
+/// The live counters: written by the loop thread, read by anyone.
+#[derive(Debug)]
+pub(crate) struct Counters {
+    pub(crate) pending_operations: AtomicU64,
+    pub(crate) submitted: AtomicU64,
+    pub(crate) completed: AtomicU64,
+    pub(crate) timed_out: AtomicU64,
+    pub(crate) cancel_sqes: AtomicU64,
+    pub(crate) orphaned: AtomicU64,
+    pub(crate) requeued: AtomicU64,
+    pub(crate) abandoned: AtomicU64,
+    pub(crate) enters: AtomicU64,
+    pub(crate) wakeups: AtomicU64,
+}
+
+impl Counters {
+    crate::maybe_const_fn! {
+        /// All zero.
+        pub(crate) fn new() -> Self {
+            Self {
+                pending_operations: AtomicU64::new(0),
+                submitted: AtomicU64::new(0),
+                completed: AtomicU64::new(0),
+                timed_out: AtomicU64::new(0),
+                cancel_sqes: AtomicU64::new(0),
+                orphaned: AtomicU64::new(0),
+                requeued: AtomicU64::new(0),
+                abandoned: AtomicU64::new(0),
+                enters: AtomicU64::new(0),
+                wakeups: AtomicU64::new(0),
+            }
+        }
+    }
+
+    /// Adds one. Only the loop thread writes, so a load and a store suffice (no locked RMW on the
+    /// hot path); Relaxed because readers want a recent value, not an ordering.
+    #[inline]
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+
+    /// Sets the gauge.
+    pub(crate) fn set_pending(&self, value: usize) {
+        self.pending_operations
+            .store(value as u64, Ordering::Relaxed);
+    }
+
+    /// Reads every counter.
+    pub(crate) fn snapshot(&self) -> Metrics {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Metrics {
+            pending_operations: get(&self.pending_operations),
+            submitted: get(&self.submitted),
+            completed: get(&self.completed),
+            timed_out: get(&self.timed_out),
+            cancel_sqes: get(&self.cancel_sqes),
+            orphaned: get(&self.orphaned),
+            requeued: get(&self.requeued),
+            abandoned: get(&self.abandoned),
+            enters: get(&self.enters),
+            wakeups: get(&self.wakeups),
+        }
+    }
+
+    /// Back to zero (storage claim).
+    pub(crate) fn reset(&self) {
+        for c in [
+            &self.pending_operations,
+            &self.submitted,
+            &self.completed,
+            &self.timed_out,
+            &self.cancel_sqes,
+            &self.orphaned,
+            &self.requeued,
+            &self.abandoned,
+            &self.enters,
+            &self.wakeups,
+        ] {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+}

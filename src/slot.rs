@@ -1,0 +1,293 @@
+//! The slot: one request's state, from claim to hand-back, and the atomic state machine that
+//! says who may touch it.
+//!
+//! # States and owners
+//!
+//! | phase       | meaning                                        | `request` owned by | next phases (by whom)                                  |
+//! |-------------|------------------------------------------------|--------------------|--------------------------------------------------------|
+//! | `FREE`      | on the free list                               | nobody             | `FILLED` (caller, after popping the index)             |
+//! | `FILLED`    | caller is writing the request                  | caller             | `QUEUED` (caller, before pushing the index), `FREE`    |
+//! | `QUEUED`    | index in the submission ring                   | loop (once popped) | `ACTIVE` (loop admits), `ORPHANED` (caller drops)      |
+//! | `ACTIVE`    | admitted: in flight, ready-queued or cancelling | loop               | `DONE` (loop), `ORPHANED` (caller), `ABANDONED` (loop) |
+//! | `DONE`      | result stored, waiting for the caller          | caller             | `FREE` (caller takes the result)                       |
+//! | `ORPHANED`  | caller gone; the loop retires it               | loop               | `FREE` (loop), `ABANDONED` (loop)                      |
+//! | `ABANDONED` | kernel may still write its buffer; never reused | nobody (leaked)   | none                                                   |
+//!
+//! The waker cell is not part of the table: it has its own lock-free protocol (`waker_cell.rs`)
+//! and may be registered by the caller in `QUEUED` and `ACTIVE`.
+//!
+//! # The complete-versus-drop race
+//!
+//! The loop finishing a request (`ACTIVE -> DONE`) and the caller dropping its future
+//! (`ACTIVE -> ORPHANED`) are both compare-exchanges on `phase`, so exactly one wins. If the loop
+//! wins, the caller sees `DONE` and frees the slot itself (dropping the result); if the caller
+//! wins, the loop sees `ORPHANED` and frees it. Either way the slot is freed once, by the side
+//! that owns it at that moment.
+//!
+//! # Blocking waits
+//!
+//! A thread with no executor (`.wait()`) sets the `PARKED` bit next to the phase and sleeps on the
+//! phase word with a futex. Any transition out of `QUEUED`/`ACTIVE` changes the word, so a wait
+//! that starts after it returns at once; the loop calls `FUTEX_WAKE` only when it saw `PARKED`.
+
+use crate::op::Request;
+use crate::sync::{AtomicU32, Ordering, UnsafeCell};
+use crate::waker_cell::WakerCell;
+
+pub(crate) const FREE: u32 = 0;
+pub(crate) const FILLED: u32 = 1;
+pub(crate) const QUEUED: u32 = 2;
+pub(crate) const ACTIVE: u32 = 3;
+pub(crate) const DONE: u32 = 4;
+pub(crate) const ORPHANED: u32 = 5;
+pub(crate) const ABANDONED: u32 = 6;
+
+/// Set beside `QUEUED` or `ACTIVE` while a thread sleeps on the phase word.
+const PARKED: u32 = 1 << 8;
+const PHASE: u32 = 0xff;
+
+/// What the loop found when it tried to finish a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Finish {
+    /// The caller owns the result now; wake it (and unpark it if `parked`).
+    Delivered { parked: bool },
+    /// The caller was gone: the loop owns the slot and must free it.
+    Orphaned,
+}
+
+/// What a caller that gives up on its request found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Leave {
+    /// The loop owns the request now and will retire it.
+    Orphaned,
+    /// The result was already stored: the caller owns the slot and must free it.
+    Done,
+    /// The kernel may still own the buffers: leave the slot alone forever.
+    Abandoned,
+}
+
+/// One request's storage.
+pub(crate) struct Slot {
+    /// Phase (low byte) and `PARKED`.
+    phase: AtomicU32,
+    /// Bumped each time the slot is freed; with the index it names one request (`user_data`).
+    generation: AtomicU32,
+    /// The caller's waker.
+    pub(crate) waker: WakerCell,
+    /// The request itself; its owner is given by the table above.
+    request: UnsafeCell<Request>,
+}
+
+// SAFETY: `request` is only accessed by the owner that the phase names, and every hand-off
+// between owners is an atomic transition with Release/Acquire ordering (see the table).
+unsafe impl Sync for Slot {}
+// SAFETY: as above; everything inside is Send.
+unsafe impl Send for Slot {}
+
+impl Slot {
+    crate::maybe_const_fn! {
+        /// A free slot with generation 0.
+        pub(crate) fn new() -> Self {
+            Self {
+                phase: AtomicU32::new(FREE),
+                generation: AtomicU32::new(0),
+                waker: WakerCell::new(),
+                request: UnsafeCell::new(Request::EMPTY),
+            }
+        }
+    }
+
+    /// The current phase (without `PARKED`). Acquire: a caller that sees `DONE` sees the result.
+    pub(crate) fn phase(&self) -> u32 {
+        self.phase.load(Ordering::Acquire) & PHASE
+    }
+
+    /// The generation of the current occupant.
+    pub(crate) fn generation(&self) -> u32 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` on the request.
+    ///
+    /// # Safety
+    /// The calling side must own the request in the current phase (see the module table).
+    pub(crate) unsafe fn with_request<R>(&self, f: impl FnOnce(&mut Request) -> R) -> R {
+        // SAFETY: the caller owns the request (function contract), so this is the only access.
+        self.request.with_mut(|request| f(unsafe { &mut *request }))
+    }
+
+    /// `FREE -> FILLED`: the index was just popped from the free list.
+    pub(crate) fn mark_filled(&self) {
+        debug_assert_eq!(self.phase(), FREE);
+        self.phase.store(FILLED, Ordering::Relaxed);
+    }
+
+    /// `FILLED -> QUEUED`, just before the index is pushed. Release: the loop's `admit`
+    /// (Acquire) sees the request (the ring's own Release/Acquire orders it too).
+    pub(crate) fn mark_queued(&self) {
+        self.phase.store(QUEUED, Ordering::Release);
+    }
+
+    /// `QUEUED -> ACTIVE` (loop, when it admits the request). Returns false if the caller
+    /// orphaned it first (the phase is then `ORPHANED`, owned by the loop).
+    pub(crate) fn admit(&self) -> bool {
+        self.transition(|phase| (phase == QUEUED).then_some(ACTIVE))
+            .is_ok()
+    }
+
+    /// `ACTIVE -> DONE` (loop, after storing the result) or, if the caller left, report that the
+    /// loop owns the orphan. Release: publishes the stored result to the caller.
+    pub(crate) fn finish(&self) -> Finish {
+        match self.transition(|phase| (phase == ACTIVE).then_some(DONE)) {
+            Ok(previous) => Finish::Delivered {
+                parked: previous & PARKED != 0,
+            },
+            Err(_) => Finish::Orphaned,
+        }
+    }
+
+    /// `ACTIVE | ORPHANED -> ABANDONED` (loop at shutdown, the kernel may still own the buffers).
+    /// Returns true if a caller is waiting (was `ACTIVE`) and `parked` when it sleeps on a futex.
+    pub(crate) fn abandon(&self) -> (bool, bool) {
+        let previous = self
+            .transition(|phase| matches!(phase, ACTIVE | ORPHANED).then_some(ABANDONED))
+            .unwrap_or(ABANDONED);
+        (previous & PHASE == ACTIVE, previous & PARKED != 0)
+    }
+
+    /// The caller gives up (its future is dropped): `QUEUED | ACTIVE -> ORPHANED`.
+    pub(crate) fn orphan(&self) -> Leave {
+        match self.transition(|phase| matches!(phase, QUEUED | ACTIVE).then_some(ORPHANED)) {
+            Ok(_) => Leave::Orphaned,
+            Err(phase) if phase & PHASE == DONE => Leave::Done,
+            Err(phase) => {
+                debug_assert_eq!(phase & PHASE, ABANDONED);
+                Leave::Abandoned
+            }
+        }
+    }
+
+    /// `* -> FREE` by the side that owns the slot (caller after `DONE`, loop after `ORPHANED`,
+    /// caller after `FILLED`): bumps the generation. The caller pushes the index to the free list
+    /// next, whose Release publishes this.
+    pub(crate) fn release(&self) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        self.phase.store(FREE, Ordering::Relaxed);
+    }
+
+    /// Applies `next` to the phase (keeping `PARKED` unless the phase leaves QUEUED/ACTIVE).
+    /// AcqRel: every transition both publishes the mover's writes and acquires the other side's.
+    fn transition(&self, next: impl Fn(u32) -> Option<u32>) -> Result<u32, u32> {
+        self.phase
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+                next(word & PHASE).map(|phase| match phase {
+                    QUEUED | ACTIVE => phase | (word & PARKED),
+                    _ => phase,
+                })
+            })
+    }
+}
+
+#[cfg(not(loom))]
+impl Slot {
+    /// Sleeps until the phase leaves `QUEUED`/`ACTIVE` (or a spurious wake-up). Caller side.
+    pub(crate) fn park(&self) {
+        let word = self.phase.load(Ordering::Acquire);
+        if !matches!(word & PHASE, QUEUED | ACTIVE) {
+            return;
+        }
+        // AcqRel: the loop's `finish` either sees PARKED or changed the word first.
+        if self
+            .phase
+            .compare_exchange(word, word | PARKED, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return;
+        }
+        futex_wait(&self.phase, word | PARKED);
+    }
+
+    /// Wakes the thread sleeping in [`park`](Self::park). Loop side.
+    pub(crate) fn unpark(&self) {
+        futex_wake(&self.phase);
+    }
+}
+
+/// Sleeps while `*word == expected` (FUTEX_WAIT); returns on wake, change, or signal.
+#[cfg(not(loom))]
+fn futex_wait(word: &AtomicU32, expected: u32) {
+    // SAFETY: FUTEX_WAIT reads the aligned u32 at a valid address (an AtomicU32 we borrow);
+    // a null timeout means no timeout.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            std::ptr::null::<libc::timespec>(),
+        );
+    }
+}
+
+/// Wakes every thread in `futex_wait` on `word`.
+#[cfg(not(loom))]
+fn futex_wake(word: &AtomicU32) {
+    // SAFETY: FUTEX_WAKE only uses the address as a key; it is a valid AtomicU32.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            i32::MAX,
+        );
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn complete_then_drop_leaves_the_slot_to_the_caller() {
+        // If the loop stores the result first, the dropping caller must free the slot.
+        let slot = Slot::new();
+        slot.mark_filled();
+        slot.mark_queued();
+        assert!(slot.admit());
+        assert_eq!(slot.finish(), Finish::Delivered { parked: false });
+        assert_eq!(slot.orphan(), Leave::Done);
+    }
+
+    #[test]
+    fn drop_then_complete_leaves_the_slot_to_the_loop() {
+        // If the caller leaves first, the loop must learn it owns the orphan.
+        let slot = Slot::new();
+        slot.mark_filled();
+        slot.mark_queued();
+        assert_eq!(slot.orphan(), Leave::Orphaned);
+        assert!(!slot.admit(), "an orphan is not admitted as live");
+        assert_eq!(slot.finish(), Finish::Orphaned);
+        assert_eq!(slot.abandon(), (false, false));
+        assert_eq!(slot.phase(), ABANDONED);
+        assert_eq!(
+            slot.orphan(),
+            Leave::Abandoned,
+            "abandoned slots are never handed back"
+        );
+    }
+
+    #[test]
+    fn release_bumps_generation_and_parked_bit_is_reported() {
+        // Stale cancel CQEs are recognised by generation; a parked waiter must be woken.
+        let slot = Slot::new();
+        slot.mark_filled();
+        slot.mark_queued();
+        slot.phase.fetch_or(PARKED, Ordering::Relaxed);
+        assert!(slot.admit());
+        assert_eq!(slot.phase(), ACTIVE);
+        assert_eq!(slot.finish(), Finish::Delivered { parked: true });
+        slot.release();
+        assert_eq!(slot.generation(), 1);
+        assert_eq!(slot.phase(), FREE);
+    }
+}

@@ -1,0 +1,437 @@
+//! [`Storage`]: every byte the loop will ever use, sized by three const parameters and built by a
+//! `const fn`, plus the claim that lets one loop at a time use it.
+//!
+//! # Lifetime word
+//!
+//! ```text
+//! life: AtomicU64 = [ LOOP:1 | CLOSED:1 | unused | submitting:24 | handles:32 ]
+//! ```
+//! * `handles`: live `Handle` clones. The loop shuts down when it reaches 0.
+//! * `submitting`: callers between "may I submit?" and "my index is in the ring". The loop treats
+//!   them as senders too, so it never starts draining while a push is under way, and a dead loop
+//!   waits for them before sweeping the ring.
+//! * `CLOSED`: the loop is gone (or going) for good; nothing new may be submitted.
+//! * `LOOP`: an `EventLoop` value exists for the current claim.
+//!
+//! The claim is released (and the storage can be claimed again) by whichever read-modify-write
+//! leaves `handles == 0`, `submitting == 0` and `LOOP` clear.
+
+use std::sync::Arc;
+
+use crate::backpressure::WaitList;
+use crate::error::Error;
+use crate::free_list::FreeList;
+use crate::metrics::Counters;
+use crate::op::Request;
+use crate::slot::{Slot, ABANDONED};
+use crate::submit_queue::SubmitQueue;
+use crate::sync::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use crate::wake::{EventFd, WakeState};
+use crate::wheel::Wheel;
+
+const HANDLE: u64 = 1;
+const HANDLES: u64 = 0xffff_ffff;
+const SUBMIT: u64 = 1 << 32;
+const SUBMITTING: u64 = 0xff_ffff << 32;
+const CLOSED: u64 = 1 << 62;
+const LOOP: u64 = 1 << 63;
+
+/// Loop-private state kept in the storage so that a loop allocates nothing: the timeout wheel,
+/// the ready queue and the pending-cancel queue. Only the loop thread of the current claim
+/// touches it.
+pub(crate) struct LoopState<const SLOTS: usize, const RING: usize, const WHEEL: usize> {
+    pub(crate) wheel: Wheel<SLOTS, WHEEL>,
+    /// Admitted requests waiting for their next SQE (FIFO). At most one entry per request.
+    pub(crate) ready: heapless::Deque<u32, RING>,
+    /// Request ids (index + generation) whose AsyncCancel is still to be staged (FIFO).
+    pub(crate) cancels: heapless::Deque<u64, RING>,
+    /// Per-slot bookkeeping only the loop reads or writes.
+    pub(crate) flags: [SlotFlags; SLOTS],
+}
+
+/// What the loop knows about an admitted request, kept outside the slot so that checking it
+/// never touches memory the caller may own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct SlotFlags {
+    /// Counted in the loop's admitted requests (in flight, ready-queued or cancelling).
+    pub(crate) admitted: bool,
+    /// An op SQE is in the kernel.
+    pub(crate) in_flight: bool,
+    /// The deadline fired; the next CQE or staging ends the request with `Timeout`.
+    pub(crate) cancel_requested: bool,
+    /// Cancelled at shutdown: unless it fully succeeds, the outcome is `Abandoned`.
+    pub(crate) abandoning: bool,
+}
+
+impl SlotFlags {
+    /// Not admitted.
+    pub(crate) const NONE: SlotFlags = SlotFlags {
+        admitted: false,
+        in_flight: false,
+        cancel_requested: false,
+        abandoning: false,
+    };
+}
+
+/// All memory the loop will ever use, sized at compile time.
+///
+/// * `SLOTS`: logical requests that may be outstanding at once (queued + in flight). The
+///   submission ring holds slot indices, so it can never overflow.
+/// * `RING`: requests in flight in the kernel at once (SQ entries; CQ = 2 x RING). `RING <= SLOTS`.
+/// * `WHEEL`: slots of the timeout wheel; the horizon is `(WHEEL - 1) * tick`.
+///
+/// All three are powers of two; anything else fails to compile. `Storage::new()` is a `const fn`,
+/// so the storage can live in a `static` and the loop then never touches the heap at all:
+///
+/// ```
+/// use static_uring::{Config, Storage};
+/// static STORAGE: Storage<64, 32, 1024> = Storage::new();
+/// let (handle, event_loop) = static_uring::with_storage(&STORAGE, Config::default()).unwrap();
+/// // A storage serves one loop at a time: a second claim is an error, not UB.
+/// assert!(static_uring::with_storage(&STORAGE, Config::default()).is_err());
+/// let thread = std::thread::spawn(move || event_loop.run());
+/// handle.nop(None).wait().unwrap();
+/// drop(handle);
+/// thread.join().unwrap().unwrap();
+/// ```
+/// See `memory-budget.md` for its size as a function of the three parameters.
+pub struct Storage<const SLOTS: usize, const RING: usize, const WHEEL: usize> {
+    pub(crate) slots: [Slot; SLOTS],
+    pub(crate) free: FreeList<SLOTS>,
+    pub(crate) queue: SubmitQueue<SLOTS>,
+    pub(crate) wake: WakeState,
+    pub(crate) waiters: WaitList,
+    pub(crate) metrics: Counters,
+    /// The eventfd, created at the first claim and kept open for the storage's lifetime, so a
+    /// late `ring` can never hit a recycled descriptor number. -1 before.
+    eventfd: std::sync::atomic::AtomicI32,
+    life: AtomicU64,
+    /// Bumped at every claim; operations created under an older claim cannot submit.
+    epoch: AtomicU32,
+    claimed: AtomicBool,
+    initialized: AtomicBool,
+    /// How long `.wait()` polls before parking (from the config of the current claim).
+    pub(crate) wait_spin_ns: AtomicU64,
+    loop_state: std::cell::UnsafeCell<LoopState<SLOTS, RING, WHEEL>>,
+}
+
+// SAFETY: shared fields are atomics or have their own protocol (slots: the phase machine;
+// `loop_state`: only the loop thread of the current claim, which the `claimed` flag makes unique).
+unsafe impl<const S: usize, const R: usize, const W: usize> Sync for Storage<S, R, W> {}
+// SAFETY: as above.
+unsafe impl<const S: usize, const R: usize, const W: usize> Send for Storage<S, R, W> {}
+
+impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, RING, WHEEL> {
+    /// Rejects bad sizes at compile time (evaluated when `new` is instantiated).
+    const VALID: () = {
+        assert!(
+            SLOTS.is_power_of_two(),
+            "SLOTS must be a non-zero power of two"
+        );
+        assert!(
+            RING.is_power_of_two(),
+            "RING must be a non-zero power of two"
+        );
+        assert!(
+            WHEEL.is_power_of_two(),
+            "WHEEL must be a non-zero power of two"
+        );
+        assert!(WHEEL >= 2, "WHEEL must be at least 2");
+        assert!(RING <= SLOTS, "RING must not exceed SLOTS");
+        assert!(SLOTS <= 1 << 24, "SLOTS must be at most 2^24");
+        assert!(
+            RING <= 32768,
+            "RING must be at most 32768 (the kernel's SQ limit)"
+        );
+    };
+
+    /// The storage, with nothing allocated: usable in a `static`.
+    pub const fn new() -> Self {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::VALID;
+        Storage {
+            slots: [const { Slot::new() }; SLOTS],
+            free: FreeList::new(),
+            queue: SubmitQueue::new(),
+            wake: WakeState::new(),
+            waiters: WaitList::new(),
+            metrics: Counters::new(),
+            eventfd: std::sync::atomic::AtomicI32::new(-1),
+            life: AtomicU64::new(0),
+            epoch: AtomicU32::new(0),
+            claimed: AtomicBool::new(false),
+            initialized: AtomicBool::new(false),
+            wait_spin_ns: AtomicU64::new(0),
+            loop_state: std::cell::UnsafeCell::new(LoopState {
+                wheel: Wheel::new(),
+                ready: heapless::Deque::new(),
+                cancels: heapless::Deque::new(),
+                flags: [SlotFlags::NONE; SLOTS],
+            }),
+        }
+    }
+
+    /// A heap copy built in place (large storages would overflow the stack if built there first).
+    pub(crate) fn new_shared() -> Arc<Self> {
+        let mut arc = Arc::<Self>::new_uninit();
+        let ptr = Arc::get_mut(&mut arc)
+            .expect("fresh Arc is unique")
+            .as_mut_ptr();
+        // SAFETY: `ptr` is valid for writes of `Self` and uniquely ours; `init_at` writes every
+        // field before `assume_init`.
+        unsafe {
+            Self::init_at(ptr);
+            arc.assume_init()
+        }
+    }
+
+    /// Writes `Storage::new()` into `ptr` field by field, slot by slot.
+    ///
+    /// # Safety
+    /// `ptr` is valid for writes and properly aligned.
+    unsafe fn init_at(ptr: *mut Self) {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::VALID;
+        // SAFETY: every write targets a field of the allocation behind `ptr` (contract); the
+        // slot and cell arrays are written element by element, so no large temporary is built.
+        unsafe {
+            let slots = std::ptr::addr_of_mut!((*ptr).slots).cast::<Slot>();
+            for i in 0..SLOTS {
+                slots.add(i).write(Slot::new());
+            }
+            std::ptr::addr_of_mut!((*ptr).free).write(FreeList::new());
+            SubmitQueue::init_at(std::ptr::addr_of_mut!((*ptr).queue));
+            std::ptr::addr_of_mut!((*ptr).wake).write(WakeState::new());
+            std::ptr::addr_of_mut!((*ptr).waiters).write(WaitList::new());
+            std::ptr::addr_of_mut!((*ptr).metrics).write(Counters::new());
+            std::ptr::addr_of_mut!((*ptr).eventfd).write(std::sync::atomic::AtomicI32::new(-1));
+            std::ptr::addr_of_mut!((*ptr).life).write(AtomicU64::new(0));
+            std::ptr::addr_of_mut!((*ptr).epoch).write(AtomicU32::new(0));
+            std::ptr::addr_of_mut!((*ptr).claimed).write(AtomicBool::new(false));
+            std::ptr::addr_of_mut!((*ptr).initialized).write(AtomicBool::new(false));
+            std::ptr::addr_of_mut!((*ptr).wait_spin_ns).write(AtomicU64::new(0));
+            let state =
+                std::ptr::addr_of_mut!((*ptr).loop_state).cast::<LoopState<SLOTS, RING, WHEEL>>();
+            Wheel::init_at(std::ptr::addr_of_mut!((*state).wheel));
+            std::ptr::addr_of_mut!((*state).ready).write(heapless::Deque::new());
+            std::ptr::addr_of_mut!((*state).cancels).write(heapless::Deque::new());
+            let flags = std::ptr::addr_of_mut!((*state).flags).cast::<SlotFlags>();
+            for i in 0..SLOTS {
+                flags.add(i).write(SlotFlags::NONE);
+            }
+        }
+    }
+
+    /// Takes the storage for one loop: resets the ring, wheel and counters and opens the life
+    /// word with one handle. Fails if another loop holds it.
+    pub(crate) fn claim(&self) -> Result<EventFd, Error> {
+        if self
+            .claimed
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return Err(Error::InUse);
+        }
+        if !self.initialized.load(Ordering::Relaxed) {
+            let fd = match EventFd::new() {
+                Ok(fd) => fd,
+                Err(e) => {
+                    self.claimed.store(false, Ordering::Release);
+                    return Err(Error::Os(e.raw_os_error().unwrap_or(libc::EIO)));
+                }
+            };
+            self.eventfd.store(fd.raw(), Ordering::Relaxed);
+            self.free.fill();
+            self.initialized.store(true, Ordering::Relaxed);
+        }
+        self.queue.reset();
+        self.wake.reset();
+        self.metrics.reset();
+        // SAFETY: we hold the claim and no loop exists yet, so nobody else touches loop state.
+        let state = unsafe { &mut *self.loop_state.get() };
+        state.wheel.reset();
+        state.ready.clear();
+        state.cancels.clear();
+        state.flags.fill(SlotFlags::NONE);
+        self.epoch.fetch_add(1, Ordering::Relaxed);
+        // Release: publishes the resets above to every thread that acquires the life word.
+        self.life.store(LOOP | HANDLE, Ordering::Release);
+        Ok(EventFd::from_raw(self.eventfd.load(Ordering::Relaxed)))
+    }
+
+    /// The loop-private state. Dereferencing it is reserved to the loop of the current claim,
+    /// which is unique while the claim is held.
+    pub(crate) fn loop_state(&self) -> std::ptr::NonNull<LoopState<SLOTS, RING, WHEEL>> {
+        // SAFETY (non-null): `UnsafeCell::get` of a field of `self` is never null.
+        std::ptr::NonNull::new(self.loop_state.get()).expect("field pointer is non-null")
+    }
+
+    /// The current claim's epoch.
+    pub(crate) fn epoch(&self) -> u32 {
+        self.epoch.load(Ordering::Relaxed)
+    }
+
+    /// The eventfd of the current claim's loop.
+    pub(crate) fn eventfd(&self) -> EventFd {
+        EventFd::from_raw(self.eventfd.load(Ordering::Relaxed))
+    }
+
+    /// True when a caller of claim `epoch` can no longer submit.
+    pub(crate) fn is_closed(&self, epoch: u32) -> bool {
+        let life = self.life.load(Ordering::Acquire);
+        life & CLOSED != 0 || life & HANDLES == 0 || self.epoch() != epoch
+    }
+
+    /// Live handles plus callers mid-submit: zero means the loop may start its drain.
+    pub(crate) fn senders(&self) -> u64 {
+        // Acquire: pairs with the Release of the last `release_*`, so every push made before it
+        // is visible to the loop's check of the ring that follows.
+        let life = self.life.load(Ordering::Acquire);
+        (life & HANDLES) + ((life & SUBMITTING) >> 32)
+    }
+
+    /// Registers one more `Handle` (the caller holds one, so the loop is open).
+    pub(crate) fn add_handle(&self) {
+        self.life.fetch_add(HANDLE, Ordering::Relaxed);
+    }
+
+    /// A `Handle` was dropped.
+    pub(crate) fn drop_handle(&self) {
+        // AcqRel: Release publishes this thread's pushes to the loop's Acquire in `senders`.
+        let after = self.life.fetch_sub(HANDLE, Ordering::AcqRel) - HANDLE;
+        self.after_release(after);
+    }
+
+    /// Asks to submit under claim `epoch`; false if the loop is closed for it.
+    pub(crate) fn begin_submit(&self, epoch: u32) -> bool {
+        let mut life = self.life.load(Ordering::Relaxed);
+        loop {
+            if life & CLOSED != 0 || life & HANDLES == 0 {
+                return false;
+            }
+            // Acquire: sees the claim's resets (and, below, its epoch).
+            match self.life.compare_exchange_weak(
+                life,
+                life + SUBMIT,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(current) => life = current,
+            }
+        }
+        // While we are counted the claim cannot change, so the epoch is stable now.
+        if self.epoch() != epoch {
+            self.end_submit();
+            return false;
+        }
+        true
+    }
+
+    /// The index is in the ring (or the attempt was abandoned).
+    pub(crate) fn end_submit(&self) {
+        // AcqRel: Release publishes the push to the loop's Acquire in `senders`.
+        let after = self.life.fetch_sub(SUBMIT, Ordering::AcqRel) - SUBMIT;
+        self.after_release(after);
+    }
+
+    /// Shared tail of the releases: the last sender wakes the loop and the slot waiters; the
+    /// last user of all releases the claim.
+    fn after_release(&self, after: u64) {
+        if after & (HANDLES | SUBMITTING) != 0 {
+            return;
+        }
+        self.eventfd().ring();
+        self.waiters.close_all();
+        if after & LOOP == 0 {
+            self.claimed.store(false, Ordering::Release);
+        }
+    }
+
+    /// The loop of this claim is finished: closes submission, waits out callers mid-submit, and
+    /// hands every request still in the ring to `sweep`. Then releases the claim if no handle is
+    /// left (else the last handle does).
+    pub(crate) fn close_loop(&self, mut sweep: impl FnMut(u32)) {
+        self.life.fetch_or(CLOSED, Ordering::AcqRel);
+        self.waiters.close_all();
+        // Callers counted in `submitting` finish their push in a few instructions.
+        while self.life.load(Ordering::Acquire) & SUBMITTING != 0 {
+            std::thread::yield_now();
+        }
+        while self.queue.len() != 0 {
+            match self.queue.pop() {
+                Some(index) => sweep(index),
+                None => std::thread::yield_now(),
+            }
+        }
+        let after = self.life.fetch_and(!LOOP, Ordering::AcqRel) & !LOOP;
+        if after & (HANDLES | SUBMITTING) == 0 {
+            self.claimed.store(false, Ordering::Release);
+        }
+    }
+
+    /// Frees slot `index` (owned by the caller) and hands free slots to waiters.
+    pub(crate) fn free_slot(&self, index: u32) {
+        let slot = &self.slots[index as usize];
+        // SAFETY: the caller owns the slot (DONE taken, ORPHANED retired or FILLED abandoned).
+        unsafe { slot.with_request(|request| *request = Request::EMPTY) };
+        slot.release();
+        self.free.push(index);
+        self.waiters.wake_waiters(&self.free);
+    }
+}
+
+impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Default
+    for Storage<SLOTS, RING, WHEEL>
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Drop
+    for Storage<SLOTS, RING, WHEEL>
+{
+    fn drop(&mut self) {
+        for slot in &self.slots {
+            if slot.phase() == ABANDONED {
+                // The kernel may still write these buffers: leak them on purpose (A10).
+                // SAFETY: `&mut self`: no other user; abandoned slots belong to nobody.
+                unsafe {
+                    slot.with_request(|request| {
+                        std::mem::forget(std::mem::replace(request, Request::EMPTY))
+                    })
+                };
+            }
+        }
+        let fd = self.eventfd.load(Ordering::Relaxed);
+        if fd >= 0 {
+            EventFd::from_raw(fd).close();
+        }
+    }
+}
+
+/// A reference to a storage: `'static` (no heap) or shared on the heap.
+pub(crate) enum StorageRef<const SLOTS: usize, const RING: usize, const WHEEL: usize> {
+    Static(&'static Storage<SLOTS, RING, WHEEL>),
+    Heap(Arc<Storage<SLOTS, RING, WHEEL>>),
+}
+
+impl<const S: usize, const R: usize, const W: usize> Clone for StorageRef<S, R, W> {
+    fn clone(&self) -> Self {
+        match self {
+            StorageRef::Static(storage) => StorageRef::Static(storage),
+            StorageRef::Heap(storage) => StorageRef::Heap(Arc::clone(storage)),
+        }
+    }
+}
+
+impl<const S: usize, const R: usize, const W: usize> std::ops::Deref for StorageRef<S, R, W> {
+    type Target = Storage<S, R, W>;
+    fn deref(&self) -> &Self::Target {
+        match self {
+            StorageRef::Static(storage) => storage,
+            StorageRef::Heap(storage) => storage,
+        }
+    }
+}

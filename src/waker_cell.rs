@@ -1,0 +1,106 @@
+//! A cell holding one task's `Waker`, registered by the caller and taken by the loop without a
+//! lock (the algorithm of `futures::task::AtomicWaker`, written for our loom shim).
+//!
+//! ```text
+//! state: IDLE --register--> REGISTERING --done--> IDLE
+//!          \--wake--> WAKING (take waker, wake it) --> IDLE
+//! REGISTERING + wake  => WAKING bit set; the registrant sees it when it finishes and wakes the
+//!                        task itself, so a wake that races a registration is never lost.
+//! ```
+//! Usage contract: the caller registers, *then* checks the condition; the loop changes the
+//! condition, *then* calls [`wake`](WakerCell::wake). Both sides' read-modify-writes on `state`
+//! are totally ordered, which is what rules out the lost wake-up.
+
+use crate::sync::{AtomicU32, Ordering, UnsafeCell};
+use std::task::Waker;
+
+const IDLE: u32 = 0;
+const REGISTERING: u32 = 0b01;
+const WAKING: u32 = 0b10;
+
+/// One registrant at a time (the slot's current owner), any number of wakers.
+pub(crate) struct WakerCell {
+    state: AtomicU32,
+    /// Written only by whoever moved `state` out of IDLE (registrant or waker).
+    waker: UnsafeCell<Option<Waker>>,
+}
+
+// SAFETY: `waker` is only accessed by the thread that won the IDLE -> REGISTERING or
+// IDLE -> WAKING transition, so accesses never overlap; `Waker` is Send + Sync.
+unsafe impl Sync for WakerCell {}
+// SAFETY: as above.
+unsafe impl Send for WakerCell {}
+
+impl WakerCell {
+    crate::maybe_const_fn! {
+        /// An empty cell.
+        pub(crate) fn new() -> Self {
+            Self { state: AtomicU32::new(IDLE), waker: UnsafeCell::new(None) }
+        }
+    }
+
+    /// Stores `waker` to be woken by the next [`wake`](Self::wake).
+    pub(crate) fn register(&self, waker: &Waker) {
+        // Acquire: sees the waker written by the previous owner of the cell (register or take).
+        match self
+            .state
+            .compare_exchange(IDLE, REGISTERING, Ordering::Acquire, Ordering::Acquire)
+        {
+            Ok(_) => {
+                self.waker.with_mut(|cell| {
+                    // SAFETY: we moved the state IDLE -> REGISTERING, so no one else touches
+                    // the cell until we leave REGISTERING.
+                    let cell = unsafe { &mut *cell };
+                    match cell {
+                        Some(old) if old.will_wake(waker) => {}
+                        _ => *cell = Some(waker.clone()),
+                    }
+                });
+                // AcqRel: Release publishes the waker to the next waker; Acquire (on failure)
+                // sees what a concurrent `wake` published before setting WAKING.
+                let done = self.state.compare_exchange(
+                    REGISTERING,
+                    IDLE,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+                if done.is_err() {
+                    // A wake arrived while we registered: deliver it ourselves.
+                    // SAFETY: the state is REGISTERING | WAKING; the waker side backs off while
+                    // REGISTERING is set, so the cell is still ours.
+                    let waker = self.waker.with_mut(|cell| unsafe { (*cell).take() });
+                    self.state.swap(IDLE, Ordering::AcqRel);
+                    if let Some(waker) = waker {
+                        waker.wake();
+                    }
+                }
+            }
+            // A wake is being delivered right now: make sure this task polls again.
+            Err(_) => waker.wake_by_ref(),
+        }
+    }
+
+    /// Takes the registered waker, if any, for the caller to wake.
+    pub(crate) fn take(&self) -> Option<Waker> {
+        // AcqRel: Acquire sees the registrant's waker; pairs with its Release.
+        match self.state.fetch_or(WAKING, Ordering::AcqRel) {
+            IDLE => {
+                // SAFETY: we moved IDLE -> WAKING; the cell is ours until we clear WAKING.
+                let waker = self.waker.with_mut(|cell| unsafe { (*cell).take() });
+                // Release: the emptied cell is visible to the next registrant's Acquire.
+                self.state.fetch_and(!WAKING, Ordering::Release);
+                waker
+            }
+            // REGISTERING: the registrant will see WAKING and wake itself. WAKING: someone
+            // else is delivering a wake already.
+            _ => None,
+        }
+    }
+
+    /// Wakes the registered task, if any.
+    pub(crate) fn wake(&self) {
+        if let Some(waker) = self.take() {
+            waker.wake();
+        }
+    }
+}
