@@ -289,7 +289,8 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W>
 }
 
 /// Writes `request` into the claimed slot `index` and hands it to the loop. On failure the slot is
-/// freed and the request comes back.
+/// freed and the request comes back (large `Err` on purpose: it carries the caller's buffer).
+#[allow(clippy::result_large_err)]
 fn submit<const S: usize, const R: usize, const W: usize>(
     storage: &StorageRef<S, R, W>,
     epoch: u32,
@@ -367,8 +368,9 @@ struct ThreadWaker(std::thread::Thread);
 impl ThreadWaker {
     const VTABLE: RawWakerVTable = RawWakerVTable::new(
         |data| RawWaker::new(data, &Self::VTABLE),
-        // SAFETY (all three): `data` points to a live ThreadWaker (see `Op::wait`).
+        // SAFETY: `data` points to a live ThreadWaker (see `Op::wait`).
         |data| unsafe { (*data.cast::<ThreadWaker>()).0.unpark() },
+        // SAFETY: as above.
         |data| unsafe { (*data.cast::<ThreadWaker>()).0.unpark() },
         |_| {},
     );

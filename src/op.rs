@@ -108,24 +108,24 @@ impl Request {
             .wrapping_add((self.pos - self.start) as u64);
         let entry = match (&mut self.buf, self.kind) {
             (Buffer::Read(buf), OpKind::Send) => {
-                // SAFETY (pointer arithmetic): pos <= end <= buf.len(), checked at the handle.
+                // SAFETY: the offset stays inside the buffer: pos <= end <= buf.len() (checked at the handle).
                 let ptr = unsafe { buf.as_ptr().add(self.pos) };
                 opcode::Send::new(fd, ptr, remaining)
                     .flags(libc::MSG_NOSIGNAL)
                     .build()
             }
             (Buffer::Read(buf), OpKind::WriteAt) => {
-                // SAFETY (pointer arithmetic): pos <= end <= buf.len(), checked at the handle.
+                // SAFETY: the offset stays inside the buffer: pos <= end <= buf.len() (checked at the handle).
                 let ptr = unsafe { buf.as_ptr().add(self.pos) };
                 opcode::Write::new(fd, ptr, remaining).offset(at).build()
             }
             (Buffer::Write(buf), OpKind::Recv) => {
-                // SAFETY (pointer arithmetic): pos <= end <= capacity, checked at the handle.
+                // SAFETY: the offset stays inside the allocation: pos <= end <= capacity (checked at the handle).
                 let ptr = unsafe { buf.as_mut_ptr().add(self.pos) };
                 opcode::Recv::new(fd, ptr, remaining).build()
             }
             (Buffer::Write(buf), OpKind::ReadAt) => {
-                // SAFETY (pointer arithmetic): pos <= end <= capacity, checked at the handle.
+                // SAFETY: the offset stays inside the allocation: pos <= end <= capacity (checked at the handle).
                 let ptr = unsafe { buf.as_mut_ptr().add(self.pos) };
                 opcode::Read::new(fd, ptr, remaining).offset(at).build()
             }
