@@ -1,1 +1,584 @@
-//! loom models (filled in below).
+//! loom models of the lock-free core: the free list, the submission ring, the slot hand-off, the
+//! waker cell and the wake protocol.
+//!
+//! Run them with
+//!
+//! ```text
+//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 CARGO_TARGET_DIR=target-loom \
+//!     cargo test --lib --release loom
+//! ```
+//!
+//! Each model runs the crate's own code (under `--cfg loom` every atomic and `UnsafeCell` of
+//! `crate::sync` is loom's), so loom explores every interleaving of the threads' atomic steps and,
+//! for every `Relaxed`/`Acquire`/`Release` access, every value the C++ memory model allows it to
+//! read. Accesses to the slot's `UnsafeCell` are checked for data races.
+//!
+//! Bookkeeping that is *not* under test (who holds which index, what was consumed) uses
+//! `std` atomics with `SeqCst`: loom runs one thread at a time, so these record the order in which
+//! the model scheduled the steps without adding states for loom to explore.
+//!
+//! Every model bounds its preemptions (`LOOM_MAX_PREEMPTIONS`, capped at 3 by [`model`]) so the
+//! whole suite stays around a minute on two cores (the ring wrap-around model, ~630k executions,
+//! dominates). A thread that waits for another spins with `yield_now`; where both sides of a
+//! hand-off would have to wait, the waits are bounded (see the wrap-around model), because loom may
+//! reschedule a yielding thread for free and an unbounded two-sided spin has infinite executions.
+
+use crate::free_list::FreeList;
+use crate::slot::{Finish, Leave, Slot, DONE, FREE};
+use crate::submit_queue::SubmitQueue;
+use crate::wake::WakeState;
+use crate::waker_cell::WakerCell;
+use loom::sync::Arc;
+use loom::thread;
+use std::sync::atomic::{AtomicBool as StdBool, AtomicUsize as StdUsize, Ordering::SeqCst};
+
+/// Runs `f` under loom with at most `cap` preemptions (fewer if `LOOM_MAX_PREEMPTIONS` says so)
+/// and reports how many executions loom explored.
+fn model<F>(cap: usize, f: F)
+where
+    F: Fn() + Sync + Send + 'static,
+{
+    let mut builder = loom::model::Builder::new();
+    let bound = builder.preemption_bound.map_or(cap, |p| p.min(cap));
+    builder.preemption_bound = Some(bound);
+    let executions = std::sync::Arc::new(StdUsize::new(0));
+    let counter = executions.clone();
+    builder.check(move || {
+        counter.fetch_add(1, SeqCst);
+        f();
+    });
+    eprintln!(
+        "{}: {} executions explored (preemption bound {bound})",
+        std::thread::current().name().unwrap_or("loom model"),
+        executions.load(SeqCst),
+    );
+}
+
+/// Pops until an index is free, yielding so the model can let a freer run.
+fn pop_blocking<const N: usize>(list: &FreeList<N>) -> u32 {
+    loop {
+        if let Some(index) = list.pop() {
+            return index;
+        }
+        thread::yield_now();
+    }
+}
+
+/// Records that `index` left the free list; panics if someone else already holds it.
+fn take_ownership(owned: &[StdBool], index: u32) {
+    assert!(
+        !owned[index as usize].swap(true, SeqCst),
+        "index {index} handed out twice"
+    );
+}
+
+/// Records that `index` is about to go back to the free list.
+fn give_back(owned: &[StdBool], index: u32) {
+    assert!(
+        owned[index as usize].swap(false, SeqCst),
+        "index {index} freed by a thread that did not hold it"
+    );
+}
+
+/// Drains `list` on the main thread after the model's threads are joined and asserts it holds
+/// every index of `0..N` exactly once.
+fn assert_holds_every_index<const N: usize>(list: &FreeList<N>) {
+    let mut seen = [false; N];
+    while let Some(index) = list.pop() {
+        assert!(
+            !std::mem::replace(&mut seen[index as usize], true),
+            "index {index} is on the free list twice"
+        );
+    }
+    assert!(seen.iter().all(|&s| s), "an index was lost: {seen:?}");
+}
+
+/// **Free list, ABA shape.** Thread A pops x, pops y, pushes x back (so x is on top again with a
+/// different `next`) and later pushes y; thread B pops and pushes one index concurrently, so some
+/// interleavings preempt B between reading the head (x, next = y) and its CAS, i.e. across A's
+/// whole pop-pop-push. Proves: the tagged head turns that stale CAS into a retry (no index is
+/// handed out twice while held, checked at every pop), and at the end every index is on the list
+/// exactly once (none lost, none duplicated).
+#[test]
+fn loom_free_list_aba_no_duplicate_no_loss() {
+    model(3, || {
+        let list = Arc::new(FreeList::<3>::new());
+        list.fill();
+        let owned = Arc::new([const { StdBool::new(false) }; 3]);
+
+        let a = {
+            let (list, owned) = (list.clone(), owned.clone());
+            thread::spawn(move || {
+                let x = pop_blocking(&list);
+                take_ownership(&owned[..], x);
+                let y = pop_blocking(&list);
+                take_ownership(&owned[..], y);
+                give_back(&owned[..], x);
+                list.push(x);
+                give_back(&owned[..], y);
+                list.push(y);
+            })
+        };
+        let b = {
+            let (list, owned) = (list.clone(), owned.clone());
+            thread::spawn(move || {
+                let z = pop_blocking(&list);
+                take_ownership(&owned[..], z);
+                give_back(&owned[..], z);
+                list.push(z);
+            })
+        };
+        a.join().unwrap();
+        b.join().unwrap();
+        assert_holds_every_index(&list);
+    });
+}
+
+/// **Free list, three threads.** Three threads each pop one index and push it back while the
+/// others do the same, on a list of two: a thread can find the list empty and wait for a push,
+/// so pops race pushes onto an empty and a one-element stack. Proves: every pop returns an index no
+/// one holds, and at the end both indices are on the list exactly once.
+#[test]
+fn loom_free_list_three_threads_contend() {
+    model(3, || {
+        let list = Arc::new(FreeList::<2>::new());
+        list.fill();
+        let owned = Arc::new([const { StdBool::new(false) }; 2]);
+        let threads: Vec<_> = (0..3)
+            .map(|_| {
+                let (list, owned) = (list.clone(), owned.clone());
+                thread::spawn(move || {
+                    let i = pop_blocking(&list);
+                    take_ownership(&owned[..], i);
+                    give_back(&owned[..], i);
+                    list.push(i);
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_holds_every_index(&list);
+    });
+}
+
+/// **Submission ring, two producers and the consumer.** Producer 0 pushes 0 then 1, producer 1
+/// pushes 2 then 3, into a ring of 4 while the consumer pops concurrently (yielding when the head
+/// position is empty or still being written). Before each push the producer writes a payload for
+/// the index (a loom `UnsafeCell`, standing for the request in the slot); the consumer reads it
+/// after the pop. Proves: every index is popped exactly once, each producer's indices come out in
+/// the order it pushed them, and the push publishes the payload to the consumer (loom reports a
+/// data race otherwise, and the value read must be the one written).
+#[test]
+fn loom_submit_queue_two_producers_fifo_exactly_once() {
+    model(3, || {
+        let queue = Arc::new(SubmitQueue::<4>::new());
+        queue.reset();
+        let payload = Arc::new([0u32; 4].map(loom::cell::UnsafeCell::new));
+        let producers: Vec<_> = (0..2u32)
+            .map(|p| {
+                let (queue, payload) = (queue.clone(), payload.clone());
+                thread::spawn(move || {
+                    for index in [2 * p, 2 * p + 1] {
+                        // SAFETY: only this producer touches `index` before pushing it.
+                        payload[index as usize].with_mut(|cell| unsafe { *cell = 100 + index });
+                        queue.push(index);
+                    }
+                })
+            })
+            .collect();
+
+        let mut popped = Vec::with_capacity(4);
+        while popped.len() < 4 {
+            match queue.pop() {
+                Some(index) => {
+                    assert!(index < 4, "read an unwritten cell: {index}");
+                    // SAFETY: popped, so the consumer owns `index` now.
+                    let value = payload[index as usize].with(|cell| unsafe { *cell });
+                    assert_eq!(value, 100 + index, "payload not published by the push");
+                    popped.push(index);
+                }
+                None => thread::yield_now(),
+            }
+        }
+        for p in producers {
+            p.join().unwrap();
+        }
+        assert_eq!(queue.pop(), None, "nothing beyond the four pushes");
+        assert_eq!(queue.len(), 0);
+
+        let mut sorted = popped.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, [0, 1, 2, 3], "each index exactly once: {popped:?}");
+        for p in 0..2u32 {
+            let mine: Vec<u32> = popped.iter().copied().filter(|i| i / 2 == p).collect();
+            assert_eq!(mine, [2 * p, 2 * p + 1], "producer {p} out of order");
+        }
+    });
+}
+
+/// Executions of [`loom_submit_queue_wraps_with_recycled_indices`] in which all four pushes went
+/// through the ring of two (positions 2 and 3 reused cells 0 and 1 while the model ran).
+static WRAPPED: StdUsize = StdUsize::new(0);
+
+/// Pops from `list`, yielding between tries, at most `tries` times. Bounded so that loom's
+/// exploration stays finite (a yield-spinning thread may be rescheduled for free, so unbounded
+/// spins on both sides of a hand-off give infinite executions).
+fn pop_within<const N: usize>(list: &FreeList<N>, tries: usize) -> Option<u32> {
+    for _ in 0..tries {
+        if let Some(index) = list.pop() {
+            return Some(index);
+        }
+        thread::yield_now();
+    }
+    None
+}
+
+/// **Submission ring wrap-around with recycled indices.** Capacity 2; two producers each claim an
+/// index from a free list of 2, write a payload into that index's cell (a loom `UnsafeCell`, like
+/// a slot's request), push it, and try to do it again; the consumer pops, reads the payload and
+/// returns the index to the free list. The free list keeps at most 2 indices in the ring (the
+/// "never full" precondition), yet positions 2 and 3 reuse cells 0 and 1, so a lap-1 producer
+/// depends on the consumer's lap-0 stamp. Waits are bounded (a producer that finds no free index
+/// gives up its remaining pushes; the consumer stops after a few empty polls and the rest is
+/// drained after the join), so loom's search is finite; the model asserts that the full wrap (all
+/// four pushes concurrent with the consumer) was explored. Proves: every push is consumed exactly
+/// once, in per-producer order, across the wrap; and the hand-off producer -> ring -> consumer ->
+/// free list -> next producer orders the payload accesses (loom reports any data race on them).
+#[test]
+fn loom_submit_queue_wraps_with_recycled_indices() {
+    WRAPPED.store(0, SeqCst);
+    model(3, || {
+        let queue = Arc::new(SubmitQueue::<2>::new());
+        queue.reset();
+        let free = Arc::new(FreeList::<2>::new());
+        free.fill();
+        let payload = Arc::new([
+            loom::cell::UnsafeCell::new(0u32),
+            loom::cell::UnsafeCell::new(0u32),
+        ]);
+
+        let producers: Vec<_> = (0..2u32)
+            .map(|p| {
+                let (queue, free, payload) = (queue.clone(), free.clone(), payload.clone());
+                thread::spawn(move || {
+                    let mut pushed = 0;
+                    for seq in 0..2u32 {
+                        let Some(index) = pop_within(&free, 2) else {
+                            break;
+                        };
+                        // SAFETY: popping `index` made this thread its only owner.
+                        payload[index as usize].with_mut(|cell| unsafe { *cell = p * 10 + seq });
+                        queue.push(index);
+                        pushed += 1;
+                    }
+                    pushed
+                })
+            })
+            .collect();
+
+        let mut next_seq = [0u32; 2];
+        let consume = |index: u32, next_seq: &mut [u32; 2]| {
+            // SAFETY: the index was popped from the ring, so the consumer owns it until
+            // it pushes it back to the free list.
+            let value = payload[index as usize].with(|cell| unsafe { *cell });
+            let (p, seq) = ((value / 10) as usize, value % 10);
+            assert_eq!(seq, next_seq[p], "producer {p}'s pushes out of order");
+            next_seq[p] += 1;
+            free.push(index);
+        };
+        let mut empty_polls = 0;
+        while next_seq.iter().sum::<u32>() < 4 && empty_polls < 3 {
+            match queue.pop() {
+                Some(index) => consume(index, &mut next_seq),
+                None => {
+                    empty_polls += 1;
+                    thread::yield_now();
+                }
+            }
+        }
+        let concurrent = next_seq.iter().sum::<u32>();
+        let pushed: Vec<u32> = producers.into_iter().map(|p| p.join().unwrap()).collect();
+        while let Some(index) = queue.pop() {
+            consume(index, &mut next_seq);
+        }
+        assert_eq!(next_seq[..], pushed[..], "every push consumed exactly once");
+        assert_eq!(queue.len(), 0);
+        if concurrent == 4 {
+            WRAPPED.fetch_add(1, SeqCst);
+        }
+        assert_holds_every_index(&free);
+    });
+    assert!(
+        WRAPPED.load(SeqCst) > 0,
+        "the model never pushed all four indices through the ring concurrently"
+    );
+}
+
+/// **Slot hand-off: completion racing the caller's drop.** The loop thread admits the request,
+/// stores its result through `with_request` and calls `finish()`; concurrently the caller calls
+/// `orphan()` and, if it finds `Done`, reads the result and frees the slot. Whichever side loses
+/// the race learns it from its compare-exchange. Proves: exactly one side frees the slot (phase
+/// `FREE`, generation bumped once); a caller that sees `Done` reads the loop's result; and loom's
+/// `UnsafeCell` tracking shows the request is never accessed by both sides without a
+/// happens-before edge.
+#[test]
+fn loom_slot_complete_races_orphan_exactly_one_frees() {
+    model(3, || {
+        let slot = Arc::new(Slot::new());
+        slot.mark_filled();
+        // SAFETY: FILLED, the caller (this thread) owns the request.
+        unsafe { slot.with_request(|r| r.file_offset = 7) };
+        slot.mark_queued();
+        let frees = Arc::new(StdUsize::new(0));
+
+        let event_loop = {
+            let (slot, frees) = (slot.clone(), frees.clone());
+            thread::spawn(move || {
+                if slot.admit() {
+                    // SAFETY: ACTIVE, the loop owns the request.
+                    unsafe {
+                        slot.with_request(|r| {
+                            assert_eq!(r.file_offset, 7, "the loop sees the caller's request");
+                            r.outcome = Some(Ok(42));
+                        })
+                    };
+                    match slot.finish() {
+                        Finish::Delivered { parked } => assert!(!parked),
+                        Finish::Orphaned => {
+                            // SAFETY: ORPHANED, the loop owns the request.
+                            unsafe { slot.with_request(|r| r.outcome = None) };
+                            slot.release();
+                            frees.fetch_add(1, SeqCst);
+                        }
+                    }
+                } else {
+                    // Orphaned before admission: the loop retires it.
+                    // SAFETY: ORPHANED, the loop owns the request.
+                    unsafe { slot.with_request(|r| r.outcome = None) };
+                    slot.release();
+                    frees.fetch_add(1, SeqCst);
+                }
+            })
+        };
+        let caller = {
+            let (slot, frees) = (slot.clone(), frees.clone());
+            thread::spawn(move || match slot.orphan() {
+                Leave::Orphaned => {}
+                Leave::Done => {
+                    // SAFETY: DONE, the caller owns the request.
+                    let outcome = unsafe { slot.with_request(|r| r.outcome.take()) };
+                    assert!(matches!(outcome, Some(Ok(42))), "result lost: {outcome:?}");
+                    slot.release();
+                    frees.fetch_add(1, SeqCst);
+                }
+                Leave::Abandoned => panic!("nobody abandons in this model"),
+            })
+        };
+        event_loop.join().unwrap();
+        caller.join().unwrap();
+        assert_eq!(frees.load(SeqCst), 1, "the slot must be freed exactly once");
+        assert_eq!(slot.phase(), FREE);
+        assert_eq!(slot.generation(), 1);
+    });
+}
+
+/// **Slot hand-off, caller waits instead of dropping.** The loop finishes the request while the
+/// caller polls `phase()`; when it reads `DONE` it takes the result. Proves: the Acquire in
+/// `phase()` pairs with `finish()`'s Release, so the caller's read of the result never races the
+/// loop's write (loom's cell tracking) and sees the stored value.
+#[test]
+fn loom_slot_done_publishes_result() {
+    model(3, || {
+        let slot = Arc::new(Slot::new());
+        slot.mark_filled();
+        slot.mark_queued();
+        let event_loop = {
+            let slot = slot.clone();
+            thread::spawn(move || {
+                assert!(slot.admit());
+                // SAFETY: ACTIVE, the loop owns the request.
+                unsafe { slot.with_request(|r| r.outcome = Some(Ok(5))) };
+                assert_eq!(slot.finish(), Finish::Delivered { parked: false });
+            })
+        };
+        while slot.phase() != DONE {
+            thread::yield_now();
+        }
+        // SAFETY: DONE, the caller owns the request.
+        let outcome = unsafe { slot.with_request(|r| r.outcome.take()) };
+        assert!(matches!(outcome, Some(Ok(5))), "{outcome:?}");
+        event_loop.join().unwrap();
+    });
+}
+
+/// A waker that sets a loom flag: lets the models observe wake-ups without an executor.
+struct FlagWaker(loom::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for FlagWaker {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn flag_waker() -> (std::sync::Arc<FlagWaker>, std::task::Waker) {
+    let flag = std::sync::Arc::new(FlagWaker(loom::sync::atomic::AtomicUsize::new(0)));
+    (flag.clone(), std::task::Waker::from(flag))
+}
+
+/// **Waker cell: register-then-check against set-then-wake.** The caller registers its waker
+/// twice (a first poll, then a re-poll with a different waker, as when a future moves between
+/// tasks) and then checks a completion flag; the loop sets the flag (Release) and calls `wake()`.
+/// Proves: the task is never stranded: either the caller's check sees the flag, or the latest
+/// waker is woken (directly by the loop, or by the registrant itself when the wake arrived while
+/// it was registering); and the cell's `UnsafeCell` is never accessed by both at once.
+#[test]
+fn loom_waker_cell_no_lost_wake() {
+    model(3, || {
+        let cell = Arc::new(WakerCell::new());
+        let done = Arc::new(loom::sync::atomic::AtomicBool::new(false));
+        let (first, first_waker) = flag_waker();
+        let (second, second_waker) = flag_waker();
+
+        let event_loop = {
+            let (cell, done) = (cell.clone(), done.clone());
+            thread::spawn(move || {
+                done.store(true, std::sync::atomic::Ordering::Release);
+                cell.wake();
+            })
+        };
+        cell.register(&first_waker);
+        cell.register(&second_waker);
+        let saw_done = done.load(std::sync::atomic::Ordering::Acquire);
+        event_loop.join().unwrap();
+
+        let woken = second.0.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            saw_done || woken > 0,
+            "lost wake-up: flag unseen and the current waker not woken"
+        );
+        drop(first);
+        drop(cell);
+    });
+}
+
+/// The loop's side of the wake protocol, once: drain, arm, recheck, then sleep or not.
+/// Returns (indices consumed before deciding, slept, queue.len() seen when deciding to sleep).
+fn loop_once<const N: usize>(
+    queue: &SubmitQueue<N>,
+    wake: &WakeState,
+    consumed: &mut Vec<u32>,
+) -> (bool, usize) {
+    while let Some(index) = queue.pop() {
+        consumed.push(index);
+    }
+    wake.arm();
+    if queue.has_ready() {
+        wake.disarm();
+        while let Some(index) = queue.pop() {
+            consumed.push(index);
+        }
+        (false, 0)
+    } else {
+        (true, queue.len())
+    }
+}
+
+/// Checks the outcome of a wake-protocol model: a loop that slept while pushes it had not
+/// consumed existed must have been rung, and after the ring everything is consumable.
+fn check_no_lost_wakeup<const N: usize>(
+    queue: &SubmitQueue<N>,
+    mut consumed: Vec<u32>,
+    slept: bool,
+    rang: bool,
+    expected: &[u32],
+) {
+    if slept && consumed.len() < expected.len() {
+        assert!(
+            rang,
+            "lost wake-up: the loop sleeps with {consumed:?} of {expected:?} consumed and no ring"
+        );
+    }
+    // Woken (or never asleep): the loop drains the rest; nothing may be missing now.
+    while let Some(index) = queue.pop() {
+        consumed.push(index);
+    }
+    consumed.sort_unstable();
+    assert_eq!(consumed, expected, "every push is consumed exactly once");
+}
+
+/// **Wake protocol, one producer (no lost wake-up).** Producer: `queue.push(0)` then
+/// `publish()`, ringing the eventfd when it returns true. Loop: drain, `arm()`, recheck
+/// `has_ready()`, sleep if nothing is ready. Proves: in every interleaving and every value the
+/// memory model allows the recheck to read, if the loop goes to sleep without the push, the
+/// producer's publish saw the intent bit and rang.
+#[test]
+fn loom_wake_no_lost_wakeup_single_producer() {
+    model(3, || {
+        let queue = Arc::new(SubmitQueue::<2>::new());
+        queue.reset();
+        let wake = Arc::new(WakeState::new());
+        let producer = {
+            let (queue, wake) = (queue.clone(), wake.clone());
+            thread::spawn(move || {
+                queue.push(0);
+                wake.publish()
+            })
+        };
+        let mut consumed = Vec::new();
+        let (slept, _) = loop_once(&queue, &wake, &mut consumed);
+        let rang = producer.join().unwrap();
+        assert_eq!(wake.submitted(), 1);
+        check_no_lost_wakeup(&queue, consumed, slept, rang, &[0]);
+    });
+}
+
+/// Executions of [`loom_wake_stalled_producer_does_not_need_spin`] in which the loop slept while a
+/// position was claimed but unwritten (the stalled-producer shape).
+static STALLED_SHAPES: StdUsize = StdUsize::new(0);
+
+/// **Wake protocol, stalled producer.** Two producers push and publish while the loop runs once.
+/// Among the interleavings is the one where producer 0 has claimed its ring position but not
+/// written it while producer 1 finishes its push and publishes (before the loop arms, so its
+/// publish does not ring): the head position is unwritten, the loop sees nothing ready and sleeps
+/// without spinning. Proves: in every interleaving, a loop that sleeps with pushes unconsumed has
+/// been rung by some producer (here, the stalled one after it resumes), and after the ring the
+/// loop gets both indices. The model also counts that the stalled shape (the loop sleeping with
+/// `len() > 0`) was actually explored.
+#[test]
+fn loom_wake_stalled_producer_does_not_need_spin() {
+    STALLED_SHAPES.store(0, SeqCst);
+    model(3, || {
+        let queue = Arc::new(SubmitQueue::<2>::new());
+        queue.reset();
+        let wake = Arc::new(WakeState::new());
+        let producers: Vec<_> = (0..2u32)
+            .map(|i| {
+                let (queue, wake) = (queue.clone(), wake.clone());
+                thread::spawn(move || {
+                    queue.push(i);
+                    wake.publish()
+                })
+            })
+            .collect();
+        let mut consumed = Vec::new();
+        let (slept, len_when_sleeping) = loop_once(&queue, &wake, &mut consumed);
+        if slept && len_when_sleeping > 0 {
+            STALLED_SHAPES.fetch_add(1, SeqCst);
+        }
+        let mut rang = false;
+        for p in producers {
+            rang |= p.join().unwrap();
+        }
+        assert_eq!(wake.submitted(), 2);
+        check_no_lost_wakeup(&queue, consumed, slept, rang, &[0, 1]);
+    });
+    assert!(
+        STALLED_SHAPES.load(SeqCst) > 0,
+        "the model never explored a loop sleeping over a claimed, unwritten position"
+    );
+}

@@ -6,6 +6,7 @@
 //! under loom (where nothing lives in a `static`).
 
 #[cfg(loom)]
+#[allow(unused_imports)] // AtomicBool: used by storage.rs, which loom builds leave out
 pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize};
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize};
