@@ -35,13 +35,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut buf = IoBufMut::with_capacity(MESSAGE);
         let mut echoed = 0;
         loop {
-            let (filled, n) = match server_handle.recv(server.clone(), buf, 0, MESSAGE, false, None).wait() {
+            let (filled, n) = match server_handle
+                .recv(server.clone(), buf, 0, MESSAGE, false, None)
+                .wait()
+            {
                 Ok(ok) => ok,
                 Err((_, Error::UnexpectedEof)) => return Ok(echoed), // client closed
                 Err((_, e)) => return Err(e),
             };
             let _ = n;
-            let sent = server_handle.send(server.clone(), IoBuf::from(filled), None).wait().map_err(|(_, e)| e)?;
+            let sent = server_handle
+                .send(server.clone(), IoBuf::from(filled), None)
+                .wait()
+                .map_err(|(_, e)| e)?;
             buf = IoBufMut::from(sent.into_vec().expect("heap buffer"));
             buf.clear();
             echoed += 1;
@@ -55,8 +61,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
     while Instant::now() < end {
         let t0 = Instant::now();
-        message = handle.send(client.clone(), message, None).wait().map_err(|(_, e)| e)?;
-        let (buf, _) = handle.recv(client.clone(), reply, 0, MESSAGE, true, None).wait().map_err(|(_, e)| e)?;
+        message = handle
+            .send(client.clone(), message, None)
+            .wait()
+            .map_err(|(_, e)| e)?;
+        let (buf, _) = handle
+            .recv(client.clone(), reply, 0, MESSAGE, true, None)
+            .wait()
+            .map_err(|(_, e)| e)?;
         latencies.push(t0.elapsed());
         reply = buf;
         reply.clear();

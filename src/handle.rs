@@ -86,8 +86,8 @@ impl OpOutput for RecvResult {
         };
         match outcome {
             Ok(filled) => {
-                // SAFETY: the kernel wrote [offset, filled); bytes below offset are the caller's
-                // (documented on `recv`); filled <= len <= capacity (checked at submission).
+                // SAFETY: the kernel wrote [offset, filled); bytes below offset were initialised
+                // before submission (`check_recv`); filled <= len <= capacity (checked there).
                 unsafe { buf.set_len(filled) };
                 Ok((buf, filled))
             }
@@ -472,7 +472,8 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
 
     /// Receives into `buf[offset..len]`: with `exact`, until `len`; otherwise at least one byte.
     /// `Ok` carries `filled` (offset + bytes received) and the buffer's length is set to it;
-    /// bytes below `offset` are whatever the buffer held. `offset > len` or `len > capacity` is
+    /// bytes below `offset` are what the buffer held, and those between its old length and
+    /// `offset` are zeroed (never left undefined). `offset > len` or `len > capacity` is
     /// `Error::InvalidInput` (nothing submitted); `offset == len` completes `Ok` at once. A peer
     /// that closes first is `Error::UnexpectedEof`.
     pub fn recv(
@@ -649,8 +650,16 @@ fn check_recv(mut buf: IoBufMut, offset: usize, len: usize) -> Result<IoBufMut, 
     if offset > len || len > buf.capacity() {
         return Err(Err((buf, Error::InvalidInput)));
     }
+    // The result sets the length to `filled >= offset`, which makes [len, offset) readable:
+    // define those bytes first (zeros; no allocation, offset <= capacity).
+    const ZEROS: [u8; 64] = [0; 64];
+    while buf.len() < offset {
+        let n = (offset - buf.len()).min(ZEROS.len());
+        let fits = buf.extend_from_slice(&ZEROS[..n]);
+        debug_assert!(fits, "offset <= capacity (checked above)");
+    }
     if offset == len {
-        // SAFETY: offset <= capacity; the bytes below are the caller's (documented on `recv`).
+        // SAFETY: offset <= buf.len() now, so the first `offset` bytes are initialised.
         unsafe { buf.set_len(offset) };
         return Err(Ok((buf, offset)));
     }

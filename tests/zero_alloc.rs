@@ -1,0 +1,400 @@
+//! Zero heap allocation on the hot path, measured process-wide (the loop thread included) with a
+//! counting global allocator. This binary holds a single test so nothing else runs while the
+//! counter is armed.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::fs::OpenOptions;
+use std::future::Future;
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
+use std::thread::{self, Thread};
+use std::time::Instant;
+
+use static_uring::{Config, Error, Fd, Handle, IoBuf, IoBufMut, Storage};
+
+/// Counts allocations (alloc, alloc_zeroed, realloc) made by any thread while armed.
+struct Counting;
+
+static ARMED: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+static BYTES: AtomicUsize = AtomicUsize::new(0);
+
+impl Counting {
+    fn count(size: usize) {
+        if ARMED.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+            BYTES.fetch_add(size, Ordering::Relaxed);
+        }
+    }
+}
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged; counting
+// touches only atomics and never allocates.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        Self::count(layout.size());
+        // SAFETY: forwarded contract.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        Self::count(layout.size());
+        // SAFETY: forwarded contract.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        Self::count(new_size);
+        // SAFETY: forwarded contract.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded contract.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Runs `f` with the counter armed; returns (allocations, bytes).
+fn measure(f: impl FnOnce()) -> (usize, usize) {
+    ALLOCATIONS.store(0, Ordering::SeqCst);
+    BYTES.store(0, Ordering::SeqCst);
+    ARMED.store(true, Ordering::SeqCst);
+    f();
+    ARMED.store(false, Ordering::SeqCst);
+    (
+        ALLOCATIONS.load(Ordering::SeqCst),
+        BYTES.load(Ordering::SeqCst),
+    )
+}
+
+// An allocation-free executor: the waker's data is a `&'static Thread` (leaked once, before any
+// measurement) and its vtable is static, so cloning, waking and dropping it never allocate.
+static VTABLE: RawWakerVTable = RawWakerVTable::new(clone_waker, wake, wake, drop_waker);
+
+fn clone_waker(data: *const ()) -> RawWaker {
+    RawWaker::new(data, &VTABLE)
+}
+
+fn wake(data: *const ()) {
+    // SAFETY: `data` is always a `&'static Thread` (see `Executor::new`).
+    unsafe { (*data.cast::<Thread>()).unpark() }
+}
+
+fn drop_waker(_: *const ()) {}
+
+struct Executor {
+    waker: Waker,
+}
+
+impl Executor {
+    /// An executor for the calling thread (allocates once: the leaked `Thread`).
+    fn new() -> Self {
+        let thread: &'static Thread = Box::leak(Box::new(thread::current()));
+        let raw = RawWaker::new((thread as *const Thread).cast(), &VTABLE);
+        // SAFETY: the data pointer is 'static and the vtable functions treat it as `&Thread`;
+        // clone/drop are trivial, wake only unparks.
+        let waker = unsafe { Waker::from_raw(raw) };
+        Executor { waker }
+    }
+
+    fn block_on<F: Future>(&self, fut: F) -> F::Output {
+        let mut cx = Context::from_waker(&self.waker);
+        let mut fut = pin!(fut);
+        loop {
+            match fut.as_mut().poll(&mut cx) {
+                Poll::Ready(value) => return value,
+                Poll::Pending => thread::park(),
+            }
+        }
+    }
+
+    /// Both futures to completion, polled together.
+    fn join<A: Future, B: Future>(&self, a: A, b: B) -> (A::Output, B::Output) {
+        let mut cx = Context::from_waker(&self.waker);
+        let (mut a, mut b) = (pin!(a), pin!(b));
+        let (mut ra, mut rb) = (None, None);
+        loop {
+            if ra.is_none() {
+                if let Poll::Ready(v) = a.as_mut().poll(&mut cx) {
+                    ra = Some(v);
+                }
+            }
+            if rb.is_none() {
+                if let Poll::Ready(v) = b.as_mut().poll(&mut cx) {
+                    rb = Some(v);
+                }
+            }
+            if let (Some(_), Some(_)) = (&ra, &rb) {
+                return (ra.take().unwrap(), rb.take().unwrap());
+            }
+            thread::park();
+        }
+    }
+}
+
+type H = Handle<16, 16, 64>;
+
+/// A named workload.
+type Phase<'a> = (&'static str, &'a mut dyn FnMut(&mut Fixture));
+
+const NOPS: usize = 10_000;
+const READS: usize = 10_000;
+const PAIRS: usize = 2_000;
+const BLOCK: usize = 4096;
+const BLOCKS: u64 = 16;
+const IDLE_NOPS: usize = 100;
+const TIMEOUTS: usize = 20;
+
+struct Fixture {
+    handle: H,
+    file: Fd,
+    a: Fd,
+    b: Fd,
+    read_buf: Option<IoBufMut>,
+    send_buf: Option<IoBuf>,
+    recv_buf: Option<IoBufMut>,
+    exec: Executor,
+}
+
+impl Fixture {
+    fn nops_wait(&mut self, n: usize) {
+        for _ in 0..n {
+            if self.handle.nop(None).wait().is_err() {
+                panic!("nop failed");
+            }
+        }
+    }
+
+    fn nops_async(&mut self, n: usize) {
+        for _ in 0..n {
+            if self.exec.block_on(self.handle.nop(None)).is_err() {
+                panic!("nop failed");
+            }
+        }
+    }
+
+    /// Nops with the loop idle (asleep in the kernel) before each: every submission rings the
+    /// eventfd.
+    fn nops_after_idle(&mut self, n: usize, blocking: bool) {
+        for _ in 0..n {
+            thread::sleep(std::time::Duration::from_millis(1));
+            let op = self.handle.nop(None);
+            let result = if blocking {
+                op.wait()
+            } else {
+                self.exec.block_on(op)
+            };
+            if result.is_err() {
+                panic!("nop failed");
+            }
+        }
+    }
+
+    /// Recvs with no data and a short deadline: the wheel fires and an AsyncCancel is issued.
+    fn timeouts(&mut self, n: usize, blocking: bool) {
+        let mut buf = self.recv_buf.take().unwrap();
+        for _ in 0..n {
+            let deadline = Instant::now() + std::time::Duration::from_millis(2);
+            let op = self.handle.recv(&self.b, buf, 0, 8, false, Some(deadline));
+            let result = if blocking {
+                op.wait()
+            } else {
+                self.exec.block_on(op)
+            };
+            buf = match result {
+                Err((buf, Error::Timeout)) => buf,
+                _ => panic!("expected a timeout"),
+            };
+        }
+        self.recv_buf = Some(buf);
+    }
+
+    fn reads(&mut self, n: usize, blocking: bool) {
+        let mut buf = self.read_buf.take().unwrap();
+        for i in 0..n {
+            let offset = (i as u64 % BLOCKS) * BLOCK as u64;
+            let op = self.handle.read_at(&self.file, offset, BLOCK, buf, None);
+            let result = if blocking {
+                op.wait()
+            } else {
+                self.exec.block_on(op)
+            };
+            buf = match result {
+                Ok(buf) => buf,
+                Err(_) => panic!("read_at failed"),
+            };
+            if buf.len() != BLOCK || buf[0] != (offset / BLOCK as u64) as u8 {
+                panic!("read_at returned the wrong block");
+            }
+        }
+        self.read_buf = Some(buf);
+    }
+
+    fn pairs(&mut self, n: usize, blocking: bool) {
+        let mut out = self.send_buf.take().unwrap();
+        let mut inb = self.recv_buf.take().unwrap();
+        for _ in 0..n {
+            let len = out.len();
+            let send = self.handle.send(&self.a, out, None);
+            let recv = self.handle.recv(&self.b, inb, 0, len, true, None);
+            let (sent, received) = if blocking {
+                (send.wait(), recv.wait())
+            } else {
+                self.exec.join(send, recv)
+            };
+            out = match sent {
+                Ok(buf) => buf,
+                Err(_) => panic!("send failed"),
+            };
+            inb = match received {
+                Ok((buf, filled)) if filled == len && buf[..] == out[..] => buf,
+                _ => panic!("recv failed"),
+            };
+        }
+        self.send_buf = Some(out);
+        self.recv_buf = Some(inb);
+    }
+}
+
+static STORAGE: Storage<16, 16, 64> = Storage::new();
+static SLEEPY_STORAGE: Storage<16, 16, 64> = Storage::new();
+
+/// Runs every workload (the full counts divided by `divide`) on a loop built with `config`;
+/// returns the allocations counted across all phases.
+fn run_workloads(
+    storage: &'static Storage<16, 16, 64>,
+    config: Config,
+    label: &str,
+    divide: usize,
+) -> usize {
+    let (handle, event_loop) = static_uring::with_storage(storage, config).unwrap();
+    let loop_thread = thread::spawn(move || event_loop.run());
+
+    let path = std::env::temp_dir().join(format!(
+        "static-uring-zero-alloc-{}-{label}",
+        std::process::id()
+    ));
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    for block in 0..BLOCKS {
+        file.write_all(&[block as u8; BLOCK]).unwrap();
+    }
+    let (a, b) = UnixStream::pair().unwrap();
+    let mut fx = Fixture {
+        handle,
+        file: Fd::from(Arc::new(file)),
+        a: Fd::from(Arc::new(a)),
+        b: Fd::from(Arc::new(b)),
+        read_buf: Some(IoBufMut::with_capacity(BLOCK)),
+        send_buf: Some(IoBuf::from(vec![0x5a; 64])),
+        recv_buf: Some(IoBufMut::with_capacity(64)),
+        exec: Executor::new(),
+    };
+
+    // Warm-up: first-use initialisation (thread handles, lazily created state) happens here.
+    fx.nops_wait(100);
+    fx.nops_async(100);
+    fx.reads(100, true);
+    fx.reads(100, false);
+    fx.pairs(100, true);
+    fx.pairs(100, false);
+    fx.timeouts(2, true);
+    fx.timeouts(2, false);
+
+    let (nops, reads, pairs) = (NOPS / divide, READS / divide, PAIRS / divide);
+    let phases: [Phase; 10] = [
+        ("nop .wait()", &mut |fx| fx.nops_wait(nops)),
+        ("nop async", &mut |fx| fx.nops_async(nops)),
+        ("read_at 4 KiB .wait()", &mut |fx| fx.reads(reads, true)),
+        ("read_at 4 KiB async", &mut |fx| fx.reads(reads, false)),
+        ("send/recv 64 B .wait()", &mut |fx| fx.pairs(pairs, true)),
+        ("send/recv 64 B async", &mut |fx| fx.pairs(pairs, false)),
+        ("nop .wait() to a sleeping loop", &mut |fx| {
+            fx.nops_after_idle(IDLE_NOPS, true)
+        }),
+        ("nop async to a sleeping loop", &mut |fx| {
+            fx.nops_after_idle(IDLE_NOPS, false)
+        }),
+        ("recv timeout .wait()", &mut |fx| {
+            fx.timeouts(TIMEOUTS, true)
+        }),
+        ("recv timeout async", &mut |fx| fx.timeouts(TIMEOUTS, false)),
+    ];
+    let mut total = 0;
+    for (name, phase) in phases {
+        let (count, bytes) = measure(|| phase(&mut fx));
+        eprintln!("[{label}] {name}: {count} allocations, {bytes} bytes");
+        total += count;
+    }
+
+    let m = fx.handle.metrics();
+    let expected =
+        (2 * (nops + reads + pairs * 2 + IDLE_NOPS + TIMEOUTS) + 6 * 100 + 2 * 100 + 4) as u64;
+    assert_eq!(
+        m.completed, expected,
+        "every request went through the loop: {m:?}"
+    );
+    assert_eq!(m.timed_out, (2 * TIMEOUTS + 4) as u64, "{m:?}");
+    assert!(
+        m.wakeups >= IDLE_NOPS as u64,
+        "the sleeping loop was woken through the eventfd: {m:?}"
+    );
+    drop(fx);
+    loop_thread.join().unwrap().unwrap();
+    let _ = std::fs::remove_file(&path);
+    total
+}
+
+#[test]
+fn hot_paths_allocate_nothing() {
+    // The crate's promise: after construction, submitting, completing and waiting for requests
+    // never calls the allocator, on any thread, through either the async or the blocking path.
+
+    // The counter itself must see allocations, including other threads' (the loop's).
+    static GO: AtomicBool = AtomicBool::new(false);
+    static DONE: AtomicBool = AtomicBool::new(false);
+    let helper = thread::spawn(|| {
+        while !GO.load(Ordering::SeqCst) {
+            thread::park();
+        }
+        drop(std::hint::black_box(Box::new([7u8; 32])));
+        DONE.store(true, Ordering::SeqCst);
+    });
+    let (seen, _) = measure(|| {
+        GO.store(true, Ordering::SeqCst);
+        helper.thread().unpark();
+        while !DONE.load(Ordering::SeqCst) {
+            std::hint::spin_loop();
+        }
+    });
+    helper.join().unwrap();
+    assert!(
+        seen >= 1,
+        "the counting allocator missed another thread's allocation"
+    );
+
+    // Full counts with the default config (the loop spins briefly before sleeping), then a
+    // tenth of them with a loop that sleeps at once. Each run also submits to a sleeping loop
+    // (the eventfd wake path).
+    let spinning = run_workloads(&STORAGE, Config::default(), "idle_spin 50us", 1);
+    let sleepy = Config {
+        idle_spin: std::time::Duration::ZERO,
+        ..Config::default()
+    };
+    let sleeping = run_workloads(&SLEEPY_STORAGE, sleepy, "idle_spin 0", 10);
+    let total = spinning + sleeping;
+    // Straight to the process's stderr (not eprintln!, which the test harness captures), so the
+    // number shows in every run.
+    let _ = writeln!(std::io::stderr(), "allocations: {total}");
+    assert_eq!(total, 0, "the hot path allocated");
+}
