@@ -108,6 +108,14 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         })
     }
 
+    /// A reader of this loop's counters that, unlike a `Handle`, does not keep the loop alive:
+    /// take it before `run` to read the final counts (drain, abandonment) after `run` returns.
+    pub fn metrics_reader(&self) -> MetricsReader<S, R, W> {
+        MetricsReader {
+            storage: self.storage.clone(),
+        }
+    }
+
     /// Runs the loop on the calling thread until every `Handle` is dropped and the drain has
     /// finished. Returns `Err` only if the kernel failed the loop itself (callers are then woken
     /// with `Error::Abandoned` or `Error::Closed`; no memory the kernel may use is freed).
@@ -438,8 +446,10 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         let slot = &self.storage.slots[index as usize];
         Counters::bump(&metrics.completed);
         // SAFETY: the loop still owns the request until `finish` below publishes it.
-        if unsafe { slot.with_request(|r| matches!(r.outcome, Some(Err(Error::Timeout)))) } {
-            Counters::bump(&metrics.timed_out);
+        match unsafe { slot.with_request(|r| r.outcome) } {
+            Some(Err(Error::Timeout)) => Counters::bump(&metrics.timed_out),
+            Some(Err(Error::Abandoned)) => Counters::bump(&metrics.abandoned),
+            _ => {}
         }
         match slot.finish() {
             Finish::Delivered { parked } => {
@@ -548,6 +558,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             state.flags[index] = SlotFlags::NONE;
             self.admitted -= 1;
             Counters::bump(&self.storage.metrics.abandoned);
+            Counters::bump(&self.storage.metrics.parked);
             let slot = &self.storage.slots[index];
             let (waiting, parked) = slot.abandon();
             if waiting {
@@ -646,6 +657,33 @@ impl<const S: usize, const R: usize, const W: usize> std::fmt::Debug for EventLo
         f.debug_struct("EventLoop")
             .field("admitted", &self.admitted)
             .finish_non_exhaustive()
+    }
+}
+
+/// Reads a loop's counters without keeping the loop alive (see [`EventLoop::metrics_reader`]).
+pub struct MetricsReader<const SLOTS: usize, const RING: usize, const WHEEL: usize> {
+    storage: StorageRef<SLOTS, RING, WHEEL>,
+}
+
+impl<const S: usize, const R: usize, const W: usize> MetricsReader<S, R, W> {
+    /// A snapshot of the counters (no allocation). After the storage is claimed again by a new
+    /// loop, this reads the new loop's counters.
+    pub fn get(&self) -> crate::Metrics {
+        self.storage.metrics.snapshot()
+    }
+}
+
+impl<const S: usize, const R: usize, const W: usize> Clone for MetricsReader<S, R, W> {
+    fn clone(&self) -> Self {
+        MetricsReader {
+            storage: self.storage.clone(),
+        }
+    }
+}
+
+impl<const S: usize, const R: usize, const W: usize> std::fmt::Debug for MetricsReader<S, R, W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("MetricsReader").field(&self.get()).finish()
     }
 }
 

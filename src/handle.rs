@@ -362,6 +362,20 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Drop for Op<T,
     }
 }
 
+impl<T: OpOutput, const S: usize, const R: usize, const W: usize> std::fmt::Debug
+    for Op<T, S, R, W>
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match self.state {
+            State::Start(_) => "not submitted",
+            State::Submitted(_) => "submitted",
+            State::Ready(_) => "ready",
+            State::Finished => "finished",
+        };
+        f.debug_struct("Op").field("state", &state).finish()
+    }
+}
+
 /// A waker that unparks a thread, borrowed from the `wait` frame (no allocation, no refcount).
 struct ThreadWaker(std::thread::Thread);
 

@@ -132,7 +132,7 @@ pub use buf::{IoBuf, IoBufMut};
 pub use config::Config;
 pub use error::Error;
 #[cfg(not(loom))]
-pub use event_loop::EventLoop;
+pub use event_loop::{EventLoop, MetricsReader};
 pub use fd::Fd;
 #[cfg(not(loom))]
 pub use handle::{Handle, Op, OpOutput, ReadResult, RecvResult, UnitResult, WriteResult};

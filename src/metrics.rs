@@ -19,8 +19,11 @@ pub struct Metrics {
     pub orphaned: u64,
     /// CQEs that left a request unfinished (short I/O, EAGAIN) and put it back in the ready queue.
     pub requeued: u64,
-    /// Requests abandoned at shutdown while the kernel still owned them (their slots stay parked).
+    /// Requests that ended with `Error::Abandoned` (shutdown budget exhausted, or the loop failed).
     pub abandoned: u64,
+    /// Of those, requests the kernel had not released: their slots (and buffers) stay parked for
+    /// good, so the storage has that many fewer slots from then on.
+    pub parked: u64,
     /// Calls of `io_uring_enter`.
     pub enters: u64,
     /// Wake-up CQEs of the eventfd poll.
@@ -38,6 +41,7 @@ pub(crate) struct Counters {
     pub(crate) orphaned: AtomicU64,
     pub(crate) requeued: AtomicU64,
     pub(crate) abandoned: AtomicU64,
+    pub(crate) parked: AtomicU64,
     pub(crate) enters: AtomicU64,
     pub(crate) wakeups: AtomicU64,
 }
@@ -55,6 +59,7 @@ impl Counters {
                 orphaned: AtomicU64::new(0),
                 requeued: AtomicU64::new(0),
                 abandoned: AtomicU64::new(0),
+                parked: AtomicU64::new(0),
                 enters: AtomicU64::new(0),
                 wakeups: AtomicU64::new(0),
             }
@@ -86,6 +91,7 @@ impl Counters {
             orphaned: get(&self.orphaned),
             requeued: get(&self.requeued),
             abandoned: get(&self.abandoned),
+            parked: get(&self.parked),
             enters: get(&self.enters),
             wakeups: get(&self.wakeups),
         }
@@ -102,6 +108,7 @@ impl Counters {
             &self.orphaned,
             &self.requeued,
             &self.abandoned,
+            &self.parked,
             &self.enters,
             &self.wakeups,
         ] {

@@ -290,7 +290,9 @@ fn shutdown_timeout_abandons_a_request_still_in_the_kernel() {
         shutdown_timeout: Some(Duration::from_millis(200)),
         ..config()
     };
-    let (handle, lp) = start::<4, 4, 64>(cfg);
+    let (handle, event_loop) = static_uring::new::<4, 4, 64>(cfg).unwrap();
+    let reader = event_loop.metrics_reader();
+    let lp = LoopThread::spawn(event_loop);
     let (a, b) = socket_pair();
     let op = handle.try_recv(b, zeroed(8), 0, 8, false, None).unwrap();
     wait_until(HANG, "recv in flight", || handle.metrics().submitted == 1);
@@ -300,6 +302,10 @@ fn shutdown_timeout_abandons_a_request_still_in_the_kernel() {
     let result = with_timeout(HANG, move || op.wait());
     let (_, e) = result.unwrap_err();
     assert_eq!(e, Error::Abandoned);
+    // The reader outlives the handles: the abandonment is counted; a socket recv is released by
+    // the kernel at the cancel, so its slot is not parked.
+    assert_eq!(reader.get().abandoned, 1);
+    assert_eq!(reader.get().pending_operations, 0);
     // The budget is charged for waiting: the loop waited it out before abandoning.
     assert!(
         dropped.elapsed() >= Duration::from_millis(200),
