@@ -14,7 +14,8 @@
 //!    the ring and sleeps in `io_uring_enter` bounded by the next deadline.
 //!
 //! The loop leaves when no handle is left and the submission ring is empty (checked in every
-//! pass, whatever the capacity state: A11), then drains as Part B 6.2: in-flight work finishes,
+//! pass after a wake CQE, which the last sender's exit always causes, and before every sleep,
+//! whatever the capacity state: A11), then drains as Part B 6.2: in-flight work finishes,
 //! deadlines keep firing, `shutdown_timeout` is charged for waiting time only. What is still in
 //! the kernel when the budget runs out is cancelled; what the kernel does not release at once is
 //! abandoned: its caller gets `Error::Abandoned` and its buffer stays parked in the slot (A10).
@@ -68,6 +69,10 @@ pub struct EventLoop<const SLOTS: usize, const RING: usize, const WHEEL: usize> 
     admitted: usize,
     /// The wake poll must be (re)installed at the start of the next staging pass.
     rearm: bool,
+    /// Read the sender count in the next staging pass. Set by every wake CQE (the last sender's
+    /// exit always rings the eventfd) and kept until a pass sees a live sender, so the loop does
+    /// not pull the life word's cache line away from the submitters on every pass.
+    check_senders: bool,
     /// `close` ran: the claim is given back.
     closed: bool,
 }
@@ -104,6 +109,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             origin: Instant::now(),
             admitted: 0,
             rearm: true,
+            check_senders: true,
             closed: false,
         })
     }
@@ -174,14 +180,27 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             }
             let start = Instant::now();
             while start.elapsed() < spin {
-                if self.has_work() {
+                // Not `has_work`: the last sender's exit rings the eventfd, whose poll (armed by
+                // now) posts a CQE, so the life word need not be read (and its cache line taken
+                // from the submitters) on every spin.
+                if self.storage.queue.has_ready() || !self.ring.completion().is_empty() {
                     return Ok(());
+                }
+                if self.checked.config.single_issuer && self.ring.submission().taskrun() {
+                    // DEFER_TASKRUN posts completions that need task work (sockets, polls, the
+                    // wake poll) only inside an enter with GETEVENTS; IORING_SQ_TASKRUN says some
+                    // are pending. Run them now instead of spinning out the budget.
+                    self.run_task_work()?;
+                    continue;
                 }
                 std::hint::spin_loop();
             }
         }
         self.storage.wake.arm();
         if self.has_work() {
+            // `has_work` may have seen the last sender gone (with DEFER_TASKRUN its wake CQE is
+            // not posted until the next GETEVENTS): have the next pass read the count.
+            self.check_senders = true;
             self.storage.wake.disarm();
             return Ok(());
         }
@@ -216,6 +235,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// One CQE (Part B 2.7).
     fn on_cqe(&mut self, user_data: u64, result: i32, flags: u32) {
         if user_data == WAKE_TOKEN {
+            self.check_senders = true;
             Counters::bump(&self.storage.metrics.wakeups);
             self.eventfd.acknowledge();
             if result < 0 || !cqueue::more(flags) {
@@ -323,9 +343,14 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                 None => break,
             }
         }
-        // Senders first: once none is left, every push they made is visible to `len`.
-        if self.storage.senders() == 0 && self.storage.queue.len() == 0 {
-            return Pass::Disconnected;
+        // Senders first: once none is left, every push they made is visible to `len`. Checked
+        // only after a wake CQE (`check_senders`); the pre-sleep recheck reads it too.
+        if self.check_senders {
+            if self.storage.senders() != 0 {
+                self.check_senders = false;
+            } else if self.storage.queue.len() == 0 {
+                return Pass::Disconnected;
+            }
         }
         if self.admitted == R {
             Pass::WaiterFull
@@ -617,6 +642,27 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         }
     }
 
+    /// `io_uring_enter(0, 0, GETEVENTS)`: runs deferred task work, posting its CQEs; no wait.
+    fn run_task_work(&mut self) -> Result<(), Error> {
+        Counters::bump(&self.storage.metrics.enters);
+        // SAFETY: no SQEs and no extra argument; the flags are the kernel's.
+        let result = unsafe {
+            self.ring.submitter().enter::<libc::sigset_t>(
+                0,
+                0,
+                io_uring::EnterFlags::GETEVENTS.bits(),
+                None,
+            )
+        };
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => match e.raw_os_error() {
+                Some(libc::EINTR | libc::EAGAIN | libc::EBUSY) => Ok(()),
+                _ => Err(os_error(e)),
+            },
+        }
+    }
+
     /// Time until the earliest deadline, counted from the last advanced tick.
     fn next_deadline(&self) -> Option<Duration> {
         // SAFETY: loop-private state (field doc).
@@ -704,6 +750,8 @@ fn build_ring(checked: &Checked, entries: u32) -> Result<IoUring, Error> {
         builder
             .setup_single_issuer()
             .setup_defer_taskrun()
+            // IORING_SQ_TASKRUN tells the spinning loop that deferred completions wait for it.
+            .setup_taskrun_flag()
             .setup_r_disabled();
     }
     if let Some(idle) = config.sqpoll_idle {

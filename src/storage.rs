@@ -95,24 +95,30 @@ impl SlotFlags {
 /// thread.join().unwrap().unwrap();
 /// ```
 /// See `memory-budget.md` for its size as a function of the three parameters.
+#[repr(C)]
 pub struct Storage<const SLOTS: usize, const RING: usize, const WHEEL: usize> {
+    // `repr(C)` fixes this order, which keeps words written by different threads on different
+    // cache lines at no cost in size: the slots; then what submitters write (free list, wake
+    // word, wait list, life word) and read on every call; then the submission ring, whose tail
+    // submitters write first and whose head the loop writes last; then what only the loop writes
+    // (counters, loop state); the small fields close the struct so that no padding is added.
     pub(crate) slots: [Slot; SLOTS],
     pub(crate) free: FreeList<SLOTS>,
-    pub(crate) queue: SubmitQueue<SLOTS>,
     pub(crate) wake: WakeState,
     pub(crate) waiters: WaitList,
+    life: AtomicU64,
+    /// How long `.wait()` polls before parking (from the config of the current claim).
+    pub(crate) wait_spin_ns: AtomicU64,
+    pub(crate) queue: SubmitQueue<SLOTS>,
     pub(crate) metrics: Counters,
+    loop_state: std::cell::UnsafeCell<LoopState<SLOTS, RING, WHEEL>>,
     /// The eventfd, created at the first claim and kept open for the storage's lifetime, so a
     /// late `ring` can never hit a recycled descriptor number. -1 before.
     eventfd: std::sync::atomic::AtomicI32,
-    life: AtomicU64,
     /// Bumped at every claim; operations created under an older claim cannot submit.
     epoch: AtomicU32,
     claimed: AtomicBool,
     initialized: AtomicBool,
-    /// How long `.wait()` polls before parking (from the config of the current claim).
-    pub(crate) wait_spin_ns: AtomicU64,
-    loop_state: std::cell::UnsafeCell<LoopState<SLOTS, RING, WHEEL>>,
 }
 
 // SAFETY: shared fields are atomics or have their own protocol (slots: the phase machine;

@@ -41,14 +41,17 @@ struct Cell {
 }
 
 /// The ring: capacity `N`, a power of two.
+/// `repr(C)`: `tail` first and `head` last, so that the two ends (written by different threads)
+/// are a ring's length apart instead of sharing a cache line.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct SubmitQueue<const N: usize> {
     /// Next position a producer claims. Written by every producer.
     tail: AtomicUsize,
+    cells: [Cell; N],
     /// Next position the consumer reads. Written by the consumer only (atomic so that `len`
     /// and loom see a well-defined value).
     head: AtomicUsize,
-    cells: [Cell; N],
 }
 
 impl<const N: usize> SubmitQueue<N> {

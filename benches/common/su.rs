@@ -1,0 +1,115 @@
+//! static-uring behind [`AsyncIo`].
+
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use static_uring::{Config, Fd, Handle, IoBuf, IoBufMut};
+
+use super::tasks::{AsyncIo, Started};
+
+/// The sizes used by every benchmark: 256 slots, 128 in the kernel, 1024 wheel slots.
+pub type H = Handle<256, 128, 1024>;
+
+#[derive(Clone)]
+pub struct SuIo(pub H);
+
+/// Joins the loop thread once the last handle is gone.
+struct Join(Option<JoinHandle<Result<(), static_uring::Error>>>);
+
+impl Drop for Join {
+    fn drop(&mut self) {
+        if let Some(thread) = self.0.take() {
+            thread
+                .join()
+                .expect("loop thread panicked")
+                .expect("loop failed");
+        }
+    }
+}
+
+impl SuIo {
+    /// A heap-backed loop on its own thread with `idle_spin = spin` and `single_issuer`, the
+    /// rest default.
+    pub fn start(spin: Duration, single_issuer: bool) -> Started<SuIo> {
+        let config = Config {
+            idle_spin: spin,
+            single_issuer,
+            ..Config::default()
+        };
+        let (handle, event_loop) = static_uring::new::<256, 128, 1024>(config).expect("loop");
+        let thread = std::thread::Builder::new()
+            .name("static-uring".into())
+            .spawn(move || event_loop.run())
+            .expect("spawn the loop thread");
+        // One round trip: the loop thread is up (its start-up allocations are done) before any
+        // timed region.
+        handle.nop(None).wait().expect("first nop");
+        Started {
+            io: SuIo(handle),
+            guard: Box::new(Join(Some(thread))),
+        }
+    }
+}
+
+impl AsyncIo for SuIo {
+    type Fd = Fd;
+    type RBuf = IoBufMut;
+    type SBuf = IoBuf;
+
+    fn fd<T: AsFd + Send + Sync + 'static>(&self, owner: Arc<T>) -> Fd {
+        Fd::from(owner)
+    }
+
+    fn rbuf(&self, memory: &'static mut [u8]) -> IoBufMut {
+        IoBufMut::from(memory)
+    }
+
+    fn sbuf(&self, memory: &'static [u8]) -> IoBuf {
+        IoBuf::from(memory)
+    }
+
+    async fn nop(&self) {
+        self.0.nop(None).await.expect("nop");
+    }
+
+    async fn read_at(&self, fd: &Fd, offset: u64, buf: IoBufMut) -> IoBufMut {
+        let len = buf.capacity();
+        match self.0.read_at(fd, offset, len, buf, None).await {
+            Ok(buf) => buf,
+            Err((_, e)) => panic!("read_at: {e}"),
+        }
+    }
+
+    async fn send(&self, fd: &Fd, buf: IoBuf) -> IoBuf {
+        match self.0.send(fd, buf, None).await {
+            Ok(buf) => buf,
+            Err((_, e)) => panic!("send: {e}"),
+        }
+    }
+
+    async fn recv_exact(&self, fd: &Fd, buf: IoBufMut, len: usize) -> IoBufMut {
+        match self.0.recv(fd, buf, 0, len, true, None).await {
+            Ok((buf, _)) => buf,
+            Err((_, e)) => panic!("recv: {e}"),
+        }
+    }
+
+    fn nop_wait(&self) {
+        self.0.nop(None).wait().expect("nop");
+    }
+
+    fn counters(&self) -> Option<(u64, u64)> {
+        let m = self.0.metrics();
+        Some((m.enters, m.wakeups))
+    }
+
+    fn read_at_wait(&self, fd: &Fd, offset: u64, buf: IoBufMut) -> IoBufMut {
+        let len = buf.capacity();
+        match self.0.read_at(fd, offset, len, buf, None).wait() {
+            Ok(buf) => buf,
+            Err((_, e)) => panic!("read_at: {e}"),
+        }
+    }
+}
