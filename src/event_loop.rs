@@ -179,6 +179,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                 self.enter(0, None)?;
             }
             let start = Instant::now();
+            let mut step = 0;
             while start.elapsed() < spin {
                 // Not `has_work`: the last sender's exit rings the eventfd, whose poll (armed by
                 // now) posts a CQE, so the life word need not be read (and its cache line taken
@@ -193,7 +194,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                     self.run_task_work()?;
                     continue;
                 }
-                std::hint::spin_loop();
+                crate::sync::spin_step(&mut step);
             }
         }
         self.storage.wake.arm();

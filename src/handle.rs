@@ -276,12 +276,13 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W>
                 .load(std::sync::atomic::Ordering::Relaxed),
         );
         let start = (!spin.is_zero()).then(Instant::now);
+        let mut step = 0;
         loop {
             if let Some(result) = this.try_take() {
                 return result;
             }
             match start {
-                Some(start) if start.elapsed() < spin => std::hint::spin_loop(),
+                Some(start) if start.elapsed() < spin => crate::sync::spin_step(&mut step),
                 _ => this.storage.slots[index as usize].park(),
             }
         }

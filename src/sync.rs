@@ -22,6 +22,21 @@ pub(crate) fn spin_hint() {
     std::hint::spin_loop();
 }
 
+/// One step of a bounded busy wait. Every 64th step yields the CPU, so that when spinning
+/// threads outnumber cores (the loop, its callers and others on a small machine) a spinner does
+/// not hold a core that a thread with work needs until the scheduler's time slice ends. On a
+/// dedicated core the yield returns at once.
+#[cfg(not(loom))]
+#[inline]
+pub(crate) fn spin_step(step: &mut u32) {
+    *step = step.wrapping_add(1);
+    if *step % 64 == 0 {
+        std::thread::yield_now();
+    } else {
+        std::hint::spin_loop();
+    }
+}
+
 /// An `UnsafeCell` with loom's closure API, so accesses are tracked by loom in models.
 #[cfg(not(loom))]
 #[derive(Debug)]
