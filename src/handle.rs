@@ -135,6 +135,10 @@ enum State<T> {
 
 /// The future of one operation. `Send`, `'static`, allocation-free and cancel-safe; call
 /// [`wait`](Op::wait) to block a thread that has no executor.
+///
+/// `Op` is `!Unpin`: while it waits for a free slot, its waiter node is linked into the slot
+/// wait list in place. `.await` and executors pin it for you; to poll it by reference (for
+/// example in `select!`), pin it first with `std::pin::pin!`.
 #[must_use = "operations do nothing until polled or waited on"]
 pub struct Op<T: OpOutput, const SLOTS: usize, const RING: usize, const WHEEL: usize> {
     storage: StorageRef<SLOTS, RING, WHEEL>,
