@@ -231,6 +231,8 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
     /// Takes the storage for one loop: resets the ring, wheel and counters and opens the life
     /// word with one handle. Fails if another loop holds it.
     pub(crate) fn claim(&self) -> Result<EventFd, Error> {
+        // Acquire: pairs with the Release that gave the claim back, so the previous loop's last
+        // writes to the storage happen before our resets.
         if self
             .claimed
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
@@ -242,6 +244,7 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
             let fd = match EventFd::new() {
                 Ok(fd) => fd,
                 Err(e) => {
+                    // Release: give the claim back untouched (pairs with the next `claim`).
                     self.claimed.store(false, Ordering::Release);
                     return Err(Error::Os(e.raw_os_error().unwrap_or(libc::EIO)));
                 }
@@ -284,6 +287,7 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
 
     /// True when a caller of claim `epoch` can no longer submit.
     pub(crate) fn is_closed(&self, epoch: u32) -> bool {
+        // Acquire: a caller that sees the claim open also sees the claim's resets.
         let life = self.life.load(Ordering::Acquire);
         life & CLOSED != 0 || life & HANDLES == 0 || self.epoch() != epoch
     }
@@ -350,6 +354,7 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         self.eventfd().ring();
         self.waiters.close_all();
         if after & LOOP == 0 {
+            // Release: pairs with the Acquire of the next `claim`.
             self.claimed.store(false, Ordering::Release);
         }
     }
@@ -358,9 +363,11 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
     /// hands every request still in the ring to `sweep`. Then releases the claim if no handle is
     /// left (else the last handle does).
     pub(crate) fn close_loop(&self, mut sweep: impl FnMut(u32)) {
+        // AcqRel: after this no `begin_submit` succeeds (its CAS sees CLOSED).
         self.life.fetch_or(CLOSED, Ordering::AcqRel);
         self.waiters.close_all();
-        // Callers counted in `submitting` finish their push in a few instructions.
+        // Callers counted in `submitting` finish their push in a few instructions. Acquire: pairs
+        // with their `end_submit` Release, so their pushes are visible to the sweep below.
         while self.life.load(Ordering::Acquire) & SUBMITTING != 0 {
             std::thread::yield_now();
         }
@@ -370,8 +377,11 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
                 None => std::thread::yield_now(),
             }
         }
+        // AcqRel: orders the sweep before a later claimer (through the claim flag below or the
+        // last handle's release) and sees the handles' final count.
         let after = self.life.fetch_and(!LOOP, Ordering::AcqRel) & !LOOP;
         if after & (HANDLES | SUBMITTING) == 0 {
+            // Release: pairs with the Acquire of the next `claim`.
             self.claimed.store(false, Ordering::Release);
         }
     }

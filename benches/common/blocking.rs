@@ -132,12 +132,6 @@ impl Bench for Blocking {
             }
             Workload::Nop { .. } => unreachable!("no blocking nop"),
         });
-        Sample {
-            ops,
-            elapsed,
-            alloc,
-            hist,
-            extra: String::new(),
-        }
+        Sample::new(ops, elapsed, alloc, hist)
     }
 }

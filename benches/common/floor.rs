@@ -251,12 +251,6 @@ impl Bench for Floor {
                 assert!(result >= 0, "floor op failed");
             }
         }
-        Sample {
-            ops,
-            elapsed,
-            alloc,
-            hist,
-            extra: String::new(),
-        }
+        Sample::new(ops, elapsed, alloc, hist)
     }
 }

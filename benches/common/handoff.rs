@@ -178,13 +178,7 @@ impl Bench for Handoff {
                 wait_for(spin, || !s.replies.is_empty(), &never);
             }
         });
-        Sample {
-            ops,
-            elapsed,
-            alloc,
-            hist,
-            extra: String::new(),
-        }
+        Sample::new(ops, elapsed, alloc, hist)
     }
 }
 

@@ -230,6 +230,17 @@ pub struct Sample {
 }
 
 impl Sample {
+    /// A measurement without extra JSON fields.
+    pub fn new(ops: u64, elapsed: Duration, alloc: AllocCount, hist: Box<Hist>) -> Sample {
+        Sample {
+            ops,
+            elapsed,
+            alloc,
+            hist,
+            extra: String::new(),
+        }
+    }
+
     pub fn ops_per_sec(&self) -> f64 {
         self.ops as f64 / self.elapsed.as_secs_f64()
     }
