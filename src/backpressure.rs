@@ -3,34 +3,40 @@
 //!
 //! # Implementation details
 //!
-//! Claiming a slot is a lock-free pop from the free list. Only when it fails does a caller take
-//! the list's mutex, count itself in `waiting`, retry the pop once, and if that fails link its
-//! [`Waiter`] node (pinned inside its future) at the tail and return `Pending`.
+//! Claiming a slot is a lock-free pop from the free list, taken only while nobody waits (so a
+//! newcomer never overtakes a waiter). Otherwise a caller takes the list's mutex, counts itself in
+//! `waiting`, pops once more if the list is empty, and if that fails links its [`Waiter`] node
+//! (pinned inside its future) at the tail and returns `Pending`.
 //!
 //! Freeing a slot pushes the index on the free list, then looks at `waiting`. If anyone waits, it
-//! takes the mutex and hands free indices directly to the waiters at the head, in FIFO order,
-//! waking each *while holding the mutex*. Handing the index over (rather than letting woken
-//! waiters race for it) is what makes the order FIFO.
+//! hands free indices directly to the waiters at the head, in FIFO order, one per lock hold: under
+//! the mutex it unlinks the head, records the grant in the node and takes its [`Notifier`]; after
+//! releasing the mutex it notifies. Handing the index over (rather than letting woken waiters race
+//! for it) is what makes the order FIFO.
 //!
 //! The lost-wake-up race (a slot freed between a waiter's failed pop and its linking) is closed
 //! by a Dekker pair: the waiter increments `waiting`, then a SeqCst fence, then pops; the freer
 //! pushes, then a SeqCst fence, then reads `waiting`. At least one of them sees the other.
 //!
-//! Node fields are only touched with the mutex held. A node is unlinked under the mutex before
-//! its future's memory can go away (`cancel` from the future's `Drop`), and wakes happen under
-//! the mutex too, so even a waker that points into the waiting thread's stack (the blocking
-//! `.wait()` path) is never used after that thread has moved on.
+//! # User code
 //!
-//! When the loop closes, every node is marked closed and woken: the callers get `Error::Closed`.
+//! Node fields are only touched with the mutex held, and no user code runs under it: a waker is
+//! cloned before the mutex is taken, and wakers taken out of nodes are woken or dropped after it
+//! is released. A notifier owns what it wakes (a `Waker`, or a `Thread` handle for `.wait()`,
+//! never a pointer into a stack frame), so it stays valid after its node's owner has moved on. A
+//! wake that panics is caught and counted: the list is final before it runs.
+//!
+//! When the loop of a claim closes, every node of that claim is marked closed and notified: the
+//! callers get `Error::Closed`. Nodes carry their claim's epoch, so a late close of an old claim
+//! never closes the waiters of the next one.
 
-use std::cell::UnsafeCell;
 use std::marker::PhantomPinned;
 use std::ptr;
-use std::sync::atomic::{fence, AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::task::Waker;
+use std::thread::Thread;
 
 use crate::free_list::FreeList;
+use crate::sync::{fence, AtomicUsize, Mutex, MutexGuard, Ordering, UnsafeCell};
 
 /// Where a waiter stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +51,55 @@ pub(crate) enum WaitState {
     Closed,
 }
 
+/// How a waiting caller wants to be told, borrowed from its poll.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Notify<'a> {
+    /// An async task.
+    Task(&'a Waker),
+    /// A thread blocked in `.wait()`.
+    Thread(&'a Thread),
+}
+
+/// An owned [`Notify`], kept in the node while it waits.
+#[derive(Debug)]
+pub(crate) enum Notifier {
+    Task(Waker),
+    Thread(Thread),
+}
+
+impl Notify<'_> {
+    /// An owned copy (a waker clone, or a thread handle's reference count): user code for
+    /// `Task`, so it runs before the mutex is taken.
+    fn to_owned(self) -> Notifier {
+        match self {
+            Notify::Task(waker) => Notifier::Task(waker.clone()),
+            Notify::Thread(thread) => Notifier::Thread(thread.clone()),
+        }
+    }
+}
+
+impl Notifier {
+    /// Whether `self` already notifies whom `other` names (no user code).
+    fn same_as(&self, other: &Notifier) -> bool {
+        match (self, other) {
+            (Notifier::Task(a), Notifier::Task(b)) => a.will_wake(b),
+            (Notifier::Thread(a), Notifier::Thread(b)) => a.id() == b.id(),
+            _ => false,
+        }
+    }
+
+    /// Wakes the waiter; returns true if its waker panicked (the panic is caught).
+    pub(crate) fn notify(self) -> bool {
+        match self {
+            Notifier::Task(waker) => crate::contain::run(|| waker.wake()),
+            Notifier::Thread(thread) => {
+                thread.unpark();
+                false
+            }
+        }
+    }
+}
+
 /// A waiting caller's node. Lives inside its future, which is `!Unpin` because of it.
 pub(crate) struct Waiter {
     inner: UnsafeCell<Node>,
@@ -53,9 +108,22 @@ pub(crate) struct Waiter {
 
 struct Node {
     state: WaitState,
-    waker: Option<Waker>,
+    /// The claim the waiter belongs to (see `close_all`).
+    epoch: u32,
+    notifier: Option<Notifier>,
     prev: *mut Waiter,
     next: *mut Waiter,
+}
+
+impl Node {
+    /// Moves the node to `state` (out of the list) and takes its notifier, to be used or dropped
+    /// after the mutex is released.
+    fn settle(state: WaitState) -> impl FnOnce(&mut Node) -> Option<Notifier> {
+        move |node| {
+            node.state = state;
+            node.notifier.take()
+        }
+    }
 }
 
 // SAFETY: the node's fields are only accessed with the list's mutex held (or by the owner while
@@ -65,17 +133,30 @@ unsafe impl Send for Waiter {}
 unsafe impl Sync for Waiter {}
 
 impl Waiter {
-    /// A node in no list.
-    pub(crate) const fn new() -> Self {
-        Waiter {
-            inner: UnsafeCell::new(Node {
-                state: WaitState::Idle,
-                waker: None,
-                prev: ptr::null_mut(),
-                next: ptr::null_mut(),
-            }),
-            _pinned: PhantomPinned,
+    crate::maybe_const_fn! {
+        /// A node in no list.
+        pub(crate) fn new() -> Self {
+            Waiter {
+                inner: UnsafeCell::new(Node {
+                    state: WaitState::Idle,
+                    epoch: 0,
+                    notifier: None,
+                    prev: ptr::null_mut(),
+                    next: ptr::null_mut(),
+                }),
+                _pinned: PhantomPinned,
+            }
         }
+    }
+
+    /// Runs `f` on the node.
+    ///
+    /// # Safety
+    /// The list's mutex is held (or the node is unlinked and only its owner can reach it), and
+    /// `this` is valid.
+    unsafe fn node<R>(this: *mut Waiter, f: impl FnOnce(&mut Node) -> R) -> R {
+        // SAFETY: the mutex makes this the only access (contract).
+        unsafe { (*this).inner.with_mut(|node| f(&mut *node)) }
     }
 }
 
@@ -96,19 +177,26 @@ pub(crate) struct WaitList {
 }
 
 impl WaitList {
-    /// Empty.
-    pub(crate) const fn new() -> Self {
-        WaitList {
-            links: Mutex::new(Links {
-                head: ptr::null_mut(),
-                tail: ptr::null_mut(),
-            }),
-            waiting: AtomicUsize::new(0),
+    crate::maybe_const_fn! {
+        /// Empty.
+        pub(crate) fn new() -> Self {
+            WaitList {
+                links: Mutex::new(Links {
+                    head: ptr::null_mut(),
+                    tail: ptr::null_mut(),
+                }),
+                waiting: AtomicUsize::new(0),
+            }
         }
     }
 
-    /// Claims a free index for the owner of `waiter`, or queues it. `closed` is checked under the
-    /// mutex so a close cannot slip between the check and the linking.
+    /// Whether nobody waits or is deciding to (a claim may then take a free slot directly).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) == 0
+    }
+
+    /// Claims a free index for the owner of `waiter` (of claim `epoch`), or queues it. `closed`
+    /// is checked under the mutex so a close cannot slip between the check and the linking.
     ///
     /// # Safety
     /// `waiter` is pinned and is only ever passed to this list, and [`cancel`](Self::cancel) is
@@ -116,34 +204,42 @@ impl WaitList {
     pub(crate) unsafe fn poll_claim<const N: usize>(
         &self,
         waiter: *const Waiter,
+        epoch: u32,
         free: &FreeList<N>,
         closed: impl Fn() -> bool,
-        waker: &Waker,
+        notify: Notify<'_>,
     ) -> WaitState {
         let waiter = waiter as *mut Waiter;
+        // User code (a waker clone) before the mutex; the notifier it replaces, and this one if
+        // unused, are dropped after the mutex (declared before `links`, dropped after it).
+        let mut fresh = Some(notify.to_owned());
+        let _old;
         let mut links = self.lock();
-        // SAFETY: mutex held; the node is valid (contract).
-        let node = unsafe { &mut *(*waiter).inner.get() };
-        match node.state {
-            WaitState::Granted(_) => {
+        // SAFETY (every `Waiter::node` below): mutex held; the node is valid (contract).
+        match unsafe { Waiter::node(waiter, |node| node.state) } {
+            WaitState::Granted(index) => {
                 // The index is the caller's now: the node goes back to Idle so that a later
                 // `cancel` does not free it a second time.
-                let granted = node.state;
-                node.state = WaitState::Idle;
-                node.waker = None;
-                return granted;
+                _old = unsafe { Waiter::node(waiter, Node::settle(WaitState::Idle)) };
+                return WaitState::Granted(index);
             }
             WaitState::Closed => return WaitState::Closed,
+            WaitState::Queued if closed() => {
+                // SAFETY: the node is linked in this list and the mutex is held.
+                unsafe { links.unlink(waiter) };
+                self.waiting.fetch_sub(1, Ordering::Relaxed);
+                _old = unsafe { Waiter::node(waiter, Node::settle(WaitState::Closed)) };
+                return WaitState::Closed;
+            }
             WaitState::Queued => {
-                if closed() {
-                    // SAFETY: the node is linked in this list and the mutex is held.
-                    unsafe { links.unlink(waiter) };
-                    self.waiting.fetch_sub(1, Ordering::Relaxed);
-                    node.state = WaitState::Closed;
-                } else if !node.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
-                    node.waker = Some(waker.clone());
-                }
-                return node.state;
+                let fresh = fresh.take().expect("set above");
+                _old = unsafe {
+                    Waiter::node(waiter, |node| match &node.notifier {
+                        Some(current) if current.same_as(&fresh) => Some(fresh),
+                        _ => node.notifier.replace(fresh),
+                    })
+                };
+                return WaitState::Queued;
             }
             WaitState::Idle => {}
         }
@@ -151,57 +247,82 @@ impl WaitList {
             return WaitState::Closed;
         }
         self.waiting.fetch_add(1, Ordering::Relaxed);
-        // SeqCst: the Dekker fence pairing with the one in `wake_waiters` (module doc).
+        // SeqCst: the Dekker fence pairing with the one in `wake_waiters` (module doc). Only an
+        // empty list may be overtaken; otherwise the slot goes to the head of the queue.
         fence(Ordering::SeqCst);
-        if let Some(index) = free.pop() {
-            self.waiting.fetch_sub(1, Ordering::Relaxed);
-            return WaitState::Granted(index);
+        if links.head.is_null() {
+            if let Some(index) = free.pop() {
+                self.waiting.fetch_sub(1, Ordering::Relaxed);
+                return WaitState::Granted(index);
+            }
         }
-        node.waker = Some(waker.clone());
-        node.state = WaitState::Queued;
         // SAFETY: mutex held, node not linked, valid until `cancel` (contract).
-        unsafe { links.push_back(waiter) };
+        unsafe {
+            Waiter::node(waiter, |node| {
+                node.notifier = fresh.take();
+                node.state = WaitState::Queued;
+                node.epoch = epoch;
+            });
+            links.push_back(waiter);
+        }
         WaitState::Queued
     }
 
-    /// After an index was pushed on `free`: hands free indices to waiters, oldest first.
-    pub(crate) fn wake_waiters<const N: usize>(&self, free: &FreeList<N>) {
+    /// After an index was pushed on `free`: hands free indices to waiters, oldest first. Returns
+    /// the number of waiter wakes that panicked (caught).
+    pub(crate) fn wake_waiters<const N: usize>(&self, free: &FreeList<N>) -> u64 {
         // SeqCst: pairs with the fence in `poll_claim` (module doc).
         fence(Ordering::SeqCst);
         if self.waiting.load(Ordering::Relaxed) == 0 {
-            return;
+            return 0;
         }
-        let mut links = self.lock();
-        while !links.head.is_null() {
-            let Some(index) = free.pop() else { break };
-            let waiter = links.head;
-            // SAFETY: mutex held; `waiter` is linked, hence valid.
-            unsafe {
-                links.unlink(waiter);
-                let node = &mut *(*waiter).inner.get();
-                node.state = WaitState::Granted(index);
-                self.waiting.fetch_sub(1, Ordering::Relaxed);
-                if let Some(waker) = node.waker.take() {
-                    waker.wake();
-                }
+        self.notify_each(|links| {
+            if links.head.is_null() {
+                return None;
             }
-        }
+            let index = free.pop()?;
+            Some((links.head, WaitState::Granted(index)))
+        })
     }
 
-    /// Marks every waiter closed and wakes it.
-    pub(crate) fn close_all(&self) {
-        let mut links = self.lock();
-        while !links.head.is_null() {
-            let waiter = links.head;
-            // SAFETY: mutex held; `waiter` is linked, hence valid.
-            unsafe {
-                links.unlink(waiter);
-                let node = &mut *(*waiter).inner.get();
-                node.state = WaitState::Closed;
-                self.waiting.fetch_sub(1, Ordering::Relaxed);
-                if let Some(waker) = node.waker.take() {
-                    waker.wake();
+    /// Marks every waiter of claim `epoch` closed and notifies it. Returns the panicked wakes.
+    pub(crate) fn close_all(&self, epoch: u32) -> u64 {
+        self.notify_each(|links| {
+            let mut at = links.head;
+            while !at.is_null() {
+                // SAFETY: mutex held; `at` is linked, hence valid.
+                let (of_claim, next) = unsafe { Waiter::node(at, |n| (n.epoch == epoch, n.next)) };
+                if of_claim {
+                    return Some((at, WaitState::Closed));
                 }
+                at = next;
+            }
+            None
+        })
+    }
+
+    /// Repeatedly: under the mutex, `pick` a linked node and its new state, unlink it and take its
+    /// notifier; then, with the mutex released, notify. Returns the panicked wakes.
+    fn notify_each(
+        &self,
+        mut pick: impl FnMut(&mut Links) -> Option<(*mut Waiter, WaitState)>,
+    ) -> u64 {
+        let mut panics = 0;
+        loop {
+            let notifier = {
+                let mut links = self.lock();
+                let Some((waiter, state)) = pick(&mut links) else {
+                    return panics;
+                };
+                // SAFETY: mutex held; `pick` returned a linked (hence valid) node.
+                unsafe {
+                    links.unlink(waiter);
+                    self.waiting.fetch_sub(1, Ordering::Relaxed);
+                    Waiter::node(waiter, Node::settle(state))
+                }
+            };
+            if notifier.is_some_and(Notifier::notify) {
+                panics += 1;
             }
         }
     }
@@ -214,21 +335,21 @@ impl WaitList {
     pub(crate) unsafe fn cancel(&self, waiter: *const Waiter) -> Option<u32> {
         let waiter = waiter as *mut Waiter;
         let mut links = self.lock();
-        // SAFETY: mutex held; the node is valid (contract).
-        let node = unsafe { &mut *(*waiter).inner.get() };
-        let granted = match node.state {
-            WaitState::Queued => {
-                // SAFETY: linked in this list, mutex held.
-                unsafe { links.unlink(waiter) };
-                self.waiting.fetch_sub(1, Ordering::Relaxed);
-                None
-            }
+        // SAFETY (both calls): mutex held; the node is valid (contract).
+        let state = unsafe { Waiter::node(waiter, |node| node.state) };
+        if state == WaitState::Queued {
+            // SAFETY: linked in this list, mutex held.
+            unsafe { links.unlink(waiter) };
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+        }
+        let notifier = unsafe { Waiter::node(waiter, Node::settle(WaitState::Idle)) };
+        drop(links);
+        // User code (the waker's drop) after the mutex.
+        drop(notifier);
+        match state {
             WaitState::Granted(index) => Some(index),
-            WaitState::Idle | WaitState::Closed => None,
-        };
-        node.state = WaitState::Idle;
-        node.waker = None;
-        granted
+            _ => None,
+        }
     }
 
     /// Callers currently counted as waiting.
@@ -237,9 +358,9 @@ impl WaitList {
         self.waiting.load(Ordering::Relaxed)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Links> {
-        // A panic while holding this mutex cannot leave the links half-updated (no user code
-        // runs under it except `Waker::wake`), so poisoning is ignored.
+    fn lock(&self) -> MutexGuard<'_, Links> {
+        // No user code runs under this mutex and no step inside can panic, so a poisoned lock
+        // (impossible in practice) still guards consistent links.
         self.links
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -250,15 +371,17 @@ impl Links {
     /// # Safety
     /// Mutex held; `waiter` valid and not linked.
     unsafe fn push_back(&mut self, waiter: *mut Waiter) {
-        // SAFETY: contract; `self.tail` is linked, hence valid.
+        let tail = self.tail;
+        // SAFETY: contract; `tail` is linked, hence valid, and is a different node.
         unsafe {
-            let node = &mut *(*waiter).inner.get();
-            node.prev = self.tail;
-            node.next = ptr::null_mut();
-            if self.tail.is_null() {
+            Waiter::node(waiter, |node| {
+                node.prev = tail;
+                node.next = ptr::null_mut();
+            });
+            if tail.is_null() {
                 self.head = waiter;
             } else {
-                (*(*self.tail).inner.get()).next = waiter;
+                Waiter::node(tail, |node| node.next = waiter);
             }
         }
         self.tail = waiter;
@@ -267,21 +390,25 @@ impl Links {
     /// # Safety
     /// Mutex held; `waiter` linked in this list.
     unsafe fn unlink(&mut self, waiter: *mut Waiter) {
-        // SAFETY: contract; neighbours are linked, hence valid.
+        // SAFETY: contract; the neighbours are linked, hence valid, and each node is borrowed
+        // alone.
         unsafe {
-            let node = &mut *(*waiter).inner.get();
-            if node.prev.is_null() {
-                self.head = node.next;
+            let (prev, next) = Waiter::node(waiter, |node| {
+                let links = (node.prev, node.next);
+                node.prev = ptr::null_mut();
+                node.next = ptr::null_mut();
+                links
+            });
+            if prev.is_null() {
+                self.head = next;
             } else {
-                (*(*node.prev).inner.get()).next = node.next;
+                Waiter::node(prev, |node| node.next = next);
             }
-            if node.next.is_null() {
-                self.tail = node.prev;
+            if next.is_null() {
+                self.tail = prev;
             } else {
-                (*(*node.next).inner.get()).prev = node.prev;
+                Waiter::node(next, |node| node.prev = prev);
             }
-            node.prev = ptr::null_mut();
-            node.next = ptr::null_mut();
         }
     }
 }
@@ -317,7 +444,7 @@ mod tests {
         unsafe {
             for node in &nodes {
                 assert_eq!(
-                    list.poll_claim(node, &free, open, &waker),
+                    list.poll_claim(node, 0, &free, open, Notify::Task(&waker)),
                     WaitState::Queued
                 );
             }
@@ -326,11 +453,11 @@ mod tests {
             free.push(a);
             list.wake_waiters(&free);
             assert_eq!(
-                list.poll_claim(&nodes[0], &free, open, &waker),
+                list.poll_claim(&nodes[0], 0, &free, open, Notify::Task(&waker)),
                 WaitState::Granted(a)
             );
             assert_eq!(
-                list.poll_claim(&nodes[2], &free, open, &waker),
+                list.poll_claim(&nodes[2], 0, &free, open, Notify::Task(&waker)),
                 WaitState::Queued
             );
             free.push(b);
@@ -349,12 +476,12 @@ mod tests {
             );
             let late = Waiter::new();
             assert_eq!(
-                list.poll_claim(&late, &free, open, &waker),
+                list.poll_claim(&late, 0, &free, open, Notify::Task(&waker)),
                 WaitState::Queued
             );
-            list.close_all();
+            list.close_all(0);
             assert_eq!(
-                list.poll_claim(&late, &free, open, &waker),
+                list.poll_claim(&late, 0, &free, open, Notify::Task(&waker)),
                 WaitState::Closed
             );
             list.cancel(&late);

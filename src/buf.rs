@@ -15,8 +15,9 @@ enum Owner {
     Vec(usize),
     /// A `Box<[u8]>` (capacity = length at creation).
     Boxed(usize),
-    /// `'static` memory, never freed.
-    Static,
+    /// `'static` memory of this length, never freed. The length is kept apart from the
+    /// buffer's own, which `clear`, `truncate` and short reads shrink.
+    Static(usize),
 }
 
 /// The raw parts shared by both buffer kinds.
@@ -53,14 +54,13 @@ impl Raw {
         Raw {
             ptr,
             len,
-            owner: Owner::Static,
+            owner: Owner::Static(len),
         }
     }
 
     fn capacity(&self) -> usize {
         match self.owner {
-            Owner::Vec(cap) | Owner::Boxed(cap) => cap,
-            Owner::Static => self.len,
+            Owner::Vec(cap) | Owner::Boxed(cap) | Owner::Static(cap) => cap,
         }
     }
 
@@ -79,7 +79,7 @@ impl Raw {
             Owner::Vec(cap) | Owner::Boxed(cap) => unsafe {
                 Ok(Vec::from_raw_parts(this.ptr.as_ptr(), this.len, cap))
             },
-            Owner::Static => Err(std::mem::ManuallyDrop::into_inner(this)),
+            Owner::Static(_) => Err(std::mem::ManuallyDrop::into_inner(this)),
         }
     }
 }
@@ -96,7 +96,7 @@ impl Drop for Raw {
                 let slice = std::ptr::slice_from_raw_parts_mut(self.ptr.as_ptr(), len);
                 drop(Box::from_raw(slice));
             },
-            Owner::Static => {}
+            Owner::Static(_) => {}
         }
     }
 }
@@ -354,5 +354,21 @@ mod tests {
         let leaked: &'static mut [u8] = Box::leak(vec![0u8; 4].into_boxed_slice());
         let m = IoBufMut::from(leaked);
         assert_eq!((m.len(), m.capacity()), (4, 4));
+    }
+
+    #[test]
+    fn static_buffer_keeps_its_capacity_when_shortened() {
+        // A `&'static mut` buffer is reused read after read: clearing or truncating it (or a
+        // short recv setting its length) must not shrink what later reads may fill.
+        let leaked: &'static mut [u8] = Box::leak(vec![0u8; 16].into_boxed_slice());
+        let mut m = IoBufMut::from(leaked);
+        m.truncate(3);
+        assert_eq!((m.len(), m.capacity()), (3, 16));
+        m.clear();
+        assert_eq!((m.len(), m.capacity()), (0, 16));
+        assert!(m.extend_from_slice(&[1; 16]), "the whole slice is usable again");
+        assert_eq!(m.len(), 16);
+        let frozen = IoBuf::from(m);
+        assert_eq!(frozen.capacity(), 16);
     }
 }

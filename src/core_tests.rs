@@ -361,7 +361,7 @@ fn storage_claim_publish_consume_free_cycle_allocates_nothing() {
         slot.mark_queued();
         STORAGE.queue.push(index);
         assert!(!STORAGE.wake.publish(), "loop not armed: no syscall");
-        STORAGE.end_submit();
+        STORAGE.end_submit(STORAGE.epoch());
         slot.waker.register(&waker);
 
         // Loop.

@@ -13,12 +13,17 @@
 //!    waits for a completion; otherwise it spins for `idle_spin`, arms the wake intent, rechecks
 //!    the ring and sleeps in `io_uring_enter` bounded by the next deadline.
 //!
-//! The loop leaves when no handle is left and the submission ring is empty (checked in every
-//! pass after a wake CQE, which the last sender's exit always causes, and before every sleep,
-//! whatever the capacity state: A11), then drains as Part B 6.2: in-flight work finishes,
-//! deadlines keep firing, `shutdown_timeout` is charged for waiting time only. What is still in
-//! the kernel when the budget runs out is cancelled; what the kernel does not release at once is
-//! abandoned: its caller gets `Error::Abandoned` and its buffer stays parked in the slot (A10).
+//! The loop starts its drain as soon as no handle is left, whatever is still queued and whatever
+//! the capacity state (checked in every pass after a wake CQE, which the last sender's exit
+//! always causes, and before every sleep). The drain follows the model's: in-flight work
+//! finishes, deadlines keep firing, requests still queued are admitted as table entries free up,
+//! and `shutdown_timeout` is charged for waiting time only. When the budget runs out, what is
+//! still in the kernel is cancelled; what the kernel does not release at once is abandoned: its
+//! caller gets `Error::Abandoned` and its buffer stays parked in the slot. Requests never
+//! admitted are answered `Error::Closed`.
+//!
+//! If the loop thread unwinds (a bug, or a fault injected in a test), `Drop` runs the same
+//! abandonment, so every caller is woken and no buffer the kernel may write is freed.
 
 use std::mem::MaybeUninit;
 use std::ptr::NonNull;
@@ -41,10 +46,19 @@ const GENERATION_MASK: u32 = 0x7fff_ffff;
 /// CQEs copied out of the ring per batch.
 const BATCH: usize = 64;
 
+/// What a staging pass is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Serving handles: rearm the wake poll, and report when no sender is left.
+    Serve,
+    /// Draining after the last handle: no wake poll, no sender check.
+    Drain,
+}
+
 /// How a staging pass ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pass {
-    /// No handle left and nothing queued: start the drain.
+    /// No handle left: start the drain (requests still queued are admitted by it).
     Disconnected,
     /// The SQ filled up with work left to stage: submit and stage again.
     SqFull,
@@ -75,6 +89,8 @@ pub struct EventLoop<const SLOTS: usize, const RING: usize, const WHEEL: usize> 
     check_senders: bool,
     /// `close` ran: the claim is given back.
     closed: bool,
+    /// Inside `run`: if the loop is dropped in this state, it is unwinding and must abandon.
+    running: bool,
 }
 
 // SAFETY: `state` points into the storage, which the loop keeps alive through `storage`; the
@@ -92,7 +108,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             Ok(ring) => ring,
             Err(e) => {
                 storage.close_loop(|_| {});
-                storage.drop_handle();
+                storage.drop_handle(storage.epoch());
                 return Err(e);
             }
         };
@@ -111,6 +127,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             rearm: true,
             check_senders: true,
             closed: false,
+            running: false,
         })
     }
 
@@ -126,17 +143,15 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// finished. Returns `Err` only if the kernel failed the loop itself (callers are then woken
     /// with `Error::Abandoned` or `Error::Closed`; no memory the kernel may use is freed).
     pub fn run(mut self) -> Result<(), Error> {
-        let result = self.prepare().and_then(|()| self.main());
-        match result {
-            Ok(()) => {
-                if let Err(e) = self.drain() {
-                    self.abandon_all();
-                    self.close();
-                    return Err(e);
-                }
-            }
-            Err(_) => self.abandon_all(),
+        self.running = true;
+        let result = self
+            .prepare()
+            .and_then(|()| self.main())
+            .and_then(|()| self.drain());
+        if result.is_err() {
+            self.abandon_all();
         }
+        self.running = false;
         self.close();
         result
     }
@@ -160,7 +175,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         loop {
             self.reap();
             self.expire();
-            let pass = self.stage(true);
+            let pass = self.stage(Mode::Serve);
             self.storage.metrics.set_pending(self.admitted);
             match pass {
                 Pass::Disconnected => return Ok(()),
@@ -264,12 +279,14 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         // SAFETY: admitted and in flight: the loop owns the request.
         let (finished, kind) = unsafe {
             slot.with_request(|r| {
-                let mut finished = r.complete(result, cancel || abandoning);
-                if abandoning && !matches!(r.outcome, Some(Ok(_))) {
+                let finished = r.complete(result, cancel);
+                if abandoning && (!finished || (result == -libc::ECANCELED && !cancel)) {
+                    // Stopped by the shutdown: the kernel released the buffer, but the request
+                    // did not finish (our cancel, a short transfer, a retry). A terminal answer
+                    // of the kernel's (success, an error, end of file) is kept.
                     r.outcome = Some(Err(Error::Abandoned));
-                    finished = true;
                 }
-                (finished, r.kind)
+                (finished || abandoning, r.kind)
             })
         };
         if finished {
@@ -311,9 +328,10 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         });
     }
 
-    /// One staging pass; `admit` is false during the drain (no fresh requests, no rearm).
-    fn stage(&mut self, admit: bool) -> Pass {
-        if admit && self.rearm {
+    /// One staging pass (Part B 5.1 step 3): wake-poll rearm (serving only), pending cancels, the
+    /// ready queue, then fresh requests while fewer than `RING` are admitted.
+    fn stage(&mut self, mode: Mode) -> Pass {
+        if mode == Mode::Serve && self.rearm {
             if self.sq_full() {
                 return Pass::SqFull;
             }
@@ -332,9 +350,6 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             unsafe { self.state.as_mut() }.ready.pop_front();
             self.stage_one(index);
         }
-        if !admit {
-            return Pass::Drained;
-        }
         while self.admitted < R {
             if self.sq_full() {
                 return Pass::SqFull;
@@ -344,12 +359,12 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                 None => break,
             }
         }
-        // Senders first: once none is left, every push they made is visible to `len`. Checked
-        // only after a wake CQE (`check_senders`); the pre-sleep recheck reads it too.
-        if self.check_senders {
+        // Read only after a wake CQE (`check_senders`); the pre-sleep recheck reads it too. No
+        // sender left: drain, whatever is still queued (the drain admits it).
+        if mode == Mode::Serve && self.check_senders {
             if self.storage.senders() != 0 {
                 self.check_senders = false;
-            } else if self.storage.queue.len() == 0 {
+            } else {
                 return Pass::Disconnected;
             }
         }
@@ -397,6 +412,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         // SAFETY: popped from the ring: ACTIVE or ORPHANED, so the loop owns the request.
         let (kind, deadline) = unsafe { slot.with_request(|r| (r.kind, r.deadline)) };
         if !live && kind.orphanable() {
+            Counters::bump(&self.storage.metrics.completed);
             Counters::bump(&self.storage.metrics.orphaned);
             self.storage.free_slot(index);
             return;
@@ -478,12 +494,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             _ => {}
         }
         match slot.finish() {
-            Finish::Delivered { parked } => {
-                slot.waker.wake();
-                if parked {
-                    slot.unpark();
-                }
-            }
+            Finish::Delivered { parked } => self.storage.wake_caller(index, parked),
             Finish::Orphaned => {
                 Counters::bump(&metrics.orphaned);
                 self.storage.free_slot(index);
@@ -498,16 +509,20 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         state.wheel.remove(index);
         state.flags[index as usize] = SlotFlags::NONE;
         self.admitted -= 1;
+        Counters::bump(&self.storage.metrics.completed);
         Counters::bump(&self.storage.metrics.orphaned);
         self.storage.free_slot(index);
     }
 
-    /// The drain after disconnect (Part B 6.2).
+    /// The drain after disconnect (Part B 6.2, with A11): in-flight and ready requests go on,
+    /// deadlines fire, queued requests are admitted as entries free up, all under the budget,
+    /// which is charged for waiting time only. When it runs out, `abandon_all`; requests still
+    /// queued are then answered `Closed` by `close`.
     fn drain(&mut self) -> Result<(), Error> {
         let mut remaining = self.checked.config.shutdown_timeout;
         loop {
             self.reap();
-            if self.admitted == 0 {
+            if self.idle_for_good() {
                 break;
             }
             if remaining == Some(Duration::ZERO) {
@@ -515,9 +530,14 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                 break;
             }
             self.expire();
-            self.stage(false);
-            if self.admitted == 0 {
+            let pass = self.stage(Mode::Drain);
+            self.storage.metrics.set_pending(self.admitted);
+            if self.idle_for_good() {
                 break;
+            }
+            if pass == Pass::SqFull {
+                self.enter(0, None)?;
+                continue;
             }
             let wait = match (remaining, self.next_deadline()) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -531,29 +551,47 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         Ok(())
     }
 
-    /// Budget gone (or the loop failed): cancel what is in the kernel, collect what it releases
-    /// at once, and abandon the rest (A10). Requests not in the kernel end with `Abandoned` and
-    /// get their buffers back.
+    /// Nothing admitted and nothing queued (no sender is left, so nothing more can come).
+    fn idle_for_good(&self) -> bool {
+        self.admitted == 0 && self.storage.queue.len() == 0
+    }
+
+    /// Budget gone (or the loop failed or unwinds): cancel what is in the kernel, collect what it
+    /// releases at once, and abandon the rest (A10). Requests not in the kernel end now: with
+    /// `Timeout` if their deadline already fired, else `Abandoned`, buffers handed back.
     fn abandon_all(&mut self) {
+        // Pending deadline cancels first, so that no request gets a second AsyncCancel.
+        while self.stage_cancels().is_some() {
+            if self.enter(0, None).is_err() {
+                break;
+            }
+        }
         for index in 0..S {
             // SAFETY: loop-private state (field doc).
-            let flags = unsafe { self.state.as_mut() }.flags[index];
+            let flags = unsafe { self.state.as_ref() }.flags[index];
             if !flags.admitted {
                 continue;
             }
             if !flags.in_flight {
+                let outcome = if flags.cancel_requested {
+                    Error::Timeout
+                } else {
+                    Error::Abandoned
+                };
                 let slot = &self.storage.slots[index];
                 // SAFETY: admitted, not in flight: the loop owns the request.
-                unsafe { slot.with_request(|r| r.outcome = Some(Err(Error::Abandoned))) };
+                unsafe { slot.with_request(|r| r.outcome = Some(Err(outcome))) };
                 self.finish(index as u32);
                 continue;
             }
-            if self.sq_full() && self.enter(0, None).is_err() {
-                break;
-            }
-            if !self.sq_full() {
-                let generation = self.storage.slots[index].generation() & GENERATION_MASK;
-                self.push_cancel(index, generation);
+            if !flags.cancel_requested {
+                if self.sq_full() {
+                    let _ = self.enter(0, None);
+                }
+                if !self.sq_full() {
+                    let generation = self.storage.slots[index].generation() & GENERATION_MASK;
+                    self.push_cancel(index, generation);
+                }
             }
             // SAFETY: loop-private state (field doc).
             unsafe { self.state.as_mut() }.flags[index].abandoning = true;
@@ -583,15 +621,13 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             state.wheel.remove(index as u32);
             state.flags[index] = SlotFlags::NONE;
             self.admitted -= 1;
-            Counters::bump(&self.storage.metrics.abandoned);
-            Counters::bump(&self.storage.metrics.parked);
-            let slot = &self.storage.slots[index];
-            let (waiting, parked) = slot.abandon();
+            let metrics = &self.storage.metrics;
+            Counters::bump(&metrics.completed);
+            Counters::bump(&metrics.abandoned);
+            Counters::bump(&metrics.parked);
+            let (waiting, parked) = self.storage.slots[index].abandon();
             if waiting {
-                slot.waker.wake();
-                if parked {
-                    slot.unpark();
-                }
+                self.storage.wake_caller(index as u32, parked);
             }
         }
         self.storage.metrics.set_pending(self.admitted);
@@ -605,15 +641,13 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         self.closed = true;
         let storage = self.storage.clone();
         storage.close_loop(|index| {
+            Counters::bump(&storage.metrics.completed);
             let slot = &storage.slots[index as usize];
             if slot.admit() {
                 // SAFETY: popped and ACTIVE: the loop owns the request.
                 unsafe { slot.with_request(|r| r.outcome = Some(Err(Error::Closed))) };
                 if let Finish::Delivered { parked } = slot.finish() {
-                    slot.waker.wake();
-                    if parked {
-                        slot.unpark();
-                    }
+                    storage.wake_caller(index, parked);
                     return;
                 }
             }
@@ -694,7 +728,12 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
 
 impl<const S: usize, const R: usize, const W: usize> Drop for EventLoop<S, R, W> {
     fn drop(&mut self) {
-        // A loop dropped without running: answer queued requests with `Closed`.
+        if self.running {
+            // `run` is unwinding: wake every caller and park what the kernel may still own.
+            self.running = false;
+            self.abandon_all();
+        }
+        // Answer queued requests with `Closed` (also for a loop dropped without running).
         self.close();
     }
 }

@@ -9,10 +9,10 @@
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use crate::backpressure::{WaitState, Waiter};
+use crate::backpressure::{Notify, WaitState, Waiter};
 use crate::buf::{IoBuf, IoBufMut};
 use crate::error::Error;
 use crate::fd::Fd;
@@ -164,37 +164,18 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W>
     }
 
     /// Drives the submission: `Ready(Some(result))` if the op ended without the loop,
-    /// `Ready(None)` once it is in the loop's hands, `Pending` while waiting for a slot.
-    fn poll_submit(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+    /// `Ready(None)` once it is in the loop's hands, `Pending` while waiting for a slot (`notify`
+    /// is told when one is handed over).
+    fn poll_submit(&mut self, notify: Notify<'_>) -> Poll<Option<T>> {
         match &self.state {
             State::Start(_) => {}
             State::Submitted(_) => return Poll::Ready(None),
             State::Ready(_) => return Poll::Ready(self.take_ready()),
             State::Finished => panic!("operation polled after completion"),
         }
-        let claimed = if self.storage.is_closed(self.epoch) {
-            Err(Error::Closed)
-        } else if let Some(index) = self.storage.free.pop() {
-            Ok(index)
-        } else {
-            let storage = &self.storage;
-            let epoch = self.epoch;
-            self.queued = true;
-            // SAFETY: `waiter` is pinned inside this future (Op is !Unpin; `Future::poll` and
-            // `wait` only run on pinned values) and `Drop` cancels it before the memory goes.
-            let state = unsafe {
-                storage.waiters.poll_claim(
-                    &self.waiter,
-                    &storage.free,
-                    || storage.is_closed(epoch),
-                    cx.waker(),
-                )
-            };
-            match state {
-                WaitState::Granted(index) => Ok(index),
-                WaitState::Closed => Err(Error::Closed),
-                WaitState::Queued | WaitState::Idle => return Poll::Pending,
-            }
+        let claimed = match self.claim(notify) {
+            Poll::Ready(claimed) => claimed,
+            Poll::Pending => return Poll::Pending,
         };
         let State::Start(request) = std::mem::replace(&mut self.state, State::Finished) else {
             unreachable!("checked above")
@@ -209,6 +190,39 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W>
                 Poll::Ready(None)
             }
             Err((request, e)) => Poll::Ready(Some(T::from_parts(request.buf, Err(e)))),
+        }
+    }
+
+    /// A free slot for this request: taken directly while nobody waits, else through the wait
+    /// list, which hands slots over in FIFO order. Once queued, the `Op` only ever takes the slot
+    /// granted to its node, never a second one.
+    fn claim(&mut self, notify: Notify<'_>) -> Poll<Result<u32, Error>> {
+        let storage = &self.storage;
+        if storage.is_closed(self.epoch) {
+            return Poll::Ready(Err(Error::Closed));
+        }
+        if !self.queued && storage.waiters.is_empty() {
+            if let Some(index) = storage.free.pop() {
+                return Poll::Ready(Ok(index));
+            }
+        }
+        let epoch = self.epoch;
+        self.queued = true;
+        // SAFETY: `waiter` is pinned inside this future (Op is !Unpin; `Future::poll` and `wait`
+        // only run on pinned values) and `Drop` cancels it before the memory goes.
+        let state = unsafe {
+            storage.waiters.poll_claim(
+                &self.waiter,
+                epoch,
+                &storage.free,
+                || storage.is_closed(epoch),
+                notify,
+            )
+        };
+        match state {
+            WaitState::Granted(index) => Poll::Ready(Ok(index)),
+            WaitState::Closed => Poll::Ready(Err(Error::Closed)),
+            WaitState::Queued | WaitState::Idle => Poll::Pending,
         }
     }
 
@@ -229,8 +243,9 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W>
                         )
                     })
                 };
-                self.storage.free_slot(index);
+                // Finished before the slot is freed (freeing runs other callers' wakers).
                 self.state = State::Finished;
+                self.storage.free_slot(index);
                 Some(T::from_parts(buf, outcome.unwrap_or(Err(Error::Closed))))
             }
             ABANDONED => {
@@ -259,13 +274,11 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W>
         let mut this = std::pin::pin!(self);
         // SAFETY: we never move out of the pinned value; `waiter` stays in place.
         let this = unsafe { this.as_mut().get_unchecked_mut() };
-        let parker = ThreadWaker(std::thread::current());
-        // SAFETY: this waker is only handed to the slot wait list, which uses and drops its
-        // clones under its mutex; `Drop`/`poll_claim` unlink the node before this frame ends.
-        let waker = unsafe { Waker::from_raw(parker.raw()) };
-        let mut cx = Context::from_waker(&waker);
+        // The wait list keeps its own handle on this thread (a reference count, no allocation),
+        // so a late notification never points into this frame.
+        let thread = std::thread::current();
         loop {
-            match this.poll_submit(&mut cx) {
+            match this.poll_submit(Notify::Thread(&thread)) {
                 Poll::Ready(Some(result)) => return result,
                 Poll::Ready(None) => break,
                 Poll::Pending => std::thread::park(),
@@ -315,7 +328,7 @@ fn submit<const S: usize, const R: usize, const W: usize>(
     if storage.wake.publish() {
         storage.eventfd().ring();
     }
-    storage.end_submit();
+    storage.end_submit(epoch);
     Ok(index)
 }
 
@@ -325,7 +338,7 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Future for Op<
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
         // SAFETY: we never move the fields out of the pinned future; `waiter` stays in place.
         let this = unsafe { self.get_unchecked_mut() };
-        match this.poll_submit(cx) {
+        match this.poll_submit(Notify::Task(cx.waker())) {
             Poll::Ready(Some(result)) => return Poll::Ready(result),
             Poll::Pending => return Poll::Pending,
             Poll::Ready(None) => {}
@@ -356,13 +369,17 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Drop for Op<T,
             }
         }
         if let State::Submitted(index) = self.state {
-            match self.storage.slots[index as usize].orphan() {
+            self.state = State::Finished;
+            let slot = &self.storage.slots[index as usize];
+            // Take our waker back first: once orphaned, the slot may be retired and reused, and
+            // its cell then belongs to the next request. Dropped last, after the slot is settled.
+            let waker = slot.waker.take();
+            match slot.orphan() {
                 Leave::Orphaned | Leave::Abandoned => {}
-                Leave::Done => {
-                    // We own the finished request: drop its result and free the slot.
-                    self.storage.free_slot(index);
-                }
+                // We own the finished request: drop its result and free the slot.
+                Leave::Done => self.storage.free_slot(index),
             }
+            drop(waker);
         }
     }
 }
@@ -378,24 +395,6 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> std::fmt::Debu
             State::Finished => "finished",
         };
         f.debug_struct("Op").field("state", &state).finish()
-    }
-}
-
-/// A waker that unparks a thread, borrowed from the `wait` frame (no allocation, no refcount).
-struct ThreadWaker(std::thread::Thread);
-
-impl ThreadWaker {
-    const VTABLE: RawWakerVTable = RawWakerVTable::new(
-        |data| RawWaker::new(data, &Self::VTABLE),
-        // SAFETY: `data` points to a live ThreadWaker (see `Op::wait`).
-        |data| unsafe { (*data.cast::<ThreadWaker>()).0.unpark() },
-        // SAFETY: as above.
-        |data| unsafe { (*data.cast::<ThreadWaker>()).0.unpark() },
-        |_| {},
-    );
-
-    fn raw(&self) -> RawWaker {
-        RawWaker::new((self as *const Self).cast(), &Self::VTABLE)
     }
 }
 
@@ -518,8 +517,10 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     }
 
     /// Reads exactly `len` bytes at file `offset` into `buf` (short reads are resubmitted) and
-    /// sets its length to `len`. End of file first is `Error::UnexpectedEof`; `len > capacity`
-    /// is `Error::InvalidInput`; `len == 0` completes `Ok` at once.
+    /// sets its length to `len`. End of file first is `Error::UnexpectedEof`. `len > capacity`,
+    /// or a range `offset..offset + len` beyond `i64::MAX` (which the kernel would read as "the
+    /// current file position" or refuse), is `Error::InvalidInput` with nothing submitted;
+    /// `len == 0` completes `Ok` at once.
     pub fn read_at(
         &self,
         fd: impl Into<Fd>,
@@ -528,14 +529,15 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         buf: IoBufMut,
         deadline: Option<Instant>,
     ) -> Op<ReadResult, S, R, W> {
-        match check_read(buf, len) {
+        match check_read(buf, offset, len) {
             Err(result) => self.ready(result),
             Ok(buf) => self.op(Self::read_request(fd.into(), offset, len, buf, deadline)),
         }
     }
 
     /// Writes the whole buffer at file `offset` (short writes are resubmitted). Runs to
-    /// completion even if the future is dropped. An empty buffer completes `Ok` at once.
+    /// completion even if the future is dropped. An empty buffer completes `Ok` at once. A range
+    /// `offset..offset + len` beyond `i64::MAX` is `Error::InvalidInput` with nothing submitted.
     pub fn write_at(
         &self,
         fd: impl Into<Fd>,
@@ -543,6 +545,9 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         buf: IoBuf,
         deadline: Option<Instant>,
     ) -> Op<WriteResult, S, R, W> {
+        if !positioned(offset, buf.len()) {
+            return self.ready(Err((buf, Error::InvalidInput)));
+        }
         if buf.is_empty() {
             return self.ready(Ok(buf));
         }
@@ -613,7 +618,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         buf: IoBufMut,
         deadline: Option<Instant>,
     ) -> Result<Op<ReadResult, S, R, W>, (IoBufMut, Error)> {
-        let buf = match check_read(buf, len) {
+        let buf = match check_read(buf, offset, len) {
             Err(Err(e)) => return Err(e),
             Err(ok) => return Ok(self.ready(ok)),
             Ok(buf) => buf,
@@ -630,6 +635,9 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         buf: IoBuf,
         deadline: Option<Instant>,
     ) -> Result<Op<WriteResult, S, R, W>, (IoBuf, Error)> {
+        if !positioned(offset, buf.len()) {
+            return Err((buf, Error::InvalidInput));
+        }
         if buf.is_empty() {
             return Ok(self.ready(Ok(buf)));
         }
@@ -685,9 +693,18 @@ fn check_recv(mut buf: IoBufMut, offset: usize, len: usize) -> Result<IoBufMut, 
     Ok(buf)
 }
 
+/// Whether `[offset, offset + len)` is a range of positioned file offsets. io_uring reads an
+/// offset of -1 (`u64::MAX`) as "the file's current position", and the kernel refuses other
+/// negative `loff_t` values, so every byte's offset must fit in an `i64`.
+fn positioned(offset: u64, len: usize) -> bool {
+    offset
+        .checked_add(len as u64)
+        .is_some_and(|end| end <= i64::MAX as u64)
+}
+
 /// Validates read_at bounds: `Ok(buf)` to submit, or the immediate result.
-fn check_read(mut buf: IoBufMut, len: usize) -> Result<IoBufMut, ReadResult> {
-    if len > buf.capacity() {
+fn check_read(mut buf: IoBufMut, offset: u64, len: usize) -> Result<IoBufMut, ReadResult> {
+    if len > buf.capacity() || !positioned(offset, len) {
         return Err(Err((buf, Error::InvalidInput)));
     }
     if len == 0 {
@@ -723,7 +740,7 @@ impl<const S: usize, const R: usize, const W: usize> Clone for Handle<S, R, W> {
 
 impl<const S: usize, const R: usize, const W: usize> Drop for Handle<S, R, W> {
     fn drop(&mut self) {
-        self.storage.drop_handle();
+        self.storage.drop_handle(self.epoch);
     }
 }
 

@@ -82,6 +82,7 @@ pub(crate) mod sync;
 #[cfg(not(loom))]
 mod backpressure;
 mod buf;
+mod contain;
 #[cfg(not(loom))]
 mod config;
 mod error;

@@ -9,7 +9,9 @@ pub struct Metrics {
     pub pending_operations: u64,
     /// Operation SQEs pushed to the ring (a request with short I/O counts once per SQE).
     pub submitted: u64,
-    /// Requests finished by the loop (any result, delivered or retired).
+    /// Requests the loop took from the submission ring and ended, each counted once whatever
+    /// the end: a result delivered, an orphan retired, `Abandoned`, or `Closed` at shutdown.
+    /// Once the loop has returned, it equals the number of requests that reached the loop.
     pub completed: u64,
     /// Requests that ended with `Error::Timeout`.
     pub timed_out: u64,
@@ -22,12 +24,18 @@ pub struct Metrics {
     /// Requests that ended with `Error::Abandoned` (shutdown budget exhausted, or the loop failed).
     pub abandoned: u64,
     /// Of those, requests the kernel had not released: their slots (and buffers) stay parked for
-    /// good, so the storage has that many fewer slots from then on.
+    /// good, so the storage has that many fewer slots from then on. Unlike the other counters it
+    /// is not reset when a static storage is claimed again: it counts the slots the storage has
+    /// lost since it was built.
     pub parked: u64,
     /// Calls of `io_uring_enter`.
     pub enters: u64,
     /// Wake-up CQEs of the eventfd poll.
     pub wakeups: u64,
+    /// Panics caught in user code the crate ran (a waker's `wake`, or the `Drop` of a
+    /// descriptor owner a finished request released). Each was contained: the loop and every
+    /// other request carried on.
+    pub user_panics: u64,
 }
 
 /// The live counters: written by the loop thread, read by anyone.
@@ -44,6 +52,7 @@ pub(crate) struct Counters {
     pub(crate) parked: AtomicU64,
     pub(crate) enters: AtomicU64,
     pub(crate) wakeups: AtomicU64,
+    pub(crate) user_panics: AtomicU64,
 }
 
 impl Counters {
@@ -62,6 +71,7 @@ impl Counters {
                 parked: AtomicU64::new(0),
                 enters: AtomicU64::new(0),
                 wakeups: AtomicU64::new(0),
+                user_panics: AtomicU64::new(0),
             }
         }
     }
@@ -94,10 +104,18 @@ impl Counters {
             parked: get(&self.parked),
             enters: get(&self.enters),
             wakeups: get(&self.wakeups),
+            user_panics: get(&self.user_panics),
         }
     }
 
-    /// Back to zero (storage claim).
+    /// Adds `n` caught panics (from any thread, hence a read-modify-write; rare).
+    pub(crate) fn count_panics(&self, n: u64) {
+        if n != 0 {
+            self.user_panics.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Back to zero for a new claim, except `parked`: parked slots stay lost.
     pub(crate) fn reset(&self) {
         for c in [
             &self.pending_operations,
@@ -108,9 +126,9 @@ impl Counters {
             &self.orphaned,
             &self.requeued,
             &self.abandoned,
-            &self.parked,
             &self.enters,
             &self.wakeups,
+            &self.user_panics,
         ] {
             c.store(0, Ordering::Relaxed);
         }

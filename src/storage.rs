@@ -23,7 +23,7 @@ use crate::error::Error;
 use crate::free_list::FreeList;
 use crate::metrics::Counters;
 use crate::op::Request;
-use crate::slot::{Slot, ABANDONED};
+use crate::slot::{Slot, DONE, FREE};
 use crate::submit_queue::SubmitQueue;
 use crate::sync::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use crate::wake::{EventFd, WakeState};
@@ -305,11 +305,11 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         self.life.fetch_add(HANDLE, Ordering::Relaxed);
     }
 
-    /// A `Handle` was dropped.
-    pub(crate) fn drop_handle(&self) {
+    /// A `Handle` of claim `epoch` was dropped.
+    pub(crate) fn drop_handle(&self, epoch: u32) {
         // AcqRel: Release publishes this thread's pushes to the loop's Acquire in `senders`.
         let after = self.life.fetch_sub(HANDLE, Ordering::AcqRel) - HANDLE;
-        self.after_release(after);
+        self.after_release(after, epoch);
     }
 
     /// Asks to submit under claim `epoch`; false if the loop is closed for it.
@@ -332,27 +332,29 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         }
         // While we are counted the claim cannot change, so the epoch is stable now.
         if self.epoch() != epoch {
-            self.end_submit();
+            self.end_submit(self.epoch());
             return false;
         }
         true
     }
 
-    /// The index is in the ring (or the attempt was abandoned).
-    pub(crate) fn end_submit(&self) {
+    /// The index is in the ring (or the attempt was abandoned); `epoch` is the claim's.
+    pub(crate) fn end_submit(&self, epoch: u32) {
         // AcqRel: Release publishes the push to the loop's Acquire in `senders`.
         let after = self.life.fetch_sub(SUBMIT, Ordering::AcqRel) - SUBMIT;
-        self.after_release(after);
+        self.after_release(after, epoch);
     }
 
-    /// Shared tail of the releases: the last sender wakes the loop and the slot waiters; the
-    /// last user of all releases the claim.
-    fn after_release(&self, after: u64) {
+    /// Shared tail of the releases: the last sender wakes the loop and closes the slot waiters
+    /// of its claim (`epoch`: this may run late, after a new claim began); the last user of all
+    /// releases the claim.
+    fn after_release(&self, after: u64, epoch: u32) {
         if after & (HANDLES | SUBMITTING) != 0 {
             return;
         }
         self.eventfd().ring();
-        self.waiters.close_all();
+        let panics = self.waiters.close_all(epoch);
+        self.metrics.count_panics(panics);
         if after & LOOP == 0 {
             // Release: pairs with the Acquire of the next `claim`.
             self.claimed.store(false, Ordering::Release);
@@ -365,7 +367,8 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
     pub(crate) fn close_loop(&self, mut sweep: impl FnMut(u32)) {
         // AcqRel: after this no `begin_submit` succeeds (its CAS sees CLOSED).
         self.life.fetch_or(CLOSED, Ordering::AcqRel);
-        self.waiters.close_all();
+        let panics = self.waiters.close_all(self.epoch());
+        self.metrics.count_panics(panics);
         // Callers counted in `submitting` finish their push in a few instructions. Acquire: pairs
         // with their `end_submit` Release, so their pushes are visible to the sweep below.
         while self.life.load(Ordering::Acquire) & SUBMITTING != 0 {
@@ -387,13 +390,36 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
     }
 
     /// Frees slot `index` (owned by the caller) and hands free slots to waiters.
+    ///
+    /// The slot is released and the free list and waiters are updated first; the user code this
+    /// involves (waiters' wakers, the request's descriptor owner's `Drop`, a waker the last
+    /// occupant left registered) runs after, contained.
     pub(crate) fn free_slot(&self, index: u32) {
         let slot = &self.slots[index as usize];
         // SAFETY: the caller owns the slot (DONE taken, ORPHANED retired or FILLED abandoned).
-        unsafe { slot.with_request(|request| *request = Request::EMPTY) };
+        let request = unsafe { slot.with_request(|request| std::mem::replace(request, Request::EMPTY)) };
+        let waker = slot.waker.take();
         slot.release();
         self.free.push(index);
-        self.waiters.wake_waiters(&self.free);
+        let mut panics = self.waiters.wake_waiters(&self.free);
+        if crate::contain::run(move || drop((request, waker))) {
+            panics += 1;
+        }
+        self.metrics.count_panics(panics);
+    }
+
+    /// Tells the caller of a request that just left `QUEUED`/`ACTIVE` (its state is final):
+    /// unparks a `.wait()` thread, then wakes the registered waker, contained.
+    pub(crate) fn wake_caller(&self, index: u32, parked: bool) {
+        let slot = &self.slots[index as usize];
+        if parked {
+            slot.unpark();
+        }
+        if let Some(waker) = slot.waker.take() {
+            if crate::contain::run(move || waker.wake()) {
+                self.metrics.count_panics(1);
+            }
+        }
     }
 }
 
@@ -410,8 +436,9 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Drop
 {
     fn drop(&mut self) {
         for slot in &self.slots {
-            if slot.phase() == ABANDONED {
-                // The kernel may still write these buffers: leak them on purpose (A10).
+            if !matches!(slot.phase(), FREE | DONE) {
+                // The kernel may still write these buffers (ABANDONED, or ACTIVE/ORPHANED/QUEUED
+                // after a loop that died without abandoning): leak them on purpose (A10).
                 // SAFETY: `&mut self`: no other user; abandoned slots belong to nobody.
                 unsafe {
                     slot.with_request(|request| {

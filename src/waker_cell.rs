@@ -18,6 +18,21 @@ const IDLE: u32 = 0;
 const REGISTERING: u32 = 0b01;
 const WAKING: u32 = 0b10;
 
+/// Puts the cell back to IDLE, emptied, if a registration unwinds (a panicking waker clone), so
+/// that neither side ever waits on a registration that will not finish.
+struct ResetOnUnwind<'a>(&'a WakerCell);
+
+impl Drop for ResetOnUnwind<'_> {
+    fn drop(&mut self) {
+        // SAFETY: only reached while we hold REGISTERING (the guard is forgotten otherwise).
+        let stale = self.0.waker.with_mut(|cell| unsafe { (*cell).take() });
+        // Release: the emptied cell is visible to the next registrant's Acquire.
+        self.0.state.store(IDLE, Ordering::Release);
+        // A second panic while unwinding would abort: drop the stale waker without unwinding.
+        let _ = crate::contain::run(move || drop(stale));
+    }
+}
+
 /// One registrant at a time (the slot's current owner), any number of wakers.
 pub(crate) struct WakerCell {
     state: AtomicU32,
@@ -40,6 +55,10 @@ impl WakerCell {
     }
 
     /// Stores `waker` to be woken by the next [`wake`](Self::wake).
+    ///
+    /// Cloning `waker` and dropping the one it replaces are user code. The clone runs while the
+    /// cell is REGISTERING: if it panics, the cell goes back to IDLE (emptied) before the panic
+    /// leaves, so it stays usable. The replaced waker is dropped after the cell is IDLE again.
     pub(crate) fn register(&self, waker: &Waker) {
         // Acquire: sees the waker written by the previous owner of the cell (register or take).
         match self
@@ -47,15 +66,18 @@ impl WakerCell {
             .compare_exchange(IDLE, REGISTERING, Ordering::Acquire, Ordering::Acquire)
         {
             Ok(_) => {
-                self.waker.with_mut(|cell| {
+                let reset = ResetOnUnwind(self);
+                // The replaced waker is dropped at the end, once the state is IDLE again.
+                let _replaced = self.waker.with_mut(|cell| {
                     // SAFETY: we moved the state IDLE -> REGISTERING, so no one else touches
                     // the cell until we leave REGISTERING.
                     let cell = unsafe { &mut *cell };
                     match cell {
-                        Some(old) if old.will_wake(waker) => {}
-                        _ => *cell = Some(waker.clone()),
+                        Some(old) if old.will_wake(waker) => None,
+                        _ => cell.replace(waker.clone()),
                     }
                 });
+                std::mem::forget(reset);
                 // AcqRel: Release publishes the waker to the next waker; Acquire (on failure)
                 // sees what a concurrent `wake` published before setting WAKING.
                 let done = self.state.compare_exchange(
