@@ -366,7 +366,10 @@ mod tests {
         assert_eq!((m.len(), m.capacity()), (3, 16));
         m.clear();
         assert_eq!((m.len(), m.capacity()), (0, 16));
-        assert!(m.extend_from_slice(&[1; 16]), "the whole slice is usable again");
+        assert!(
+            m.extend_from_slice(&[1; 16]),
+            "the whole slice is usable again"
+        );
         assert_eq!(m.len(), 16);
         let frozen = IoBuf::from(m);
         assert_eq!(frozen.capacity(), 16);

@@ -33,6 +33,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use crate::config::Checked;
 use crate::error::Error;
+use crate::fault;
 use crate::metrics::Counters;
 use crate::slot::{Finish, ORPHANED};
 use crate::storage::{LoopState, SlotFlags, StorageRef};
@@ -274,6 +275,10 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         if !flags.in_flight || slot.generation() & GENERATION_MASK != generation {
             return;
         }
+        let key = self.storage.fault_key();
+        let result = fault::cqe_result(key, user_data, result);
+        // SAFETY: admitted and in flight: the loop owns the request.
+        fault::cqe_panic(key, unsafe { slot.with_request(|r| r.kind) });
         flags.in_flight = false;
         let (cancel, abandoning) = (flags.cancel_requested, flags.abandoning);
         // SAFETY: admitted and in flight: the loop owns the request.
@@ -463,9 +468,15 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             self.retire(index);
             return;
         }
-        let generation = slot.generation() & GENERATION_MASK;
+        let id = user_data(index, slot.generation());
+        let key = self.storage.fault_key();
+        let limit = fault::sqe_limit(key, kind);
         // SAFETY: admitted: the loop owns the request.
-        let sqe = unsafe { slot.with_request(|r| r.sqe(user_data(index, generation))) };
+        let mut sqe = unsafe { slot.with_request(|r| r.sqe(id, limit)) };
+        if let Some(result) = fault::sqe_result(key, kind) {
+            fault::override_result(key, id, result);
+            sqe = opcode::Nop::new().build().user_data(id);
+        }
         // SAFETY: loop-private state (field doc).
         unsafe { self.state.as_mut() }.flags[index as usize].in_flight = true;
         self.push(&sqe);
@@ -658,13 +669,18 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// `io_uring_enter`: submit, and wait for `want` completions at most `timeout`.
     fn enter(&mut self, want: usize, timeout: Option<Duration>) -> Result<(), Error> {
         Counters::bump(&self.storage.metrics.enters);
-        let submitter = self.ring.submitter();
-        let result = match timeout {
-            None => submitter.submit_and_wait(want),
-            Some(timeout) => {
-                let ts = types::Timespec::from(timeout);
-                let args = types::SubmitArgs::new().timespec(&ts);
-                submitter.submit_with_args(want, &args)
+        let result = match fault::enter_errno(self.storage.fault_key()) {
+            Some(errno) => Err(std::io::Error::from_raw_os_error(errno)),
+            None => {
+                let submitter = self.ring.submitter();
+                match timeout {
+                    None => submitter.submit_and_wait(want),
+                    Some(timeout) => {
+                        let ts = types::Timespec::from(timeout);
+                        let args = types::SubmitArgs::new().timespec(&ts);
+                        submitter.submit_with_args(want, &args)
+                    }
+                }
             }
         };
         match result {

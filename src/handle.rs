@@ -670,6 +670,13 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     pub fn metrics(&self) -> Metrics {
         self.storage.metrics.snapshot()
     }
+
+    /// Testing only (cargo feature `fault-injection`): makes this loop's next matching event
+    /// fail as `fault` says (see [`fault`](crate::fault)).
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_fault(&self, fault: crate::fault::Fault) {
+        crate::fault::inject(self.storage.fault_key(), fault);
+    }
 }
 
 /// Validates recv bounds: `Ok(buf)` to submit, or the immediate result.

@@ -79,15 +79,22 @@
 
 pub(crate) mod sync;
 
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod backpressure;
 #[cfg(not(loom))]
 mod backpressure;
 mod buf;
-mod contain;
 #[cfg(not(loom))]
 mod config;
+mod contain;
 mod error;
 #[cfg(not(loom))]
 mod event_loop;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
+#[cfg(not(feature = "fault-injection"))]
+mod fault;
 mod fd;
 #[cfg(not(loom))]
 mod handle;

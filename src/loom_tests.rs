@@ -1,5 +1,5 @@
 //! loom models of the lock-free core: the free list, the submission ring, the slot hand-off, the
-//! waker cell and the wake protocol.
+//! waker cell, the wake protocol and the slot wait list.
 //!
 //! Run them with
 //!
@@ -23,6 +23,7 @@
 //! hand-off would have to wait, the waits are bounded (see the wrap-around model), because loom may
 //! reschedule a yielding thread for free and an unbounded two-sided spin has infinite executions.
 
+use crate::backpressure::{Notify, WaitList, WaitState, Waiter};
 use crate::free_list::FreeList;
 use crate::slot::{Finish, Leave, Slot, DONE, FREE};
 use crate::submit_queue::SubmitQueue;
@@ -581,4 +582,56 @@ fn loom_wake_stalled_producer_does_not_need_spin() {
         STALLED_SHAPES.load(SeqCst) > 0,
         "the model never explored a loop sleeping over a claimed, unwritten position"
     );
+}
+
+/// **Wait list: a freed slot is never missed by a waiter that registers concurrently.** One
+/// thread frees the only slot (push, then `wake_waiters`: the SeqCst Dekker fence, then the
+/// waiting count); the other claims it through the wait list (count, fence, pop, else link).
+/// Proves: the slot ends with the claimer exactly once: popped at once, or granted to its node
+/// with a notification that runs after the grant is recorded (outside the mutex); never stranded
+/// on the free list while the claimer waits, never handed out twice.
+#[test]
+fn loom_wait_list_no_missed_slot() {
+    model(3, || {
+        let free = Arc::new(FreeList::<1>::new());
+        free.fill();
+        let list = Arc::new(WaitList::new());
+        let held = free.pop().expect("one slot");
+        let (flag, waker) = flag_waker();
+
+        let freer = {
+            let (free, list) = (free.clone(), list.clone());
+            thread::spawn(move || {
+                free.push(held);
+                list.wake_waiters(&free);
+            })
+        };
+        let node = Box::pin(Waiter::new());
+        let never_closed = || false;
+        // SAFETY: the node is pinned on the heap and cancelled before it is dropped.
+        let first =
+            unsafe { list.poll_claim(&*node, 0, &free, never_closed, Notify::Task(&waker)) };
+        freer.join().unwrap();
+        let got = match first {
+            WaitState::Granted(index) => index,
+            WaitState::Queued => {
+                assert!(
+                    flag.0.load(SeqCst) > 0,
+                    "queued, and the freed slot never reached us"
+                );
+                // SAFETY: as above.
+                match unsafe {
+                    list.poll_claim(&*node, 0, &free, never_closed, Notify::Task(&waker))
+                } {
+                    WaitState::Granted(index) => index,
+                    other => panic!("woken without a grant: {other:?}"),
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        };
+        assert_eq!(got, held);
+        assert_eq!(free.pop(), None, "the slot was handed out twice");
+        // SAFETY: as above; the grant was taken, so nothing comes back.
+        assert_eq!(unsafe { list.cancel(&*node) }, None);
+    });
 }

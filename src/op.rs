@@ -99,10 +99,11 @@ impl Request {
         }
     }
 
-    /// The SQE that moves this request forward from its cursor.
-    pub(crate) fn sqe(&mut self, user_data: u64) -> squeue::Entry {
+    /// The SQE that moves this request forward from its cursor, transferring at most `limit`
+    /// bytes (`u32::MAX` but for injected short I/O).
+    pub(crate) fn sqe(&mut self, user_data: u64, limit: u32) -> squeue::Entry {
         let fd = types::Fd(self.fd.as_ref().map_or(-1, Fd::as_raw_fd));
-        let remaining = (self.end - self.pos).min(u32::MAX as usize) as u32;
+        let remaining = (self.end - self.pos).min(limit as usize) as u32;
         let at = self
             .file_offset
             .wrapping_add((self.pos - self.start) as u64);
@@ -317,7 +318,10 @@ mod tests {
         let mut r = request(OpKind::ReadAt, 5);
         r.file_offset = 100;
         assert!(!r.complete(2, false));
-        assert_eq!(r.sqe(1).get_opcode(), u32::from(opcode::Read::CODE));
+        assert_eq!(
+            r.sqe(1, u32::MAX).get_opcode(),
+            u32::from(opcode::Read::CODE)
+        );
         assert!(r.complete(3, false));
         assert_eq!(r.outcome, Some(Ok(5)));
 
@@ -362,7 +366,7 @@ mod tests {
         let mut r = request(OpKind::WriteAt, 8);
         r.file_offset = 4096;
         assert!(!r.complete(3, false));
-        let sqe = r.sqe(42);
+        let sqe = r.sqe(42, u32::MAX);
         assert_eq!(sqe.get_user_data(), 42);
         assert_eq!(sqe.get_opcode(), u32::from(opcode::Write::CODE));
         assert!(OpKind::Send.orphanable() && OpKind::ReadAt.orphanable());

@@ -256,6 +256,8 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         self.queue.reset();
         self.wake.reset();
         self.metrics.reset();
+        #[cfg(feature = "fault-injection")]
+        crate::fault::clear(self.fault_key());
         // SAFETY: we hold the claim and no loop exists yet, so nobody else touches loop state.
         let state = unsafe { &mut *self.loop_state.get() };
         state.wheel.reset();
@@ -266,6 +268,11 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         // Release: publishes the resets above to every thread that acquires the life word.
         self.life.store(LOOP | HANDLE, Ordering::Release);
         Ok(EventFd::from_raw(self.eventfd.load(Ordering::Relaxed)))
+    }
+
+    /// This storage's key in the fault-injection table (its address).
+    pub(crate) fn fault_key(&self) -> usize {
+        self as *const Self as usize
     }
 
     /// The loop-private state. Dereferencing it is reserved to the loop of the current claim,
@@ -397,7 +404,8 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
     pub(crate) fn free_slot(&self, index: u32) {
         let slot = &self.slots[index as usize];
         // SAFETY: the caller owns the slot (DONE taken, ORPHANED retired or FILLED abandoned).
-        let request = unsafe { slot.with_request(|request| std::mem::replace(request, Request::EMPTY)) };
+        let request =
+            unsafe { slot.with_request(|request| std::mem::replace(request, Request::EMPTY)) };
         let waker = slot.waker.take();
         slot.release();
         self.free.push(index);

@@ -119,7 +119,9 @@ impl WakerCell {
         }
     }
 
-    /// Wakes the registered task, if any.
+    /// Wakes the registered task, if any (tests and models; the crate itself goes through
+    /// `Storage::wake_caller`, which contains a panicking waker).
+    #[cfg(test)]
     pub(crate) fn wake(&self) {
         if let Some(waker) = self.take() {
             waker.wake();
