@@ -215,11 +215,12 @@ impl WaitList {
         let mut fresh = Some(notify.to_owned());
         let _old;
         let mut links = self.lock();
-        // SAFETY (every `Waiter::node` below): mutex held; the node is valid (contract).
+        // SAFETY: mutex held; the node is valid (contract). Likewise below.
         match unsafe { Waiter::node(waiter, |node| node.state) } {
             WaitState::Granted(index) => {
                 // The index is the caller's now: the node goes back to Idle so that a later
                 // `cancel` does not free it a second time.
+                // SAFETY: as above.
                 _old = unsafe { Waiter::node(waiter, Node::settle(WaitState::Idle)) };
                 return WaitState::Granted(index);
             }
@@ -228,11 +229,13 @@ impl WaitList {
                 // SAFETY: the node is linked in this list and the mutex is held.
                 unsafe { links.unlink(waiter) };
                 self.waiting.fetch_sub(1, Ordering::Relaxed);
+                // SAFETY: as above.
                 _old = unsafe { Waiter::node(waiter, Node::settle(WaitState::Closed)) };
                 return WaitState::Closed;
             }
             WaitState::Queued => {
                 let fresh = fresh.take().expect("set above");
+                // SAFETY: as above.
                 _old = unsafe {
                     Waiter::node(waiter, |node| match &node.notifier {
                         Some(current) if current.same_as(&fresh) => Some(fresh),
@@ -335,13 +338,14 @@ impl WaitList {
     pub(crate) unsafe fn cancel(&self, waiter: *const Waiter) -> Option<u32> {
         let waiter = waiter as *mut Waiter;
         let mut links = self.lock();
-        // SAFETY (both calls): mutex held; the node is valid (contract).
+        // SAFETY: mutex held; the node is valid (contract).
         let state = unsafe { Waiter::node(waiter, |node| node.state) };
         if state == WaitState::Queued {
             // SAFETY: linked in this list, mutex held.
             unsafe { links.unlink(waiter) };
             self.waiting.fetch_sub(1, Ordering::Relaxed);
         }
+        // SAFETY: as above.
         let notifier = unsafe { Waiter::node(waiter, Node::settle(WaitState::Idle)) };
         drop(links);
         // User code (the waker's drop) after the mutex.
@@ -485,6 +489,99 @@ mod tests {
                 WaitState::Closed
             );
             list.cancel(&late);
+        }
+    }
+
+    #[test]
+    fn a_late_close_of_an_old_claim_leaves_the_next_claims_waiters_alone() {
+        // The last handle of claim 1 may run its close after claim 2 began (preempted between
+        // ringing the loop and closing the waiters): it must close claim 1's waiters only.
+        let free = FreeList::<1>::new();
+        let list = WaitList::new();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let (old, new) = (Waiter::new(), Waiter::new());
+        let open = || false;
+        // SAFETY: the nodes live on this frame, are not moved, and are cancelled below.
+        unsafe {
+            assert_eq!(
+                list.poll_claim(&old, 1, &free, open, Notify::Task(&waker)),
+                WaitState::Queued
+            );
+            assert_eq!(
+                list.poll_claim(&new, 2, &free, open, Notify::Task(&waker)),
+                WaitState::Queued
+            );
+            list.close_all(1);
+            assert_eq!(
+                list.poll_claim(&old, 1, &free, open, Notify::Task(&waker)),
+                WaitState::Closed
+            );
+            assert_eq!(
+                list.poll_claim(&new, 2, &free, open, Notify::Task(&waker)),
+                WaitState::Queued
+            );
+            assert_eq!(
+                count.0.load(Ordering::SeqCst),
+                1,
+                "only the old claim's waiter was woken"
+            );
+            free.push(0);
+            list.wake_waiters(&free);
+            assert_eq!(
+                list.poll_claim(&new, 2, &free, open, Notify::Task(&waker)),
+                WaitState::Granted(0)
+            );
+            list.cancel(&old);
+            list.cancel(&new);
+        }
+    }
+
+    #[test]
+    fn wakers_run_outside_the_mutex_and_a_panicking_one_is_counted() {
+        // A waker may re-enter the list (here: cancel another waiter) and may panic: neither
+        // deadlocks nor leaves the list inconsistent.
+        struct Reenter(*const WaitList, *const Waiter);
+        // SAFETY: the test keeps both pointees alive on its frame while the waker can run.
+        unsafe impl Send for Reenter {}
+        // SAFETY: as above.
+        unsafe impl Sync for Reenter {}
+        impl Wake for Reenter {
+            fn wake(self: Arc<Self>) {
+                // SAFETY: see the Send impl; re-entering takes the list's mutex.
+                unsafe { (*self.0).cancel(self.1) };
+                panic!("and then panics");
+            }
+        }
+        let free = FreeList::<1>::new();
+        let list = WaitList::new();
+        let (a, b) = (Waiter::new(), Waiter::new());
+        let reenter = Waker::from(Arc::new(Reenter(&list, &b)));
+        let quiet = Waker::from(Arc::new(Count(AtomicUsize::new(0))));
+        let open = || false;
+        // SAFETY: the nodes live on this frame, are not moved, and are cancelled below.
+        unsafe {
+            assert_eq!(
+                list.poll_claim(&a, 0, &free, open, Notify::Task(&reenter)),
+                WaitState::Queued
+            );
+            assert_eq!(
+                list.poll_claim(&b, 0, &free, open, Notify::Task(&quiet)),
+                WaitState::Queued
+            );
+            free.push(0);
+            assert_eq!(
+                list.wake_waiters(&free),
+                1,
+                "the panic was caught and counted"
+            );
+            assert_eq!(list.waiting(), 0, "b left the list from inside a's waker");
+            assert_eq!(
+                list.poll_claim(&a, 0, &free, open, Notify::Task(&quiet)),
+                WaitState::Granted(0)
+            );
+            list.cancel(&a);
+            list.cancel(&b);
         }
     }
 }

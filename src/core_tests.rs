@@ -621,3 +621,71 @@ fn stress_free_list_aba_shape_3x1m() {
     }
     assert_eq!(seen, [true; 4], "an index was lost");
 }
+
+// ---------------------------------------------------------------------------------------------
+// User code cannot corrupt the core
+// ---------------------------------------------------------------------------------------------
+
+/// A waker whose `clone` panics.
+fn waker_that_panics_on_clone() -> Waker {
+    use std::task::{RawWaker, RawWakerVTable};
+    const VTABLE: RawWakerVTable =
+        RawWakerVTable::new(|_| panic!("hostile clone"), |_| {}, |_| {}, |_| {});
+    // SAFETY: the vtable never dereferences the (null) data pointer.
+    unsafe { Waker::from_raw(RawWaker::new(std::ptr::null(), &VTABLE)) }
+}
+
+#[test]
+fn waker_cell_stays_usable_after_a_panicking_clone() {
+    // A caller's waker that panics while being registered must not leave the cell REGISTERING:
+    // later registrations (the next request in this slot) and the loop's wakes must work.
+    let cell = WakerCell::new();
+    let hostile = waker_that_panics_on_clone();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cell.register(&hostile)));
+    assert!(caught.is_err(), "the clone's panic reaches its own caller");
+    let (count, waker) = counting_waker();
+    cell.register(&waker);
+    cell.wake();
+    assert_eq!(count.0.load(Ordering::SeqCst), 1, "the cell works again");
+}
+
+#[test]
+fn dropping_a_storage_leaks_requests_the_kernel_may_still_own() {
+    // A loop that died without abandoning leaves ACTIVE (or ORPHANED, QUEUED) slots: their
+    // buffers and descriptors may still be used by the kernel, so dropping the storage must leak
+    // them; FREE and DONE slots are dropped normally.
+    let file = Arc::new(std::fs::File::open("/dev/null").expect("open /dev/null"));
+    let storage = Storage::<4, 2, 8>::new_shared();
+    let fill = |index: usize| {
+        let slot = &storage.slots[index];
+        slot.mark_filled();
+        // SAFETY: FILLED: this thread owns the request.
+        unsafe {
+            slot.with_request(|r| {
+                *r = Request::new(
+                    OpKind::ReadAt,
+                    Some(Fd::from(file.clone())),
+                    Buffer::None,
+                    None,
+                )
+            })
+        };
+        slot.mark_queued();
+        assert!(slot.admit());
+    };
+    fill(0); // stays ACTIVE
+    fill(1);
+    // SAFETY: ACTIVE: the loop (this thread) owns the request.
+    unsafe { storage.slots[1].with_request(|r| r.outcome = Some(Ok(0))) };
+    assert_eq!(
+        storage.slots[1].finish(),
+        Finish::Delivered { parked: false }
+    ); // DONE
+    assert_eq!(Arc::strong_count(&file), 3);
+    drop(storage);
+    assert_eq!(
+        Arc::strong_count(&file),
+        2,
+        "the DONE request was dropped, the ACTIVE one leaked"
+    );
+}

@@ -15,8 +15,10 @@ pub enum Error {
     Timeout,
     /// The loop is gone or shutting down; the request was never submitted.
     Closed,
-    /// `shutdown_timeout` elapsed while the request was still in the kernel. Its buffer stays
-    /// parked in the storage (the kernel may still write it) and is not handed back.
+    /// The loop stopped (`shutdown_timeout` elapsed, or the loop failed) before the request
+    /// finished, and the kernel gave no answer of its own. If the kernel had released the buffer,
+    /// it comes back with this error; if the kernel may still write it, it stays parked in the
+    /// storage for good and an empty buffer comes back instead.
     Abandoned,
     /// `try_*` only: no free slot right now.
     Full,

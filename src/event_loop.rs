@@ -490,6 +490,8 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         state.wheel.remove(index);
         state.flags[index as usize] = SlotFlags::NONE;
         self.admitted -= 1;
+        // The gauge is current before the caller can see the result.
+        self.storage.metrics.set_pending(self.admitted);
         self.deliver(index);
     }
 
@@ -520,6 +522,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         state.wheel.remove(index);
         state.flags[index as usize] = SlotFlags::NONE;
         self.admitted -= 1;
+        self.storage.metrics.set_pending(self.admitted);
         Counters::bump(&self.storage.metrics.completed);
         Counters::bump(&self.storage.metrics.orphaned);
         self.storage.free_slot(index);
@@ -633,6 +636,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             state.flags[index] = SlotFlags::NONE;
             self.admitted -= 1;
             let metrics = &self.storage.metrics;
+            metrics.set_pending(self.admitted);
             Counters::bump(&metrics.completed);
             Counters::bump(&metrics.abandoned);
             Counters::bump(&metrics.parked);

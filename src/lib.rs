@@ -71,7 +71,11 @@
 //! A buffer handed to the kernel is never freed, moved or returned while the kernel may still
 //! write it: it lives in its slot until the request's last CQE. At shutdown, requests the kernel
 //! will not release are abandoned (callers get [`Error::Abandoned`]) and their buffers are leaked
-//! on purpose rather than freed.
+//! on purpose rather than freed, also if the loop thread unwinds or the storage is dropped.
+//!
+//! User code the crate runs (wakers, the `Drop` of the descriptor owners behind [`Fd`]) runs only
+//! once the crate's own state is final and never under one of its locks; a panic in it is caught
+//! and counted ([`Metrics::user_panics`]), so it cannot stop the loop or corrupt a slot.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 // Under loom only the lock-free core is built; the loop-side items it does not model are unused.
