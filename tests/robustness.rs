@@ -16,7 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use static_uring::{Config, Error, IoBuf, IoBufMut, Op, Storage, UnitResult};
+use static_uring::{Config, Error, Handle, IoBuf, IoBufMut, Op, RecvResult, Storage, UnitResult};
 
 fn zeroed(len: usize) -> IoBufMut {
     IoBufMut::from(vec![0u8; len])
@@ -56,25 +56,56 @@ impl Wake for Quiet {
 
 // ---- Bug 1: shutdown with requests queued behind a full admission table ----------------------
 
+type Silent = Arc<std::os::unix::net::UnixStream>;
+
+/// `n` recvs on sockets whose peers never write; the first `in_flight` are waited into the
+/// kernel one by one (so with `RING == in_flight` the rest stay queued). The peers are returned
+/// so that they stay open.
+fn silent_recvs<const S: usize, const R: usize, const W: usize>(
+    handle: &Handle<S, R, W>,
+    n: usize,
+    in_flight: usize,
+) -> (Vec<Op<RecvResult, S, R, W>>, Vec<Silent>) {
+    let mut ops = Vec::new();
+    let mut peers = Vec::new();
+    for i in 0..n {
+        let (peer, mine) = socket_pair();
+        ops.push(handle.try_recv(mine, zeroed(4), 0, 4, false, None).unwrap());
+        peers.push(peer);
+        if i < in_flight {
+            wait_until(HANG, "in flight", || {
+                handle.metrics().submitted == i as u64 + 1
+            });
+        }
+    }
+    (ops, peers)
+}
+
+/// Every op's error, waited for with a bound.
+fn errors<const S: usize, const R: usize, const W: usize>(
+    ops: Vec<Op<RecvResult, S, R, W>>,
+) -> Vec<Error> {
+    ops.into_iter()
+        .map(|op| with_timeout(HANG, move || op.wait()).unwrap_err().1)
+        .collect()
+}
+
 /// `new::<2, 1>`, budget 100 ms: recv A in flight on a silent socket, recv B queued (RING = 1),
 /// last handle dropped. The drain must start anyway: A is abandoned at the budget, B (never
-/// admitted) is answered `Closed`, and `run` returns, all within the budget plus a margin.
+/// admitted) is answered `Closed` with its buffer, and `run` returns, all within the budget plus
+/// a margin.
 #[test]
 fn shutdown_with_a_request_queued_behind_a_full_table_ends_at_the_budget() {
     let (handle, event_loop) =
         static_uring::new::<2, 1, 64>(budget(Some(Duration::from_millis(100)))).unwrap();
     let reader = event_loop.metrics_reader();
     let lp = LoopThread::spawn(event_loop);
-    let (_a1, a2) = socket_pair();
-    let (_b1, b2) = socket_pair();
-    let a = handle.try_recv(a2, zeroed(4), 0, 4, false, None).unwrap();
-    wait_until(HANG, "A in flight", || handle.metrics().submitted == 1);
-    let b = handle.try_recv(b2, zeroed(4), 0, 4, false, None).unwrap();
+    let (mut ops, _peers) = silent_recvs(&handle, 2, 1);
+    let b = ops.pop().unwrap();
     let dropped = Instant::now();
     drop(handle);
-    let (_, ea) = with_timeout(HANG, move || a.wait()).unwrap_err();
+    assert_eq!(errors(ops), [Error::Abandoned]);
     let (buf, eb) = with_timeout(HANG, move || b.wait()).unwrap_err();
-    assert_eq!(ea, Error::Abandoned);
     assert_eq!(eb, Error::Closed, "B was never admitted");
     assert_eq!(
         buf.capacity(),
@@ -99,20 +130,9 @@ fn shutdown_with_a_request_queued_behind_a_full_table_ends_at_the_budget() {
 #[test]
 fn shutdown_with_zero_budget_and_a_queued_request_ends_at_once() {
     let (handle, lp) = start::<2, 1, 64>(budget(Some(Duration::ZERO)));
-    let (_a1, a2) = socket_pair();
-    let (_b1, b2) = socket_pair();
-    let a = handle.try_recv(a2, zeroed(4), 0, 4, false, None).unwrap();
-    wait_until(HANG, "A in flight", || handle.metrics().submitted == 1);
-    let b = handle.try_recv(b2, zeroed(4), 0, 4, false, None).unwrap();
+    let (ops, _peers) = silent_recvs(&handle, 2, 1);
     drop(handle);
-    assert_eq!(
-        with_timeout(HANG, move || a.wait()).unwrap_err().1,
-        Error::Abandoned
-    );
-    assert_eq!(
-        with_timeout(HANG, move || b.wait()).unwrap_err().1,
-        Error::Closed
-    );
+    assert_eq!(errors(ops), [Error::Abandoned, Error::Closed]);
     lp.join(HANG).unwrap();
 }
 
@@ -120,26 +140,12 @@ fn shutdown_with_zero_budget_and_a_queued_request_ends_at_once() {
 #[test]
 fn shutdown_with_two_in_flight_and_one_queued_ends_at_the_budget() {
     let (handle, lp) = start::<4, 2, 64>(budget(Some(Duration::from_millis(50))));
-    let pairs: Vec<_> = (0..3).map(|_| socket_pair()).collect();
-    let mut ops = Vec::new();
-    for (i, (_, b)) in pairs.iter().enumerate() {
-        ops.push(
-            handle
-                .try_recv(b.clone(), zeroed(4), 0, 4, false, None)
-                .unwrap(),
-        );
-        if i < 2 {
-            wait_until(HANG, "in flight", || {
-                handle.metrics().submitted == i as u64 + 1
-            });
-        }
-    }
+    let (ops, _peers) = silent_recvs(&handle, 3, 2);
     drop(handle);
-    let errors: Vec<Error> = ops
-        .into_iter()
-        .map(|op| with_timeout(HANG, move || op.wait()).unwrap_err().1)
-        .collect();
-    assert_eq!(errors, [Error::Abandoned, Error::Abandoned, Error::Closed]);
+    assert_eq!(
+        errors(ops),
+        [Error::Abandoned, Error::Abandoned, Error::Closed]
+    );
     lp.join(HANG).unwrap();
 }
 
@@ -151,16 +157,10 @@ fn shutdown_with_an_orphan_queued_behind_a_full_table_ends() {
         static_uring::new::<2, 1, 64>(budget(Some(Duration::from_millis(30)))).unwrap();
     let reader = event_loop.metrics_reader();
     let lp = LoopThread::spawn(event_loop);
-    let (_a1, a2) = socket_pair();
-    let (_b1, b2) = socket_pair();
-    let a = handle.try_recv(a2, zeroed(4), 0, 4, false, None).unwrap();
-    wait_until(HANG, "A in flight", || handle.metrics().submitted == 1);
-    drop(handle.try_recv(b2, zeroed(4), 0, 4, false, None).unwrap());
+    let (mut ops, _peers) = silent_recvs(&handle, 2, 1);
+    drop(ops.pop());
     drop(handle);
-    assert_eq!(
-        with_timeout(HANG, move || a.wait()).unwrap_err().1,
-        Error::Abandoned
-    );
+    assert_eq!(errors(ops), [Error::Abandoned]);
     lp.join(HANG).unwrap();
     let m = reader.get();
     assert_eq!(m.completed, 2, "the queued orphan is counted once: {m:?}");
