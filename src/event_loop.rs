@@ -46,6 +46,10 @@ const CANCEL_TAG: u64 = 1 << 63;
 const GENERATION_MASK: u32 = 0x7fff_ffff;
 /// CQEs copied out of the ring per batch.
 const BATCH: usize = 64;
+/// Abandonment: the longest single wait for the kernel to release cancelled requests, and the
+/// most waits (so an abandonment adds at most a few milliseconds to a shutdown).
+const COLLECT_WAIT: Duration = Duration::from_millis(1);
+const COLLECT_ROUNDS: usize = 8;
 
 /// What a staging pass is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -614,18 +618,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         let state = unsafe { self.state.as_mut() };
         state.ready.clear();
         state.cancels.clear();
-        // Collect what the kernel releases right away (deferred task work needs GETEVENTS).
-        let pending = self.ring.submission().len() as u32;
-        // SAFETY: no extra argument; flags are the kernel's.
-        let _ = unsafe {
-            self.ring.submitter().enter::<libc::sigset_t>(
-                pending,
-                0,
-                io_uring::EnterFlags::GETEVENTS.bits(),
-                None,
-            )
-        };
-        self.reap();
+        self.collect_released();
         for index in 0..S {
             // SAFETY: loop-private state (field doc).
             let state = unsafe { self.state.as_mut() };
@@ -646,6 +639,25 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             }
         }
         self.storage.metrics.set_pending(self.admitted);
+    }
+
+    /// Submits the abandonment's cancels and collects what the kernel releases right away: waits
+    /// of at most `COLLECT_WAIT` each, until nothing is left in the kernel or a wait brings no
+    /// completion with the SQ consumed (an SQPOLL thread takes the SQEs asynchronously, and
+    /// deferred task work runs only inside a waiting enter).
+    fn collect_released(&mut self) {
+        for _ in 0..COLLECT_ROUNDS {
+            let before = self.admitted;
+            if self.enter(1, Some(COLLECT_WAIT)).is_err() {
+                self.reap();
+                return;
+            }
+            self.reap();
+            let progress = self.admitted < before;
+            if self.admitted == 0 || (!progress && self.ring.submission().is_empty()) {
+                return;
+            }
+        }
     }
 
     /// Gives the claim back: closes submission and answers `Closed` to requests still queued.

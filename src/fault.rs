@@ -16,6 +16,10 @@
 //!   (`EBUSY` is what a full completion queue gives; others are unexpected and stop the loop);
 //! * [`Fault::Panic`]: the loop thread panics when it processes the next completion of an
 //!   operation (the unwind path).
+//!
+//! A pending `Short` and a pending `Result` for the same operation both apply to its next SQE (the
+//! result wins); to shorten one SQE and fail the next, inject the second fault once the first SQE
+//! is in the kernel.
 
 use crate::op::OpKind;
 

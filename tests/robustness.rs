@@ -231,15 +231,18 @@ fn a_panicking_waker_does_not_stop_the_loop() {
     let reader = event_loop.metrics_reader();
     let lp = LoopThread::spawn(event_loop);
     let (count, waker) = panicking_waker();
-    let mut op = Box::pin(handle.nop(None));
+    let (a1, a2) = socket_pair();
+    let mut op = Box::pin(handle.recv(a2, zeroed(2), 0, 2, true, None));
     assert!(poll_with(op.as_mut(), &waker).is_none(), "in flight");
+    (&*a1).write_all(b"ok").unwrap();
     wait_until(HANG, "the loop woke the waker", || {
         count.0.load(Ordering::SeqCst) == 1
     });
     wait_until(HANG, "the panic is counted", || {
         handle.metrics().user_panics == 1
     });
-    assert_eq!(poll_once(op.as_mut()), Some(Ok(())));
+    let (buf, filled) = poll_once(op.as_mut()).expect("done").unwrap();
+    assert_eq!((filled, &buf[..]), (2, &b"ok"[..]));
     for _ in 0..10 {
         with_timeout(HANG, {
             let h = handle.clone();
@@ -444,9 +447,9 @@ fn a_waker_that_drops_another_waiter_does_not_deadlock_the_close() {
 
 // ---- Bug 9: a waiter handed a slot must not take a second one ----------------------------------
 
-/// `SLOTS = 2`: two recvs in flight, a nop waits. Both recvs finish: the first freed slot is
-/// handed to the nop's node, the second goes to the free list. The nop must submit on the slot
-/// it was handed, so one slot is still free for `try_nop`.
+/// `SLOTS = 2`: two recvs in flight, a third waits. Both finish: the first freed slot is handed
+/// to the third's node, the second goes to the free list. The third must submit on the slot it
+/// was handed, so one slot is still free for `try_nop`.
 #[test]
 fn a_granted_waiter_uses_its_grant_and_leaves_the_other_slot_free() {
     let (handle, lp) = start::<2, 2, 64>(config());
@@ -456,19 +459,21 @@ fn a_granted_waiter_uses_its_grant_and_leaves_the_other_slot_free() {
     let mut rb = Box::pin(handle.recv(b2, zeroed(4), 0, 4, false, None));
     assert!(poll_once(ra.as_mut()).is_none() && poll_once(rb.as_mut()).is_none());
     wait_until(HANG, "both in flight", || handle.metrics().submitted == 2);
-    let mut nop = Box::pin(handle.nop(None));
-    assert!(poll_once(nop.as_mut()).is_none(), "no slot: waits");
+    let (c1, c2) = socket_pair();
+    let mut third = Box::pin(handle.recv(c2, zeroed(4), 0, 4, false, None));
+    assert!(poll_once(third.as_mut()).is_none(), "no slot: waits");
     (&*a1).write_all(b"a").unwrap();
     (&*b1).write_all(b"b").unwrap();
     wait_until(HANG, "both done", || handle.metrics().completed == 2);
-    assert!(poll_once(ra.as_mut()).unwrap().is_ok()); // frees a slot: granted to the nop
+    assert!(poll_once(ra.as_mut()).unwrap().is_ok()); // frees a slot: granted to `third`
     assert!(poll_once(rb.as_mut()).unwrap().is_ok()); // frees the other: free list
-    assert!(poll_once(nop.as_mut()).is_none() || handle.metrics().submitted == 3);
-    // The nop is submitted (its result not yet taken): it holds exactly one slot.
+    assert!(poll_once(third.as_mut()).is_none(), "submitted, in flight");
+    // `third` is in flight: it holds exactly one slot, its grant.
     let extra = handle
         .try_nop(None)
-        .expect("one slot is free: the nop holds only its grant");
-    assert_eq!(block_on(HANG, nop.as_mut()), Ok(()));
+        .expect("one slot is free: the waiter holds only its grant");
+    (&*c1).write_all(b"c").unwrap();
+    assert!(block_on(HANG, third.as_mut()).is_ok());
     assert_eq!(with_timeout(HANG, move || extra.wait()), Ok(()));
     drop(handle);
     lp.join(HANG).unwrap();
