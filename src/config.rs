@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::wheel::{duration_to_nanos_saturating, horizon_ticks};
+use crate::event_loop::wheel::{duration_to_nanos_saturating, horizon_ticks};
 
 /// Settings of one loop. `Config::default()` follows commonware's defaults (5 ms tick, no
 /// shutdown timeout, no iopoll, no single issuer) and adds a short idle spin.

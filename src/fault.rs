@@ -1,4 +1,6 @@
 #![cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
+// Without the feature this module holds only the loop's empty hooks.
+#![cfg_attr(not(feature = "fault-injection"), doc(hidden))]
 //! Fault injection for tests: makes the kernel path return what real kernels return under
 //! pressure, where no real trigger exists.
 //!
@@ -21,7 +23,7 @@
 //! result wins); to shorten one SQE and fail the next, inject the second fault once the first SQE
 //! is in the kernel.
 
-use crate::op::OpKind;
+use crate::event_loop::request::OpKind;
 
 /// Which operations a fault applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

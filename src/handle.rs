@@ -12,13 +12,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use crate::backpressure::{Notify, WaitState, Waiter};
 use crate::buf::{IoBuf, IoBufMut};
 use crate::error::Error;
+use crate::event_loop::request::{Buffer, OpKind, Request};
 use crate::fd::Fd;
+use crate::handoff::slot::{Leave, ABANDONED, DONE};
+use crate::handoff::wait_list::{Notify, WaitState, Waiter};
 use crate::metrics::Metrics;
-use crate::op::{Buffer, OpKind, Request};
-use crate::slot::{Leave, ABANDONED, DONE};
 use crate::storage::StorageRef;
 
 /// Submits requests to one loop. `Clone + Send + Sync`; the loop shuts down (drains and returns
@@ -299,7 +299,7 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W>
                 return result;
             }
             match start {
-                Some(start) if start.elapsed() < spin => crate::sync::spin_step(&mut step),
+                Some(start) if start.elapsed() < spin => crate::loom::spin_step(&mut step),
                 _ => this.storage.slots[index as usize].park(),
             }
         }

@@ -10,14 +10,14 @@
 //!
 //! ```text
 //! caller ── handle.read_at(fd, off, len, buf, deadline)      (at the future's first poll)
-//!   1. claim a free slot           free_list.rs   lock-free; waits in backpressure.rs if none
-//!   2. write the request into it   slot.rs        the caller owns the slot (FILLED)
-//!   3. push the slot index         submit_queue.rs lock-free MPSC ring, capacity SLOTS: never full
-//!   4. ring the loop if it sleeps  wake.rs        eventfd only when the sleep intent is armed
+//!   1. claim a free slot           handoff/free_list.rs   lock-free; else handoff/wait_list.rs
+//!   2. write the request into it   handoff/slot.rs        the caller owns the slot (FILLED)
+//!   3. push the slot index         handoff/submit_queue.rs lock-free MPSC ring, never full
+//!   4. ring the loop if it sleeps  handoff/wake.rs        eventfd only when the intent is armed
 //!   5. the future holds the index  handle.rs
 //!
-//! loop thread ── EventLoop::run()                                event_loop.rs
-//!   a. drain CQEs                  op.rs          complete | requeue short I/O | ignore cancel CQEs
+//! loop thread ── EventLoop::run()                                event_loop/
+//!   a. drain CQEs                  request.rs     complete | requeue short I/O | ignore cancel CQEs
 //!   b. advance the timeout wheel   wheel.rs       expired: AsyncCancel if in flight, else Timeout
 //!   c. stage SQEs                  wake rearm, cancels, ready queue, fresh (< RING admitted)
 //!   d. submit and wait             io_uring_enter bounded by the next deadline
@@ -78,85 +78,39 @@
 //! and counted ([`Metrics::user_panics`]), so it cannot stop the loop or corrupt a slot.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
-// Under loom only the lock-free core is built; the loop-side items it does not model are unused.
-#![cfg_attr(loom, allow(dead_code))]
+// Under the loom models (`--cfg loom` in tests) most of the loop is built but never run.
+#![cfg_attr(all(test, loom), allow(dead_code))]
 
-pub(crate) mod sync;
-
-#[cfg(loom)]
-#[doc(hidden)]
-pub mod backpressure;
-#[cfg(not(loom))]
-mod backpressure;
+// The public surface.
 mod buf;
-#[cfg(not(loom))]
 mod config;
-mod contain;
 mod error;
-#[cfg(not(loom))]
-mod event_loop;
-#[cfg(feature = "fault-injection")]
-pub mod fault;
-#[cfg(not(feature = "fault-injection"))]
-mod fault;
 mod fd;
-#[cfg(not(loom))]
 mod handle;
 mod metrics;
-mod op;
-
-#[cfg(loom)]
-#[doc(hidden)]
-pub mod free_list;
-#[cfg(not(loom))]
-pub(crate) mod free_list;
-#[cfg(loom)]
-#[doc(hidden)]
-pub mod slot;
-#[cfg(not(loom))]
-pub(crate) mod slot;
-#[cfg(not(loom))]
 mod storage;
-#[cfg(loom)]
-#[doc(hidden)]
-pub mod submit_queue;
-#[cfg(not(loom))]
-pub(crate) mod submit_queue;
-#[cfg(loom)]
-#[doc(hidden)]
-pub mod wake;
-#[cfg(not(loom))]
-pub(crate) mod wake;
-#[cfg(loom)]
-#[doc(hidden)]
-pub mod waker_cell;
-#[cfg(not(loom))]
-pub(crate) mod waker_cell;
-pub(crate) mod wheel;
-
-#[cfg(all(test, not(loom)))]
-mod core_tests;
-#[cfg(all(test, loom))]
-mod loom_tests;
+// Caller -> loop hand-off: slots, free list, submission ring, waker cell, wake state, wait list.
+mod handoff;
+// The loop: its phases, its private table, the wheel and the ring edge toward the kernel.
+mod event_loop;
+// Cross-cutting: the loom shim, running user code, test-only fault injection.
+mod contain;
+pub mod fault;
+mod loom;
 
 pub use buf::{IoBuf, IoBufMut};
-#[cfg(not(loom))]
 pub use config::Config;
 pub use error::Error;
-#[cfg(not(loom))]
 pub use event_loop::{EventLoop, MetricsReader};
 pub use fd::Fd;
-#[cfg(not(loom))]
 pub use handle::{Handle, Op, OpOutput, ReadResult, RecvResult, UnitResult, WriteResult};
 pub use metrics::Metrics;
-#[cfg(not(loom))]
 pub use storage::Storage;
 
 /// Builds a loop whose storage is allocated on the heap, once, here.
 ///
 /// Validates `config` (and creates the ring) before returning, so errors come back as
 /// [`Error::Config`] or [`Error::Os`] instead of a panic on the loop thread.
-#[cfg(not(loom))]
 pub fn new<const SLOTS: usize, const RING: usize, const WHEEL: usize>(
     config: Config,
 ) -> Result<(Handle<SLOTS, RING, WHEEL>, EventLoop<SLOTS, RING, WHEEL>), Error> {
@@ -170,7 +124,6 @@ pub fn new<const SLOTS: usize, const RING: usize, const WHEEL: usize>(
 /// A storage serves one loop at a time: while a loop or any of its handles is alive, a second
 /// call fails with [`Error::InUse`]. Once that loop has returned and its handles are gone, the
 /// storage can be used again.
-#[cfg(not(loom))]
 pub fn with_storage<const SLOTS: usize, const RING: usize, const WHEEL: usize>(
     storage: &'static Storage<SLOTS, RING, WHEEL>,
     config: Config,
@@ -179,7 +132,6 @@ pub fn with_storage<const SLOTS: usize, const RING: usize, const WHEEL: usize>(
     start(storage::StorageRef::Static(storage), checked)
 }
 
-#[cfg(not(loom))]
 fn start<const S: usize, const R: usize, const W: usize>(
     storage: storage::StorageRef<S, R, W>,
     checked: config::Checked,

@@ -1,6 +1,6 @@
 //! Counters the loop keeps, and the plain snapshot callers read.
 
-use crate::sync::{AtomicU64, Ordering};
+use crate::loom::{AtomicU64, Ordering};
 
 /// A snapshot of the loop's counters. Reading it never allocates.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

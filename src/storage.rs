@@ -18,16 +18,17 @@
 
 use std::sync::Arc;
 
-use crate::backpressure::WaitList;
 use crate::error::Error;
-use crate::free_list::FreeList;
+use crate::event_loop::request::Request;
+use crate::event_loop::ring::EventFd;
+use crate::event_loop::wheel::Wheel;
+use crate::handoff::free_list::FreeList;
+use crate::handoff::slot::{Slot, DONE, FREE};
+use crate::handoff::submit_queue::SubmitQueue;
+use crate::handoff::wait_list::WaitList;
+use crate::handoff::wake::WakeState;
+use crate::loom::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use crate::metrics::Counters;
-use crate::op::Request;
-use crate::slot::{Slot, DONE, FREE};
-use crate::submit_queue::SubmitQueue;
-use crate::sync::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use crate::wake::{EventFd, WakeState};
-use crate::wheel::Wheel;
 
 const HANDLE: u64 = 1;
 const HANDLES: u64 = 0xffff_ffff;
@@ -114,7 +115,7 @@ pub struct Storage<const SLOTS: usize, const RING: usize, const WHEEL: usize> {
     loop_state: std::cell::UnsafeCell<LoopState<SLOTS, RING, WHEEL>>,
     /// The eventfd, created at the first claim and kept open for the storage's lifetime, so a
     /// late `ring` can never hit a recycled descriptor number. -1 before.
-    eventfd: std::sync::atomic::AtomicI32,
+    eventfd: AtomicI32,
     /// Bumped at every claim; operations created under an older claim cannot submit.
     epoch: AtomicU32,
     claimed: AtomicBool,
@@ -151,29 +152,31 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         );
     };
 
-    /// The storage, with nothing allocated: usable in a `static`.
-    pub const fn new() -> Self {
-        #[allow(clippy::let_unit_value)]
-        let () = Self::VALID;
-        Storage {
-            slots: [const { Slot::new() }; SLOTS],
-            free: FreeList::new(),
-            queue: SubmitQueue::new(),
-            wake: WakeState::new(),
-            waiters: WaitList::new(),
-            metrics: Counters::new(),
-            eventfd: std::sync::atomic::AtomicI32::new(-1),
-            life: AtomicU64::new(0),
-            epoch: AtomicU32::new(0),
-            claimed: AtomicBool::new(false),
-            initialized: AtomicBool::new(false),
-            wait_spin_ns: AtomicU64::new(0),
-            loop_state: std::cell::UnsafeCell::new(LoopState {
-                wheel: Wheel::new(),
-                ready: heapless::Deque::new(),
-                cancels: heapless::Deque::new(),
-                flags: [SlotFlags::NONE; SLOTS],
-            }),
+    crate::maybe_const_fn! {
+        /// The storage, with nothing allocated: usable in a `static`.
+        pub fn new() -> Self {
+            #[allow(clippy::let_unit_value)]
+            let () = Self::VALID;
+            Storage {
+                slots: crate::const_array!(Slot::new(); SLOTS),
+                free: FreeList::new(),
+                queue: SubmitQueue::new(),
+                wake: WakeState::new(),
+                waiters: WaitList::new(),
+                metrics: Counters::new(),
+                eventfd: AtomicI32::new(-1),
+                life: AtomicU64::new(0),
+                epoch: AtomicU32::new(0),
+                claimed: AtomicBool::new(false),
+                initialized: AtomicBool::new(false),
+                wait_spin_ns: AtomicU64::new(0),
+                loop_state: std::cell::UnsafeCell::new(LoopState {
+                    wheel: Wheel::new(),
+                    ready: heapless::Deque::new(),
+                    cancels: heapless::Deque::new(),
+                    flags: [SlotFlags::NONE; SLOTS],
+                }),
+            }
         }
     }
 
@@ -210,7 +213,7 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
             std::ptr::addr_of_mut!((*ptr).wake).write(WakeState::new());
             std::ptr::addr_of_mut!((*ptr).waiters).write(WaitList::new());
             std::ptr::addr_of_mut!((*ptr).metrics).write(Counters::new());
-            std::ptr::addr_of_mut!((*ptr).eventfd).write(std::sync::atomic::AtomicI32::new(-1));
+            std::ptr::addr_of_mut!((*ptr).eventfd).write(AtomicI32::new(-1));
             std::ptr::addr_of_mut!((*ptr).life).write(AtomicU64::new(0));
             std::ptr::addr_of_mut!((*ptr).epoch).write(AtomicU32::new(0));
             std::ptr::addr_of_mut!((*ptr).claimed).write(AtomicBool::new(false));

@@ -35,8 +35,8 @@ use std::ptr;
 use std::task::Waker;
 use std::thread::Thread;
 
-use crate::free_list::FreeList;
-use crate::sync::{fence, AtomicUsize, Mutex, MutexGuard, Ordering, UnsafeCell};
+use crate::handoff::free_list::FreeList;
+use crate::loom::{fence, AtomicUsize, Mutex, MutexGuard, Ordering, UnsafeCell};
 
 /// Where a waiter stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

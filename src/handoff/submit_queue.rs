@@ -29,7 +29,7 @@
 //! consumer's stamp store for `p - N` precedes (in real time) the freeing of the slot it popped, so
 //! the wait loop only covers the visibility delay of that store.
 
-use crate::sync::{spin_hint, AtomicU32, AtomicUsize, Ordering};
+use crate::loom::{spin_hint, AtomicU32, AtomicUsize, Ordering};
 
 /// One position of the ring.
 #[derive(Debug)]
@@ -61,7 +61,10 @@ impl<const N: usize> SubmitQueue<N> {
             Self {
                 tail: AtomicUsize::new(0),
                 head: AtomicUsize::new(0),
-                cells: cells::<N>(),
+                cells: crate::const_array!(
+                    Cell { stamp: AtomicUsize::new(0), index: AtomicU32::new(u32::MAX) };
+                    N
+                ),
             }
         }
     }
@@ -70,7 +73,6 @@ impl<const N: usize> SubmitQueue<N> {
     ///
     /// # Safety
     /// `ptr` is valid for writes and aligned.
-    #[cfg(not(loom))]
     pub(crate) unsafe fn init_at(ptr: *mut Self) {
         // SAFETY: every write stays inside the allocation behind `ptr` (contract).
         unsafe {
@@ -138,26 +140,6 @@ impl<const N: usize> SubmitQueue<N> {
         let tail = self.tail.load(Ordering::Acquire);
         tail.wrapping_sub(self.head.load(Ordering::Relaxed))
     }
-}
-
-/// Cells for [`SubmitQueue::new`]; stamps are set by `reset`.
-#[cfg(not(loom))]
-const fn cells<const N: usize>() -> [Cell; N] {
-    [const {
-        Cell {
-            stamp: AtomicUsize::new(0),
-            index: AtomicU32::new(u32::MAX),
-        }
-    }; N]
-}
-
-/// Cells for [`SubmitQueue::new`] (loom build).
-#[cfg(loom)]
-fn cells<const N: usize>() -> [Cell; N] {
-    core::array::from_fn(|_| Cell {
-        stamp: AtomicUsize::new(0),
-        index: AtomicU32::new(u32::MAX),
-    })
 }
 
 #[cfg(all(test, not(loom)))]

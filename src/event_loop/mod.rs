@@ -25,6 +25,10 @@
 //! If the loop thread unwinds (a bug, or a fault injected in a test), `Drop` runs the same
 //! abandonment, so every caller is woken and no buffer the kernel may write is freed.
 
+pub(crate) mod request;
+pub(crate) mod ring;
+pub(crate) mod wheel;
+
 use std::mem::MaybeUninit;
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
@@ -33,12 +37,13 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use crate::config::Checked;
 use crate::error::Error;
+use crate::event_loop::wheel::{ceil_tick, floor_tick, Target};
 use crate::fault;
+use crate::handoff::slot::{Finish, ORPHANED};
+use crate::handoff::wake::WAKE_TOKEN;
 use crate::metrics::Counters;
-use crate::slot::{Finish, ORPHANED};
 use crate::storage::{LoopState, SlotFlags, StorageRef};
-use crate::wake::{wake_poll_sqe, EventFd, WAKE_TOKEN};
-use crate::wheel::{ceil_tick, floor_tick, Target};
+use ring::{wake_poll_sqe, EventFd};
 
 /// Bit 63 of `user_data`: this CQE answers our AsyncCancel.
 const CANCEL_TAG: u64 = 1 << 63;
@@ -214,7 +219,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                     self.run_task_work()?;
                     continue;
                 }
-                crate::sync::spin_step(&mut step);
+                crate::loom::spin_step(&mut step);
             }
         }
         self.storage.wake.arm();

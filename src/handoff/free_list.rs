@@ -13,7 +13,7 @@
 //!
 //! Order is LIFO: the slot freed last is handed out next, which keeps hot slots in cache.
 
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::loom::{AtomicU32, AtomicU64, Ordering};
 
 /// No index: the end of the stack.
 pub(crate) const NIL: u32 = u32::MAX;
@@ -33,7 +33,7 @@ impl<const N: usize> FreeList<N> {
     crate::maybe_const_fn! {
         /// An empty stack; [`fill`](Self::fill) puts every index on it.
         pub(crate) fn new() -> Self {
-            Self { head: AtomicU64::new(NIL as u64), next: crate::atomic_array!(AtomicU32, NIL, N) }
+            Self { head: AtomicU64::new(NIL as u64), next: crate::const_array!(AtomicU32::new(NIL); N) }
         }
     }
 

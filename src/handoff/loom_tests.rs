@@ -23,14 +23,14 @@
 //! hand-off would have to wait, the waits are bounded (see the wrap-around model), because loom may
 //! reschedule a yielding thread for free and an unbounded two-sided spin has infinite executions.
 
-use crate::backpressure::{Notify, WaitList, WaitState, Waiter};
-use crate::free_list::FreeList;
-use crate::slot::{Finish, Leave, Slot, DONE, FREE};
-use crate::submit_queue::SubmitQueue;
-use crate::wake::WakeState;
-use crate::waker_cell::WakerCell;
-use loom::sync::Arc;
-use loom::thread;
+use crate::handoff::free_list::FreeList;
+use crate::handoff::slot::{Finish, Leave, Slot, DONE, FREE};
+use crate::handoff::submit_queue::SubmitQueue;
+use crate::handoff::wait_list::{Notify, WaitList, WaitState, Waiter};
+use crate::handoff::wake::WakeState;
+use crate::handoff::waker_cell::WakerCell;
+use ::loom::sync::Arc;
+use ::loom::thread;
 use std::sync::atomic::{AtomicBool as StdBool, AtomicUsize as StdUsize, Ordering::SeqCst};
 
 /// Runs `f` under loom with at most `cap` preemptions (fewer if `LOOM_MAX_PREEMPTIONS` says so)
@@ -39,7 +39,7 @@ fn model<F>(cap: usize, f: F)
 where
     F: Fn() + Sync + Send + 'static,
 {
-    let mut builder = loom::model::Builder::new();
+    let mut builder = ::loom::model::Builder::new();
     let bound = builder.preemption_bound.map_or(cap, |p| p.min(cap));
     builder.preemption_bound = Some(bound);
     let executions = std::sync::Arc::new(StdUsize::new(0));
@@ -175,7 +175,7 @@ fn loom_submit_queue_two_producers_fifo_exactly_once() {
     model(3, || {
         let queue = Arc::new(SubmitQueue::<4>::new());
         queue.reset();
-        let payload = Arc::new([0u32; 4].map(loom::cell::UnsafeCell::new));
+        let payload = Arc::new([0u32; 4].map(::loom::cell::UnsafeCell::new));
         let producers: Vec<_> = (0..2u32)
             .map(|p| {
                 let (queue, payload) = (queue.clone(), payload.clone());
@@ -255,8 +255,8 @@ fn loom_submit_queue_wraps_with_recycled_indices() {
         let free = Arc::new(FreeList::<2>::new());
         free.fill();
         let payload = Arc::new([
-            loom::cell::UnsafeCell::new(0u32),
-            loom::cell::UnsafeCell::new(0u32),
+            ::loom::cell::UnsafeCell::new(0u32),
+            ::loom::cell::UnsafeCell::new(0u32),
         ]);
 
         let producers: Vec<_> = (0..2u32)
@@ -414,7 +414,7 @@ fn loom_slot_done_publishes_result() {
 }
 
 /// A waker that sets a loom flag: lets the models observe wake-ups without an executor.
-struct FlagWaker(loom::sync::atomic::AtomicUsize);
+struct FlagWaker(::loom::sync::atomic::AtomicUsize);
 
 impl std::task::Wake for FlagWaker {
     fn wake(self: std::sync::Arc<Self>) {
@@ -427,7 +427,7 @@ impl std::task::Wake for FlagWaker {
 }
 
 fn flag_waker() -> (std::sync::Arc<FlagWaker>, std::task::Waker) {
-    let flag = std::sync::Arc::new(FlagWaker(loom::sync::atomic::AtomicUsize::new(0)));
+    let flag = std::sync::Arc::new(FlagWaker(::loom::sync::atomic::AtomicUsize::new(0)));
     (flag.clone(), std::task::Waker::from(flag))
 }
 
@@ -441,7 +441,7 @@ fn flag_waker() -> (std::sync::Arc<FlagWaker>, std::task::Waker) {
 fn loom_waker_cell_no_lost_wake() {
     model(3, || {
         let cell = Arc::new(WakerCell::new());
-        let done = Arc::new(loom::sync::atomic::AtomicBool::new(false));
+        let done = Arc::new(::loom::sync::atomic::AtomicBool::new(false));
         let (first, first_waker) = flag_waker();
         let (second, second_waker) = flag_waker();
 

@@ -30,9 +30,9 @@
 //! phase word with a futex. Any transition out of `QUEUED`/`ACTIVE` changes the word, so a wait
 //! that starts after it returns at once; the loop calls `FUTEX_WAKE` only when it saw `PARKED`.
 
-use crate::op::Request;
-use crate::sync::{AtomicU32, Ordering, UnsafeCell};
-use crate::waker_cell::WakerCell;
+use crate::event_loop::request::Request;
+use crate::handoff::waker_cell::WakerCell;
+use crate::loom::{AtomicU32, Ordering, UnsafeCell};
 
 pub(crate) const FREE: u32 = 0;
 pub(crate) const FILLED: u32 = 1;
@@ -188,7 +188,6 @@ impl Slot {
     }
 }
 
-#[cfg(not(loom))]
 impl Slot {
     /// Sleeps until the phase leaves `QUEUED`/`ACTIVE` (or a spurious wake-up). Caller side.
     pub(crate) fn park(&self) {
@@ -204,42 +203,12 @@ impl Slot {
         {
             return;
         }
-        futex_wait(&self.phase, word | PARKED);
+        crate::loom::futex_wait(&self.phase, word | PARKED);
     }
 
     /// Wakes the thread sleeping in [`park`](Self::park). Loop side.
     pub(crate) fn unpark(&self) {
-        futex_wake(&self.phase);
-    }
-}
-
-/// Sleeps while `*word == expected` (FUTEX_WAIT); returns on wake, change, or signal.
-#[cfg(not(loom))]
-fn futex_wait(word: &AtomicU32, expected: u32) {
-    // SAFETY: FUTEX_WAIT reads the aligned u32 at a valid address (an AtomicU32 we borrow);
-    // a null timeout means no timeout.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-            expected,
-            std::ptr::null::<libc::timespec>(),
-        );
-    }
-}
-
-/// Wakes every thread in `futex_wait` on `word`.
-#[cfg(not(loom))]
-fn futex_wake(word: &AtomicU32) {
-    // SAFETY: FUTEX_WAKE only uses the address as a key; it is a valid AtomicU32.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-            i32::MAX,
-        );
+        crate::loom::futex_wake(&self.phase);
     }
 }
 

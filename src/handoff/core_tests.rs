@@ -6,15 +6,15 @@
 //! the other tests, running in parallel, do not pollute the counts.
 
 use crate::buf::IoBufMut;
+use crate::event_loop::request::{Buffer, OpKind, Request};
+use crate::event_loop::wheel::{Target, Wheel};
 use crate::fd::Fd;
-use crate::free_list::FreeList;
-use crate::op::{Buffer, OpKind, Request};
-use crate::slot::{Finish, Leave, Slot, DONE, FREE};
+use crate::handoff::free_list::FreeList;
+use crate::handoff::slot::{Finish, Leave, Slot, DONE, FREE};
+use crate::handoff::submit_queue::SubmitQueue;
+use crate::handoff::wake::WakeState;
+use crate::handoff::waker_cell::WakerCell;
 use crate::storage::Storage;
-use crate::submit_queue::SubmitQueue;
-use crate::wake::WakeState;
-use crate::waker_cell::WakerCell;
-use crate::wheel::{Target, Wheel};
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

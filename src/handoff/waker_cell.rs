@@ -11,7 +11,7 @@
 //! condition, *then* calls [`wake`](WakerCell::wake). Both sides' read-modify-writes on `state`
 //! are totally ordered, which is what rules out the lost wake-up.
 
-use crate::sync::{AtomicU32, Ordering, UnsafeCell};
+use crate::loom::{AtomicU32, Ordering, UnsafeCell};
 use std::task::Waker;
 
 const IDLE: u32 = 0;
