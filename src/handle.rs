@@ -10,13 +10,13 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::buf::{IoBuf, IoBufMut};
 use crate::error::Error;
 use crate::event_loop::request::{Buffer, OpKind, Request};
 use crate::fd::Fd;
-use crate::handoff::slot::{Leave, ABANDONED, DONE};
+use crate::handoff::slot::Leave;
 use crate::handoff::wait_list::{Notify, WaitState, Waiter};
 use crate::metrics::Metrics;
 use crate::storage::StorageRef;
@@ -232,29 +232,27 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W>
             return self.take_ready();
         };
         let slot = &self.storage.slots[index as usize];
-        match slot.phase() {
-            DONE => {
-                // SAFETY: DONE (Acquire): the caller owns the request now.
-                let (buf, outcome) = unsafe {
-                    slot.with_request(|r| {
-                        (
-                            std::mem::replace(&mut r.buf, Buffer::None),
-                            r.outcome.take(),
-                        )
-                    })
-                };
-                // Finished before the slot is freed (freeing runs other callers' wakers).
-                self.state = State::Finished;
-                self.storage.free_slot(index);
-                Some(T::from_parts(buf, outcome.unwrap_or(Err(Error::Closed))))
-            }
-            ABANDONED => {
-                // The kernel may still write the buffer: it stays parked in the slot for good.
-                self.state = State::Finished;
-                Some(T::from_parts(Buffer::None, Err(Error::Abandoned)))
-            }
-            _ => None,
+        if slot.is_done() {
+            // SAFETY: DONE (Acquire): the caller owns the request now.
+            let (buf, outcome) = unsafe {
+                slot.with_request(|r| {
+                    (
+                        std::mem::replace(&mut r.buf, Buffer::None),
+                        r.outcome.take(),
+                    )
+                })
+            };
+            // Finished before the slot is freed (freeing runs other callers' wakers).
+            self.state = State::Finished;
+            self.storage.free_slot(index);
+            return Some(T::from_parts(buf, outcome.unwrap_or(Err(Error::Closed))));
         }
+        if slot.is_abandoned() {
+            // The kernel may still write the buffer: it stays parked in the slot for good.
+            self.state = State::Finished;
+            return Some(T::from_parts(Buffer::None, Err(Error::Abandoned)));
+        }
+        None
     }
 
     fn take_ready(&mut self) -> Option<T> {
@@ -287,11 +285,7 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W>
         let State::Submitted(index) = this.state else {
             unreachable!("submitted above")
         };
-        let spin = Duration::from_nanos(
-            this.storage
-                .wait_spin_ns
-                .load(std::sync::atomic::Ordering::Relaxed),
-        );
+        let spin = this.storage.wait_spin();
         let start = (!spin.is_zero()).then(Instant::now);
         let mut step = 0;
         loop {

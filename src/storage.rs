@@ -21,9 +21,10 @@ use std::sync::Arc;
 use crate::error::Error;
 use crate::event_loop::request::Request;
 use crate::event_loop::ring::EventFd;
+use crate::event_loop::table::{SlotFlags, Table};
 use crate::event_loop::wheel::Wheel;
 use crate::handoff::free_list::FreeList;
-use crate::handoff::slot::{Slot, DONE, FREE};
+use crate::handoff::slot::Slot;
 use crate::handoff::submit_queue::SubmitQueue;
 use crate::handoff::wait_list::WaitList;
 use crate::handoff::wake::WakeState;
@@ -36,43 +37,6 @@ const SUBMIT: u64 = 1 << 32;
 const SUBMITTING: u64 = 0xff_ffff << 32;
 const CLOSED: u64 = 1 << 62;
 const LOOP: u64 = 1 << 63;
-
-/// Loop-private state kept in the storage so that a loop allocates nothing: the timeout wheel,
-/// the ready queue and the pending-cancel queue. Only the loop thread of the current claim
-/// touches it.
-pub(crate) struct LoopState<const SLOTS: usize, const RING: usize, const WHEEL: usize> {
-    pub(crate) wheel: Wheel<SLOTS, WHEEL>,
-    /// Admitted requests waiting for their next SQE (FIFO). At most one entry per request.
-    pub(crate) ready: heapless::Deque<u32, RING>,
-    /// Request ids (index + generation) whose AsyncCancel is still to be staged (FIFO).
-    pub(crate) cancels: heapless::Deque<u64, RING>,
-    /// Per-slot bookkeeping only the loop reads or writes.
-    pub(crate) flags: [SlotFlags; SLOTS],
-}
-
-/// What the loop knows about an admitted request, kept outside the slot so that checking it
-/// never touches memory the caller may own.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct SlotFlags {
-    /// Counted in the loop's admitted requests (in flight, ready-queued or cancelling).
-    pub(crate) admitted: bool,
-    /// An op SQE is in the kernel.
-    pub(crate) in_flight: bool,
-    /// The deadline fired; the next CQE or staging ends the request with `Timeout`.
-    pub(crate) cancel_requested: bool,
-    /// Cancelled at shutdown: unless it fully succeeds, the outcome is `Abandoned`.
-    pub(crate) abandoning: bool,
-}
-
-impl SlotFlags {
-    /// Not admitted.
-    pub(crate) const NONE: SlotFlags = SlotFlags {
-        admitted: false,
-        in_flight: false,
-        cancel_requested: false,
-        abandoning: false,
-    };
-}
 
 /// All memory the loop will ever use, sized at compile time.
 ///
@@ -109,10 +73,10 @@ pub struct Storage<const SLOTS: usize, const RING: usize, const WHEEL: usize> {
     pub(crate) waiters: WaitList,
     life: AtomicU64,
     /// How long `.wait()` polls before parking (from the config of the current claim).
-    pub(crate) wait_spin_ns: AtomicU64,
+    wait_spin_ns: AtomicU64,
     pub(crate) queue: SubmitQueue<SLOTS>,
     pub(crate) metrics: Counters,
-    loop_state: std::cell::UnsafeCell<LoopState<SLOTS, RING, WHEEL>>,
+    loop_state: std::cell::UnsafeCell<Table<SLOTS, RING, WHEEL>>,
     /// The eventfd, created at the first claim and kept open for the storage's lifetime, so a
     /// late `ring` can never hit a recycled descriptor number. -1 before.
     eventfd: AtomicI32,
@@ -170,12 +134,7 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
                 claimed: AtomicBool::new(false),
                 initialized: AtomicBool::new(false),
                 wait_spin_ns: AtomicU64::new(0),
-                loop_state: std::cell::UnsafeCell::new(LoopState {
-                    wheel: Wheel::new(),
-                    ready: heapless::Deque::new(),
-                    cancels: heapless::Deque::new(),
-                    flags: [SlotFlags::NONE; SLOTS],
-                }),
+                loop_state: std::cell::UnsafeCell::new(Table::new()),
             }
         }
     }
@@ -220,7 +179,7 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
             std::ptr::addr_of_mut!((*ptr).initialized).write(AtomicBool::new(false));
             std::ptr::addr_of_mut!((*ptr).wait_spin_ns).write(AtomicU64::new(0));
             let state =
-                std::ptr::addr_of_mut!((*ptr).loop_state).cast::<LoopState<SLOTS, RING, WHEEL>>();
+                std::ptr::addr_of_mut!((*ptr).loop_state).cast::<Table<SLOTS, RING, WHEEL>>();
             Wheel::init_at(std::ptr::addr_of_mut!((*state).wheel));
             std::ptr::addr_of_mut!((*state).ready).write(heapless::Deque::new());
             std::ptr::addr_of_mut!((*state).cancels).write(heapless::Deque::new());
@@ -263,10 +222,7 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         crate::fault::clear(self.fault_key());
         // SAFETY: we hold the claim and no loop exists yet, so nobody else touches loop state.
         let state = unsafe { &mut *self.loop_state.get() };
-        state.wheel.reset();
-        state.ready.clear();
-        state.cancels.clear();
-        state.flags.fill(SlotFlags::NONE);
+        state.reset();
         self.epoch.fetch_add(1, Ordering::Relaxed);
         // Release: publishes the resets above to every thread that acquires the life word.
         self.life.store(LOOP | HANDLE, Ordering::Release);
@@ -278,11 +234,22 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         self as *const Self as usize
     }
 
-    /// The loop-private state. Dereferencing it is reserved to the loop of the current claim,
+    /// The loop-private table. Dereferencing it is reserved to the loop of the current claim,
     /// which is unique while the claim is held.
-    pub(crate) fn loop_state(&self) -> std::ptr::NonNull<LoopState<SLOTS, RING, WHEEL>> {
+    pub(crate) fn loop_table(&self) -> std::ptr::NonNull<Table<SLOTS, RING, WHEEL>> {
         // SAFETY (non-null): `UnsafeCell::get` of a field of `self` is never null.
         std::ptr::NonNull::new(self.loop_state.get()).expect("field pointer is non-null")
+    }
+
+    /// How long `.wait()` polls before parking (the current claim's `idle_spin`).
+    pub(crate) fn wait_spin(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.wait_spin_ns.load(Ordering::Relaxed))
+    }
+
+    /// Sets [`wait_spin`](Self::wait_spin) for this claim.
+    pub(crate) fn set_wait_spin(&self, spin: std::time::Duration) {
+        let ns = spin.as_nanos().min(u64::MAX as u128) as u64;
+        self.wait_spin_ns.store(ns, Ordering::Relaxed);
     }
 
     /// The current claim's epoch.
@@ -447,7 +414,7 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Drop
 {
     fn drop(&mut self) {
         for slot in &self.slots {
-            if !matches!(slot.phase(), FREE | DONE) {
+            if !slot.may_drop_request() {
                 // The kernel may still write these buffers (ABANDONED, or ACTIVE/ORPHANED/QUEUED
                 // after a loop that died without abandoning): leak them on purpose (A10).
                 // SAFETY: `&mut self`: no other user; abandoned slots belong to nobody.

@@ -2,7 +2,15 @@
 //! place where the loop makes syscalls and the single unsafe boundary toward the kernel.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
+use std::time::Duration;
+
+use io_uring::{cqueue, squeue, types, IoUring};
+
+use crate::config::Checked;
+use crate::error::Error;
+use crate::fault;
 
 /// A non-blocking, close-on-exec eventfd in counter mode.
 #[derive(Debug)]
@@ -70,6 +78,156 @@ pub(crate) fn wake_poll_sqe(fd: RawFd) -> io_uring::squeue::Entry {
         .multi(true)
         .build()
         .user_data(crate::handoff::wake::WAKE_TOKEN)
+}
+
+/// CQEs copied out of the ring per batch.
+pub(crate) const BATCH: usize = 64;
+
+/// The loop's ring.
+pub(crate) struct Ring {
+    uring: IoUring,
+    /// The storage's key for injected faults (tests only; see `fault.rs`).
+    fault_key: usize,
+}
+
+impl Ring {
+    /// Creates the ring (`entries` SQEs, twice as many CQEs); refusals become `Error::Config`
+    /// with the reason.
+    pub(crate) fn build(checked: &Checked, entries: u32, fault_key: usize) -> Result<Ring, Error> {
+        let config = &checked.config;
+        let mut builder = IoUring::builder();
+        if config.single_issuer {
+            builder
+                .setup_single_issuer()
+                .setup_defer_taskrun()
+                // IORING_SQ_TASKRUN tells the spinning loop that deferred completions wait.
+                .setup_taskrun_flag()
+                .setup_r_disabled();
+        }
+        if let Some(idle) = config.sqpoll_idle {
+            builder.setup_sqpoll(idle.as_millis() as u32);
+        }
+        let uring = builder.build(entries).map_err(|e| match e.raw_os_error() {
+            Some(libc::EINVAL) => Error::Config("the kernel rejected the ring setup flags (EINVAL): single_issuer needs Linux 6.1+ and excludes sqpoll"),
+            Some(libc::ENOMEM) => Error::Config("not enough locked memory for the ring (ENOMEM): lower RING or raise RLIMIT_MEMLOCK"),
+            Some(libc::EPERM) => Error::Config("io_uring is not permitted here (EPERM): see kernel.io_uring_disabled"),
+            Some(libc::ENOSYS) => Error::Config("io_uring is not available in this kernel (ENOSYS)"),
+            _ => os_error(e),
+        })?;
+        Ok(Ring { uring, fault_key })
+    }
+
+    /// Enables a ring created disabled (single issuer): the calling thread becomes its submitter.
+    pub(crate) fn enable(&mut self) -> Result<(), Error> {
+        self.uring
+            .submitter()
+            .register_enable_rings()
+            .map_err(os_error)
+    }
+
+    /// Whether the SQ has no room left.
+    pub(crate) fn sq_full(&mut self) -> bool {
+        self.uring.submission().is_full()
+    }
+
+    /// Whether every pushed SQE was submitted (or taken by the SQPOLL thread).
+    pub(crate) fn sq_empty(&mut self) -> bool {
+        self.uring.submission().is_empty()
+    }
+
+    /// Whether CQEs are waiting.
+    pub(crate) fn has_completions(&mut self) -> bool {
+        !self.uring.completion().is_empty()
+    }
+
+    /// With DEFER_TASKRUN: completions wait for task work that only an enter runs.
+    pub(crate) fn needs_task_work(&mut self) -> bool {
+        self.uring.submission().taskrun()
+    }
+
+    /// Pushes an SQE; the caller checked for room.
+    pub(crate) fn push(&mut self, sqe: &squeue::Entry) {
+        // SAFETY: the loop's invariant: every buffer and descriptor an SQE names lives in its
+        // slot (or the storage's eventfd) until the matching CQE is processed, or forever if the
+        // request is abandoned; nothing the kernel may use is freed, moved or handed back.
+        let pushed = unsafe { self.uring.submission().push(sqe) };
+        debug_assert!(pushed.is_ok(), "callers check for SQ room first");
+    }
+
+    /// Copies up to [`BATCH`] CQEs out of the ring and hands each to `f` as
+    /// `(user_data, result, flags)`.
+    pub(crate) fn drain_batch(&mut self, mut f: impl FnMut((u64, i32, u32))) {
+        let mut batch = [const { MaybeUninit::<cqueue::Entry>::uninit() }; BATCH];
+        for entry in self.uring.completion().fill(&mut batch).iter() {
+            f((entry.user_data(), entry.result(), entry.flags()));
+        }
+    }
+
+    /// `io_uring_enter`: submits, and waits for `want` completions at most `timeout` (SQPOLL's
+    /// wake-up flag is handled by the crate's submitter). A timeout or a transient error
+    /// (EINTR, EAGAIN, EBUSY: the CQ is full) returns `Ok`: the loop drains and enters again.
+    pub(crate) fn enter(&mut self, want: usize, timeout: Option<Duration>) -> Result<(), Error> {
+        let result = match fault::enter_errno(self.fault_key) {
+            Some(errno) => Err(std::io::Error::from_raw_os_error(errno)),
+            None => {
+                let submitter = self.uring.submitter();
+                match timeout {
+                    None => submitter.submit_and_wait(want),
+                    Some(timeout) => {
+                        let ts = types::Timespec::from(timeout);
+                        let args = types::SubmitArgs::new().timespec(&ts);
+                        submitter.submit_with_args(want, &args)
+                    }
+                }
+            }
+        };
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => match e.raw_os_error() {
+                Some(libc::ETIME | libc::EINTR | libc::EAGAIN | libc::EBUSY) => Ok(()),
+                _ => Err(os_error(e)),
+            },
+        }
+    }
+
+    /// `io_uring_enter(0, 0, GETEVENTS)`: runs deferred task work, posting its CQEs; no wait.
+    pub(crate) fn run_task_work(&mut self) -> Result<(), Error> {
+        // SAFETY: no SQEs and no extra argument; the flags are the kernel's.
+        let result = unsafe {
+            self.uring.submitter().enter::<libc::sigset_t>(
+                0,
+                0,
+                io_uring::EnterFlags::GETEVENTS.bits(),
+                None,
+            )
+        };
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => match e.raw_os_error() {
+                Some(libc::EINTR | libc::EAGAIN | libc::EBUSY) => Ok(()),
+                _ => Err(os_error(e)),
+            },
+        }
+    }
+}
+
+/// An OS error as the crate's error.
+pub(crate) fn os_error(e: std::io::Error) -> Error {
+    Error::Os(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// Pins the calling thread to `cpu`.
+pub(crate) fn pin_to_cpu(cpu: usize) -> Result<(), Error> {
+    // SAFETY: cpu_set_t is plain data; CPU_SET is given an index below CPU_SETSIZE (checked in
+    // Config::check); sched_setaffinity(0) targets the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(os_error(std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(all(test, not(loom)))]

@@ -34,13 +34,13 @@ use crate::event_loop::request::Request;
 use crate::handoff::waker_cell::WakerCell;
 use crate::loom::{AtomicU32, Ordering, UnsafeCell};
 
-pub(crate) const FREE: u32 = 0;
-pub(crate) const FILLED: u32 = 1;
-pub(crate) const QUEUED: u32 = 2;
-pub(crate) const ACTIVE: u32 = 3;
-pub(crate) const DONE: u32 = 4;
-pub(crate) const ORPHANED: u32 = 5;
-pub(crate) const ABANDONED: u32 = 6;
+pub(super) const FREE: u32 = 0;
+pub(super) const FILLED: u32 = 1;
+pub(super) const QUEUED: u32 = 2;
+pub(super) const ACTIVE: u32 = 3;
+pub(super) const DONE: u32 = 4;
+pub(super) const ORPHANED: u32 = 5;
+pub(super) const ABANDONED: u32 = 6;
 
 /// Set beside `QUEUED` or `ACTIVE` while a thread sleeps on the phase word.
 const PARKED: u32 = 1 << 8;
@@ -100,6 +100,28 @@ impl Slot {
     /// The current phase (without `PARKED`). Acquire: a caller that sees `DONE` sees the result.
     pub(crate) fn phase(&self) -> u32 {
         self.phase.load(Ordering::Acquire) & PHASE
+    }
+
+    /// `DONE`: the result is stored and the caller owns the request (Acquire: it sees it).
+    pub(crate) fn is_done(&self) -> bool {
+        self.phase() == DONE
+    }
+
+    /// `ABANDONED`: the kernel may still write the request's buffers; nobody owns it, ever.
+    pub(crate) fn is_abandoned(&self) -> bool {
+        self.phase() == ABANDONED
+    }
+
+    /// `ORPHANED`: the caller left; the loop retires the request.
+    pub(crate) fn is_orphaned(&self) -> bool {
+        self.phase() == ORPHANED
+    }
+
+    /// Whether the request's memory may be dropped with the storage: only a `FREE` slot (empty)
+    /// or a `DONE` one (the kernel is finished with it). Any other phase may still be in the
+    /// kernel (a loop that died without abandoning), so its memory is leaked instead.
+    pub(crate) fn may_drop_request(&self) -> bool {
+        matches!(self.phase(), FREE | DONE)
     }
 
     /// The generation of the current occupant.

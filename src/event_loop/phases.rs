@@ -1,0 +1,301 @@
+//! The phases of one loop iteration: reap (CQEs), expire (the wheel), stage (SQEs), and the
+//! request endings they lead to. Each takes the loop-private table as `&mut`.
+
+use io_uring::{cqueue, opcode};
+use std::time::Instant;
+
+use super::id::{Cqe, RequestId};
+use super::table::{SlotFlags, Table};
+use super::wheel::{ceil_tick, floor_tick, Target};
+use super::{EventLoop, Mode, Pass};
+use crate::error::Error;
+use crate::fault;
+use crate::handoff::slot::Finish;
+use crate::metrics::Counters;
+
+impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
+    /// Drains the CQ.
+    pub(super) fn reap(&mut self, t: &mut Table<S, R, W>) {
+        let mut cqes = [(0u64, 0i32, 0u32); super::ring::BATCH];
+        loop {
+            // Copy a batch out first: handling a CQE may push SQEs (never CQEs) to the ring.
+            let mut n = 0;
+            self.ring.drain_batch(|cqe| {
+                cqes[n] = cqe;
+                n += 1;
+            });
+            for &(user_data, result, flags) in &cqes[..n] {
+                self.on_cqe(t, user_data, result, flags);
+            }
+            if n < super::ring::BATCH {
+                return;
+            }
+        }
+    }
+
+    /// One CQE. A cancel CQE never decides anything, and a CQE whose request is gone (slot
+    /// freed or reused) is ignored.
+    fn on_cqe(&mut self, t: &mut Table<S, R, W>, user_data: u64, result: i32, flags: u32) {
+        let id = match Cqe::decode(user_data) {
+            Cqe::Wake => return self.on_wake(result, flags),
+            Cqe::Cancel(_) => return,
+            Cqe::Op(id) => id,
+        };
+        let index = id.index() as usize;
+        if index >= S {
+            return;
+        }
+        let slot = &self.storage.slots[index];
+        // Only an admitted request with an SQE in flight can own this CQE (its slot is ACTIVE or
+        // ORPHANED, so the loop owns the request and the generation is stable).
+        if !t.flags[index].in_flight || !id.is_current(slot.generation()) {
+            return;
+        }
+        let key = self.storage.fault_key();
+        let result = fault::cqe_result(key, user_data, result);
+        // SAFETY: admitted and in flight: the loop owns the request.
+        fault::cqe_panic(key, unsafe { slot.with_request(|r| r.kind) });
+        let flags = &mut t.flags[index];
+        flags.in_flight = false;
+        let (cancel, abandoning) = (flags.cancel_requested, flags.abandoning);
+        // SAFETY: admitted and in flight: the loop owns the request.
+        let (finished, kind) = unsafe {
+            slot.with_request(|r| {
+                let finished = r.complete(result, cancel);
+                if abandoning && (!finished || (result == -libc::ECANCELED && !cancel)) {
+                    // Stopped by the shutdown: the kernel released the buffer, but the request
+                    // did not finish (our cancel, a short transfer, a retry). A terminal answer
+                    // of the kernel's (success, an error, end of file) is kept.
+                    r.outcome = Some(Err(Error::Abandoned));
+                }
+                (finished || abandoning, r.kind)
+            })
+        };
+        if finished {
+            self.finish(t, id.index());
+        } else if kind.orphanable() && slot.is_orphaned() {
+            self.retire(t, id.index());
+        } else {
+            // Cannot fail: at most one entry per admitted request, and admitted <= RING.
+            let _ = t.ready.push_back(id.index());
+            Counters::bump(&self.storage.metrics.requeued);
+        }
+    }
+
+    /// A wake CQE: the next pass reads the sender count; a poll that ended is reinstalled.
+    fn on_wake(&mut self, result: i32, flags: u32) {
+        self.check_senders = true;
+        Counters::bump(&self.storage.metrics.wakeups);
+        self.eventfd.acknowledge();
+        if result < 0 || !cqueue::more(flags) {
+            self.rearm = true;
+        }
+    }
+
+    /// Advances the wheel (only while deadlines are pending) and requests cancels.
+    pub(super) fn expire(&mut self, t: &mut Table<S, R, W>) {
+        if t.wheel.len() == 0 {
+            return;
+        }
+        let now = floor_tick(self.elapsed_ns(Instant::now()), self.checked.tick_ns);
+        let Table {
+            wheel,
+            cancels,
+            flags,
+            ..
+        } = t;
+        let slots = &self.storage.slots;
+        wheel.advance(now, |index, _| {
+            let flags = &mut flags[index as usize];
+            if !flags.admitted || flags.cancel_requested {
+                return;
+            }
+            flags.cancel_requested = true;
+            if flags.in_flight {
+                let _ =
+                    cancels.push_back(RequestId::new(index, slots[index as usize].generation()));
+            }
+        });
+    }
+
+    /// One staging pass: wake-poll rearm (serving only), pending cancels, the ready queue, then
+    /// fresh requests while fewer than `RING` are admitted.
+    pub(super) fn stage(&mut self, t: &mut Table<S, R, W>, mode: Mode) -> Pass {
+        if mode == Mode::Serve && self.rearm {
+            if self.ring.sq_full() {
+                return Pass::SqFull;
+            }
+            self.ring
+                .push(&super::ring::wake_poll_sqe(self.eventfd.raw()));
+            self.rearm = false;
+        }
+        if let Some(pass) = self.stage_cancels(t) {
+            return pass;
+        }
+        while let Some(&index) = t.ready.front() {
+            if self.ring.sq_full() {
+                return Pass::SqFull;
+            }
+            t.ready.pop_front();
+            self.stage_one(t, index);
+        }
+        while self.admitted < R {
+            if self.ring.sq_full() {
+                return Pass::SqFull;
+            }
+            match self.storage.queue.pop() {
+                Some(index) => self.admit(t, index),
+                None => break,
+            }
+        }
+        // Read only after a wake CQE (`check_senders`); the pre-sleep recheck reads it too. No
+        // sender left: drain, whatever is still queued (the drain admits it).
+        if mode == Mode::Serve && self.check_senders {
+            if self.storage.senders() != 0 {
+                self.check_senders = false;
+            } else {
+                return Pass::Disconnected;
+            }
+        }
+        if self.admitted == R {
+            Pass::WaiterFull
+        } else {
+            Pass::Drained
+        }
+    }
+
+    /// Pushes the pending AsyncCancels (FIFO); `Some(SqFull)` if the SQ filled first.
+    pub(super) fn stage_cancels(&mut self, t: &mut Table<S, R, W>) -> Option<Pass> {
+        loop {
+            let &id = t.cancels.front()?;
+            if self.ring.sq_full() {
+                return Some(Pass::SqFull);
+            }
+            t.cancels.pop_front();
+            // Dropped silently if the op CQE already arrived (or the slot moved on).
+            let index = id.index() as usize;
+            if t.flags[index].in_flight && id.is_current(self.storage.slots[index].generation()) {
+                self.push_cancel(id);
+            }
+        }
+    }
+
+    /// Pushes an AsyncCancel for `id`'s SQE in flight; the caller checked for room.
+    pub(super) fn push_cancel(&mut self, id: RequestId) {
+        let sqe = opcode::AsyncCancel::new(id.op_data())
+            .build()
+            .user_data(id.cancel_data());
+        self.ring.push(&sqe);
+        Counters::bump(&self.storage.metrics.cancel_sqes);
+    }
+
+    /// Takes a fresh request from the submission ring.
+    fn admit(&mut self, t: &mut Table<S, R, W>, index: u32) {
+        let slot = &self.storage.slots[index as usize];
+        let live = slot.admit();
+        // SAFETY: popped from the ring: ACTIVE or ORPHANED, so the loop owns the request.
+        let (kind, deadline) = unsafe { slot.with_request(|r| (r.kind, r.deadline)) };
+        if !live && kind.orphanable() {
+            Counters::bump(&self.storage.metrics.completed);
+            Counters::bump(&self.storage.metrics.orphaned);
+            self.storage.free_slot(index);
+            return;
+        }
+        if let Some(deadline) = deadline {
+            if t.wheel.len() == 0 {
+                // Align the idle wheel with now (nothing can expire: it is empty).
+                let tick = floor_tick(self.elapsed_ns(Instant::now()), self.checked.tick_ns);
+                t.wheel.advance(tick, |_, _| {});
+            }
+            let deadline_tick = ceil_tick(self.elapsed_ns(deadline), self.checked.tick_ns);
+            match t.wheel.target(deadline_tick, self.checked.horizon) {
+                Target::Expired => {
+                    // Already past: Timeout without I/O and without taking a table entry.
+                    // SAFETY: the loop owns the request (above).
+                    unsafe { slot.with_request(|r| r.outcome = Some(Err(Error::Timeout))) };
+                    self.deliver(index);
+                    return;
+                }
+                Target::At(tick) => t.wheel.schedule(index, tick),
+            }
+        }
+        t.flags[index as usize] = SlotFlags {
+            admitted: true,
+            ..SlotFlags::NONE
+        };
+        self.admitted += 1;
+        self.stage_one(t, index);
+    }
+
+    /// Produces the next SQE of an admitted request, or ends it. The SQ has room.
+    fn stage_one(&mut self, t: &mut Table<S, R, W>, index: u32) {
+        let slot = &self.storage.slots[index as usize];
+        if t.flags[index as usize].cancel_requested {
+            // Its deadline fired while it waited for this SQE: no I/O, Timeout.
+            // SAFETY: admitted: the loop owns the request.
+            unsafe { slot.with_request(|r| r.outcome = Some(Err(Error::Timeout))) };
+            self.finish(t, index);
+            return;
+        }
+        // SAFETY: admitted: the loop owns the request.
+        let kind = unsafe { slot.with_request(|r| r.kind) };
+        if kind.orphanable() && slot.is_orphaned() {
+            self.retire(t, index);
+            return;
+        }
+        let id = RequestId::new(index, slot.generation()).op_data();
+        let key = self.storage.fault_key();
+        let limit = fault::sqe_limit(key, kind);
+        // SAFETY: admitted: the loop owns the request.
+        let mut sqe = unsafe { slot.with_request(|r| r.sqe(id, limit)) };
+        if let Some(result) = fault::sqe_result(key, kind) {
+            fault::override_result(key, id, result);
+            sqe = opcode::Nop::new().build().user_data(id);
+        }
+        t.flags[index as usize].in_flight = true;
+        self.ring.push(&sqe);
+        Counters::bump(&self.storage.metrics.submitted);
+    }
+
+    /// Takes an admitted request out of the table and the admitted count.
+    pub(super) fn end_entry(&mut self, t: &mut Table<S, R, W>, index: u32) {
+        t.end(index);
+        self.admitted -= 1;
+        // The gauge is current before the caller can see the result.
+        self.storage.metrics.set_pending(self.admitted);
+    }
+
+    /// Ends an admitted request whose outcome is stored.
+    pub(super) fn finish(&mut self, t: &mut Table<S, R, W>, index: u32) {
+        self.end_entry(t, index);
+        self.deliver(index);
+    }
+
+    /// Hands the stored outcome to the caller, or frees the slot if the caller left.
+    fn deliver(&mut self, index: u32) {
+        let metrics = &self.storage.metrics;
+        let slot = &self.storage.slots[index as usize];
+        Counters::bump(&metrics.completed);
+        // SAFETY: the loop still owns the request until `finish` below publishes it.
+        match unsafe { slot.with_request(|r| r.outcome) } {
+            Some(Err(Error::Timeout)) => Counters::bump(&metrics.timed_out),
+            Some(Err(Error::Abandoned)) => Counters::bump(&metrics.abandoned),
+            _ => {}
+        }
+        match slot.finish() {
+            Finish::Delivered { parked } => self.storage.wake_caller(index, parked),
+            Finish::Orphaned => {
+                Counters::bump(&metrics.orphaned);
+                self.storage.free_slot(index);
+            }
+        }
+    }
+
+    /// Retires an admitted orphan without an outcome (not in flight).
+    fn retire(&mut self, t: &mut Table<S, R, W>, index: u32) {
+        self.end_entry(t, index);
+        Counters::bump(&self.storage.metrics.completed);
+        Counters::bump(&self.storage.metrics.orphaned);
+        self.storage.free_slot(index);
+    }
+}

@@ -1,0 +1,164 @@
+//! The end of a loop: the drain after the last handle, the abandonment when the budget runs out
+//! (or the loop fails or unwinds), and giving the claim back.
+
+use std::time::{Duration, Instant};
+
+use super::id::RequestId;
+use super::table::Table;
+use super::{EventLoop, Mode, Pass};
+use crate::error::Error;
+use crate::handoff::slot::Finish;
+use crate::metrics::Counters;
+
+/// Abandonment: the longest single wait for the kernel to release cancelled requests, and the
+/// most waits (so an abandonment adds at most a few milliseconds to a shutdown).
+const COLLECT_WAIT: Duration = Duration::from_millis(1);
+const COLLECT_ROUNDS: usize = 8;
+
+impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
+    /// The drain after the last handle: in-flight and ready requests go on, deadlines fire,
+    /// queued requests are admitted as entries free up, all under the budget, which is charged
+    /// for waiting time only. When it runs out, `abandon_all`; requests still queued are then
+    /// answered `Closed` by `close`.
+    pub(super) fn drain(&mut self, t: &mut Table<S, R, W>) -> Result<(), Error> {
+        let mut remaining = self.checked.config.shutdown_timeout;
+        loop {
+            self.reap(t);
+            if self.idle_for_good() {
+                break;
+            }
+            if remaining == Some(Duration::ZERO) {
+                self.abandon_all(t);
+                break;
+            }
+            self.expire(t);
+            let pass = self.stage(t, Mode::Drain);
+            self.storage.metrics.set_pending(self.admitted);
+            if self.idle_for_good() {
+                break;
+            }
+            if pass == Pass::SqFull {
+                self.enter(0, None)?;
+                continue;
+            }
+            let wait = match (remaining, self.next_deadline(t)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let start = Instant::now();
+            self.enter(1, wait)?;
+            remaining = remaining.map(|r| r.saturating_sub(start.elapsed()));
+        }
+        self.storage.metrics.set_pending(self.admitted);
+        Ok(())
+    }
+
+    /// Nothing admitted and nothing queued (no sender is left, so nothing more can come).
+    fn idle_for_good(&self) -> bool {
+        self.admitted == 0 && self.storage.queue.len() == 0
+    }
+
+    /// Budget gone (or the loop failed or unwinds): cancel what is in the kernel, collect what it
+    /// releases, and park the rest. Requests not in the kernel end now: with `Timeout` if their
+    /// deadline already fired, else `Abandoned`, buffers handed back.
+    pub(super) fn abandon_all(&mut self, t: &mut Table<S, R, W>) {
+        // Pending deadline cancels first, so that no request gets a second AsyncCancel.
+        while self.stage_cancels(t).is_some() {
+            if self.enter(0, None).is_err() {
+                break;
+            }
+        }
+        for index in 0..S as u32 {
+            let flags = t.flags[index as usize];
+            if !flags.admitted {
+                continue;
+            }
+            if !flags.in_flight {
+                let outcome = if flags.cancel_requested {
+                    Error::Timeout
+                } else {
+                    Error::Abandoned
+                };
+                let slot = &self.storage.slots[index as usize];
+                // SAFETY: admitted, not in flight: the loop owns the request.
+                unsafe { slot.with_request(|r| r.outcome = Some(Err(outcome))) };
+                self.finish(t, index);
+                continue;
+            }
+            if !flags.cancel_requested {
+                if self.ring.sq_full() {
+                    let _ = self.enter(0, None);
+                }
+                if !self.ring.sq_full() {
+                    let generation = self.storage.slots[index as usize].generation();
+                    self.push_cancel(RequestId::new(index, generation));
+                }
+            }
+            t.flags[index as usize].abandoning = true;
+        }
+        t.ready.clear();
+        t.cancels.clear();
+        self.collect_released(t);
+        for index in 0..S as u32 {
+            if t.flags[index as usize].admitted {
+                self.park(t, index);
+            }
+        }
+        self.storage.metrics.set_pending(self.admitted);
+    }
+
+    /// Submits the abandonment's cancels and collects what the kernel releases right away: waits
+    /// of at most `COLLECT_WAIT` each, until nothing is left in the kernel or a wait brings no
+    /// completion with the SQ consumed (an SQPOLL thread takes the SQEs asynchronously, and
+    /// deferred task work runs only inside a waiting enter).
+    fn collect_released(&mut self, t: &mut Table<S, R, W>) {
+        for _ in 0..COLLECT_ROUNDS {
+            let before = self.admitted;
+            if self.enter(1, Some(COLLECT_WAIT)).is_err() {
+                self.reap(t);
+                return;
+            }
+            self.reap(t);
+            let progress = self.admitted < before;
+            if self.admitted == 0 || (!progress && self.ring.sq_empty()) {
+                return;
+            }
+        }
+    }
+
+    /// A request the kernel did not release: its slot (and buffer) stays with the kernel for
+    /// good; its caller gets `Abandoned`.
+    fn park(&mut self, t: &mut Table<S, R, W>, index: u32) {
+        self.end_entry(t, index);
+        let metrics = &self.storage.metrics;
+        Counters::bump(&metrics.completed);
+        Counters::bump(&metrics.abandoned);
+        Counters::bump(&metrics.parked);
+        let (waiting, parked) = self.storage.slots[index as usize].abandon();
+        if waiting {
+            self.storage.wake_caller(index, parked);
+        }
+    }
+
+    /// Gives the claim back: closes submission and answers `Closed` to requests still queued.
+    pub(super) fn close(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        let storage = self.storage.clone();
+        storage.close_loop(|index| {
+            Counters::bump(&storage.metrics.completed);
+            let slot = &storage.slots[index as usize];
+            if slot.admit() {
+                // SAFETY: popped and ACTIVE: the loop owns the request.
+                unsafe { slot.with_request(|r| r.outcome = Some(Err(Error::Closed))) };
+                if let Finish::Delivered { parked } = slot.finish() {
+                    storage.wake_caller(index, parked);
+                    return;
+                }
+            }
+            storage.free_slot(index);
+        });
+    }
+}
