@@ -10,7 +10,7 @@ use crate::event_loop::wheel::{duration_to_nanos_saturating, horizon_ticks};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// `IORING_SETUP_IOPOLL`. Refused with `Error::Config`: the loop's eventfd wake poll and
-    /// sockets cannot complete on a polled ring (semantics A15).
+    /// sockets cannot complete on a polled ring.
     pub io_poll: bool,
     /// `IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN` (kernel 6.1+). The ring is
     /// created disabled by the constructor and enabled by `run` on the loop thread, which
@@ -121,7 +121,7 @@ mod tests {
 
     #[test]
     fn invalid_values_are_config_errors_not_panics() {
-        // A7: configuration problems are errors from the constructor.
+        // Configuration problems are errors from the constructor, never a panic.
         let zero_tick = Config {
             timeout_wheel_tick: Duration::ZERO,
             ..Config::default()

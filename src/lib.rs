@@ -140,3 +140,10 @@ fn start<const S: usize, const R: usize, const W: usize>(
     let event_loop = EventLoop::new(storage.clone(), eventfd, checked)?;
     Ok((Handle::from_storage(storage), event_loop))
 }
+
+// Guarantees stated at compile time.
+static_assertions::assert_impl_all!(Handle<4, 2, 8>: Send, Sync, Clone);
+static_assertions::assert_impl_all!(Op<UnitResult, 4, 2, 8>: Send);
+static_assertions::assert_impl_all!(EventLoop<4, 2, 8>: Send);
+static_assertions::assert_impl_all!(Storage<4, 2, 8>: Send, Sync);
+static_assertions::assert_impl_all!(Error: Send, Sync, Copy, std::error::Error);

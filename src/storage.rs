@@ -416,7 +416,8 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Drop
         for slot in &self.slots {
             if !slot.may_drop_request() {
                 // The kernel may still write these buffers (ABANDONED, or ACTIVE/ORPHANED/QUEUED
-                // after a loop that died without abandoning): leak them on purpose (A10).
+                // after a loop that died without abandoning): leak them on purpose, never free
+                // memory the kernel may write.
                 // SAFETY: `&mut self`: no other user; abandoned slots belong to nobody.
                 unsafe {
                     slot.with_request(|request| {

@@ -1,5 +1,6 @@
 //! Per-operation logic, free of the ring: what SQE a request needs next, and what a CQE result
-//! means for it (Part B 2.5 and 2.6 of the semantics, with decisions A5 and A6).
+//! means for it (docs/behaviour.md section 2: every deadline that fires is `Timeout`, a negative
+//! result is the kernel's errno, a zero where bytes were expected is end of file).
 //!
 //! | CQE class \ op                 | send, recv, read_at, write_at                       | sync, nop        |
 //! |--------------------------------|-----------------------------------------------------|------------------|
@@ -12,7 +13,7 @@
 //!
 //! A recv that is not `exact` completes on its first positive result. A positive result larger
 //! than what was asked is a kernel surprise: it fails the request with `Os(EIO)` instead of
-//! panicking the loop (A13).
+//! panicking the loop: a kernel surprise fails the request concerned, never the loop.
 
 use crate::buf::{IoBuf, IoBufMut};
 use crate::error::Error;
@@ -32,7 +33,7 @@ pub(crate) enum OpKind {
 }
 
 impl OpKind {
-    /// Whether a dropped caller lets the loop retire the request early (A9): durable writes and
+    /// Whether a dropped caller lets the loop retire the request early: durable writes and
     /// syncs always run to completion.
     pub(crate) fn orphanable(self) -> bool {
         !matches!(self, OpKind::WriteAt | OpKind::Sync)

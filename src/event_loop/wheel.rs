@@ -16,7 +16,7 @@
 //!
 //! # Why intrusive
 //!
-//! The model (commonware's loop, `semantics.md` B 3) keeps a growable `Vec` per bucket and never
+//! The model (commonware's loop) keeps a growable `Vec` per bucket and never
 //! deletes a removed entry: it goes *stale* and is filtered when its bucket drains. That needs heap
 //! growth, lets stale entries pile up, and makes every consumer check ids. Here each bucket is a
 //! doubly-linked list threaded through `links`, one [`Link`] per request slot, so:
@@ -30,7 +30,7 @@
 //! `(current, current + WHEEL)`, a window narrower than the wheel, so a bucket only ever holds the
 //! entries of a single tick; appending at the tail keeps them in insertion order.
 //!
-//! # Tick math (identical to the model, `semantics.md` B 3.2)
+//! # Tick math (identical to the model's; docs/behaviour.md 3.1)
 //!
 //! * *Now* is floored: `current = floor(elapsed_ns / tick_ns)`; it only moves forward.
 //! * A *deadline* is ceiled: `deadline_tick = ceil(elapsed_ns / tick_ns)`, so an entry never fires
@@ -563,7 +563,8 @@ mod tests {
 
     #[test]
     fn tick_math_worked_examples() {
-        // The tick math is the observable timing contract (B 3.2): these are the upstream examples.
+        // The tick math is the observable timing contract (docs/behaviour.md 3.1): these are the
+        // model's own examples.
         let t = tick_ns();
         let ticks: Vec<u64> = [0, 4, 5, 12]
             .iter()

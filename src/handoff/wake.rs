@@ -33,7 +33,7 @@
 //! The loop sleeps on "nothing ready in the ring after arming", not on sequence equality. So a
 //! producer preempted mid-push (its position claimed, its stamp not yet written) cannot make the
 //! loop spin: the loop sleeps, and that producer's own publish, after its push, wakes it. This
-//! fixes the busy iteration on sequence skew of the model (Part A, A12).
+//! fixes the model's busy iteration on sequence skew (docs/behaviour.md section 5).
 //!
 //! Shutdown uses `ring` after the last sender is gone, and the loop checks the sender count
 //! after arming too, so the disconnect cannot slip between the check and the sleep.
