@@ -6,6 +6,7 @@
 //! runs printing one JSON object per line).
 #![allow(dead_code)]
 
+#[path = "../../tests/support/counting_alloc.rs"]
 pub mod alloc;
 pub mod blocking;
 pub mod chan;

@@ -16,8 +16,6 @@ use crate::handoff::wake::WakeState;
 use crate::handoff::waker_cell::WakerCell;
 use crate::storage::Storage;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Wake, Waker};
@@ -27,65 +25,12 @@ use std::time::{Duration, Instant};
 // Counting allocator
 // ---------------------------------------------------------------------------------------------
 
-/// Delegates to the system allocator and counts allocations made by threads that asked for it.
-struct CountingAlloc;
-
-thread_local! {
-    /// True while this thread is inside [`count_allocations`].
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    /// Allocations (alloc, alloc_zeroed, realloc) this thread made while counting.
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-impl CountingAlloc {
-    fn note(&self) {
-        // `try_with`: the thread-locals are const-initialised and need no destructor, so this
-        // never allocates; during thread teardown it simply does not count.
-        let _ = COUNTING.try_with(|counting| {
-            if counting.get() {
-                let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-            }
-        });
-    }
-}
-
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so the
-// `GlobalAlloc` contract is `System`'s; the bookkeeping touches only thread-local `Cell`s.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        self.note();
-        // SAFETY: forwarded contract (see the impl).
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        self.note();
-        // SAFETY: forwarded contract (see the impl).
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        self.note();
-        // SAFETY: forwarded contract (see the impl).
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded contract (see the impl).
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: CountingAlloc = CountingAlloc;
+#[path = "../../tests/support/counting_alloc.rs"]
+mod counting_alloc;
 
 /// Runs `f` and returns how many allocations this thread made inside it.
 fn count_allocations(f: impl FnOnce()) -> u64 {
-    ALLOCATIONS.with(|n| n.set(0));
-    COUNTING.with(|c| c.set(true));
-    f();
-    COUNTING.with(|c| c.set(false));
-    ALLOCATIONS.with(|n| n.get())
+    counting_alloc::thread_allocations(f)
 }
 
 /// Iterations measured per operation, after one warm-up pass.
