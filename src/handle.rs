@@ -148,6 +148,8 @@ pub struct Op<T: OpOutput, const SLOTS: usize, const RING: usize, const WHEEL: u
     waiter: Waiter,
     /// Whether `waiter` may be linked (so `Drop` must unlink it).
     queued: bool,
+    /// Whether a waker was registered in the slot's cell (so it must be taken back).
+    registered: bool,
     _output: PhantomData<fn() -> T>,
 }
 
@@ -159,6 +161,7 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W>
             state,
             waiter: Waiter::new(),
             queued: false,
+            registered: false,
             _output: PhantomData,
         }
     }
@@ -242,9 +245,17 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W>
                     )
                 })
             };
-            // Finished before the slot is freed (freeing runs other callers' wakers).
+            // Finished before the slot is freed (freeing runs other callers' wakers). A waker we
+            // registered may still be in the cell (the loop woke before we registered): take it
+            // back so the next request of the slot starts empty; dropped after the slot is free.
             self.state = State::Finished;
+            let waker = if self.registered {
+                slot.waker.take()
+            } else {
+                None
+            };
             self.storage.free_slot(index);
+            drop(waker);
             return Some(T::from_parts(buf, outcome.unwrap_or(Err(Error::Closed))));
         }
         if slot.is_abandoned() {
@@ -344,6 +355,7 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Future for Op<
             unreachable!("submitted above")
         };
         // Register, then check again: the loop sets DONE before it wakes (waker_cell.rs).
+        this.registered = true;
         this.storage.slots[index as usize]
             .waker
             .register(cx.waker());
@@ -367,7 +379,11 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Drop for Op<T,
             let slot = &self.storage.slots[index as usize];
             // Take our waker back first: once orphaned, the slot may be retired and reused, and
             // its cell then belongs to the next request. Dropped last, after the slot is settled.
-            let waker = slot.waker.take();
+            let waker = if self.registered {
+                slot.waker.take()
+            } else {
+                None
+            };
             match slot.orphan() {
                 Leave::Orphaned | Leave::Abandoned => {}
                 // We own the finished request: drop its result and free the slot.

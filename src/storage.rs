@@ -369,18 +369,17 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
     /// Frees slot `index` (owned by the caller) and hands free slots to waiters.
     ///
     /// The slot is released and the free list and waiters are updated first; the user code this
-    /// involves (waiters' wakers, the request's descriptor owner's `Drop`, a waker the last
-    /// occupant left registered) runs after, contained.
+    /// involves (waiters' wakers, the request's descriptor owner's `Drop`) runs after, contained.
+    /// The slot's waker cell must be empty: an owner that registered a waker takes it back first.
     pub(crate) fn free_slot(&self, index: u32) {
         let slot = &self.slots[index as usize];
         // SAFETY: the caller owns the slot (DONE taken, ORPHANED retired or FILLED abandoned).
         let request =
             unsafe { slot.with_request(|request| std::mem::replace(request, Request::EMPTY)) };
-        let waker = slot.waker.take();
         slot.release();
         self.free.push(index);
         let mut panics = self.waiters.wake_waiters(&self.free);
-        if crate::contain::run(move || drop((request, waker))) {
+        if crate::contain::run(move || drop(request)) {
             panics += 1;
         }
         self.metrics.count_panics(panics);

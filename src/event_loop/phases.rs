@@ -14,9 +14,10 @@ use crate::handoff::slot::Finish;
 use crate::metrics::Counters;
 
 impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
-    /// Drains the CQ.
-    pub(super) fn reap(&mut self, t: &mut Table<S, R, W>) {
+    /// Drains the CQ; returns the number of CQEs handled.
+    pub(super) fn reap(&mut self, t: &mut Table<S, R, W>) -> usize {
         let mut cqes = [(0u64, 0i32, 0u32); super::ring::BATCH];
+        let mut handled = 0;
         loop {
             // Copy a batch out first: handling a CQE may push SQEs (never CQEs) to the ring.
             let mut n = 0;
@@ -27,8 +28,9 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             for &(user_data, result, flags) in &cqes[..n] {
                 self.on_cqe(t, user_data, result, flags);
             }
+            handled += n;
             if n < super::ring::BATCH {
-                return;
+                return handled;
             }
         }
     }

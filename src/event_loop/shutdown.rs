@@ -11,9 +11,9 @@ use crate::handoff::slot::Finish;
 use crate::metrics::Counters;
 
 /// Abandonment: the longest single wait for the kernel to release cancelled requests, and the
-/// most waits (so an abandonment adds at most a few milliseconds to a shutdown).
-const COLLECT_WAIT: Duration = Duration::from_millis(1);
-const COLLECT_ROUNDS: usize = 8;
+/// most waits (so an abandonment adds at most a few tens of milliseconds to a shutdown).
+const COLLECT_WAIT: Duration = Duration::from_millis(2);
+const COLLECT_ROUNDS: usize = 16;
 
 impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// The drain after the last handle: in-flight and ready requests go on, deadlines fire,
@@ -108,19 +108,15 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     }
 
     /// Submits the abandonment's cancels and collects what the kernel releases right away: waits
-    /// of at most `COLLECT_WAIT` each, until nothing is left in the kernel or a wait brings no
-    /// completion with the SQ consumed (an SQPOLL thread takes the SQEs asynchronously, and
-    /// deferred task work runs only inside a waiting enter).
+    /// of at most `COLLECT_WAIT` each, until nothing is left in the kernel or a wait ends with no
+    /// completion and the SQ consumed. (An SQPOLL thread takes the SQEs asynchronously, a
+    /// cancel's CQE and its target's may arrive in different waits, and deferred task work runs
+    /// only inside a waiting enter.)
     fn collect_released(&mut self, t: &mut Table<S, R, W>) {
         for _ in 0..COLLECT_ROUNDS {
-            let before = self.admitted;
-            if self.enter(1, Some(COLLECT_WAIT)).is_err() {
-                self.reap(t);
-                return;
-            }
-            self.reap(t);
-            let progress = self.admitted < before;
-            if self.admitted == 0 || (!progress && self.ring.sq_empty()) {
+            let entered = self.enter(1, Some(COLLECT_WAIT));
+            let reaped = self.reap(t);
+            if entered.is_err() || self.admitted == 0 || (reaped == 0 && self.ring.sq_empty()) {
                 return;
             }
         }
