@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use crate::buf::{IoBuf, IoBufMut};
 use crate::error::Error;
-use crate::event_loop::request::{Buffer, OpKind, Request};
+use crate::event_loop::request::{Request, Work};
 use crate::fd::Fd;
 use crate::handoff::slot::Leave;
 use crate::handoff::wait_list::{Notify, WaitState, Waiter};
@@ -41,8 +41,9 @@ pub type UnitResult = Result<(), Error>;
 /// [`UnitResult`]). Sealed: it only names the four result shapes.
 #[allow(private_interfaces)]
 pub trait OpOutput: Sized + private::Sealed {
+    /// The result from the request's work (`None`: its buffer stays parked with the kernel).
     #[doc(hidden)]
-    fn from_parts(buf: Buffer, outcome: Result<usize, Error>) -> Self;
+    fn from_parts(work: Option<Work>, outcome: Result<usize, Error>) -> Self;
 }
 
 mod private {
@@ -65,11 +66,8 @@ fn empty_mut() -> IoBufMut {
 
 #[allow(private_interfaces)]
 impl OpOutput for WriteResult {
-    fn from_parts(buf: Buffer, outcome: Result<usize, Error>) -> Self {
-        let buf = match buf {
-            Buffer::Read(buf) => buf,
-            _ => empty(),
-        };
+    fn from_parts(work: Option<Work>, outcome: Result<usize, Error>) -> Self {
+        let buf = work.map_or_else(empty, Work::into_read_buf);
         match outcome {
             Ok(_) => Ok(buf),
             Err(e) => Err((buf, e)),
@@ -79,11 +77,8 @@ impl OpOutput for WriteResult {
 
 #[allow(private_interfaces)]
 impl OpOutput for RecvResult {
-    fn from_parts(buf: Buffer, outcome: Result<usize, Error>) -> Self {
-        let mut buf = match buf {
-            Buffer::Write(buf) => buf,
-            _ => empty_mut(),
-        };
+    fn from_parts(work: Option<Work>, outcome: Result<usize, Error>) -> Self {
+        let mut buf = work.map_or_else(empty_mut, Work::into_write_buf);
         match outcome {
             Ok(filled) => {
                 // SAFETY: the kernel wrote [offset, filled); bytes below offset were initialised
@@ -98,11 +93,8 @@ impl OpOutput for RecvResult {
 
 #[allow(private_interfaces)]
 impl OpOutput for ReadResult {
-    fn from_parts(buf: Buffer, outcome: Result<usize, Error>) -> Self {
-        let mut buf = match buf {
-            Buffer::Write(buf) => buf,
-            _ => empty_mut(),
-        };
+    fn from_parts(work: Option<Work>, outcome: Result<usize, Error>) -> Self {
+        let mut buf = work.map_or_else(empty_mut, Work::into_write_buf);
         match outcome {
             Ok(len) => {
                 // SAFETY: the kernel wrote exactly [0, len); len <= capacity (checked).
@@ -116,7 +108,7 @@ impl OpOutput for ReadResult {
 
 #[allow(private_interfaces)]
 impl OpOutput for UnitResult {
-    fn from_parts(_: Buffer, outcome: Result<usize, Error>) -> Self {
+    fn from_parts(_: Option<Work>, outcome: Result<usize, Error>) -> Self {
         outcome.map(|_| ())
     }
 }
@@ -192,7 +184,7 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W>
                 self.state = State::Submitted(index);
                 Poll::Ready(None)
             }
-            Err((request, e)) => Poll::Ready(Some(T::from_parts(request.buf, Err(e)))),
+            Err((request, e)) => Poll::Ready(Some(T::from_parts(Some(request.work), Err(e)))),
         }
     }
 
@@ -238,12 +230,7 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W>
         if slot.is_done() {
             // SAFETY: DONE (Acquire): the caller owns the request now.
             let (buf, outcome) = unsafe {
-                slot.with_request(|r| {
-                    (
-                        std::mem::replace(&mut r.buf, Buffer::None),
-                        r.outcome.take(),
-                    )
-                })
+                slot.with_request(|r| (std::mem::replace(&mut r.work, Work::Nop), r.outcome.take()))
             };
             // Finished before the slot is freed (freeing runs other callers' wakers). A waker we
             // registered may still be in the cell (the loop woke before we registered): take it
@@ -256,12 +243,15 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W>
             };
             self.storage.free_slot(index);
             drop(waker);
-            return Some(T::from_parts(buf, outcome.unwrap_or(Err(Error::Closed))));
+            return Some(T::from_parts(
+                Some(buf),
+                outcome.unwrap_or(Err(Error::Closed)),
+            ));
         }
         if slot.is_abandoned() {
             // The kernel may still write the buffer: it stays parked in the slot for good.
             self.state = State::Finished;
-            return Some(T::from_parts(Buffer::None, Err(Error::Abandoned)));
+            return Some(T::from_parts(None, Err(Error::Abandoned)));
         }
         None
     }
@@ -423,25 +413,22 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     }
 
     /// Claims and submits now; hands the request back on `Full` or `Closed`.
-    fn try_op<T: OpOutput>(&self, request: Request) -> Result<Op<T, S, R, W>, (Buffer, Error)> {
+    fn try_op<T: OpOutput>(&self, request: Request) -> Result<Op<T, S, R, W>, (Work, Error)> {
         if self.storage.is_closed(self.epoch) {
-            return Err((request.buf, Error::Closed));
+            return Err((request.work, Error::Closed));
         }
         let Some(index) = self.storage.free.pop() else {
-            return Err((request.buf, Error::Full));
+            return Err((request.work, Error::Full));
         };
         match submit(&self.storage, self.epoch, index, request) {
             Ok(index) => Ok(Op::new(self, State::Submitted(index))),
-            Err((request, e)) => Err((request.buf, e)),
+            Err((request, e)) => Err((request.work, e)),
         }
     }
 
     fn send_request(fd: Fd, buf: IoBuf, deadline: Option<Instant>) -> Request {
         let end = buf.len();
-        Request {
-            end,
-            ..Request::new(OpKind::Send, Some(fd), Buffer::Read(buf), deadline)
-        }
+        Request::new(Work::Send { buf, pos: 0, end }, Some(fd), deadline)
     }
 
     fn recv_request(
@@ -452,13 +439,13 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         exact: bool,
         deadline: Option<Instant>,
     ) -> Request {
-        Request {
-            start: offset,
+        let work = Work::Recv {
+            buf,
             pos: offset,
             end: len,
             exact,
-            ..Request::new(OpKind::Recv, Some(fd), Buffer::Write(buf), deadline)
-        }
+        };
+        Request::new(work, Some(fd), deadline)
     }
 
     fn read_request(
@@ -468,20 +455,24 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         buf: IoBufMut,
         deadline: Option<Instant>,
     ) -> Request {
-        Request {
-            file_offset: offset,
+        let work = Work::ReadAt {
+            buf,
+            at: offset,
+            pos: 0,
             end: len,
-            ..Request::new(OpKind::ReadAt, Some(fd), Buffer::Write(buf), deadline)
-        }
+        };
+        Request::new(work, Some(fd), deadline)
     }
 
     fn write_request(fd: Fd, offset: u64, buf: IoBuf, deadline: Option<Instant>) -> Request {
         let end = buf.len();
-        Request {
-            file_offset: offset,
+        let work = Work::WriteAt {
+            buf,
+            at: offset,
+            pos: 0,
             end,
-            ..Request::new(OpKind::WriteAt, Some(fd), Buffer::Read(buf), deadline)
-        }
+        };
+        Request::new(work, Some(fd), deadline)
     }
 
     /// Sends the whole buffer on a socket (short sends are resubmitted). An empty buffer
@@ -566,17 +557,12 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
 
     /// `fsync` of the descriptor. Runs to completion even if the future is dropped.
     pub fn sync(&self, fd: impl Into<Fd>, deadline: Option<Instant>) -> Op<UnitResult, S, R, W> {
-        self.op(Request::new(
-            OpKind::Sync,
-            Some(fd.into()),
-            Buffer::None,
-            deadline,
-        ))
+        self.op(Request::new(Work::Sync, Some(fd.into()), deadline))
     }
 
     /// A no-op through the ring: measures the loop's own round trip.
     pub fn nop(&self, deadline: Option<Instant>) -> Op<UnitResult, S, R, W> {
-        self.op(Request::new(OpKind::Nop, None, Buffer::None, deadline))
+        self.op(Request::new(Work::Nop, None, deadline))
     }
 
     /// [`send`](Self::send), submitted now; `Error::Full` at once if no slot is free.
@@ -661,18 +647,13 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         fd: impl Into<Fd>,
         deadline: Option<Instant>,
     ) -> Result<Op<UnitResult, S, R, W>, Error> {
-        self.try_op(Request::new(
-            OpKind::Sync,
-            Some(fd.into()),
-            Buffer::None,
-            deadline,
-        ))
-        .map_err(|(_, e)| e)
+        self.try_op(Request::new(Work::Sync, Some(fd.into()), deadline))
+            .map_err(|(_, e)| e)
     }
 
     /// [`nop`](Self::nop), submitted now; `Error::Full` at once if no slot is free.
     pub fn try_nop(&self, deadline: Option<Instant>) -> Result<Op<UnitResult, S, R, W>, Error> {
-        self.try_op(Request::new(OpKind::Nop, None, Buffer::None, deadline))
+        self.try_op(Request::new(Work::Nop, None, deadline))
             .map_err(|(_, e)| e)
     }
 
@@ -731,18 +712,12 @@ fn check_read(mut buf: IoBufMut, offset: u64, len: usize) -> Result<IoBufMut, Re
     Ok(buf)
 }
 
-fn read_buf((buf, e): (Buffer, Error)) -> (IoBuf, Error) {
-    match buf {
-        Buffer::Read(buf) => (buf, e),
-        _ => (empty(), e),
-    }
+fn read_buf((work, e): (Work, Error)) -> (IoBuf, Error) {
+    (work.into_read_buf(), e)
 }
 
-fn write_buf((buf, e): (Buffer, Error)) -> (IoBufMut, Error) {
-    match buf {
-        Buffer::Write(buf) => (buf, e),
-        _ => (empty_mut(), e),
-    }
+fn write_buf((work, e): (Work, Error)) -> (IoBufMut, Error) {
+    (work.into_write_buf(), e)
 }
 
 impl<const S: usize, const R: usize, const W: usize> Clone for Handle<S, R, W> {

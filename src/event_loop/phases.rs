@@ -56,7 +56,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         let key = self.storage.fault_key();
         let result = fault::cqe_result(key, user_data, result);
         // SAFETY: admitted and in flight: the loop owns the request.
-        fault::cqe_panic(key, unsafe { slot.with_request(|r| r.kind) });
+        fault::cqe_panic(key, unsafe { slot.with_request(|r| r.kind()) });
         let flags = &mut t.flags[index];
         flags.in_flight = false;
         let (cancel, abandoning) = (flags.cancel_requested, flags.abandoning);
@@ -70,7 +70,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                     // of the kernel's (success, an error, end of file) is kept.
                     r.outcome = Some(Err(Error::Abandoned));
                 }
-                (finished || abandoning, r.kind)
+                (finished || abandoning, r.kind())
             })
         };
         if finished {
@@ -196,7 +196,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         let slot = &self.storage.slots[index as usize];
         let live = slot.admit();
         // SAFETY: popped from the ring: ACTIVE or ORPHANED, so the loop owns the request.
-        let (kind, deadline) = unsafe { slot.with_request(|r| (r.kind, r.deadline)) };
+        let (kind, deadline) = unsafe { slot.with_request(|r| (r.kind(), r.deadline)) };
         if !live && kind.orphanable() {
             Counters::bump(&self.storage.metrics.completed);
             Counters::bump(&self.storage.metrics.orphaned);
@@ -240,7 +240,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             return;
         }
         // SAFETY: admitted: the loop owns the request.
-        let kind = unsafe { slot.with_request(|r| r.kind) };
+        let kind = unsafe { slot.with_request(|r| r.kind()) };
         if kind.orphanable() && slot.is_orphaned() {
             self.retire(t, index);
             return;

@@ -40,30 +40,90 @@ impl OpKind {
     }
 }
 
-/// The buffer a request carries.
+/// What a request does: the operation, the buffer it needs (inside the variant, so a request
+/// cannot pair an operation with the wrong buffer) and its progress. Transfers move bytes
+/// `[pos, end)` of their buffer; `pos` advances with each short transfer.
 #[derive(Debug)]
-pub(crate) enum Buffer {
-    None,
-    Read(IoBuf),
-    Write(IoBufMut),
+pub(crate) enum Work {
+    Nop,
+    Sync,
+    /// `buf[pos..end]` still to send (`end` = the buffer's length).
+    Send {
+        buf: IoBuf,
+        pos: usize,
+        end: usize,
+    },
+    /// `buf[pos..end]` still to write, at file offset `at + pos`.
+    WriteAt {
+        buf: IoBuf,
+        at: u64,
+        pos: usize,
+        end: usize,
+    },
+    /// Receive into `buf[pos..end]`; `pos` starts at the caller's offset. Not `exact`: done at the
+    /// first bytes.
+    Recv {
+        buf: IoBufMut,
+        pos: usize,
+        end: usize,
+        exact: bool,
+    },
+    /// Read into `buf[pos..end]` from file offset `at + pos`.
+    ReadAt {
+        buf: IoBufMut,
+        at: u64,
+        pos: usize,
+        end: usize,
+    },
+}
+
+impl Work {
+    /// The operation, without its data.
+    pub(crate) fn kind(&self) -> OpKind {
+        match self {
+            Work::Nop => OpKind::Nop,
+            Work::Sync => OpKind::Sync,
+            Work::Send { .. } => OpKind::Send,
+            Work::WriteAt { .. } => OpKind::WriteAt,
+            Work::Recv { .. } => OpKind::Recv,
+            Work::ReadAt { .. } => OpKind::ReadAt,
+        }
+    }
+
+    /// The progress cursor and its end, for operations that move bytes.
+    fn cursor(&mut self) -> Option<(&mut usize, usize)> {
+        match self {
+            Work::Nop | Work::Sync => None,
+            Work::Send { pos, end, .. }
+            | Work::WriteAt { pos, end, .. }
+            | Work::Recv { pos, end, .. }
+            | Work::ReadAt { pos, end, .. } => Some((pos, *end)),
+        }
+    }
+
+    /// The read-only buffer of a send or write. The handle pairs every write result with a
+    /// send or write request, so any other kind here is a bug of the crate's.
+    pub(crate) fn into_read_buf(self) -> IoBuf {
+        match self {
+            Work::Send { buf, .. } | Work::WriteAt { buf, .. } => buf,
+            other => unreachable!("a write result from a {:?} request", other.kind()),
+        }
+    }
+
+    /// The writable buffer of a recv or read (see [`into_read_buf`](Self::into_read_buf)).
+    pub(crate) fn into_write_buf(self) -> IoBufMut {
+        match self {
+            Work::Recv { buf, .. } | Work::ReadAt { buf, .. } => buf,
+            other => unreachable!("a read result from a {:?} request", other.kind()),
+        }
+    }
 }
 
 /// One logical request, as stored in its slot.
 #[derive(Debug)]
 pub(crate) struct Request {
-    pub(crate) kind: OpKind,
+    pub(crate) work: Work,
     pub(crate) fd: Option<Fd>,
-    pub(crate) buf: Buffer,
-    /// File position of byte `start` (read_at, write_at).
-    pub(crate) file_offset: u64,
-    /// First buffer position to transfer (recv's `offset`, else 0).
-    pub(crate) start: usize,
-    /// One past the last buffer position to transfer.
-    pub(crate) end: usize,
-    /// Progress cursor: `start <= pos <= end`.
-    pub(crate) pos: usize,
-    /// recv: keep going until `end` (else complete on the first bytes).
-    pub(crate) exact: bool,
     pub(crate) deadline: Option<Instant>,
     /// The terminal result: `Ok(position reached)` or the error.
     pub(crate) outcome: Option<Result<usize, Error>>,
@@ -72,67 +132,63 @@ pub(crate) struct Request {
 impl Request {
     /// A slot's request when no request is in it.
     pub(crate) const EMPTY: Request = Request {
-        kind: OpKind::Nop,
+        work: Work::Nop,
         fd: None,
-        buf: Buffer::None,
-        file_offset: 0,
-        start: 0,
-        end: 0,
-        pos: 0,
-        exact: false,
         deadline: None,
         outcome: None,
     };
 
-    /// A fresh request; `end` is the transfer limit (buffer length for writes).
-    pub(crate) fn new(
-        kind: OpKind,
-        fd: Option<Fd>,
-        buf: Buffer,
-        deadline: Option<Instant>,
-    ) -> Self {
+    /// A fresh request.
+    pub(crate) fn new(work: Work, fd: Option<Fd>, deadline: Option<Instant>) -> Self {
         Request {
-            kind,
+            work,
             fd,
-            buf,
             deadline,
-            ..Request::EMPTY
+            outcome: None,
         }
+    }
+
+    /// The operation.
+    pub(crate) fn kind(&self) -> OpKind {
+        self.work.kind()
     }
 
     /// The SQE that moves this request forward from its cursor, transferring at most `limit`
     /// bytes (`u32::MAX` but for injected short I/O).
     pub(crate) fn sqe(&mut self, user_data: u64, limit: u32) -> squeue::Entry {
         let fd = types::Fd(self.fd.as_ref().map_or(-1, Fd::as_raw_fd));
-        let remaining = (self.end - self.pos).min(limit as usize) as u32;
-        let at = self
-            .file_offset
-            .wrapping_add((self.pos - self.start) as u64);
-        let entry = match (&mut self.buf, self.kind) {
-            (Buffer::Read(buf), OpKind::Send) => {
-                // SAFETY: the offset stays inside the buffer: pos <= end <= buf.len() (checked at the handle).
-                let ptr = unsafe { buf.as_ptr().add(self.pos) };
-                opcode::Send::new(fd, ptr, remaining)
+        let len = |pos: usize, end: usize| (end - pos).min(limit as usize) as u32;
+        // SAFETY (every `add` below): `pos <= end <= len or capacity` of the buffer, checked at
+        // the handle and kept by `complete`, so the pointer stays inside the allocation.
+        let entry = match &mut self.work {
+            Work::Nop => opcode::Nop::new().build(),
+            Work::Sync => opcode::Fsync::new(fd).build(),
+            Work::Send { buf, pos, end } => {
+                // SAFETY: see above.
+                let ptr = unsafe { buf.as_ptr().add(*pos) };
+                opcode::Send::new(fd, ptr, len(*pos, *end))
                     .flags(libc::MSG_NOSIGNAL)
                     .build()
             }
-            (Buffer::Read(buf), OpKind::WriteAt) => {
-                // SAFETY: the offset stays inside the buffer: pos <= end <= buf.len() (checked at the handle).
-                let ptr = unsafe { buf.as_ptr().add(self.pos) };
-                opcode::Write::new(fd, ptr, remaining).offset(at).build()
+            Work::WriteAt { buf, at, pos, end } => {
+                // SAFETY: see above.
+                let ptr = unsafe { buf.as_ptr().add(*pos) };
+                opcode::Write::new(fd, ptr, len(*pos, *end))
+                    .offset(*at + *pos as u64)
+                    .build()
             }
-            (Buffer::Write(buf), OpKind::Recv) => {
-                // SAFETY: the offset stays inside the allocation: pos <= end <= capacity (checked at the handle).
-                let ptr = unsafe { buf.as_mut_ptr().add(self.pos) };
-                opcode::Recv::new(fd, ptr, remaining).build()
+            Work::Recv { buf, pos, end, .. } => {
+                // SAFETY: see above.
+                let ptr = unsafe { buf.as_mut_ptr().add(*pos) };
+                opcode::Recv::new(fd, ptr, len(*pos, *end)).build()
             }
-            (Buffer::Write(buf), OpKind::ReadAt) => {
-                // SAFETY: the offset stays inside the allocation: pos <= end <= capacity (checked at the handle).
-                let ptr = unsafe { buf.as_mut_ptr().add(self.pos) };
-                opcode::Read::new(fd, ptr, remaining).offset(at).build()
+            Work::ReadAt { buf, at, pos, end } => {
+                // SAFETY: see above.
+                let ptr = unsafe { buf.as_mut_ptr().add(*pos) };
+                opcode::Read::new(fd, ptr, len(*pos, *end))
+                    .offset(*at + *pos as u64)
+                    .build()
             }
-            (_, OpKind::Sync) => opcode::Fsync::new(fd).build(),
-            _ => opcode::Nop::new().build(),
         };
         entry.user_data(user_data)
     }
@@ -141,6 +197,7 @@ impl Request {
     /// SQE was in the kernel. Returns true when the request is finished (`outcome` set), false
     /// when it needs another SQE (requeue).
     pub(crate) fn complete(&mut self, result: i32, cancel_requested: bool) -> bool {
+        let kind = self.kind();
         let outcome = match result {
             r if r == -libc::EAGAIN || r == -libc::EINTR => {
                 if !cancel_requested {
@@ -149,41 +206,38 @@ impl Request {
                 Err(Error::Timeout)
             }
             r if r == -libc::ECANCELED && cancel_requested => Err(Error::Timeout),
-            r if r == -libc::EPIPE && self.kind == OpKind::Send => Err(Error::UnexpectedEof),
+            r if r == -libc::EPIPE && kind == OpKind::Send => Err(Error::UnexpectedEof),
             r if r < 0 => Err(Error::Os(-r)),
-            0 if self.transfers() && self.pos < self.end => Err(Error::UnexpectedEof),
             n => return self.advance(n as usize, cancel_requested),
         };
         self.outcome = Some(outcome);
         true
     }
 
-    /// A positive (or zero, for sync/nop) result: move the cursor, finish if complete.
+    /// A non-negative result: move the cursor, finish if complete. Zero where bytes were still
+    /// expected is end of file (or a closed peer).
     fn advance(&mut self, n: usize, cancel_requested: bool) -> bool {
-        if !self.transfers() {
+        let first_bytes_suffice = matches!(self.work, Work::Recv { exact: false, .. });
+        let Some((pos, end)) = self.work.cursor() else {
             self.outcome = Some(Ok(0));
             return true;
-        }
-        if n > self.end - self.pos {
-            self.outcome = Some(Err(Error::Os(libc::EIO)));
-            return true;
-        }
-        self.pos += n;
-        let complete = self.pos == self.end || (self.kind == OpKind::Recv && !self.exact);
-        if complete {
-            self.outcome = Some(Ok(self.pos));
-            return true;
-        }
-        if cancel_requested {
-            self.outcome = Some(Err(Error::Timeout));
-            return true;
-        }
-        false
-    }
-
-    /// Whether the op moves bytes (and so has a cursor).
-    fn transfers(&self) -> bool {
-        !matches!(self.kind, OpKind::Nop | OpKind::Sync)
+        };
+        let outcome = if n == 0 && *pos < end {
+            Err(Error::UnexpectedEof)
+        } else if n > end - *pos {
+            Err(Error::Os(libc::EIO))
+        } else {
+            *pos += n;
+            if *pos == end || first_bytes_suffice {
+                Ok(*pos)
+            } else if cancel_requested {
+                Err(Error::Timeout)
+            } else {
+                return false;
+            }
+        };
+        self.outcome = Some(outcome);
+        true
     }
 }
 
@@ -192,14 +246,51 @@ mod tests {
     use super::*;
 
     fn request(kind: OpKind, end: usize) -> Request {
-        let buf = match kind {
-            OpKind::Send | OpKind::WriteAt => Buffer::Read(IoBuf::from(vec![7u8; end])),
-            OpKind::Recv | OpKind::ReadAt => Buffer::Write(IoBufMut::with_capacity(end)),
-            _ => Buffer::None,
+        let work = match kind {
+            OpKind::Nop => Work::Nop,
+            OpKind::Sync => Work::Sync,
+            OpKind::Send => Work::Send {
+                buf: IoBuf::from(vec![7u8; end]),
+                pos: 0,
+                end,
+            },
+            OpKind::WriteAt => Work::WriteAt {
+                buf: IoBuf::from(vec![7u8; end]),
+                at: 0,
+                pos: 0,
+                end,
+            },
+            OpKind::Recv => Work::Recv {
+                buf: IoBufMut::with_capacity(end),
+                pos: 0,
+                end,
+                exact: false,
+            },
+            OpKind::ReadAt => Work::ReadAt {
+                buf: IoBufMut::with_capacity(end),
+                at: 0,
+                pos: 0,
+                end,
+            },
         };
-        Request {
-            end,
-            ..Request::new(kind, None, buf, None)
+        Request::new(work, None, None)
+    }
+
+    /// The cursor of a transfer.
+    fn pos(r: &mut Request) -> usize {
+        *r.work.cursor().expect("a transfer").0
+    }
+
+    /// Sets recv's `exact`, or the file offset of a positioned transfer.
+    fn set_exact(r: &mut Request) {
+        if let Work::Recv { exact, .. } = &mut r.work {
+            *exact = true;
+        }
+    }
+
+    fn set_at(r: &mut Request, offset: u64) {
+        if let Work::ReadAt { at, .. } | Work::WriteAt { at, .. } = &mut r.work {
+            *at = offset;
         }
     }
 
@@ -239,7 +330,7 @@ mod tests {
         let mut r = request(OpKind::Send, 5);
         assert!(!r.complete(EAGAIN, false));
         assert!(!r.complete(2, false));
-        assert_eq!(r.pos, 2);
+        assert_eq!(pos(&mut r), 2);
         assert!(r.complete(1, true), "still short after a cancel request");
         assert_eq!(r.outcome, Some(Err(Error::Timeout)));
 
@@ -285,19 +376,18 @@ mod tests {
         assert_eq!(r.outcome, Some(Ok(3)));
 
         let mut r = request(OpKind::Recv, 5);
-        r.start = 2;
-        r.pos = 2;
+        *r.work.cursor().unwrap().0 = 2; // recv at offset 2
         assert!(r.complete(1, false));
         assert_eq!(r.outcome, Some(Ok(3)), "filled is offset + bytes received");
 
         let mut r = request(OpKind::Recv, 5);
-        r.exact = true;
+        set_exact(&mut r);
         assert!(!r.complete(3, false));
         assert!(r.complete(1, true));
         assert_eq!(r.outcome, Some(Err(Error::Timeout)));
 
         let mut r = request(OpKind::Recv, 5);
-        r.exact = true;
+        set_exact(&mut r);
         assert!(r.complete(5, true));
         assert_eq!(r.outcome, Some(Ok(5)));
 
@@ -317,7 +407,7 @@ mod tests {
         // Ports of the read_at, write_at and sync rows: short I/O advances the file position;
         // EOF (even after progress) is UnexpectedEof; sync succeeds on any non-negative result.
         let mut r = request(OpKind::ReadAt, 5);
-        r.file_offset = 100;
+        set_at(&mut r, 100);
         assert!(!r.complete(2, false));
         assert_eq!(
             r.sqe(1, u32::MAX).get_opcode(),
@@ -365,7 +455,7 @@ mod tests {
     fn sqe_targets_the_cursor() {
         // Short reads and writes must resume exactly where the kernel stopped.
         let mut r = request(OpKind::WriteAt, 8);
-        r.file_offset = 4096;
+        set_at(&mut r, 4096);
         assert!(!r.complete(3, false));
         let sqe = r.sqe(42, u32::MAX);
         assert_eq!(sqe.get_user_data(), 42);

@@ -6,7 +6,7 @@
 //! the other tests, running in parallel, do not pollute the counts.
 
 use crate::buf::IoBufMut;
-use crate::event_loop::request::{Buffer, OpKind, Request};
+use crate::event_loop::request::{Request, Work};
 use crate::event_loop::wheel::{Target, Wheel};
 use crate::fd::Fd;
 use crate::handoff::free_list::FreeList;
@@ -162,30 +162,39 @@ fn slot_phase_transitions_and_request_access_allocate_nothing() {
         // SAFETY: FILLED: this thread (the caller) owns the request.
         unsafe {
             slot.with_request(|r| {
-                *r = Request::new(OpKind::ReadAt, Some(fd.clone()), Buffer::Write(buf), None);
-                r.file_offset = u64::from(i);
+                let work = Work::ReadAt {
+                    buf,
+                    at: u64::from(i),
+                    pos: 0,
+                    end: 0,
+                };
+                *r = Request::new(work, Some(fd.clone()), None);
             })
         };
         slot.mark_queued();
         assert!(slot.admit());
         // SAFETY: ACTIVE: the loop (this thread, playing it) owns the request.
-        unsafe { slot.with_request(|r| r.outcome = Some(Ok(r.file_offset as usize))) };
+        unsafe {
+            slot.with_request(|r| {
+                let Work::ReadAt { at, .. } = r.work else {
+                    panic!("the caller's request")
+                };
+                r.outcome = Some(Ok(at as usize));
+            })
+        };
         assert_eq!(slot.finish(), Finish::Delivered { parked: false });
         assert_eq!(slot.phase(), DONE);
         // SAFETY: DONE: the caller owns the request.
         let (buf, outcome) = unsafe {
             slot.with_request(|r| {
-                let buf = std::mem::replace(&mut r.buf, Buffer::None);
+                let buf = std::mem::replace(&mut r.work, Work::Nop).into_write_buf();
                 let outcome = r.outcome.take();
                 *r = Request::EMPTY; // drops the Fd clone
                 (buf, outcome)
             })
         };
         assert!(matches!(outcome, Some(Ok(v)) if v == i as usize));
-        match buf {
-            Buffer::Write(buf) => buffer = Some(buf),
-            _ => panic!("buffer lost"),
-        }
+        buffer = Some(buf);
         slot.release();
 
         // Orphaned path: the caller leaves, the loop retires the request.
@@ -301,7 +310,15 @@ fn storage_claim_publish_consume_free_cycle_allocates_nothing() {
         let buf = buffer.take().expect("buffer back");
         // SAFETY: FILLED: the caller owns the request.
         unsafe {
-            slot.with_request(|r| *r = Request::new(OpKind::Recv, None, Buffer::Write(buf), None))
+            slot.with_request(|r| {
+                let work = Work::Recv {
+                    buf,
+                    pos: 0,
+                    end: 0,
+                    exact: false,
+                };
+                *r = Request::new(work, None, None)
+            })
         };
         slot.mark_queued();
         STORAGE.queue.push(index);
@@ -323,15 +340,12 @@ fn storage_claim_publish_consume_free_cycle_allocates_nothing() {
         let (buf, outcome) = unsafe {
             slot.with_request(|r| {
                 (
-                    std::mem::replace(&mut r.buf, Buffer::None),
+                    std::mem::replace(&mut r.work, Work::Nop).into_write_buf(),
                     r.outcome.take(),
                 )
             })
         };
         assert!(matches!(outcome, Some(Ok(v)) if v == i as usize));
-        let Buffer::Write(buf) = buf else {
-            panic!("buffer lost")
-        };
         buffer = Some(buf);
         STORAGE.free_slot(index);
     });
@@ -606,14 +620,7 @@ fn dropping_a_storage_leaks_requests_the_kernel_may_still_own() {
         slot.mark_filled();
         // SAFETY: FILLED: this thread owns the request.
         unsafe {
-            slot.with_request(|r| {
-                *r = Request::new(
-                    OpKind::ReadAt,
-                    Some(Fd::from(file.clone())),
-                    Buffer::None,
-                    None,
-                )
-            })
+            slot.with_request(|r| *r = Request::new(Work::Sync, Some(Fd::from(file.clone())), None))
         };
         slot.mark_queued();
         assert!(slot.admit());

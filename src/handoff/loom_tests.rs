@@ -329,7 +329,7 @@ fn loom_slot_complete_races_orphan_exactly_one_frees() {
         let slot = Arc::new(Slot::new());
         slot.mark_filled();
         // SAFETY: FILLED, the caller (this thread) owns the request.
-        unsafe { slot.with_request(|r| r.file_offset = 7) };
+        unsafe { slot.with_request(|r| r.deadline = Some(std::time::Instant::now())) };
         slot.mark_queued();
         let frees = Arc::new(StdUsize::new(0));
 
@@ -340,7 +340,7 @@ fn loom_slot_complete_races_orphan_exactly_one_frees() {
                     // SAFETY: ACTIVE, the loop owns the request.
                     unsafe {
                         slot.with_request(|r| {
-                            assert_eq!(r.file_offset, 7, "the loop sees the caller's request");
+                            assert!(r.deadline.is_some(), "the loop sees the caller's request");
                             r.outcome = Some(Ok(42));
                         })
                     };
