@@ -301,3 +301,127 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         self.storage.free_slot(index);
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    //! The phases run by hand on the test thread (no loop thread): what one staging pass admits
+    //! and reports, what the wheel turns into cancels, what a CQE does to the table.
+
+    use super::*;
+    use crate::{Config, Handle, IoBufMut};
+    use std::os::unix::net::UnixStream;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    type Loop = EventLoop<8, 2, 64>;
+
+    fn setup() -> (Handle<8, 2, 64>, Loop) {
+        let config = Config {
+            idle_spin: Duration::ZERO,
+            timeout_wheel_tick: Duration::from_millis(1),
+            ..Config::default()
+        };
+        crate::new::<8, 2, 64>(config).expect("loop")
+    }
+
+    /// The table, borrowed as `run` does.
+    fn table(el: &mut Loop) -> &'static mut Table<8, 2, 64> {
+        // SAFETY: the test thread plays the loop thread; nothing else uses this table.
+        unsafe { el.table.as_mut() }
+    }
+
+    #[test]
+    fn stage_stops_at_a_full_sq_then_at_ring_admitted_requests() {
+        // RING = 2 SQ entries: the wake poll and one nop fill the SQ (SqFull, the rest stays
+        // queued); after a submit the next pass admits one more and reports the table full.
+        let (handle, mut el) = setup();
+        let t = table(&mut el);
+        let ops: Vec<_> = (0..3).map(|_| handle.try_nop(None).unwrap()).collect();
+        assert_eq!(el.stage(t, Mode::Serve), Pass::SqFull);
+        assert_eq!((el.admitted, el.storage.queue.len()), (1, 2));
+        el.ring.enter(0, None).unwrap();
+        assert_eq!(el.stage(t, Mode::Serve), Pass::WaiterFull);
+        assert_eq!((el.admitted, el.storage.queue.len()), (2, 1));
+        el.ring.enter(1, None).unwrap();
+        el.reap(t);
+        assert_eq!(el.admitted, 0, "both nops completed");
+        assert_eq!(el.stage(t, Mode::Serve), Pass::Drained);
+        el.ring.enter(1, None).unwrap();
+        el.reap(t);
+        for op in ops {
+            assert_eq!(op.wait(), Ok(()));
+        }
+    }
+
+    #[test]
+    fn an_expired_request_in_flight_gets_exactly_one_cancel_and_ends_timeout() {
+        // The wheel turns a passed deadline into one queued AsyncCancel (not two on a second
+        // pass); staging pushes it; the kernel's -ECANCELED then ends the request with Timeout.
+        let (handle, mut el) = setup();
+        let t = table(&mut el);
+        let (_peer, mine) = UnixStream::pair().unwrap();
+        let deadline = Instant::now() + Duration::from_millis(5);
+        let op = handle
+            .try_recv(
+                Arc::new(mine),
+                IoBufMut::with_capacity(4),
+                0,
+                4,
+                false,
+                Some(deadline),
+            )
+            .unwrap();
+        el.stage(t, Mode::Serve);
+        el.ring.enter(0, None).unwrap(); // the recv is in the kernel; the SQ has room again
+        let index = (0..8)
+            .find(|&i| t.flags[i].in_flight)
+            .expect("recv in flight");
+        std::thread::sleep(Duration::from_millis(10));
+        el.expire(t);
+        el.expire(t);
+        assert_eq!(t.cancels.len(), 1);
+        assert!(t.flags[index].cancel_requested);
+        el.stage(t, Mode::Serve);
+        assert_eq!(el.storage.metrics.snapshot().cancel_sqes, 1);
+        el.ring.enter(1, None).unwrap();
+        while el.admitted != 0 {
+            el.ring.enter(1, Some(Duration::from_millis(10))).unwrap();
+            el.reap(t);
+        }
+        assert_eq!(op.wait().unwrap_err().1, Error::Timeout);
+    }
+
+    #[test]
+    fn an_expired_deadline_at_admission_times_out_without_an_entry_or_io() {
+        let (handle, mut el) = setup();
+        let t = table(&mut el);
+        let past = Instant::now();
+        std::thread::sleep(Duration::from_millis(3));
+        let op = handle.try_nop(Some(past)).unwrap();
+        el.stage(t, Mode::Serve);
+        assert_eq!(el.admitted, 0);
+        assert_eq!(el.storage.metrics.snapshot().submitted, 0, "no SQE");
+        assert_eq!(op.wait(), Err(Error::Timeout));
+    }
+
+    #[test]
+    fn a_stale_or_foreign_cqe_changes_nothing() {
+        // CQEs for requests that are gone (another generation), for slots out of range and
+        // cancel CQEs are ignored: no entry, no count, no panic.
+        let (handle, mut el) = setup();
+        let t = table(&mut el);
+        let op = handle.try_nop(None).unwrap();
+        el.stage(t, Mode::Serve);
+        let index = (0..8u32).find(|&i| t.flags[i as usize].in_flight).unwrap();
+        let stale = RequestId::new(index, el.storage.slots[index as usize].generation() + 1);
+        el.on_cqe(t, stale.op_data(), 0, 0);
+        el.on_cqe(t, RequestId::new(1000, 0).op_data(), 0, 0);
+        el.on_cqe(t, stale.cancel_data(), -libc::ENOENT, 0);
+        assert_eq!(el.admitted, 1);
+        assert!(t.flags[index as usize].in_flight);
+        el.ring.enter(1, None).unwrap();
+        el.reap(t);
+        assert_eq!(el.admitted, 0);
+        assert_eq!(op.wait(), Ok(()));
+    }
+}
