@@ -202,28 +202,11 @@ fn submit<const S: usize, const R: usize, const W: usize>(
     }
 }
 
-/// Everything readable on `sock` right now.
-fn drain(sock: &UnixStream) -> Vec<u8> {
-    sock.set_nonblocking(true).unwrap();
-    let mut out = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        match (&*sock).read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => out.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) => panic!("drain: {e}"),
-        }
-    }
-    sock.set_nonblocking(false).unwrap();
-    out
-}
-
 /// The side effect of a fixture request, read after it ended: bytes that reached the peer (send),
 /// bytes left unread (recv), the written file (write_at); nothing for the others.
 fn effect(kind: Kind, fx: &Fixture) -> Vec<u8> {
     match kind {
-        Kind::Send | Kind::Recv => drain(&fx.b),
+        Kind::Send | Kind::Recv => drain_socket(&fx.b),
         Kind::WriteAt => fx.write.contents(),
         _ => Vec::new(),
     }
@@ -843,7 +826,7 @@ fn short_non_exact_recv_completes_on_the_first_bytes() {
     assert_eq!(filled, 5, "offset 2 + 3 bytes");
     assert_eq!(&buf[..], b"\0\0pay");
     assert_eq!(h.metrics().requeued, 0);
-    assert_eq!(drain(&b), b"load!");
+    assert_eq!(drain_socket(&b), b"load!");
     drop(h);
     lp.join(HANG).unwrap();
 }
@@ -1325,7 +1308,7 @@ fn kernel_answers_during_the_abandonment_are_kept() {
         (ADMITTED, 2 + write.0, write.1, ADMITTED),
         "every request was in the kernel when the abandonment began: {m:?}"
     );
-    assert_eq!(drain(&fx.b), MSG);
+    assert_eq!(drain_socket(&fx.b), MSG);
     drop((silent_w, eio_w));
 }
 

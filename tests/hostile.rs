@@ -35,7 +35,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::Shutdown;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::os::unix::net::UnixDatagram;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -999,23 +999,6 @@ fn recv_case() -> impl Strategy<Value = RecvCase> {
                 buf,
             }
         })
-}
-
-/// Everything readable on `sock` right now (up to the end of stream).
-fn drain_socket(sock: &UnixStream) -> Vec<u8> {
-    sock.set_nonblocking(true).unwrap();
-    let mut out = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        match (&*sock).read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => out.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) => panic!("reading the socket: {e}"),
-        }
-    }
-    sock.set_nonblocking(false).unwrap();
-    out
 }
 
 fn recv_property(c: RecvCase, flavor: Flavor, seen: &Seen) -> TestCaseResult {

@@ -378,3 +378,21 @@ impl Wake for Stall {
         }
     }
 }
+
+/// Everything readable on `sock` right now (up to the end of stream), without blocking.
+pub fn drain_socket(sock: &UnixStream) -> Vec<u8> {
+    use std::io::Read;
+    sock.set_nonblocking(true).unwrap();
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match (&*sock).read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("reading the socket: {e}"),
+        }
+    }
+    sock.set_nonblocking(false).unwrap();
+    out
+}
