@@ -33,6 +33,13 @@ pub struct Config {
     pub sqpoll_idle: Option<Duration>,
     /// Pin the loop thread (inside `run`) to this CPU. `None` = leave the affinity alone.
     pub cpu: Option<usize>,
+    /// Cancel on drop: dropping the future of an in-flight `recv`, `read_at` or `nop` sends an
+    /// AsyncCancel at the loop's next pass, and the slot is freed when the kernel answers, so a
+    /// dropped `recv` stops consuming data (what the kernel already received before the cancel
+    /// is lost with the future). `send`, `write_at` and `sync` still run to completion. Off by
+    /// default: the model's semantics, where a dropped request keeps running until the kernel
+    /// answers (its deadline still applies).
+    pub cancel_on_drop: bool,
 }
 
 impl Default for Config {
@@ -46,6 +53,7 @@ impl Default for Config {
             idle_spin: Duration::from_micros(50),
             sqpoll_idle: None,
             cpu: None,
+            cancel_on_drop: false,
         }
     }
 }

@@ -125,8 +125,12 @@ enum State<T> {
     Finished,
 }
 
-/// The future of one operation. `Send`, `'static`, allocation-free and cancel-safe; call
-/// [`wait`](Op::wait) to block a thread that has no executor.
+/// The future of one operation. `Send`, `'static` and allocation-free. Dropping it never leaks
+/// its slot or frees memory the kernel uses, but a request already submitted keeps running: a
+/// dropped `recv` may consume data nobody reads, unless `Config::cancel_on_drop` is set (then an
+/// in-flight `recv`, `read_at` or `nop` is cancelled; `send`, `write_at` and `sync` always run to
+/// completion; docs/behaviour.md section 4). Call [`wait`](Op::wait) to block a thread that has
+/// no executor.
 ///
 /// `Op` is `!Unpin`: while it waits for a free slot, its waiter node is linked into the slot
 /// wait list in place. `.await` and executors pin it for you; to poll it by reference (for
@@ -142,11 +146,13 @@ pub struct Op<T: OpOutput, const SLOTS: usize, const RING: usize, const WHEEL: u
     queued: bool,
     /// Whether a waker was registered in the slot's cell (so it must be taken back).
     registered: bool,
+    /// Whether dropping it in flight asks the loop to cancel it (with `Config::cancel_on_drop`).
+    cancelled_on_drop: bool,
     _output: PhantomData<fn() -> T>,
 }
 
 impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W> {
-    fn new(handle: &Handle<S, R, W>, state: State<T>) -> Self {
+    fn new(handle: &Handle<S, R, W>, state: State<T>, cancelled_on_drop: bool) -> Self {
         Op {
             storage: handle.storage.clone(),
             epoch: handle.epoch,
@@ -154,6 +160,7 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W>
             waiter: Waiter::new(),
             queued: false,
             registered: false,
+            cancelled_on_drop,
             _output: PhantomData,
         }
     }
@@ -375,7 +382,12 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Drop for Op<T,
                 None
             };
             match slot.orphan() {
-                Leave::Orphaned | Leave::Abandoned => {}
+                Leave::Orphaned => {
+                    if self.cancelled_on_drop && self.storage.cancels_dropped() {
+                        self.storage.note_dropped();
+                    }
+                }
+                Leave::Abandoned => {}
                 // We own the finished request: drop its result and free the slot.
                 Leave::Done => self.storage.free_slot(index),
             }
@@ -405,11 +417,12 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     }
 
     fn op<T: OpOutput>(&self, request: Request) -> Op<T, S, R, W> {
-        Op::new(self, State::Start(request))
+        let cancelled_on_drop = request.kind().cancelled_on_drop();
+        Op::new(self, State::Start(request), cancelled_on_drop)
     }
 
     fn ready<T: OpOutput>(&self, result: T) -> Op<T, S, R, W> {
-        Op::new(self, State::Ready(result))
+        Op::new(self, State::Ready(result), false)
     }
 
     /// Claims and submits now; hands the request back on `Full` or `Closed`.
@@ -420,8 +433,9 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         let Some(index) = self.storage.free.pop() else {
             return Err((request.work, Error::Full));
         };
+        let cancelled_on_drop = request.kind().cancelled_on_drop();
         match submit(&self.storage, self.epoch, index, request) {
-            Ok(index) => Ok(Op::new(self, State::Submitted(index))),
+            Ok(index) => Ok(Op::new(self, State::Submitted(index), cancelled_on_drop)),
             Err((request, e)) => Err((request.work, e)),
         }
     }

@@ -84,6 +84,10 @@ pub struct Storage<const SLOTS: usize, const RING: usize, const WHEEL: usize> {
     epoch: AtomicU32,
     claimed: AtomicBool,
     initialized: AtomicBool,
+    /// `Config::cancel_on_drop` of the current claim.
+    cancel_on_drop: AtomicBool,
+    /// A caller dropped an in-flight request to be cancelled (cancel on drop): the loop scans.
+    dropped: AtomicBool,
 }
 
 // SAFETY: shared fields are atomics or have their own protocol (slots: the phase machine;
@@ -134,6 +138,8 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
                 claimed: AtomicBool::new(false),
                 initialized: AtomicBool::new(false),
                 wait_spin_ns: AtomicU64::new(0),
+                cancel_on_drop: AtomicBool::new(false),
+                dropped: AtomicBool::new(false),
                 loop_state: std::cell::UnsafeCell::new(Table::new()),
             }
         }
@@ -177,6 +183,8 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
             std::ptr::addr_of_mut!((*ptr).epoch).write(AtomicU32::new(0));
             std::ptr::addr_of_mut!((*ptr).claimed).write(AtomicBool::new(false));
             std::ptr::addr_of_mut!((*ptr).initialized).write(AtomicBool::new(false));
+            std::ptr::addr_of_mut!((*ptr).cancel_on_drop).write(AtomicBool::new(false));
+            std::ptr::addr_of_mut!((*ptr).dropped).write(AtomicBool::new(false));
             std::ptr::addr_of_mut!((*ptr).wait_spin_ns).write(AtomicU64::new(0));
             let state =
                 std::ptr::addr_of_mut!((*ptr).loop_state).cast::<Table<SLOTS, RING, WHEEL>>();
@@ -247,6 +255,35 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
     }
 
     /// Sets [`wait_spin`](Self::wait_spin) for this claim.
+    pub(crate) fn set_cancel_on_drop(&self, on: bool) {
+        self.cancel_on_drop.store(on, Ordering::Relaxed);
+        self.dropped.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether dropped in-flight requests are cancelled (the claim's config).
+    pub(crate) fn cancels_dropped(&self) -> bool {
+        self.cancel_on_drop.load(Ordering::Relaxed)
+    }
+
+    /// A caller dropped an in-flight request to cancel: tells the loop and rings it. Always:
+    /// the loop may be waiting in the kernel without the sleep intent (its table full, or
+    /// draining), and a drop is rare enough for one eventfd write.
+    pub(crate) fn note_dropped(&self) {
+        // Release: pairs with the loop's Acquire in `take_dropped`/`has_dropped`.
+        self.dropped.store(true, Ordering::Release);
+        self.eventfd().ring();
+    }
+
+    /// Loop side: whether a drop was noted since the last call.
+    pub(crate) fn take_dropped(&self) -> bool {
+        self.dropped.load(Ordering::Relaxed) && self.dropped.swap(false, Ordering::Acquire)
+    }
+
+    /// Loop side, before sleeping: whether a drop is pending (not consumed).
+    pub(crate) fn has_dropped(&self) -> bool {
+        self.dropped.load(Ordering::Acquire)
+    }
+
     pub(crate) fn set_wait_spin(&self, spin: std::time::Duration) {
         let ns = spin.as_nanos().min(u64::MAX as u128) as u64;
         self.wait_spin_ns.store(ns, Ordering::Relaxed);

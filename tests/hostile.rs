@@ -2230,9 +2230,14 @@ fn any_config() -> impl Strategy<Value = Config> {
         1 => Just(Some(Duration::from_millis(u32::MAX as u64 + 1))),
         1 => Just(Some(Duration::MAX)),
     ];
-    let flags = (prop::bool::weighted(0.1), prop::bool::weighted(0.25));
+    let flags = (
+        prop::bool::weighted(0.1),
+        prop::bool::weighted(0.25),
+        prop::bool::weighted(0.5),
+    );
     (any_tick(), cpu, shutdown, spin, sqpoll, flags).prop_flat_map(
-        |(tick, cpu, shutdown_timeout, idle_spin, sqpoll_idle, (io_poll, single_issuer))| {
+        |(tick, cpu, shutdown_timeout, idle_spin, sqpoll_idle, flags)| {
+            let (io_poll, single_issuer, cancel_on_drop) = flags;
             let max = prop_oneof![
                 6 => Just(None),
                 1 => Just(Some(Duration::ZERO)),
@@ -2250,6 +2255,7 @@ fn any_config() -> impl Strategy<Value = Config> {
                 idle_spin,
                 sqpoll_idle,
                 cpu,
+                cancel_on_drop,
             })
         },
     )

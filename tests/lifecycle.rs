@@ -456,3 +456,120 @@ fn static_storage_serves_loop_after_loop() {
     }
     assert_eq!(Arc::strong_count(&b), 1, "no request kept the socket");
 }
+
+// ---- Cancel on drop (`Config::cancel_on_drop`) ------------------------------------------------
+
+fn cancelling() -> Config {
+    Config {
+        cancel_on_drop: true,
+        ..config()
+    }
+}
+
+/// The two modes side by side: a recv dropped in flight keeps running by default (the model's
+/// semantics: it eats the next bytes), and is cancelled with `cancel_on_drop` (the next recv
+/// gets them). Either way the slot comes back.
+#[test]
+fn a_dropped_recv_eats_data_by_default_and_is_cancelled_with_cancel_on_drop() {
+    for (cfg, cancelled) in [(config(), false), (cancelling(), true)] {
+        let (handle, lp) = start::<4, 4, 64>(cfg);
+        let (a, b) = socket_pair();
+        let mut first = Box::pin(handle.recv(b.clone(), zeroed(5), 0, 5, true, None));
+        assert!(poll_once(first.as_mut()).is_none());
+        wait_until(HANG, "recv in flight", || handle.metrics().submitted == 1);
+        drop(first);
+        if cancelled {
+            wait_until(HANG, "the orphan is cancelled and retired", || {
+                handle.metrics().orphaned == 1
+            });
+            assert_eq!(handle.metrics().cancel_sqes, 1);
+        }
+        (&*a).write_all(b"firstsecnd").unwrap();
+        let (buf, _) = with_timeout(HANG, {
+            let h = handle.clone();
+            move || h.recv(b, zeroed(5), 0, 5, true, None).wait()
+        })
+        .unwrap();
+        let expected: &[u8] = if cancelled { b"first" } else { b"secnd" };
+        assert_eq!(&buf[..], expected, "cancel_on_drop: {cancelled}");
+        all_slots_free(&handle);
+        drop(handle);
+        lp.join(HANG).unwrap();
+    }
+}
+
+/// `read_at` (here on an empty pipe, which keeps it in the kernel) and `nop` are cancelled too;
+/// `write_at` and `sync` still run to completion.
+#[test]
+fn cancel_on_drop_cancels_reads_but_lets_durable_writes_finish() {
+    let (handle, lp) = start::<4, 4, 64>(cancelling());
+    let (reader, writer) = pipe();
+    let mut read = Box::pin(handle.read_at(reader, 0, 4, zeroed(4), None));
+    assert!(poll_once(read.as_mut()).is_none());
+    wait_until(HANG, "read in flight", || handle.metrics().submitted == 1);
+    drop(read);
+    wait_until(HANG, "the read is cancelled and retired", || {
+        handle.metrics().orphaned == 1
+    });
+    let file = TempFile::new();
+    let mut write =
+        Box::pin(handle.write_at(file.file.clone(), 0, IoBuf::from(&b"kept"[..]), None));
+    let _ = poll_once(write.as_mut());
+    drop(write);
+    drop(handle.try_sync(file.file.clone(), None).unwrap());
+    drop(handle);
+    lp.join(HANG).unwrap();
+    assert_eq!(file.contents(), b"kept");
+    drop(writer);
+}
+
+/// With `shutdown_timeout: None`, a dropped recv no longer holds the shutdown: it is cancelled
+/// and the loop exits.
+#[test]
+fn cancel_on_drop_lets_a_shutdown_without_budget_end() {
+    let (handle, event_loop) = static_uring::new::<4, 4, 64>(cancelling()).unwrap();
+    let reader = event_loop.metrics_reader();
+    let lp = LoopThread::spawn(event_loop);
+    let (_a, b) = socket_pair();
+    let mut recv = Box::pin(handle.recv(b, zeroed(4), 0, 4, false, None));
+    assert!(poll_once(recv.as_mut()).is_none());
+    wait_until(HANG, "recv in flight", || handle.metrics().submitted == 1);
+    drop(handle);
+    drop(recv);
+    lp.join(HANG).unwrap();
+    let m = reader.get();
+    assert_eq!((m.orphaned, m.cancel_sqes, m.pending_operations), (1, 1, 0));
+}
+
+/// An empty pipe, both ends shared through `Arc`s.
+fn pipe() -> (Arc<std::fs::File>, Arc<std::fs::File>) {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: `pipe2` writes two new descriptors into the array.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: the descriptors are new and owned by nothing else.
+    let (r, w) = unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    };
+    (Arc::new(r), Arc::new(w))
+}
+
+/// A dropped recv holding the only table entry (`RING = 1`) is cancelled although the loop
+/// waits in the kernel with its table full, so the request queued behind it runs.
+#[test]
+fn cancel_on_drop_frees_a_full_table() {
+    let (handle, lp) = start::<2, 1, 64>(cancelling());
+    let (_a, b) = socket_pair();
+    let mut recv = Box::pin(handle.recv(b, zeroed(4), 0, 4, false, None));
+    assert!(poll_once(recv.as_mut()).is_none());
+    wait_until(HANG, "recv in flight", || handle.metrics().submitted == 1);
+    let behind = handle.try_nop(None).unwrap();
+    thread::sleep(Duration::from_millis(10));
+    drop(recv);
+    assert_eq!(with_timeout(HANG, move || behind.wait()), Ok(()));
+    drop(handle);
+    lp.join(HANG).unwrap();
+}

@@ -17,7 +17,7 @@
 //!    the number of slots earlier rounds parked (A10: a slot the kernel had not released at
 //!    shutdown is never reused); they must all complete `Ok` once the loop runs.
 //! 2. Eight producers share the loop, with `shutdown_timeout` rotating through `None`, `Some(0)`
-//!    and `Some(20 ms)`, and a random `idle_spin` and `single_issuer`. Each producer alternates
+//!    and `Some(20 ms)`, and a random `idle_spin`, `single_issuer` and `cancel_on_drop`. Each producer alternates
 //!    blocking steps (one request, `.wait()`) and sessions of a small executor with a real waker
 //!    that keeps up to 24 requests in flight. Requests are created lazily or through `try_*`
 //!    (`Full` allowed), with random deadlines (none, past, 1-5 ms, 5-50 ms, up to 1.2 s), and
@@ -1387,13 +1387,15 @@ fn run_round(
         Config::default().idle_spin
     };
     let single_issuer = master.chance(30);
+    let cancel_on_drop = master.chance(50);
     let config = Config {
         shutdown_timeout: budget,
         idle_spin,
         single_issuer,
+        cancel_on_drop,
         ..Config::default()
     };
-    let what = format!("seed {seed:#x} round {index} (shutdown_timeout {budget:?}, idle_spin {idle_spin:?}, single_issuer {single_issuer})");
+    let what = format!("seed {seed:#x} round {index} (shutdown_timeout {budget:?}, idle_spin {idle_spin:?}, single_issuer {single_issuer}, cancel_on_drop {cancel_on_drop})");
     let (handle, event_loop) = static_uring::with_storage(&STORAGE, config)
         .unwrap_or_else(|e| panic!("{what}: the storage cannot be claimed again: {e:?}"));
     let reader = event_loop.metrics_reader();

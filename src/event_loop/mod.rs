@@ -111,6 +111,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             }
         };
         storage.set_wait_spin(checked.config.idle_spin);
+        storage.set_cancel_on_drop(checked.config.cancel_on_drop);
         Ok(EventLoop {
             table: storage.loop_table(),
             storage,
@@ -223,7 +224,10 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
 
     /// Something the loop should act on without sleeping.
     fn has_work(&mut self) -> bool {
-        self.storage.queue.has_ready() || self.storage.senders() == 0 || self.ring.has_completions()
+        self.storage.queue.has_ready()
+            || self.storage.senders() == 0
+            || self.ring.has_completions()
+            || (self.checked.config.cancel_on_drop && self.storage.has_dropped())
     }
 
     /// `io_uring_enter`, counted.

@@ -113,7 +113,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                 return;
             }
             flags.cancel_requested = true;
-            if flags.in_flight {
+            if flags.in_flight && !flags.drop_cancelled {
                 let _ =
                     cancels.push_back(RequestId::new(index, slots[index as usize].generation()));
             }
@@ -130,6 +130,9 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             self.ring
                 .push(&super::ring::wake_poll_sqe(self.eventfd.raw()));
             self.rearm = false;
+        }
+        if self.checked.config.cancel_on_drop && self.storage.take_dropped() {
+            self.queue_drop_cancels(t);
         }
         if let Some(pass) = self.stage_cancels(t) {
             return pass;
@@ -163,6 +166,27 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             Pass::WaiterFull
         } else {
             Pass::Drained
+        }
+    }
+
+    /// Cancel on drop: queues an AsyncCancel for every admitted request in the kernel whose
+    /// caller dropped it (at most one cancel per request; a deadline's cancel counts).
+    fn queue_drop_cancels(&mut self, t: &mut Table<S, R, W>) {
+        for index in 0..S as u32 {
+            let flags = &mut t.flags[index as usize];
+            if !flags.in_flight || flags.cancel_requested || flags.drop_cancelled {
+                continue;
+            }
+            let slot = &self.storage.slots[index as usize];
+            // SAFETY: admitted and in flight: the loop owns the request.
+            let kind = unsafe { slot.with_request(|r| r.kind()) };
+            if slot.is_orphaned() && kind.cancelled_on_drop() {
+                flags.drop_cancelled = true;
+                // Cannot fail: at most one entry per admitted request, and admitted <= RING.
+                let _ = t
+                    .cancels
+                    .push_back(RequestId::new(index, slot.generation()));
+            }
         }
     }
 

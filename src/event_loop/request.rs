@@ -38,6 +38,13 @@ impl OpKind {
     pub(crate) fn orphanable(self) -> bool {
         !matches!(self, OpKind::WriteAt | OpKind::Sync)
     }
+
+    /// Whether dropping its future cancels it in the kernel when `Config::cancel_on_drop` is on:
+    /// requests that only take (recv, read_at) or do nothing (nop); a send is not, since part of
+    /// it may already be on the wire.
+    pub(crate) fn cancelled_on_drop(self) -> bool {
+        matches!(self, OpKind::Recv | OpKind::ReadAt | OpKind::Nop)
+    }
 }
 
 /// What a request does: the operation, the buffer it needs (inside the variant, so a request

@@ -85,7 +85,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                 self.finish(t, index);
                 continue;
             }
-            if !flags.cancel_requested {
+            if !flags.cancel_requested && !flags.drop_cancelled {
                 if self.ring.sq_full() {
                     let _ = self.enter(0, None);
                 }

@@ -18,6 +18,8 @@ pub(crate) struct SlotFlags {
     pub(crate) cancel_requested: bool,
     /// Cancelled at shutdown: unless the kernel gives a terminal answer, `Abandoned`.
     pub(crate) abandoning: bool,
+    /// Its caller dropped it and an AsyncCancel was queued for it (cancel on drop).
+    pub(crate) drop_cancelled: bool,
 }
 
 impl SlotFlags {
@@ -27,6 +29,7 @@ impl SlotFlags {
         in_flight: false,
         cancel_requested: false,
         abandoning: false,
+        drop_cancelled: false,
     };
 }
 
