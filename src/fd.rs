@@ -7,9 +7,10 @@ use std::sync::Arc;
 /// A shared file descriptor that an operation holds until the kernel is done with it.
 ///
 /// Built from an `Arc` of anything that owns a descriptor (`OwnedFd`, `File`, `TcpStream`,
-/// `UnixStream`, ...). The request keeps a clone of the `Arc`, so the descriptor cannot be closed,
-/// and its number reused by an unrelated open, while an SQE naming it is in the kernel.
-/// Converting is an unsizing coercion: no allocation.
+/// `UnixStream`, ...), or from one of those by value (wrapped in an `Arc` once). The request
+/// keeps a clone of the `Arc`, so the descriptor cannot be closed, and its number reused by an
+/// unrelated open, while an SQE naming it is in the kernel. Converting an `Arc` is an unsizing
+/// coercion and cloning an `Fd` a reference count: no allocation.
 #[derive(Clone)]
 pub struct Fd {
     raw: RawFd,
@@ -35,6 +36,30 @@ impl<T: AsFd + Send + Sync + 'static> From<Arc<T>> for Fd {
         Fd { raw, _owner: owner }
     }
 }
+
+/// Owning descriptor types by value: the `Fd` takes ownership (one `Arc` allocation, here).
+/// Convert once and clone the `Fd` (a reference count) for each operation; converting per
+/// operation would allocate per operation.
+macro_rules! from_owner {
+    ($($ty:ty),* $(,)?) => {$(
+        impl From<$ty> for Fd {
+            fn from(owner: $ty) -> Self {
+                Fd::from(Arc::new(owner))
+            }
+        }
+    )*};
+}
+
+from_owner!(
+    std::os::fd::OwnedFd,
+    std::fs::File,
+    std::net::TcpStream,
+    std::net::TcpListener,
+    std::net::UdpSocket,
+    std::os::unix::net::UnixStream,
+    std::os::unix::net::UnixDatagram,
+    std::os::unix::net::UnixListener,
+);
 
 impl From<&Fd> for Fd {
     fn from(fd: &Fd) -> Self {
@@ -66,5 +91,25 @@ mod tests {
         assert_eq!(Arc::strong_count(&file), 2);
         drop(copy);
         assert_eq!(Arc::strong_count(&file), 1);
+    }
+
+    #[test]
+    fn owners_by_value_convert_and_stay_open_while_held() {
+        // `File`, `OwnedFd`, sockets by value: the Fd owns them; the number stays valid (and is
+        // closed with the last clone).
+        let file = File::open("/dev/null").unwrap();
+        let raw = file.as_raw_fd();
+        let fd = Fd::from(file);
+        assert_eq!(fd.as_raw_fd(), raw);
+        let owned: std::os::fd::OwnedFd = File::open("/dev/null").unwrap().into();
+        let from_owned = Fd::from(owned);
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let sock = Fd::from(a);
+        // SAFETY: fcntl(F_GETFD) only queries the descriptors.
+        unsafe {
+            assert!(libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) >= 0);
+            assert!(libc::fcntl(from_owned.as_raw_fd(), libc::F_GETFD) >= 0);
+            assert!(libc::fcntl(sock.as_raw_fd(), libc::F_GETFD) >= 0);
+        }
     }
 }

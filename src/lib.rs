@@ -141,6 +141,11 @@ fn start<const S: usize, const R: usize, const W: usize>(
     Ok((Handle::from_storage(storage), event_loop))
 }
 
+// The README's code compiles and runs as a doc test.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 // Guarantees stated at compile time.
 static_assertions::assert_impl_all!(Handle<4, 2, 8>: Send, Sync, Clone);
 static_assertions::assert_impl_all!(Op<UnitResult, 4, 2, 8>: Send);
