@@ -94,12 +94,19 @@ impl OpOutput for RecvResult {
 #[allow(private_interfaces)]
 impl OpOutput for ReadResult {
     fn from_parts(work: Option<Work>, outcome: Result<usize, Error>) -> Self {
+        let read = work.as_ref().map_or(0, Work::progress);
         let mut buf = work.map_or_else(empty_mut, Work::into_write_buf);
         match outcome {
             Ok(len) => {
                 // SAFETY: the kernel wrote exactly [0, len); len <= capacity (checked).
                 unsafe { buf.set_len(len) };
                 Ok(buf)
+            }
+            Err(Error::UnexpectedEof) => {
+                // The end of file came first: the bytes read before it are the buffer's.
+                // SAFETY: the kernel wrote [0, read); read <= len <= capacity.
+                unsafe { buf.set_len(read) };
+                Err((buf, Error::UnexpectedEof))
             }
             Err(e) => Err((buf, e)),
         }
@@ -532,7 +539,8 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     }
 
     /// Reads exactly `len` bytes at file `offset` into `buf` (short reads are resubmitted) and
-    /// sets its length to `len`. End of file first is `Error::UnexpectedEof`. `len > capacity`,
+    /// sets its length to `len`. End of file first is `Error::UnexpectedEof`, with the bytes read
+    /// before it in the buffer (its length says how many: nothing read is lost). `len > capacity`,
     /// or a range `offset..offset + len` beyond `i64::MAX` (which the kernel would read as "the
     /// current file position" or refuse), is `Error::InvalidInput` with nothing submitted;
     /// `len == 0` completes `Ok` at once.

@@ -739,11 +739,12 @@ fn read_at_past_end_of_file_is_unexpected_eof() {
         .wait()
         .unwrap_err();
     assert_eq!((e, buf.capacity()), (Error::UnexpectedEof, 8));
+    assert_eq!(&buf[..], b"abc", "the bytes read before the end are kept");
     let (buf, e) = handle
         .read_at(file.file.clone(), 10, 2, zeroed(2), None)
         .wait()
         .unwrap_err();
-    assert_eq!((e, buf.capacity()), (Error::UnexpectedEof, 2));
+    assert_eq!((e, buf.capacity(), buf.len()), (Error::UnexpectedEof, 2, 0));
     let buf = handle
         .read_at(file.file.clone(), 1, 2, zeroed(8), None)
         .wait()

@@ -108,6 +108,17 @@ impl Work {
         }
     }
 
+    /// Bytes transferred so far (the cursor, from the start of the buffer for read_at).
+    pub(crate) fn progress(&self) -> usize {
+        match self {
+            Work::Nop | Work::Sync => 0,
+            Work::Send { pos, .. }
+            | Work::WriteAt { pos, .. }
+            | Work::Recv { pos, .. }
+            | Work::ReadAt { pos, .. } => *pos,
+        }
+    }
+
     /// The read-only buffer of a send or write. The handle pairs every write result with a
     /// send or write request, so any other kind here is a bug of the crate's.
     pub(crate) fn into_read_buf(self) -> IoBuf {
