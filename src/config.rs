@@ -40,6 +40,18 @@ pub struct Config {
     /// default: the model's semantics, where a dropped request keeps running until the kernel
     /// answers (its deadline still applies).
     pub cancel_on_drop: bool,
+    /// Real-time priority of the loop thread started by [`EventLoop::spawn`]: `SCHED_FIFO` at
+    /// this priority (1 to 99; needs `CAP_SYS_NICE` or an `RLIMIT_RTPRIO` that allows it).
+    /// `None` = the default scheduler. Not applied by `run` on a thread the caller made.
+    ///
+    /// [`EventLoop::spawn`]: crate::EventLoop::spawn
+    pub priority: Option<u8>,
+    /// Lock the process's memory (`mlockall(MCL_CURRENT | MCL_FUTURE)`) when
+    /// [`EventLoop::spawn`] starts the loop thread, so that no page fault to swap delays it
+    /// (needs an `RLIMIT_MEMLOCK` large enough, or `CAP_IPC_LOCK`).
+    ///
+    /// [`EventLoop::spawn`]: crate::EventLoop::spawn
+    pub lock_memory: bool,
 }
 
 impl Default for Config {
@@ -54,6 +66,8 @@ impl Default for Config {
             sqpoll_idle: None,
             cpu: None,
             cancel_on_drop: false,
+            priority: None,
+            lock_memory: false,
         }
     }
 }
@@ -106,6 +120,11 @@ impl Config {
             .is_some_and(|cpu| cpu >= libc::CPU_SETSIZE as usize)
         {
             return Err(Error::Config("cpu is beyond CPU_SETSIZE"));
+        }
+        if self.priority.is_some_and(|p| !(1..=99).contains(&p)) {
+            return Err(Error::Config(
+                "priority must be a SCHED_FIFO priority, 1 to 99",
+            ));
         }
         Ok(Checked {
             tick_ns,

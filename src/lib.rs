@@ -97,6 +97,7 @@ mod event_loop;
 mod contain;
 pub mod fault;
 mod loom;
+mod placement;
 
 pub use buf::{IoBuf, IoBufMut};
 pub use config::Config;

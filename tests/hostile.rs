@@ -2230,14 +2230,23 @@ fn any_config() -> impl Strategy<Value = Config> {
         1 => Just(Some(Duration::from_millis(u32::MAX as u64 + 1))),
         1 => Just(Some(Duration::MAX)),
     ];
+    // `priority` and `lock_memory` act only in `EventLoop::spawn` (tests/placement.rs); here the
+    // constructor must refuse a priority outside 1..=99 and accept the rest.
+    let priority = prop_oneof![
+        4 => Just(None),
+        1 => Just(Some(0u8)),
+        1 => (1u8..=99).prop_map(Some),
+        1 => (100u8..=255).prop_map(Some),
+    ];
     let flags = (
         prop::bool::weighted(0.1),
         prop::bool::weighted(0.25),
         prop::bool::weighted(0.5),
+        prop::bool::weighted(0.5),
     );
-    (any_tick(), cpu, shutdown, spin, sqpoll, flags).prop_flat_map(
-        |(tick, cpu, shutdown_timeout, idle_spin, sqpoll_idle, flags)| {
-            let (io_poll, single_issuer, cancel_on_drop) = flags;
+    (any_tick(), cpu, shutdown, spin, sqpoll, (flags, priority)).prop_flat_map(
+        |(tick, cpu, shutdown_timeout, idle_spin, sqpoll_idle, (flags, priority))| {
+            let (io_poll, single_issuer, cancel_on_drop, lock_memory) = flags;
             let max = prop_oneof![
                 6 => Just(None),
                 1 => Just(Some(Duration::ZERO)),
@@ -2256,6 +2265,8 @@ fn any_config() -> impl Strategy<Value = Config> {
                 sqpoll_idle,
                 cpu,
                 cancel_on_drop,
+                priority,
+                lock_memory,
             })
         },
     )
@@ -2266,11 +2277,13 @@ fn nanos(d: Duration) -> u64 {
 }
 
 /// What api.md requires the constructor to refuse for a wheel of 64 slots: a zero tick, a zero
-/// `max_request_timeout` or one beyond the horizon (63 ticks), and io_poll (A15).
+/// `max_request_timeout` or one beyond the horizon (63 ticks), io_poll (A15), and a priority that
+/// is not a SCHED_FIFO one.
 fn must_refuse(c: &Config) -> bool {
     let tick = nanos(c.timeout_wheel_tick);
     tick == 0
         || c.io_poll
+        || c.priority.is_some_and(|p| !(1..=99).contains(&p))
         || c.max_request_timeout.is_some_and(|max| {
             let ticks = nanos(max).div_ceil(tick.max(1)).max(1);
             max.is_zero() || ticks > 63

@@ -161,9 +161,54 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             self.ring.enable()?;
         }
         if let Some(cpu) = self.checked.config.cpu {
-            ring::pin_to_cpu(cpu)?;
+            crate::placement::pin_to_cpu(cpu).map_err(ring::os_error)?;
         }
         Ok(())
+    }
+
+    /// Starts a thread named `name` with the config's placement applied (CPU affinity,
+    /// `SCHED_FIFO` priority, locked memory) and runs the loop on it; the `JoinHandle` gives
+    /// `run`'s result.
+    ///
+    /// A placement the process may not use (no such CPU, no permission for the priority, a
+    /// memory-lock limit) is returned here as the kernel's error, and the loop is not started:
+    /// it is dropped, so its handles' requests end with `Error::Closed`.
+    ///
+    /// ```
+    /// use static_uring::Config;
+    /// let config = Config { cpu: Some(0), ..Config::default() };
+    /// let (handle, event_loop) = static_uring::new::<64, 32, 1024>(config).unwrap();
+    /// let thread = event_loop.spawn("io-loop").expect("CPU 0 exists");
+    /// handle.nop(None).wait().unwrap();
+    /// drop(handle);
+    /// thread.join().unwrap().unwrap();
+    /// ```
+    pub fn spawn(self, name: &str) -> std::io::Result<std::thread::JoinHandle<Result<(), Error>>> {
+        let (placed, outcome) = std::sync::mpsc::sync_channel(1);
+        let thread = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                let applied = crate::placement::apply(&self.checked.config);
+                let failed = applied.as_ref().err().map(ring::io_to_error);
+                let _ = placed.send(applied);
+                match failed {
+                    None => self.run(),
+                    Some(e) => Err(e),
+                }
+            })?;
+        match outcome.recv() {
+            Ok(Ok(())) => Ok(thread),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(std::io::Error::other(
+                    "the loop thread died before it started",
+                ))
+            }
+        }
     }
 
     /// Iterations until no handle is left.

@@ -216,18 +216,9 @@ pub(crate) fn os_error(e: std::io::Error) -> Error {
     Error::Os(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
-/// Pins the calling thread to `cpu`.
-pub(crate) fn pin_to_cpu(cpu: usize) -> Result<(), Error> {
-    // SAFETY: cpu_set_t is plain data; CPU_SET is given an index below CPU_SETSIZE (checked in
-    // Config::check); sched_setaffinity(0) targets the calling thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(os_error(std::io::Error::last_os_error()));
-        }
-    }
-    Ok(())
+/// An OS error by reference, as the crate's error.
+pub(crate) fn io_to_error(e: &std::io::Error) -> Error {
+    Error::Os(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
 #[cfg(all(test, not(loom)))]

@@ -1,0 +1,159 @@
+//! `EventLoop::spawn`: a named loop thread with the config's placement (CPU, real-time priority,
+//! locked memory) applied before the loop runs, and a clear error when the process may not use a
+//! setting. Its own test binary: `lock_memory` and priorities act on this process only.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use static_uring::{Config, Error};
+
+/// Thread names of this process (from /proc/self/task/*/comm).
+fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_string())
+        .collect()
+}
+
+/// The spawned thread carries the name, serves requests and returns `run`'s result.
+#[test]
+fn spawn_starts_a_named_loop_thread() {
+    let config = Config {
+        cpu: Some(0),
+        ..config()
+    };
+    let (handle, event_loop) = static_uring::new::<8, 4, 64>(config).unwrap();
+    let thread = event_loop.spawn("su-named").expect("CPU 0 exists");
+    assert_eq!(thread.thread().name(), Some("su-named"));
+    assert!(thread_names().iter().any(|n| n == "su-named"));
+    assert_eq!(
+        with_timeout(HANG, {
+            let h = handle.clone();
+            move || h.nop(None).wait()
+        }),
+        Ok(())
+    );
+    drop(handle);
+    assert_eq!(with_timeout(HANG, move || thread.join().unwrap()), Ok(()));
+}
+
+/// A CPU that does not exist is the kernel's EINVAL from `spawn`; the loop does not run and
+/// its handle's requests are `Closed`.
+#[test]
+fn spawn_on_a_missing_cpu_is_an_error_and_closes_the_handle() {
+    let config = Config {
+        cpu: Some(1000),
+        ..config()
+    };
+    let (handle, event_loop) = static_uring::new::<8, 4, 64>(config).unwrap();
+    let e = event_loop.spawn("su-nocpu").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{e}");
+    assert_eq!(
+        with_timeout(HANG, move || handle.nop(None).wait()),
+        Err(Error::Closed)
+    );
+}
+
+/// A real-time priority works where the process may use it, and is EPERM where it may not
+/// (containers without CAP_SYS_NICE); never silently ignored. Out of range is a config error.
+#[test]
+fn spawn_with_a_fifo_priority_runs_or_reports_eperm() {
+    for bad in [0, 100] {
+        let config = Config {
+            priority: Some(bad),
+            ..config()
+        };
+        assert!(matches!(
+            static_uring::new::<8, 4, 64>(config).map(|_| ()),
+            Err(Error::Config(_))
+        ));
+    }
+    let config = Config {
+        priority: Some(10),
+        ..config()
+    };
+    let (handle, event_loop) = static_uring::new::<8, 4, 64>(config).unwrap();
+    match event_loop.spawn("su-fifo") {
+        Ok(thread) => {
+            let policy = fifo_policy_of("su-fifo");
+            assert_eq!(policy, Some(libc::SCHED_FIFO), "the priority was applied");
+            assert_eq!(
+                with_timeout(HANG, {
+                    let h = handle.clone();
+                    move || h.nop(None).wait()
+                }),
+                Ok(())
+            );
+            drop(handle);
+            with_timeout(HANG, move || thread.join().unwrap()).unwrap();
+        }
+        Err(e) => {
+            assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}");
+            assert_eq!(
+                with_timeout(HANG, move || handle.nop(None).wait()),
+                Err(Error::Closed)
+            );
+        }
+    }
+}
+
+/// `lock_memory`: locked, or the kernel's ENOMEM/EPERM when the memlock limit forbids it.
+#[test]
+fn spawn_with_locked_memory_runs_or_reports_the_limit() {
+    let config = Config {
+        lock_memory: true,
+        idle_spin: Duration::ZERO,
+        ..config()
+    };
+    let (handle, event_loop) = static_uring::new::<8, 4, 64>(config).unwrap();
+    match event_loop.spawn("su-mlock") {
+        Ok(thread) => {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            let locked = status
+                .lines()
+                .find(|l| l.starts_with("VmLck:"))
+                .unwrap()
+                .to_string();
+            assert_ne!(locked.split_whitespace().nth(1), Some("0"), "{locked}");
+            assert_eq!(
+                with_timeout(HANG, {
+                    let h = handle.clone();
+                    move || h.nop(None).wait()
+                }),
+                Ok(())
+            );
+            drop(handle);
+            with_timeout(HANG, move || thread.join().unwrap()).unwrap();
+            // SAFETY: undoes the lock for the rest of this test binary.
+            unsafe { libc::munlockall() };
+        }
+        Err(e) => {
+            assert!(
+                matches!(e.raw_os_error(), Some(libc::ENOMEM | libc::EPERM)),
+                "{e}"
+            );
+            assert_eq!(
+                with_timeout(HANG, move || handle.nop(None).wait()),
+                Err(Error::Closed)
+            );
+        }
+    }
+}
+
+/// The scheduling policy of this process's thread named `name` (field 41 of its stat line).
+fn fifo_policy_of(name: &str) -> Option<i32> {
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let path = task.ok()?.path();
+        if std::fs::read_to_string(path.join("comm")).ok()?.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(path.join("stat")).ok()?;
+        // Fields after the command name (which ends with ')'): state is field 3; policy is 41.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        return rest.split_whitespace().nth(41 - 3)?.parse().ok();
+    }
+    None
+}
