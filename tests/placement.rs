@@ -14,6 +14,7 @@ fn thread_names() -> Vec<String> {
     std::fs::read_dir("/proc/self/task")
         .unwrap()
         .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        // (threads that exit meanwhile are skipped)
         .map(|name| name.trim().to_string())
         .collect()
 }
@@ -145,9 +146,13 @@ fn spawn_with_locked_memory_runs_or_reports_the_limit() {
 
 /// The scheduling policy of this process's thread named `name` (field 41 of its stat line).
 fn fifo_policy_of(name: &str) -> Option<i32> {
-    for task in std::fs::read_dir("/proc/self/task").ok()? {
-        let path = task.ok()?.path();
-        if std::fs::read_to_string(path.join("comm")).ok()?.trim() != name {
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        // Threads of other tests come and go: skip what cannot be read.
+        let path = task.path();
+        let Ok(comm) = std::fs::read_to_string(path.join("comm")) else {
+            continue;
+        };
+        if comm.trim() != name {
             continue;
         }
         let stat = std::fs::read_to_string(path.join("stat")).ok()?;
