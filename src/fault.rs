@@ -42,6 +42,10 @@ pub enum FaultOp {
     WriteAt,
     /// `sync`.
     Sync,
+    /// `accept`.
+    Accept,
+    /// `connect`.
+    Connect,
 }
 
 impl FaultOp {
@@ -56,6 +60,8 @@ impl FaultOp {
                 | (FaultOp::ReadAt, OpKind::ReadAt)
                 | (FaultOp::WriteAt, OpKind::WriteAt)
                 | (FaultOp::Sync, OpKind::Sync)
+                | (FaultOp::Accept, OpKind::Accept)
+                | (FaultOp::Connect, OpKind::Connect)
         )
     }
 }

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use crate::buf::{IoBuf, IoBufMut};
 use crate::error::Error;
-use crate::event_loop::request::{Request, Work};
+use crate::event_loop::request::{RawAddr, Request, Work};
 use crate::fd::Fd;
 use crate::handoff::slot::Leave;
 use crate::handoff::wait_list::{Notify, WaitState, Waiter};
@@ -34,8 +34,10 @@ pub type WriteResult = Result<IoBuf, (IoBuf, Error)>;
 pub type RecvResult = Result<(IoBufMut, usize), (IoBufMut, Error)>;
 /// Result of `read_at`: the buffer holding exactly the requested bytes, or the buffer and the error.
 pub type ReadResult = Result<IoBufMut, (IoBufMut, Error)>;
-/// Result of `sync` and `nop`.
+/// Result of `sync`, `nop` and `connect`.
 pub type UnitResult = Result<(), Error>;
+/// Result of `accept`: the connected socket (close-on-exec), owned by the caller.
+pub type AcceptResult = Result<std::os::fd::OwnedFd, Error>;
 
 /// The result type of an operation ([`WriteResult`], [`RecvResult`], [`ReadResult`] or
 /// [`UnitResult`]). Sealed: it only names the four result shapes.
@@ -52,6 +54,7 @@ mod private {
     impl Sealed for super::RecvResult {}
     impl Sealed for super::ReadResult {}
     impl Sealed for super::UnitResult {}
+    impl Sealed for super::AcceptResult {}
 }
 
 /// An empty read-only buffer, handed back when the real one must stay with the kernel.
@@ -117,6 +120,16 @@ impl OpOutput for ReadResult {
 impl OpOutput for UnitResult {
     fn from_parts(_: Option<Work>, outcome: Result<usize, Error>) -> Self {
         outcome.map(|_| ())
+    }
+}
+
+#[allow(private_interfaces)]
+impl OpOutput for AcceptResult {
+    fn from_parts(work: Option<Work>, outcome: Result<usize, Error>) -> Self {
+        drop(work);
+        // SAFETY: an accept's `Ok` is the descriptor the kernel created for this request; the
+        // outcome was taken out of the slot, so only this `OwnedFd` owns it.
+        outcome.map(|fd| unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as i32) })
     }
 }
 
@@ -198,7 +211,9 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W>
                 self.state = State::Submitted(index);
                 Poll::Ready(None)
             }
-            Err((request, e)) => Poll::Ready(Some(T::from_parts(Some(request.work), Err(e)))),
+            Err((request, e)) => {
+                Poll::Ready(Some(T::from_parts(Some(request.into_work()), Err(e))))
+            }
         }
     }
 
@@ -435,15 +450,15 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// Claims and submits now; hands the request back on `Full` or `Closed`.
     fn try_op<T: OpOutput>(&self, request: Request) -> Result<Op<T, S, R, W>, (Work, Error)> {
         if self.storage.is_closed(self.epoch) {
-            return Err((request.work, Error::Closed));
+            return Err((request.into_work(), Error::Closed));
         }
         let Some(index) = self.storage.free.pop() else {
-            return Err((request.work, Error::Full));
+            return Err((request.into_work(), Error::Full));
         };
         let cancelled_on_drop = request.kind().cancelled_on_drop();
         match submit(&self.storage, self.epoch, index, request) {
             Ok(index) => Ok(Op::new(self, State::Submitted(index), cancelled_on_drop)),
-            Err((request, e)) => Err((request.work, e)),
+            Err((request, e)) => Err((request.into_work(), e)),
         }
     }
 
@@ -580,6 +595,57 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// `fsync` of the descriptor. Runs to completion even if the future is dropped.
     pub fn sync(&self, fd: impl Into<Fd>, deadline: Option<Instant>) -> Op<UnitResult, S, R, W> {
         self.op(Request::new(Work::Sync, Some(fd.into()), deadline))
+    }
+
+    /// Accepts a connection on a listening socket (`accept4` with `SOCK_CLOEXEC`) and hands back
+    /// the connected socket, owned by the caller (convert it to an [`Fd`] once to use it with the
+    /// other operations). A connection accepted for a future that was dropped is closed. With a
+    /// deadline, no connection within it is `Error::Timeout`.
+    pub fn accept(
+        &self,
+        listener: impl Into<Fd>,
+        deadline: Option<Instant>,
+    ) -> Op<AcceptResult, S, R, W> {
+        self.op(Request::new(Work::Accept, Some(listener.into()), deadline))
+    }
+
+    /// Connects a socket to `addr`. A refused or unreachable peer is the kernel's errno
+    /// (`Error::Os(ECONNREFUSED)`, ...); with a deadline, no connection within it is
+    /// `Error::Timeout`.
+    pub fn connect(
+        &self,
+        socket: impl Into<Fd>,
+        addr: std::net::SocketAddr,
+        deadline: Option<Instant>,
+    ) -> Op<UnitResult, S, R, W> {
+        let work = Work::Connect {
+            addr: RawAddr::new(addr),
+        };
+        self.op(Request::new(work, Some(socket.into()), deadline))
+    }
+
+    /// [`accept`](Self::accept), submitted now; `Error::Full` at once if no slot is free.
+    pub fn try_accept(
+        &self,
+        listener: impl Into<Fd>,
+        deadline: Option<Instant>,
+    ) -> Result<Op<AcceptResult, S, R, W>, Error> {
+        self.try_op(Request::new(Work::Accept, Some(listener.into()), deadline))
+            .map_err(|(_, e)| e)
+    }
+
+    /// [`connect`](Self::connect), submitted now; `Error::Full` at once if no slot is free.
+    pub fn try_connect(
+        &self,
+        socket: impl Into<Fd>,
+        addr: std::net::SocketAddr,
+        deadline: Option<Instant>,
+    ) -> Result<Op<UnitResult, S, R, W>, Error> {
+        let work = Work::Connect {
+            addr: RawAddr::new(addr),
+        };
+        self.try_op(Request::new(work, Some(socket.into()), deadline))
+            .map_err(|(_, e)| e)
     }
 
     /// A no-op through the ring: measures the loop's own round trip.

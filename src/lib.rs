@@ -104,7 +104,9 @@ pub use config::Config;
 pub use error::Error;
 pub use event_loop::{EventLoop, MetricsReader};
 pub use fd::Fd;
-pub use handle::{Handle, Op, OpOutput, ReadResult, RecvResult, UnitResult, WriteResult};
+pub use handle::{
+    AcceptResult, Handle, Op, OpOutput, ReadResult, RecvResult, UnitResult, WriteResult,
+};
 pub use metrics::Metrics;
 pub use storage::Storage;
 

@@ -30,6 +30,8 @@ pub(crate) enum OpKind {
     ReadAt,
     WriteAt,
     Sync,
+    Accept,
+    Connect,
 }
 
 impl OpKind {
@@ -43,7 +45,10 @@ impl OpKind {
     /// requests that only take (recv, read_at) or do nothing (nop); a send is not, since part of
     /// it may already be on the wire.
     pub(crate) fn cancelled_on_drop(self) -> bool {
-        matches!(self, OpKind::Recv | OpKind::ReadAt | OpKind::Nop)
+        matches!(
+            self,
+            OpKind::Recv | OpKind::ReadAt | OpKind::Nop | OpKind::Accept
+        )
     }
 }
 
@@ -82,6 +87,71 @@ pub(crate) enum Work {
         pos: usize,
         end: usize,
     },
+    /// Accept a connection (`accept4` with `SOCK_CLOEXEC`); the result is the new descriptor.
+    Accept,
+    /// Connect to `addr`, kept here (stable) until the CQE.
+    Connect {
+        addr: RawAddr,
+    },
+}
+
+/// A socket address in the kernel's layout (`sockaddr_in` or `sockaddr_in6`), inline.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub(crate) struct RawAddr {
+    /// Room for a `sockaddr_in6` (28 bytes), 4-aligned like it.
+    storage: [u32; 7],
+    len: u32,
+}
+
+impl RawAddr {
+    pub(crate) fn new(addr: std::net::SocketAddr) -> Self {
+        let mut raw = RawAddr {
+            storage: [0; 7],
+            len: 0,
+        };
+        let ptr = raw.storage.as_mut_ptr();
+        match addr {
+            std::net::SocketAddr::V4(v4) => {
+                let sin = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: v4.port().to_be(),
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from_ne_bytes(v4.ip().octets()),
+                    },
+                    sin_zero: [0; 8],
+                };
+                // SAFETY: 16 bytes, 4-aligned, into a 28-byte 4-aligned buffer.
+                unsafe { ptr.cast::<libc::sockaddr_in>().write(sin) };
+                raw.len = std::mem::size_of::<libc::sockaddr_in>() as u32;
+            }
+            std::net::SocketAddr::V6(v6) => {
+                let sin6 = libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                    sin6_port: v6.port().to_be(),
+                    sin6_flowinfo: v6.flowinfo().to_be(),
+                    sin6_addr: libc::in6_addr {
+                        s6_addr: v6.ip().octets(),
+                    },
+                    sin6_scope_id: v6.scope_id(),
+                };
+                // SAFETY: 28 bytes, 4-aligned, into a 28-byte 4-aligned buffer.
+                unsafe { ptr.cast::<libc::sockaddr_in6>().write(sin6) };
+                raw.len = std::mem::size_of::<libc::sockaddr_in6>() as u32;
+            }
+        }
+        raw
+    }
+
+    fn as_ptr(&self) -> *const libc::sockaddr {
+        self.storage.as_ptr().cast()
+    }
+}
+
+impl std::fmt::Debug for RawAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawAddr").field("len", &self.len).finish()
+    }
 }
 
 impl Work {
@@ -90,6 +160,8 @@ impl Work {
         match self {
             Work::Nop => OpKind::Nop,
             Work::Sync => OpKind::Sync,
+            Work::Accept => OpKind::Accept,
+            Work::Connect { .. } => OpKind::Connect,
             Work::Send { .. } => OpKind::Send,
             Work::WriteAt { .. } => OpKind::WriteAt,
             Work::Recv { .. } => OpKind::Recv,
@@ -100,7 +172,7 @@ impl Work {
     /// The progress cursor and its end, for operations that move bytes.
     fn cursor(&mut self) -> Option<(&mut usize, usize)> {
         match self {
-            Work::Nop | Work::Sync => None,
+            Work::Nop | Work::Sync | Work::Accept | Work::Connect { .. } => None,
             Work::Send { pos, end, .. }
             | Work::WriteAt { pos, end, .. }
             | Work::Recv { pos, end, .. }
@@ -111,7 +183,7 @@ impl Work {
     /// Bytes transferred so far (the cursor, from the start of the buffer for read_at).
     pub(crate) fn progress(&self) -> usize {
         match self {
-            Work::Nop | Work::Sync => 0,
+            Work::Nop | Work::Sync | Work::Accept | Work::Connect { .. } => 0,
             Work::Send { pos, .. }
             | Work::WriteAt { pos, .. }
             | Work::Recv { pos, .. }
@@ -147,7 +219,24 @@ pub(crate) struct Request {
     pub(crate) outcome: Option<Result<usize, Error>>,
 }
 
+impl Drop for Request {
+    /// A connection the kernel accepted for a request nobody takes (an orphan retired, a result
+    /// dropped) is closed, not leaked.
+    fn drop(&mut self) {
+        if let (Work::Accept, Some(Ok(fd))) = (&self.work, self.outcome) {
+            // SAFETY: the kernel gave this descriptor to this request, and nothing else owns it:
+            // a caller that takes the result takes the outcome out first.
+            unsafe { libc::close(fd as i32) };
+        }
+    }
+}
+
 impl Request {
+    /// The work, taking it out (the request is then dropped empty).
+    pub(crate) fn into_work(mut self) -> Work {
+        std::mem::replace(&mut self.work, Work::Nop)
+    }
+
     /// A slot's request when no request is in it.
     pub(crate) const EMPTY: Request = Request {
         work: Work::Nop,
@@ -181,6 +270,10 @@ impl Request {
         let entry = match &mut self.work {
             Work::Nop => opcode::Nop::new().build(),
             Work::Sync => opcode::Fsync::new(fd).build(),
+            Work::Accept => opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
+                .flags(libc::SOCK_CLOEXEC)
+                .build(),
+            Work::Connect { addr } => opcode::Connect::new(fd, addr.as_ptr(), addr.len).build(),
             Work::Send { buf, pos, end } => {
                 // SAFETY: see above.
                 let ptr = unsafe { buf.as_ptr().add(*pos) };
@@ -236,8 +329,10 @@ impl Request {
     /// expected is end of file (or a closed peer).
     fn advance(&mut self, n: usize, cancel_requested: bool) -> bool {
         let first_bytes_suffice = matches!(self.work, Work::Recv { exact: false, .. });
+        let accepted = matches!(self.work, Work::Accept);
         let Some((pos, end)) = self.work.cursor() else {
-            self.outcome = Some(Ok(0));
+            // Accept's result is the new descriptor; the others have nothing to report.
+            self.outcome = Some(Ok(if accepted { n } else { 0 }));
             return true;
         };
         let outcome = if n == 0 && *pos < end {
@@ -267,6 +362,10 @@ mod tests {
         let work = match kind {
             OpKind::Nop => Work::Nop,
             OpKind::Sync => Work::Sync,
+            OpKind::Accept => Work::Accept,
+            OpKind::Connect => Work::Connect {
+                addr: RawAddr::new(([127, 0, 0, 1], 9).into()),
+            },
             OpKind::Send => Work::Send {
                 buf: IoBuf::from(vec![7u8; end]),
                 pos: 0,
@@ -480,5 +579,30 @@ mod tests {
         assert_eq!(sqe.get_opcode(), u32::from(opcode::Write::CODE));
         assert!(OpKind::Send.orphanable() && OpKind::ReadAt.orphanable());
         assert!(!OpKind::WriteAt.orphanable() && !OpKind::Sync.orphanable());
+    }
+
+    #[test]
+    fn accept_reports_the_descriptor_and_connect_the_kernels_answer() {
+        // accept: a non-negative result is the new descriptor; connect: 0 is Ok, a negative one
+        // the errno; a retry is resubmitted, and becomes Timeout once a cancel was requested.
+        let mut r = request(OpKind::Accept, 0);
+        assert!(r.complete(7, false));
+        assert_eq!(r.outcome, Some(Ok(7)));
+        r.outcome = None; // the test takes the "descriptor": nothing for Drop to close
+        let mut r = request(OpKind::Accept, 0);
+        assert!(!r.complete(-libc::EAGAIN, false));
+        assert!(r.complete(-libc::EAGAIN, true));
+        assert_eq!(r.outcome, Some(Err(Error::Timeout)));
+        let mut r = request(OpKind::Connect, 0);
+        assert!(r.complete(0, false));
+        assert_eq!(r.outcome, Some(Ok(0)));
+        let mut r = request(OpKind::Connect, 0);
+        assert!(r.complete(-libc::ECONNREFUSED, false));
+        assert_eq!(r.outcome, Some(Err(Error::Os(libc::ECONNREFUSED))));
+        assert_eq!(
+            r.sqe(3, u32::MAX).get_opcode(),
+            u32::from(opcode::Connect::CODE)
+        );
+        assert!(OpKind::Accept.cancelled_on_drop() && !OpKind::Connect.cancelled_on_drop());
     }
 }
