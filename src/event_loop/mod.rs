@@ -27,6 +27,7 @@
 //! phase.
 
 pub(crate) mod id;
+mod local;
 mod phases;
 pub(crate) mod request;
 pub(crate) mod ring;
@@ -145,7 +146,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         self.running = true;
         let result = self
             .prepare()
-            .and_then(|()| self.serve(table))
+            .and_then(|()| self.serve(table, &mut local::Nothing))
             .and_then(|()| self.drain(table));
         if result.is_err() {
             self.abandon_all(table);
@@ -211,24 +212,35 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         }
     }
 
-    /// Iterations until no handle is left.
-    fn serve(&mut self, t: &mut Table<S, R, W>) -> Result<(), Error> {
+    /// Iterations until no handle is left. `local` is the future `block_on` runs on this thread
+    /// (nothing for `run`): it is polled after the completions are delivered and before staging,
+    /// so what it submits goes into the kernel in the same iteration, with no eventfd.
+    fn serve<L: local::Local>(
+        &mut self,
+        t: &mut Table<S, R, W>,
+        local: &mut L,
+    ) -> Result<(), Error> {
         loop {
             self.reap(t);
             self.expire(t);
+            local.poll();
             let pass = self.stage(t, Mode::Serve);
             self.storage.metrics.set_pending(self.admitted);
             match pass {
                 Pass::Disconnected => return Ok(()),
                 Pass::SqFull => self.enter(0, None)?,
+                Pass::WaiterFull if local.woken() => self.enter(0, None)?,
                 Pass::WaiterFull => self.enter(1, self.next_deadline(t))?,
-                Pass::Drained => self.idle(t)?,
+                Pass::Drained => self.idle(t, local)?,
             }
         }
     }
 
     /// Nothing to stage: spin for a while, then arm, recheck and sleep.
-    fn idle(&mut self, t: &mut Table<S, R, W>) -> Result<(), Error> {
+    fn idle<L: local::Local>(&mut self, t: &mut Table<S, R, W>, local: &L) -> Result<(), Error> {
+        if local.woken() {
+            return self.enter(0, None);
+        }
         let spin = self.checked.config.idle_spin;
         if !spin.is_zero() {
             if !self.ring.sq_empty() {
@@ -240,7 +252,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                 // Not `has_work`: the last sender's exit rings the eventfd, whose poll (armed by
                 // now) posts a CQE, so the life word need not be read (and its cache line taken
                 // from the submitters) on every spin.
-                if self.storage.queue.has_ready() || self.ring.has_completions() {
+                if self.storage.queue.has_ready() || self.ring.has_completions() || local.woken() {
                     return Ok(());
                 }
                 if self.checked.config.single_issuer && self.ring.needs_task_work() {
@@ -255,7 +267,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             }
         }
         self.storage.wake.arm();
-        if self.has_work() {
+        if self.has_work() || local.woken() {
             // `has_work` may have seen the last sender gone (with DEFER_TASKRUN its wake CQE is
             // not posted until the next GETEVENTS): have the next pass read the count.
             self.check_senders = true;
