@@ -46,6 +46,10 @@ pub enum FaultOp {
     Accept,
     /// `connect`.
     Connect,
+    /// `send_to`.
+    SendTo,
+    /// `recv_from`.
+    RecvFrom,
 }
 
 impl FaultOp {
@@ -62,6 +66,8 @@ impl FaultOp {
                 | (FaultOp::Sync, OpKind::Sync)
                 | (FaultOp::Accept, OpKind::Accept)
                 | (FaultOp::Connect, OpKind::Connect)
+                | (FaultOp::SendTo, OpKind::SendTo)
+                | (FaultOp::RecvFrom, OpKind::RecvFrom)
         )
     }
 }

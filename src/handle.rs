@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use crate::buf::{IoBuf, IoBufMut};
 use crate::error::Error;
-use crate::event_loop::request::{RawAddr, Request, Work};
+use crate::event_loop::request::{RawAddr, Request, Work, NO_MSG};
 use crate::fd::Fd;
 use crate::handoff::slot::Leave;
 use crate::handoff::wait_list::{Notify, WaitState, Waiter};
@@ -38,6 +38,9 @@ pub type ReadResult = Result<IoBufMut, (IoBufMut, Error)>;
 pub type UnitResult = Result<(), Error>;
 /// Result of `accept`: the connected socket (close-on-exec), owned by the caller.
 pub type AcceptResult = Result<std::os::fd::OwnedFd, Error>;
+/// Result of `recv_from`: the buffer (its length set to the datagram's), the datagram's length
+/// and the sender's address; or the buffer and the error.
+pub type RecvFromResult = Result<(IoBufMut, usize, std::net::SocketAddr), (IoBufMut, Error)>;
 
 /// The result type of an operation ([`WriteResult`], [`RecvResult`], [`ReadResult`] or
 /// [`UnitResult`]). Sealed: it only names the four result shapes.
@@ -55,6 +58,7 @@ mod private {
     impl Sealed for super::ReadResult {}
     impl Sealed for super::UnitResult {}
     impl Sealed for super::AcceptResult {}
+    impl Sealed for super::RecvFromResult {}
 }
 
 /// An empty read-only buffer, handed back when the real one must stay with the kernel.
@@ -130,6 +134,27 @@ impl OpOutput for AcceptResult {
         // SAFETY: an accept's `Ok` is the descriptor the kernel created for this request; the
         // outcome was taken out of the slot, so only this `OwnedFd` owns it.
         outcome.map(|fd| unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as i32) })
+    }
+}
+
+#[allow(private_interfaces)]
+impl OpOutput for RecvFromResult {
+    fn from_parts(work: Option<Work>, outcome: Result<usize, Error>) -> Self {
+        let from = match (&work, &outcome) {
+            (Some(work), Ok(_)) => Some(work.sender()),
+            _ => None,
+        };
+        let mut buf = work.map_or_else(empty_mut, Work::into_write_buf);
+        match (outcome, from) {
+            (Ok(len), Some(from)) => {
+                // SAFETY: the kernel wrote the datagram's `len` bytes at the start of the buffer;
+                // len <= capacity (the iovec's length).
+                unsafe { buf.set_len(len) };
+                Ok((buf, len, from))
+            }
+            (Ok(_), None) => unreachable!("a result always comes with its request"),
+            (Err(e), _) => Err((buf, e)),
+        }
     }
 }
 
@@ -646,6 +671,79 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         };
         self.try_op(Request::new(work, Some(socket.into()), deadline))
             .map_err(|(_, e)| e)
+    }
+
+    /// Sends `buf` as one datagram to `addr` (`sendto`, Linux 6.0+ for the address in the SQE).
+    /// An empty buffer is sent as an empty datagram. A datagram too large for the socket is the
+    /// kernel's errno (`Os(EMSGSIZE)`).
+    pub fn send_to(
+        &self,
+        socket: impl Into<Fd>,
+        buf: IoBuf,
+        addr: std::net::SocketAddr,
+        deadline: Option<Instant>,
+    ) -> Op<WriteResult, S, R, W> {
+        let work = Work::SendTo {
+            buf,
+            addr: RawAddr::new(addr),
+        };
+        self.op(Request::new(work, Some(socket.into()), deadline))
+    }
+
+    /// Receives one datagram into `buf` (up to its capacity; a longer datagram is truncated, as
+    /// `recvfrom` does) and returns the buffer with its length set, the length, and the sender's
+    /// address (`0.0.0.0:0` for a sender that is not an IP socket). No allocation: the address
+    /// comes back by value; the loop keeps the message header in its own table.
+    pub fn recv_from(
+        &self,
+        socket: impl Into<Fd>,
+        buf: IoBufMut,
+        deadline: Option<Instant>,
+    ) -> Op<RecvFromResult, S, R, W> {
+        self.op(Request::new(
+            Self::recv_from_work(buf),
+            Some(socket.into()),
+            deadline,
+        ))
+    }
+
+    /// [`send_to`](Self::send_to), submitted now; `Error::Full` at once if no slot is free.
+    pub fn try_send_to(
+        &self,
+        socket: impl Into<Fd>,
+        buf: IoBuf,
+        addr: std::net::SocketAddr,
+        deadline: Option<Instant>,
+    ) -> Result<Op<WriteResult, S, R, W>, (IoBuf, Error)> {
+        let work = Work::SendTo {
+            buf,
+            addr: RawAddr::new(addr),
+        };
+        self.try_op(Request::new(work, Some(socket.into()), deadline))
+            .map_err(read_buf)
+    }
+
+    /// [`recv_from`](Self::recv_from), submitted now; `Error::Full` at once if no slot is free.
+    pub fn try_recv_from(
+        &self,
+        socket: impl Into<Fd>,
+        buf: IoBufMut,
+        deadline: Option<Instant>,
+    ) -> Result<Op<RecvFromResult, S, R, W>, (IoBufMut, Error)> {
+        self.try_op(Request::new(
+            Self::recv_from_work(buf),
+            Some(socket.into()),
+            deadline,
+        ))
+        .map_err(write_buf)
+    }
+
+    fn recv_from_work(buf: IoBufMut) -> Work {
+        Work::RecvFrom {
+            buf,
+            from: RawAddr::EMPTY,
+            msg: NO_MSG,
+        }
     }
 
     /// A no-op through the ring: measures the loop's own round trip.

@@ -105,7 +105,8 @@ pub use error::Error;
 pub use event_loop::{EventLoop, MetricsReader};
 pub use fd::Fd;
 pub use handle::{
-    AcceptResult, Handle, Op, OpOutput, ReadResult, RecvResult, UnitResult, WriteResult,
+    AcceptResult, Handle, Op, OpOutput, ReadResult, RecvFromResult, RecvResult, UnitResult,
+    WriteResult,
 };
 pub use metrics::Metrics;
 pub use storage::Storage;

@@ -19,6 +19,7 @@
 use std::sync::Arc;
 
 use crate::error::Error;
+use crate::event_loop::request::MsgHeader;
 use crate::event_loop::request::Request;
 use crate::event_loop::ring::EventFd;
 use crate::event_loop::table::{SlotFlags, Table};
@@ -195,6 +196,11 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
             for i in 0..SLOTS {
                 flags.add(i).write(SlotFlags::NONE);
             }
+            let msgs = std::ptr::addr_of_mut!((*state).msgs).cast::<MsgHeader>();
+            for i in 0..RING {
+                msgs.add(i).write(MsgHeader::new());
+            }
+            std::ptr::addr_of_mut!((*state).free_msgs).write(heapless::Vec::new());
         }
     }
 
@@ -231,6 +237,14 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         // SAFETY: we hold the claim and no loop exists yet, so nobody else touches loop state.
         let state = unsafe { &mut *self.loop_state.get() };
         state.reset();
+        // A message header that a parked recv_from left with the kernel stays out of use.
+        for slot in self.slots.iter().filter(|slot| slot.is_abandoned()) {
+            // SAFETY: an abandoned slot belongs to nobody and no thread touches its request; the
+            // kernel may write its buffer and header, never the request itself.
+            if let Some(msg) = unsafe { slot.with_request(|r| r.held_msg()) } {
+                state.free_msgs.retain(|&free| free != msg);
+            }
+        }
         self.epoch.fetch_add(1, Ordering::Relaxed);
         // Release: publishes the resets above to every thread that acquires the life word.
         self.life.store(LOOP | HANDLE, Ordering::Release);

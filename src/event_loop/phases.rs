@@ -9,6 +9,7 @@ use super::table::{SlotFlags, Table};
 use super::wheel::{ceil_tick, floor_tick, Target};
 use super::{EventLoop, Mode, Pass};
 use crate::error::Error;
+use crate::event_loop::request::OpKind;
 use crate::fault;
 use crate::handoff::slot::Finish;
 use crate::metrics::Counters;
@@ -60,6 +61,11 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         let flags = &mut t.flags[index];
         flags.in_flight = false;
         let (cancel, abandoning) = (flags.cancel_requested, flags.abandoning);
+        // SAFETY: admitted and in flight: the loop owns the request.
+        if let Some(msg) = unsafe { slot.with_request(|r| r.msg_done(&t.msgs)) } {
+            // Cannot fail: it came from this list, which holds at most RING.
+            let _ = t.free_msgs.push(msg);
+        }
         // SAFETY: admitted and in flight: the loop owns the request.
         let (finished, kind) = unsafe {
             slot.with_request(|r| {
@@ -272,8 +278,22 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         let id = RequestId::new(index, slot.generation()).op_data();
         let key = self.storage.fault_key();
         let limit = fault::sqe_limit(key, kind);
-        // SAFETY: admitted: the loop owns the request.
-        let mut sqe = unsafe { slot.with_request(|r| r.sqe(id, limit)) };
+        let mut sqe = if kind == OpKind::RecvFrom {
+            let Some(msg) = t.free_msgs.pop() else {
+                // Every message header is parked with the kernel (shutdowns that abandoned
+                // recv_froms in flight): this one cannot be staged.
+                // SAFETY: admitted: the loop owns the request.
+                unsafe { slot.with_request(|r| r.outcome = Some(Err(Error::Os(libc::ENOBUFS)))) };
+                self.finish(t, index);
+                return;
+            };
+            let header = &mut t.msgs[msg as usize];
+            // SAFETY: admitted: the loop owns the request.
+            unsafe { slot.with_request(|r| r.recv_msg_sqe(id, msg, header)) }
+        } else {
+            // SAFETY: admitted: the loop owns the request.
+            unsafe { slot.with_request(|r| r.sqe(id, limit)) }
+        };
         if let Some(result) = fault::sqe_result(key, kind) {
             fault::override_result(key, id, result);
             sqe = opcode::Nop::new().build().user_data(id);

@@ -32,6 +32,8 @@ pub(crate) enum OpKind {
     Sync,
     Accept,
     Connect,
+    SendTo,
+    RecvFrom,
 }
 
 impl OpKind {
@@ -47,7 +49,7 @@ impl OpKind {
     pub(crate) fn cancelled_on_drop(self) -> bool {
         matches!(
             self,
-            OpKind::Recv | OpKind::ReadAt | OpKind::Nop | OpKind::Accept
+            OpKind::Recv | OpKind::ReadAt | OpKind::Nop | OpKind::Accept | OpKind::RecvFrom
         )
     }
 }
@@ -93,23 +95,118 @@ pub(crate) enum Work {
     Connect {
         addr: RawAddr,
     },
+    /// Send the whole datagram `buf` to `addr` (kept here until the CQE).
+    SendTo {
+        buf: IoBuf,
+        addr: RawAddr,
+    },
+    /// Receive one datagram into `buf` (up to its capacity); `from` gets the sender's address.
+    /// While in the kernel it uses message header `msg` of the loop's table.
+    RecvFrom {
+        buf: IoBufMut,
+        from: RawAddr,
+        msg: u16,
+    },
 }
 
-/// A socket address in the kernel's layout (`sockaddr_in` or `sockaddr_in6`), inline.
+/// `RecvFrom::msg` when no message header is held.
+pub(crate) const NO_MSG: u16 = u16::MAX;
+
+/// What `recvmsg` needs in stable memory while a `recv_from` is in the kernel: the header, its one
+/// iovec and room for the sender's address. The loop keeps `RING` of them in its table.
+#[repr(C)]
+pub(crate) struct MsgHeader {
+    hdr: libc::msghdr,
+    iov: libc::iovec,
+    name: RawAddr,
+}
+
+impl MsgHeader {
+    /// Zeroed (pointers null).
+    pub(crate) const fn new() -> Self {
+        // SAFETY: msghdr, iovec and RawAddr are plain data for which all-zero bytes are valid
+        // (null pointers, zero lengths).
+        unsafe { std::mem::zeroed() }
+    }
+
+    /// Points the header at `buf`'s whole capacity and at this header's address room; returns
+    /// the header for the SQE. `self` and `buf` must stay in place until the CQE.
+    fn prepare(&mut self, buf: &mut IoBufMut) -> *mut libc::msghdr {
+        self.name = RawAddr::EMPTY;
+        self.iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.capacity(),
+        };
+        // SAFETY: zeroed msghdr is valid; the fields set below are all recvmsg reads.
+        self.hdr = unsafe { std::mem::zeroed() };
+        self.hdr.msg_name = self.name.storage.as_mut_ptr().cast();
+        self.hdr.msg_namelen = std::mem::size_of_val(&self.name.storage) as u32;
+        self.hdr.msg_iov = &mut self.iov;
+        self.hdr.msg_iovlen = 1;
+        &mut self.hdr
+    }
+
+    /// The sender's address the kernel wrote (after the CQE).
+    fn sender(&self) -> RawAddr {
+        self.name
+    }
+}
+
+/// A socket address in the kernel's layout (`sockaddr_in` or `sockaddr_in6`), inline; its
+/// length follows from its family (so that a datagram request still fits a slot's 64 bytes).
 #[derive(Clone, Copy)]
 #[repr(C)]
 pub(crate) struct RawAddr {
     /// Room for a `sockaddr_in6` (28 bytes), 4-aligned like it.
     storage: [u32; 7],
-    len: u32,
 }
 
 impl RawAddr {
+    /// No address (family 0).
+    pub(crate) const EMPTY: RawAddr = RawAddr { storage: [0; 7] };
+
+    fn family(&self) -> i32 {
+        // SAFETY: the storage starts with a sockaddr's family field (zero when empty).
+        i32::from(unsafe { *self.storage.as_ptr().cast::<libc::sa_family_t>() })
+    }
+
+    /// The length of the sockaddr stored (0 for an unknown family).
+    fn len(&self) -> u32 {
+        match self.family() {
+            libc::AF_INET => std::mem::size_of::<libc::sockaddr_in>() as u32,
+            libc::AF_INET6 => std::mem::size_of::<libc::sockaddr_in6>() as u32,
+            _ => 0,
+        }
+    }
+
+    /// The address as std's, if it is an IPv4 or IPv6 one (the unspecified `0.0.0.0:0` for
+    /// another family, such as a Unix datagram socket's sender).
+    pub(crate) fn to_socket_addr(self) -> std::net::SocketAddr {
+        // A sender shorter than its family's sockaddr left zeros (the room is cleared first).
+        match self.family() {
+            libc::AF_INET => {
+                // SAFETY: a sockaddr_in fits the storage; its bytes are the kernel's or zeros.
+                let sin = unsafe { *self.storage.as_ptr().cast::<libc::sockaddr_in>() };
+                let ip = std::net::Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+                (ip, u16::from_be(sin.sin_port)).into()
+            }
+            libc::AF_INET6 => {
+                // SAFETY: a sockaddr_in6 fits the storage; its bytes are the kernel's or zeros.
+                let sin6 = unsafe { *self.storage.as_ptr().cast::<libc::sockaddr_in6>() };
+                std::net::SocketAddrV6::new(
+                    std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                    u16::from_be(sin6.sin6_port),
+                    u32::from_be(sin6.sin6_flowinfo),
+                    sin6.sin6_scope_id,
+                )
+                .into()
+            }
+            _ => ([0, 0, 0, 0], 0).into(),
+        }
+    }
+
     pub(crate) fn new(addr: std::net::SocketAddr) -> Self {
-        let mut raw = RawAddr {
-            storage: [0; 7],
-            len: 0,
-        };
+        let mut raw = RawAddr::EMPTY;
         let ptr = raw.storage.as_mut_ptr();
         match addr {
             std::net::SocketAddr::V4(v4) => {
@@ -123,7 +220,6 @@ impl RawAddr {
                 };
                 // SAFETY: 16 bytes, 4-aligned, into a 28-byte 4-aligned buffer.
                 unsafe { ptr.cast::<libc::sockaddr_in>().write(sin) };
-                raw.len = std::mem::size_of::<libc::sockaddr_in>() as u32;
             }
             std::net::SocketAddr::V6(v6) => {
                 let sin6 = libc::sockaddr_in6 {
@@ -137,7 +233,6 @@ impl RawAddr {
                 };
                 // SAFETY: 28 bytes, 4-aligned, into a 28-byte 4-aligned buffer.
                 unsafe { ptr.cast::<libc::sockaddr_in6>().write(sin6) };
-                raw.len = std::mem::size_of::<libc::sockaddr_in6>() as u32;
             }
         }
         raw
@@ -150,7 +245,7 @@ impl RawAddr {
 
 impl std::fmt::Debug for RawAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RawAddr").field("len", &self.len).finish()
+        write!(f, "RawAddr({})", self.to_socket_addr())
     }
 }
 
@@ -162,6 +257,8 @@ impl Work {
             Work::Sync => OpKind::Sync,
             Work::Accept => OpKind::Accept,
             Work::Connect { .. } => OpKind::Connect,
+            Work::SendTo { .. } => OpKind::SendTo,
+            Work::RecvFrom { .. } => OpKind::RecvFrom,
             Work::Send { .. } => OpKind::Send,
             Work::WriteAt { .. } => OpKind::WriteAt,
             Work::Recv { .. } => OpKind::Recv,
@@ -172,7 +269,12 @@ impl Work {
     /// The progress cursor and its end, for operations that move bytes.
     fn cursor(&mut self) -> Option<(&mut usize, usize)> {
         match self {
-            Work::Nop | Work::Sync | Work::Accept | Work::Connect { .. } => None,
+            Work::Nop
+            | Work::Sync
+            | Work::Accept
+            | Work::Connect { .. }
+            | Work::SendTo { .. }
+            | Work::RecvFrom { .. } => None,
             Work::Send { pos, end, .. }
             | Work::WriteAt { pos, end, .. }
             | Work::Recv { pos, end, .. }
@@ -183,7 +285,12 @@ impl Work {
     /// Bytes transferred so far (the cursor, from the start of the buffer for read_at).
     pub(crate) fn progress(&self) -> usize {
         match self {
-            Work::Nop | Work::Sync | Work::Accept | Work::Connect { .. } => 0,
+            Work::Nop
+            | Work::Sync
+            | Work::Accept
+            | Work::Connect { .. }
+            | Work::SendTo { .. }
+            | Work::RecvFrom { .. } => 0,
             Work::Send { pos, .. }
             | Work::WriteAt { pos, .. }
             | Work::Recv { pos, .. }
@@ -195,15 +302,23 @@ impl Work {
     /// send or write request, so any other kind here is a bug of the crate's.
     pub(crate) fn into_read_buf(self) -> IoBuf {
         match self {
-            Work::Send { buf, .. } | Work::WriteAt { buf, .. } => buf,
+            Work::Send { buf, .. } | Work::WriteAt { buf, .. } | Work::SendTo { buf, .. } => buf,
             other => unreachable!("a write result from a {:?} request", other.kind()),
+        }
+    }
+
+    /// The sender's address of a `recv_from` (after its CQE).
+    pub(crate) fn sender(&self) -> std::net::SocketAddr {
+        match self {
+            Work::RecvFrom { from, .. } => from.to_socket_addr(),
+            other => unreachable!("a sender address from a {:?} request", other.kind()),
         }
     }
 
     /// The writable buffer of a recv or read (see [`into_read_buf`](Self::into_read_buf)).
     pub(crate) fn into_write_buf(self) -> IoBufMut {
         match self {
-            Work::Recv { buf, .. } | Work::ReadAt { buf, .. } => buf,
+            Work::Recv { buf, .. } | Work::ReadAt { buf, .. } | Work::RecvFrom { buf, .. } => buf,
             other => unreachable!("a read result from a {:?} request", other.kind()),
         }
     }
@@ -273,7 +388,17 @@ impl Request {
             Work::Accept => opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
                 .flags(libc::SOCK_CLOEXEC)
                 .build(),
-            Work::Connect { addr } => opcode::Connect::new(fd, addr.as_ptr(), addr.len).build(),
+            Work::Connect { addr } => opcode::Connect::new(fd, addr.as_ptr(), addr.len()).build(),
+            Work::SendTo { buf, addr } => {
+                opcode::Send::new(fd, buf.as_ptr(), buf.len().min(limit as usize) as u32)
+                    .dest_addr(addr.as_ptr())
+                    .dest_addr_len(addr.len())
+                    .flags(libc::MSG_NOSIGNAL)
+                    .build()
+            }
+            Work::RecvFrom { .. } => {
+                unreachable!("recv_from is staged with its message header (`recv_msg_sqe`)")
+            }
             Work::Send { buf, pos, end } => {
                 // SAFETY: see above.
                 let ptr = unsafe { buf.as_ptr().add(*pos) };
@@ -304,6 +429,45 @@ impl Request {
         entry.user_data(user_data)
     }
 
+    /// The SQE of a `recv_from`, which holds message header `index` (`header`) of the loop's
+    /// table until [`msg_done`](Self::msg_done).
+    pub(crate) fn recv_msg_sqe(
+        &mut self,
+        user_data: u64,
+        index: u16,
+        header: &mut MsgHeader,
+    ) -> squeue::Entry {
+        let fd = types::Fd(self.fd.as_ref().map_or(-1, Fd::as_raw_fd));
+        let Work::RecvFrom { buf, msg, .. } = &mut self.work else {
+            unreachable!("recv_msg_sqe is for recv_from")
+        };
+        *msg = index;
+        let hdr = header.prepare(buf);
+        opcode::RecvMsg::new(fd, hdr).build().user_data(user_data)
+    }
+
+    /// The message header a `recv_from` holds while in the kernel.
+    pub(crate) fn held_msg(&self) -> Option<u16> {
+        match self.work {
+            Work::RecvFrom { msg, .. } if msg != NO_MSG => Some(msg),
+            _ => None,
+        }
+    }
+
+    /// After a `recv_from`'s CQE: takes the sender's address out of its message header and gives
+    /// the header back (returns its index), if it held one.
+    pub(crate) fn msg_done(&mut self, headers: &[MsgHeader]) -> Option<u16> {
+        let Work::RecvFrom { from, msg, .. } = &mut self.work else {
+            return None;
+        };
+        let index = std::mem::replace(msg, NO_MSG);
+        if index == NO_MSG {
+            return None;
+        }
+        *from = headers[index as usize].sender();
+        Some(index)
+    }
+
     /// Applies one op CQE result; `cancel_requested` says whether the deadline fired while the
     /// SQE was in the kernel. Returns true when the request is finished (`outcome` set), false
     /// when it needs another SQE (requeue).
@@ -329,10 +493,14 @@ impl Request {
     /// expected is end of file (or a closed peer).
     fn advance(&mut self, n: usize, cancel_requested: bool) -> bool {
         let first_bytes_suffice = matches!(self.work, Work::Recv { exact: false, .. });
-        let accepted = matches!(self.work, Work::Accept);
+        let counted = matches!(
+            self.work,
+            Work::Accept | Work::SendTo { .. } | Work::RecvFrom { .. }
+        );
         let Some((pos, end)) = self.work.cursor() else {
-            // Accept's result is the new descriptor; the others have nothing to report.
-            self.outcome = Some(Ok(if accepted { n } else { 0 }));
+            // Accept's result is the new descriptor, a datagram's its length (zero included);
+            // the others have nothing to report.
+            self.outcome = Some(Ok(if counted { n } else { 0 }));
             return true;
         };
         let outcome = if n == 0 && *pos < end {
@@ -365,6 +533,15 @@ mod tests {
             OpKind::Accept => Work::Accept,
             OpKind::Connect => Work::Connect {
                 addr: RawAddr::new(([127, 0, 0, 1], 9).into()),
+            },
+            OpKind::SendTo => Work::SendTo {
+                buf: IoBuf::from(vec![7u8; end]),
+                addr: RawAddr::new(([127, 0, 0, 1], 9).into()),
+            },
+            OpKind::RecvFrom => Work::RecvFrom {
+                buf: IoBufMut::with_capacity(end),
+                from: RawAddr::EMPTY,
+                msg: NO_MSG,
             },
             OpKind::Send => Work::Send {
                 buf: IoBuf::from(vec![7u8; end]),
@@ -604,5 +781,26 @@ mod tests {
             u32::from(opcode::Connect::CODE)
         );
         assert!(OpKind::Accept.cancelled_on_drop() && !OpKind::Connect.cancelled_on_drop());
+    }
+
+    #[test]
+    fn datagrams_report_their_length_zero_included_and_addresses_round_trip() {
+        // A datagram's result is its length; an empty datagram is not end of file.
+        for kind in [OpKind::SendTo, OpKind::RecvFrom] {
+            let mut r = request(kind, 8);
+            assert!(r.complete(0, false));
+            assert_eq!(r.outcome, Some(Ok(0)), "{kind:?}");
+            let mut r = request(kind, 8);
+            assert!(r.complete(5, false));
+            assert_eq!(r.outcome, Some(Ok(5)), "{kind:?}");
+        }
+        for addr in ["127.0.0.1:4242", "[::1]:9", "[fe80::1%3]:80"] {
+            let addr: std::net::SocketAddr = addr.parse().unwrap();
+            assert_eq!(RawAddr::new(addr).to_socket_addr(), addr);
+        }
+        assert_eq!(
+            RawAddr::EMPTY.to_socket_addr(),
+            std::net::SocketAddr::from(([0, 0, 0, 0], 0))
+        );
     }
 }

@@ -4,6 +4,7 @@
 //! `&mut` to its phases, so the borrow checker proves that nothing else does.
 
 use crate::event_loop::id::RequestId;
+use crate::event_loop::request::MsgHeader;
 use crate::event_loop::wheel::Wheel;
 
 /// What the loop knows about an admitted request, kept outside the slot so that checking it
@@ -43,6 +44,11 @@ pub(crate) struct Table<const SLOTS: usize, const RING: usize, const WHEEL: usiz
     pub(crate) cancels: heapless::Deque<RequestId, RING>,
     /// Per-slot bookkeeping.
     pub(crate) flags: [SlotFlags; SLOTS],
+    /// Message headers for `recv_from`s in the kernel (at most `RING` at once), and the indices
+    /// of the free ones. A header the kernel may still write (its request parked at shutdown) is
+    /// never given back.
+    pub(crate) msgs: [MsgHeader; RING],
+    pub(crate) free_msgs: heapless::Vec<u16, RING>,
 }
 
 impl<const S: usize, const R: usize, const W: usize> Table<S, R, W> {
@@ -53,6 +59,8 @@ impl<const S: usize, const R: usize, const W: usize> Table<S, R, W> {
             ready: heapless::Deque::new(),
             cancels: heapless::Deque::new(),
             flags: [SlotFlags::NONE; S],
+            msgs: [const { MsgHeader::new() }; R],
+            free_msgs: heapless::Vec::new(),
         }
     }
 
@@ -62,6 +70,10 @@ impl<const S: usize, const R: usize, const W: usize> Table<S, R, W> {
         self.ready.clear();
         self.cancels.clear();
         self.flags.fill(SlotFlags::NONE);
+        self.free_msgs.clear();
+        for index in (0..R as u16).rev() {
+            let _ = self.free_msgs.push(index);
+        }
     }
 
     /// Takes request `index` out of the table (its deadline, its flags); the caller counts it
