@@ -110,6 +110,10 @@ struct Fixture {
     read_buf: Option<IoBufMut>,
     send_buf: Option<IoBuf>,
     recv_buf: Option<IoBufMut>,
+    /// Two UDP sockets and the second's address (datagrams go from `ua` to `ub`).
+    ua: Fd,
+    ub: Fd,
+    ub_addr: std::net::SocketAddr,
     exec: Executor,
 }
 
@@ -187,6 +191,33 @@ impl Fixture {
         self.read_buf = Some(buf);
     }
 
+    /// `send_to` / `recv_from` pairs over UDP loopback.
+    fn datagrams(&mut self, n: usize, blocking: bool) {
+        let mut out = self.send_buf.take().unwrap();
+        let mut inb = self.recv_buf.take().unwrap();
+        for _ in 0..n {
+            let len = out.len();
+            let recv = self.handle.recv_from(&self.ub, inb, None);
+            let send = self.handle.send_to(&self.ua, out, self.ub_addr, None);
+            let (received, sent) = if blocking {
+                let sent = send.wait();
+                (recv.wait(), sent)
+            } else {
+                self.exec.join(recv, send)
+            };
+            out = match sent {
+                Ok(buf) => buf,
+                Err(_) => panic!("send_to failed"),
+            };
+            inb = match received {
+                Ok((buf, got, _from)) if got == len && buf[..] == out[..] => buf,
+                _ => panic!("recv_from failed"),
+            };
+        }
+        self.send_buf = Some(out);
+        self.recv_buf = Some(inb);
+    }
+
     fn pairs(&mut self, n: usize, blocking: bool) {
         let mut out = self.send_buf.take().unwrap();
         let mut inb = self.recv_buf.take().unwrap();
@@ -242,6 +273,9 @@ fn run_workloads(
         file.write_all(&[block as u8; BLOCK]).unwrap();
     }
     let (a, b) = UnixStream::pair().unwrap();
+    let ua = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let ub = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let ub_addr = ub.local_addr().unwrap();
     let mut fx = Fixture {
         handle,
         file: Fd::from(Arc::new(file)),
@@ -250,6 +284,9 @@ fn run_workloads(
         read_buf: Some(IoBufMut::with_capacity(BLOCK)),
         send_buf: Some(IoBuf::from(vec![0x5a; 64])),
         recv_buf: Some(IoBufMut::with_capacity(64)),
+        ua: Fd::from(Arc::new(ua)),
+        ub: Fd::from(Arc::new(ub)),
+        ub_addr,
         exec: Executor::new(),
     };
 
@@ -260,17 +297,25 @@ fn run_workloads(
     fx.reads(100, false);
     fx.pairs(100, true);
     fx.pairs(100, false);
+    fx.datagrams(100, true);
+    fx.datagrams(100, false);
     fx.timeouts(2, true);
     fx.timeouts(2, false);
 
     let (nops, reads, pairs) = (NOPS / divide, READS / divide, PAIRS / divide);
-    let phases: [Phase; 10] = [
+    let phases: [Phase; 12] = [
         ("nop .wait()", &mut |fx| fx.nops_wait(nops)),
         ("nop async", &mut |fx| fx.nops_async(nops)),
         ("read_at 4 KiB .wait()", &mut |fx| fx.reads(reads, true)),
         ("read_at 4 KiB async", &mut |fx| fx.reads(reads, false)),
         ("send/recv 64 B .wait()", &mut |fx| fx.pairs(pairs, true)),
         ("send/recv 64 B async", &mut |fx| fx.pairs(pairs, false)),
+        ("send_to/recv_from 64 B .wait()", &mut |fx| {
+            fx.datagrams(pairs, true)
+        }),
+        ("send_to/recv_from 64 B async", &mut |fx| {
+            fx.datagrams(pairs, false)
+        }),
         ("nop .wait() to a sleeping loop", &mut |fx| {
             fx.nops_after_idle(IDLE_NOPS, true)
         }),
@@ -291,7 +336,7 @@ fn run_workloads(
 
     let m = fx.handle.metrics();
     let expected =
-        (2 * (nops + reads + pairs * 2 + IDLE_NOPS + TIMEOUTS) + 6 * 100 + 2 * 100 + 4) as u64;
+        (2 * (nops + reads + pairs * 4 + IDLE_NOPS + TIMEOUTS) + 6 * 100 + 6 * 100 + 4) as u64;
     assert_eq!(
         m.completed, expected,
         "every request went through the loop: {m:?}"
