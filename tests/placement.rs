@@ -9,6 +9,22 @@ use std::time::Duration;
 use common::*;
 use static_uring::{Config, Error};
 
+type H = static_uring::Handle<8, 4, 64>;
+
+/// The spawned loop serves a request, then returns `Ok` once the handle is gone.
+fn serves_then_ends(handle: H, thread: std::thread::JoinHandle<Result<(), Error>>) {
+    let h = handle.clone();
+    assert_eq!(with_timeout(HANG, move || h.nop(None).wait()), Ok(()));
+    drop(handle);
+    assert_eq!(with_timeout(HANG, move || thread.join().unwrap()), Ok(()));
+}
+
+/// A loop that `spawn` refused: its handle's requests end `Closed`.
+fn refused(handle: H) {
+    let closed = with_timeout(HANG, move || handle.nop(None).wait());
+    assert_eq!(closed, Err(Error::Closed));
+}
+
 /// Thread names of this process (from /proc/self/task/*/comm).
 fn thread_names() -> Vec<String> {
     std::fs::read_dir("/proc/self/task")
@@ -30,15 +46,7 @@ fn spawn_starts_a_named_loop_thread() {
     let thread = event_loop.spawn("su-named").expect("CPU 0 exists");
     assert_eq!(thread.thread().name(), Some("su-named"));
     assert!(thread_names().iter().any(|n| n == "su-named"));
-    assert_eq!(
-        with_timeout(HANG, {
-            let h = handle.clone();
-            move || h.nop(None).wait()
-        }),
-        Ok(())
-    );
-    drop(handle);
-    assert_eq!(with_timeout(HANG, move || thread.join().unwrap()), Ok(()));
+    serves_then_ends(handle, thread);
 }
 
 /// A CPU that does not exist is the kernel's EINVAL from `spawn`; the loop does not run and
@@ -52,10 +60,7 @@ fn spawn_on_a_missing_cpu_is_an_error_and_closes_the_handle() {
     let (handle, event_loop) = static_uring::new::<8, 4, 64>(config).unwrap();
     let e = event_loop.spawn("su-nocpu").unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{e}");
-    assert_eq!(
-        with_timeout(HANG, move || handle.nop(None).wait()),
-        Err(Error::Closed)
-    );
+    refused(handle);
 }
 
 /// A real-time priority works where the process may use it, and is EPERM where it may not
@@ -81,22 +86,11 @@ fn spawn_with_a_fifo_priority_runs_or_reports_eperm() {
         Ok(thread) => {
             let policy = fifo_policy_of("su-fifo");
             assert_eq!(policy, Some(libc::SCHED_FIFO), "the priority was applied");
-            assert_eq!(
-                with_timeout(HANG, {
-                    let h = handle.clone();
-                    move || h.nop(None).wait()
-                }),
-                Ok(())
-            );
-            drop(handle);
-            with_timeout(HANG, move || thread.join().unwrap()).unwrap();
+            serves_then_ends(handle, thread);
         }
         Err(e) => {
             assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}");
-            assert_eq!(
-                with_timeout(HANG, move || handle.nop(None).wait()),
-                Err(Error::Closed)
-            );
+            refused(handle);
         }
     }
 }
@@ -122,15 +116,7 @@ fn spawn_with_locked_memory_runs_or_reports_the_limit() {
             if std::env::var_os("ASAN_OPTIONS").is_none() {
                 assert_ne!(locked.split_whitespace().nth(1), Some("0"), "{locked}");
             }
-            assert_eq!(
-                with_timeout(HANG, {
-                    let h = handle.clone();
-                    move || h.nop(None).wait()
-                }),
-                Ok(())
-            );
-            drop(handle);
-            with_timeout(HANG, move || thread.join().unwrap()).unwrap();
+            serves_then_ends(handle, thread);
             // SAFETY: undoes the lock for the rest of this test binary.
             unsafe { libc::munlockall() };
         }
@@ -139,10 +125,7 @@ fn spawn_with_locked_memory_runs_or_reports_the_limit() {
                 matches!(e.raw_os_error(), Some(libc::ENOMEM | libc::EPERM)),
                 "{e}"
             );
-            assert_eq!(
-                with_timeout(HANG, move || handle.nop(None).wait()),
-                Err(Error::Closed)
-            );
+            refused(handle);
         }
     }
 }
