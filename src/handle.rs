@@ -23,6 +23,28 @@ use crate::storage::StorageRef;
 
 /// Submits requests to one loop. `Clone + Send + Sync`; the loop shuts down (drains and returns
 /// from `run`) once every clone is dropped.
+///
+/// Name a handle once with a type alias, so the three sizes appear in one place:
+///
+/// ```
+/// use static_uring::{Config, Handle, Storage};
+///
+/// const SLOTS: usize = 256;
+/// const RING: usize = 128;
+/// const WHEEL: usize = 4096;
+/// type Io = Handle<SLOTS, RING, WHEEL>;
+/// static STORAGE: Storage<SLOTS, RING, WHEEL> = Storage::new();
+///
+/// fn ping(io: &Io) -> Result<(), static_uring::Error> {
+///     io.nop(None).wait()
+/// }
+///
+/// let (io, event_loop) = static_uring::with_storage(&STORAGE, Config::default()).unwrap();
+/// let thread = std::thread::spawn(move || event_loop.run());
+/// ping(&io).unwrap();
+/// drop(io);
+/// thread.join().unwrap().unwrap();
+/// ```
 pub struct Handle<const SLOTS: usize, const RING: usize, const WHEEL: usize> {
     storage: StorageRef<SLOTS, RING, WHEEL>,
     epoch: u32,
@@ -538,6 +560,19 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
 
     /// Sends the whole buffer on a socket (short sends are resubmitted). An empty buffer
     /// completes `Ok` at once. A closed peer is `Error::UnexpectedEof`.
+    ///
+    /// ```
+    /// # use static_uring::{Config, IoBuf, IoBufMut};
+    /// # use std::sync::Arc;
+    /// # let (handle, event_loop) = static_uring::new::<8, 8, 64>(Config::default()).unwrap();
+    /// # let thread = std::thread::spawn(move || event_loop.run());
+    /// let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    /// let sent = handle.send(Arc::new(a), IoBuf::from(&b"hello"[..]), None).wait().unwrap();
+    /// assert_eq!(&sent[..], b"hello"); // the buffer comes back
+    /// # drop(b);
+    /// # drop(handle);
+    /// # thread.join().unwrap().unwrap();
+    /// ```
     pub fn send(
         &self,
         fd: impl Into<Fd>,
@@ -556,6 +591,23 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// `offset` are zeroed (never left undefined). `offset > len` or `len > capacity` is
     /// `Error::InvalidInput` (nothing submitted); `offset == len` completes `Ok` at once. A peer
     /// that closes first is `Error::UnexpectedEof`.
+    ///
+    /// ```
+    /// # use static_uring::{Config, IoBuf, IoBufMut};
+    /// # use std::sync::Arc;
+    /// # let (handle, event_loop) = static_uring::new::<8, 8, 64>(Config::default()).unwrap();
+    /// # let thread = std::thread::spawn(move || event_loop.run());
+    /// use std::io::Write;
+    /// let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    /// (&a).write_all(b"hello").unwrap();
+    /// let (buf, filled) = handle
+    ///     .recv(Arc::new(b), IoBufMut::with_capacity(16), 0, 5, true, None)
+    ///     .wait()
+    ///     .unwrap();
+    /// assert_eq!((filled, &buf[..]), (5, &b"hello"[..]));
+    /// # drop(handle);
+    /// # thread.join().unwrap().unwrap();
+    /// ```
     pub fn recv(
         &self,
         fd: impl Into<Fd>,
@@ -584,6 +636,18 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// or a range `offset..offset + len` beyond `i64::MAX` (which the kernel would read as "the
     /// current file position" or refuse), is `Error::InvalidInput` with nothing submitted;
     /// `len == 0` completes `Ok` at once.
+    ///
+    /// ```
+    /// # use static_uring::{Config, IoBuf, IoBufMut};
+    /// # use std::sync::Arc;
+    /// # let (handle, event_loop) = static_uring::new::<8, 8, 64>(Config::default()).unwrap();
+    /// # let thread = std::thread::spawn(move || event_loop.run());
+    /// let file = Arc::new(std::fs::File::open("/proc/self/exe").unwrap());
+    /// let buf = handle.read_at(file, 1, 3, IoBufMut::with_capacity(3), None).wait().unwrap();
+    /// assert_eq!(&buf[..], b"ELF");
+    /// # drop(handle);
+    /// # thread.join().unwrap().unwrap();
+    /// ```
     pub fn read_at(
         &self,
         fd: impl Into<Fd>,
@@ -601,6 +665,21 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// Writes the whole buffer at file `offset` (short writes are resubmitted). Runs to
     /// completion even if the future is dropped. An empty buffer completes `Ok` at once. A range
     /// `offset..offset + len` beyond `i64::MAX` is `Error::InvalidInput` with nothing submitted.
+    ///
+    /// ```
+    /// # use static_uring::{Config, IoBuf, IoBufMut};
+    /// # use std::sync::Arc;
+    /// # let (handle, event_loop) = static_uring::new::<8, 8, 64>(Config::default()).unwrap();
+    /// # let thread = std::thread::spawn(move || event_loop.run());
+    /// let path = std::env::temp_dir().join(format!("su-doc-{}", std::process::id()));
+    /// let file = Arc::new(std::fs::File::create(&path).unwrap());
+    /// handle.write_at(file.clone(), 0, IoBuf::from(&b"data"[..]), None).wait().unwrap();
+    /// handle.sync(file, None).wait().unwrap();
+    /// assert_eq!(std::fs::read(&path).unwrap(), b"data");
+    /// # std::fs::remove_file(&path).unwrap();
+    /// # drop(handle);
+    /// # thread.join().unwrap().unwrap();
+    /// ```
     pub fn write_at(
         &self,
         fd: impl Into<Fd>,
@@ -626,6 +705,21 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// the connected socket, owned by the caller (convert it to an [`Fd`] once to use it with the
     /// other operations). A connection accepted for a future that was dropped is closed. With a
     /// deadline, no connection within it is `Error::Timeout`.
+    ///
+    /// ```
+    /// # use static_uring::{Config, IoBuf, IoBufMut};
+    /// # use std::sync::Arc;
+    /// # let (handle, event_loop) = static_uring::new::<8, 8, 64>(Config::default()).unwrap();
+    /// # let thread = std::thread::spawn(move || event_loop.run());
+    /// use static_uring::Fd;
+    /// let listener = Arc::new(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    /// let addr = listener.local_addr().unwrap();
+    /// let client = std::net::TcpStream::connect(addr).unwrap();
+    /// let stream: Fd = handle.accept(listener, None).wait().unwrap().into();
+    /// # drop((client, stream));
+    /// # drop(handle);
+    /// # thread.join().unwrap().unwrap();
+    /// ```
     pub fn accept(
         &self,
         listener: impl Into<Fd>,
@@ -637,6 +731,26 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// Connects a socket to `addr`. A refused or unreachable peer is the kernel's errno
     /// (`Error::Os(ECONNREFUSED)`, ...); with a deadline, no connection within it is
     /// `Error::Timeout`.
+    ///
+    /// ```
+    /// # use static_uring::{Config, IoBuf, IoBufMut};
+    /// # use std::sync::Arc;
+    /// # let (handle, event_loop) = static_uring::new::<8, 8, 64>(Config::default()).unwrap();
+    /// # let thread = std::thread::spawn(move || event_loop.run());
+    /// use std::os::fd::FromRawFd;
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    /// let addr = listener.local_addr().unwrap();
+    /// // A fresh, unconnected socket.
+    /// // SAFETY: plain syscall; the result is checked below.
+    /// let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    /// assert!(fd >= 0);
+    /// // SAFETY: `fd` is a new descriptor nobody else owns.
+    /// let socket = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    /// handle.connect(socket, addr, None).wait().unwrap();
+    /// assert!(listener.accept().is_ok());
+    /// # drop(handle);
+    /// # thread.join().unwrap().unwrap();
+    /// ```
     pub fn connect(
         &self,
         socket: impl Into<Fd>,
@@ -676,6 +790,22 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// Sends `buf` as one datagram to `addr` (`sendto`, Linux 6.0+ for the address in the SQE).
     /// An empty buffer is sent as an empty datagram. A datagram too large for the socket is the
     /// kernel's errno (`Os(EMSGSIZE)`).
+    ///
+    /// ```
+    /// # use static_uring::{Config, IoBuf, IoBufMut};
+    /// # use std::sync::Arc;
+    /// # let (handle, event_loop) = static_uring::new::<8, 8, 64>(Config::default()).unwrap();
+    /// # let thread = std::thread::spawn(move || event_loop.run());
+    /// let (a, b) = (std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
+    ///               std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+    /// let (from, to) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+    /// handle.send_to(a, IoBuf::from(&b"ping"[..]), to, None).wait().unwrap();
+    /// let (buf, len, sender) =
+    ///     handle.recv_from(b, IoBufMut::with_capacity(16), None).wait().unwrap();
+    /// assert_eq!((&buf[..], len, sender), (&b"ping"[..], 4, from));
+    /// # drop(handle);
+    /// # thread.join().unwrap().unwrap();
+    /// ```
     pub fn send_to(
         &self,
         socket: impl Into<Fd>,
@@ -747,6 +877,20 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     }
 
     /// A no-op through the ring: measures the loop's own round trip.
+    ///
+    /// ```
+    /// # use static_uring::{Config, IoBuf, IoBufMut};
+    /// # use std::sync::Arc;
+    /// # let (handle, event_loop) = static_uring::new::<8, 8, 64>(Config::default()).unwrap();
+    /// # let thread = std::thread::spawn(move || event_loop.run());
+    /// handle.nop(None).wait().unwrap();
+    /// // A deadline that has passed ends the request without I/O.
+    /// let past = std::time::Instant::now();
+    /// std::thread::sleep(std::time::Duration::from_millis(10));
+    /// assert_eq!(handle.nop(Some(past)).wait(), Err(static_uring::Error::Timeout));
+    /// # drop(handle);
+    /// # thread.join().unwrap().unwrap();
+    /// ```
     pub fn nop(&self, deadline: Option<Instant>) -> Op<UnitResult, S, R, W> {
         self.op(Request::new(Work::Nop, None, deadline))
     }
