@@ -29,7 +29,9 @@ pub struct Config {
     /// microseconds; spinning trades CPU for that latency. `Duration::ZERO` = pure blocking.
     pub idle_spin: Duration,
     /// `IORING_SETUP_SQPOLL` with this idle time: a kernel thread polls the SQ, so submitting
-    /// needs no syscall while it is awake. `None` = off.
+    /// needs no syscall while it is awake (with `idle_spin`, the loop then makes none at all while
+    /// requests keep coming). The poller keeps a core busy while requests arrive and for this long
+    /// after the last one, then sleeps until the next submission wakes it. `None` = off.
     pub sqpoll_idle: Option<Duration>,
     /// Pin the loop thread (inside `run`) to this CPU. `None` = leave the affinity alone.
     pub cpu: Option<usize>,

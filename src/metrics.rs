@@ -28,7 +28,8 @@ pub struct Metrics {
     /// is not reset when a static storage is claimed again: it counts the slots the storage has
     /// lost since it was built.
     pub parked: u64,
-    /// Calls of `io_uring_enter`.
+    /// Calls of `io_uring_enter` (syscalls made; with SQPOLL, a submission the awake poller takes
+    /// costs none).
     pub enters: u64,
     /// Wake-up CQEs of the eventfd poll.
     pub wakeups: u64,

@@ -148,3 +148,35 @@ fn fifo_policy_of(name: &str) -> Option<i32> {
     }
     None
 }
+
+/// SQPOLL: while the kernel's poller is awake, a spinning loop submits without `io_uring_enter`
+/// (the `enters` metric counts only real syscalls), so requests cost no syscall on the loop.
+#[test]
+fn sqpoll_submits_without_enter_while_the_poller_is_awake() {
+    let config = Config {
+        sqpoll_idle: Some(Duration::from_millis(500)),
+        // Long enough that a caller descheduled on a busy machine does not let the loop sleep.
+        idle_spin: Duration::from_millis(20),
+        ..config()
+    };
+    let Ok((handle, event_loop)) = static_uring::new::<8, 4, 64>(config) else {
+        return; // SQPOLL refused on this machine: nothing to measure
+    };
+    let thread = std::thread::spawn(move || event_loop.run());
+    for _ in 0..200 {
+        handle.nop(None).wait().unwrap();
+    }
+    let before = handle.metrics();
+    const OPS: u64 = 2000;
+    for _ in 0..OPS {
+        handle.nop(None).wait().unwrap();
+    }
+    let after = handle.metrics();
+    let enters = after.enters - before.enters;
+    eprintln!("sqpoll: {enters} enters for {OPS} nops");
+    // 0 on an idle machine; a bound, not equality, because a caller descheduled for longer than
+    // the spin lets the loop sleep (one enter each time).
+    assert!(enters * 4 < OPS, "{enters} enters for {OPS} nops");
+    drop(handle);
+    with_timeout(HANG, move || thread.join().unwrap()).unwrap();
+}

@@ -287,10 +287,12 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             || (self.checked.config.cancel_on_drop && self.storage.has_dropped())
     }
 
-    /// `io_uring_enter`, counted.
+    /// `io_uring_enter`, counted when the syscall is made.
     fn enter(&mut self, want: usize, timeout: Option<Duration>) -> Result<(), Error> {
-        Counters::bump(&self.storage.metrics.enters);
-        self.ring.enter(want, timeout)
+        if self.ring.enter(want, timeout)? {
+            Counters::bump(&self.storage.metrics.enters);
+        }
+        Ok(())
     }
 
     /// Time until the earliest deadline, counted from the last advanced tick.

@@ -163,10 +163,23 @@ impl Ring {
         }
     }
 
+    /// Whether an `enter(want, ..)` now makes the syscall. With SQPOLL and the poller awake,
+    /// submitting needs none (the submitter skips it, as decided here); waiting always does.
+    fn needs_syscall(&mut self, want: usize) -> bool {
+        if want > 0 || !self.uring.params().is_setup_sqpoll() {
+            return true;
+        }
+        let sq = self.uring.submission();
+        sq.need_wakeup() || sq.cq_overflow() || sq.taskrun()
+    }
+
     /// `io_uring_enter`: submits, and waits for `want` completions at most `timeout` (SQPOLL's
     /// wake-up flag is handled by the crate's submitter). A timeout or a transient error
     /// (EINTR, EAGAIN, EBUSY: the CQ is full) returns `Ok`: the loop drains and enters again.
-    pub(crate) fn enter(&mut self, want: usize, timeout: Option<Duration>) -> Result<(), Error> {
+    /// Returns whether the syscall was made (with SQPOLL, a submission to an awake poller is
+    /// not), for the `enters` metric.
+    pub(crate) fn enter(&mut self, want: usize, timeout: Option<Duration>) -> Result<bool, Error> {
+        let syscall = self.needs_syscall(want);
         let result = match fault::enter_errno(self.fault_key) {
             Some(errno) => Err(std::io::Error::from_raw_os_error(errno)),
             None => {
@@ -182,9 +195,9 @@ impl Ring {
             }
         };
         match result {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(syscall),
             Err(e) => match e.raw_os_error() {
-                Some(libc::ETIME | libc::EINTR | libc::EAGAIN | libc::EBUSY) => Ok(()),
+                Some(libc::ETIME | libc::EINTR | libc::EAGAIN | libc::EBUSY) => Ok(true),
                 _ => Err(os_error(e)),
             },
         }
