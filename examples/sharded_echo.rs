@@ -7,10 +7,12 @@
 //! ```
 
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{echo, tcp_socket};
 use static_uring::{Config, Error, Fd, Handle, IoBuf, IoBufMut, Storage};
 
 const SLOTS: usize = 64;
@@ -96,37 +98,4 @@ fn client(io: &Io, addr: SocketAddr, messages: usize) -> Result<(), Error> {
         inb = buf;
     }
     Ok(())
-}
-
-/// Sends back whatever arrives, until the peer closes.
-fn echo(io: &Io, stream: &Fd) -> Result<(), Error> {
-    let mut buf = IoBufMut::with_capacity(256);
-    loop {
-        buf.clear();
-        match io.recv(stream, buf, 0, 256, false, None).wait() {
-            Ok((data, _)) => {
-                let data = io
-                    .send(stream, IoBuf::from(data), None)
-                    .wait()
-                    .map_err(|(_, e)| e)?;
-                buf = IoBufMut::from(data.into_vec().expect("a Vec-backed buffer"));
-            }
-            Err((_, Error::UnexpectedEof)) => return Ok(()),
-            Err((_, e)) => return Err(e),
-        }
-    }
-}
-
-/// A new, unconnected TCP socket for `addr`'s family.
-fn tcp_socket(addr: SocketAddr) -> OwnedFd {
-    let family = if addr.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
-    // SAFETY: plain syscall; the result is checked and owned once.
-    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-    // SAFETY: `fd` is a new descriptor nobody else owns.
-    unsafe { OwnedFd::from_raw_fd(fd) }
 }

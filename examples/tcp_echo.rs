@@ -6,11 +6,13 @@
 //! cargo run --example tcp_echo [connections]
 //! ```
 
-use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{echo, tcp_socket};
 use static_uring::{Config, Error, Fd, Handle, IoBuf, IoBufMut, Storage};
 
 type Loop = Handle<64, 32, 1024>;
@@ -75,35 +77,4 @@ fn serve(handle: &Loop, listener: Arc<TcpListener>, connections: usize) -> Resul
         worker.join().expect("echo thread")?;
     }
     Ok(())
-}
-
-/// Sends back whatever arrives, until the peer closes.
-fn echo(handle: &Loop, stream: &Fd) -> Result<(), Error> {
-    let mut buf = IoBufMut::with_capacity(256);
-    loop {
-        buf.clear();
-        match handle.recv(stream, buf, 0, 256, false, None).wait() {
-            Ok((data, _)) => {
-                let sent = handle.send(stream, IoBuf::from(data), None).wait();
-                let data = sent.map_err(|(_, e)| e)?;
-                buf = IoBufMut::from(data.into_vec().expect("a Vec-backed buffer"));
-            }
-            Err((_, Error::UnexpectedEof)) => return Ok(()),
-            Err((_, e)) => return Err(e),
-        }
-    }
-}
-
-/// A new, unconnected TCP socket for `addr`'s family.
-fn tcp_socket(addr: SocketAddr) -> OwnedFd {
-    let family = if addr.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
-    // SAFETY: plain syscall; the result is checked and owned once.
-    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-    // SAFETY: `fd` is a new descriptor nobody else owns.
-    unsafe { OwnedFd::from_raw_fd(fd) }
 }

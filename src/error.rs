@@ -52,6 +52,13 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+impl Error {
+    /// The kernel's errno of an I/O error (`EIO` if it carries none).
+    pub(crate) fn from_io(e: &io::Error) -> Error {
+        Error::Os(e.raw_os_error().unwrap_or(libc::EIO))
+    }
+}
+
 impl From<Error> for io::Error {
     fn from(error: Error) -> Self {
         let kind = match error {

@@ -318,7 +318,7 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W>
                 None
             };
             self.storage.free_slot(index);
-            drop(waker);
+            self.storage.run_user(move || drop(waker));
             return Some(T::from_parts(
                 Some(buf),
                 outcome.unwrap_or(Err(Error::Closed)),
@@ -460,7 +460,7 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Drop for Op<T,
                 // We own the finished request: drop its result and free the slot.
                 Leave::Done => self.storage.free_slot(index),
             }
-            drop(waker);
+            self.storage.run_user(move || drop(waker));
         }
     }
 }

@@ -222,7 +222,7 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
                 Err(e) => {
                     // Release: give the claim back untouched (pairs with the next `claim`).
                     self.claimed.store(false, Ordering::Release);
-                    return Err(Error::Os(e.raw_os_error().unwrap_or(libc::EIO)));
+                    return Err(Error::from_io(&e));
                 }
             };
             self.eventfd.store(fd.raw(), Ordering::Relaxed);
@@ -274,7 +274,8 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         self.dropped.store(false, Ordering::Relaxed);
     }
 
-    /// Whether dropped in-flight requests are cancelled (the claim's config).
+    /// Whether dropped in-flight requests are cancelled (the claim's config). Relaxed: set before
+    /// the claim's handles exist, so it reaches their threads with the handles themselves.
     pub(crate) fn cancels_dropped(&self) -> bool {
         self.cancel_on_drop.load(Ordering::Relaxed)
     }
@@ -283,13 +284,16 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
     /// the loop may be waiting in the kernel without the sleep intent (its table full, or
     /// draining), and a drop is rare enough for one eventfd write.
     pub(crate) fn note_dropped(&self) {
-        // Release: pairs with the loop's Acquire in `take_dropped`/`has_dropped`.
+        // Release: pairs with the loop's Acquire in `take_dropped`/`has_dropped`, so a loop that
+        // sees the flag also sees the slot's ORPHANED phase written before it.
         self.dropped.store(true, Ordering::Release);
         self.eventfd().ring();
     }
 
     /// Loop side: whether a drop was noted since the last call.
     pub(crate) fn take_dropped(&self) -> bool {
+        // The Relaxed load keeps the common case (nothing dropped) free of a read-modify-write;
+        // the swap's Acquire is what orders the scan after the callers' orphan transitions.
         self.dropped.load(Ordering::Relaxed) && self.dropped.swap(false, Ordering::Acquire)
     }
 
@@ -429,11 +433,17 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
             unsafe { slot.with_request(|request| std::mem::replace(request, Request::EMPTY)) };
         slot.release();
         self.free.push(index);
-        let mut panics = self.waiters.wake_waiters(&self.free);
-        if crate::contain::run(move || drop(request)) {
-            panics += 1;
-        }
+        let panics = self.waiters.wake_waiters(&self.free);
         self.metrics.count_panics(panics);
+        self.run_user(move || drop(request));
+    }
+
+    /// Runs user code (a waker, the `Drop` of what a request held) once the crate's state is
+    /// final: a panic is caught and counted in `user_panics`.
+    pub(crate) fn run_user(&self, f: impl FnOnce()) {
+        if crate::contain::run(f) {
+            self.metrics.count_panics(1);
+        }
     }
 
     /// Tells the caller of a request that just left `QUEUED`/`ACTIVE` (its state is final):
@@ -444,9 +454,7 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
             slot.unpark();
         }
         if let Some(waker) = slot.waker.take() {
-            if crate::contain::run(move || waker.wake()) {
-                self.metrics.count_panics(1);
-            }
+            self.run_user(move || waker.wake());
         }
     }
 }

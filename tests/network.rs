@@ -2,28 +2,17 @@
 //! dropped futures that must not leak an accepted descriptor.
 
 mod common;
+#[path = "../examples/common/mod.rs"]
+mod net;
 
-use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::net::TcpListener;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use net::tcp_socket;
 use static_uring::{Config, Error, Fd, IoBuf, IoBufMut};
-
-/// A new, unconnected TCP socket for `addr`'s family.
-fn tcp_socket(addr: SocketAddr) -> OwnedFd {
-    let family = if addr.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
-    // SAFETY: plain syscall; the result is checked and owned once.
-    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-    // SAFETY: `fd` is a new descriptor nobody else owns.
-    unsafe { OwnedFd::from_raw_fd(fd) }
-}
 
 /// A client connects and a server accepts, both through the loop, then they echo through it.
 #[test]

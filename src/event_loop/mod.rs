@@ -162,7 +162,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             self.ring.enable()?;
         }
         if let Some(cpu) = self.checked.config.cpu {
-            crate::placement::pin_to_cpu(cpu).map_err(ring::os_error)?;
+            crate::placement::pin_to_cpu(cpu).map_err(|e| Error::from_io(&e))?;
         }
         Ok(())
     }
@@ -190,7 +190,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             .name(name.to_string())
             .spawn(move || {
                 let applied = crate::placement::apply(&self.checked.config);
-                let failed = applied.as_ref().err().map(ring::io_to_error);
+                let failed = applied.as_ref().err().map(Error::from_io);
                 let _ = placed.send(applied);
                 match failed {
                     None => self.run(),

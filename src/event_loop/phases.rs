@@ -17,20 +17,16 @@ use crate::metrics::Counters;
 impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// Drains the CQ; returns the number of CQEs handled.
     pub(super) fn reap(&mut self, t: &mut Table<S, R, W>) -> usize {
-        let mut cqes = [(0u64, 0i32, 0u32); super::ring::BATCH];
+        let mut batch = [const { std::mem::MaybeUninit::uninit() }; super::ring::BATCH];
         let mut handled = 0;
         loop {
-            // Copy a batch out first: handling a CQE may push SQEs (never CQEs) to the ring.
-            let mut n = 0;
-            self.ring.drain_batch(|cqe| {
-                cqes[n] = cqe;
-                n += 1;
-            });
-            for &(user_data, result, flags) in &cqes[..n] {
-                self.on_cqe(t, user_data, result, flags);
+            // A batch is copied out first: handling a CQE may push SQEs (never CQEs) to the ring.
+            let cqes = self.ring.fill(&mut batch);
+            for cqe in cqes {
+                self.on_cqe(t, cqe.user_data(), cqe.result(), cqe.flags());
             }
-            handled += n;
-            if n < super::ring::BATCH {
+            handled += cqes.len();
+            if cqes.len() < super::ring::BATCH {
                 return handled;
             }
         }

@@ -112,7 +112,7 @@ impl Ring {
             Some(libc::ENOMEM) => Error::Config("not enough locked memory for the ring (ENOMEM): lower RING or raise RLIMIT_MEMLOCK"),
             Some(libc::EPERM) => Error::Config("io_uring is not permitted here (EPERM): see kernel.io_uring_disabled"),
             Some(libc::ENOSYS) => Error::Config("io_uring is not available in this kernel (ENOSYS)"),
-            _ => os_error(e),
+            _ => Error::from_io(&e),
         })?;
         Ok(Ring { uring, fault_key })
     }
@@ -122,7 +122,7 @@ impl Ring {
         self.uring
             .submitter()
             .register_enable_rings()
-            .map_err(os_error)
+            .map_err(|e| Error::from_io(&e))
     }
 
     /// Whether the SQ has no room left.
@@ -154,13 +154,13 @@ impl Ring {
         debug_assert!(pushed.is_ok(), "callers check for SQ room first");
     }
 
-    /// Copies up to [`BATCH`] CQEs out of the ring and hands each to `f` as
-    /// `(user_data, result, flags)`.
-    pub(crate) fn drain_batch(&mut self, mut f: impl FnMut((u64, i32, u32))) {
-        let mut batch = [const { MaybeUninit::<cqueue::Entry>::uninit() }; BATCH];
-        for entry in self.uring.completion().fill(&mut batch).iter() {
-            f((entry.user_data(), entry.result(), entry.flags()));
-        }
+    /// Copies up to [`BATCH`] CQEs out of the ring into `batch` (once) and returns them; the
+    /// slice borrows `batch`, not the ring, so the caller may push SQEs while handling them.
+    pub(crate) fn fill<'a>(
+        &mut self,
+        batch: &'a mut [MaybeUninit<cqueue::Entry>; BATCH],
+    ) -> &'a [cqueue::Entry] {
+        self.uring.completion().fill(batch)
     }
 
     /// Whether an `enter(want, ..)` now makes the syscall. With SQPOLL and the poller awake,
@@ -198,7 +198,7 @@ impl Ring {
             Ok(_) => Ok(syscall),
             Err(e) => match e.raw_os_error() {
                 Some(libc::ETIME | libc::EINTR | libc::EAGAIN | libc::EBUSY) => Ok(true),
-                _ => Err(os_error(e)),
+                _ => Err(Error::from_io(&e)),
             },
         }
     }
@@ -218,20 +218,10 @@ impl Ring {
             Ok(_) => Ok(()),
             Err(e) => match e.raw_os_error() {
                 Some(libc::EINTR | libc::EAGAIN | libc::EBUSY) => Ok(()),
-                _ => Err(os_error(e)),
+                _ => Err(Error::from_io(&e)),
             },
         }
     }
-}
-
-/// An OS error as the crate's error.
-pub(crate) fn os_error(e: std::io::Error) -> Error {
-    Error::Os(e.raw_os_error().unwrap_or(libc::EIO))
-}
-
-/// An OS error by reference, as the crate's error.
-pub(crate) fn io_to_error(e: &std::io::Error) -> Error {
-    Error::Os(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
 #[cfg(all(test, not(loom)))]
