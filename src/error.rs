@@ -60,6 +60,8 @@ impl Error {
 }
 
 impl From<Error> for io::Error {
+    /// `Os` keeps its errno; every other variant becomes its closest `ErrorKind`. Allocation-free
+    /// (`io::Error::new` would box the message), so `?` costs nothing on the error path.
     fn from(error: Error) -> Self {
         let kind = match error {
             Error::Os(errno) => return io::Error::from_raw_os_error(errno),
@@ -70,7 +72,97 @@ impl From<Error> for io::Error {
             Error::InvalidInput | Error::Config(_) => io::ErrorKind::InvalidInput,
             Error::UnexpectedEof => io::ErrorKind::UnexpectedEof,
         };
-        io::Error::new(kind, error)
+        io::Error::from(kind)
+    }
+}
+
+/// An operation's error together with the buffer it hands back: the named form of the
+/// `(buffer, Error)` pair in an operation's `Err`, for callers who want `?`.
+///
+/// [`BufResultExt::buf_err`] turns an operation's result into one with this error. It implements
+/// `std::error::Error` and converts into `std::io::Error` (dropping the buffer, keeping the errno
+/// and the kind, without allocating), so `?` works in a function returning `io::Result`; a caller
+/// who wants the buffer back matches on it or calls [`into_parts`](Self::into_parts).
+///
+/// ```
+/// use static_uring::{BufResultExt, Config, IoBuf};
+/// use std::os::unix::net::UnixStream;
+///
+/// fn greet(handle: &static_uring::Handle<8, 8, 64>, peer: UnixStream) -> std::io::Result<()> {
+///     handle.send(peer, IoBuf::from(&b"hi"[..]), None).wait().buf_err()?;
+///     Ok(())
+/// }
+///
+/// # let (handle, event_loop) = static_uring::new::<8, 8, 64>(Config::default()).unwrap();
+/// # let thread = std::thread::spawn(move || event_loop.run());
+/// let (a, b) = UnixStream::pair().unwrap();
+/// greet(&handle, a).unwrap();
+/// drop(b);
+/// # drop(handle);
+/// # thread.join().unwrap().unwrap();
+/// ```
+pub struct BufError<B> {
+    /// The buffer, handed back (empty if the kernel may still write the real one).
+    pub buf: B,
+    /// Why the operation failed.
+    pub error: Error,
+}
+
+impl<B> BufError<B> {
+    /// The buffer and the error.
+    pub fn into_parts(self) -> (B, Error) {
+        (self.buf, self.error)
+    }
+}
+
+impl<B> From<(B, Error)> for BufError<B> {
+    fn from((buf, error): (B, Error)) -> Self {
+        BufError { buf, error }
+    }
+}
+
+impl<B> fmt::Debug for BufError<B> {
+    /// Names the error only: the buffer's bytes are the caller's business.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BufError")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> fmt::Display for BufError<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl<B> std::error::Error for BufError<B> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl<B> From<BufError<B>> for io::Error {
+    fn from(error: BufError<B>) -> Self {
+        error.error.into()
+    }
+}
+
+impl<B> From<BufError<B>> for Error {
+    fn from(error: BufError<B>) -> Self {
+        error.error
+    }
+}
+
+/// Gives an operation's `Result<T, (buffer, Error)>` a named error, so `?` works.
+pub trait BufResultExt<T, B> {
+    /// The same result with the `(buffer, Error)` pair as a [`BufError`].
+    fn buf_err(self) -> Result<T, BufError<B>>;
+}
+
+impl<T, B> BufResultExt<T, B> for Result<T, (B, Error)> {
+    fn buf_err(self) -> Result<T, BufError<B>> {
+        self.map_err(BufError::from)
     }
 }
 
@@ -88,5 +180,21 @@ mod tests {
         let e: io::Error = Error::UnexpectedEof.into();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
         assert!(Error::Config("tick").to_string().contains("tick"));
+    }
+
+    #[test]
+    fn buf_error_keeps_the_buffer_and_converts_like_error() {
+        let result: Result<(), (Vec<u8>, Error)> = Err((vec![1, 2], Error::Os(libc::EPIPE)));
+        let err = result.buf_err().unwrap_err();
+        assert_eq!(err.to_string(), Error::Os(libc::EPIPE).to_string());
+        assert!(format!("{err:?}").contains("Os"));
+        let source = std::error::Error::source(&err).unwrap();
+        assert_eq!(source.to_string(), err.to_string());
+        let io: io::Error = err.into();
+        assert_eq!(io.raw_os_error(), Some(libc::EPIPE));
+        let (buf, e) = BufError::from((vec![3u8], Error::Timeout)).into_parts();
+        assert_eq!((buf, e), (vec![3], Error::Timeout));
+        let e: Error = BufError::from(((), Error::Full)).into();
+        assert_eq!(e, Error::Full);
     }
 }

@@ -536,6 +536,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         offset: u64,
         len: usize,
         buf: IoBufMut,
+        exact: bool,
         deadline: Option<Instant>,
     ) -> Request {
         let work = Work::ReadAt {
@@ -543,6 +544,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
             at: offset,
             pos: 0,
             end: len,
+            exact,
         };
         Request::new(work, Some(fd), deadline)
     }
@@ -658,7 +660,58 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     ) -> Op<ReadResult, S, R, W> {
         match check_read(buf, offset, len) {
             Err(result) => self.ready(result),
-            Ok(buf) => self.op(Self::read_request(fd.into(), offset, len, buf, deadline)),
+            Ok(buf) => self.op(Self::read_request(
+                fd.into(),
+                offset,
+                len,
+                buf,
+                true,
+                deadline,
+            )),
+        }
+    }
+
+    /// Reads up to `len` bytes at file `offset` into `buf` with one read (pread semantics): the
+    /// buffer's length is set to the bytes read, which is less than `len` near end of file and
+    /// zero at or past it. Nothing is resubmitted except after `EAGAIN`/`EINTR`. The same checks
+    /// as [`read_at`](Self::read_at) apply (`len > capacity` or a range beyond `i64::MAX` is
+    /// `Error::InvalidInput`; `len == 0` completes `Ok` at once).
+    ///
+    /// ```
+    /// # use static_uring::{Config, IoBufMut};
+    /// # let (handle, event_loop) = static_uring::new::<8, 8, 64>(Config::default()).unwrap();
+    /// # let thread = std::thread::spawn(move || event_loop.run());
+    /// let path = std::env::temp_dir().join(format!("su-doc-some-{}", std::process::id()));
+    /// std::fs::write(&path, b"tail").unwrap();
+    /// let file = std::fs::File::open(&path).unwrap();
+    /// let fd = static_uring::Fd::from(file);
+    /// // Four bytes are left at offset 0: a read of 64 returns them, one at offset 4 returns none.
+    /// let buf = handle.read_some_at(fd.clone(), 0, 64, IoBufMut::with_capacity(64), None);
+    /// assert_eq!(&buf.wait().unwrap()[..], b"tail");
+    /// let buf = handle.read_some_at(fd, 4, 64, IoBufMut::with_capacity(64), None);
+    /// assert!(buf.wait().unwrap().is_empty());
+    /// # std::fs::remove_file(&path).unwrap();
+    /// # drop(handle);
+    /// # thread.join().unwrap().unwrap();
+    /// ```
+    pub fn read_some_at(
+        &self,
+        fd: impl Into<Fd>,
+        offset: u64,
+        len: usize,
+        buf: IoBufMut,
+        deadline: Option<Instant>,
+    ) -> Op<ReadResult, S, R, W> {
+        match check_read(buf, offset, len) {
+            Err(result) => self.ready(result),
+            Ok(buf) => self.op(Self::read_request(
+                fd.into(),
+                offset,
+                len,
+                buf,
+                false,
+                deadline,
+            )),
         }
     }
 
@@ -949,8 +1002,41 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
             Err(ok) => return Ok(self.ready(ok)),
             Ok(buf) => buf,
         };
-        self.try_op(Self::read_request(fd.into(), offset, len, buf, deadline))
-            .map_err(write_buf)
+        self.try_op(Self::read_request(
+            fd.into(),
+            offset,
+            len,
+            buf,
+            true,
+            deadline,
+        ))
+        .map_err(write_buf)
+    }
+
+    /// [`read_some_at`](Self::read_some_at), submitted now; `Error::Full` at once if no slot is
+    /// free.
+    pub fn try_read_some_at(
+        &self,
+        fd: impl Into<Fd>,
+        offset: u64,
+        len: usize,
+        buf: IoBufMut,
+        deadline: Option<Instant>,
+    ) -> Result<Op<ReadResult, S, R, W>, (IoBufMut, Error)> {
+        let buf = match check_read(buf, offset, len) {
+            Err(Err(e)) => return Err(e),
+            Err(ok) => return Ok(self.ready(ok)),
+            Ok(buf) => buf,
+        };
+        self.try_op(Self::read_request(
+            fd.into(),
+            offset,
+            len,
+            buf,
+            false,
+            deadline,
+        ))
+        .map_err(write_buf)
     }
 
     /// [`write_at`](Self::write_at), submitted now; `Error::Full` at once if no slot is free.

@@ -101,7 +101,7 @@ mod placement;
 
 pub use buf::{IoBuf, IoBufMut};
 pub use config::Config;
-pub use error::Error;
+pub use error::{BufError, BufResultExt, Error};
 pub use event_loop::{EventLoop, MetricsReader};
 pub use fd::Fd;
 pub use handle::{

@@ -69,6 +69,8 @@
 //! | recv: zero (peer closed)                          | `closed_peer_is_unexpected_eof` |
 //! | recv/send: cancelled -> Timeout                   | `recv_without_data_times_out_at_its_deadline` |
 //! | read_at: complete / short / zero (EOF)            | `write_at_then_read_at_round_trip_with_offsets`, `read_at_past_end_of_file_is_unexpected_eof` |
+//! | read_some_at: short at EOF / zero past it -> Ok   | `read_some_at_returns_what_the_file_holds` |
+//! | errors through `?` into `io::Result`              | `errors_cross_question_mark_into_io_result_keeping_errno_and_kind` |
 //! | read_at/write_at/sync: error                      | `kernel_errors_are_os_errors`, `sync_on_a_socket_is_einval_and_the_loop_exits_cleanly` |
 //! | write_at: all written                             | `write_at_then_read_at_round_trip_with_offsets` |
 //! | sync: zero/positive -> Ok                         | `write_at_then_read_at_round_trip_with_offsets` |
@@ -115,7 +117,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use static_uring::{
-    Config, Error, Handle, IoBuf, IoBufMut, Metrics, Op, RecvResult, Storage, UnitResult,
+    Config, Error, Fd, Handle, IoBuf, IoBufMut, Metrics, Op, RecvResult, Storage, UnitResult,
 };
 
 /// A buffer of `len` initialised bytes (so every byte below any recv offset is defined).
@@ -750,6 +752,93 @@ fn read_at_past_end_of_file_is_unexpected_eof() {
         .wait()
         .unwrap();
     assert_eq!(&buf[..], b"bc", "the length is set to exactly len");
+    drop(handle);
+    lp.join(HANG).unwrap();
+}
+
+#[test]
+fn read_some_at_returns_what_the_file_holds() {
+    // pread semantics beside the exact read_at: a read that reaches the end returns the bytes
+    // there (Ok, length set), one at or past the end returns Ok with none, and a read inside the
+    // file returns at least one byte. Argument checks are read_at's.
+    let (handle, lp) = start::<4, 4, 64>(config());
+    let file = TempFile::with_contents(b"abcdef");
+    let some = |offset, len, cap| {
+        handle
+            .read_some_at(file.file.clone(), offset, len, zeroed(cap), None)
+            .wait()
+    };
+    let buf = some(2, 64, 64).unwrap();
+    assert_eq!((&buf[..], buf.capacity()), (&b"cdef"[..], 64));
+    let buf = some(1, 3, 8).unwrap();
+    assert_eq!(&buf[..], b"bcd", "never more than len");
+    assert!(some(6, 4, 4).unwrap().is_empty(), "at the end: Ok, empty");
+    assert!(
+        some(100, 4, 4).unwrap().is_empty(),
+        "past the end: Ok, empty"
+    );
+    assert!(some(0, 0, 4).unwrap().is_empty(), "len 0: Ok at once");
+    let (buf, e) = some(0, 9, 8).unwrap_err();
+    assert_eq!(
+        (e, buf.capacity()),
+        (Error::InvalidInput, 8),
+        "len > capacity"
+    );
+    let (buf, e) = some(u64::MAX, 1, 8).unwrap_err();
+    assert_eq!(
+        (e, buf.capacity()),
+        (Error::InvalidInput, 8),
+        "offset beyond i64"
+    );
+    let op = handle.try_read_some_at(file.file.clone(), 4, 8, zeroed(8), None);
+    assert_eq!(&op.unwrap().wait().unwrap()[..], b"ef");
+    drop(handle);
+    lp.join(HANG).unwrap();
+}
+
+#[test]
+fn errors_cross_question_mark_into_io_result_keeping_errno_and_kind() {
+    // Issue 10.2: `buf_err()` names the (buffer, Error) pair; `?` turns it into an io::Error
+    // with the errno (Os) or the kind (the crate's own variants); a caller who wants the buffer
+    // gets it from the BufError.
+    use static_uring::{BufError, BufResultExt};
+    let (handle, lp) = start::<4, 4, 64>(config());
+    let file = TempFile::with_contents(b"abc");
+    let dir = Fd::from(Arc::new(std::fs::File::open(std::env::temp_dir()).unwrap()));
+    let read_exact = |fd: Fd, len: usize| -> std::io::Result<IoBufMut> {
+        let buf = handle
+            .read_at(fd, 0, len, zeroed(8), None)
+            .wait()
+            .buf_err()?;
+        Ok(buf)
+    };
+    assert_eq!(
+        &read_exact(file.file.clone().into(), 3).unwrap()[..],
+        b"abc"
+    );
+    let e = read_exact(file.file.clone().into(), 5).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+    let e = read_exact(dir.clone(), 1).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EISDIR), "the errno survives");
+    let timed_out = || -> std::io::Result<()> {
+        handle
+            .nop(Some(Instant::now() - Duration::from_secs(1)))
+            .wait()?;
+        Ok(())
+    };
+    assert_eq!(
+        timed_out().unwrap_err().kind(),
+        std::io::ErrorKind::TimedOut
+    );
+    let err: BufError<IoBufMut> = handle
+        .read_at(dir, 0, 1, zeroed(8), None)
+        .wait()
+        .buf_err()
+        .unwrap_err();
+    assert_eq!(err.error, Error::Os(libc::EISDIR));
+    assert_eq!(err.to_string(), Error::Os(libc::EISDIR).to_string());
+    let (buf, _) = err.into_parts();
+    assert_eq!(buf.capacity(), 8, "the buffer comes back");
     drop(handle);
     lp.join(HANG).unwrap();
 }

@@ -13,7 +13,7 @@ use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 use std::thread::{self, Thread};
 use std::time::Instant;
 
-use static_uring::{Config, Error, Fd, Handle, IoBuf, IoBufMut, Storage};
+use static_uring::{BufResultExt, Config, Error, Fd, Handle, IoBuf, IoBufMut, Storage};
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
@@ -191,6 +191,41 @@ impl Fixture {
         self.read_buf = Some(buf);
     }
 
+    /// At the end of the file: `read_some_at` returns the short tail, and the exact `read_at`
+    /// fails with its buffer back through [`BufError`](static_uring::BufError), whose error
+    /// then crosses `?` into an `io::Error`.
+    fn eof_reads(&mut self, n: usize, blocking: bool) {
+        let mut buf = self.read_buf.take().unwrap();
+        let tail = BLOCKS * BLOCK as u64 - 100;
+        for _ in 0..n {
+            let op = self.handle.read_some_at(&self.file, tail, BLOCK, buf, None);
+            let result = if blocking {
+                op.wait()
+            } else {
+                self.exec.block_on(op)
+            };
+            buf = match result {
+                Ok(buf) if buf.len() == 100 => buf,
+                _ => panic!("read_some_at did not return the 100-byte tail"),
+            };
+            let op = self.handle.read_at(&self.file, tail, BLOCK, buf, None);
+            let result = if blocking {
+                op.wait()
+            } else {
+                self.exec.block_on(op)
+            };
+            let err = result
+                .buf_err()
+                .expect_err("an exact read past the end fails");
+            let io = io_result(Err(err.error)).unwrap_err();
+            if io.kind() != std::io::ErrorKind::UnexpectedEof {
+                panic!("the io::Error lost its kind");
+            }
+            buf = err.buf;
+        }
+        self.read_buf = Some(buf);
+    }
+
     /// `send_to` / `recv_from` pairs over UDP loopback.
     fn datagrams(&mut self, n: usize, blocking: bool) {
         let mut out = self.send_buf.take().unwrap();
@@ -249,6 +284,12 @@ static SLEEPY_STORAGE: Storage<16, 16, 64> = Storage::new();
 
 /// Runs every workload (the full counts divided by `divide`) on a loop built with `config`;
 /// returns the allocations counted across all phases.
+/// `?` from the crate's error into `std::io::Error`.
+fn io_result(result: Result<(), Error>) -> std::io::Result<()> {
+    result?;
+    Ok(())
+}
+
 fn run_workloads(
     storage: &'static Storage<16, 16, 64>,
     config: Config,
@@ -295,6 +336,8 @@ fn run_workloads(
     fx.nops_async(100);
     fx.reads(100, true);
     fx.reads(100, false);
+    fx.eof_reads(100, true);
+    fx.eof_reads(100, false);
     fx.pairs(100, true);
     fx.pairs(100, false);
     fx.datagrams(100, true);
@@ -303,11 +346,17 @@ fn run_workloads(
     fx.timeouts(2, false);
 
     let (nops, reads, pairs) = (NOPS / divide, READS / divide, PAIRS / divide);
-    let phases: [Phase; 12] = [
+    let phases: [Phase; 14] = [
         ("nop .wait()", &mut |fx| fx.nops_wait(nops)),
         ("nop async", &mut |fx| fx.nops_async(nops)),
         ("read_at 4 KiB .wait()", &mut |fx| fx.reads(reads, true)),
         ("read_at 4 KiB async", &mut |fx| fx.reads(reads, false)),
+        ("read_some_at and EOF error .wait()", &mut |fx| {
+            fx.eof_reads(pairs, true)
+        }),
+        ("read_some_at and EOF error async", &mut |fx| {
+            fx.eof_reads(pairs, false)
+        }),
         ("send/recv 64 B .wait()", &mut |fx| fx.pairs(pairs, true)),
         ("send/recv 64 B async", &mut |fx| fx.pairs(pairs, false)),
         ("send_to/recv_from 64 B .wait()", &mut |fx| {
@@ -336,7 +385,7 @@ fn run_workloads(
 
     let m = fx.handle.metrics();
     let expected =
-        (2 * (nops + reads + pairs * 4 + IDLE_NOPS + TIMEOUTS) + 6 * 100 + 6 * 100 + 4) as u64;
+        (2 * (nops + reads + pairs * 6 + IDLE_NOPS + TIMEOUTS) + 6 * 100 + 10 * 100 + 4) as u64;
     assert_eq!(
         m.completed, expected,
         "every request went through the loop: {m:?}"

@@ -82,12 +82,14 @@ pub(crate) enum Work {
         end: usize,
         exact: bool,
     },
-    /// Read into `buf[pos..end]` from file offset `at + pos`.
+    /// Read into `buf[pos..end]` from file offset `at + pos`. Not `exact`: done at the first
+    /// bytes or at end of file (pread semantics).
     ReadAt {
         buf: IoBufMut,
         at: u64,
         pos: usize,
         end: usize,
+        exact: bool,
     },
     /// Accept a connection (`accept4` with `SOCK_CLOEXEC`); the result is the new descriptor.
     Accept,
@@ -418,7 +420,9 @@ impl Request {
                 let ptr = unsafe { buf.as_mut_ptr().add(*pos) };
                 opcode::Recv::new(fd, ptr, len(*pos, *end)).build()
             }
-            Work::ReadAt { buf, at, pos, end } => {
+            Work::ReadAt {
+                buf, at, pos, end, ..
+            } => {
                 // SAFETY: see above.
                 let ptr = unsafe { buf.as_mut_ptr().add(*pos) };
                 opcode::Read::new(fd, ptr, len(*pos, *end))
@@ -492,7 +496,11 @@ impl Request {
     /// A non-negative result: move the cursor, finish if complete. Zero where bytes were still
     /// expected is end of file (or a closed peer).
     fn advance(&mut self, n: usize, cancel_requested: bool) -> bool {
-        let first_bytes_suffice = matches!(self.work, Work::Recv { exact: false, .. });
+        let first_bytes_suffice = matches!(
+            self.work,
+            Work::Recv { exact: false, .. } | Work::ReadAt { exact: false, .. }
+        );
+        let eof_is_an_answer = matches!(self.work, Work::ReadAt { exact: false, .. });
         let counted = matches!(
             self.work,
             Work::Accept | Work::SendTo { .. } | Work::RecvFrom { .. }
@@ -503,7 +511,7 @@ impl Request {
             self.outcome = Some(Ok(if counted { n } else { 0 }));
             return true;
         };
-        let outcome = if n == 0 && *pos < end {
+        let outcome = if n == 0 && *pos < end && !eof_is_an_answer {
             Err(Error::UnexpectedEof)
         } else if n > end - *pos {
             Err(Error::Os(libc::EIO))
@@ -565,6 +573,7 @@ mod tests {
                 at: 0,
                 pos: 0,
                 end,
+                exact: true,
             },
         };
         Request::new(work, None, None)
@@ -575,7 +584,7 @@ mod tests {
         *r.work.cursor().expect("a transfer").0
     }
 
-    /// Sets recv's `exact`, or the file offset of a positioned transfer.
+    /// Sets recv's `exact`.
     fn set_exact(r: &mut Request) {
         if let Work::Recv { exact, .. } = &mut r.work {
             *exact = true;
@@ -585,6 +594,12 @@ mod tests {
     fn set_at(r: &mut Request, offset: u64) {
         if let Work::ReadAt { at, .. } | Work::WriteAt { at, .. } = &mut r.work {
             *at = offset;
+        }
+    }
+
+    fn set_read_exact(r: &mut Request, value: bool) {
+        if let Work::ReadAt { exact, .. } = &mut r.work {
+            *exact = value;
         }
     }
 
@@ -714,6 +729,19 @@ mod tests {
         assert!(!r.complete(2, false));
         assert!(r.complete(0, false), "EOF after partial progress");
         assert_eq!(r.outcome, Some(Err(Error::UnexpectedEof)));
+
+        // read_some_at: the first bytes, or end of file, are the answer.
+        let mut r = request(OpKind::ReadAt, 5);
+        set_read_exact(&mut r, false);
+        assert!(r.complete(2, false), "a short read ends a non-exact read");
+        assert_eq!(r.outcome, Some(Ok(2)));
+        let mut r = request(OpKind::ReadAt, 5);
+        set_read_exact(&mut r, false);
+        assert!(r.complete(0, false));
+        assert_eq!(r.outcome, Some(Ok(0)), "end of file is Ok(0)");
+        let mut r = request(OpKind::ReadAt, 5);
+        set_read_exact(&mut r, false);
+        assert!(!r.complete(-libc::EAGAIN, false), "EAGAIN still resubmits");
 
         let mut r = request(OpKind::WriteAt, 5);
         assert!(!r.complete(4, false));

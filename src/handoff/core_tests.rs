@@ -167,6 +167,7 @@ fn slot_phase_transitions_and_request_access_allocate_nothing() {
                     at: u64::from(i),
                     pos: 0,
                     end: 0,
+                    exact: true,
                 };
                 *r = Request::new(work, Some(fd.clone()), None);
             })
