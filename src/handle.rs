@@ -751,7 +751,34 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
 
     /// `fsync` of the descriptor. Runs to completion even if the future is dropped.
     pub fn sync(&self, fd: impl Into<Fd>, deadline: Option<Instant>) -> Op<UnitResult, S, R, W> {
-        self.op(Request::new(Work::Sync, Some(fd.into()), deadline))
+        self.op(Self::sync_request(fd.into(), false, deadline))
+    }
+
+    /// `fdatasync` of the descriptor: the data and the metadata needed to read it back (the file
+    /// size), not timestamps. Otherwise as [`sync`](Self::sync).
+    ///
+    /// ```
+    /// # use static_uring::{Config, IoBuf};
+    /// # let (handle, event_loop) = static_uring::new::<8, 8, 64>(Config::default()).unwrap();
+    /// # let thread = std::thread::spawn(move || event_loop.run());
+    /// let path = std::env::temp_dir().join(format!("su-doc-sync-{}", std::process::id()));
+    /// let file = static_uring::Fd::from(std::fs::File::create(&path).unwrap());
+    /// handle.write_at(file.clone(), 0, IoBuf::from(&b"log"[..]), None).wait().unwrap();
+    /// handle.sync_data(file, None).wait().unwrap();
+    /// # std::fs::remove_file(&path).unwrap();
+    /// # drop(handle);
+    /// # thread.join().unwrap().unwrap();
+    /// ```
+    pub fn sync_data(
+        &self,
+        fd: impl Into<Fd>,
+        deadline: Option<Instant>,
+    ) -> Op<UnitResult, S, R, W> {
+        self.op(Self::sync_request(fd.into(), true, deadline))
+    }
+
+    fn sync_request(fd: Fd, data_only: bool, deadline: Option<Instant>) -> Request {
+        Request::new(Work::Sync { data_only }, Some(fd), deadline)
     }
 
     /// Accepts a connection on a listening socket (`accept4` with `SOCK_CLOEXEC`) and hands back
@@ -1063,7 +1090,17 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         fd: impl Into<Fd>,
         deadline: Option<Instant>,
     ) -> Result<Op<UnitResult, S, R, W>, Error> {
-        self.try_op(Request::new(Work::Sync, Some(fd.into()), deadline))
+        self.try_op(Self::sync_request(fd.into(), false, deadline))
+            .map_err(|(_, e)| e)
+    }
+
+    /// [`sync_data`](Self::sync_data), submitted now; `Error::Full` at once if no slot is free.
+    pub fn try_sync_data(
+        &self,
+        fd: impl Into<Fd>,
+        deadline: Option<Instant>,
+    ) -> Result<Op<UnitResult, S, R, W>, Error> {
+        self.try_op(Self::sync_request(fd.into(), true, deadline))
             .map_err(|(_, e)| e)
     }
 

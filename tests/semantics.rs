@@ -74,6 +74,7 @@
 //! | read_at/write_at/sync: error                      | `kernel_errors_are_os_errors`, `sync_on_a_socket_is_einval_and_the_loop_exits_cleanly` |
 //! | write_at: all written                             | `write_at_then_read_at_round_trip_with_offsets` |
 //! | sync: zero/positive -> Ok                         | `write_at_then_read_at_round_trip_with_offsets` |
+//! | sync_data (fdatasync): as sync                    | `sync_data_persists_a_write_and_reports_errors_like_sync`; unit `sync_data_sets_the_datasync_flag` |
 //! | full success after a requested cancel -> Ok       | `success_after_a_requested_cancel_wins` |
 //! | short result after a requested cancel -> Timeout  | `partial_progress_after_a_requested_cancel_is_timeout` |
 //! | zero/error after a requested cancel -> the error  | `error_after_a_requested_cancel_wins_over_timeout` |
@@ -705,6 +706,34 @@ fn sync_on_a_socket_is_einval_and_the_loop_exits_cleanly() {
         with_timeout(HANG, move || queued.wait()),
         Err(Error::Os(libc::EINVAL))
     );
+    lp.join(HANG).unwrap();
+}
+
+#[test]
+fn sync_data_persists_a_write_and_reports_errors_like_sync() {
+    // sync_data is sync's data-only form: same rules (run to completion, Os errors, deadlines,
+    // try_ on a full table), on a file it succeeds after a write.
+    let (handle, lp) = start::<2, 2, 64>(config());
+    let file = TempFile::new();
+    handle
+        .write_at(file.file.clone(), 0, IoBuf::from(&b"abc"[..]), None)
+        .wait()
+        .unwrap();
+    assert_eq!(handle.sync_data(file.file.clone(), None).wait(), Ok(()));
+    assert_eq!(file.contents(), b"abc");
+    let (a, _b) = socket_pair();
+    assert_eq!(
+        handle.sync_data(a.clone(), None).wait(),
+        Err(Error::Os(libc::EINVAL))
+    );
+    let past = Some(Instant::now() - Duration::from_secs(1));
+    assert_eq!(
+        handle.sync_data(file.file.clone(), past).wait(),
+        Err(Error::Timeout)
+    );
+    let op = handle.try_sync_data(file.file.clone(), None).unwrap();
+    assert_eq!(op.wait(), Ok(()));
+    drop(handle);
     lp.join(HANG).unwrap();
 }
 

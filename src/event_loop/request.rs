@@ -60,7 +60,10 @@ impl OpKind {
 #[derive(Debug)]
 pub(crate) enum Work {
     Nop,
-    Sync,
+    /// `fsync`, or `fdatasync` when `data_only`.
+    Sync {
+        data_only: bool,
+    },
     /// `buf[pos..end]` still to send (`end` = the buffer's length).
     Send {
         buf: IoBuf,
@@ -256,7 +259,7 @@ impl Work {
     pub(crate) fn kind(&self) -> OpKind {
         match self {
             Work::Nop => OpKind::Nop,
-            Work::Sync => OpKind::Sync,
+            Work::Sync { .. } => OpKind::Sync,
             Work::Accept => OpKind::Accept,
             Work::Connect { .. } => OpKind::Connect,
             Work::SendTo { .. } => OpKind::SendTo,
@@ -272,7 +275,7 @@ impl Work {
     fn cursor(&mut self) -> Option<(&mut usize, usize)> {
         match self {
             Work::Nop
-            | Work::Sync
+            | Work::Sync { .. }
             | Work::Accept
             | Work::Connect { .. }
             | Work::SendTo { .. }
@@ -288,7 +291,7 @@ impl Work {
     pub(crate) fn progress(&self) -> usize {
         match self {
             Work::Nop
-            | Work::Sync
+            | Work::Sync { .. }
             | Work::Accept
             | Work::Connect { .. }
             | Work::SendTo { .. }
@@ -386,7 +389,14 @@ impl Request {
         // the handle and kept by `complete`, so the pointer stays inside the allocation.
         let entry = match &mut self.work {
             Work::Nop => opcode::Nop::new().build(),
-            Work::Sync => opcode::Fsync::new(fd).build(),
+            Work::Sync { data_only } => {
+                let flags = if *data_only {
+                    types::FsyncFlags::DATASYNC
+                } else {
+                    types::FsyncFlags::empty()
+                };
+                opcode::Fsync::new(fd).flags(flags).build()
+            }
             Work::Accept => opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
                 .flags(libc::SOCK_CLOEXEC)
                 .build(),
@@ -537,7 +547,7 @@ mod tests {
     fn request(kind: OpKind, end: usize) -> Request {
         let work = match kind {
             OpKind::Nop => Work::Nop,
-            OpKind::Sync => Work::Sync,
+            OpKind::Sync => Work::Sync { data_only: false },
             OpKind::Accept => Work::Accept,
             OpKind::Connect => Work::Connect {
                 addr: RawAddr::new(([127, 0, 0, 1], 9).into()),
@@ -771,6 +781,22 @@ mod tests {
             Some(Err(Error::Timeout)),
             "A5: every deadline is Timeout"
         );
+    }
+
+    #[test]
+    fn sync_data_sets_the_datasync_flag() {
+        // The SQE's op flags (byte 28 of the 64-byte io_uring_sqe) carry IORING_FSYNC_DATASYNC
+        // for sync_data only.
+        let flags = |data_only| {
+            let mut r = Request::new(Work::Sync { data_only }, None, None);
+            let sqe = r.sqe(1, u32::MAX);
+            assert_eq!(sqe.get_opcode(), u32::from(opcode::Fsync::CODE));
+            // SAFETY: `squeue::Entry` is a transparent wrapper of the 64-byte `io_uring_sqe`.
+            let bytes: [u8; 64] = unsafe { std::mem::transmute(sqe) };
+            u32::from_ne_bytes(bytes[28..32].try_into().unwrap())
+        };
+        assert_eq!(flags(false), 0);
+        assert_eq!(flags(true), 1, "IORING_FSYNC_DATASYNC");
     }
 
     #[test]

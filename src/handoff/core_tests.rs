@@ -621,7 +621,13 @@ fn dropping_a_storage_leaks_requests_the_kernel_may_still_own() {
         slot.mark_filled();
         // SAFETY: FILLED: this thread owns the request.
         unsafe {
-            slot.with_request(|r| *r = Request::new(Work::Sync, Some(Fd::from(file.clone())), None))
+            slot.with_request(|r| {
+                *r = Request::new(
+                    Work::Sync { data_only: false },
+                    Some(Fd::from(file.clone())),
+                    None,
+                )
+            })
         };
         slot.mark_queued();
         assert!(slot.admit());
