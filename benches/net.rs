@@ -1,5 +1,5 @@
 //! 64-byte ping-pong over a Unix socket pair and TCP loopback (round trips, latency), and
-//! streaming 16 KiB messages over TCP loopback. `cargo bench --bench net`.
+//! streaming 16 KiB messages over TCP loopback. `cargo bench -p static-uring-bench --bench net`.
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Nop round trips: 1 producer at 1 and 64 outstanding, 2 producers at 64 (32 each), against the
-//! floor, the channel loop and the raw cross-thread hand-off. `cargo bench --bench nop`.
+//! floor, the channel loop and the raw cross-thread hand-off.
+//! `cargo bench -p static-uring-bench --bench nop`.
 
 mod common;
 

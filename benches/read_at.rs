@@ -1,5 +1,5 @@
 //! read_at of 4 KiB at random offsets of a 256 MiB file, page cache (1 and 32 outstanding) and
-//! O_DIRECT where the filesystem allows it. `cargo bench --bench read_at`.
+//! O_DIRECT where the filesystem allows it. `cargo bench -p static-uring-bench --bench read_at`.
 
 mod common;
 

@@ -1,51 +1,36 @@
-//! A fixed-size log-linear latency histogram (64 sub-buckets per power of two, so a reported
-//! percentile is within 1.6% of the true value). Recording never allocates.
+//! Latency histograms: `hdrhistogram` with fixed bounds, 1 ns to 60 s at 3 significant digits (a
+//! reported percentile is within 0.1% of the true value).
+//!
+//! All memory is allocated by `Hist::new`, before any timed region: auto-resize is off and
+//! values are recorded with `saturating_record` (anything above 60 s counts as 60 s), so
+//! recording, merging, clearing and reading quantiles never allocate.
 
 use std::time::Duration;
 
-const SUB_BITS: u32 = 6;
-const SUB: usize = 1 << SUB_BITS;
-/// Buckets for every u64: exponents 6..=63 each get 64 sub-buckets, plus the first 64 values.
-const BUCKETS: usize = (64 - SUB_BITS as usize + 1) * SUB;
+use hdrhistogram::Histogram;
+
+/// Lowest discernible value, in nanoseconds.
+const LOW_NS: u64 = 1;
+/// Highest trackable value, in nanoseconds (larger values are clamped to it).
+const HIGH_NS: u64 = 60_000_000_000;
+/// Significant decimal digits kept.
+const SIGFIG: u8 = 3;
 
 /// Latency counts in nanoseconds.
 pub struct Hist {
-    counts: [u64; BUCKETS],
-    total: u64,
+    h: Histogram<u64>,
 }
 
 impl Hist {
     pub fn new() -> Box<Hist> {
-        Box::new(Hist {
-            counts: [0; BUCKETS],
-            total: 0,
-        })
-    }
-
-    fn index(ns: u64) -> usize {
-        if ns < SUB as u64 {
-            return ns as usize;
-        }
-        let exp = 63 - ns.leading_zeros(); // >= SUB_BITS
-        let shift = exp - SUB_BITS;
-        // (ns >> shift) is in [SUB, 2 SUB): one bucket row per exponent.
-        shift as usize * SUB + (ns >> shift) as usize
-    }
-
-    /// The midpoint of bucket `index`.
-    fn value(index: usize) -> u64 {
-        if index < SUB {
-            return index as u64;
-        }
-        let shift = (index / SUB - 1) as u32;
-        let mantissa = (index % SUB + SUB) as u64;
-        (mantissa << shift) + ((1u64 << shift) >> 1)
+        let h = Histogram::new_with_bounds(LOW_NS, HIGH_NS, SIGFIG).expect("histogram bounds");
+        debug_assert!(!h.is_auto_resize());
+        Box::new(Hist { h })
     }
 
     #[inline]
     pub fn record_ns(&mut self, ns: u64) {
-        self.counts[Self::index(ns)] += 1;
-        self.total += 1;
+        self.h.saturating_record(ns);
     }
 
     #[inline]
@@ -54,34 +39,23 @@ impl Hist {
     }
 
     pub fn total(&self) -> u64 {
-        self.total
+        self.h.len()
     }
 
     pub fn merge(&mut self, other: &Hist) {
-        for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
-            *a += b;
-        }
-        self.total += other.total;
+        // Same bounds on both sides: the counts are added in place, never resized.
+        self.h.add(&other.h).expect("histograms of the same bounds");
     }
 
     pub fn clear(&mut self) {
-        self.counts.fill(0);
-        self.total = 0;
+        self.h.reset();
     }
 
     /// The value at quantile `q` (0..=1), or None if nothing was recorded.
     pub fn quantile(&self, q: f64) -> Option<u64> {
-        if self.total == 0 {
+        if self.h.is_empty() {
             return None;
         }
-        let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
-        let mut seen = 0;
-        for (index, &count) in self.counts.iter().enumerate() {
-            seen += count;
-            if seen >= rank {
-                return Some(Self::value(index));
-            }
-        }
-        None
+        Some(self.h.value_at_quantile(q))
     }
 }

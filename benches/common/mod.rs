@@ -2,8 +2,9 @@
 //! loop under both idle policies and the baselines), allocation counting, latency histograms and
 //! the JSON-lines output the report script reads.
 //!
-//! Used by the criterion benches (`cargo bench`) and by `examples/bench_matrix.rs` (fixed-duration
-//! runs printing one JSON object per line).
+//! Used by the criterion benches (`cargo bench -p static-uring-bench`) and by `bench_matrix.rs`
+//! (fixed-duration runs printing one JSON object per line), the targets of the
+//! `static-uring-bench` package in `benches/`.
 #![allow(dead_code)]
 
 #[path = "../../tests/support/counting_alloc.rs"]
@@ -146,7 +147,7 @@ pub fn default_spin() -> Duration {
 fn spin_label(spin: Duration) -> String {
     if spin.is_zero() {
         "0".to_string()
-    } else if spin.as_nanos() % 1000 == 0 {
+    } else if spin.as_nanos().is_multiple_of(1000) {
         format!("{}us", spin.as_micros())
     } else {
         format!("{}ns", spin.as_nanos())
@@ -538,8 +539,8 @@ impl Sample {
 /// The criterion side: one group per workload, one benchmark per peer, each timed by
 /// `iter_custom` over `Bench::run`; allocs/op and latency percentiles are printed beside.
 pub fn criterion_workloads(c: &mut criterion::Criterion, workloads: &[Workload]) {
-    // Outside `cargo bench` (e.g. `cargo test --all-targets`) criterion runs each benchmark once:
-    // keep that cheap with a 4 MiB file.
+    // Outside `cargo bench` (e.g. `cargo test -p static-uring-bench --benches`) criterion runs each
+    // benchmark once: keep that cheap with a 4 MiB file.
     let small = !std::env::args().any(|a| a == "--bench");
     let env = Env::prepare(small);
     for &workload in workloads {

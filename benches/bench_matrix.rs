@@ -2,8 +2,8 @@
 //! JSON object per line (the shape `scripts/bench-report` merges with the peers binary).
 //!
 //! ```text
-//! cargo run --release --example bench_matrix -- [--quick] [--secs S] [--reps N] [--filter TEXT]
-//!     [--peer TEXT] [--ops N]
+//! cargo run --release -p static-uring-bench --bin bench_matrix -- [--quick] [--secs S] [--reps N]
+//!     [--filter TEXT] [--peer TEXT] [--ops N]
 //! ```
 //! `--quick`: 0.25 s per case, one repetition (a smoke run). Default: 1.5 s per case, the median
 //! of 3 repetitions by ops/s. `--filter TEXT` keeps workloads whose id (`nop@64`,
@@ -11,13 +11,15 @@
 //! (both repeatable; any match keeps). `--ops N`: one warm-up and one run of N ops, no timing
 //! loop (for callgrind). Progress goes to stderr.
 
-#[path = "../benches/common/mod.rs"]
 mod common;
 
 use std::io::Write;
 use std::time::Duration;
 
 use common::{make, Env, Peer, Workload};
+
+const USAGE: &str = "usage: bench_matrix [--quick] [--secs S] [--reps N] [--filter TEXT] \
+                     [--peer TEXT] [--ops N]";
 
 struct Args {
     secs: f64,
@@ -49,7 +51,11 @@ fn args() -> Args {
             "--peer" => args.peers.push(it.next().expect("--peer TEXT")),
             "--ops" => args.ops = it.next().and_then(|s| s.parse().ok()),
             "--bench" => {} // passed by `cargo bench`; ignored
-            other => panic!("unknown argument {other}"),
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => panic!("unknown argument {other}\n{USAGE}"),
         }
     }
     args
