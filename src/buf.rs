@@ -18,6 +18,20 @@ enum Owner {
     /// `'static` memory of this length, never freed. The length is kept apart from the
     /// buffer's own, which `clear`, `truncate` and short reads shrink.
     Static(usize),
+    /// Buffer `index` (of `size` bytes) of a [`BufPool`](crate::BufPool), whose free list is at
+    /// `list`; dropping the buffer returns the index there.
+    Pool {
+        list: NonNull<()>,
+        index: u16,
+        size: u32,
+    },
+}
+
+/// Where a pool buffer came from: its pool (by free-list address) and its index there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PoolSlot {
+    pub(crate) list: NonNull<()>,
+    pub(crate) index: u16,
 }
 
 /// The raw parts shared by both buffer kinds.
@@ -58,9 +72,35 @@ impl Raw {
         }
     }
 
+    /// Buffer `index` of the pool whose free list is at `list`: `size` bytes at `ptr`, empty.
+    ///
+    /// # Safety
+    /// `ptr` is valid for `size` bytes and exclusively the new buffer's until it is dropped; the
+    /// free list outlives it (the pool is `'static`), and the caller popped `index` from it.
+    pub(crate) unsafe fn from_pool(
+        ptr: NonNull<u8>,
+        list: NonNull<()>,
+        index: u16,
+        size: u32,
+    ) -> Self {
+        Raw {
+            ptr,
+            len: 0,
+            owner: Owner::Pool { list, index, size },
+        }
+    }
+
     fn capacity(&self) -> usize {
         match self.owner {
             Owner::Vec(cap) | Owner::Boxed(cap) | Owner::Static(cap) => cap,
+            Owner::Pool { size, .. } => size as usize,
+        }
+    }
+
+    fn pool_slot(&self) -> Option<PoolSlot> {
+        match self.owner {
+            Owner::Pool { list, index, .. } => Some(PoolSlot { list, index }),
+            _ => None,
         }
     }
 
@@ -79,7 +119,7 @@ impl Raw {
             Owner::Vec(cap) | Owner::Boxed(cap) => unsafe {
                 Ok(Vec::from_raw_parts(this.ptr.as_ptr(), this.len, cap))
             },
-            Owner::Static(_) => Err(std::mem::ManuallyDrop::into_inner(this)),
+            Owner::Static(_) | Owner::Pool { .. } => Err(std::mem::ManuallyDrop::into_inner(this)),
         }
     }
 }
@@ -97,6 +137,11 @@ impl Drop for Raw {
                 drop(Box::from_raw(slice));
             },
             Owner::Static(_) => {}
+            // SAFETY: the pool is `'static` (its free list lives for ever) and this buffer owned
+            // `index`, which is not on the free list until now.
+            Owner::Pool { list, index, .. } => unsafe {
+                crate::handoff::free_list::push_erased(list.as_ptr(), u32::from(index));
+            },
         }
     }
 }
@@ -132,8 +177,24 @@ impl IoBuf {
         self.0.into_vec().map_err(IoBuf)
     }
 
+    /// Writable again, keeping the bytes, when this buffer owns its memory (a `Vec`, a
+    /// `Box<[u8]>` or a [`BufPool`](crate::BufPool) buffer): for example to read into a pool
+    /// buffer that a write just handed back. `'static` bytes are handed back unchanged, since
+    /// they may be read-only.
+    pub fn into_mut(self) -> Result<IoBufMut, IoBuf> {
+        match self.0.owner {
+            Owner::Static(_) => Err(self),
+            _ => Ok(IoBufMut(self.0)),
+        }
+    }
+
     pub(crate) fn as_ptr(&self) -> *const u8 {
         self.0.ptr.as_ptr()
+    }
+
+    /// The pool buffer this is, if it is one.
+    pub(crate) fn pool_slot(&self) -> Option<PoolSlot> {
+        self.0.pool_slot()
     }
 }
 
@@ -261,6 +322,25 @@ impl IoBufMut {
     pub(crate) fn as_mut_ptr(&mut self) -> *mut u8 {
         self.0.ptr.as_ptr()
     }
+
+    /// The pool buffer this is, if it is one.
+    pub(crate) fn pool_slot(&self) -> Option<PoolSlot> {
+        self.0.pool_slot()
+    }
+
+    /// A pool's buffer (see [`Raw::from_pool`]).
+    ///
+    /// # Safety
+    /// As [`Raw::from_pool`].
+    pub(crate) unsafe fn from_pool(
+        ptr: NonNull<u8>,
+        list: NonNull<()>,
+        index: u16,
+        size: u32,
+    ) -> Self {
+        // SAFETY: the caller's contract.
+        IoBufMut(unsafe { Raw::from_pool(ptr, list, index, size) })
+    }
 }
 
 impl AsRef<[u8]> for IoBufMut {
@@ -317,9 +397,28 @@ impl fmt::Debug for IoBufMut {
     }
 }
 
+// A pool owner fits beside the others: buffers stay four words, so requests do not grow.
+static_assertions::assert_eq_size!(IoBuf, [usize; 4]);
+static_assertions::assert_eq_size!(IoBufMut, [usize; 4]);
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn into_mut_keeps_owned_buffers_and_refuses_static_ones() {
+        let buf = IoBuf::from(vec![1u8, 2, 3]);
+        let addr = buf.as_ptr();
+        let mut buf = buf.into_mut().unwrap();
+        assert_eq!(
+            buf.as_mut_ptr().cast_const(),
+            addr,
+            "the bytes did not move"
+        );
+        assert_eq!(&buf[..], &[1u8, 2, 3][..]);
+        let frozen = IoBuf::from(&b"read-only"[..]);
+        assert_eq!(&frozen.into_mut().unwrap_err()[..], b"read-only");
+    }
 
     #[test]
     fn vec_round_trip_keeps_address_length_and_capacity() {

@@ -11,16 +11,44 @@ use std::sync::Arc;
 /// keeps a clone of the `Arc`, so the descriptor cannot be closed, and its number reused by an
 /// unrelated open, while an SQE naming it is in the kernel. Converting an `Arc` is an unsizing
 /// coercion and cloning an `Fd` a reference count: no allocation.
+///
+/// An `Fd` returned by [`EventLoop::register_file`](crate::EventLoop::register_file) also names
+/// the descriptor's index in that loop's registered-file table: that loop's SQEs use the index
+/// (`IOSQE_FIXED_FILE`); any other loop uses the descriptor as usual.
 #[derive(Clone)]
 pub struct Fd {
     raw: RawFd,
-    _owner: Arc<dyn AsFd + Send + Sync>,
+    /// Index in the registered-file table of the loop that registered it, or `NOT_FIXED`.
+    fixed: u32,
+    owner: Arc<dyn AsFd + Send + Sync>,
 }
+
+/// `Fd::fixed` of a descriptor no loop registered.
+const NOT_FIXED: u32 = u32::MAX;
 
 impl Fd {
     /// The descriptor number, valid while this `Fd` lives.
     pub fn as_raw_fd(&self) -> RawFd {
         self.raw
+    }
+
+    /// The index a loop registered this descriptor under, if this `Fd` came from
+    /// [`EventLoop::register_file`](crate::EventLoop::register_file).
+    pub fn registered_index(&self) -> Option<u32> {
+        (self.fixed != NOT_FIXED).then_some(self.fixed)
+    }
+
+    /// The same descriptor, named by registered-file `index`.
+    pub(crate) fn with_index(&self, index: u32) -> Fd {
+        Fd {
+            fixed: index,
+            ..self.clone()
+        }
+    }
+
+    /// True when both keep the same owner alive (so they name the same open descriptor).
+    pub(crate) fn same_owner(&self, other: &Fd) -> bool {
+        std::ptr::addr_eq(Arc::as_ptr(&self.owner), Arc::as_ptr(&other.owner))
     }
 }
 
@@ -33,7 +61,11 @@ impl AsRawFd for Fd {
 impl<T: AsFd + Send + Sync + 'static> From<Arc<T>> for Fd {
     fn from(owner: Arc<T>) -> Self {
         let raw = owner.as_fd().as_raw_fd();
-        Fd { raw, _owner: owner }
+        Fd {
+            raw,
+            fixed: NOT_FIXED,
+            owner,
+        }
     }
 }
 
@@ -69,7 +101,12 @@ impl From<&Fd> for Fd {
 
 impl fmt::Debug for Fd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Fd").field(&self.raw).finish()
+        let mut t = f.debug_tuple("Fd");
+        t.field(&self.raw);
+        if let Some(index) = self.registered_index() {
+            t.field(&format_args!("registered {index}"));
+        }
+        t.finish()
     }
 }
 

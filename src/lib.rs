@@ -83,6 +83,7 @@
 
 // The public surface.
 mod buf;
+mod buf_pool;
 mod config;
 mod error;
 mod fd;
@@ -100,6 +101,7 @@ mod loom;
 mod placement;
 
 pub use buf::{IoBuf, IoBufMut};
+pub use buf_pool::BufPool;
 pub use config::Config;
 pub use error::{BufError, BufResultExt, Error};
 pub use event_loop::{EventLoop, MetricsReader};

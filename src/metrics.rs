@@ -37,6 +37,11 @@ pub struct Metrics {
     /// descriptor owner a finished request released). Each was contained: the loop and every
     /// other request carried on.
     pub user_panics: u64,
+    /// Operation SQEs that named a registered file (`EventLoop::register_file`).
+    pub fixed_files: u64,
+    /// Operation SQEs that used a registered buffer (`READ_FIXED`/`WRITE_FIXED` on a buffer of
+    /// the pool given to `EventLoop::register_buffers`).
+    pub fixed_buffers: u64,
 }
 
 /// The live counters: written by the loop thread, read by anyone.
@@ -54,6 +59,8 @@ pub(crate) struct Counters {
     pub(crate) enters: AtomicU64,
     pub(crate) wakeups: AtomicU64,
     pub(crate) user_panics: AtomicU64,
+    pub(crate) fixed_files: AtomicU64,
+    pub(crate) fixed_buffers: AtomicU64,
 }
 
 impl Counters {
@@ -73,6 +80,8 @@ impl Counters {
                 enters: AtomicU64::new(0),
                 wakeups: AtomicU64::new(0),
                 user_panics: AtomicU64::new(0),
+                fixed_files: AtomicU64::new(0),
+                fixed_buffers: AtomicU64::new(0),
             }
         }
     }
@@ -106,6 +115,8 @@ impl Counters {
             enters: get(&self.enters),
             wakeups: get(&self.wakeups),
             user_panics: get(&self.user_panics),
+            fixed_files: get(&self.fixed_files),
+            fixed_buffers: get(&self.fixed_buffers),
         }
     }
 
@@ -130,6 +141,8 @@ impl Counters {
             &self.enters,
             &self.wakeups,
             &self.user_panics,
+            &self.fixed_files,
+            &self.fixed_buffers,
         ] {
             c.store(0, Ordering::Relaxed);
         }

@@ -13,7 +13,7 @@ use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 use std::thread::{self, Thread};
 use std::time::Instant;
 
-use static_uring::{BufResultExt, Config, Error, Fd, Handle, IoBuf, IoBufMut, Storage};
+use static_uring::{BufPool, BufResultExt, Config, Error, Fd, Handle, IoBuf, IoBufMut, Storage};
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
@@ -114,6 +114,9 @@ struct Fixture {
     ua: Fd,
     ub: Fd,
     ub_addr: std::net::SocketAddr,
+    /// The file registered with the loop, and a buffer of the registered pool.
+    fixed: Fd,
+    pool_buf: Option<IoBufMut>,
     exec: Executor,
 }
 
@@ -189,6 +192,49 @@ impl Fixture {
             }
         }
         self.read_buf = Some(buf);
+    }
+
+    /// read_at and write_at on the registered file with the registered pool's buffer
+    /// (IOSQE_FIXED_FILE, READ_FIXED, WRITE_FIXED), and `sync_data`.
+    fn fixed_io(&mut self, n: usize, blocking: bool) {
+        let mut buf = self.pool_buf.take().unwrap();
+        for i in 0..n {
+            let offset = (i as u64 % BLOCKS) * BLOCK as u64;
+            let op = self.handle.read_at(&self.fixed, offset, BLOCK, buf, None);
+            let result = if blocking {
+                op.wait()
+            } else {
+                self.exec.block_on(op)
+            };
+            buf = match result {
+                Ok(buf) if buf[0] == (offset / BLOCK as u64) as u8 => buf,
+                _ => panic!("fixed read_at failed"),
+            };
+            let op = self
+                .handle
+                .write_at(&self.fixed, offset, IoBuf::from(buf), None);
+            let result = if blocking {
+                op.wait()
+            } else {
+                self.exec.block_on(op)
+            };
+            let Ok(written) = result else {
+                panic!("fixed write_at failed")
+            };
+            buf = written.into_mut().unwrap();
+            if i % 64 == 0 {
+                let op = self.handle.sync_data(&self.fixed, None);
+                let result = if blocking {
+                    op.wait()
+                } else {
+                    self.exec.block_on(op)
+                };
+                if result.is_err() {
+                    panic!("sync_data failed");
+                }
+            }
+        }
+        self.pool_buf = Some(buf);
     }
 
     /// At the end of the file: `read_some_at` returns the short tail, and the exact `read_at`
@@ -281,6 +327,7 @@ impl Fixture {
 
 static STORAGE: Storage<16, 16, 64> = Storage::new();
 static SLEEPY_STORAGE: Storage<16, 16, 64> = Storage::new();
+static POOL: BufPool<2, BLOCK> = BufPool::new();
 
 /// Runs every workload (the full counts divided by `divide`) on a loop built with `config`;
 /// returns the allocations counted across all phases.
@@ -296,8 +343,7 @@ fn run_workloads(
     label: &str,
     divide: usize,
 ) -> usize {
-    let (handle, event_loop) = static_uring::with_storage(storage, config).unwrap();
-    let loop_thread = thread::spawn(move || event_loop.run());
+    let (handle, mut event_loop) = static_uring::with_storage(storage, config).unwrap();
 
     let path = std::env::temp_dir().join(format!(
         "static-uring-zero-alloc-{}-{label}",
@@ -317,9 +363,13 @@ fn run_workloads(
     let ua = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let ub = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let ub_addr = ub.local_addr().unwrap();
+    let file = Fd::from(Arc::new(file));
+    let fixed = event_loop.register_file(&file).unwrap();
+    event_loop.register_buffers(&POOL).unwrap();
+    let loop_thread = thread::spawn(move || event_loop.run());
     let mut fx = Fixture {
         handle,
-        file: Fd::from(Arc::new(file)),
+        file,
         a: Fd::from(Arc::new(a)),
         b: Fd::from(Arc::new(b)),
         read_buf: Some(IoBufMut::with_capacity(BLOCK)),
@@ -328,6 +378,8 @@ fn run_workloads(
         ua: Fd::from(Arc::new(ua)),
         ub: Fd::from(Arc::new(ub)),
         ub_addr,
+        fixed,
+        pool_buf: Some(POOL.take().unwrap()),
         exec: Executor::new(),
     };
 
@@ -336,6 +388,8 @@ fn run_workloads(
     fx.nops_async(100);
     fx.reads(100, true);
     fx.reads(100, false);
+    fx.fixed_io(100, true);
+    fx.fixed_io(100, false);
     fx.eof_reads(100, true);
     fx.eof_reads(100, false);
     fx.pairs(100, true);
@@ -346,11 +400,17 @@ fn run_workloads(
     fx.timeouts(2, false);
 
     let (nops, reads, pairs) = (NOPS / divide, READS / divide, PAIRS / divide);
-    let phases: [Phase; 14] = [
+    let phases: [Phase; 16] = [
         ("nop .wait()", &mut |fx| fx.nops_wait(nops)),
         ("nop async", &mut |fx| fx.nops_async(nops)),
         ("read_at 4 KiB .wait()", &mut |fx| fx.reads(reads, true)),
         ("read_at 4 KiB async", &mut |fx| fx.reads(reads, false)),
+        ("fixed file and buffer read/write .wait()", &mut |fx| {
+            fx.fixed_io(pairs, true)
+        }),
+        ("fixed file and buffer read/write async", &mut |fx| {
+            fx.fixed_io(pairs, false)
+        }),
         ("read_some_at and EOF error .wait()", &mut |fx| {
             fx.eof_reads(pairs, true)
         }),
@@ -384,8 +444,9 @@ fn run_workloads(
     }
 
     let m = fx.handle.metrics();
-    let expected =
-        (2 * (nops + reads + pairs * 6 + IDLE_NOPS + TIMEOUTS) + 6 * 100 + 10 * 100 + 4) as u64;
+    let expected = (2 * (nops + reads + pairs * 8 + IDLE_NOPS + TIMEOUTS) + 6 * 100 + 14 * 100 + 4)
+        as u64
+        + 2 * (pairs.div_ceil(64) + 2) as u64;
     assert_eq!(
         m.completed, expected,
         "every request went through the loop: {m:?}"
@@ -396,6 +457,10 @@ fn run_workloads(
     assert!(
         m.wakeups >= (IDLE_NOPS / 4) as u64,
         "the sleeping loop was woken through the eventfd: {m:?}"
+    );
+    assert!(
+        m.fixed_files >= (4 * pairs) as u64 && m.fixed_buffers >= (4 * pairs) as u64,
+        "the fixed forms were used: {m:?}"
     );
     drop(fx);
     loop_thread.join().unwrap().unwrap();

@@ -29,6 +29,7 @@
 pub(crate) mod id;
 mod local;
 mod phases;
+pub(crate) mod registry;
 pub(crate) mod request;
 pub(crate) mod ring;
 mod shutdown;
@@ -38,10 +39,13 @@ pub(crate) mod wheel;
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
+use crate::buf_pool::BufPool;
 use crate::config::Checked;
 use crate::error::Error;
+use crate::fd::Fd;
 use crate::metrics::Counters;
 use crate::storage::StorageRef;
+use registry::Registry;
 use ring::{EventFd, Ring};
 use table::Table;
 
@@ -90,6 +94,8 @@ pub struct EventLoop<const SLOTS: usize, const RING: usize, const WHEEL: usize> 
     closed: bool,
     /// Inside `run`: if the loop is dropped in this state, it is unwinding and must abandon.
     running: bool,
+    /// Registered files and buffer pool.
+    registry: Registry,
 }
 
 // SAFETY: `table` points into the storage, which the loop keeps alive through `storage`; the
@@ -125,6 +131,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             check_senders: true,
             closed: false,
             running: false,
+            registry: Registry::NONE,
         })
     }
 
@@ -134,6 +141,65 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         MetricsReader {
             storage: self.storage.clone(),
         }
+    }
+
+    /// Registers a descriptor with this loop's ring (a fixed file) and returns the `Fd` to use
+    /// with it: this loop's SQEs then name the descriptor by its index (`IOSQE_FIXED_FILE`),
+    /// which saves the kernel a file-table lookup and reference count per request. Any other
+    /// loop uses the returned `Fd` as a plain descriptor.
+    ///
+    /// Only before the loop runs (it takes `&mut self`); the registration lasts as long as the
+    /// loop, which keeps the descriptor open, so it cannot be unregistered while a request uses
+    /// it. Registering allocates (the table is rebuilt with the new descriptor); requests do not.
+    ///
+    /// ```
+    /// # use static_uring::{Config, IoBufMut};
+    /// let (handle, mut event_loop) = static_uring::new::<8, 8, 64>(Config::default()).unwrap();
+    /// let file = std::fs::File::open("/proc/self/exe").unwrap();
+    /// let fixed = event_loop.register_file(file).unwrap();
+    /// assert_eq!(fixed.registered_index(), Some(0));
+    /// let thread = std::thread::spawn(move || event_loop.run());
+    /// let buf = handle.read_at(fixed, 1, 3, IoBufMut::with_capacity(3), None).wait().unwrap();
+    /// assert_eq!(&buf[..], b"ELF");
+    /// # drop(handle);
+    /// # thread.join().unwrap().unwrap();
+    /// ```
+    pub fn register_file(&mut self, fd: impl Into<Fd>) -> Result<Fd, Error> {
+        let fd = fd.into();
+        let raws = self.registry.files_with(&fd);
+        self.ring
+            .register_files(&raws, self.registry.has_files())
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::EMFILE) => {
+                    Error::Config("registered files exceed RLIMIT_NOFILE (EMFILE)")
+                }
+                _ => Error::from_io(&e),
+            })?;
+        Ok(self.registry.add_file(&fd))
+    }
+
+    /// Registers a buffer pool with this loop's ring (fixed buffers): this loop then reads and
+    /// writes the pool's buffers (`read_at`, `read_some_at`, `write_at`) with `READ_FIXED` and
+    /// `WRITE_FIXED`, which skip the kernel's per-request mapping of the pages. One pool per
+    /// loop, before the loop runs; the pool's buffers work with every operation, on every loop,
+    /// registered or not.
+    ///
+    /// The kernel pins the pool's memory and counts it against `RLIMIT_MEMLOCK` (unless the
+    /// process has `CAP_IPC_LOCK`); a limit too low is `Error::Config` saying so.
+    pub fn register_buffers<const COUNT: usize, const SIZE: usize>(
+        &mut self,
+        pool: &'static BufPool<COUNT, SIZE>,
+    ) -> Result<(), Error> {
+        if self.registry.has_pool() {
+            return Err(Error::Config(
+                "a buffer pool is already registered with this loop",
+            ));
+        }
+        let iovecs: Vec<libc::iovec> = pool.iovecs().collect();
+        // SAFETY: the pool is `'static` (never freed) and its memory is only ever pool buffers.
+        unsafe { self.ring.register_buffers(&iovecs) }.map_err(|e| buffer_error(&e))?;
+        self.registry.set_pool(pool.id());
+        Ok(())
     }
 
     /// Runs the loop on the calling thread until every `Handle` is dropped and the drain has
@@ -357,5 +423,18 @@ impl<const S: usize, const R: usize, const W: usize> Clone for MetricsReader<S, 
 impl<const S: usize, const R: usize, const W: usize> std::fmt::Debug for MetricsReader<S, R, W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_tuple("MetricsReader").field(&self.get()).finish()
+    }
+}
+
+/// The error of a refused buffer registration.
+fn buffer_error(e: &std::io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(libc::ENOMEM) => Error::Config(
+            "registering the buffer pool needs more locked memory than RLIMIT_MEMLOCK allows (ENOMEM): raise the limit or shrink the pool",
+        ),
+        Some(libc::EOVERFLOW) | Some(libc::EINVAL) => {
+            Error::Config("the kernel refused the buffer pool's sizes (EINVAL/EOVERFLOW)")
+        }
+        _ => Error::from_io(e),
     }
 }

@@ -285,10 +285,10 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             };
             let header = &mut t.msgs[msg as usize];
             // SAFETY: admitted: the loop owns the request.
-            unsafe { slot.with_request(|r| r.recv_msg_sqe(id, msg, header)) }
+            unsafe { slot.with_request(|r| r.recv_msg_sqe(id, msg, header, &self.registry)) }
         } else {
             // SAFETY: admitted: the loop owns the request.
-            unsafe { slot.with_request(|r| r.sqe(id, limit)) }
+            unsafe { slot.with_request(|r| r.sqe(id, limit, &self.registry)) }
         };
         if let Some(result) = fault::sqe_result(key, kind) {
             fault::override_result(key, id, result);
@@ -297,6 +297,17 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         t.flags[index as usize].in_flight = true;
         self.ring.push(&sqe);
         Counters::bump(&self.storage.metrics.submitted);
+        if !self.registry.is_empty() {
+            // SAFETY: admitted: the loop owns the request.
+            let (file, buf) = unsafe { slot.with_request(|r| r.registered(&self.registry)) };
+            let metrics = &self.storage.metrics;
+            if file {
+                Counters::bump(&metrics.fixed_files);
+            }
+            if buf {
+                Counters::bump(&metrics.fixed_buffers);
+            }
+        }
     }
 
     /// Takes an admitted request out of the table and the admitted count.

@@ -17,6 +17,7 @@
 
 use crate::buf::{IoBuf, IoBufMut};
 use crate::error::Error;
+use crate::event_loop::registry::Registry;
 use crate::fd::Fd;
 use io_uring::{opcode, squeue, types};
 use std::time::Instant;
@@ -381,9 +382,10 @@ impl Request {
     }
 
     /// The SQE that moves this request forward from its cursor, transferring at most `limit`
-    /// bytes (`u32::MAX` but for injected short I/O).
-    pub(crate) fn sqe(&mut self, user_data: u64, limit: u32) -> squeue::Entry {
-        let fd = types::Fd(self.fd.as_ref().map_or(-1, Fd::as_raw_fd));
+    /// bytes (`u32::MAX` but for injected short I/O). A descriptor or pool buffer that `reg`
+    /// holds is named by its registered index.
+    pub(crate) fn sqe(&mut self, user_data: u64, limit: u32, reg: &Registry) -> squeue::Entry {
+        let (fd, fixed) = self.target(reg);
         let len = |pos: usize, end: usize| (end - pos).min(limit as usize) as u32;
         // SAFETY (every `add` below): `pos <= end <= len or capacity` of the buffer, checked at
         // the handle and kept by `complete`, so the pointer stays inside the allocation.
@@ -421,9 +423,13 @@ impl Request {
             Work::WriteAt { buf, at, pos, end } => {
                 // SAFETY: see above.
                 let ptr = unsafe { buf.as_ptr().add(*pos) };
-                opcode::Write::new(fd, ptr, len(*pos, *end))
-                    .offset(*at + *pos as u64)
-                    .build()
+                let (offset, n) = (*at + *pos as u64, len(*pos, *end));
+                match reg.buf_index(buf.pool_slot()) {
+                    Some(index) => opcode::WriteFixed::new(fd, ptr, n, index)
+                        .offset(offset)
+                        .build(),
+                    None => opcode::Write::new(fd, ptr, n).offset(offset).build(),
+                }
             }
             Work::Recv { buf, pos, end, .. } => {
                 // SAFETY: see above.
@@ -435,12 +441,51 @@ impl Request {
             } => {
                 // SAFETY: see above.
                 let ptr = unsafe { buf.as_mut_ptr().add(*pos) };
-                opcode::Read::new(fd, ptr, len(*pos, *end))
-                    .offset(*at + *pos as u64)
-                    .build()
+                let (offset, n) = (*at + *pos as u64, len(*pos, *end));
+                match reg.buf_index(buf.pool_slot()) {
+                    Some(index) => opcode::ReadFixed::new(fd, ptr, n, index)
+                        .offset(offset)
+                        .build(),
+                    None => opcode::Read::new(fd, ptr, n).offset(offset).build(),
+                }
             }
         };
-        entry.user_data(user_data)
+        Self::fixed_file(entry, fixed).user_data(user_data)
+    }
+
+    /// The descriptor an SQE names: the registered index (and true) if `reg` holds it, else
+    /// the descriptor number (`-1` for none).
+    fn target(&self, reg: &Registry) -> (types::Fd, bool) {
+        match &self.fd {
+            None => (types::Fd(-1), false),
+            Some(fd) => match reg.file_index(fd) {
+                Some(index) => (types::Fd(index as i32), true),
+                None => (types::Fd(fd.as_raw_fd()), false),
+            },
+        }
+    }
+
+    /// Whether this request's SQEs name a registered file, and use a registered buffer.
+    pub(crate) fn registered(&self, reg: &Registry) -> (bool, bool) {
+        let file = self
+            .fd
+            .as_ref()
+            .is_some_and(|fd| reg.file_index(fd).is_some());
+        let slot = match &self.work {
+            Work::ReadAt { buf, .. } => buf.pool_slot(),
+            Work::WriteAt { buf, .. } => buf.pool_slot(),
+            _ => None,
+        };
+        (file, reg.buf_index(slot).is_some())
+    }
+
+    /// Marks an SQE whose descriptor field is a registered-file index.
+    fn fixed_file(entry: squeue::Entry, fixed: bool) -> squeue::Entry {
+        if fixed {
+            entry.flags(squeue::Flags::FIXED_FILE)
+        } else {
+            entry
+        }
     }
 
     /// The SQE of a `recv_from`, which holds message header `index` (`header`) of the loop's
@@ -450,14 +495,15 @@ impl Request {
         user_data: u64,
         index: u16,
         header: &mut MsgHeader,
+        reg: &Registry,
     ) -> squeue::Entry {
-        let fd = types::Fd(self.fd.as_ref().map_or(-1, Fd::as_raw_fd));
+        let (fd, fixed) = self.target(reg);
         let Work::RecvFrom { buf, msg, .. } = &mut self.work else {
             unreachable!("recv_msg_sqe is for recv_from")
         };
         *msg = index;
         let hdr = header.prepare(buf);
-        opcode::RecvMsg::new(fd, hdr).build().user_data(user_data)
+        Self::fixed_file(opcode::RecvMsg::new(fd, hdr).build(), fixed).user_data(user_data)
     }
 
     /// The message header a `recv_from` holds while in the kernel.
@@ -729,7 +775,7 @@ mod tests {
         set_at(&mut r, 100);
         assert!(!r.complete(2, false));
         assert_eq!(
-            r.sqe(1, u32::MAX).get_opcode(),
+            r.sqe(1, u32::MAX, &Registry::NONE).get_opcode(),
             u32::from(opcode::Read::CODE)
         );
         assert!(r.complete(3, false));
@@ -789,7 +835,7 @@ mod tests {
         // for sync_data only.
         let flags = |data_only| {
             let mut r = Request::new(Work::Sync { data_only }, None, None);
-            let sqe = r.sqe(1, u32::MAX);
+            let sqe = r.sqe(1, u32::MAX, &Registry::NONE);
             assert_eq!(sqe.get_opcode(), u32::from(opcode::Fsync::CODE));
             // SAFETY: `squeue::Entry` is a transparent wrapper of the 64-byte `io_uring_sqe`.
             let bytes: [u8; 64] = unsafe { std::mem::transmute(sqe) };
@@ -800,12 +846,57 @@ mod tests {
     }
 
     #[test]
+    fn registered_files_and_pool_buffers_get_the_fixed_forms() {
+        static POOL: crate::BufPool<1, 64> = crate::BufPool::new();
+        let file = Fd::from(std::sync::Arc::new(
+            std::fs::File::open("/dev/zero").unwrap(),
+        ));
+        let mut reg = Registry::NONE;
+        let fixed = reg.add_file(&file);
+        reg.set_pool(POOL.id());
+        let flags = |sqe: squeue::Entry| {
+            // SAFETY: `squeue::Entry` is a transparent wrapper of the 64-byte `io_uring_sqe`;
+            // byte 1 is `flags`, bytes 4..8 `fd`.
+            let bytes: [u8; 64] = unsafe { std::mem::transmute(sqe) };
+            (
+                bytes[1],
+                i32::from_ne_bytes(bytes[4..8].try_into().unwrap()),
+            )
+        };
+        let fixed_file = squeue::Flags::FIXED_FILE.bits();
+
+        let work = Work::ReadAt {
+            buf: POOL.take().unwrap(),
+            at: 0,
+            pos: 0,
+            end: 8,
+            exact: true,
+        };
+        let mut r = Request::new(work, Some(fixed.clone()), None);
+        let sqe = r.sqe(1, u32::MAX, &reg);
+        assert_eq!(sqe.get_opcode(), u32::from(opcode::ReadFixed::CODE));
+        assert_eq!(flags(sqe), (fixed_file, 0), "index 0, IOSQE_FIXED_FILE");
+        assert_eq!(r.registered(&reg), (true, true));
+        // Unregistered: plain opcode, plain descriptor.
+        let sqe = r.sqe(1, u32::MAX, &Registry::NONE);
+        assert_eq!(sqe.get_opcode(), u32::from(opcode::Read::CODE));
+        assert_eq!(flags(sqe), (0, file.as_raw_fd()));
+        // A heap buffer on a registered file: plain opcode, fixed file.
+        let mut r = request(OpKind::WriteAt, 4);
+        r.fd = Some(fixed);
+        let sqe = r.sqe(1, u32::MAX, &reg);
+        assert_eq!(sqe.get_opcode(), u32::from(opcode::Write::CODE));
+        assert_eq!(flags(sqe), (fixed_file, 0));
+        assert_eq!(r.registered(&reg), (true, false));
+    }
+
+    #[test]
     fn sqe_targets_the_cursor() {
         // Short reads and writes must resume exactly where the kernel stopped.
         let mut r = request(OpKind::WriteAt, 8);
         set_at(&mut r, 4096);
         assert!(!r.complete(3, false));
-        let sqe = r.sqe(42, u32::MAX);
+        let sqe = r.sqe(42, u32::MAX, &Registry::NONE);
         assert_eq!(sqe.get_user_data(), 42);
         assert_eq!(sqe.get_opcode(), u32::from(opcode::Write::CODE));
         assert!(OpKind::Send.orphanable() && OpKind::ReadAt.orphanable());
@@ -831,7 +922,7 @@ mod tests {
         assert!(r.complete(-libc::ECONNREFUSED, false));
         assert_eq!(r.outcome, Some(Err(Error::Os(libc::ECONNREFUSED))));
         assert_eq!(
-            r.sqe(3, u32::MAX).get_opcode(),
+            r.sqe(3, u32::MAX, &Registry::NONE).get_opcode(),
             u32::from(opcode::Connect::CODE)
         );
         assert!(OpKind::Accept.cancelled_on_drop() && !OpKind::Connect.cancelled_on_drop());

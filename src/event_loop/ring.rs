@@ -117,6 +117,25 @@ impl Ring {
         Ok(Ring { uring, fault_key })
     }
 
+    /// Registers `raws` as the ring's file table, replacing the current one if `replace`.
+    pub(crate) fn register_files(&mut self, raws: &[i32], replace: bool) -> io::Result<()> {
+        let submitter = self.uring.submitter();
+        if replace {
+            submitter.unregister_files()?;
+        }
+        submitter.register_files(raws)
+    }
+
+    /// Registers `iovecs` as the ring's fixed buffers.
+    ///
+    /// # Safety
+    /// Every iovec describes memory that stays valid (and is used only as a pool buffer) for as
+    /// long as the ring lives.
+    pub(crate) unsafe fn register_buffers(&mut self, iovecs: &[libc::iovec]) -> io::Result<()> {
+        // SAFETY: the caller's contract.
+        unsafe { self.uring.submitter().register_buffers(iovecs) }
+    }
+
     /// Enables a ring created disabled (single issuer): the calling thread becomes its submitter.
     pub(crate) fn enable(&mut self) -> Result<(), Error> {
         self.uring

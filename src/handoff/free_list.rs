@@ -1,7 +1,7 @@
 //! Lock-free stack of free slot indices (a Treiber stack with a tagged head).
 //!
 //! ```text
-//! head: AtomicU64 = [ tag: u32 | index: u32 ]      next[i]: AtomicU32 (index below i, or NIL)
+//! head: AtomicU64 = [ tag: u32 | index: u32 ]      next[i]: AtomicU32 = below(i) XOR (i + 1)
 //! ```
 //! `pop` reads the top index and its `next`, then swings the head with one compare-exchange that
 //! also bumps the tag. The tag defeats ABA: if the top was popped and pushed back between our read
@@ -11,21 +11,29 @@
 //! accept). `next` is an atomic because a thread that lost the race may read it while the winner's
 //! owner rewrites it; the value it reads is then discarded by the failed CAS.
 //!
+//! A link is stored XORed with `i + 1`, and any index `>= N` means "none", so a list whose bytes
+//! are all zero holds every index in order (0 on top): a full list can sit in a zero-initialised
+//! `static` (the `.bss` section) with no initialisation pass. The buffer pool relies on this.
+//!
 //! Order is LIFO: the slot freed last is handed out next, which keeps hot slots in cache.
 
 use crate::loom::{AtomicU32, AtomicU64, Ordering};
 
-/// No index: the end of the stack.
+/// No index: the end of the stack (any value `>= N` reads as none).
 pub(crate) const NIL: u32 = u32::MAX;
 
 const INDEX_MASK: u64 = 0xffff_ffff;
 
 /// A fixed-capacity lock-free stack holding each index in `0..N` at most once.
+///
+/// `repr(C)`: `head` then `next`, so [`push_erased`] can return an index knowing only the list's
+/// address (a pool buffer's drop does not know `N`).
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct FreeList<const N: usize> {
-    /// `tag << 32 | index`; index NIL = empty. Written by every claimer and freer.
+    /// `tag << 32 | index`; index `>= N` = empty. Written by every claimer and freer.
     head: AtomicU64,
-    /// `next[i]`: the index below `i` while `i` is on the stack; meaningless otherwise.
+    /// `next[i]`: the index below `i`, XOR `i + 1`, while `i` is on the stack.
     next: [AtomicU32; N],
 }
 
@@ -33,20 +41,26 @@ impl<const N: usize> FreeList<N> {
     crate::maybe_const_fn! {
         /// An empty stack; [`fill`](Self::fill) puts every index on it.
         pub(crate) fn new() -> Self {
-            Self { head: AtomicU64::new(NIL as u64), next: crate::const_array!(AtomicU32::new(NIL); N) }
+            Self { head: AtomicU64::new(NIL as u64), next: crate::const_array!(AtomicU32::new(0); N) }
+        }
+    }
+
+    crate::maybe_const_fn! {
+        /// A stack holding every index, 0 on top; its bytes are all zero.
+        pub(crate) fn full() -> Self {
+            Self { head: AtomicU64::new(0), next: crate::const_array!(AtomicU32::new(0); N) }
         }
     }
 
     /// Puts every index on the stack so that `pop` returns 0, 1, 2, ... Only for a list no other
     /// thread can touch yet (the storage's first claim).
     pub(crate) fn fill(&self) {
-        for (i, next) in self.next.iter().enumerate() {
-            let below = if i + 1 < N { i as u32 + 1 } else { NIL };
-            next.store(below, Ordering::Relaxed);
+        for next in &self.next {
+            // Zero: the index below `i` is `i + 1` (`N`, none, for the last).
+            next.store(0, Ordering::Relaxed);
         }
-        let top = if N > 0 { 0 } else { NIL };
         // Release: pairs with the Acquire in `pop`, publishing the `next` links above.
-        self.head.store(top as u64, Ordering::Release);
+        self.head.store(0, Ordering::Release);
     }
 
     /// Takes an index, or `None` when every index is in use.
@@ -56,10 +70,10 @@ impl<const N: usize> FreeList<N> {
         let mut head = self.head.load(Ordering::Acquire);
         loop {
             let index = (head & INDEX_MASK) as u32;
-            if index == NIL {
+            if index as usize >= N {
                 return None;
             }
-            let below = self.next[index as usize].load(Ordering::Relaxed);
+            let below = self.next[index as usize].load(Ordering::Relaxed) ^ (index + 1);
             let new = (tag(head).wrapping_add(1) as u64) << 32 | below as u64;
             // AcqRel on success: Acquire as above; Release keeps later claimers ordered after us.
             match self
@@ -74,29 +88,49 @@ impl<const N: usize> FreeList<N> {
 
     /// Returns `index` (which the caller owns and which is not on the stack) to the stack.
     pub(crate) fn push(&self, index: u32) {
-        debug_assert!((index as usize) < N);
-        let mut head = self.head.load(Ordering::Relaxed);
-        loop {
-            self.next[index as usize].store((head & INDEX_MASK) as u32, Ordering::Relaxed);
-            let new = (tag(head).wrapping_add(1) as u64) << 32 | index as u64;
-            // Release: publishes `next[index]` and the caller's writes to the slot to the next
-            // `pop` (its Acquire).
-            match self
-                .head
-                .compare_exchange_weak(head, new, Ordering::Release, Ordering::Relaxed)
-            {
-                Ok(_) => return,
-                Err(current) => head = current,
-            }
-        }
+        assert!((index as usize) < N, "index beyond the free list");
+        // SAFETY: `self` is a live list and `index < N`.
+        unsafe { push_erased(std::ptr::from_ref(self).cast(), index) }
     }
 
     /// True when no index is free (a snapshot: it may change at once).
-    #[allow(dead_code)] // tests
     pub(crate) fn is_empty(&self) -> bool {
-        (self.head.load(Ordering::Acquire) & INDEX_MASK) as u32 == NIL
+        (self.head.load(Ordering::Acquire) & INDEX_MASK) as usize >= N
     }
 }
+
+/// [`FreeList::push`] for a list known only by its address.
+///
+/// # Safety
+/// `list` points to a live `FreeList<N>` with `index < N`, and the caller owns `index` (it is
+/// not on the stack).
+pub(crate) unsafe fn push_erased(list: *const (), index: u32) {
+    // SAFETY: `FreeList` is `repr(C)`: `head` at offset 0, then `next`, an array of `AtomicU32`
+    // at the offset below (`AtomicU64` is 8-aligned and 8 bytes); `index < N` keeps the link
+    // inside the array; the list is live (caller).
+    let (head, link) = unsafe {
+        let head = &*list.cast::<AtomicU64>();
+        let next = list.cast::<u8>().add(NEXT_OFFSET).cast::<AtomicU32>();
+        (head, &*next.add(index as usize))
+    };
+    let mut current = head.load(Ordering::Relaxed);
+    loop {
+        link.store(
+            ((current & INDEX_MASK) as u32) ^ (index + 1),
+            Ordering::Relaxed,
+        );
+        let new = (tag(current).wrapping_add(1) as u64) << 32 | index as u64;
+        // Release: publishes `next[index]` and the caller's writes to the slot to the next
+        // `pop` (its Acquire).
+        match head.compare_exchange_weak(current, new, Ordering::Release, Ordering::Relaxed) {
+            Ok(_) => return,
+            Err(actual) => current = actual,
+        }
+    }
+}
+
+/// Where `next` starts in every `FreeList<N>`.
+const NEXT_OFFSET: usize = std::mem::offset_of!(FreeList<1>, next);
 
 fn tag(head: u64) -> u32 {
     (head >> 32) as u32
@@ -123,6 +157,32 @@ mod tests {
         assert_eq!(list.pop(), None);
         list.push(3);
         assert!(!list.is_empty());
+    }
+
+    #[test]
+    fn an_all_zero_list_is_full_in_index_order() {
+        // The pool's `static` sits in .bss: zero bytes must mean "every index free, 0 first".
+        let list = FreeList::<3>::full();
+        // SAFETY: FreeList is plain atomics, for which any bytes are valid; we only read them.
+        let bytes: [u8; std::mem::size_of::<FreeList<3>>()] = unsafe { std::mem::transmute(list) };
+        assert!(bytes.iter().all(|&b| b == 0));
+        let list = FreeList::<3>::full();
+        assert_eq!(
+            [list.pop(), list.pop(), list.pop()],
+            [Some(0), Some(1), Some(2)]
+        );
+        assert_eq!(list.pop(), None);
+        list.push(1);
+        list.push(2);
+        assert_eq!(
+            (list.pop(), list.pop(), list.pop()),
+            (Some(2), Some(1), None)
+        );
+        // The erased push (a pool buffer's drop) is the same push.
+        // SAFETY: `list` is live and 0 < 3 is not on the stack.
+        unsafe { push_erased(std::ptr::from_ref(&list).cast(), 0) };
+        assert_eq!(list.pop(), Some(0));
+        assert_eq!(NEXT_OFFSET, std::mem::offset_of!(FreeList<64>, next));
     }
 
     #[test]
