@@ -20,6 +20,7 @@ use crate::handoff::slot::Leave;
 use crate::handoff::wait_list::{Notify, WaitState, Waiter};
 use crate::metrics::Metrics;
 use crate::storage::StorageRef;
+use crate::vectored::{IoBufs, VectorCell, Vectors};
 
 /// Submits requests to one loop. `Clone + Send + Sync`; the loop shuts down (drains and returns
 /// from `run`) once every clone is dropped.
@@ -64,13 +65,33 @@ pub type AcceptResult = Result<std::os::fd::OwnedFd, Error>;
 /// and the sender's address; or the buffer and the error.
 pub type RecvFromResult = Result<(IoBufMut, usize, std::net::SocketAddr), (IoBufMut, Error)>;
 
+/// Result of `send_vectored` and `write_at_vectored`: all the buffers back once every byte is
+/// sent or written, or the buffers and the error.
+pub type VectoredResult = Result<IoBufs, (IoBufs, Error)>;
+
 /// The result type of an operation ([`WriteResult`], [`RecvResult`], [`ReadResult`] or
 /// [`UnitResult`]). Sealed: it only names the four result shapes.
 #[allow(private_interfaces)]
 pub trait OpOutput: Sized + private::Sealed {
+    /// What the future keeps until its request has a slot: `()`, except the buffers of a
+    /// vectored request, which then move into the slot's vector cell.
+    #[doc(hidden)]
+    type Held: Send;
+
     /// The result from the request's work (`None`: its buffer stays parked with the kernel).
     #[doc(hidden)]
     fn from_parts(work: Option<Work>, outcome: Result<usize, Error>) -> Self;
+
+    /// Moves what the future kept into the slot that `work` now occupies (`cell` is that slot's
+    /// vector cell, which the caller owns).
+    #[doc(hidden)]
+    fn attach(_held: Self::Held, _cell: &VectorCell, _work: &mut Work) {}
+
+    /// The result of a request that never reached a slot.
+    #[doc(hidden)]
+    fn unsubmitted(work: Work, _held: Self::Held, error: Error) -> Self {
+        Self::from_parts(Some(work), Err(error))
+    }
 }
 
 mod private {
@@ -81,6 +102,7 @@ mod private {
     impl Sealed for super::UnitResult {}
     impl Sealed for super::AcceptResult {}
     impl Sealed for super::RecvFromResult {}
+    impl Sealed for super::VectoredResult {}
 }
 
 /// An empty read-only buffer, handed back when the real one must stay with the kernel.
@@ -95,6 +117,7 @@ fn empty_mut() -> IoBufMut {
 
 #[allow(private_interfaces)]
 impl OpOutput for WriteResult {
+    type Held = ();
     fn from_parts(work: Option<Work>, outcome: Result<usize, Error>) -> Self {
         let buf = work.map_or_else(empty, Work::into_read_buf);
         match outcome {
@@ -106,6 +129,7 @@ impl OpOutput for WriteResult {
 
 #[allow(private_interfaces)]
 impl OpOutput for RecvResult {
+    type Held = ();
     fn from_parts(work: Option<Work>, outcome: Result<usize, Error>) -> Self {
         let mut buf = work.map_or_else(empty_mut, Work::into_write_buf);
         match outcome {
@@ -122,6 +146,7 @@ impl OpOutput for RecvResult {
 
 #[allow(private_interfaces)]
 impl OpOutput for ReadResult {
+    type Held = ();
     fn from_parts(work: Option<Work>, outcome: Result<usize, Error>) -> Self {
         let read = work.as_ref().map_or(0, Work::progress);
         let mut buf = work.map_or_else(empty_mut, Work::into_write_buf);
@@ -144,6 +169,7 @@ impl OpOutput for ReadResult {
 
 #[allow(private_interfaces)]
 impl OpOutput for UnitResult {
+    type Held = ();
     fn from_parts(_: Option<Work>, outcome: Result<usize, Error>) -> Self {
         outcome.map(|_| ())
     }
@@ -151,6 +177,7 @@ impl OpOutput for UnitResult {
 
 #[allow(private_interfaces)]
 impl OpOutput for AcceptResult {
+    type Held = ();
     fn from_parts(work: Option<Work>, outcome: Result<usize, Error>) -> Self {
         drop(work);
         // SAFETY: an accept's `Ok` is the descriptor the kernel created for this request; the
@@ -161,6 +188,7 @@ impl OpOutput for AcceptResult {
 
 #[allow(private_interfaces)]
 impl OpOutput for RecvFromResult {
+    type Held = ();
     fn from_parts(work: Option<Work>, outcome: Result<usize, Error>) -> Self {
         let from = match (&work, &outcome) {
             (Some(work), Ok(_)) => Some(work.sender()),
@@ -180,10 +208,36 @@ impl OpOutput for RecvFromResult {
     }
 }
 
+#[allow(private_interfaces)]
+impl OpOutput for VectoredResult {
+    type Held = IoBufs;
+
+    fn from_parts(work: Option<Work>, outcome: Result<usize, Error>) -> Self {
+        let bufs = work.map_or_else(IoBufs::new, Work::into_bufs);
+        match outcome {
+            Ok(_) => Ok(bufs),
+            Err(e) => Err((bufs, e)),
+        }
+    }
+
+    fn attach(held: IoBufs, cell: &VectorCell, work: &mut Work) {
+        let vectors = work
+            .vectors_mut()
+            .expect("a vectored result belongs to a vectored request");
+        // SAFETY: `submit` calls this for the slot it claimed (FILLED: ours), whose cell is empty:
+        // the last request that used it took or dropped its `Vectors`.
+        *vectors = unsafe { Vectors::attach(cell, held) };
+    }
+
+    fn unsubmitted(_work: Work, held: IoBufs, error: Error) -> Self {
+        Err((held, error))
+    }
+}
+
 /// Where an [`Op`] stands.
-enum State<T> {
+enum State<T: OpOutput> {
     /// Not submitted yet: the request waits in the future (and maybe for a slot).
-    Start(Request),
+    Start(Request, T::Held),
     /// In slot `index`, owned by the loop until it is `DONE`.
     Submitted(u32),
     /// Finished without the loop (zero length, bad input, closed, full).
@@ -237,7 +291,7 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W>
     /// is told when one is handed over).
     fn poll_submit(&mut self, notify: Notify<'_>) -> Poll<Option<T>> {
         match &self.state {
-            State::Start(_) => {}
+            State::Start(..) => {}
             State::Submitted(_) => return Poll::Ready(None),
             State::Ready(_) => return Poll::Ready(self.take_ready()),
             State::Finished => panic!("operation polled after completion"),
@@ -246,20 +300,21 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W>
             Poll::Ready(claimed) => claimed,
             Poll::Pending => return Poll::Pending,
         };
-        let State::Start(request) = std::mem::replace(&mut self.state, State::Finished) else {
+        let State::Start(request, held) = std::mem::replace(&mut self.state, State::Finished)
+        else {
             unreachable!("checked above")
         };
         let submitted = match claimed {
-            Ok(index) => submit(&self.storage, self.epoch, index, request),
-            Err(e) => Err((request, e)),
+            Ok(index) => submit::<T, S, R, W>(&self.storage, self.epoch, index, request, held),
+            Err(e) => Err((request, held, e)),
         };
         match submitted {
             Ok(index) => {
                 self.state = State::Submitted(index);
                 Poll::Ready(None)
             }
-            Err((request, e)) => {
-                Poll::Ready(Some(T::from_parts(Some(request.into_work()), Err(e))))
+            Err((request, held, e)) => {
+                Poll::Ready(Some(T::unsubmitted(request.into_work(), held, e)))
             }
         }
     }
@@ -379,19 +434,21 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W>
 
 /// Writes `request` into the claimed slot `index` and hands it to the loop. On failure the slot is
 /// freed and the request comes back (large `Err` on purpose: it carries the caller's buffer).
-#[allow(clippy::result_large_err)]
-fn submit<const S: usize, const R: usize, const W: usize>(
+#[allow(clippy::result_large_err, clippy::type_complexity)]
+fn submit<T: OpOutput, const S: usize, const R: usize, const W: usize>(
     storage: &StorageRef<S, R, W>,
     epoch: u32,
     index: u32,
-    request: Request,
-) -> Result<u32, (Request, Error)> {
+    mut request: Request,
+    held: T::Held,
+) -> Result<u32, (Request, T::Held, Error)> {
     let slot = &storage.slots[index as usize];
     slot.mark_filled();
     if !storage.begin_submit(epoch) {
         storage.free_slot(index);
-        return Err((request, Error::Closed));
+        return Err((request, held, Error::Closed));
     }
+    T::attach(held, &storage.vectors[index as usize], &mut request.work);
     // SAFETY: FILLED: the caller owns the request.
     unsafe { slot.with_request(|r| *r = request) };
     slot.mark_queued();
@@ -470,7 +527,7 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> std::fmt::Debu
 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = match self.state {
-            State::Start(_) => "not submitted",
+            State::Start(..) => "not submitted",
             State::Submitted(_) => "submitted",
             State::Ready(_) => "ready",
             State::Finished => "finished",
@@ -485,9 +542,13 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         Handle { storage, epoch }
     }
 
-    fn op<T: OpOutput>(&self, request: Request) -> Op<T, S, R, W> {
+    fn op<T: OpOutput<Held = ()>>(&self, request: Request) -> Op<T, S, R, W> {
+        self.op_with(request, ())
+    }
+
+    fn op_with<T: OpOutput>(&self, request: Request, held: T::Held) -> Op<T, S, R, W> {
         let cancelled_on_drop = request.kind().cancelled_on_drop();
-        Op::new(self, State::Start(request), cancelled_on_drop)
+        Op::new(self, State::Start(request, held), cancelled_on_drop)
     }
 
     fn ready<T: OpOutput>(&self, result: T) -> Op<T, S, R, W> {
@@ -495,17 +556,30 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     }
 
     /// Claims and submits now; hands the request back on `Full` or `Closed`.
-    fn try_op<T: OpOutput>(&self, request: Request) -> Result<Op<T, S, R, W>, (Work, Error)> {
+    fn try_op<T: OpOutput<Held = ()>>(
+        &self,
+        request: Request,
+    ) -> Result<Op<T, S, R, W>, (Work, (), Error)> {
+        self.try_op_with(request, ())
+    }
+
+    /// [`try_op`](Self::try_op) with what the future would have kept.
+    #[allow(clippy::type_complexity)]
+    fn try_op_with<T: OpOutput>(
+        &self,
+        request: Request,
+        held: T::Held,
+    ) -> Result<Op<T, S, R, W>, (Work, T::Held, Error)> {
         if self.storage.is_closed(self.epoch) {
-            return Err((request.into_work(), Error::Closed));
+            return Err((request.into_work(), held, Error::Closed));
         }
         let Some(index) = self.storage.free.pop() else {
-            return Err((request.into_work(), Error::Full));
+            return Err((request.into_work(), held, Error::Full));
         };
         let cancelled_on_drop = request.kind().cancelled_on_drop();
-        match submit(&self.storage, self.epoch, index, request) {
+        match submit::<T, S, R, W>(&self.storage, self.epoch, index, request, held) {
             Ok(index) => Ok(Op::new(self, State::Submitted(index), cancelled_on_drop)),
-            Err((request, e)) => Err((request.into_work(), e)),
+            Err((request, held, e)) => Err((request.into_work(), held, e)),
         }
     }
 
@@ -850,7 +924,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         deadline: Option<Instant>,
     ) -> Result<Op<AcceptResult, S, R, W>, Error> {
         self.try_op(Request::new(Work::Accept, Some(listener.into()), deadline))
-            .map_err(|(_, e)| e)
+            .map_err(|(_, (), e)| e)
     }
 
     /// [`connect`](Self::connect), submitted now; `Error::Full` at once if no slot is free.
@@ -864,7 +938,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
             addr: RawAddr::new(addr),
         };
         self.try_op(Request::new(work, Some(socket.into()), deadline))
-            .map_err(|(_, e)| e)
+            .map_err(|(_, (), e)| e)
     }
 
     /// Sends `buf` as one datagram to `addr` (`sendto`, Linux 6.0+ for the address in the SQE).
@@ -973,6 +1047,151 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// ```
     pub fn nop(&self, deadline: Option<Instant>) -> Op<UnitResult, S, R, W> {
         self.op(Request::new(Work::Nop, None, deadline))
+    }
+
+    /// Sends every byte of `bufs`, in order, as one stream (`sendmsg` with `MSG_NOSIGNAL`; short
+    /// sends are resubmitted from where the kernel stopped). The rules are `send`'s: the whole
+    /// buffers come back on success and on every error, a closed peer is
+    /// `Error::UnexpectedEof`, a deadline is `Error::Timeout` (part may have been sent), and a
+    /// dropped future's request still runs. Empty buffers (or none) complete `Ok` at once.
+    ///
+    /// ```
+    /// # use static_uring::{Config, IoBuf, IoBufs};
+    /// # use std::io::Read;
+    /// # let (handle, event_loop) = static_uring::new::<8, 8, 64>(Config::default()).unwrap();
+    /// # let thread = std::thread::spawn(move || event_loop.run());
+    /// let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+    /// let mut bufs = IoBufs::new();
+    /// bufs.push(IoBuf::from(&b"head:"[..]));
+    /// bufs.push(IoBuf::from(&b"body"[..]));
+    /// let bufs = handle.send_vectored(a, bufs, None).wait().unwrap();
+    /// assert_eq!(bufs.len(), 2, "the buffers come back");
+    /// let mut got = [0u8; 9];
+    /// b.read_exact(&mut got).unwrap();
+    /// assert_eq!(&got, b"head:body");
+    /// # drop(handle);
+    /// # thread.join().unwrap().unwrap();
+    /// ```
+    pub fn send_vectored(
+        &self,
+        fd: impl Into<Fd>,
+        bufs: IoBufs,
+        deadline: Option<Instant>,
+    ) -> Op<VectoredResult, S, R, W> {
+        match Self::vectored_request(fd.into(), None, &bufs, deadline) {
+            Ok(Some(request)) => self.op_with(request, bufs),
+            Ok(None) => self.ready(Ok(bufs)),
+            Err(e) => self.ready(Err((bufs, e))),
+        }
+    }
+
+    /// Writes every byte of `bufs`, in order, at file `offset` (`writev`; short writes are
+    /// resubmitted from where the kernel stopped). The rules are `write_at`'s: it runs to
+    /// completion even if the future is dropped; a range beyond `i64::MAX` is
+    /// `Error::InvalidInput` with nothing submitted; empty buffers complete `Ok` at once.
+    ///
+    /// ```
+    /// # use static_uring::{Config, IoBuf, IoBufs};
+    /// # let (handle, event_loop) = static_uring::new::<8, 8, 64>(Config::default()).unwrap();
+    /// # let thread = std::thread::spawn(move || event_loop.run());
+    /// let path = std::env::temp_dir().join(format!("su-doc-writev-{}", std::process::id()));
+    /// let file = static_uring::Fd::from(std::fs::File::create(&path).unwrap());
+    /// let bufs: IoBufs = [IoBuf::from(&b"ab"[..]), IoBuf::from(&b"cd"[..])].into_iter().collect();
+    /// handle.write_at_vectored(file, 1, bufs, None).wait().unwrap();
+    /// assert_eq!(std::fs::read(&path).unwrap(), b"\0abcd");
+    /// # std::fs::remove_file(&path).unwrap();
+    /// # drop(handle);
+    /// # thread.join().unwrap().unwrap();
+    /// ```
+    pub fn write_at_vectored(
+        &self,
+        fd: impl Into<Fd>,
+        offset: u64,
+        bufs: IoBufs,
+        deadline: Option<Instant>,
+    ) -> Op<VectoredResult, S, R, W> {
+        match Self::vectored_request(fd.into(), Some(offset), &bufs, deadline) {
+            Ok(Some(request)) => self.op_with(request, bufs),
+            Ok(None) => self.ready(Ok(bufs)),
+            Err(e) => self.ready(Err((bufs, e))),
+        }
+    }
+
+    /// [`send_vectored`](Self::send_vectored), submitted now; `Error::Full` at once if no slot
+    /// is free.
+    #[allow(clippy::result_large_err)] // the buffers come back by value, as with every try_
+    pub fn try_send_vectored(
+        &self,
+        fd: impl Into<Fd>,
+        bufs: IoBufs,
+        deadline: Option<Instant>,
+    ) -> Result<Op<VectoredResult, S, R, W>, (IoBufs, Error)> {
+        self.try_vectored(fd.into(), None, bufs, deadline)
+    }
+
+    /// [`write_at_vectored`](Self::write_at_vectored), submitted now; `Error::Full` at once if
+    /// no slot is free.
+    #[allow(clippy::result_large_err)] // the buffers come back by value, as with every try_
+    pub fn try_write_at_vectored(
+        &self,
+        fd: impl Into<Fd>,
+        offset: u64,
+        bufs: IoBufs,
+        deadline: Option<Instant>,
+    ) -> Result<Op<VectoredResult, S, R, W>, (IoBufs, Error)> {
+        self.try_vectored(fd.into(), Some(offset), bufs, deadline)
+    }
+
+    #[allow(clippy::result_large_err)] // the buffers come back by value, as with every try_
+    fn try_vectored(
+        &self,
+        fd: Fd,
+        offset: Option<u64>,
+        bufs: IoBufs,
+        deadline: Option<Instant>,
+    ) -> Result<Op<VectoredResult, S, R, W>, (IoBufs, Error)> {
+        match Self::vectored_request(fd, offset, &bufs, deadline) {
+            Ok(Some(request)) => self
+                .try_op_with(request, bufs)
+                .map_err(|(_, bufs, e)| (bufs, e)),
+            Ok(None) => Ok(self.ready(Ok(bufs))),
+            Err(e) => Err((bufs, e)),
+        }
+    }
+
+    /// The request of a vectored send (`offset: None`) or positioned write, its buffers left
+    /// with the caller until it has a slot; `None` when there is nothing to transfer (complete
+    /// at once); `InvalidInput` for a range beyond `i64::MAX`.
+    fn vectored_request(
+        fd: Fd,
+        offset: Option<u64>,
+        bufs: &IoBufs,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Request>, Error> {
+        let end: usize = bufs.iter().map(|b| b.len()).sum();
+        if offset.is_some_and(|at| !positioned(at, end)) {
+            return Err(Error::InvalidInput);
+        }
+        if end == 0 {
+            return Ok(None);
+        }
+        let (bufs, msg) = (Vectors::DETACHED, NO_MSG);
+        let work = match offset {
+            None => Work::SendVectored {
+                bufs,
+                pos: 0,
+                end,
+                msg,
+            },
+            Some(at) => Work::WriteAtVectored {
+                bufs,
+                at,
+                pos: 0,
+                end,
+                msg,
+            },
+        };
+        Ok(Some(Request::new(work, Some(fd), deadline)))
     }
 
     /// [`send`](Self::send), submitted now; `Error::Full` at once if no slot is free.
@@ -1091,7 +1310,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         deadline: Option<Instant>,
     ) -> Result<Op<UnitResult, S, R, W>, Error> {
         self.try_op(Self::sync_request(fd.into(), false, deadline))
-            .map_err(|(_, e)| e)
+            .map_err(|(_, (), e)| e)
     }
 
     /// [`sync_data`](Self::sync_data), submitted now; `Error::Full` at once if no slot is free.
@@ -1101,13 +1320,13 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         deadline: Option<Instant>,
     ) -> Result<Op<UnitResult, S, R, W>, Error> {
         self.try_op(Self::sync_request(fd.into(), true, deadline))
-            .map_err(|(_, e)| e)
+            .map_err(|(_, (), e)| e)
     }
 
     /// [`nop`](Self::nop), submitted now; `Error::Full` at once if no slot is free.
     pub fn try_nop(&self, deadline: Option<Instant>) -> Result<Op<UnitResult, S, R, W>, Error> {
         self.try_op(Request::new(Work::Nop, None, deadline))
-            .map_err(|(_, e)| e)
+            .map_err(|(_, (), e)| e)
     }
 
     /// A snapshot of the loop's counters (no allocation).
@@ -1165,11 +1384,11 @@ fn check_read(mut buf: IoBufMut, offset: u64, len: usize) -> Result<IoBufMut, Re
     Ok(buf)
 }
 
-fn read_buf((work, e): (Work, Error)) -> (IoBuf, Error) {
+fn read_buf((work, (), e): (Work, (), Error)) -> (IoBuf, Error) {
     (work.into_read_buf(), e)
 }
 
-fn write_buf((work, e): (Work, Error)) -> (IoBufMut, Error) {
+fn write_buf((work, (), e): (Work, (), Error)) -> (IoBufMut, Error) {
     (work.into_write_buf(), e)
 }
 

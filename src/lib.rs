@@ -90,6 +90,7 @@ mod fd;
 mod handle;
 mod metrics;
 mod storage;
+mod vectored;
 // Caller -> loop hand-off: slots, free list, submission ring, waker cell, wake state, wait list.
 mod handoff;
 // The loop: its phases, its private table, the wheel and the ring edge toward the kernel.
@@ -100,6 +101,8 @@ pub mod fault;
 mod loom;
 mod placement;
 
+/// `arrayvec::ArrayVec`, re-exported: [`IoBufs`] is one, so callers need no dependency of their own.
+pub use arrayvec::ArrayVec;
 pub use buf::{IoBuf, IoBufMut};
 pub use buf_pool::BufPool;
 pub use config::Config;
@@ -108,10 +111,11 @@ pub use event_loop::{EventLoop, MetricsReader};
 pub use fd::Fd;
 pub use handle::{
     AcceptResult, Handle, Op, OpOutput, ReadResult, RecvFromResult, RecvResult, UnitResult,
-    WriteResult,
+    VectoredResult, WriteResult,
 };
 pub use metrics::Metrics;
 pub use storage::Storage;
+pub use vectored::{IoBufs, MAX_IOVECS};
 
 /// Builds a loop whose storage is allocated on the heap, once, here.
 ///

@@ -31,6 +31,7 @@ use crate::handoff::wait_list::WaitList;
 use crate::handoff::wake::WakeState;
 use crate::loom::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use crate::metrics::Counters;
+use crate::vectored::VectorCell;
 
 const HANDLE: u64 = 1;
 const HANDLES: u64 = 0xffff_ffff;
@@ -69,6 +70,8 @@ pub struct Storage<const SLOTS: usize, const RING: usize, const WHEEL: usize> {
     // submitters write first and whose head the loop writes last; then what only the loop writes
     // (counters, loop state); the small fields close the struct so that no padding is added.
     pub(crate) slots: [Slot; SLOTS],
+    /// Per slot, room for a vectored request's buffers (see `vectored.rs`).
+    pub(crate) vectors: [VectorCell; SLOTS],
     pub(crate) free: FreeList<SLOTS>,
     pub(crate) wake: WakeState,
     pub(crate) waiters: WaitList,
@@ -128,6 +131,7 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
             let () = Self::VALID;
             Storage {
                 slots: crate::const_array!(Slot::new(); SLOTS),
+                vectors: [const { VectorCell::new() }; SLOTS],
                 free: FreeList::new(),
                 queue: SubmitQueue::new(),
                 wake: WakeState::new(),
@@ -173,6 +177,10 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
             let slots = std::ptr::addr_of_mut!((*ptr).slots).cast::<Slot>();
             for i in 0..SLOTS {
                 slots.add(i).write(Slot::new());
+            }
+            let vectors = std::ptr::addr_of_mut!((*ptr).vectors).cast::<VectorCell>();
+            for i in 0..SLOTS {
+                vectors.add(i).write(VectorCell::new());
             }
             std::ptr::addr_of_mut!((*ptr).free).write(FreeList::new());
             SubmitQueue::init_at(std::ptr::addr_of_mut!((*ptr).queue));

@@ -273,6 +273,8 @@ fn delta(before: Metrics, after: Metrics) -> Metrics {
         enters: after.enters - before.enters,
         wakeups: after.wakeups - before.wakeups,
         user_panics: after.user_panics - before.user_panics,
+        fixed_files: after.fixed_files - before.fixed_files,
+        fixed_buffers: after.fixed_buffers - before.fixed_buffers,
     }
 }
 
@@ -1549,4 +1551,46 @@ fn a_static_storage_after_a_loop_panic_is_claimable_and_keeps_counting_parked_sl
         Arc::strong_count(&after.parked) >= 2,
         "still leaked, never freed"
     );
+}
+
+/// Vectored forms of the short row: capped SQEs resume at the cursor, inside a buffer and across
+/// buffer boundaries, until every byte is out, in order.
+#[test]
+fn short_vectored_transfers_resume_across_buffers() {
+    let (h, lp) = start::<8, 8, 64>(config());
+    let parts: [&[u8]; 3] = [b"ab", b"cde", b"f"];
+    let bufs =
+        || -> static_uring::IoBufs { parts.iter().map(|p| IoBuf::from(p.to_vec())).collect() };
+    for max in [1, 2] {
+        let file = TempFile::new();
+        h.inject_fault(Fault::Short {
+            op: FaultOp::WriteAt,
+            max,
+        });
+        h.inject_fault(Fault::Short {
+            op: FaultOp::WriteAt,
+            max,
+        });
+        let before = h.metrics();
+        let back = wait(h.write_at_vectored(file.file.clone(), 1, bufs(), None)).unwrap();
+        assert_eq!(back.len(), 3);
+        assert_eq!(file.contents(), b"\0abcdef", "max {max}");
+        let m = delta(before, h.metrics());
+        assert_eq!((m.submitted, m.requeued), (3, 2), "max {max}: {m:?}");
+
+        let (a, b) = socket_pair();
+        h.inject_fault(Fault::Short {
+            op: FaultOp::Send,
+            max,
+        });
+        h.inject_fault(Fault::Short {
+            op: FaultOp::Send,
+            max,
+        });
+        let back = wait(h.send_vectored(a, bufs(), None)).unwrap();
+        assert_eq!(back.len(), 3);
+        assert_eq!(drain_socket(&b), b"abcdef", "max {max}");
+    }
+    drop(h);
+    lp.join(HANG).unwrap();
 }

@@ -52,7 +52,7 @@ fn r8(x: usize) -> usize {
 
 /// The exact (rounded) component formula the document states, valid for every legal shape.
 fn exact_formula(s: usize, r: usize, w: usize) -> usize {
-    160 * s
+    296 * s
         + (8 + r8(4 * s))
         + (16 + 16 * s)
         + 184
@@ -60,7 +60,7 @@ fn exact_formula(s: usize, r: usize, w: usize) -> usize {
             + r8(4 * r + 17)
             + (8 * r + 24)
             + 5 * s
-            + 104 * r
+            + 152 * r
             + r8(2 * r + 8))
 }
 
@@ -191,10 +191,10 @@ fn size_tables_match_size_of() {
             6 => {
                 let parts: Vec<usize> = row[1..].iter().map(|c| number(c)).collect();
                 let expected = [
-                    160 * s,
+                    296 * s,
                     25 * s + 24,
                     16 * s + 8 * w + 2072,
-                    118 * r + 56,
+                    166 * r + 56,
                     184,
                 ];
                 assert_eq!(parts, expected, "breakdown in {line:?}");

@@ -117,6 +117,7 @@ struct Fixture {
     /// The file registered with the loop, and a buffer of the registered pool.
     fixed: Fd,
     pool_buf: Option<IoBufMut>,
+    vec_bufs: Option<static_uring::IoBufs>,
     exec: Executor,
 }
 
@@ -323,6 +324,31 @@ impl Fixture {
         self.send_buf = Some(out);
         self.recv_buf = Some(inb);
     }
+
+    /// `send_vectored` of two 32-byte buffers, received as one 64-byte message.
+    fn vectored(&mut self, n: usize, blocking: bool) {
+        let mut out = self.vec_bufs.take().unwrap();
+        let mut inb = self.recv_buf.take().unwrap();
+        for _ in 0..n {
+            let send = self.handle.send_vectored(&self.a, out, None);
+            let recv = self.handle.recv(&self.b, inb, 0, 64, true, None);
+            let (sent, received) = if blocking {
+                (send.wait(), recv.wait())
+            } else {
+                self.exec.join(send, recv)
+            };
+            out = match sent {
+                Ok(bufs) if bufs.len() == 2 => bufs,
+                _ => panic!("send_vectored failed"),
+            };
+            inb = match received {
+                Ok((buf, 64)) if buf[..32] == out[0][..] && buf[32..] == out[1][..] => buf,
+                _ => panic!("recv of the vectored send failed"),
+            };
+        }
+        self.vec_bufs = Some(out);
+        self.recv_buf = Some(inb);
+    }
 }
 
 static STORAGE: Storage<16, 16, 64> = Storage::new();
@@ -380,6 +406,11 @@ fn run_workloads(
         ub_addr,
         fixed,
         pool_buf: Some(POOL.take().unwrap()),
+        vec_bufs: Some(
+            [IoBuf::from(vec![1u8; 32]), IoBuf::from(vec![2u8; 32])]
+                .into_iter()
+                .collect(),
+        ),
         exec: Executor::new(),
     };
 
@@ -388,6 +419,8 @@ fn run_workloads(
     fx.nops_async(100);
     fx.reads(100, true);
     fx.reads(100, false);
+    fx.vectored(100, true);
+    fx.vectored(100, false);
     fx.fixed_io(100, true);
     fx.fixed_io(100, false);
     fx.eof_reads(100, true);
@@ -400,11 +433,17 @@ fn run_workloads(
     fx.timeouts(2, false);
 
     let (nops, reads, pairs) = (NOPS / divide, READS / divide, PAIRS / divide);
-    let phases: [Phase; 16] = [
+    let phases: [Phase; 18] = [
         ("nop .wait()", &mut |fx| fx.nops_wait(nops)),
         ("nop async", &mut |fx| fx.nops_async(nops)),
         ("read_at 4 KiB .wait()", &mut |fx| fx.reads(reads, true)),
         ("read_at 4 KiB async", &mut |fx| fx.reads(reads, false)),
+        ("send_vectored/recv .wait()", &mut |fx| {
+            fx.vectored(pairs, true)
+        }),
+        ("send_vectored/recv async", &mut |fx| {
+            fx.vectored(pairs, false)
+        }),
         ("fixed file and buffer read/write .wait()", &mut |fx| {
             fx.fixed_io(pairs, true)
         }),
@@ -444,7 +483,7 @@ fn run_workloads(
     }
 
     let m = fx.handle.metrics();
-    let expected = (2 * (nops + reads + pairs * 8 + IDLE_NOPS + TIMEOUTS) + 6 * 100 + 14 * 100 + 4)
+    let expected = (2 * (nops + reads + pairs * 10 + IDLE_NOPS + TIMEOUTS) + 6 * 100 + 18 * 100 + 4)
         as u64
         + 2 * (pairs.div_ceil(64) + 2) as u64;
     assert_eq!(

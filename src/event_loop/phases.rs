@@ -9,7 +9,6 @@ use super::table::{SlotFlags, Table};
 use super::wheel::{ceil_tick, floor_tick, Target};
 use super::{EventLoop, Mode, Pass};
 use crate::error::Error;
-use crate::event_loop::request::OpKind;
 use crate::fault;
 use crate::handoff::slot::Finish;
 use crate::metrics::Counters;
@@ -274,10 +273,12 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         let id = RequestId::new(index, slot.generation()).op_data();
         let key = self.storage.fault_key();
         let limit = fault::sqe_limit(key, kind);
-        let mut sqe = if kind == OpKind::RecvFrom {
+        // SAFETY: admitted: the loop owns the request.
+        let needs_msg = unsafe { slot.with_request(|r| r.needs_msg()) };
+        let mut sqe = if needs_msg {
             let Some(msg) = t.free_msgs.pop() else {
                 // Every message header is parked with the kernel (shutdowns that abandoned
-                // recv_froms in flight): this one cannot be staged.
+                // recv_froms or vectored requests in flight): this one cannot be staged.
                 // SAFETY: admitted: the loop owns the request.
                 unsafe { slot.with_request(|r| r.outcome = Some(Err(Error::Os(libc::ENOBUFS)))) };
                 self.finish(t, index);
@@ -285,7 +286,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             };
             let header = &mut t.msgs[msg as usize];
             // SAFETY: admitted: the loop owns the request.
-            unsafe { slot.with_request(|r| r.recv_msg_sqe(id, msg, header, &self.registry)) }
+            unsafe { slot.with_request(|r| r.msg_sqe(id, msg, header, &self.registry, limit)) }
         } else {
             // SAFETY: admitted: the loop owns the request.
             unsafe { slot.with_request(|r| r.sqe(id, limit, &self.registry)) }

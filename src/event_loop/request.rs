@@ -19,6 +19,7 @@ use crate::buf::{IoBuf, IoBufMut};
 use crate::error::Error;
 use crate::event_loop::registry::Registry;
 use crate::fd::Fd;
+use crate::vectored::{Vectors, MAX_IOVECS};
 use io_uring::{opcode, squeue, types};
 use std::time::Instant;
 
@@ -106,6 +107,23 @@ pub(crate) enum Work {
         buf: IoBuf,
         addr: RawAddr,
     },
+    /// Send bytes `pos..end` of `bufs` (the slot's vector cell; `end` = their total) with
+    /// `sendmsg`; while in the kernel it uses message header `msg` of the loop's table.
+    SendVectored {
+        bufs: Vectors,
+        pos: usize,
+        end: usize,
+        msg: u16,
+    },
+    /// Write bytes `pos..end` of `bufs` at file offset `at + pos` (`writev`, with the iovecs of
+    /// message header `msg` while in the kernel).
+    WriteAtVectored {
+        bufs: Vectors,
+        at: u64,
+        pos: usize,
+        end: usize,
+        msg: u16,
+    },
     /// Receive one datagram into `buf` (up to its capacity); `from` gets the sender's address.
     /// While in the kernel it uses message header `msg` of the loop's table.
     RecvFrom {
@@ -123,7 +141,8 @@ pub(crate) const NO_MSG: u16 = u16::MAX;
 #[repr(C)]
 pub(crate) struct MsgHeader {
     hdr: libc::msghdr,
-    iov: libc::iovec,
+    /// One for a `recv_from`; up to all of them for a vectored request.
+    iovs: [libc::iovec; MAX_IOVECS],
     name: RawAddr,
 }
 
@@ -139,7 +158,7 @@ impl MsgHeader {
     /// the header for the SQE. `self` and `buf` must stay in place until the CQE.
     fn prepare(&mut self, buf: &mut IoBufMut) -> *mut libc::msghdr {
         self.name = RawAddr::EMPTY;
-        self.iov = libc::iovec {
+        self.iovs[0] = libc::iovec {
             iov_base: buf.as_mut_ptr().cast(),
             iov_len: buf.capacity(),
         };
@@ -147,9 +166,31 @@ impl MsgHeader {
         self.hdr = unsafe { std::mem::zeroed() };
         self.hdr.msg_name = self.name.storage.as_mut_ptr().cast();
         self.hdr.msg_namelen = std::mem::size_of_val(&self.name.storage) as u32;
-        self.hdr.msg_iov = &mut self.iov;
+        self.hdr.msg_iov = self.iovs.as_mut_ptr();
         self.hdr.msg_iovlen = 1;
         &mut self.hdr
+    }
+
+    /// Points the iovecs at bytes `skip..` of `bufs` (at most `limit`); returns the iovec array
+    /// and how many it holds. `self` and the buffers must stay in place until the CQE.
+    fn prepare_iovecs(
+        &mut self,
+        bufs: &Vectors,
+        skip: usize,
+        limit: usize,
+    ) -> (*const libc::iovec, u32) {
+        let used = bufs.fill_iovecs(&mut self.iovs, skip, limit);
+        (self.iovs.as_ptr(), used as u32)
+    }
+
+    /// A `sendmsg` header (no address) over bytes `skip..` of `bufs`, at most `limit`.
+    fn prepare_send(&mut self, bufs: &Vectors, skip: usize, limit: usize) -> *const libc::msghdr {
+        let (_, used) = self.prepare_iovecs(bufs, skip, limit);
+        // SAFETY: zeroed msghdr is valid (no name, no control data).
+        self.hdr = unsafe { std::mem::zeroed() };
+        self.hdr.msg_iov = self.iovs.as_mut_ptr();
+        self.hdr.msg_iovlen = used as _;
+        &self.hdr
     }
 
     /// The sender's address the kernel wrote (after the CQE).
@@ -265,8 +306,10 @@ impl Work {
             Work::Connect { .. } => OpKind::Connect,
             Work::SendTo { .. } => OpKind::SendTo,
             Work::RecvFrom { .. } => OpKind::RecvFrom,
-            Work::Send { .. } => OpKind::Send,
-            Work::WriteAt { .. } => OpKind::WriteAt,
+            // A vectored request follows its single-buffer form's rules (orphans, cancel on
+            // drop, EPIPE, faults).
+            Work::Send { .. } | Work::SendVectored { .. } => OpKind::Send,
+            Work::WriteAt { .. } | Work::WriteAtVectored { .. } => OpKind::WriteAt,
             Work::Recv { .. } => OpKind::Recv,
             Work::ReadAt { .. } => OpKind::ReadAt,
         }
@@ -283,6 +326,8 @@ impl Work {
             | Work::RecvFrom { .. } => None,
             Work::Send { pos, end, .. }
             | Work::WriteAt { pos, end, .. }
+            | Work::SendVectored { pos, end, .. }
+            | Work::WriteAtVectored { pos, end, .. }
             | Work::Recv { pos, end, .. }
             | Work::ReadAt { pos, end, .. } => Some((pos, *end)),
         }
@@ -299,6 +344,8 @@ impl Work {
             | Work::RecvFrom { .. } => 0,
             Work::Send { pos, .. }
             | Work::WriteAt { pos, .. }
+            | Work::SendVectored { pos, .. }
+            | Work::WriteAtVectored { pos, .. }
             | Work::Recv { pos, .. }
             | Work::ReadAt { pos, .. } => *pos,
         }
@@ -310,6 +357,22 @@ impl Work {
         match self {
             Work::Send { buf, .. } | Work::WriteAt { buf, .. } | Work::SendTo { buf, .. } => buf,
             other => unreachable!("a write result from a {:?} request", other.kind()),
+        }
+    }
+
+    /// The buffers of a vectored request.
+    pub(crate) fn into_bufs(self) -> crate::vectored::IoBufs {
+        match self {
+            Work::SendVectored { bufs, .. } | Work::WriteAtVectored { bufs, .. } => bufs.take(),
+            other => unreachable!("vectored buffers from a {:?} request", other.kind()),
+        }
+    }
+
+    /// Where the buffers of a vectored request go once it has a slot.
+    pub(crate) fn vectors_mut(&mut self) -> Option<&mut Vectors> {
+        match self {
+            Work::SendVectored { bufs, .. } | Work::WriteAtVectored { bufs, .. } => Some(bufs),
+            _ => None,
         }
     }
 
@@ -410,8 +473,8 @@ impl Request {
                     .flags(libc::MSG_NOSIGNAL)
                     .build()
             }
-            Work::RecvFrom { .. } => {
-                unreachable!("recv_from is staged with its message header (`recv_msg_sqe`)")
+            Work::RecvFrom { .. } | Work::SendVectored { .. } | Work::WriteAtVectored { .. } => {
+                unreachable!("staged with a message header (`msg_sqe`)")
             }
             Work::Send { buf, pos, end } => {
                 // SAFETY: see above.
@@ -488,28 +551,62 @@ impl Request {
         }
     }
 
-    /// The SQE of a `recv_from`, which holds message header `index` (`header`) of the loop's
-    /// table until [`msg_done`](Self::msg_done).
-    pub(crate) fn recv_msg_sqe(
+    /// The SQE of a request that holds message header `index` (`header`) of the loop's table
+    /// until [`msg_done`](Self::msg_done): a `recv_from`, or a vectored request (at most `limit`
+    /// bytes).
+    pub(crate) fn msg_sqe(
         &mut self,
         user_data: u64,
         index: u16,
         header: &mut MsgHeader,
         reg: &Registry,
+        limit: u32,
     ) -> squeue::Entry {
         let (fd, fixed) = self.target(reg);
-        let Work::RecvFrom { buf, msg, .. } = &mut self.work else {
-            unreachable!("recv_msg_sqe is for recv_from")
+        let limit = limit as usize;
+        let entry = match &mut self.work {
+            Work::RecvFrom { buf, msg, .. } => {
+                *msg = index;
+                opcode::RecvMsg::new(fd, header.prepare(buf)).build()
+            }
+            Work::SendVectored { bufs, pos, msg, .. } => {
+                *msg = index;
+                opcode::SendMsg::new(fd, header.prepare_send(bufs, *pos, limit))
+                    .flags(libc::MSG_NOSIGNAL as u32)
+                    .build()
+            }
+            Work::WriteAtVectored {
+                bufs, at, pos, msg, ..
+            } => {
+                *msg = index;
+                let (iovecs, count) = header.prepare_iovecs(bufs, *pos, limit);
+                opcode::Writev::new(fd, iovecs, count)
+                    .offset(*at + *pos as u64)
+                    .build()
+            }
+            other => unreachable!("a {:?} request holds no message header", other.kind()),
         };
-        *msg = index;
-        let hdr = header.prepare(buf);
-        Self::fixed_file(opcode::RecvMsg::new(fd, hdr).build(), fixed).user_data(user_data)
+        Self::fixed_file(entry, fixed).user_data(user_data)
     }
 
-    /// The message header a `recv_from` holds while in the kernel.
+    /// True for the requests staged with a message header ([`msg_sqe`](Self::msg_sqe)).
+    pub(crate) fn needs_msg(&self) -> bool {
+        matches!(
+            self.work,
+            Work::RecvFrom { .. } | Work::SendVectored { .. } | Work::WriteAtVectored { .. }
+        )
+    }
+
+    /// The message header a request holds while in the kernel.
     pub(crate) fn held_msg(&self) -> Option<u16> {
         match self.work {
-            Work::RecvFrom { msg, .. } if msg != NO_MSG => Some(msg),
+            Work::RecvFrom { msg, .. }
+            | Work::SendVectored { msg, .. }
+            | Work::WriteAtVectored { msg, .. }
+                if msg != NO_MSG =>
+            {
+                Some(msg)
+            }
             _ => None,
         }
     }
@@ -517,14 +614,18 @@ impl Request {
     /// After a `recv_from`'s CQE: takes the sender's address out of its message header and gives
     /// the header back (returns its index), if it held one.
     pub(crate) fn msg_done(&mut self, headers: &[MsgHeader]) -> Option<u16> {
-        let Work::RecvFrom { from, msg, .. } = &mut self.work else {
-            return None;
+        let (msg, from) = match &mut self.work {
+            Work::RecvFrom { from, msg, .. } => (msg, Some(from)),
+            Work::SendVectored { msg, .. } | Work::WriteAtVectored { msg, .. } => (msg, None),
+            _ => return None,
         };
         let index = std::mem::replace(msg, NO_MSG);
         if index == NO_MSG {
             return None;
         }
-        *from = headers[index as usize].sender();
+        if let Some(from) = from {
+            *from = headers[index as usize].sender();
+        }
         Some(index)
     }
 
@@ -847,13 +948,13 @@ mod tests {
 
     #[test]
     fn registered_files_and_pool_buffers_get_the_fixed_forms() {
-        static POOL: crate::BufPool<1, 64> = crate::BufPool::new();
+        let pool = crate::BufPool::<1, 64>::allocate();
         let file = Fd::from(std::sync::Arc::new(
             std::fs::File::open("/dev/zero").unwrap(),
         ));
         let mut reg = Registry::NONE;
         let fixed = reg.add_file(&file);
-        reg.set_pool(POOL.id());
+        reg.set_pool(pool.id());
         let flags = |sqe: squeue::Entry| {
             // SAFETY: `squeue::Entry` is a transparent wrapper of the 64-byte `io_uring_sqe`;
             // byte 1 is `flags`, bytes 4..8 `fd`.
@@ -866,7 +967,7 @@ mod tests {
         let fixed_file = squeue::Flags::FIXED_FILE.bits();
 
         let work = Work::ReadAt {
-            buf: POOL.take().unwrap(),
+            buf: pool.take().unwrap(),
             at: 0,
             pos: 0,
             end: 8,
