@@ -1,6 +1,7 @@
 //! An io_uring event loop that never touches the heap on its hot path.
 //!
-//! Callers submit logical requests (send, recv, read_at, write_at, sync, nop), each with an
+//! Callers submit logical requests (send, recv, read_at, write_at, sync, nop, and the
+//! connection, datagram, vectored and registered-buffer forms around them), each with an
 //! optional deadline; one loop thread owns the ring, stages SQEs, resubmits short reads and
 //! writes, cancels timed-out requests with AsyncCancel, keeps a timeout wheel, sleeps in the
 //! kernel when idle and wakes through an eventfd, and drains in-flight work at shutdown. The
