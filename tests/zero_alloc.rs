@@ -100,6 +100,16 @@ const PAIRS: usize = 2_000;
 const BLOCK: usize = 4096;
 const BLOCKS: u64 = 16;
 const IDLE_NOPS: usize = 100;
+const CONNECTIONS: usize = 500;
+
+/// An unconnected TCP socket (close-on-exec).
+fn tcp_socket() -> std::os::fd::OwnedFd {
+    // SAFETY: socket(2) with constant arguments; a non-negative result is a new descriptor we own.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: `fd` is a fresh descriptor nothing else owns.
+    unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }
+}
 const TIMEOUTS: usize = 20;
 
 struct Fixture {
@@ -118,6 +128,11 @@ struct Fixture {
     fixed: Fd,
     pool_buf: Option<IoBufMut>,
     vec_bufs: Option<static_uring::IoBufs>,
+    /// A TCP listener and its address, and unconnected client sockets made before measuring
+    /// (an `Fd` for a new socket costs one `Arc`: per connection, not per operation).
+    listener: Fd,
+    listen_addr: std::net::SocketAddr,
+    clients: Vec<Fd>,
     exec: Executor,
 }
 
@@ -325,6 +340,24 @@ impl Fixture {
         self.recv_buf = Some(inb);
     }
 
+    /// `connect` of a fresh client socket and `accept` of it on the listener; the accepted
+    /// socket (an `OwnedFd`) is closed at once.
+    fn connections(&mut self, n: usize, blocking: bool) {
+        for _ in 0..n {
+            let client = self.clients.pop().expect("enough client sockets");
+            let connect = self.handle.connect(&client, self.listen_addr, None);
+            let accept = self.handle.accept(&self.listener, None);
+            let (connected, accepted) = if blocking {
+                (connect.wait(), accept.wait())
+            } else {
+                self.exec.join(connect, accept)
+            };
+            if connected.is_err() || accepted.is_err() {
+                panic!("connect/accept failed");
+            }
+        }
+    }
+
     /// `send_vectored` of two 32-byte buffers, received as one 64-byte message.
     fn vectored(&mut self, n: usize, blocking: bool) {
         let mut out = self.vec_bufs.take().unwrap();
@@ -393,6 +426,8 @@ fn run_workloads(
     let fixed = event_loop.register_file(&file).unwrap();
     event_loop.register_buffers(&POOL).unwrap();
     let loop_thread = thread::spawn(move || event_loop.run());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen_addr = listener.local_addr().unwrap();
     let mut fx = Fixture {
         handle,
         file,
@@ -406,6 +441,11 @@ fn run_workloads(
         ub_addr,
         fixed,
         pool_buf: Some(POOL.take().unwrap()),
+        listener: Fd::from(listener),
+        listen_addr,
+        clients: (0..2 * (CONNECTIONS + 100))
+            .map(|_| Fd::from(tcp_socket()))
+            .collect(),
         vec_bufs: Some(
             [IoBuf::from(vec![1u8; 32]), IoBuf::from(vec![2u8; 32])]
                 .into_iter()
@@ -419,6 +459,8 @@ fn run_workloads(
     fx.nops_async(100);
     fx.reads(100, true);
     fx.reads(100, false);
+    fx.connections(100, true);
+    fx.connections(100, false);
     fx.vectored(100, true);
     fx.vectored(100, false);
     fx.fixed_io(100, true);
@@ -433,11 +475,18 @@ fn run_workloads(
     fx.timeouts(2, false);
 
     let (nops, reads, pairs) = (NOPS / divide, READS / divide, PAIRS / divide);
-    let phases: [Phase; 18] = [
+    let conns = CONNECTIONS / divide;
+    let phases: [Phase; 20] = [
         ("nop .wait()", &mut |fx| fx.nops_wait(nops)),
         ("nop async", &mut |fx| fx.nops_async(nops)),
         ("read_at 4 KiB .wait()", &mut |fx| fx.reads(reads, true)),
         ("read_at 4 KiB async", &mut |fx| fx.reads(reads, false)),
+        ("connect/accept .wait()", &mut |fx| {
+            fx.connections(conns, true)
+        }),
+        ("connect/accept async", &mut |fx| {
+            fx.connections(conns, false)
+        }),
         ("send_vectored/recv .wait()", &mut |fx| {
             fx.vectored(pairs, true)
         }),
@@ -483,8 +532,10 @@ fn run_workloads(
     }
 
     let m = fx.handle.metrics();
-    let expected = (2 * (nops + reads + pairs * 10 + IDLE_NOPS + TIMEOUTS) + 6 * 100 + 18 * 100 + 4)
-        as u64
+    let expected = (2 * (nops + reads + pairs * 10 + conns * 2 + IDLE_NOPS + TIMEOUTS)
+        + 6 * 100
+        + 22 * 100
+        + 4) as u64
         + 2 * (pairs.div_ceil(64) + 2) as u64;
     assert_eq!(
         m.completed, expected,
