@@ -28,6 +28,11 @@ pub struct Config {
     /// kernel, and how long `.wait()` polls before parking. Waking a sleeping thread costs tens of
     /// microseconds; spinning trades CPU for that latency. `Duration::ZERO` = pure blocking.
     pub idle_spin: Duration,
+    /// Busy-poll: the loop never sleeps in the kernel; idle, it polls for requests and
+    /// completions without end (still firing deadlines), so a request never waits for a wake-up,
+    /// and its core runs at 100 % all the time. For a loop pinned (`cpu`) to a core of its own.
+    /// Off by default; `idle_spin` still governs `.wait()`.
+    pub busy_poll: bool,
     /// `IORING_SETUP_SQPOLL` with this idle time: a kernel thread polls the SQ, so submitting
     /// needs no syscall while it is awake (with `idle_spin`, the loop then makes none at all while
     /// requests keep coming). The poller keeps a core busy while requests arrive and for this long
@@ -65,6 +70,7 @@ impl Default for Config {
             shutdown_timeout: None,
             timeout_wheel_tick: Duration::from_millis(5),
             idle_spin: Duration::from_micros(50),
+            busy_poll: false,
             sqpoll_idle: None,
             cpu: None,
             cancel_on_drop: false,

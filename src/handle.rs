@@ -417,16 +417,17 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W>
         let State::Submitted(index) = this.state else {
             unreachable!("submitted above")
         };
-        let spin = this.storage.wait_spin();
-        let start = (!spin.is_zero()).then(Instant::now);
-        let mut step = 0;
+        let mut spin = crate::spin::Spin::new(this.storage.wait_spin());
+        let mut spinning = true;
         loop {
             if let Some(result) = this.try_take() {
+                this.storage
+                    .adapt_wait_spin(spin.elapsed(), spin.preempted());
                 return result;
             }
-            match start {
-                Some(start) if start.elapsed() < spin => crate::loom::spin_step(&mut step),
-                _ => this.storage.slots[index as usize].park(),
+            spinning = spinning && spin.step();
+            if !spinning {
+                this.storage.slots[index as usize].park();
             }
         }
     }

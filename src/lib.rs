@@ -90,6 +90,7 @@ mod error;
 mod fd;
 mod handle;
 mod metrics;
+mod spin;
 mod storage;
 mod vectored;
 // Caller -> loop hand-off: slots, free list, submission ring, waker cell, wake state, wait list.

@@ -76,7 +76,8 @@ pub struct Storage<const SLOTS: usize, const RING: usize, const WHEEL: usize> {
     pub(crate) wake: WakeState,
     pub(crate) waiters: WaitList,
     life: AtomicU64,
-    /// How long `.wait()` polls before parking (from the config of the current claim).
+    /// `.wait()` spin: the claim's `idle_spin` (high 32 bits) and the adaptive budget (low),
+    /// in nanoseconds.
     wait_spin_ns: AtomicU64,
     pub(crate) queue: SubmitQueue<SLOTS>,
     pub(crate) metrics: Counters,
@@ -271,9 +272,22 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         std::ptr::NonNull::new(self.loop_state.get()).expect("field pointer is non-null")
     }
 
-    /// How long `.wait()` polls before parking (the current claim's `idle_spin`).
+    /// How long `.wait()` polls before parking now: the adaptive budget (see `spin.rs`), at
+    /// most the claim's `idle_spin`.
     pub(crate) fn wait_spin(&self) -> std::time::Duration {
-        std::time::Duration::from_nanos(self.wait_spin_ns.load(Ordering::Relaxed))
+        let packed = self.wait_spin_ns.load(Ordering::Relaxed);
+        std::time::Duration::from_nanos(packed & u64::from(u32::MAX))
+    }
+
+    /// Adapts the `.wait()` budget after a wait of `waited`. Relaxed load and store: racing
+    /// waiters may lose each other's updates, which only makes the heuristic a little slower.
+    pub(crate) fn adapt_wait_spin(&self, waited: std::time::Duration, preempted: bool) {
+        let packed = self.wait_spin_ns.load(Ordering::Relaxed);
+        let (max, budget) = (packed >> 32, packed & u64::from(u32::MAX));
+        let next = crate::spin::adapt(budget, max, waited, preempted);
+        if next != budget {
+            self.wait_spin_ns.store(max << 32 | next, Ordering::Relaxed);
+        }
     }
 
     /// Sets [`wait_spin`](Self::wait_spin) for this claim.
@@ -310,9 +324,11 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         self.dropped.load(Ordering::Acquire)
     }
 
+    /// Sets the claim's `.wait()` spin: at most `spin` (clamped to `u32::MAX` ns, 4.3 s), and
+    /// that much to begin with.
     pub(crate) fn set_wait_spin(&self, spin: std::time::Duration) {
-        let ns = spin.as_nanos().min(u64::MAX as u128) as u64;
-        self.wait_spin_ns.store(ns, Ordering::Relaxed);
+        let ns = spin.as_nanos().min(u128::from(u32::MAX)) as u64;
+        self.wait_spin_ns.store(ns << 32 | ns, Ordering::Relaxed);
     }
 
     /// The current claim's epoch.

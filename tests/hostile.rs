@@ -2243,10 +2243,11 @@ fn any_config() -> impl Strategy<Value = Config> {
         prop::bool::weighted(0.25),
         prop::bool::weighted(0.5),
         prop::bool::weighted(0.5),
+        prop::bool::weighted(0.1),
     );
     (any_tick(), cpu, shutdown, spin, sqpoll, (flags, priority)).prop_flat_map(
         |(tick, cpu, shutdown_timeout, idle_spin, sqpoll_idle, (flags, priority))| {
-            let (io_poll, single_issuer, cancel_on_drop, lock_memory) = flags;
+            let (io_poll, single_issuer, cancel_on_drop, lock_memory, busy_poll) = flags;
             let max = prop_oneof![
                 6 => Just(None),
                 1 => Just(Some(Duration::ZERO)),
@@ -2262,6 +2263,7 @@ fn any_config() -> impl Strategy<Value = Config> {
                 shutdown_timeout,
                 timeout_wheel_tick: tick,
                 idle_spin,
+                busy_poll,
                 sqpoll_idle,
                 cpu,
                 cancel_on_drop,

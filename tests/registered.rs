@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 use common::*;
 use static_uring::{BufPool, Error, Fd, IoBuf, IoBufMut};
 
-fn fd_is_open(raw: i32) -> bool {
-    std::path::Path::new(&format!("/proc/self/fd/{raw}")).exists()
+/// What descriptor `raw` names now (`socket:[inode]`, a path), if it is open. Other tests of this
+/// process may reuse a closed number at once, so compare targets, not just existence.
+fn fd_target(raw: i32) -> Option<std::path::PathBuf> {
+    std::fs::read_link(format!("/proc/self/fd/{raw}")).ok()
 }
 
 #[test]
@@ -132,14 +134,19 @@ fn a_registered_descriptor_stays_open_until_its_loop_ends() {
     let (handle, mut event_loop) = static_uring::new::<4, 4, 64>(config()).unwrap();
     let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
     let raw = a.as_raw_fd();
+    let target = fd_target(raw).expect("open");
     let fixed = event_loop.register_file(a).unwrap();
     drop(fixed);
     let lp = LoopThread::spawn(event_loop);
     handle.nop(None).wait().unwrap();
-    assert!(fd_is_open(raw), "the loop keeps its registered descriptor");
+    assert_eq!(
+        fd_target(raw).as_ref(),
+        Some(&target),
+        "the loop keeps its registered descriptor"
+    );
     drop(handle);
     lp.join(HANG).unwrap();
-    assert!(!fd_is_open(raw), "closed with the loop");
+    assert_ne!(fd_target(raw), Some(target), "closed with the loop");
     drop(b);
 }
 

@@ -44,9 +44,13 @@ use crate::config::Checked;
 use crate::error::Error;
 use crate::fd::Fd;
 use crate::metrics::Counters;
+use crate::spin::Spin;
 use crate::storage::StorageRef;
 use registry::Registry;
 use ring::{EventFd, Ring};
+
+/// With `busy_poll`, the longest spin between two passes of the loop (which fire deadlines).
+const BUSY_POLL_PASS: Duration = Duration::from_millis(1);
 use table::Table;
 
 /// What a staging pass is for.
@@ -94,6 +98,9 @@ pub struct EventLoop<const SLOTS: usize, const RING: usize, const WHEEL: usize> 
     closed: bool,
     /// Inside `run`: if the loop is dropped in this state, it is unwinding and must abandon.
     running: bool,
+    /// How long the next idle period spins before sleeping, in nanoseconds (adaptive, at most
+    /// `idle_spin`).
+    spin_budget: u64,
     /// Registered files and buffer pool.
     registry: Registry,
 }
@@ -118,6 +125,11 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             }
         };
         storage.set_wait_spin(checked.config.idle_spin);
+        let spin_budget = checked
+            .config
+            .idle_spin
+            .as_nanos()
+            .min(u128::from(u64::MAX)) as u64;
         storage.set_cancel_on_drop(checked.config.cancel_on_drop);
         Ok(EventLoop {
             table: storage.loop_table(),
@@ -131,6 +143,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             check_senders: true,
             closed: false,
             running: false,
+            spin_budget,
             registry: Registry::NONE,
         })
     }
@@ -302,23 +315,32 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         }
     }
 
-    /// Nothing to stage: spin for a while, then arm, recheck and sleep.
+    /// Nothing to stage: spin (the adaptive budget, see `spin.rs`; with `busy_poll`, until the
+    /// next deadline), then arm, recheck and sleep.
     fn idle<L: local::Local>(&mut self, t: &mut Table<S, R, W>, local: &L) -> Result<(), Error> {
         if local.woken() {
             return self.enter(0, None);
         }
-        let spin = self.checked.config.idle_spin;
-        if !spin.is_zero() {
+        let busy = self.checked.config.busy_poll;
+        let budget = if busy {
+            self.next_deadline(t)
+                .unwrap_or(BUSY_POLL_PASS)
+                .min(BUSY_POLL_PASS)
+        } else {
+            Duration::from_nanos(self.spin_budget)
+        };
+        let mut spin = None;
+        if !budget.is_zero() {
             if !self.ring.sq_empty() {
                 self.enter(0, None)?;
             }
-            let start = Instant::now();
-            let mut step = 0;
-            while start.elapsed() < spin {
+            let spinning = spin.insert(Spin::new(budget));
+            loop {
                 // Not `has_work`: the last sender's exit rings the eventfd, whose poll (armed by
                 // now) posts a CQE, so the life word need not be read (and its cache line taken
                 // from the submitters) on every spin.
                 if self.storage.queue.has_ready() || self.ring.has_completions() || local.woken() {
+                    self.adapt_spin(spinning.elapsed(), false);
                     return Ok(());
                 }
                 if self.checked.config.single_issuer && self.ring.needs_task_work() {
@@ -329,9 +351,36 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                     self.ring.run_task_work()?;
                     continue;
                 }
-                crate::loom::spin_step(&mut step);
+                if !spinning.step() {
+                    break;
+                }
+            }
+            if busy {
+                // Never sleep: back to the loop, which fires due deadlines and spins again.
+                return Ok(());
             }
         }
+        let slept = self.sleep(t, local);
+        if let Some(spin) = spin {
+            self.adapt_spin(spin.elapsed(), spin.preempted());
+        }
+        slept
+    }
+
+    /// The next spin budget after an idle period of `waited` (see `spin.rs`).
+    fn adapt_spin(&mut self, waited: Duration, preempted: bool) {
+        let max = self
+            .checked
+            .config
+            .idle_spin
+            .as_nanos()
+            .min(u128::from(u64::MAX)) as u64;
+        self.spin_budget = crate::spin::adapt(self.spin_budget, max, waited, preempted);
+    }
+
+    /// Arms the wake intent, rechecks, and sleeps in the kernel until a completion, a wake or
+    /// the next deadline.
+    fn sleep<L: local::Local>(&mut self, t: &mut Table<S, R, W>, local: &L) -> Result<(), Error> {
         self.storage.wake.arm();
         if self.has_work() || local.woken() {
             // `has_work` may have seen the last sender gone (with DEFER_TASKRUN its wake CQE is

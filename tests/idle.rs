@@ -1,0 +1,67 @@
+//! Idle policies: busy-poll never sleeps yet keeps every rule (deadlines fire, shutdown ends);
+//! the adaptive spin keeps serving correctly whether requests come close together or far apart.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use static_uring::{Config, Error, IoBufMut};
+
+#[test]
+fn busy_poll_never_sleeps_and_keeps_deadlines_and_shutdown() {
+    let cfg = Config {
+        busy_poll: true,
+        idle_spin: Duration::ZERO,
+        timeout_wheel_tick: Duration::from_millis(1),
+        ..Config::default()
+    };
+    let (handle, lp) = start::<8, 8, 64>(cfg);
+    for _ in 0..50 {
+        handle.nop(None).wait().unwrap();
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    // A deadline fires although the loop never waits in the kernel with a timeout.
+    let (_a, b) = socket_pair();
+    let start = Instant::now();
+    let deadline = Some(start + Duration::from_millis(30));
+    let (_, e) = handle
+        .recv(b, IoBufMut::with_capacity(1), 0, 1, false, deadline)
+        .wait()
+        .unwrap_err();
+    assert_eq!(e, Error::Timeout);
+    assert!(start.elapsed() >= Duration::from_millis(30));
+    let m = handle.metrics();
+    assert_eq!(m.wakeups, 0, "a busy-polling loop is never woken: {m:?}");
+    // Shutdown: the last handle's exit reaches a loop that never sleeps.
+    drop(handle);
+    lp.join(HANG).unwrap();
+}
+
+#[test]
+fn adaptive_spin_serves_bursts_and_sparse_requests_alike() {
+    // Budget grows during bursts and shrinks over long gaps; either way every request is served
+    // and, after a long gap, the sleeping loop is woken through the eventfd.
+    let cfg = Config {
+        idle_spin: Duration::from_micros(200),
+        ..Config::default()
+    };
+    let (handle, lp) = start::<8, 8, 64>(cfg);
+    for round in 0..3 {
+        for _ in 0..200 {
+            handle.nop(None).wait().unwrap();
+        }
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_millis(3));
+            handle.nop(None).wait().unwrap();
+        }
+        assert!(handle.metrics().completed >= 205 * (round + 1));
+    }
+    let m = handle.metrics();
+    assert!(
+        m.wakeups >= 1,
+        "sparse requests found the loop asleep: {m:?}"
+    );
+    drop(handle);
+    lp.join(HANG).unwrap();
+}
