@@ -7,7 +7,8 @@
 //! ```
 //! `--quick`: 0.25 s per case, one repetition (a smoke run). Default: 1.5 s per case, the median
 //! of 3 repetitions by ops/s. `--filter TEXT` keeps workloads whose id (`nop@64`,
-//! `read_at_4k_hot@32`, ...) contains TEXT; `--peer TEXT` keeps peers whose name contains TEXT
+//! `read_at_4k_hot@32`, ...) contains TEXT (`--filter rt`: only the real-time toolkit rows,
+//! `rt_*`, see `common/rt.rs`); `--peer TEXT` keeps peers whose name contains TEXT
 //! (both repeatable; any match keeps). `--ops N`: one warm-up and one run of N ops, no timing
 //! loop (for callgrind). Progress goes to stderr.
 
@@ -16,7 +17,7 @@ mod common;
 use std::io::Write;
 use std::time::Duration;
 
-use common::{make, Env, Peer, Workload};
+use common::{make, rt, Bench, Env, Peer, Sample, Workload};
 
 const USAGE: &str = "usage: bench_matrix [--quick] [--secs S] [--reps N] [--filter TEXT] \
                      [--peer TEXT] [--ops N]";
@@ -67,64 +68,117 @@ fn main() {
     if let Err(reason) = &env.direct {
         eprintln!("O_DIRECT workloads skipped: {reason}");
     }
-    let stdout = std::io::stdout();
+    let keep = |filters: &[String], text: &str| {
+        filters.is_empty() || filters.iter().any(|f| text.contains(f.as_str()))
+    };
     for workload in Workload::ALL {
         for peer in Peer::all() {
             let (id, name) = (workload.id(), peer.name());
-            let keep = |filters: &[String], text: &str| {
-                filters.is_empty() || filters.iter().any(|f| text.contains(f.as_str()))
-            };
             if !keep(&args.filters, &id) || !keep(&args.peers, &name) {
                 continue;
             }
-            let mut bench = match make(peer, workload, &env) {
-                Ok(bench) => bench,
-                Err(reason) => {
-                    writeln!(
-                        stdout.lock(),
-                        "{{\"peer\": \"{name}\", \"workload\": \"{}\", \"outstanding\": {}, \"skipped\": \"{}\"}}",
-                        workload.name(),
-                        workload.outstanding(),
-                        reason.replace('"', "'")
-                    )
-                    .unwrap();
-                    continue;
-                }
+            let row = Row {
+                id: &id,
+                peer: &name,
+                workload: workload.name(),
+                outstanding: workload.outstanding(),
+                policy: &peer.policy(),
+                extra: "",
             };
-            if let Some(ops) = args.ops {
-                bench.run((ops / 10).max(2));
-                let sample = bench.run(ops);
-                drop(bench);
-                eprintln!("{id} / {name}: {}", sample.summary());
-                writeln!(stdout.lock(), "{}", sample.json(peer, workload, "")).unwrap();
-                continue;
-            }
-            // Warm up and calibrate: grow the op count until a run takes 50 ms.
-            let mut ops = 64;
-            let rate = loop {
-                let sample = bench.run(ops);
-                if sample.elapsed >= Duration::from_millis(50) || ops >= 1 << 30 {
-                    break sample.ops_per_sec();
-                }
-                ops *= 4;
-            };
-            let ops = ((rate * args.secs) as u64).max(64);
-            let mut samples: Vec<_> = (0..args.reps).map(|_| bench.run(ops)).collect();
-            samples.sort_by(|a, b| a.ops_per_sec().total_cmp(&b.ops_per_sec()));
-            let median = &samples[samples.len() / 2];
-            let spread = if samples.len() > 1 {
-                let lo = samples[0].ops_per_sec();
-                let hi = samples[samples.len() - 1].ops_per_sec();
-                format!(
-                    ", \"reps\": {}, \"min_ops_per_sec\": {lo:.1}, \"max_ops_per_sec\": {hi:.1}",
-                    samples.len()
-                )
-            } else {
-                ", \"reps\": 1".to_string()
-            };
-            drop(bench);
-            eprintln!("{id} / {name}: {}", median.summary());
-            writeln!(stdout.lock(), "{}", median.json(peer, workload, &spread)).unwrap();
+            measure(&args, &row, make(peer, workload, &env));
         }
     }
+    // The real-time toolkit rows (`--filter rt`): each setting against the default path.
+    for case in rt::Case::all() {
+        let (id, name) = (case.id(), case.peer());
+        if !keep(&args.filters, &id) || !keep(&args.peers, &name) {
+            continue;
+        }
+        let extra = format!(", \"variant\": \"{}\"", case.variant());
+        let row = Row {
+            id: &id,
+            peer: &name,
+            workload: case.name(),
+            outstanding: case.outstanding(),
+            policy: &case.policy(),
+            extra: &extra,
+        };
+        measure(&args, &row, rt::make(case, &env));
+    }
+}
+
+/// What names one JSON line.
+struct Row<'a> {
+    id: &'a str,
+    peer: &'a str,
+    workload: &'a str,
+    outstanding: usize,
+    policy: &'a str,
+    /// Constant fields of the row (`, "key": value` ...).
+    extra: &'a str,
+}
+
+/// Measures one row (or prints why it was skipped) and prints its JSON line.
+fn measure(args: &Args, row: &Row, bench: Result<Box<dyn Bench>, String>) {
+    let stdout = std::io::stdout();
+    let line = |sample: &Sample, spread: &str| {
+        sample.json_as(
+            row.peer,
+            row.workload,
+            row.outstanding,
+            row.policy,
+            &format!("{}{spread}", row.extra),
+        )
+    };
+    let mut bench = match bench {
+        Ok(bench) => bench,
+        Err(reason) => {
+            eprintln!("{} / {}: skipped ({reason})", row.id, row.peer);
+            writeln!(
+                stdout.lock(),
+                "{{\"peer\": \"{}\", \"workload\": \"{}\", \"outstanding\": {}, \"skipped\": \"{}\"{}}}",
+                row.peer,
+                row.workload,
+                row.outstanding,
+                reason.replace('"', "'"),
+                row.extra
+            )
+            .unwrap();
+            return;
+        }
+    };
+    if let Some(ops) = args.ops {
+        bench.run((ops / 10).max(2));
+        let sample = bench.run(ops);
+        drop(bench);
+        eprintln!("{} / {}: {}", row.id, row.peer, sample.summary());
+        writeln!(stdout.lock(), "{}", line(&sample, "")).unwrap();
+        return;
+    }
+    // Warm up and calibrate: grow the op count until a run takes 50 ms.
+    let mut ops = 64;
+    let rate = loop {
+        let sample = bench.run(ops);
+        if sample.elapsed >= Duration::from_millis(50) || ops >= 1 << 30 {
+            break sample.ops_per_sec();
+        }
+        ops *= 4;
+    };
+    let ops = ((rate * args.secs) as u64).max(64);
+    let mut samples: Vec<_> = (0..args.reps).map(|_| bench.run(ops)).collect();
+    samples.sort_by(|a, b| a.ops_per_sec().total_cmp(&b.ops_per_sec()));
+    let median = &samples[samples.len() / 2];
+    let spread = if samples.len() > 1 {
+        let lo = samples[0].ops_per_sec();
+        let hi = samples[samples.len() - 1].ops_per_sec();
+        format!(
+            ", \"reps\": {}, \"min_ops_per_sec\": {lo:.1}, \"max_ops_per_sec\": {hi:.1}",
+            samples.len()
+        )
+    } else {
+        ", \"reps\": 1".to_string()
+    };
+    drop(bench);
+    eprintln!("{} / {}: {}", row.id, row.peer, median.summary());
+    writeln!(stdout.lock(), "{}", line(median, &spread)).unwrap();
 }

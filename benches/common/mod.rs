@@ -1,6 +1,6 @@
 //! Shared benchmark machinery: the workloads, the implementations measured side by side (the
-//! loop under both idle policies and the baselines), allocation counting, latency histograms and
-//! the JSON-lines output the report script reads.
+//! loop under both idle policies and the baselines), the real-time toolkit rows (`rt.rs`),
+//! allocation counting, latency histograms and the JSON-lines output the report script reads.
 //!
 //! Used by the criterion benches (`cargo bench -p static-uring-bench`) and by `bench_matrix.rs`
 //! (fixed-duration runs printing one JSON object per line), the targets of the
@@ -15,6 +15,7 @@ pub mod exec;
 pub mod floor;
 pub mod handoff;
 pub mod hist;
+pub mod rt;
 pub mod su;
 pub mod tasks;
 pub mod workers;
@@ -257,6 +258,24 @@ impl Sample {
 
     /// One JSON object on one line (the peers binary prints the same shape).
     pub fn json(&self, peer: Peer, workload: Workload, extra: &str) -> String {
+        self.json_as(
+            &peer.name(),
+            workload.name(),
+            workload.outstanding(),
+            &peer.policy(),
+            extra,
+        )
+    }
+
+    /// The same line for rows named outside [`Peer`] and [`Workload`] (the `rt_*` rows).
+    pub fn json_as(
+        &self,
+        peer: &str,
+        workload: &str,
+        outstanding: usize,
+        policy: &str,
+        extra: &str,
+    ) -> String {
         let q = |q: f64| match self.hist.quantile(q) {
             Some(v) => v.to_string(),
             None => "null".to_string(),
@@ -268,16 +287,16 @@ impl Sample {
                 "\"allocs_per_op\": {:.6}, \"bytes_per_op\": {:.3}, \"policy\": \"{}\", ",
                 "\"ops\": {}, \"secs\": {:.3}{}}}"
             ),
-            peer.name(),
-            workload.name(),
-            workload.outstanding(),
+            peer,
+            workload,
+            outstanding,
             self.ops_per_sec(),
             q(0.50),
             q(0.99),
             q(0.999),
             self.allocs_per_op(),
             self.bytes_per_op(),
-            peer.policy(),
+            policy,
             self.ops,
             self.elapsed.as_secs_f64(),
             format!("{}{extra}", self.extra),

@@ -5,12 +5,14 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use static_uring::{Config, Fd, Handle, IoBuf, IoBufMut};
+use static_uring::{Config, EventLoop, Fd, Handle, IoBuf, IoBufMut};
 
 use super::tasks::{AsyncIo, Started};
 
 /// The sizes used by every benchmark: 256 slots, 128 in the kernel, 1024 wheel slots.
 pub type H = Handle<256, 128, 1024>;
+/// The loop of those sizes.
+pub type L = EventLoop<256, 128, 1024>;
 
 #[derive(Clone)]
 pub struct SuIo(pub H);
@@ -50,6 +52,21 @@ impl SuIo {
             io: SuIo(handle),
             guard: Box::new(Join(Some(thread))),
         }
+    }
+
+    /// Starts a loop built by the caller (registered files or buffers, any `Config`) with
+    /// `EventLoop::spawn`, which applies the config's placement (`cpu`); a placement the process
+    /// may not use is an `Err` saying so.
+    pub fn spawn(handle: H, event_loop: L) -> Result<Started<SuIo>, String> {
+        let thread = event_loop
+            .spawn("static-uring")
+            .map_err(|e| format!("EventLoop::spawn failed: {e}"))?;
+        // As in `start`: the loop thread is up before any timed region.
+        handle.nop(None).wait().expect("first nop");
+        Ok(Started {
+            io: SuIo(handle),
+            guard: Box::new(Join(Some(thread))),
+        })
     }
 }
 

@@ -192,6 +192,18 @@ pub struct IoBench<B: AsyncIo> {
 
 impl<B: AsyncIo> IoBench<B> {
     pub fn new(started: Started<B>, workload: Workload, spin: Duration, env: &Env) -> Self {
+        Self::with_read_at(started, workload, spin, env, None)
+    }
+
+    /// `new`, with the read_at file and buffers given (`Some`: a registered file, or buffers of
+    /// a registered pool, one per outstanding read) instead of a plain descriptor and buffers.
+    pub fn with_read_at(
+        started: Started<B>,
+        workload: Workload,
+        spin: Duration,
+        env: &Env,
+        read_at: Option<(B::Fd, Vec<B::RBuf>)>,
+    ) -> Self {
         let Started { io, guard } = started;
         exec::prepare();
         let mut bench = IoBench {
@@ -224,10 +236,15 @@ impl<B: AsyncIo> IoBench<B> {
             }
             Workload::Nop { .. } => {}
             Workload::ReadAt { depth, direct } => {
-                bench.file = Some(bench.io.fd(Arc::new(env.open(direct))));
-                let bufs = (0..depth)
-                    .map(|_| bench.io.rbuf(leak_aligned(BLOCK)))
-                    .collect::<Vec<_>>();
+                let (file, bufs) = read_at.unwrap_or_else(|| {
+                    let file = bench.io.fd(Arc::new(env.open(direct)));
+                    let bufs = (0..depth)
+                        .map(|_| bench.io.rbuf(leak_aligned(BLOCK)))
+                        .collect::<Vec<_>>();
+                    (file, bufs)
+                });
+                assert!(bufs.len() >= depth, "one buffer per outstanding read");
+                bench.file = Some(file);
                 bench.rbufs = RefCell::new(bufs);
             }
             Workload::PingPong { tcp } => {
