@@ -92,6 +92,7 @@ mod handle;
 mod metrics;
 mod spin;
 mod storage;
+mod task_pool;
 mod vectored;
 // Caller -> loop hand-off: slots, free list, submission ring, waker cell, wake state, wait list.
 mod handoff;
@@ -117,6 +118,7 @@ pub use handle::{
 };
 pub use metrics::Metrics;
 pub use storage::Storage;
+pub use task_pool::{Busy, Run, TaskPool};
 pub use vectored::{IoBufs, MAX_IOVECS};
 
 /// Builds a loop whose storage is allocated on the heap, once, here.
