@@ -16,6 +16,7 @@ use crate::buf::{IoBuf, IoBufMut};
 use crate::error::Error;
 use crate::event_loop::request::{RawAddr, Request, Work, NO_MSG};
 use crate::fd::Fd;
+use crate::handoff::lane::Lane;
 use crate::handoff::slot::Leave;
 use crate::handoff::wait_list::{Notify, WaitState, Waiter};
 use crate::metrics::Metrics;
@@ -269,6 +270,9 @@ pub struct Op<T: OpOutput, const SLOTS: usize, const RING: usize, const WHEEL: u
     registered: bool,
     /// Whether dropping it in flight asks the loop to cancel it (with `Config::cancel_on_drop`).
     cancelled_on_drop: bool,
+    /// The single-producer lane it is submitted through (`LaneHandle::submit`), else the
+    /// shared ring.
+    lane: Option<&'static Lane<SLOTS>>,
     _output: PhantomData<fn() -> T>,
 }
 
@@ -282,6 +286,7 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W>
             queued: false,
             registered: false,
             cancelled_on_drop,
+            lane: None,
             _output: PhantomData,
         }
     }
@@ -305,7 +310,9 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W>
             unreachable!("checked above")
         };
         let submitted = match claimed {
-            Ok(index) => submit::<T, S, R, W>(&self.storage, self.epoch, index, request, held),
+            Ok(index) => {
+                submit::<T, S, R, W>(&self.storage, self.epoch, index, request, held, self.lane)
+            }
             Err(e) => Err((request, held, e)),
         };
         match submitted {
@@ -442,6 +449,7 @@ fn submit<T: OpOutput, const S: usize, const R: usize, const W: usize>(
     index: u32,
     mut request: Request,
     held: T::Held,
+    lane: Option<&Lane<S>>,
 ) -> Result<u32, (Request, T::Held, Error)> {
     let slot = &storage.slots[index as usize];
     slot.mark_filled();
@@ -453,7 +461,12 @@ fn submit<T: OpOutput, const S: usize, const R: usize, const W: usize>(
     // SAFETY: FILLED: the caller owns the request.
     unsafe { slot.with_request(|r| *r = request) };
     slot.mark_queued();
-    storage.queue.push(index);
+    match lane {
+        // The lane's one producer is this thread (`LaneHandle` is not `Sync`, `LaneOp` not
+        // `Send`), so its push needs no claim.
+        Some(lane) => lane.push(index),
+        None => storage.queue.push(index),
+    }
     if storage.wake.publish() {
         storage.eventfd().ring();
     }
@@ -578,7 +591,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
             return Err((request.into_work(), held, Error::Full));
         };
         let cancelled_on_drop = request.kind().cancelled_on_drop();
-        match submit::<T, S, R, W>(&self.storage, self.epoch, index, request, held) {
+        match submit::<T, S, R, W>(&self.storage, self.epoch, index, request, held, None) {
             Ok(index) => Ok(Op::new(self, State::Submitted(index), cancelled_on_drop)),
             Err((request, held, e)) => Err((request.into_work(), held, e)),
         }
@@ -1391,6 +1404,111 @@ fn read_buf((work, (), e): (Work, (), Error)) -> (IoBuf, Error) {
 
 fn write_buf((work, (), e): (Work, (), Error)) -> (IoBufMut, Error) {
     (work.into_write_buf(), e)
+}
+
+impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
+    /// Binds this thread's submissions to `lane`, a single-producer path into the loop that
+    /// skips the shared ring's claim: the lane must be registered with this handle's loop
+    /// ([`EventLoop::register_lane`](crate::EventLoop::register_lane); `Error::Config`
+    /// otherwise), and only one `LaneHandle` holds it at a time (`Error::InUse`). Submit
+    /// operations built with any handle of the loop through [`LaneHandle::submit`].
+    pub fn lane(&self, lane: &'static Lane<S>) -> Result<LaneHandle<S, R, W>, Error> {
+        if !lane.is_bound_to(self.storage.key(), self.epoch) {
+            return Err(Error::Config(
+                "the lane is not registered with this handle's loop (EventLoop::register_lane)",
+            ));
+        }
+        if !lane.claim() {
+            return Err(Error::InUse);
+        }
+        Ok(LaneHandle {
+            key: self.storage.key(),
+            epoch: self.epoch,
+            lane,
+            _one_thread: PhantomData,
+        })
+    }
+}
+
+/// One producer's end of a [`Lane`]: `Send` but not `Sync`, so its submissions come from one
+/// thread at a time and the lane needs no claim per request. It does not keep the loop alive
+/// (the `Handle`s that build the operations do); dropping it frees the lane for the next
+/// producer.
+pub struct LaneHandle<const SLOTS: usize, const RING: usize, const WHEEL: usize> {
+    /// The loop the lane is registered with: its storage's identity and claim.
+    key: usize,
+    epoch: u32,
+    lane: &'static Lane<SLOTS>,
+    _one_thread: PhantomData<std::cell::Cell<()>>,
+}
+
+impl<const S: usize, const R: usize, const W: usize> LaneHandle<S, R, W> {
+    /// Sends `op` (built with any `Handle` of this loop, not yet polled) through the lane. The
+    /// result is the same future, tied to this thread: every rule of the operation holds
+    /// (deadlines, cancel, drain). An op of another loop, or one already submitted (`try_*`),
+    /// is returned unchanged and goes its own way.
+    ///
+    /// ```
+    /// # use static_uring::{Config, Lane};
+    /// # static LANE: Lane<8> = Lane::new();
+    /// # let (handle, mut event_loop) = static_uring::new::<8, 8, 64>(Config::default()).unwrap();
+    /// # event_loop.register_lane(&LANE);
+    /// # let thread = std::thread::spawn(move || event_loop.run());
+    /// let lane = handle.lane(&LANE).unwrap();
+    /// for _ in 0..3 {
+    ///     lane.submit(handle.nop(None)).wait().unwrap();
+    /// }
+    /// # drop((lane, handle));
+    /// # thread.join().unwrap().unwrap();
+    /// ```
+    pub fn submit<T: OpOutput>(&self, mut op: Op<T, S, R, W>) -> LaneOp<'_, T, S, R, W> {
+        let ours = op.storage.key() == self.key && op.epoch == self.epoch;
+        if ours && matches!(op.state, State::Start(..)) {
+            op.lane = Some(self.lane);
+        }
+        LaneOp {
+            op,
+            _lane: PhantomData,
+        }
+    }
+}
+
+impl<const S: usize, const R: usize, const W: usize> Drop for LaneHandle<S, R, W> {
+    fn drop(&mut self) {
+        self.lane.release();
+    }
+}
+
+impl<const S: usize, const R: usize, const W: usize> std::fmt::Debug for LaneHandle<S, R, W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LaneHandle").finish_non_exhaustive()
+    }
+}
+
+/// An operation submitted through a lane ([`LaneHandle::submit`]): an [`Op`] tied to the lane's
+/// thread (not `Send`). Await it or [`wait`](Self::wait) for it as the `Op` itself.
+#[must_use = "operations do nothing until polled or waited on"]
+pub struct LaneOp<'a, T: OpOutput, const SLOTS: usize, const RING: usize, const WHEEL: usize> {
+    op: Op<T, SLOTS, RING, WHEEL>,
+    _lane: PhantomData<&'a LaneHandle<SLOTS, RING, WHEEL>>,
+}
+
+impl<T: OpOutput, const S: usize, const R: usize, const W: usize> LaneOp<'_, T, S, R, W> {
+    /// Blocks this thread until the operation finishes (as [`Op::wait`]).
+    pub fn wait(self) -> T {
+        self.op.wait()
+    }
+}
+
+impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Future
+    for LaneOp<'_, T, S, R, W>
+{
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        // SAFETY: `op` is structurally pinned: never moved out while `self` is pinned.
+        unsafe { self.map_unchecked_mut(|this| &mut this.op) }.poll(cx)
+    }
 }
 
 impl<const S: usize, const R: usize, const W: usize> Clone for Handle<S, R, W> {

@@ -113,9 +113,10 @@ pub use error::{BufError, BufResultExt, Error};
 pub use event_loop::{EventLoop, MetricsReader};
 pub use fd::Fd;
 pub use handle::{
-    AcceptResult, Handle, Op, OpOutput, ReadResult, RecvFromResult, RecvResult, UnitResult,
-    VectoredResult, WriteResult,
+    AcceptResult, Handle, LaneHandle, LaneOp, Op, OpOutput, ReadResult, RecvFromResult, RecvResult,
+    UnitResult, VectoredResult, WriteResult,
 };
+pub use handoff::lane::Lane;
 pub use metrics::Metrics;
 pub use storage::Storage;
 pub use task_pool::{Busy, Run, TaskPool};

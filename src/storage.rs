@@ -25,6 +25,7 @@ use crate::event_loop::ring::EventFd;
 use crate::event_loop::table::{SlotFlags, Table};
 use crate::event_loop::wheel::Wheel;
 use crate::handoff::free_list::FreeList;
+use crate::handoff::lane::Lane;
 use crate::handoff::slot::Slot;
 use crate::handoff::submit_queue::SubmitQueue;
 use crate::handoff::wait_list::WaitList;
@@ -262,6 +263,11 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
 
     /// This storage's key in the fault-injection table (its address).
     pub(crate) fn fault_key(&self) -> usize {
+        self.key()
+    }
+
+    /// This storage's identity: its address (lanes are bound to it).
+    pub(crate) fn key(&self) -> usize {
         self as *const Self as usize
     }
 
@@ -420,7 +426,7 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
     /// The loop of this claim is finished: closes submission, waits out callers mid-submit, and
     /// hands every request still in the ring to `sweep`. Then releases the claim if no handle is
     /// left (else the last handle does).
-    pub(crate) fn close_loop(&self, mut sweep: impl FnMut(u32)) {
+    pub(crate) fn close_loop(&self, lanes: &[&Lane<SLOTS>], mut sweep: impl FnMut(u32)) {
         // AcqRel: after this no `begin_submit` succeeds (its CAS sees CLOSED).
         self.life.fetch_or(CLOSED, Ordering::AcqRel);
         let panics = self.waiters.close_all(self.epoch());
@@ -434,6 +440,12 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
             match self.queue.pop() {
                 Some(index) => sweep(index),
                 None => std::thread::yield_now(),
+            }
+        }
+        // A lane's producer finished its push inside `submitting` too: what it pushed is there.
+        for lane in lanes {
+            while let Some(index) = lane.pop() {
+                sweep(index);
             }
         }
         // AcqRel: orders the sweep before a later claimer (through the claim flag below or the

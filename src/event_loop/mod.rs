@@ -43,6 +43,7 @@ use crate::buf_pool::BufPool;
 use crate::config::Checked;
 use crate::error::Error;
 use crate::fd::Fd;
+use crate::handoff::lane::Lane;
 use crate::metrics::Counters;
 use crate::spin::Spin;
 use crate::storage::StorageRef;
@@ -101,6 +102,10 @@ pub struct EventLoop<const SLOTS: usize, const RING: usize, const WHEEL: usize> 
     /// How long the next idle period spins before sleeping, in nanoseconds (adaptive, at most
     /// `idle_spin`).
     spin_budget: u64,
+    /// Single-producer lanes polled beside the shared ring (`register_lane`).
+    lanes: Vec<&'static Lane<SLOTS>>,
+    /// The lane the next fresh request is taken from first (round robin).
+    next_lane: usize,
     /// Registered files and buffer pool.
     registry: Registry,
 }
@@ -119,7 +124,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         let ring = match Ring::build(&checked, R as u32, storage.fault_key()) {
             Ok(ring) => ring,
             Err(e) => {
-                storage.close_loop(|_| {});
+                storage.close_loop(&[], |_| {});
                 storage.drop_handle(storage.epoch());
                 return Err(e);
             }
@@ -144,6 +149,8 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             closed: false,
             running: false,
             spin_budget,
+            lanes: Vec::new(),
+            next_lane: 0,
             registry: Registry::NONE,
         })
     }
@@ -154,6 +161,51 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         MetricsReader {
             storage: self.storage.clone(),
         }
+    }
+
+    /// Adds a single-producer lane to this loop (before it runs): the loop polls it beside the
+    /// shared submission ring, and [`Handle::lane`](crate::Handle::lane) binds one producer to
+    /// it. A lane belongs to one loop at a time; registering it with the next loop of the same
+    /// storage is fine.
+    ///
+    /// ```
+    /// use static_uring::{Config, Lane};
+    ///
+    /// static LANE: Lane<8> = Lane::new();
+    /// let (handle, mut event_loop) = static_uring::new::<8, 8, 64>(Config::default()).unwrap();
+    /// event_loop.register_lane(&LANE);
+    /// let thread = std::thread::spawn(move || event_loop.run());
+    /// let lane = handle.lane(&LANE).unwrap();
+    /// lane.submit(handle.nop(None)).wait().unwrap();
+    /// drop((lane, handle));
+    /// thread.join().unwrap().unwrap();
+    /// ```
+    pub fn register_lane(&mut self, lane: &'static Lane<S>) {
+        lane.bind(self.storage.key(), self.storage.epoch());
+        if !self.lanes.iter().any(|l| std::ptr::eq(*l, lane)) {
+            self.lanes.push(lane);
+        }
+    }
+
+    /// Whether a lane holds a fresh request.
+    pub(crate) fn lanes_ready(&self) -> bool {
+        self.lanes.iter().any(|lane| lane.has_ready())
+    }
+
+    /// The next fresh request: from the shared ring, else from the lanes in turn.
+    pub(crate) fn pop_fresh(&mut self) -> Option<u32> {
+        if let Some(index) = self.storage.queue.pop() {
+            return Some(index);
+        }
+        let n = self.lanes.len();
+        for k in 0..n {
+            let i = (self.next_lane + k) % n;
+            if let Some(index) = self.lanes[i].pop() {
+                self.next_lane = (i + 1) % n;
+                return Some(index);
+            }
+        }
+        None
     }
 
     /// Registers a descriptor with this loop's ring (a fixed file) and returns the `Fd` to use
@@ -339,7 +391,11 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                 // Not `has_work`: the last sender's exit rings the eventfd, whose poll (armed by
                 // now) posts a CQE, so the life word need not be read (and its cache line taken
                 // from the submitters) on every spin.
-                if self.storage.queue.has_ready() || self.ring.has_completions() || local.woken() {
+                if self.storage.queue.has_ready()
+                    || self.lanes_ready()
+                    || self.ring.has_completions()
+                    || local.woken()
+                {
                     self.adapt_spin(spinning.elapsed(), false);
                     return Ok(());
                 }
@@ -397,6 +453,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// Something the loop should act on without sleeping.
     fn has_work(&mut self) -> bool {
         self.storage.queue.has_ready()
+            || self.lanes_ready()
             || self.storage.senders() == 0
             || self.ring.has_completions()
             || (self.checked.config.cancel_on_drop && self.storage.has_dropped())

@@ -149,7 +149,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             if self.ring.sq_full() {
                 return Pass::SqFull;
             }
-            match self.storage.queue.pop() {
+            match self.pop_fresh() {
                 Some(index) => self.admit(t, index),
                 None => break,
             }

@@ -55,7 +55,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
 
     /// Nothing admitted and nothing queued (no sender is left, so nothing more can come).
     fn idle_for_good(&self) -> bool {
-        self.admitted == 0 && self.storage.queue.len() == 0
+        self.admitted == 0 && self.storage.queue.len() == 0 && !self.lanes_ready()
     }
 
     /// Budget gone (or the loop failed or unwinds): cancel what is in the kernel, collect what it
@@ -143,7 +143,8 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         }
         self.closed = true;
         let storage = self.storage.clone();
-        storage.close_loop(|index| {
+        let lanes = std::mem::take(&mut self.lanes);
+        storage.close_loop(&lanes, |index| {
             Counters::bump(&storage.metrics.completed);
             let slot = &storage.slots[index as usize];
             if slot.admit() {

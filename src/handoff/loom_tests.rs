@@ -635,3 +635,49 @@ fn loom_wait_list_no_missed_slot() {
         assert_eq!(unsafe { list.cancel(&*node) }, None);
     });
 }
+
+/// **Lane, its producer and the loop.** The producer fills a payload for each index and pushes
+/// 0, 1, 2 into a lane of 2 cells, reusing a cell only after the loop popped what it held (as a
+/// slot is reused only after it was freed), while the loop pops concurrently. Proves: every index
+/// arrives once and in order, and the push publishes the payload (loom reports a data race, or
+/// the value read is wrong, otherwise). With `push`'s Release store of `tail` made Relaxed, loom
+/// finds the race.
+#[test]
+fn loom_lane_single_producer_fifo_and_publication() {
+    use crate::handoff::lane::Lane;
+    model(3, || {
+        let lane = Arc::new(Lane::<2>::new());
+        let payload = Arc::new([0u32; 3].map(::loom::cell::UnsafeCell::new));
+        let popped = Arc::new(crate::loom::AtomicU32::new(0));
+        let producer = {
+            let (lane, payload, popped) = (lane.clone(), payload.clone(), popped.clone());
+            thread::spawn(move || {
+                for index in 0..3u32 {
+                    // Never more than 2 outstanding (the lane's size, as SLOTS bounds a lane).
+                    while index >= popped.load(crate::loom::Ordering::Acquire) + 2 {
+                        thread::yield_now();
+                    }
+                    // SAFETY: only the producer touches `index` before pushing it.
+                    payload[index as usize].with_mut(|cell| unsafe { *cell = 100 + index });
+                    lane.push(index);
+                }
+            })
+        };
+        let mut next = 0u32;
+        while next < 3 {
+            match lane.pop() {
+                Some(index) => {
+                    assert_eq!(index, next, "in order, exactly once");
+                    // SAFETY: popped, so the loop owns `index` now.
+                    let value = payload[index as usize].with(|cell| unsafe { *cell });
+                    assert_eq!(value, 100 + index, "payload not published by the push");
+                    next += 1;
+                    popped.store(next, crate::loom::Ordering::Release);
+                }
+                None => thread::yield_now(),
+            }
+        }
+        producer.join().unwrap();
+        assert_eq!(lane.pop(), None);
+    });
+}

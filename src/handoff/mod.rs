@@ -5,11 +5,13 @@
 //! ```text
 //! caller: free_list.pop ─▶ slot (FILLED ─▶ QUEUED) ─▶ submit_queue.push ─▶ wake.publish
 //!         (none free: wait_list, FIFO hand-over)                             │ eventfd if armed
+//!         (a LaneHandle: lane.push instead, one producer, no claim on the shared ring)
 //! loop:   submit_queue.pop ─▶ slot (ACTIVE ─▶ DONE) ─▶ waker_cell / futex ─▶ caller takes the
 //!         result ─▶ free_list.push ─▶ wait_list hands the slot to the oldest waiter
 //! ```
 
 pub(crate) mod free_list;
+pub(crate) mod lane;
 pub(crate) mod slot;
 pub(crate) mod submit_queue;
 pub(crate) mod wait_list;
