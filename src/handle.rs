@@ -411,11 +411,10 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W>
         let mut this = std::pin::pin!(self);
         // SAFETY: we never move out of the pinned value; `waiter` stays in place.
         let this = unsafe { this.as_mut().get_unchecked_mut() };
-        // The wait list keeps its own handle on this thread (a reference count, no allocation),
-        // so a late notification never points into this frame.
-        let thread = std::thread::current();
+        // If it must queue for a slot, the wait list takes its own handle on this thread (a
+        // reference count, no allocation), so a late notification never points into this frame.
         loop {
-            match this.poll_submit(Notify::Thread(&thread)) {
+            match this.poll_submit(Notify::CurrentThread) {
                 Poll::Ready(Some(result)) => return result,
                 Poll::Ready(None) => break,
                 Poll::Pending => std::thread::park(),
@@ -458,8 +457,15 @@ fn submit<T: OpOutput, const S: usize, const R: usize, const W: usize>(
         return Err((request, held, Error::Closed));
     }
     T::attach(held, &storage.vectors[index as usize], &mut request.work);
-    // SAFETY: FILLED: the caller owns the request.
-    unsafe { slot.with_request(|r| *r = request) };
+    // SAFETY: FILLED: the caller owns the request. A slot leaves FREE holding `Request::EMPTY`
+    // (`Storage::free_slot` puts it there), which owns nothing, so writing over it without
+    // dropping it leaks nothing and skips its drop glue.
+    unsafe {
+        slot.with_request(|r| {
+            debug_assert!(r.is_empty(), "a claimed slot holds the empty request");
+            std::ptr::write(r, request)
+        })
+    };
     slot.mark_queued();
     match lane {
         // The lane's one producer is this thread (`LaneHandle` is not `Sync`, `LaneOp` not

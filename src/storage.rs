@@ -471,7 +471,9 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         self.free.push(index);
         let panics = self.waiters.wake_waiters(&self.free);
         self.metrics.count_panics(panics);
-        self.run_user(move || drop(request));
+        if !request.is_empty() {
+            self.run_user(move || drop(request));
+        }
     }
 
     /// Runs user code (a waker, the `Drop` of what a request held) once the crate's state is

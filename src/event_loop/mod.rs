@@ -102,6 +102,8 @@ pub struct EventLoop<const SLOTS: usize, const RING: usize, const WHEEL: usize> 
     /// How long the next idle period spins before sleeping, in nanoseconds (adaptive, at most
     /// `idle_spin`).
     spin_budget: u64,
+    /// `idle_spin` in nanoseconds: the most the budget grows to.
+    spin_max: u64,
     /// Single-producer lanes polled beside the shared ring (`register_lane`).
     lanes: Vec<&'static Lane<SLOTS>>,
     /// The lane the next fresh request is taken from first (round robin).
@@ -149,6 +151,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             closed: false,
             running: false,
             spin_budget,
+            spin_max: spin_budget,
             lanes: Vec::new(),
             next_lane: 0,
             registry: Registry::NONE,
@@ -425,13 +428,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
 
     /// The next spin budget after an idle period of `waited` (see `spin.rs`).
     fn adapt_spin(&mut self, waited: Duration, preempted: bool) {
-        let max = self
-            .checked
-            .config
-            .idle_spin
-            .as_nanos()
-            .min(u128::from(u64::MAX)) as u64;
-        self.spin_budget = crate::spin::adapt(self.spin_budget, max, waited, preempted);
+        self.spin_budget = crate::spin::adapt(self.spin_budget, self.spin_max, waited, preempted);
     }
 
     /// Arms the wake intent, rechecks, and sleeps in the kernel until a completion, a wake or

@@ -439,6 +439,12 @@ impl Request {
         }
     }
 
+    /// True when it owns nothing (no descriptor, no buffer, no accepted socket): dropping it
+    /// runs no code.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.fd.is_none() && matches!(self.work, Work::Nop)
+    }
+
     /// The operation.
     pub(crate) fn kind(&self) -> OpKind {
         self.work.kind()

@@ -193,7 +193,9 @@ impl Slot {
     /// caller after `FILLED`): bumps the generation. The caller pushes the index to the free list
     /// next, whose Release publishes this.
     pub(crate) fn release(&self) {
-        self.generation.fetch_add(1, Ordering::Relaxed);
+        // Only the slot's owner writes the generation, so a load and a store do (no locked RMW).
+        let next = self.generation.load(Ordering::Relaxed).wrapping_add(1);
+        self.generation.store(next, Ordering::Relaxed);
         self.phase.store(FREE, Ordering::Relaxed);
     }
 

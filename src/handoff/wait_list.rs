@@ -56,8 +56,8 @@ pub(crate) enum WaitState {
 pub(crate) enum Notify<'a> {
     /// An async task.
     Task(&'a Waker),
-    /// A thread blocked in `.wait()`.
-    Thread(&'a Thread),
+    /// The calling thread, blocked in `.wait()` (its handle is taken only if it must queue).
+    CurrentThread,
 }
 
 /// An owned [`Notify`], kept in the node while it waits.
@@ -73,7 +73,7 @@ impl Notify<'_> {
     fn to_owned(self) -> Notifier {
         match self {
             Notify::Task(waker) => Notifier::Task(waker.clone()),
-            Notify::Thread(thread) => Notifier::Thread(thread.clone()),
+            Notify::CurrentThread => Notifier::Thread(std::thread::current()),
         }
     }
 }
