@@ -752,17 +752,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         buf: IoBufMut,
         deadline: Option<Instant>,
     ) -> Op<ReadResult, S, R, W> {
-        match check_read(buf, offset, len) {
-            Err(result) => self.ready(result),
-            Ok(buf) => self.op(Self::read_request(
-                fd.into(),
-                offset,
-                len,
-                buf,
-                true,
-                deadline,
-            )),
-        }
+        self.read(fd.into(), offset, len, buf, true, deadline)
     }
 
     /// Reads up to `len` bytes at file `offset` into `buf` with one read (pread semantics): the
@@ -796,16 +786,22 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         buf: IoBufMut,
         deadline: Option<Instant>,
     ) -> Op<ReadResult, S, R, W> {
+        self.read(fd.into(), offset, len, buf, false, deadline)
+    }
+
+    /// `read_at` (`exact`) or `read_some_at`.
+    fn read(
+        &self,
+        fd: Fd,
+        offset: u64,
+        len: usize,
+        buf: IoBufMut,
+        exact: bool,
+        deadline: Option<Instant>,
+    ) -> Op<ReadResult, S, R, W> {
         match check_read(buf, offset, len) {
             Err(result) => self.ready(result),
-            Ok(buf) => self.op(Self::read_request(
-                fd.into(),
-                offset,
-                len,
-                buf,
-                false,
-                deadline,
-            )),
+            Ok(buf) => self.op(Self::read_request(fd, offset, len, buf, exact, deadline)),
         }
     }
 
@@ -1263,20 +1259,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         buf: IoBufMut,
         deadline: Option<Instant>,
     ) -> Result<Op<ReadResult, S, R, W>, (IoBufMut, Error)> {
-        let buf = match check_read(buf, offset, len) {
-            Err(Err(e)) => return Err(e),
-            Err(ok) => return Ok(self.ready(ok)),
-            Ok(buf) => buf,
-        };
-        self.try_op(Self::read_request(
-            fd.into(),
-            offset,
-            len,
-            buf,
-            true,
-            deadline,
-        ))
-        .map_err(write_buf)
+        self.try_read(fd.into(), offset, len, buf, true, deadline)
     }
 
     /// [`read_some_at`](Self::read_some_at), submitted now; `Error::Full` at once if no slot is
@@ -1289,20 +1272,26 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         buf: IoBufMut,
         deadline: Option<Instant>,
     ) -> Result<Op<ReadResult, S, R, W>, (IoBufMut, Error)> {
+        self.try_read(fd.into(), offset, len, buf, false, deadline)
+    }
+
+    /// `try_read_at` (`exact`) or `try_read_some_at`.
+    fn try_read(
+        &self,
+        fd: Fd,
+        offset: u64,
+        len: usize,
+        buf: IoBufMut,
+        exact: bool,
+        deadline: Option<Instant>,
+    ) -> Result<Op<ReadResult, S, R, W>, (IoBufMut, Error)> {
         let buf = match check_read(buf, offset, len) {
             Err(Err(e)) => return Err(e),
             Err(ok) => return Ok(self.ready(ok)),
             Ok(buf) => buf,
         };
-        self.try_op(Self::read_request(
-            fd.into(),
-            offset,
-            len,
-            buf,
-            false,
-            deadline,
-        ))
-        .map_err(write_buf)
+        self.try_op(Self::read_request(fd, offset, len, buf, exact, deadline))
+            .map_err(write_buf)
     }
 
     /// [`write_at`](Self::write_at), submitted now; `Error::Full` at once if no slot is free.

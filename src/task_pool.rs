@@ -150,18 +150,8 @@ impl<F: Future<Output = ()>, const N: usize> TaskPool<F, N> {
             if state & OCCUPIED != 0 {
                 continue;
             }
-            // Acquire: the previous task's drop (its Release store) happens before our write.
-            if slot
-                .head
-                .state
-                .compare_exchange(
-                    state,
-                    OCCUPIED | RUNNING,
-                    Ordering::Acquire,
-                    Ordering::Relaxed,
-                )
-                .is_err()
-            {
+            // The previous task's drop (its Release swap) happens before our write.
+            if !slot.head.take(state) {
                 continue;
             }
             let head = std::ptr::from_ref(&self.head).cast_mut();
@@ -218,19 +208,9 @@ impl<F: Future<Output = ()>, const N: usize> TaskPool<F, N> {
             if state & (OCCUPIED | WOKEN | RUNNING) != OCCUPIED | WOKEN {
                 continue;
             }
-            // Acquire: sees the spawner's future. Only wakers race us, and they only set WOKEN,
-            // which is set: the CAS fails only if another runner took the slot (ruled out).
-            if slot
-                .head
-                .state
-                .compare_exchange(
-                    state,
-                    OCCUPIED | RUNNING,
-                    Ordering::Acquire,
-                    Ordering::Relaxed,
-                )
-                .is_err()
-            {
+            // Sees the spawner's future. Only wakers race us, and they only set WOKEN, which is
+            // set: the take fails only if another runner took the slot (ruled out).
+            if !slot.head.take(state) {
                 self.head.set_pending();
                 continue;
             }
@@ -364,6 +344,21 @@ impl<F, const N: usize> Drop for TaskPool<F, N> {
                     .with_mut(|cell| unsafe { (*cell).assume_init_drop() });
             }
         }
+    }
+}
+
+impl TaskHead {
+    /// Takes the slot (state `from` -> `OCCUPIED | RUNNING`): the spawner to fill it, or the
+    /// runner to poll its task. Acquire: sees what the previous owner published.
+    fn take(&self, from: u32) -> bool {
+        self.state
+            .compare_exchange(
+                from,
+                OCCUPIED | RUNNING,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .is_ok()
     }
 }
 
