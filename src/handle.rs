@@ -423,12 +423,16 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W>
         let State::Submitted(index) = this.state else {
             unreachable!("submitted above")
         };
-        let mut spin = crate::spin::Spin::new(this.storage.wait_spin());
+        let (budget, full) = this.storage.wait_spin_state();
+        let mut spin = crate::spin::Spin::new(budget);
         let mut spinning = true;
         loop {
             if let Some(result) = this.try_take() {
-                this.storage
-                    .adapt_wait_spin(spin.elapsed(), spin.preempted());
+                // A wait that ended in the quick polls leaves a full budget as it is.
+                if spin.timed() || !full {
+                    this.storage
+                        .adapt_wait_spin(spin.elapsed(), spin.preempted());
+                }
                 return result;
             }
             spinning = spinning && spin.step();

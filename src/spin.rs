@@ -75,6 +75,11 @@ impl Spin {
             .map_or(Duration::ZERO, |(start, _)| start.elapsed())
     }
 
+    /// Whether the spin got past the quick polls (and read the clock).
+    pub(crate) fn timed(&self) -> bool {
+        self.clock.is_some()
+    }
+
     /// Whether the spin ended because the thread was descheduled.
     pub(crate) fn preempted(&self) -> bool {
         self.preempted

@@ -278,11 +278,12 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         std::ptr::NonNull::new(self.loop_state.get()).expect("field pointer is non-null")
     }
 
-    /// How long `.wait()` polls before parking now: the adaptive budget (see `spin.rs`), at
-    /// most the claim's `idle_spin`.
-    pub(crate) fn wait_spin(&self) -> std::time::Duration {
+    /// How long `.wait()` polls before parking now (the adaptive budget, see `spin.rs`, at
+    /// most the claim's `idle_spin`), and whether it is the full `idle_spin`.
+    pub(crate) fn wait_spin_state(&self) -> (std::time::Duration, bool) {
         let packed = self.wait_spin_ns.load(Ordering::Relaxed);
-        std::time::Duration::from_nanos(packed & u64::from(u32::MAX))
+        let (max, budget) = (packed >> 32, packed & u64::from(u32::MAX));
+        (std::time::Duration::from_nanos(budget), budget == max)
     }
 
     /// Adapts the `.wait()` budget after a wait of `waited`. Relaxed load and store: racing
@@ -296,7 +297,7 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         }
     }
 
-    /// Sets [`wait_spin`](Self::wait_spin) for this claim.
+    /// Sets cancel on drop for this claim.
     pub(crate) fn set_cancel_on_drop(&self, on: bool) {
         self.cancel_on_drop.store(on, Ordering::Relaxed);
         self.dropped.store(false, Ordering::Relaxed);
@@ -471,7 +472,11 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         self.free.push(index);
         let panics = self.waiters.wake_waiters(&self.free);
         self.metrics.count_panics(panics);
-        if !request.is_empty() {
+        if request.is_empty() {
+            // It owns nothing: skip its drop glue (the common case after the caller took the
+            // result of a request without a descriptor).
+            std::mem::forget(request);
+        } else {
             self.run_user(move || drop(request));
         }
     }

@@ -399,7 +399,10 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                     || self.ring.has_completions()
                     || local.woken()
                 {
-                    self.adapt_spin(spinning.elapsed(), false);
+                    // A wait that ended in the quick polls leaves a full budget as it is.
+                    if spinning.timed() || self.spin_budget != self.spin_max {
+                        self.adapt_spin(spinning.elapsed(), false);
+                    }
                     return Ok(());
                 }
                 if self.checked.config.single_issuer && self.ring.needs_task_work() {
