@@ -8,16 +8,27 @@
 //! `--quick`: 0.25 s per case, one repetition (a smoke run). Default: 1.5 s per case, the median
 //! of 3 repetitions by ops/s. `--filter TEXT` keeps workloads whose id (`nop@64`,
 //! `read_at_4k_hot@32`, ...) contains TEXT (`--filter rt`: only the real-time toolkit rows,
-//! `rt_*`, see `common/rt.rs`); `--peer TEXT` keeps peers whose name contains TEXT
-//! (both repeatable; any match keeps). `--ops N`: one warm-up and one run of N ops, no timing
-//! loop (for callgrind). Progress goes to stderr.
+//! `rt_*`, see `common/rt.rs` and `common/paired.rs`); `--peer TEXT` keeps peers whose name
+//! contains TEXT (both repeatable; any match keeps; a group of `paired.rs` runs whole if any of
+//! its rows is kept). `--ops N`: one warm-up and one run of N ops, no timing loop (for
+//! callgrind). Progress goes to stderr.
+//!
+//! The groups of `common/paired.rs` (vectored I/O, `sync_data`, lanes) run their rows in turn:
+//! each row calibrated alone, then [`GROUP_REPS`] rounds (at least; one with `--quick`) of one
+//! run per row, the order rotating, each run `secs * 3 / rounds` long (the time of a plain
+//! row). Each row prints its median run, and the rows after the first the median and range over
+//! the rounds of their ops/s over the first row's in the same round (`ratio_vs_baseline`).
 
 mod common;
 
 use std::io::Write;
 use std::time::Duration;
 
+use common::paired::{self, Group};
 use common::{make, rt, Bench, Env, Peer, Sample, Workload};
+
+/// Rounds of a group of rows, at least (`--reps` more, `--quick` one).
+const GROUP_REPS: usize = 7;
 
 const USAGE: &str = "usage: bench_matrix [--quick] [--secs S] [--reps N] [--filter TEXT] \
                      [--peer TEXT] [--ops N]";
@@ -105,6 +116,38 @@ fn main() {
         };
         measure(&args, &row, rt::make(case, &env));
     }
+    // The rows measured side by side: vectored I/O, sync_data, lanes.
+    for case in paired::Case::all() {
+        let id = case.id();
+        let peers: Vec<String> = (0..case.variants().len()).map(|v| case.peer(v)).collect();
+        if !keep(&args.filters, &id) || !peers.iter().any(|p| keep(&args.peers, p)) {
+            continue;
+        }
+        let extras: Vec<String> = case
+            .variants()
+            .iter()
+            .map(|v| {
+                format!(
+                    ", \"variant\": \"{v}\", \"baseline\": \"{}\"",
+                    case.variants()[0]
+                )
+            })
+            .collect();
+        let policy = case.policy();
+        let rows: Vec<Row> = peers
+            .iter()
+            .zip(&extras)
+            .map(|(peer, extra)| Row {
+                id: &id,
+                peer,
+                workload: case.name(),
+                outstanding: case.outstanding(),
+                policy: &policy,
+                extra,
+            })
+            .collect();
+        measure_group(&args, &rows, case.make(&env));
+    }
 }
 
 /// What names one JSON line.
@@ -181,4 +224,96 @@ fn measure(args: &Args, row: &Row, bench: Result<Box<dyn Bench>, String>) {
     drop(bench);
     eprintln!("{} / {}: {}", row.id, row.peer, median.summary());
     writeln!(stdout.lock(), "{}", line(median, &spread)).unwrap();
+}
+
+/// Measures a group of rows side by side (row 0 is the baseline) and prints their JSON lines.
+fn measure_group(args: &Args, rows: &[Row], group: Result<Box<dyn Group>, String>) {
+    let mut group = match group {
+        Ok(group) => group,
+        Err(reason) => {
+            for row in rows {
+                measure(args, row, Err(reason.clone()));
+            }
+            return;
+        }
+    };
+    let n = rows.len();
+    let stdout = std::io::stdout();
+    let fixed = group.extra();
+    let print = |row: &Row, sample: &Sample, more: &str| {
+        eprintln!("{} / {}: {}", row.id, row.peer, sample.summary());
+        let extra = format!("{}{fixed}{more}", row.extra);
+        writeln!(
+            stdout.lock(),
+            "{}",
+            sample.json_as(row.peer, row.workload, row.outstanding, row.policy, &extra)
+        )
+        .unwrap();
+    };
+    if let Some(ops) = args.ops {
+        for (v, row) in rows.iter().enumerate() {
+            group.run(v, (ops / 10).max(2));
+            let sample = group.run(v, ops);
+            print(row, &sample, "");
+        }
+        return;
+    }
+    let rounds = if args.reps > 1 {
+        args.reps.max(GROUP_REPS)
+    } else {
+        1
+    };
+    let secs = args.secs * args.reps as f64 / rounds as f64;
+    // Warm up and calibrate each row alone, as `measure` does.
+    let ops: Vec<u64> = (0..n)
+        .map(|v| {
+            let mut ops = 64;
+            let rate = loop {
+                let sample = group.run(v, ops);
+                if sample.elapsed >= Duration::from_millis(50) || ops >= 1 << 30 {
+                    break sample.ops_per_sec();
+                }
+                ops *= 4;
+            };
+            ((rate * secs) as u64).max(64)
+        })
+        .collect();
+    // samples[v][round]
+    let mut samples: Vec<Vec<Sample>> = (0..n).map(|_| Vec::with_capacity(rounds)).collect();
+    for round in 0..rounds {
+        for k in 0..n {
+            let v = (round + k) % n;
+            samples[v].push(group.run(v, ops[v]));
+        }
+    }
+    drop(group);
+    let rates: Vec<Vec<f64>> = samples
+        .iter()
+        .map(|s| s.iter().map(Sample::ops_per_sec).collect())
+        .collect();
+    for (v, row) in rows.iter().enumerate() {
+        let mut ratios: Vec<f64> = (0..rounds).map(|r| rates[v][r] / rates[0][r]).collect();
+        ratios.sort_by(f64::total_cmp);
+        let mut order: Vec<usize> = (0..rounds).collect();
+        order.sort_by(|&a, &b| rates[v][a].total_cmp(&rates[v][b]));
+        let median = &samples[v][order[rounds / 2]];
+        let mut more = if rounds > 1 {
+            format!(
+                ", \"reps\": {rounds}, \"min_ops_per_sec\": {:.1}, \"max_ops_per_sec\": {:.1}",
+                rates[v][order[0]],
+                rates[v][order[rounds - 1]]
+            )
+        } else {
+            ", \"reps\": 1".to_string()
+        };
+        if v > 0 {
+            more += &format!(
+                ", \"ratio_vs_baseline\": {:.4}, \"ratio_min\": {:.4}, \"ratio_max\": {:.4}",
+                ratios[rounds / 2],
+                ratios[0],
+                ratios[rounds - 1]
+            );
+        }
+        print(row, median, &more);
+    }
 }

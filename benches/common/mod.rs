@@ -1,6 +1,7 @@
 //! Shared benchmark machinery: the workloads, the implementations measured side by side (the
-//! loop under both idle policies and the baselines), the real-time toolkit rows (`rt.rs`),
-//! allocation counting, latency histograms and the JSON-lines output the report script reads.
+//! loop under both idle policies and the baselines), the real-time toolkit rows (`rt.rs`, and
+//! the rows measured side by side in `paired.rs`: vectored I/O and `sync_data` in `vectored.rs`,
+//! single-producer lanes in `lanes.rs`), allocation counting, latency histograms and the JSON-lines output the report script reads.
 //!
 //! Used by the criterion benches (`cargo bench -p static-uring-bench`) and by `bench_matrix.rs`
 //! (fixed-duration runs printing one JSON object per line), the targets of the
@@ -15,9 +16,12 @@ pub mod exec;
 pub mod floor;
 pub mod handoff;
 pub mod hist;
+pub mod lanes;
+pub mod paired;
 pub mod rt;
 pub mod su;
 pub mod tasks;
+pub mod vectored;
 pub mod workers;
 
 use std::fs::File;

@@ -345,7 +345,7 @@ impl Bench for RtBench {
 }
 
 /// The process's (voluntary, involuntary) context switches so far, every thread included.
-fn rusage() -> (u64, u64) {
+pub fn rusage() -> (u64, u64) {
     // SAFETY: `rusage` is plain data, filled by the kernel; RUSAGE_SELF is always valid.
     let usage = unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();
