@@ -24,9 +24,11 @@ pub struct Config {
     pub shutdown_timeout: Option<Duration>,
     /// Granularity of the timeout wheel. Zero is `Error::Config`.
     pub timeout_wheel_tick: Duration,
-    /// How long an idle loop polls for new requests and completions before it sleeps in the
-    /// kernel, and how long `.wait()` polls before parking. Waking a sleeping thread costs tens of
-    /// microseconds; spinning trades CPU for that latency. `Duration::ZERO` = pure blocking.
+    /// The most an idle loop polls for new requests and completions before it sleeps in the
+    /// kernel, and the most `.wait()` polls before parking (at most 4.29 s there). Waking a
+    /// sleeping thread costs tens of microseconds; spinning trades CPU for that latency. Each
+    /// thread's actual spin adapts between `idle_spin / 64` and `idle_spin` to how soon its waits
+    /// end. `Duration::ZERO` = pure blocking.
     pub idle_spin: Duration,
     /// Busy-poll: the loop never sleeps in the kernel; idle, it polls for requests and
     /// completions without end (still firing deadlines), so a request never waits for a wake-up,
