@@ -13,7 +13,8 @@
 //! its rows is kept). `--ops N`: one warm-up and one run of N ops, no timing loop (for
 //! callgrind). Progress goes to stderr.
 //!
-//! The groups of `common/paired.rs` (vectored I/O, `sync_data`, lanes) run their rows in turn:
+//! The groups of `common/paired.rs` (vectored I/O, `sync_data`, lanes, parking executors) run
+//! their rows in turn:
 //! each row calibrated alone, then [`GROUP_REPS`] rounds (at least; one with `--quick`) of one
 //! run per row, the order rotating, each run `secs * 3 / rounds` long (the time of a plain
 //! row). Each row prints its median run, and the rows after the first the median and range over
@@ -116,7 +117,7 @@ fn main() {
         };
         measure(&args, &row, rt::make(case, &env));
     }
-    // The rows measured side by side: vectored I/O, sync_data, lanes.
+    // The rows measured side by side: vectored I/O, sync_data, lanes, parking executors.
     for case in paired::Case::all() {
         let id = case.id();
         let peers: Vec<String> = (0..case.variants().len()).map(|v| case.peer(v)).collect();

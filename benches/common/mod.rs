@@ -1,7 +1,8 @@
 //! Shared benchmark machinery: the workloads, the implementations measured side by side (the
 //! loop under both idle policies and the baselines), the real-time toolkit rows (`rt.rs`, and
 //! the rows measured side by side in `paired.rs`: vectored I/O and `sync_data` in `vectored.rs`,
-//! single-producer lanes in `lanes.rs`), allocation counting, latency histograms and the JSON-lines output the report script reads.
+//! single-producer lanes in `lanes.rs`, parking executors in `parking.rs`), loop-thread mode
+//! (`local.rs`), allocation counting, latency histograms and the JSON-lines output the report script reads.
 //!
 //! Used by the criterion benches (`cargo bench -p static-uring-bench`) and by `bench_matrix.rs`
 //! (fixed-duration runs printing one JSON object per line), the targets of the
@@ -17,7 +18,9 @@ pub mod floor;
 pub mod handoff;
 pub mod hist;
 pub mod lanes;
+pub mod local;
 pub mod paired;
+pub mod parking;
 pub mod rt;
 pub mod su;
 pub mod tasks;
@@ -127,6 +130,9 @@ pub enum Peer {
     StaticUring(Duration),
     /// The same with `Config::single_issuer` (SINGLE_ISSUER + DEFER_TASKRUN), default spin.
     StaticUringSingleIssuer(Duration),
+    /// Loop-thread mode: the workload's tasks in a `TaskPool` inside `EventLoop::block_on` on
+    /// the loop thread (`local.rs`), with `Config::idle_spin` = the given budget.
+    LoopThread(Duration),
     /// The same ring calls through the io-uring crate on the calling thread: no loop at all.
     Floor,
     /// A loop thread fed by a bounded channel, answering through one `Arc` oneshot per request
@@ -167,6 +173,8 @@ impl Peer {
             Peer::StaticUring(Duration::ZERO),
             Peer::StaticUring(spin),
             Peer::StaticUringSingleIssuer(spin),
+            Peer::LoopThread(Duration::ZERO),
+            Peer::LoopThread(spin),
             Peer::Floor,
             Peer::Channel(Duration::ZERO),
             Peer::Channel(spin),
@@ -182,6 +190,10 @@ impl Peer {
             Peer::StaticUring(spin) => format!("static-uring (idle_spin={})", spin_label(spin)),
             Peer::StaticUringSingleIssuer(spin) => format!(
                 "static-uring (single_issuer, idle_spin={})",
+                spin_label(spin)
+            ),
+            Peer::LoopThread(spin) => format!(
+                "static-uring (loop-thread mode, idle_spin={})",
                 spin_label(spin)
             ),
             Peer::Floor => "floor (raw io-uring)".to_string(),
@@ -206,6 +218,10 @@ impl Peer {
                     format!("spin {} then sleep", spin_label(spin))
                 }
             }
+            Peer::LoopThread(spin) => format!(
+                "one thread: block_on + TaskPool, idle_spin={}",
+                spin_label(spin)
+            ),
             Peer::Floor => "one thread, waits in io_uring_enter".to_string(),
             Peer::Blocking => "one thread, blocking syscalls".to_string(),
         }
@@ -214,6 +230,21 @@ impl Peer {
     /// Whether this peer runs `workload` (and why not, if it does not).
     pub fn supports(self, workload: Workload) -> Result<(), &'static str> {
         match (self, workload) {
+            (
+                Peer::LoopThread(_),
+                Workload::Nop {
+                    producers: 1,
+                    depth: 64,
+                }
+                | Workload::ReadAt {
+                    depth: 32,
+                    direct: false,
+                }
+                | Workload::PingPong { .. },
+            ) => Ok(()),
+            (Peer::LoopThread(_), _) => {
+                Err("loop-thread rows: nop@64, read_at hot@32 and ping-pong only")
+            }
             (Peer::Handoff(_), Workload::Nop { producers: 1, .. }) => Ok(()),
             (Peer::Handoff(_), _) => Err("the hand-off baseline is for the nop target only"),
             (Peer::Blocking, Workload::Nop { .. }) => Err("no blocking equivalent of a nop"),
@@ -532,6 +563,7 @@ pub fn make(peer: Peer, workload: Workload, env: &Env) -> Result<Box<dyn Bench>,
             spin,
             env,
         )),
+        Peer::LoopThread(spin) => Box::new(local::LoopThread::new(workload, spin, env)?),
         Peer::Floor => Box::new(floor::Floor::new(workload, env)),
         Peer::Blocking => Box::new(blocking::Blocking::new(workload, env)),
         Peer::Handoff(spin) => Box::new(handoff::Handoff::new(workload.outstanding(), spin)),

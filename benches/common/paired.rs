@@ -16,6 +16,9 @@
 //! - `rt_lane_nop` at 1 and 64 outstanding (`lanes.rs`): nops from one producer thread through
 //!   the shared submission ring of a loop without lanes, through a registered `Lane`, and through
 //!   the shared ring of the loop that has the lane registered.
+//! - `exec_nop` at 1 and 64 outstanding, `exec_read_at_4k_hot` at 1 and 32 (`parking.rs`):
+//!   `.wait()` (at 1) and the harness executor against `futures::executor::block_on` and a tokio
+//!   multi-thread runtime driving the same futures on one loop.
 //!
 //! Everything is built before the timed region; the rows report, per op, the loop's
 //! `io_uring_enter` calls, eventfd wake-ups and SQEs (`Handle::metrics()` deltas) and the
@@ -44,6 +47,8 @@ pub trait Group {
 pub const SEND_PARTS: [usize; 2] = [32, 8 * 1024];
 /// Bytes per part of the vectored write row (two parts: one 4 KiB block).
 pub const WRITE_PART: usize = 2 * 1024;
+/// The parking-executor groups: (read_at, outstanding).
+pub const PARKING: [(bool, usize); 4] = [(false, 1), (false, 64), (true, 1), (true, 32)];
 /// Nops outstanding in the lane rows.
 pub const LANE_DEPTHS: [usize; 2] = [1, 64];
 
@@ -58,6 +63,9 @@ pub enum Case {
     Sync,
     /// Nops from one producer, `depth` outstanding.
     Lane { depth: usize },
+    /// Nops (`read` false) or 4 KiB reads from the page cache driven by parking executors
+    /// (`parking.rs`).
+    Parking { read: bool, depth: usize },
 }
 
 impl Case {
@@ -70,6 +78,9 @@ impl Case {
         cases.push(Case::WriteVectored);
         cases.push(Case::Sync);
         cases.extend(LANE_DEPTHS.iter().map(|&depth| Case::Lane { depth }));
+        for (read, depth) in PARKING {
+            cases.push(Case::Parking { read, depth });
+        }
         cases
     }
 
@@ -81,12 +92,14 @@ impl Case {
             Case::WriteVectored => "rt_write_at_vectored_4k",
             Case::Sync => "rt_sync_4k",
             Case::Lane { .. } => "rt_lane_nop",
+            Case::Parking { read: false, .. } => "exec_nop",
+            Case::Parking { read: true, .. } => "exec_read_at_4k_hot",
         }
     }
 
     pub fn outstanding(self) -> usize {
         match self {
-            Case::Lane { depth } => depth,
+            Case::Lane { depth } | Case::Parking { depth, .. } => depth,
             _ => 1,
         }
     }
@@ -103,6 +116,7 @@ impl Case {
             Case::WriteVectored => &["copy + write_at", "write_at_vectored", "two write_ats"],
             Case::Sync => &["write_at + sync", "write_at + sync_data"],
             Case::Lane { .. } => &["shared ring", "lane", "shared ring, lane registered"],
+            Case::Parking { depth, .. } => super::parking::variants(depth),
         }
     }
 
@@ -129,6 +143,7 @@ impl Case {
             Case::WriteVectored => super::vectored::write(env),
             Case::Sync => super::vectored::sync(env),
             Case::Lane { depth } => super::lanes::make(depth),
+            Case::Parking { read, depth } => super::parking::make(read, depth, env),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! `peers`: the runtimes static-uring is compared against, measured through their public APIs,
 //! one JSON line per cell on stdout (see README.md).
 //!
-//! This binary runs tokio-uring 0.5 and commonware-runtime 2026.10.0 (native io_uring runner,
+//! This binary runs tokio-uring 0.5, monoio 0.2 (io_uring driver) and commonware-runtime 2026.10.0 (native io_uring runner,
 //! one and two workers) in process, then commonware-runtime 2026.4.0 through the separately built
 //! `peers-2026-4` binary (Cargo cannot resolve two semver-compatible versions of one crate in one
 //! lockfile, so that version lives in its own workspace, `cw-2026-4/`).
@@ -16,6 +16,7 @@ static ALLOCATOR: Counting = Counting;
 fn main() {
     let opts = harness::Options::from_args();
     tokio_uring_peer::run(&opts);
+    monoio_peer::run(&opts);
     commonware_2026_10::run(&opts);
     commonware_2026_4_child(&opts);
 }
@@ -408,6 +409,248 @@ mod tokio_uring_peer {
                 ops += 1;
             }
             sender.await.expect("sender");
+            let closed = window.close();
+            if measured {
+                Cell {
+                    peer: PEER,
+                    workload: "stream_16k",
+                    outstanding: 1,
+                }
+                .report(ops, closed, std::slice::from_ref(&lat));
+            }
+        }
+    }
+}
+
+/// monoio 0.2: one thread, its io_uring driver (`IoUringDriver`); `fs::File::read_at`,
+/// `net::TcpStream`, `net::UnixStream`.
+mod monoio_peer {
+    use crate::harness::{
+        plain_data_file, Cell, Latencies, Offsets, Options, Window, BLOCK, FILE_SIZE, PING, STREAM,
+    };
+    use monoio::fs::File;
+    use monoio::io::{AsyncReadRent, AsyncReadRentExt, AsyncWriteRent, AsyncWriteRentExt};
+    use monoio::net::{TcpListener, TcpStream, UnixStream};
+    use std::future::Future;
+    use std::rc::Rc;
+    use std::time::Instant;
+
+    const PEER: &str = "monoio 0.2 (io_uring)";
+
+    pub fn run(opts: &Options) {
+        if !opts.wants_peer(PEER) {
+            return;
+        }
+        let mut rt = match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .with_entries(256)
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                crate::harness::skip(PEER, "*", &format!("io_uring driver: {e}"));
+                return;
+            }
+        };
+        rt.block_on(async {
+            if opts.wants(PEER, "read_at_4k_hot") {
+                let path = plain_data_file();
+                let file = Rc::new(File::open(&path).await.expect("open the data file"));
+                for outstanding in [1, 32] {
+                    let file = file.clone();
+                    tasks(
+                        opts,
+                        "read_at_4k_hot",
+                        outstanding,
+                        move |i, deadline, lat| reads(file.clone(), i, deadline, lat),
+                    )
+                    .await;
+                }
+            }
+            if opts.wants(PEER, "pingpong_unix_64") {
+                let (a, b) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+                let a = UnixStream::from_std(a).expect("from_std");
+                let b = UnixStream::from_std(b).expect("from_std");
+                pingpong(opts, "pingpong_unix_64", a, b).await;
+            }
+            if opts.wants(PEER, "pingpong_tcp_64") {
+                let (client, server) = tcp_pair().await;
+                pingpong(opts, "pingpong_tcp_64", client, server).await;
+            }
+            if opts.wants(PEER, "stream_16k") {
+                stream(opts).await;
+            }
+        });
+    }
+
+    /// Warm-up, then the measured phase: `outstanding` tasks built by `task`, each running
+    /// until the deadline and returning its op count.
+    async fn tasks<F, Fut>(opts: &Options, workload: &str, outstanding: usize, task: F)
+    where
+        F: Fn(usize, Instant, Latencies) -> Fut,
+        Fut: Future<Output = (u64, Latencies)> + 'static,
+    {
+        let warm = Instant::now() + opts.warmup;
+        let mut handles = Vec::with_capacity(outstanding);
+        for (i, lat) in Latencies::split(outstanding).into_iter().enumerate() {
+            handles.push(monoio::spawn(task(i, warm, lat)));
+        }
+        for handle in handles.drain(..) {
+            handle.await;
+        }
+
+        let lats = Latencies::split(outstanding);
+        let mut done = Vec::with_capacity(outstanding);
+        let window = Window::open();
+        let deadline = window.start() + opts.measure;
+        for (i, lat) in lats.into_iter().enumerate() {
+            handles.push(monoio::spawn(task(i, deadline, lat)));
+        }
+        let mut ops = 0;
+        for handle in handles.drain(..) {
+            let (n, lat) = handle.await;
+            ops += n;
+            done.push(lat);
+        }
+        let closed = window.close();
+        Cell {
+            peer: PEER,
+            workload,
+            outstanding,
+        }
+        .report(ops, closed, &done);
+    }
+
+    /// One reader: 4 KiB `read_at` at random aligned offsets, reusing its buffer.
+    async fn reads(
+        file: Rc<File>,
+        task: usize,
+        deadline: Instant,
+        mut lat: Latencies,
+    ) -> (u64, Latencies) {
+        let mut buf = vec![0u8; BLOCK];
+        let mut offsets = Offsets::new(task as u64 + 1);
+        let mut ops = 0;
+        loop {
+            let t = Instant::now();
+            if t >= deadline {
+                break;
+            }
+            let (res, back) = file.read_at(buf, offsets.next(FILE_SIZE)).await;
+            assert_eq!(res.expect("read_at"), BLOCK, "short read");
+            buf = back;
+            lat.record(t);
+            ops += 1;
+        }
+        (ops, lat)
+    }
+
+    async fn tcp_pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        let addr = listener.local_addr().expect("local_addr");
+        let connect = monoio::spawn(async move { TcpStream::connect_addr(addr).await });
+        let (server, _) = listener.accept().await.expect("accept");
+        let client = connect.await.expect("connect");
+        client.set_nodelay(true).expect("nodelay");
+        server.set_nodelay(true).expect("nodelay");
+        (client, server)
+    }
+
+    /// Echoes `PING`-byte messages until the peer closes.
+    async fn echo<C: AsyncReadRent + AsyncWriteRent>(mut conn: C) {
+        let mut buf = vec![0u8; PING];
+        loop {
+            let (res, back) = conn.read_exact(buf).await;
+            if res.is_err() {
+                return;
+            }
+            let (res, back) = conn.write_all(back).await;
+            if res.is_err() {
+                return;
+            }
+            buf = back;
+        }
+    }
+
+    /// One client driving round trips until `deadline`.
+    async fn ping<C: AsyncReadRent + AsyncWriteRent>(
+        conn: &mut C,
+        deadline: Instant,
+        lat: &mut Latencies,
+    ) -> u64 {
+        let mut msg = vec![7u8; PING];
+        let mut reply = vec![0u8; PING];
+        let mut ops = 0;
+        loop {
+            let t = Instant::now();
+            if t >= deadline {
+                break;
+            }
+            let (res, back) = conn.write_all(msg).await;
+            res.expect("send");
+            msg = back;
+            let (res, back) = conn.read_exact(reply).await;
+            res.expect("recv");
+            reply = back;
+            lat.record(t);
+            ops += 1;
+        }
+        ops
+    }
+
+    async fn pingpong<C: AsyncReadRent + AsyncWriteRent + 'static>(
+        opts: &Options,
+        workload: &str,
+        mut client: C,
+        server: C,
+    ) {
+        let server = monoio::spawn(echo(server));
+        let mut lat = Latencies::with_capacity(crate::harness::SAMPLES);
+        ping(&mut client, Instant::now() + opts.warmup, &mut lat).await;
+        let mut lat = Latencies::with_capacity(crate::harness::SAMPLES);
+        let window = Window::open();
+        let ops = ping(&mut client, window.start() + opts.measure, &mut lat).await;
+        let closed = window.close();
+        Cell {
+            peer: PEER,
+            workload,
+            outstanding: 1,
+        }
+        .report(ops, closed, std::slice::from_ref(&lat));
+        drop(client);
+        server.await;
+    }
+
+    /// `stream_16k`: the client sends 16 KiB messages back to back until the deadline, then
+    /// closes; the measured side receives them (one op = one whole message received).
+    async fn stream(opts: &Options) {
+        for measured in [false, true] {
+            let (mut client, mut server) = tcp_pair().await;
+            let mut lat = Latencies::with_capacity(crate::harness::SAMPLES);
+            let window = Window::open();
+            let length = if measured { opts.measure } else { opts.warmup };
+            let deadline = window.start() + length;
+            let sender = monoio::spawn(async move {
+                let mut msg = vec![3u8; STREAM];
+                while Instant::now() < deadline {
+                    let (res, back) = client.write_all(msg).await;
+                    res.expect("send");
+                    msg = back;
+                }
+                drop(client);
+            });
+            let mut buf = vec![0u8; STREAM];
+            let mut ops = 0;
+            loop {
+                let t = Instant::now();
+                let (res, back) = server.read_exact(buf).await;
+                buf = back;
+                if res.is_err() {
+                    break;
+                }
+                lat.record(t);
+                ops += 1;
+            }
+            sender.await;
             let closed = window.close();
             if measured {
                 Cell {

@@ -1,0 +1,261 @@
+//! Loop-thread mode: the workload's tasks run on the loop thread itself, inside
+//! `EventLoop::block_on(pool.run(main))` with a `TaskPool` of one task per outstanding request
+//! (or per ping-pong end), so every operation is staged in the iteration that polled its task
+//! and submitted with the others in one `io_uring_enter`: no hand-off, no eventfd.
+//!
+//! `block_on` consumes the loop, so each `run` builds a fresh loop (and leaks a fresh pool, a few
+//! KiB) before the timed region; the timed region is `pool.run(main)` inside `block_on`: `main`
+//! spawns the tasks (allocation-free), and it ends when every task has finished. The loop then
+//! drains once the tasks drop the last handles (untimed). Sockets, the file and the buffers are
+//! made once and reused by every run.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use static_uring::{Config, Fd, IoBuf, IoBufMut, MetricsReader, TaskPool};
+
+use super::alloc::AllocCount;
+use super::hist::Hist;
+use super::paired::Counters;
+use super::su::H;
+use super::{leak_aligned, tcp_pair, unix_pair, Bench, Env, Rng, Sample, Workload};
+use super::{BLOCK, PING};
+
+/// Shared by the tasks of one run (one thread: `Rc`, `Cell`).
+struct Run {
+    budget: Cell<u64>,
+    hist: RefCell<Box<Hist>>,
+}
+
+impl Run {
+    fn take(&self) -> bool {
+        super::tasks::take(&self.budget)
+    }
+}
+
+pub struct LoopThread {
+    workload: Workload,
+    spin: Duration,
+    blocks: u64,
+    file: Option<Fd>,
+    ends: Option<(Fd, Fd)>,
+    rbufs: Rc<RefCell<Vec<IoBufMut>>>,
+    sbufs: Rc<RefCell<Vec<IoBuf>>>,
+    seed: u64,
+}
+
+impl LoopThread {
+    pub fn new(workload: Workload, spin: Duration, env: &Env) -> Result<LoopThread, String> {
+        let mut bench = LoopThread {
+            workload,
+            spin,
+            blocks: env.blocks(),
+            file: None,
+            ends: None,
+            rbufs: Rc::new(RefCell::new(Vec::new())),
+            sbufs: Rc::new(RefCell::new(Vec::new())),
+            seed: 1,
+        };
+        match workload {
+            Workload::Nop {
+                producers: 1,
+                depth: 64,
+            } => {}
+            Workload::ReadAt {
+                depth: 32,
+                direct: false,
+            } => {
+                bench.file = Some(Fd::from(Arc::new(env.open(false))));
+                *bench.rbufs.borrow_mut() = (0..32)
+                    .map(|_| IoBufMut::from(leak_aligned(BLOCK)))
+                    .collect();
+            }
+            Workload::PingPong { tcp } => {
+                bench.ends = Some(if tcp {
+                    let (a, b) = tcp_pair();
+                    (Fd::from(Arc::new(a)), Fd::from(Arc::new(b)))
+                } else {
+                    let (a, b) = unix_pair();
+                    (Fd::from(Arc::new(a)), Fd::from(Arc::new(b)))
+                });
+                *bench.rbufs.borrow_mut() =
+                    (0..2).map(|_| IoBufMut::from(leak_aligned(PING))).collect();
+                *bench.sbufs.borrow_mut() = (0..2)
+                    .map(|_| {
+                        let memory = leak_aligned(PING);
+                        memory.fill(0xa5);
+                        IoBuf::from(&*memory)
+                    })
+                    .collect();
+            }
+            _ => return Err("loop-thread rows: nop@64, read_at hot@32, ping-pong".into()),
+        }
+        Ok(bench)
+    }
+
+    fn event_loop(&self) -> (H, super::su::L) {
+        let config = Config {
+            idle_spin: self.spin,
+            ..Config::default()
+        };
+        static_uring::new::<256, 128, 1024>(config).expect("loop")
+    }
+}
+
+async fn nop_task(io: H, run: Rc<Run>) {
+    while run.take() {
+        let start = Instant::now();
+        io.nop(None).await.expect("nop");
+        run.hist.borrow_mut().record(start.elapsed());
+    }
+}
+
+async fn read_task(
+    io: H,
+    fd: Fd,
+    bufs: Rc<RefCell<Vec<IoBufMut>>>,
+    blocks: u64,
+    seed: u64,
+    run: Rc<Run>,
+) {
+    let mut buf = bufs.borrow_mut().pop().expect("a buffer per task");
+    let mut rng = Rng::new(seed);
+    while run.take() {
+        let start = Instant::now();
+        buf = match io.read_at(&fd, rng.offset(blocks), BLOCK, buf, None).await {
+            Ok(buf) => buf,
+            Err((_, e)) => panic!("read_at: {e}"),
+        };
+        run.hist.borrow_mut().record(start.elapsed());
+    }
+    bufs.borrow_mut().push(buf);
+}
+
+/// One ping-pong end: `client` sends then receives (a timed round trip), the other end echoes.
+async fn pingpong_task(
+    io: H,
+    client: bool,
+    fd: Fd,
+    rbufs: Rc<RefCell<Vec<IoBufMut>>>,
+    sbufs: Rc<RefCell<Vec<IoBuf>>>,
+    rounds: u64,
+    run: Rc<Run>,
+) {
+    let mut rbuf = rbufs.borrow_mut().pop().expect("a buffer per task");
+    let mut sbuf = sbufs.borrow_mut().pop().expect("a buffer per task");
+    let send = |io: &H, sbuf: IoBuf| {
+        let fut = io.send(&fd, sbuf, None);
+        async move {
+            match fut.await {
+                Ok(buf) => buf,
+                Err((_, e)) => panic!("send: {e}"),
+            }
+        }
+    };
+    for _ in 0..rounds {
+        if client {
+            let start = Instant::now();
+            sbuf = send(&io, sbuf).await;
+            rbuf = match io.recv(&fd, rbuf, 0, PING, true, None).await {
+                Ok((buf, _)) => buf,
+                Err((_, e)) => panic!("recv: {e}"),
+            };
+            run.hist.borrow_mut().record(start.elapsed());
+        } else {
+            rbuf = match io.recv(&fd, rbuf, 0, PING, true, None).await {
+                Ok((buf, _)) => buf,
+                Err((_, e)) => panic!("recv: {e}"),
+            };
+            sbuf = send(&io, sbuf).await;
+        }
+    }
+    rbufs.borrow_mut().push(rbuf);
+    sbufs.borrow_mut().push(sbuf);
+}
+
+impl Bench for LoopThread {
+    fn run(&mut self, ops: u64) -> Sample {
+        let (io, event_loop) = self.event_loop();
+        let run = Rc::new(Run {
+            budget: Cell::new(ops),
+            hist: RefCell::new(Hist::new()),
+        });
+        let r = run.clone();
+        let reader = event_loop.metrics_reader();
+        let (elapsed, alloc, c0, c1) = match self.workload {
+            Workload::Nop { depth, .. } => {
+                let pool = TaskPool::<_, 64>::leak();
+                let main = async move {
+                    for _ in 0..depth {
+                        assert!(pool.spawn(nop_task(io.clone(), r.clone())).is_ok());
+                    }
+                };
+                event_loop.block_on(timed_async(&reader, pool.run(main)))
+            }
+            Workload::ReadAt { depth, .. } => {
+                let pool = TaskPool::<_, 32>::leak();
+                let (fd, bufs, blocks) =
+                    (self.file.clone().expect("file"), &self.rbufs, self.blocks);
+                let base = self.seed;
+                self.seed += 1000;
+                let bufs = bufs.clone();
+                let main = async move {
+                    for i in 0..depth as u64 {
+                        let task = read_task(
+                            io.clone(),
+                            fd.clone(),
+                            bufs.clone(),
+                            blocks,
+                            base + i,
+                            r.clone(),
+                        );
+                        assert!(pool.spawn(task).is_ok());
+                    }
+                };
+                event_loop.block_on(timed_async(&reader, pool.run(main)))
+            }
+            Workload::PingPong { .. } => {
+                let pool = TaskPool::<_, 2>::leak();
+                let (a, b) = self.ends.clone().expect("sockets");
+                let (rbufs, sbufs) = (self.rbufs.clone(), self.sbufs.clone());
+                let main = async move {
+                    for (client, fd) in [(true, a), (false, b)] {
+                        let task = pingpong_task(
+                            io.clone(),
+                            client,
+                            fd,
+                            rbufs.clone(),
+                            sbufs.clone(),
+                            ops,
+                            r.clone(),
+                        );
+                        assert!(pool.spawn(task).is_ok());
+                    }
+                };
+                event_loop.block_on(timed_async(&reader, pool.run(main)))
+            }
+            Workload::Stream => unreachable!("not a loop-thread row"),
+        }
+        .expect("block_on");
+        let hist = std::mem::replace(&mut *run.hist.borrow_mut(), Hist::new());
+        let mut sample = Sample::new(ops, elapsed, alloc, hist);
+        c0.report(c1, &mut sample);
+        sample
+    }
+}
+
+/// Awaits `fut` as the timed region: wall time, allocations and the loop's counters around it.
+async fn timed_async<F: std::future::Future>(
+    reader: &MetricsReader<256, 128, 1024>,
+    fut: F,
+) -> (Duration, AllocCount, Counters, Counters) {
+    let counters = Counters::now(reader.get());
+    let before = AllocCount::now();
+    let start = Instant::now();
+    fut.await;
+    let elapsed = start.elapsed();
+    let alloc = AllocCount::now().since(before);
+    (elapsed, alloc, counters, Counters::now(reader.get()))
+}
