@@ -281,6 +281,7 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
     /// How long `.wait()` polls before parking now (the adaptive budget, see `spin.rs`, at
     /// most the claim's `idle_spin`), and whether it is the full `idle_spin`.
     pub(crate) fn wait_spin_state(&self) -> (std::time::Duration, bool) {
+        // Relaxed: a tuning hint; no memory is published through it.
         let packed = self.wait_spin_ns.load(Ordering::Relaxed);
         let (max, budget) = (packed >> 32, packed & u64::from(u32::MAX));
         (std::time::Duration::from_nanos(budget), budget == max)

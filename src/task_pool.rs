@@ -146,6 +146,7 @@ impl<F: Future<Output = ()>, const N: usize> TaskPool<F, N> {
     /// first polled by the pool's runner ([`run`](Self::run)). Allocation-free, from any thread.
     pub fn spawn(&'static self, task: F) -> Result<(), Busy<F>> {
         for slot in &self.slots {
+            // Relaxed: a hint; the `take` below is what acquires the slot.
             let state = slot.head.state.load(Ordering::Relaxed);
             if state & OCCUPIED != 0 {
                 continue;
@@ -172,6 +173,7 @@ impl<F: Future<Output = ()>, const N: usize> TaskPool<F, N> {
     pub fn len(&self) -> usize {
         self.slots
             .iter()
+            // Relaxed: a snapshot for the caller, ordering nothing.
             .filter(|s| s.head.state.load(Ordering::Relaxed) & OCCUPIED != 0)
             .count()
     }
@@ -204,6 +206,8 @@ impl<F: Future<Output = ()>, const N: usize> TaskPool<F, N> {
             return;
         }
         for slot in &self.slots {
+            // The `pending` swap above already ordered every WOKEN that set it before this read,
+            // and `take` acquires the slot; Acquire here is belt and braces (free on x86).
             let state = slot.head.state.load(Ordering::Acquire);
             if state & (OCCUPIED | WOKEN | RUNNING) != OCCUPIED | WOKEN {
                 continue;
@@ -293,6 +297,7 @@ impl<F: Future<Output = ()>, const N: usize, M: Future> Future for Run<F, N, M> 
         let this = unsafe { self.get_unchecked_mut() };
         let pool = this.pool;
         let head = &pool.head;
+        // Acquire: pairs with the previous runner's Release in `ReleasePolling`.
         assert!(
             !head.polling.swap(true, Ordering::Acquire),
             "a TaskPool is run by one future at a time"
@@ -306,7 +311,8 @@ impl<F: Future<Output = ()>, const N: usize, M: Future> Future for Run<F, N, M> 
                 this.main = None; // drops it in place
             }
         }
-        // A bounded number of passes, then yield to the executor if more is pending.
+        // A bounded number of passes, then yield to the executor if more is pending. The loads
+        // of `pending` are Acquire like the pass's own swap: a task woken meanwhile is seen.
         for _ in 0..4 {
             pool.poll_tasks();
             if !head.pending.load(Ordering::Acquire) {

@@ -195,6 +195,14 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         self.lanes.iter().any(|lane| lane.has_ready())
     }
 
+    /// Whether a fresh request waits, in the shared ring or a lane ([`pop_fresh`] would give
+    /// one).
+    ///
+    /// [`pop_fresh`]: Self::pop_fresh
+    fn fresh_ready(&self) -> bool {
+        self.storage.queue.has_ready() || self.lanes_ready()
+    }
+
     /// The next fresh request: from the shared ring, else from the lanes in turn.
     pub(crate) fn pop_fresh(&mut self) -> Option<u32> {
         if let Some(index) = self.storage.queue.pop() {
@@ -394,11 +402,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                 // Not `has_work`: the last sender's exit rings the eventfd, whose poll (armed by
                 // now) posts a CQE, so the life word need not be read (and its cache line taken
                 // from the submitters) on every spin.
-                if self.storage.queue.has_ready()
-                    || self.lanes_ready()
-                    || self.ring.has_completions()
-                    || local.woken()
-                {
+                if self.fresh_ready() || self.ring.has_completions() || local.woken() {
                     // A wait that ended in the quick polls leaves a full budget as it is.
                     if spinning.timed() || self.spin_budget != self.spin_max {
                         self.adapt_spin(spinning.elapsed(), false);
@@ -452,8 +456,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
 
     /// Something the loop should act on without sleeping.
     fn has_work(&mut self) -> bool {
-        self.storage.queue.has_ready()
-            || self.lanes_ready()
+        self.fresh_ready()
             || self.storage.senders() == 0
             || self.ring.has_completions()
             || (self.checked.config.cancel_on_drop && self.storage.has_dropped())

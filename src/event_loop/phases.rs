@@ -279,7 +279,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         let limit = fault::sqe_limit(key, kind);
         // SAFETY: admitted: the loop owns the request.
         let needs_msg = unsafe { slot.with_request(|r| r.needs_msg()) };
-        let mut sqe = if needs_msg {
+        let staged = if needs_msg {
             let Some(msg) = t.free_msgs.pop() else {
                 // Every message header is parked with the kernel (shutdowns that abandoned
                 // recv_froms or vectored requests in flight): this one cannot be staged.
@@ -295,23 +295,20 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             // SAFETY: admitted: the loop owns the request.
             unsafe { slot.with_request(|r| r.sqe(id, limit, &self.registry)) }
         };
+        let mut sqe = staged.entry;
         if let Some(result) = fault::sqe_result(key, kind) {
             fault::override_result(key, id, result);
             sqe = opcode::Nop::new().build().user_data(id);
         }
         t.flags[index as usize].in_flight = true;
         self.ring.push(&sqe);
-        Counters::bump(&self.storage.metrics.submitted);
-        if !self.registry.is_empty() {
-            // SAFETY: admitted: the loop owns the request.
-            let (file, buf) = unsafe { slot.with_request(|r| r.registered(&self.registry)) };
-            let metrics = &self.storage.metrics;
-            if file {
-                Counters::bump(&metrics.fixed_files);
-            }
-            if buf {
-                Counters::bump(&metrics.fixed_buffers);
-            }
+        let metrics = &self.storage.metrics;
+        Counters::bump(&metrics.submitted);
+        if staged.fixed_file {
+            Counters::bump(&metrics.fixed_files);
+        }
+        if staged.fixed_buffer {
+            Counters::bump(&metrics.fixed_buffers);
         }
     }
 

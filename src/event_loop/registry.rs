@@ -42,11 +42,6 @@ impl Registry {
         named
     }
 
-    /// True when nothing is registered (staging skips every lookup).
-    pub(crate) fn is_empty(&self) -> bool {
-        self.files.is_empty() && self.pool.is_none()
-    }
-
     /// True when some descriptor is registered (a new table replaces the old one).
     pub(crate) fn has_files(&self) -> bool {
         !self.files.is_empty()

@@ -133,6 +133,30 @@ pub(crate) enum Work {
     },
 }
 
+/// An SQE, and which registered resources it names (for the `fixed_*` counters).
+pub(crate) struct Staged {
+    pub(crate) entry: squeue::Entry,
+    pub(crate) fixed_file: bool,
+    pub(crate) fixed_buffer: bool,
+}
+
+impl Staged {
+    /// `entry` for request `user_data`; `fixed_file`: its descriptor field is a registered-file
+    /// index (`IOSQE_FIXED_FILE`).
+    fn new(entry: squeue::Entry, user_data: u64, fixed_file: bool, fixed_buffer: bool) -> Self {
+        let entry = if fixed_file {
+            entry.flags(squeue::Flags::FIXED_FILE)
+        } else {
+            entry
+        };
+        Staged {
+            entry: entry.user_data(user_data),
+            fixed_file,
+            fixed_buffer,
+        }
+    }
+}
+
 /// `RecvFrom::msg` when no message header is held.
 pub(crate) const NO_MSG: u16 = u16::MAX;
 
@@ -453,8 +477,9 @@ impl Request {
     /// The SQE that moves this request forward from its cursor, transferring at most `limit`
     /// bytes (`u32::MAX` but for injected short I/O). A descriptor or pool buffer that `reg`
     /// holds is named by its registered index.
-    pub(crate) fn sqe(&mut self, user_data: u64, limit: u32, reg: &Registry) -> squeue::Entry {
+    pub(crate) fn sqe(&mut self, user_data: u64, limit: u32, reg: &Registry) -> Staged {
         let (fd, fixed) = self.target(reg);
+        let mut fixed_buffer = false;
         let len = |pos: usize, end: usize| (end - pos).min(limit as usize) as u32;
         // SAFETY (every `add` below): `pos <= end <= len or capacity` of the buffer, checked at
         // the handle and kept by `complete`, so the pointer stays inside the allocation.
@@ -494,9 +519,12 @@ impl Request {
                 let ptr = unsafe { buf.as_ptr().add(*pos) };
                 let (offset, n) = (*at + *pos as u64, len(*pos, *end));
                 match reg.buf_index(buf.pool_slot()) {
-                    Some(index) => opcode::WriteFixed::new(fd, ptr, n, index)
-                        .offset(offset)
-                        .build(),
+                    Some(index) => {
+                        fixed_buffer = true;
+                        opcode::WriteFixed::new(fd, ptr, n, index)
+                            .offset(offset)
+                            .build()
+                    }
                     None => opcode::Write::new(fd, ptr, n).offset(offset).build(),
                 }
             }
@@ -512,14 +540,17 @@ impl Request {
                 let ptr = unsafe { buf.as_mut_ptr().add(*pos) };
                 let (offset, n) = (*at + *pos as u64, len(*pos, *end));
                 match reg.buf_index(buf.pool_slot()) {
-                    Some(index) => opcode::ReadFixed::new(fd, ptr, n, index)
-                        .offset(offset)
-                        .build(),
+                    Some(index) => {
+                        fixed_buffer = true;
+                        opcode::ReadFixed::new(fd, ptr, n, index)
+                            .offset(offset)
+                            .build()
+                    }
                     None => opcode::Read::new(fd, ptr, n).offset(offset).build(),
                 }
             }
         };
-        Self::fixed_file(entry, fixed).user_data(user_data)
+        Staged::new(entry, user_data, fixed, fixed_buffer)
     }
 
     /// The descriptor an SQE names: the registered index (and true) if `reg` holds it, else
@@ -534,29 +565,6 @@ impl Request {
         }
     }
 
-    /// Whether this request's SQEs name a registered file, and use a registered buffer.
-    pub(crate) fn registered(&self, reg: &Registry) -> (bool, bool) {
-        let file = self
-            .fd
-            .as_ref()
-            .is_some_and(|fd| reg.file_index(fd).is_some());
-        let slot = match &self.work {
-            Work::ReadAt { buf, .. } => buf.pool_slot(),
-            Work::WriteAt { buf, .. } => buf.pool_slot(),
-            _ => None,
-        };
-        (file, reg.buf_index(slot).is_some())
-    }
-
-    /// Marks an SQE whose descriptor field is a registered-file index.
-    fn fixed_file(entry: squeue::Entry, fixed: bool) -> squeue::Entry {
-        if fixed {
-            entry.flags(squeue::Flags::FIXED_FILE)
-        } else {
-            entry
-        }
-    }
-
     /// The SQE of a request that holds message header `index` (`header`) of the loop's table
     /// until [`msg_done`](Self::msg_done): a `recv_from`, or a vectored request (at most `limit`
     /// bytes).
@@ -567,7 +575,7 @@ impl Request {
         header: &mut MsgHeader,
         reg: &Registry,
         limit: u32,
-    ) -> squeue::Entry {
+    ) -> Staged {
         let (fd, fixed) = self.target(reg);
         let limit = limit as usize;
         let entry = match &mut self.work {
@@ -592,7 +600,7 @@ impl Request {
             }
             other => unreachable!("a {:?} request holds no message header", other.kind()),
         };
-        Self::fixed_file(entry, fixed).user_data(user_data)
+        Staged::new(entry, user_data, fixed, false)
     }
 
     /// True for the requests staged with a message header ([`msg_sqe`](Self::msg_sqe)).
@@ -882,7 +890,7 @@ mod tests {
         set_at(&mut r, 100);
         assert!(!r.complete(2, false));
         assert_eq!(
-            r.sqe(1, u32::MAX, &Registry::NONE).get_opcode(),
+            r.sqe(1, u32::MAX, &Registry::NONE).entry.get_opcode(),
             u32::from(opcode::Read::CODE)
         );
         assert!(r.complete(3, false));
@@ -942,7 +950,7 @@ mod tests {
         // for sync_data only.
         let flags = |data_only| {
             let mut r = Request::new(Work::Sync { data_only }, None, None);
-            let sqe = r.sqe(1, u32::MAX, &Registry::NONE);
+            let sqe = r.sqe(1, u32::MAX, &Registry::NONE).entry;
             assert_eq!(sqe.get_opcode(), u32::from(opcode::Fsync::CODE));
             // SAFETY: `squeue::Entry` is a transparent wrapper of the 64-byte `io_uring_sqe`.
             let bytes: [u8; 64] = unsafe { std::mem::transmute(sqe) };
@@ -980,21 +988,22 @@ mod tests {
             exact: true,
         };
         let mut r = Request::new(work, Some(fixed.clone()), None);
-        let sqe = r.sqe(1, u32::MAX, &reg);
+        let staged = r.sqe(1, u32::MAX, &reg);
+        assert_eq!((staged.fixed_file, staged.fixed_buffer), (true, true));
+        let sqe = staged.entry;
         assert_eq!(sqe.get_opcode(), u32::from(opcode::ReadFixed::CODE));
         assert_eq!(flags(sqe), (fixed_file, 0), "index 0, IOSQE_FIXED_FILE");
-        assert_eq!(r.registered(&reg), (true, true));
         // Unregistered: plain opcode, plain descriptor.
-        let sqe = r.sqe(1, u32::MAX, &Registry::NONE);
+        let sqe = r.sqe(1, u32::MAX, &Registry::NONE).entry;
         assert_eq!(sqe.get_opcode(), u32::from(opcode::Read::CODE));
         assert_eq!(flags(sqe), (0, file.as_raw_fd()));
         // A heap buffer on a registered file: plain opcode, fixed file.
         let mut r = request(OpKind::WriteAt, 4);
         r.fd = Some(fixed);
-        let sqe = r.sqe(1, u32::MAX, &reg);
-        assert_eq!(sqe.get_opcode(), u32::from(opcode::Write::CODE));
-        assert_eq!(flags(sqe), (fixed_file, 0));
-        assert_eq!(r.registered(&reg), (true, false));
+        let staged = r.sqe(1, u32::MAX, &reg);
+        assert_eq!((staged.fixed_file, staged.fixed_buffer), (true, false));
+        assert_eq!(staged.entry.get_opcode(), u32::from(opcode::Write::CODE));
+        assert_eq!(flags(staged.entry), (fixed_file, 0));
     }
 
     #[test]
@@ -1003,7 +1012,7 @@ mod tests {
         let mut r = request(OpKind::WriteAt, 8);
         set_at(&mut r, 4096);
         assert!(!r.complete(3, false));
-        let sqe = r.sqe(42, u32::MAX, &Registry::NONE);
+        let sqe = r.sqe(42, u32::MAX, &Registry::NONE).entry;
         assert_eq!(sqe.get_user_data(), 42);
         assert_eq!(sqe.get_opcode(), u32::from(opcode::Write::CODE));
         assert!(OpKind::Send.orphanable() && OpKind::ReadAt.orphanable());
@@ -1029,7 +1038,7 @@ mod tests {
         assert!(r.complete(-libc::ECONNREFUSED, false));
         assert_eq!(r.outcome, Some(Err(Error::Os(libc::ECONNREFUSED))));
         assert_eq!(
-            r.sqe(3, u32::MAX, &Registry::NONE).get_opcode(),
+            r.sqe(3, u32::MAX, &Registry::NONE).entry.get_opcode(),
             u32::from(opcode::Connect::CODE)
         );
         assert!(OpKind::Accept.cancelled_on_drop() && !OpKind::Connect.cancelled_on_drop());
