@@ -24,10 +24,6 @@
 //! `io_uring_enter` calls, eventfd wake-ups and SQEs (`Handle::metrics()` deltas) and the
 //! process's voluntary and involuntary context switches.
 
-use std::future::Future;
-use std::pin::pin;
-use std::task::Poll;
-
 use static_uring::Metrics;
 
 use super::{default_spin, Env, Sample};
@@ -146,30 +142,6 @@ impl Case {
             Case::Parking { read, depth } => super::parking::make(read, depth, env),
         }
     }
-}
-
-/// Polls `a` and `b` (in that order, so `a` is submitted first) until both are done.
-pub async fn join2<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
-    let (mut a, mut b) = (pin!(a), pin!(b));
-    let (mut ra, mut rb) = (None, None);
-    std::future::poll_fn(move |cx| {
-        if ra.is_none() {
-            if let Poll::Ready(v) = a.as_mut().poll(cx) {
-                ra = Some(v);
-            }
-        }
-        if rb.is_none() {
-            if let Poll::Ready(v) = b.as_mut().poll(cx) {
-                rb = Some(v);
-            }
-        }
-        if ra.is_some() && rb.is_some() {
-            Poll::Ready((ra.take().unwrap(), rb.take().unwrap()))
-        } else {
-            Poll::Pending
-        }
-    })
-    .await
 }
 
 /// The loop's counters and the process's context switches at one instant.

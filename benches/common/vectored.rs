@@ -14,10 +14,12 @@ use std::time::{Duration, Instant};
 use static_uring::{Config, Fd, IoBuf, IoBufMut, IoBufs};
 
 use super::hist::Hist;
-use super::paired::{filesystem, join2, Counters, Group, WRITE_PART};
+use super::paired::{filesystem, Counters, Group, WRITE_PART};
+// Polls its first future before its second, so the first is submitted first.
 use super::su::{SuIo, H};
 use super::tasks::Started;
 use super::{default_spin, exec, timed, unix_pair, Env, Rng, Sample, BLOCK};
+use futures::future::join as join2;
 
 /// Variant 0: the parts copied into one buffer, one request.
 const COPY: usize = 0;
