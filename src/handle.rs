@@ -461,12 +461,15 @@ fn submit<T: OpOutput, const S: usize, const R: usize, const W: usize>(
         return Err((request, held, Error::Closed));
     }
     T::attach(held, &storage.vectors[index as usize], &mut request.work);
-    // SAFETY: FILLED: the caller owns the request. A slot leaves FREE holding `Request::EMPTY`
-    // (`Storage::free_slot` puts it there), which owns nothing, so writing over it without
-    // dropping it leaks nothing and skips its drop glue.
+    // SAFETY: FILLED: the caller owns the request. A slot leaves FREE holding a request that
+    // owns nothing (`Storage::free_slot` sees to it), so writing over it without dropping it
+    // leaks nothing and skips its drop glue.
     unsafe {
         slot.with_request(|r| {
-            debug_assert!(r.is_empty(), "a claimed slot holds the empty request");
+            debug_assert!(
+                r.is_empty(),
+                "a claimed slot holds a request that owns nothing"
+            );
             std::ptr::write(r, request)
         })
     };
@@ -490,13 +493,18 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Future for Op<
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
         // SAFETY: we never move the fields out of the pinned future; `waiter` stays in place.
         let this = unsafe { self.get_unchecked_mut() };
+        let fresh = matches!(this.state, State::Start(..));
         match this.poll_submit(Notify::Task(cx.waker())) {
             Poll::Ready(Some(result)) => return Poll::Ready(result),
             Poll::Pending => return Poll::Pending,
             Poll::Ready(None) => {}
         }
-        if let Some(result) = this.try_take() {
-            return Poll::Ready(result);
+        // A request submitted in this very poll cannot be done yet (the loop has not even seen
+        // it): go straight to registering. Otherwise look first, and skip the waker when done.
+        if !fresh {
+            if let Some(result) = this.try_take() {
+                return Poll::Ready(result);
+            }
         }
         let State::Submitted(index) = this.state else {
             unreachable!("submitted above")

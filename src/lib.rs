@@ -130,7 +130,7 @@ pub fn new<const SLOTS: usize, const RING: usize, const WHEEL: usize>(
     config: Config,
 ) -> Result<(Handle<SLOTS, RING, WHEEL>, EventLoop<SLOTS, RING, WHEEL>), Error> {
     let checked = config.check(WHEEL)?;
-    let storage = storage::StorageRef::Heap(Storage::new_shared());
+    let storage = storage::StorageRef::from_arc(Storage::new_shared());
     start(storage, checked)
 }
 
@@ -144,7 +144,7 @@ pub fn with_storage<const SLOTS: usize, const RING: usize, const WHEEL: usize>(
     config: Config,
 ) -> Result<(Handle<SLOTS, RING, WHEEL>, EventLoop<SLOTS, RING, WHEEL>), Error> {
     let checked = config.check(WHEEL)?;
-    start(storage::StorageRef::Static(storage), checked)
+    start(storage::StorageRef::from_static(storage), checked)
 }
 
 fn start<const S: usize, const R: usize, const W: usize>(

@@ -467,17 +467,19 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
     pub(crate) fn free_slot(&self, index: u32) {
         let slot = &self.slots[index as usize];
         // SAFETY: the caller owns the slot (DONE taken, ORPHANED retired or FILLED abandoned).
-        let request =
-            unsafe { slot.with_request(|request| std::mem::replace(request, Request::EMPTY)) };
+        // A request that owns nothing stays where it is (the common case after the caller took
+        // the result of a request without a descriptor): the next claim writes over it without
+        // dropping it, so no copy out and no drop glue.
+        let request = unsafe {
+            slot.with_request(|request| {
+                (!request.is_empty()).then(|| std::mem::replace(request, Request::EMPTY))
+            })
+        };
         slot.release();
         self.free.push(index);
         let panics = self.waiters.wake_waiters(&self.free);
         self.metrics.count_panics(panics);
-        if request.is_empty() {
-            // It owns nothing: skip its drop glue (the common case after the caller took the
-            // result of a request without a descriptor).
-            std::mem::forget(request);
-        } else {
+        if let Some(request) = request {
             self.run_user(move || drop(request));
         }
     }
@@ -535,17 +537,58 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Drop
     }
 }
 
-/// A reference to a storage: `'static` (no heap) or shared on the heap.
-pub(crate) enum StorageRef<const SLOTS: usize, const RING: usize, const WHEEL: usize> {
-    Static(&'static Storage<SLOTS, RING, WHEEL>),
-    Heap(Arc<Storage<SLOTS, RING, WHEEL>>),
+/// A reference to a storage: `'static` (no heap) or shared on the heap (a counted `Arc`).
+///
+/// A pointer plus a flag rather than an enum, so that dereferencing it (several times per
+/// request, on both threads) is a plain load, not a match.
+pub(crate) struct StorageRef<const SLOTS: usize, const RING: usize, const WHEEL: usize> {
+    ptr: std::ptr::NonNull<Storage<SLOTS, RING, WHEEL>>,
+    /// Whether `ptr` came from `Arc::into_raw` and holds one strong count.
+    heap: bool,
+}
+
+// SAFETY: a `StorageRef` is a shared reference to a `Storage` (which is `Sync`: all its shared
+// state is atomics or loop-private by protocol), or an `Arc` of one; both are `Send` and `Sync`.
+unsafe impl<const S: usize, const R: usize, const W: usize> Send for StorageRef<S, R, W> {}
+// SAFETY: as for `Send`.
+unsafe impl<const S: usize, const R: usize, const W: usize> Sync for StorageRef<S, R, W> {}
+
+impl<const S: usize, const R: usize, const W: usize> StorageRef<S, R, W> {
+    /// A reference to a `'static` storage.
+    pub(crate) fn from_static(storage: &'static Storage<S, R, W>) -> Self {
+        StorageRef {
+            ptr: std::ptr::NonNull::from(storage),
+            heap: false,
+        }
+    }
+
+    /// A reference owning one count of `storage`.
+    pub(crate) fn from_arc(storage: Arc<Storage<S, R, W>>) -> Self {
+        // SAFETY (non-null): `Arc::into_raw` never returns null.
+        let ptr = std::ptr::NonNull::new(Arc::into_raw(storage).cast_mut()).expect("non-null");
+        StorageRef { ptr, heap: true }
+    }
 }
 
 impl<const S: usize, const R: usize, const W: usize> Clone for StorageRef<S, R, W> {
     fn clone(&self) -> Self {
-        match self {
-            StorageRef::Static(storage) => StorageRef::Static(storage),
-            StorageRef::Heap(storage) => StorageRef::Heap(Arc::clone(storage)),
+        if self.heap {
+            // SAFETY: `ptr` came from `Arc::into_raw` and `self` holds a count, so the
+            // allocation is alive; the new count is owned by the clone.
+            unsafe { Arc::increment_strong_count(self.ptr.as_ptr()) };
+        }
+        StorageRef {
+            ptr: self.ptr,
+            heap: self.heap,
+        }
+    }
+}
+
+impl<const S: usize, const R: usize, const W: usize> Drop for StorageRef<S, R, W> {
+    fn drop(&mut self) {
+        if self.heap {
+            // SAFETY: `ptr` came from `Arc::into_raw` and `self` owns one count, given up here.
+            unsafe { Arc::decrement_strong_count(self.ptr.as_ptr()) };
         }
     }
 }
@@ -553,9 +596,8 @@ impl<const S: usize, const R: usize, const W: usize> Clone for StorageRef<S, R, 
 impl<const S: usize, const R: usize, const W: usize> std::ops::Deref for StorageRef<S, R, W> {
     type Target = Storage<S, R, W>;
     fn deref(&self) -> &Self::Target {
-        match self {
-            StorageRef::Static(storage) => storage,
-            StorageRef::Heap(storage) => storage,
-        }
+        // SAFETY: the storage is `'static`, or `self` holds a count of its `Arc`: alive as long
+        // as `self` is.
+        unsafe { self.ptr.as_ref() }
     }
 }
