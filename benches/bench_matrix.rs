@@ -26,7 +26,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use common::paired::{self, Group};
-use common::{make, rt, Bench, Env, Peer, Sample, Workload};
+use common::{make, rt, sched, Bench, Env, Peer, Sample, Workload};
 
 /// Rounds of a group of rows, at least (`--reps` more, `--quick` one).
 const GROUP_REPS: usize = 7;
@@ -99,6 +99,13 @@ fn main() {
             };
             measure(&args, &row, make(peer, workload, &env));
         }
+    }
+    // The machine's own stalls on the CPUs the real-time rows pin (`--filter jitter`): the
+    // bound on their tails.
+    if keep(&args.filters, "rt_jitter") && keep(&args.peers, "machine") {
+        let line = common::sched::jitter(if args.reps == 1 { 0.5 } else { 2.0 });
+        eprintln!("jitter: {line}");
+        writeln!(std::io::stdout().lock(), "{line}").unwrap();
     }
     // The real-time toolkit rows (`--filter rt`): each setting against the default path.
     for case in rt::Case::all() {
@@ -209,7 +216,9 @@ fn measure(args: &Args, row: &Row, bench: Result<Box<dyn Bench>, String>) {
         ops *= 4;
     };
     let ops = ((rate * args.secs) as u64).max(64);
+    let before = sched::Snapshot::now();
     let mut samples: Vec<_> = (0..args.reps).map(|_| bench.run(ops)).collect();
+    let sched = sched::Snapshot::now().since(&before);
     samples.sort_by(|a, b| a.ops_per_sec().total_cmp(&b.ops_per_sec()));
     let median = &samples[samples.len() / 2];
     let spread = if samples.len() > 1 {
@@ -222,6 +231,7 @@ fn measure(args: &Args, row: &Row, bench: Result<Box<dyn Bench>, String>) {
     } else {
         ", \"reps\": 1".to_string()
     };
+    let spread = format!("{spread}{}", sched.json());
     drop(bench);
     eprintln!("{} / {}: {}", row.id, row.peer, median.summary());
     writeln!(stdout.lock(), "{}", line(median, &spread)).unwrap();

@@ -1,5 +1,6 @@
 //! A minimal single-thread executor for up to 64 tasks, with the same idle policy as the loop's
-//! `.wait()`: spin for `spin`, then park the thread. No allocation while it runs (the task boxes
+//! `.wait()`: spin for at most `spin` (an adaptive budget, as in the crate's `spin.rs`), then park
+//! the thread. No allocation while it runs (the task boxes
 //! and wakers are built before the timed region). Tasks finished are never polled again.
 
 use std::future::Future;
@@ -73,10 +74,11 @@ pub fn run<F: Future<Output = ()>>(mut tasks: Pin<&mut [F]>, spin: Duration) {
     let shared: &'static Shared = SHARED.with(|s| *s);
     shared.ready.store(all, Ordering::Relaxed);
     let mut live = all;
+    let mut spinner = Spinner::new(spin);
     while live != 0 {
         let mut ready = shared.ready.swap(0, Ordering::Acquire);
         if ready == 0 {
-            ready = wait(shared, spin);
+            ready = wait(shared, &mut spinner);
         }
         ready &= live;
         while ready != 0 {
@@ -97,21 +99,70 @@ pub fn run<F: Future<Output = ()>>(mut tasks: Pin<&mut [F]>, spin: Duration) {
     }
 }
 
+/// The idle policy of the crate's loop and `.wait()` (`spin.rs`), restated for this executor: the
+/// budget moves between `max / 64` and `max`, doubling after a wait that ended within `max` and
+/// halving after one that did not; a step that took over 20 us means the thread lost its core, and
+/// ends the spin as a miss (spinning on would delay the thread that is to wake it).
+struct Spinner {
+    max: Duration,
+    budget: Duration,
+}
+
+const QUICK_STEPS: u32 = 64;
+const PREEMPTED: Duration = Duration::from_micros(20);
+
+impl Spinner {
+    fn new(max: Duration) -> Spinner {
+        Spinner { max, budget: max }
+    }
+
+    fn adapt(&mut self, waited: Duration, hit: bool) {
+        let floor = self.max / 64;
+        self.budget = if hit && waited <= self.max {
+            (self.budget * 2).clamp(floor, self.max)
+        } else {
+            (self.budget / 2).clamp(floor, self.max)
+        };
+    }
+}
+
 /// Waits for at least one wake-up and returns the ready set.
-fn wait(shared: &Shared, spin: Duration) -> u64 {
-    if !spin.is_zero() {
-        let start = Instant::now();
-        loop {
+fn wait(shared: &Shared, spinner: &mut Spinner) -> u64 {
+    if !spinner.budget.is_zero() {
+        for _ in 0..QUICK_STEPS {
             let ready = shared.ready.swap(0, Ordering::Acquire);
             if ready != 0 {
                 return ready;
             }
-            if start.elapsed() >= spin {
-                break;
-            }
             std::hint::spin_loop();
         }
+        let start = Instant::now();
+        let mut last = start;
+        let preempted = loop {
+            let ready = shared.ready.swap(0, Ordering::Acquire);
+            if ready != 0 {
+                spinner.adapt(start.elapsed(), true);
+                return ready;
+            }
+            let now = Instant::now();
+            if now - last > PREEMPTED {
+                break true;
+            }
+            if now - start >= spinner.budget {
+                break false;
+            }
+            last = now;
+            std::hint::spin_loop();
+        };
+        let ready = park(shared);
+        // A wake soon after the spin gave up (within `max`) asks for a longer spin next time.
+        spinner.adapt(start.elapsed(), !preempted);
+        return ready;
     }
+    park(shared)
+}
+
+fn park(shared: &Shared) -> u64 {
     loop {
         let ready = shared.ready.swap(0, Ordering::Acquire);
         if ready != 0 {

@@ -22,6 +22,7 @@ pub mod local;
 pub mod paired;
 pub mod parking;
 pub mod rt;
+pub mod sched;
 pub mod su;
 pub mod tasks;
 pub mod vectored;

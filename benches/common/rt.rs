@@ -356,12 +356,12 @@ pub fn rusage() -> (u64, u64) {
 }
 
 /// The calling thread pinned to one CPU; its previous affinity comes back on drop.
-struct CallerPin {
+pub(crate) struct CallerPin {
     before: libc::cpu_set_t,
 }
 
 impl CallerPin {
-    fn pin(cpu: usize) -> Result<CallerPin, String> {
+    pub(crate) fn pin(cpu: usize) -> Result<CallerPin, String> {
         let size = std::mem::size_of::<libc::cpu_set_t>();
         // SAFETY: cpu_set_t is plain data; both calls target the calling thread (pid 0) with a
         // set of the right size; CPU_SET gets an index below CPU_SETSIZE (checked first).
