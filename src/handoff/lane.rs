@@ -18,10 +18,11 @@ use crate::loom::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 /// A single-producer submission lane for a loop with `SLOTS` slots.
 pub struct Lane<const SLOTS: usize> {
-    /// Next position to fill; written by the producer only.
-    tail: AtomicU32,
+    /// Next position to fill; written by the producer only. On a line of its own: the loop's
+    /// writes to `head` would otherwise take the line from the producer once per request.
+    tail: Line,
     /// Next position to read; touched by the loop only (an atomic so that the type is `Sync`).
-    head: AtomicU32,
+    head: Line,
     cells: [AtomicU32; SLOTS],
     /// A producer holds the lane.
     claimed: AtomicBool,
@@ -30,14 +31,25 @@ pub struct Lane<const SLOTS: usize> {
     bound_epoch: AtomicU32,
 }
 
+/// A position counter alone on its cache line.
+#[repr(align(64))]
+struct Line(AtomicU32);
+
+impl std::ops::Deref for Line {
+    type Target = AtomicU32;
+    fn deref(&self) -> &AtomicU32 {
+        &self.0
+    }
+}
+
 impl<const SLOTS: usize> Lane<SLOTS> {
     crate::maybe_const_fn! {
         /// An empty, unclaimed lane.
         #[allow(clippy::new_without_default)]
         pub fn new() -> Self {
             Lane {
-                tail: AtomicU32::new(0),
-                head: AtomicU32::new(0),
+                tail: Line(AtomicU32::new(0)),
+                head: Line(AtomicU32::new(0)),
                 cells: crate::const_array!(AtomicU32::new(0); SLOTS),
                 claimed: AtomicBool::new(false),
                 bound: AtomicUsize::new(0),
