@@ -375,7 +375,7 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W>
             // back so the next request of the slot starts empty; dropped after the slot is free.
             self.state = State::Finished;
             let waker = if self.registered {
-                slot.waker.take()
+                slot.waker.take_back()
             } else {
                 None
             };
@@ -535,7 +535,7 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Drop for Op<T,
             // Take our waker back first: once orphaned, the slot may be retired and reused, and
             // its cell then belongs to the next request. Dropped last, after the slot is settled.
             let waker = if self.registered {
-                slot.waker.take()
+                slot.waker.take_back()
             } else {
                 None
             };

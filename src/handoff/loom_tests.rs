@@ -436,7 +436,9 @@ fn flag_waker() -> (std::sync::Arc<FlagWaker>, std::task::Waker) {
 /// tasks) and then checks a completion flag; the loop sets the flag (Release) and calls `wake()`.
 /// Proves: the task is never stranded: either the caller's check sees the flag, or the latest
 /// waker is woken (directly by the loop, or by the registrant itself when the wake arrived while
-/// it was registering); and the cell's `UnsafeCell` is never accessed by both at once.
+/// it was registering); and the cell's `UnsafeCell` is never accessed by both at once. Then the
+/// registrant takes its waker back (`take_back`, a load when the loop already took it): the
+/// waker is never both woken and handed back, and never left in the cell.
 #[test]
 fn loom_waker_cell_no_lost_wake() {
     model(3, || {
@@ -455,6 +457,8 @@ fn loom_waker_cell_no_lost_wake() {
         cell.register(&first_waker);
         cell.register(&second_waker);
         let saw_done = done.load(std::sync::atomic::Ordering::Acquire);
+        // Done: the registrant takes its waker back, if the loop has not taken it.
+        let back = if saw_done { cell.take_back() } else { None };
         event_loop.join().unwrap();
 
         let woken = second.0.load(std::sync::atomic::Ordering::SeqCst);
@@ -462,6 +466,12 @@ fn loom_waker_cell_no_lost_wake() {
             saw_done || woken > 0,
             "lost wake-up: flag unseen and the current waker not woken"
         );
+        assert!(
+            back.is_none() || woken == 0,
+            "the waker was both woken by the loop and handed back"
+        );
+        drop(back);
+        assert!(cell.take_back().is_none(), "a waker was left in the cell");
         drop(first);
         drop(cell);
     });

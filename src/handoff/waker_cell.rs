@@ -2,11 +2,15 @@
 //! lock (the algorithm of `futures::task::AtomicWaker`, written for our loom shim).
 //!
 //! ```text
-//! state: IDLE --register--> REGISTERING --done--> IDLE
-//!          \--wake--> WAKING (take waker, wake it) --> IDLE
+//! state: IDLE --register--> REGISTERING --done--> FULL --register--> REGISTERING | FULL ...
+//!          \--wake--> WAKING (take waker, wake it) --> IDLE (FULL cleared)
 //! REGISTERING + wake  => WAKING bit set; the registrant sees it when it finishes and wakes the
 //!                        task itself, so a wake that races a registration is never lost.
 //! ```
+//! FULL says the cell holds a waker. It lets the registrant take its own waker back with one
+//! load when the loop has already taken it (the common case): see [`take_back`].
+//!
+//! [`take_back`]: WakerCell::take_back
 //! Usage contract: the caller registers, *then* checks the condition; the loop changes the
 //! condition, *then* calls [`wake`](WakerCell::wake). Both sides' read-modify-writes on `state`
 //! are totally ordered, which is what rules out the lost wake-up.
@@ -17,6 +21,7 @@ use std::task::Waker;
 const IDLE: u32 = 0;
 const REGISTERING: u32 = 0b01;
 const WAKING: u32 = 0b10;
+const FULL: u32 = 0b100;
 
 /// Puts the cell back to IDLE, emptied, if a registration unwinds (a panicking waker clone), so
 /// that neither side ever waits on a registration that will not finish.
@@ -58,19 +63,35 @@ impl WakerCell {
     ///
     /// Cloning `waker` and dropping the one it replaces are user code. The clone runs while the
     /// cell is REGISTERING: if it panics, the cell goes back to IDLE (emptied) before the panic
-    /// leaves, so it stays usable. The replaced waker is dropped after the cell is IDLE again.
+    /// leaves, so it stays usable. The replaced waker is dropped after the cell left
+    /// REGISTERING.
     pub(crate) fn register(&self, waker: &Waker) {
         // Acquire: sees the waker written by the previous owner of the cell (register or take).
-        match self
-            .state
-            .compare_exchange(IDLE, REGISTERING, Ordering::Acquire, Ordering::Acquire)
-        {
-            Ok(_) => {
+        // The cell is IDLE, or FULL from our own earlier registration.
+        let mut current = self.state.load(Ordering::Acquire);
+        let claimed = loop {
+            if current & (REGISTERING | WAKING) != 0 {
+                break Err(current);
+            }
+            match self.state.compare_exchange(
+                current,
+                current | REGISTERING,
+                Ordering::Acquire,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break Ok(current),
+                // Only a waker changes the state under us (one registrant): it set WAKING, or
+                // finished a take (FULL cleared); look again.
+                Err(actual) => current = actual,
+            }
+        };
+        match claimed {
+            Ok(before) => {
                 let reset = ResetOnUnwind(self);
-                // The replaced waker is dropped at the end, once the state is IDLE again.
+                // The replaced waker is dropped at the end, once REGISTERING is cleared.
                 let _replaced = self.waker.with_mut(|cell| {
-                    // SAFETY: we moved the state IDLE -> REGISTERING, so no one else touches
-                    // the cell until we leave REGISTERING.
+                    // SAFETY: we set REGISTERING on an IDLE or FULL state, so no one else
+                    // touches the cell until we clear it.
                     let cell = unsafe { &mut *cell };
                     match cell {
                         Some(old) if old.will_wake(waker) => None,
@@ -81,8 +102,8 @@ impl WakerCell {
                 // AcqRel: Release publishes the waker to the next waker; Acquire (on failure)
                 // sees what a concurrent `wake` published before setting WAKING.
                 let done = self.state.compare_exchange(
-                    REGISTERING,
-                    IDLE,
+                    before | REGISTERING,
+                    FULL,
                     Ordering::AcqRel,
                     Ordering::Acquire,
                 );
@@ -105,18 +126,29 @@ impl WakerCell {
     /// Takes the registered waker, if any, for the caller to wake.
     pub(crate) fn take(&self) -> Option<Waker> {
         // AcqRel: Acquire sees the registrant's waker; pairs with its Release.
-        match self.state.fetch_or(WAKING, Ordering::AcqRel) {
+        match self.state.fetch_or(WAKING, Ordering::AcqRel) & !FULL {
             IDLE => {
                 // SAFETY: we moved IDLE -> WAKING; the cell is ours until we clear WAKING.
                 let waker = self.waker.with_mut(|cell| unsafe { (*cell).take() });
                 // Release: the emptied cell is visible to the next registrant's Acquire.
-                self.state.fetch_and(!WAKING, Ordering::Release);
+                self.state.fetch_and(!(WAKING | FULL), Ordering::Release);
                 waker
             }
             // REGISTERING: the registrant will see WAKING and wake itself. WAKING: someone
             // else is delivering a wake already.
             _ => None,
         }
+    }
+
+    /// The registrant takes its own waker back (its request is over), if the cell still holds
+    /// it. Only the registrant may call this: the load then sees its own registration or
+    /// something newer (coherence), so a cell without FULL was emptied by a waker, and there is
+    /// nothing to take and no read-modify-write to pay.
+    pub(crate) fn take_back(&self) -> Option<Waker> {
+        if self.state.load(Ordering::Relaxed) & FULL == 0 {
+            return None;
+        }
+        self.take()
     }
 
     /// Wakes the registered task, if any (tests and models; the crate itself goes through
