@@ -94,6 +94,7 @@ impl Counters {
     }
 
     /// Sets the gauge.
+    #[inline]
     pub(crate) fn set_pending(&self, value: usize) {
         self.pending_operations
             .store(value as u64, Ordering::Relaxed);

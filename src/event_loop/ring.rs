@@ -145,26 +145,31 @@ impl Ring {
     }
 
     /// Whether the SQ has no room left.
+    #[inline]
     pub(crate) fn sq_full(&mut self) -> bool {
         self.uring.submission().is_full()
     }
 
     /// Whether every pushed SQE was submitted (or taken by the SQPOLL thread).
+    #[inline]
     pub(crate) fn sq_empty(&mut self) -> bool {
         self.uring.submission().is_empty()
     }
 
     /// Whether CQEs are waiting.
+    #[inline]
     pub(crate) fn has_completions(&mut self) -> bool {
         !self.uring.completion().is_empty()
     }
 
     /// With DEFER_TASKRUN: completions wait for task work that only an enter runs.
+    #[inline]
     pub(crate) fn needs_task_work(&mut self) -> bool {
         self.uring.submission().taskrun()
     }
 
     /// Pushes an SQE; the caller checked for room.
+    #[inline]
     pub(crate) fn push(&mut self, sqe: &squeue::Entry) {
         // SAFETY: the loop's invariant: every buffer and descriptor an SQE names lives in its
         // slot (or the storage's eventfd) until the matching CQE is processed, or forever if the

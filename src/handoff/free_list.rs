@@ -64,6 +64,7 @@ impl<const N: usize> FreeList<N> {
     }
 
     /// Takes an index, or `None` when every index is in use.
+    #[inline]
     pub(crate) fn pop(&self) -> Option<u32> {
         // Acquire: pairs with the Release of the push that put `index` on top, so its `next`
         // link (and everything the freer wrote before freeing) is visible.
@@ -87,6 +88,7 @@ impl<const N: usize> FreeList<N> {
     }
 
     /// Returns `index` (which the caller owns and which is not on the stack) to the stack.
+    #[inline]
     pub(crate) fn push(&self, index: u32) {
         assert!((index as usize) < N, "index beyond the free list");
         // SAFETY: `self` is a live list and `index < N`.

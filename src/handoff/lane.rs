@@ -59,6 +59,7 @@ impl<const SLOTS: usize> Lane<SLOTS> {
     }
 
     /// Producer side: appends `index`. Only the lane's claimer calls it, one call at a time.
+    #[inline]
     pub(crate) fn push(&self, index: u32) {
         let tail = self.tail.load(Ordering::Relaxed);
         self.cells[tail as usize % SLOTS].store(index, Ordering::Relaxed);
@@ -67,6 +68,7 @@ impl<const SLOTS: usize> Lane<SLOTS> {
     }
 
     /// Loop side: takes the oldest index, if any.
+    #[inline]
     pub(crate) fn pop(&self) -> Option<u32> {
         let head = self.head.load(Ordering::Relaxed);
         // Acquire: pairs with `push`'s Release.
@@ -79,6 +81,7 @@ impl<const SLOTS: usize> Lane<SLOTS> {
     }
 
     /// Loop side: whether an index waits.
+    #[inline]
     pub(crate) fn has_ready(&self) -> bool {
         self.tail.load(Ordering::Acquire) != self.head.load(Ordering::Relaxed)
     }

@@ -98,21 +98,25 @@ impl Slot {
     }
 
     /// The current phase (without `PARKED`). Acquire: a caller that sees `DONE` sees the result.
+    #[inline]
     pub(crate) fn phase(&self) -> u32 {
         self.phase.load(Ordering::Acquire) & PHASE
     }
 
     /// `DONE`: the result is stored and the caller owns the request (Acquire: it sees it).
+    #[inline]
     pub(crate) fn is_done(&self) -> bool {
         self.phase() == DONE
     }
 
     /// `ABANDONED`: the kernel may still write the request's buffers; nobody owns it, ever.
+    #[inline]
     pub(crate) fn is_abandoned(&self) -> bool {
         self.phase() == ABANDONED
     }
 
     /// `ORPHANED`: the caller left; the loop retires the request.
+    #[inline]
     pub(crate) fn is_orphaned(&self) -> bool {
         self.phase() == ORPHANED
     }
@@ -125,6 +129,7 @@ impl Slot {
     }
 
     /// The generation of the current occupant.
+    #[inline]
     pub(crate) fn generation(&self) -> u32 {
         self.generation.load(Ordering::Relaxed)
     }
@@ -139,6 +144,7 @@ impl Slot {
     }
 
     /// `FREE -> FILLED`: the index was just popped from the free list.
+    #[inline]
     pub(crate) fn mark_filled(&self) {
         debug_assert_eq!(self.phase(), FREE);
         self.phase.store(FILLED, Ordering::Relaxed);
@@ -146,12 +152,14 @@ impl Slot {
 
     /// `FILLED -> QUEUED`, just before the index is pushed. Release: the loop's `admit`
     /// (Acquire) sees the request (the ring's own Release/Acquire orders it too).
+    #[inline]
     pub(crate) fn mark_queued(&self) {
         self.phase.store(QUEUED, Ordering::Release);
     }
 
     /// `QUEUED -> ACTIVE` (loop, when it admits the request). Returns false if the caller
     /// orphaned it first (the phase is then `ORPHANED`, owned by the loop).
+    #[inline]
     pub(crate) fn admit(&self) -> bool {
         self.transition(|phase| (phase == QUEUED).then_some(ACTIVE))
             .is_ok()
@@ -159,6 +167,7 @@ impl Slot {
 
     /// `ACTIVE -> DONE` (loop, after storing the result) or, if the caller left, report that the
     /// loop owns the orphan. Release: publishes the stored result to the caller.
+    #[inline]
     pub(crate) fn finish(&self) -> Finish {
         match self.transition(|phase| (phase == ACTIVE).then_some(DONE)) {
             Ok(previous) => Finish::Delivered {
@@ -178,6 +187,7 @@ impl Slot {
     }
 
     /// The caller gives up (its future is dropped): `QUEUED | ACTIVE -> ORPHANED`.
+    #[inline]
     pub(crate) fn orphan(&self) -> Leave {
         match self.transition(|phase| matches!(phase, QUEUED | ACTIVE).then_some(ORPHANED)) {
             Ok(_) => Leave::Orphaned,
@@ -192,6 +202,7 @@ impl Slot {
     /// `* -> FREE` by the side that owns the slot (caller after `DONE`, loop after `ORPHANED`,
     /// caller after `FILLED`): bumps the generation. The caller pushes the index to the free list
     /// next, whose Release publishes this.
+    #[inline]
     pub(crate) fn release(&self) {
         // Only the slot's owner writes the generation, so a load and a store do (no locked RMW).
         let next = self.generation.load(Ordering::Relaxed).wrapping_add(1);
@@ -201,6 +212,7 @@ impl Slot {
 
     /// Applies `next` to the phase (keeping `PARKED` unless the phase leaves QUEUED/ACTIVE).
     /// AcqRel: every transition both publishes the mover's writes and acquires the other side's.
+    #[inline]
     fn transition(&self, next: impl Fn(u32) -> Option<u32>) -> Result<u32, u32> {
         self.phase
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {

@@ -99,6 +99,7 @@ impl<const N: usize> SubmitQueue<N> {
     }
 
     /// Appends `index`. The caller owns the slot `index`, which is not in the ring; never fails.
+    #[inline]
     pub(crate) fn push(&self, index: u32) {
         let pos = self.tail.fetch_add(1, Ordering::Relaxed);
         let cell = &self.cells[pos & (N - 1)];
@@ -115,6 +116,7 @@ impl<const N: usize> SubmitQueue<N> {
 
     /// Takes the oldest index whose push has finished, or `None` if the head position is empty or
     /// its producer is still mid-push. Consumer only.
+    #[inline]
     pub(crate) fn pop(&self) -> Option<u32> {
         let pos = self.head.load(Ordering::Relaxed);
         let cell = &self.cells[pos & (N - 1)];
@@ -130,6 +132,7 @@ impl<const N: usize> SubmitQueue<N> {
     }
 
     /// True when the head position holds a finished push. Consumer only.
+    #[inline]
     pub(crate) fn has_ready(&self) -> bool {
         let pos = self.head.load(Ordering::Relaxed);
         self.cells[pos & (N - 1)].stamp.load(Ordering::Acquire) == pos.wrapping_add(1)

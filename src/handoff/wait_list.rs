@@ -191,6 +191,7 @@ impl WaitList {
     }
 
     /// Whether nobody waits or is deciding to (a claim may then take a free slot directly).
+    #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         self.waiting.load(Ordering::Relaxed) == 0
     }
@@ -273,6 +274,7 @@ impl WaitList {
 
     /// After an index was pushed on `free`: hands free indices to waiters, oldest first. Returns
     /// the number of waiter wakes that panicked (caught).
+    #[inline]
     pub(crate) fn wake_waiters<const N: usize>(&self, free: &FreeList<N>) -> u64 {
         // SeqCst: pairs with the fence in `poll_claim` (module doc).
         fence(Ordering::SeqCst);

@@ -67,6 +67,7 @@ impl WakeState {
 
     /// Counts one submission; returns true if the caller must write the eventfd.
     #[must_use]
+    #[inline]
     pub(crate) fn publish(&self) -> bool {
         // AcqRel: Release carries the push to the loop's arm (module doc); Acquire orders our
         // eventfd write after seeing the intent.
@@ -75,6 +76,7 @@ impl WakeState {
 
     /// Submissions published so far (63-bit, wrapping).
     #[allow(dead_code)] // tests and models
+    #[inline]
     pub(crate) fn submitted(&self) -> u64 {
         self.word.load(Ordering::Acquire) >> 1
     }
@@ -92,6 +94,7 @@ impl WakeState {
 
     /// True while the loop declares it may sleep.
     #[allow(dead_code)] // tests and models
+    #[inline]
     pub(crate) fn is_armed(&self) -> bool {
         self.word.load(Ordering::Acquire) & INTENT != 0
     }

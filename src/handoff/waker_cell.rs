@@ -124,6 +124,7 @@ impl WakerCell {
     }
 
     /// Takes the registered waker, if any, for the caller to wake.
+    #[inline]
     pub(crate) fn take(&self) -> Option<Waker> {
         // AcqRel: Acquire sees the registrant's waker; pairs with its Release.
         match self.state.fetch_or(WAKING, Ordering::AcqRel) & !FULL {
@@ -144,6 +145,7 @@ impl WakerCell {
     /// it. Only the registrant may call this: the load then sees its own registration or
     /// something newer (coherence), so a cell without FULL was emptied by a waker, and there is
     /// nothing to take and no read-modify-write to pay.
+    #[inline]
     pub(crate) fn take_back(&self) -> Option<Waker> {
         if self.state.load(Ordering::Relaxed) & FULL == 0 {
             return None;
