@@ -281,3 +281,33 @@ fn kernel_ring_table_matches_the_kernel() {
         "memory-budget.md lists the kernel rings of the three shapes"
     );
 }
+
+/// The lane's formula, as the document writes it, against `size_of`.
+#[test]
+fn lane_formula_matches_size_of() {
+    use static_uring::Lane;
+    const FORMULA: &str = "`size_of::<Lane<SLOTS>>() = 128 + round_up(4*SLOTS + 13, 64)` bytes";
+    assert!(
+        DOC.contains(FORMULA),
+        "memory-budget.md states the lane formula"
+    );
+    let formula = |slots: usize| 128 + (4 * slots + 13).div_ceil(64) * 64;
+    let sizes = [
+        (1, size_of::<Lane<1>>()),
+        (8, size_of::<Lane<8>>()),
+        (16, size_of::<Lane<16>>()),
+        (64, size_of::<Lane<64>>()),
+        (256, size_of::<Lane<256>>()),
+        (1000, size_of::<Lane<1000>>()),
+        (4096, size_of::<Lane<4096>>()),
+    ];
+    for (slots, bytes) in sizes {
+        assert_eq!(bytes, formula(slots), "Lane<{slots}>");
+    }
+    // The worked example in the text.
+    assert!(
+        DOC.contains("1 216 bytes"),
+        "memory-budget.md gives Lane<256>'s size"
+    );
+    assert_eq!(size_of::<Lane<256>>(), 1216);
+}
