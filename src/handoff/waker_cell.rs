@@ -11,9 +11,10 @@
 //! load when the loop has already taken it (the common case): see [`take_back`].
 //!
 //! [`take_back`]: WakerCell::take_back
+//!
 //! Usage contract: the caller registers, *then* checks the condition; the loop changes the
-//! condition, *then* calls [`wake`](WakerCell::wake). Both sides' read-modify-writes on `state`
-//! are totally ordered, which is what rules out the lost wake-up.
+//! condition, *then* takes the waker ([`take`](WakerCell::take)) and wakes it. Both sides'
+//! read-modify-writes on `state` are totally ordered, which is what rules out the lost wake-up.
 
 use crate::loom::{AtomicU32, Ordering, UnsafeCell};
 use std::task::Waker;
@@ -59,7 +60,7 @@ impl WakerCell {
         }
     }
 
-    /// Stores `waker` to be woken by the next [`wake`](Self::wake).
+    /// Stores `waker` for the next [`take`](Self::take) to wake.
     ///
     /// Cloning `waker` and dropping the one it replaces are user code. The clone runs while the
     /// cell is REGISTERING: if it panics, the cell goes back to IDLE (emptied) before the panic
