@@ -239,6 +239,40 @@ fn waker_cell_register_take_wake_allocate_nothing() {
 }
 
 #[test]
+fn waker_cell_take_back_returns_only_a_waker_the_loop_did_not_take() {
+    // The registrant's side at the end of a request: the loop took the waker (the usual case),
+    // or it did not (the result was seen before any wake), or nothing was registered.
+    let cell = WakerCell::new();
+    let (flag, waker) = counting_waker();
+    assert!(cell.take_back().is_none(), "nothing registered");
+
+    cell.register(&waker);
+    let taken = cell.take().expect("the loop takes the registered waker");
+    assert!(
+        cell.take_back().is_none(),
+        "the loop took it: nothing to hand back"
+    );
+    taken.wake();
+
+    cell.register(&waker);
+    cell.register(&waker); // a second poll with the same waker keeps the cell full
+    let back = cell
+        .take_back()
+        .expect("not taken by the loop: handed back");
+    assert!(back.will_wake(&waker));
+    assert!(
+        cell.take().is_none(),
+        "handed back: the loop finds the cell empty"
+    );
+    assert!(cell.take_back().is_none(), "and so does a second take_back");
+    assert_eq!(
+        flag.0.load(Ordering::Relaxed),
+        1,
+        "only the waker the loop took was woken"
+    );
+}
+
+#[test]
 fn wake_state_publish_arm_disarm_allocate_nothing() {
     // The wake protocol runs on every submission and every loop iteration.
     let wake = WakeState::new();
