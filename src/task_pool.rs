@@ -398,8 +398,36 @@ fn wake_task(data: *const ()) {
 
 fn drop_task(_: *const ()) {}
 
+/// Test futures shared by the unit tests and the loom models (`crate::loom` picks the
+/// primitives of each).
+#[cfg(test)]
+mod test_futures {
+    use super::*;
+    use crate::loom::Mutex;
+    use std::sync::Arc;
+
+    /// Pending until `open`, keeping the waker it was last polled with.
+    pub(super) struct Gate {
+        pub(super) open: Arc<AtomicBool>,
+        pub(super) waker: Arc<Mutex<Option<Waker>>>,
+    }
+
+    impl Future for Gate {
+        type Output = ();
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            *self.waker.lock().unwrap() = Some(cx.waker().clone());
+            if self.open.load(Ordering::Acquire) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        }
+    }
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
+    use super::test_futures::Gate;
     use super::*;
     use std::sync::atomic::AtomicUsize;
     use std::sync::Arc;
@@ -426,24 +454,6 @@ mod tests {
                 parked.elapsed() < std::time::Duration::from_secs(10),
                 "a wake was lost"
             );
-        }
-    }
-
-    /// A future that is pending until `gate` opens, waking through whatever waker it last saw.
-    struct Gate {
-        open: Arc<AtomicBool>,
-        waker: Arc<std::sync::Mutex<Option<Waker>>>,
-    }
-
-    impl Future for Gate {
-        type Output = ();
-        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-            *self.waker.lock().unwrap() = Some(cx.waker().clone());
-            if self.open.load(Ordering::Acquire) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
         }
     }
 
@@ -556,27 +566,10 @@ mod tests {
 
 #[cfg(all(test, loom))]
 mod loom_models {
+    use super::test_futures::Gate;
     use super::*;
     use crate::loom::Mutex;
     use std::sync::Arc;
-
-    /// Pending until `open`, keeping the waker it was last polled with.
-    struct Gate {
-        open: Arc<AtomicBool>,
-        waker: Arc<Mutex<Option<Waker>>>,
-    }
-
-    impl Future for Gate {
-        type Output = ();
-        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-            *self.waker.lock().unwrap() = Some(cx.waker().clone());
-            if self.open.load(Ordering::Acquire) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        }
-    }
 
     /// The runner's waker: a flag.
     struct Flag(AtomicBool);

@@ -13,8 +13,8 @@ use super::rt::{CallerPin, CALLER_CPU, LOOP_CPU};
 /// Per-thread scheduler totals at one moment.
 pub struct Snapshot {
     at: Instant,
-    /// tid -> (ns on a CPU, ns runnable but waiting on a run queue).
-    threads: HashMap<u32, (u64, u64)>,
+    /// tid -> ns runnable but waiting on a run queue.
+    threads: HashMap<u32, u64>,
 }
 
 /// The change between two snapshots, over the threads alive at both.
@@ -35,11 +35,9 @@ impl Snapshot {
                 let Ok(text) = std::fs::read_to_string(entry.path().join("schedstat")) else {
                     continue;
                 };
-                let mut f = text
-                    .split_whitespace()
-                    .map(|v| v.parse::<u64>().unwrap_or(0));
-                if let (Some(run), Some(wait)) = (f.next(), f.next()) {
-                    threads.insert(tid, (run, wait));
+                // Fields: ns on a CPU, ns waiting on a run queue, time slices.
+                if let Some(wait) = text.split_whitespace().nth(1).and_then(|v| v.parse().ok()) {
+                    threads.insert(tid, wait);
                 }
             }
         }
@@ -54,7 +52,8 @@ impl Snapshot {
         let max_wait = self
             .threads
             .iter()
-            .filter_map(|(tid, (_, wait))| before.threads.get(tid).map(|(_, w0)| wait - w0))
+            // A tid reused by a newer thread reads lower: saturate rather than wrap.
+            .filter_map(|(tid, wait)| before.threads.get(tid).map(|w0| wait.saturating_sub(*w0)))
             .max()
             .unwrap_or(0);
         Delta {

@@ -67,18 +67,19 @@ impl WakerCell {
     /// leaves, so it stays usable. The replaced waker is dropped after the cell left
     /// REGISTERING.
     pub(crate) fn register(&self, waker: &Waker) {
-        // Acquire: sees the waker written by the previous owner of the cell (register or take).
-        // The cell is IDLE, or FULL from our own earlier registration.
-        let mut current = self.state.load(Ordering::Acquire);
+        // Relaxed: a first guess at the state (IDLE, or FULL from our own earlier registration);
+        // the exchange below checks it.
+        let mut current = self.state.load(Ordering::Relaxed);
         let claimed = loop {
             if current & (REGISTERING | WAKING) != 0 {
                 break Err(current);
             }
+            // Acquire: sees the cell as the previous owner left it (a take's Release).
             match self.state.compare_exchange(
                 current,
                 current | REGISTERING,
                 Ordering::Acquire,
-                Ordering::Acquire,
+                Ordering::Relaxed,
             ) {
                 Ok(_) => break Ok(current),
                 // Only a waker changes the state under us (one registrant): it set WAKING, or
