@@ -1459,7 +1459,7 @@ impl<const S: usize, const R: usize, const W: usize> LaneHandle<S, R, W> {
     /// # use static_uring::{Config, Lane};
     /// # static LANE: Lane<8> = Lane::new();
     /// # let (handle, mut event_loop) = static_uring::new::<8, 8, 64>(Config::default()).unwrap();
-    /// # event_loop.register_lane(&LANE);
+    /// # event_loop.register_lane(&LANE).unwrap();
     /// # let thread = std::thread::spawn(move || event_loop.run());
     /// let lane = handle.lane(&LANE).unwrap();
     /// for _ in 0..3 {

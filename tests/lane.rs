@@ -14,7 +14,7 @@ use static_uring::{Config, Error, IoBuf, IoBufMut, Lane, Storage};
 fn operations_through_a_lane_give_the_same_results() {
     static LANE: Lane<8> = Lane::new();
     let (handle, mut event_loop) = static_uring::new::<8, 8, 64>(config()).unwrap();
-    event_loop.register_lane(&LANE);
+    event_loop.register_lane(&LANE).unwrap();
     let lp = LoopThread::spawn(event_loop);
     let lane = handle.lane(&LANE).unwrap();
 
@@ -42,7 +42,7 @@ fn operations_through_a_lane_give_the_same_results() {
 fn a_deadline_through_a_lane_cancels_like_any_other() {
     static LANE: Lane<4> = Lane::new();
     let (handle, mut event_loop) = static_uring::new::<4, 4, 64>(config()).unwrap();
-    event_loop.register_lane(&LANE);
+    event_loop.register_lane(&LANE).unwrap();
     let lp = LoopThread::spawn(event_loop);
     let lane = handle.lane(&LANE).unwrap();
     let (a, b) = socket_pair();
@@ -67,7 +67,7 @@ fn one_producer_per_lane_and_only_on_its_loop() {
     static LANE: Lane<4> = Lane::new();
     static OTHER: Lane<4> = Lane::new();
     let (handle, mut event_loop) = static_uring::new::<4, 4, 64>(config()).unwrap();
-    event_loop.register_lane(&LANE);
+    event_loop.register_lane(&LANE).unwrap();
     assert_eq!(
         handle.lane(&OTHER).map(|_| ()),
         Err(Error::Config(
@@ -97,7 +97,7 @@ fn a_lane_registered_with_an_earlier_loop_is_refused_by_the_next() {
     static STORAGE: Storage<4, 4, 64> = Storage::new();
     static LANE: Lane<4> = Lane::new();
     let (handle, mut event_loop) = static_uring::with_storage(&STORAGE, config()).unwrap();
-    event_loop.register_lane(&LANE);
+    event_loop.register_lane(&LANE).unwrap();
     let lp = LoopThread::spawn(event_loop);
     handle
         .lane(&LANE)
@@ -125,7 +125,7 @@ fn requests_queued_in_a_lane_are_answered_at_shutdown() {
         ..config()
     };
     let (handle, mut event_loop) = static_uring::new::<4, 1, 64>(cfg).unwrap();
-    event_loop.register_lane(&LANE);
+    event_loop.register_lane(&LANE).unwrap();
     let lp = LoopThread::spawn(event_loop);
     let (_a, b) = socket_pair();
     let blocker = handle
@@ -155,7 +155,7 @@ fn requests_queued_in_a_lane_are_answered_at_shutdown() {
 fn a_lane_and_shared_producers_feed_one_loop() {
     static LANE: Lane<16> = Lane::new();
     let (handle, mut event_loop) = static_uring::new::<16, 8, 64>(config()).unwrap();
-    event_loop.register_lane(&LANE);
+    event_loop.register_lane(&LANE).unwrap();
     let lp = LoopThread::spawn(event_loop);
     let shared: Vec<_> = (0..2)
         .map(|_| {
@@ -177,4 +177,43 @@ fn a_lane_and_shared_producers_feed_one_loop() {
     assert_eq!(handle.metrics().completed, 15_000);
     drop((lane, handle));
     lp.join(HANG).unwrap();
+}
+
+/// Issue 16, item 3: a lane polled by one live loop cannot be registered with another (the
+/// first would pop the second's slot indices as its own); once the first loop is gone, it can.
+#[test]
+fn a_lane_held_by_a_live_loop_is_refused_by_another() {
+    static LANE: Lane<4> = Lane::new();
+    let (first, mut first_loop) = static_uring::new::<4, 4, 64>(config()).unwrap();
+    first_loop.register_lane(&LANE).unwrap();
+    first_loop
+        .register_lane(&LANE)
+        .expect("registering again with the same loop is a no-op");
+    let (second, mut second_loop) = static_uring::new::<4, 4, 64>(config()).unwrap();
+    assert_eq!(second_loop.register_lane(&LANE), Err(Error::InUse));
+    // The first loop still owns the lane and serves it.
+    let lp = LoopThread::spawn(first_loop);
+    let lane = first.lane(&LANE).unwrap();
+    lane.submit(first.nop(None)).wait().unwrap();
+    drop((lane, first));
+    lp.join(HANG).unwrap();
+    // The first loop is gone: the second takes the lane over.
+    second_loop.register_lane(&LANE).unwrap();
+    let lp = LoopThread::spawn(second_loop);
+    let lane = second.lane(&LANE).unwrap();
+    lane.submit(second.nop(None)).wait().unwrap();
+    drop((lane, second));
+    lp.join(HANG).unwrap();
+}
+
+/// A loop dropped without running gives its lanes back too.
+#[test]
+fn a_dropped_loop_gives_its_lanes_back() {
+    static LANE: Lane<4> = Lane::new();
+    let (first, mut first_loop) = static_uring::new::<4, 4, 64>(config()).unwrap();
+    first_loop.register_lane(&LANE).unwrap();
+    drop((first, first_loop));
+    let (second, mut second_loop) = static_uring::new::<4, 4, 64>(config()).unwrap();
+    second_loop.register_lane(&LANE).unwrap();
+    drop((second, second_loop));
 }

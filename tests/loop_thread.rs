@@ -4,6 +4,7 @@
 mod common;
 
 use std::io::Write;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -105,4 +106,106 @@ fn block_on_with_spin_and_single_issuer() {
         .unwrap();
         assert_eq!(n, 100);
     }
+}
+
+/// Temp files opened after a loop is gone: the lowest free descriptors, so one of them reuses
+/// the number the loop's eventfd had.
+fn reuse_descriptors() -> Vec<TempFile> {
+    (0..8).map(|_| TempFile::new()).collect()
+}
+
+/// Wakes `waker` from another thread (a wake on the loop thread writes no eventfd).
+fn wake_elsewhere(waker: std::task::Waker) {
+    thread::spawn(move || {
+        waker.wake_by_ref();
+        waker.wake();
+    })
+    .join()
+    .unwrap();
+}
+
+/// Issue 16, item 1: a waker kept past `block_on` may be woken at any later time, after the loop
+/// and its storage are gone, without writing into a descriptor that reused the eventfd's number.
+#[test]
+fn a_waker_kept_past_block_on_touches_nothing_when_woken() {
+    let kept = Arc::new(Mutex::new(None::<std::task::Waker>));
+    let k = kept.clone();
+    let (handle, event_loop) = static_uring::new::<8, 8, 64>(config()).unwrap();
+    let mut handle = Some(handle);
+    with_timeout(HANG, move || {
+        event_loop
+            .block_on(std::future::poll_fn(move |cx| {
+                *k.lock().unwrap() = Some(cx.waker().clone());
+                drop(handle.take());
+                std::task::Poll::Ready(())
+            }))
+            .unwrap()
+    });
+    // The loop and its heap storage (and so its eventfd) are gone now.
+    let files = reuse_descriptors();
+    let waker = kept.lock().unwrap().take().unwrap();
+    wake_elsewhere(waker.clone());
+    for file in &files {
+        assert!(
+            file.contents().is_empty(),
+            "a stale waker wrote into a reused descriptor"
+        );
+    }
+    drop(waker);
+}
+
+/// Issue 16, item 4: `block_on` drops the future as soon as it is ready, so a `Handle` it owns
+/// does not keep the loop serving (the drain waits for every handle).
+#[test]
+fn block_on_returns_when_the_finished_future_owned_a_handle() {
+    let (handle, event_loop) = static_uring::new::<8, 8, 64>(config()).unwrap();
+    let result = with_timeout(HANG, move || {
+        event_loop.block_on(std::future::poll_fn(move |_| {
+            let _ = &handle;
+            std::task::Poll::Ready(5)
+        }))
+    });
+    assert_eq!(result, Ok(5));
+}
+
+/// The panic message of a `catch_unwind` payload.
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(payload) => payload
+            .downcast::<&str>()
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+    }
+}
+
+/// Issue 16, item 10: `.wait()` on the loop thread would block the only thread that can complete
+/// it: it panics at once with a message that says what to do, never hangs.
+#[test]
+fn wait_on_the_loop_thread_fails_fast() {
+    let (handle, event_loop) = static_uring::new::<8, 8, 64>(config()).unwrap();
+    let outcome = with_timeout(HANG, move || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            event_loop.block_on(async move { handle.nop(None).wait() })
+        }))
+    });
+    let message = panic_message(outcome.expect_err(".wait() on the loop thread must panic"));
+    assert!(message.contains("loop thread"), "{message}");
+    assert!(message.contains(".await"), "{message}");
+}
+
+/// An operation of another loop may be waited for on a loop thread: that loop completes it.
+#[test]
+fn wait_for_another_loops_operation_on_a_loop_thread_works() {
+    let (other, other_loop) = static_uring::new::<8, 8, 64>(config()).unwrap();
+    let lp = LoopThread::spawn(other_loop);
+    let (handle, event_loop) = static_uring::new::<8, 8, 64>(config()).unwrap();
+    let result = with_timeout(HANG, move || {
+        event_loop.block_on(async move {
+            let _keep = handle;
+            other.nop(None).wait()
+        })
+    });
+    assert_eq!(result, Ok(Ok(())));
+    lp.join(HANG).unwrap();
 }

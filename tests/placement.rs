@@ -180,3 +180,103 @@ fn sqpoll_submits_without_enter_while_the_poller_is_awake() {
     drop(handle);
     with_timeout(HANG, move || thread.join().unwrap()).unwrap();
 }
+
+/// Issue 16, item 6: a name the thread cannot take is an `io::Error` (InvalidInput), not a panic.
+#[test]
+fn spawn_with_a_bad_name_is_invalid_input() {
+    let (handle, event_loop) = static_uring::new::<8, 4, 64>(config()).unwrap();
+    let e = event_loop.spawn("bad\0name").unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+    refused(handle);
+    let (handle, event_loop) = static_uring::new::<8, 4, 64>(config()).unwrap();
+    let e = event_loop.spawn_with("bad\0name", || async {}).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+    refused(handle);
+}
+
+/// The CPU the calling thread may run on, when it is pinned to exactly one.
+fn pinned_cpu() -> Option<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity(0) fills it for the calling thread.
+    let set = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        assert_eq!(
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
+            0
+        );
+        set
+    };
+    // SAFETY: CPU_ISSET reads the set at indices below CPU_SETSIZE.
+    let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect();
+    (cpus.len() == 1).then(|| cpus[0])
+}
+
+/// The calling thread's scheduling policy.
+fn own_policy() -> i32 {
+    // SAFETY: plain syscall on the calling thread.
+    unsafe { libc::sched_getscheduler(0) }
+}
+
+/// Issue 16, item 8: `spawn_with` runs `block_on(make())` on a named thread with the whole
+/// placement applied (CPU and, where the process may, a FIFO priority), and gives its output.
+#[test]
+fn spawn_with_runs_the_future_on_a_placed_loop_thread() {
+    let config = Config {
+        cpu: Some(0),
+        priority: Some(5),
+        ..config()
+    };
+    let (handle, event_loop) = static_uring::new::<8, 4, 64>(config).unwrap();
+    let name = "su-with";
+    match event_loop.spawn_with(name, move || async move {
+        handle.nop(None).await.unwrap();
+        let here = std::thread::current().name().map(str::to_string);
+        (here, pinned_cpu(), own_policy())
+    }) {
+        Ok(thread) => {
+            let (here, cpu, policy) = with_timeout(HANG, move || thread.join().unwrap()).unwrap();
+            assert_eq!(here.as_deref(), Some(name));
+            assert_eq!(cpu, Some(0));
+            assert_eq!(policy, libc::SCHED_FIFO);
+        }
+        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}"),
+    }
+}
+
+/// `block_on` applies the same placement as `spawn`: a priority is not ignored.
+#[test]
+fn block_on_applies_the_priority() {
+    let config = Config {
+        priority: Some(5),
+        ..config()
+    };
+    let (handle, event_loop) = static_uring::new::<8, 4, 64>(config).unwrap();
+    let outcome = with_timeout(HANG, move || {
+        event_loop.block_on(async move {
+            handle.nop(None).await.unwrap();
+            own_policy()
+        })
+    });
+    match outcome {
+        Ok(policy) => assert_eq!(policy, libc::SCHED_FIFO),
+        Err(e) => assert_eq!(e, Error::Os(libc::EPERM)),
+    }
+}
+
+/// A placement the process may not use is `spawn_with`'s error, and `make` never runs.
+#[test]
+fn spawn_with_on_a_missing_cpu_is_an_error() {
+    let config = Config {
+        cpu: Some(libc::CPU_SETSIZE as usize - 1),
+        ..config()
+    };
+    let (handle, event_loop) = static_uring::new::<8, 4, 64>(config).unwrap();
+    let e = event_loop
+        .spawn_with("su-nocpu2", || -> std::future::Ready<()> {
+            panic!("make must not run when the placement failed")
+        })
+        .unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{e}");
+    refused(handle);
+}

@@ -1646,3 +1646,63 @@ fn error_after_a_requested_cancel_wins_over_timeout() {
     assert_eq!(e, Error::UnexpectedEof);
     assert_eq!((m.cancel_sqes, m.timed_out), (1, 1), "{m:?}");
 }
+
+/// Issue 16, item 9 (semantics A4 as amended): with `max_request_timeout: None`, a deadline
+/// beyond the wheel's horizon (here 63 ticks of 1 ms) never fires early: it is re-armed at the
+/// horizon until due.
+#[test]
+fn a_deadline_beyond_the_horizon_never_fires_early() {
+    let cfg = Config {
+        timeout_wheel_tick: Duration::from_millis(1),
+        ..config()
+    };
+    let (handle, lp) = start::<8, 8, 64>(cfg);
+    let (_a, b) = socket_pair();
+    for wait in [Duration::from_millis(300), Duration::from_millis(130)] {
+        let deadline = Instant::now() + wait;
+        let h = handle.clone();
+        let b = b.clone();
+        let result = with_timeout(HANG, move || {
+            h.recv(b, IoBufMut::with_capacity(4), 0, 4, true, Some(deadline))
+                .wait()
+        });
+        let now = Instant::now();
+        assert!(matches!(result, Err((_, Error::Timeout))), "{result:?}");
+        assert!(
+            now >= deadline,
+            "fired {:?} early (asked {wait:?})",
+            deadline - now
+        );
+    }
+    assert_eq!(handle.metrics().capped_deadlines, 0);
+    drop(handle);
+    lp.join(HANG).unwrap();
+}
+
+/// An explicit `max_request_timeout` is a cap the user chose: a farther deadline fires at the
+/// cap, and the `capped_deadlines` metric counts it.
+#[test]
+fn an_explicit_max_request_timeout_caps_and_counts() {
+    let cfg = Config {
+        timeout_wheel_tick: Duration::from_millis(1),
+        max_request_timeout: Some(Duration::from_millis(40)),
+        ..config()
+    };
+    let (handle, lp) = start::<8, 8, 64>(cfg);
+    let (_a, b) = socket_pair();
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(5);
+    let h = handle.clone();
+    let result = with_timeout(HANG, move || {
+        h.recv(b, IoBufMut::with_capacity(4), 0, 4, true, Some(deadline))
+            .wait()
+    });
+    assert!(matches!(result, Err((_, Error::Timeout))), "{result:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "capped near 40 ms"
+    );
+    assert_eq!(handle.metrics().capped_deadlines, 1);
+    drop(handle);
+    lp.join(HANG).unwrap();
+}

@@ -56,7 +56,9 @@ pub fn make(depth: usize) -> Result<Box<dyn Group>, String> {
     let plain = SuIo::spawn(handle, event_loop)?;
     let (handle, mut event_loop) =
         static_uring::new::<256, 128, 1024>(config).map_err(|e| format!("new failed: {e}"))?;
-    event_loop.register_lane(lane_static);
+    event_loop
+        .register_lane(lane_static)
+        .expect("the lane is free");
     let laned = SuIo::spawn(handle, event_loop)?;
     let lane = laned
         .io

@@ -176,7 +176,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     ///
     /// static LANE: Lane<8> = Lane::new();
     /// let (handle, mut event_loop) = static_uring::new::<8, 8, 64>(Config::default()).unwrap();
-    /// event_loop.register_lane(&LANE);
+    /// event_loop.register_lane(&LANE).unwrap();
     /// let thread = std::thread::spawn(move || event_loop.run());
     /// let lane = handle.lane(&LANE).unwrap();
     /// lane.submit(handle.nop(None)).wait().unwrap();

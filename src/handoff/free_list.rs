@@ -164,11 +164,13 @@ mod tests {
     #[test]
     fn an_all_zero_list_is_full_in_index_order() {
         // The pool's `static` sits in .bss: zero bytes must mean "every index free, 0 first".
-        let list = FreeList::<3>::full();
-        // SAFETY: FreeList is plain atomics, for which any bytes are valid; we only read them.
-        let bytes: [u8; std::mem::size_of::<FreeList<3>>()] = unsafe { std::mem::transmute(list) };
-        assert!(bytes.iter().all(|&b| b == 0));
-        let list = FreeList::<3>::full();
+        // `full()` stores zero in every field (its padding is never read: that would be UB).
+        let full = FreeList::<3>::full();
+        assert_eq!(full.head.load(Ordering::Relaxed), 0);
+        assert!(full.next.iter().all(|n| n.load(Ordering::Relaxed) == 0));
+        // And memory that is all zero bytes, padding included, is such a list.
+        // SAFETY: FreeList is plain atomics, for which all-zero bytes are a valid value.
+        let list: FreeList<3> = unsafe { std::mem::MaybeUninit::zeroed().assume_init() };
         assert_eq!(
             [list.pop(), list.pop(), list.pop()],
             [Some(0), Some(1), Some(2)]
