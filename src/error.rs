@@ -30,7 +30,8 @@ pub enum Error {
     Os(i32),
     /// Invalid configuration, or a ring the kernel refused; the text says which value.
     Config(&'static str),
-    /// The storage is claimed by another loop (one loop per storage at a time).
+    /// Held by another owner: a storage claimed by another loop (one loop per storage at a
+    /// time), a lane registered with another live loop, or a lane another producer holds.
     InUse,
 }
 
@@ -45,7 +46,9 @@ impl fmt::Display for Error {
             Error::UnexpectedEof => f.write_str("unexpected end of file or closed peer"),
             Error::Os(errno) => write!(f, "{}", io::Error::from_raw_os_error(*errno)),
             Error::Config(why) => write!(f, "invalid configuration: {why}"),
-            Error::InUse => f.write_str("storage already claimed by another event loop"),
+            Error::InUse => f.write_str(
+                "in use: the storage or lane is held by another loop, or the lane by another producer",
+            ),
         }
     }
 }

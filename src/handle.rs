@@ -407,7 +407,21 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W>
     /// Blocks the calling thread until the operation finishes (no executor needed). Polls for
     /// up to the loop's `idle_spin` first, then parks on a futex; waiting for a free slot parks
     /// the thread in the wait list. Allocation-free.
+    ///
+    /// The loop enforces deadlines: a `.wait()` whose loop is never started (`run`, `block_on`,
+    /// `spawn`) waits until that loop runs or is dropped (`Error::Closed`), whatever its
+    /// deadline.
+    ///
+    /// # Panics
+    /// On the thread that runs this operation's loop (inside `block_on`, a `TaskPool` task, or
+    /// a waker or `Drop` the loop runs): it would block the only thread that can complete it.
+    /// Use `.await` there.
     pub fn wait(self) -> T {
+        assert!(
+            !crate::event_loop::local::serves_here(self.storage.key()),
+            "`.wait()` on the loop thread of the operation's own loop would block the only thread \
+             that can complete it: inside `block_on` or a `TaskPool` task, use `.await` instead"
+        );
         let mut this = std::pin::pin!(self);
         // SAFETY: we never move out of the pinned value; `waiter` stays in place.
         let this = unsafe { this.as_mut().get_unchecked_mut() };

@@ -15,6 +15,9 @@ pub struct Metrics {
     pub completed: u64,
     /// Requests that ended with `Error::Timeout`.
     pub timed_out: u64,
+    /// Deadlines shortened to an explicit `Config::max_request_timeout` (a cap the user set;
+    /// without one, a far deadline is re-armed until due, never shortened).
+    pub capped_deadlines: u64,
     /// AsyncCancel SQEs issued.
     pub cancel_sqes: u64,
     /// Requests retired because their caller dropped the future.
@@ -51,6 +54,7 @@ pub(crate) struct Counters {
     pub(crate) submitted: AtomicU64,
     pub(crate) completed: AtomicU64,
     pub(crate) timed_out: AtomicU64,
+    pub(crate) capped_deadlines: AtomicU64,
     pub(crate) cancel_sqes: AtomicU64,
     pub(crate) orphaned: AtomicU64,
     pub(crate) requeued: AtomicU64,
@@ -72,6 +76,7 @@ impl Counters {
                 submitted: AtomicU64::new(0),
                 completed: AtomicU64::new(0),
                 timed_out: AtomicU64::new(0),
+                capped_deadlines: AtomicU64::new(0),
                 cancel_sqes: AtomicU64::new(0),
                 orphaned: AtomicU64::new(0),
                 requeued: AtomicU64::new(0),
@@ -108,6 +113,7 @@ impl Counters {
             submitted: get(&self.submitted),
             completed: get(&self.completed),
             timed_out: get(&self.timed_out),
+            capped_deadlines: get(&self.capped_deadlines),
             cancel_sqes: get(&self.cancel_sqes),
             orphaned: get(&self.orphaned),
             requeued: get(&self.requeued),
@@ -135,6 +141,7 @@ impl Counters {
             &self.submitted,
             &self.completed,
             &self.timed_out,
+            &self.capped_deadlines,
             &self.cancel_sqes,
             &self.orphaned,
             &self.requeued,

@@ -324,6 +324,8 @@ impl<F: Future<Output = ()>, const N: usize, M: Future> Future for Run<F, N, M> 
         }
         if this.main.is_none() && pool.is_empty() {
             if let Some(out) = this.output.take() {
+                // The pool outlives this runner: it keeps no waker of an executor that is done.
+                drop(head.runner.take());
                 return Poll::Ready(out);
             }
         }

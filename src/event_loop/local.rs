@@ -3,7 +3,9 @@
 //! completions are delivered and before staging, so what it submits enters the kernel in the
 //! same `io_uring_enter`, with no eventfd write, and its completions wake it with a flag.
 
+use std::cell::Cell;
 use std::future::Future;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,6 +15,32 @@ use std::thread::ThreadId;
 use super::ring::EventFd;
 use super::EventLoop;
 use crate::error::Error;
+
+thread_local! {
+    /// The storage (its key) whose loop this thread is running, 0 for none.
+    static SERVING: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Whether the calling thread is running the loop of the storage at `key`: a `.wait()` for one
+/// of its operations would block the only thread that can complete it.
+pub(crate) fn serves_here(key: usize) -> bool {
+    SERVING.with(|serving| serving.get() == key)
+}
+
+/// Marks the calling thread as the loop thread of the storage at `key` while it lives.
+pub(super) struct Serving(usize);
+
+impl Serving {
+    pub(super) fn begin(key: usize) -> Serving {
+        Serving(SERVING.with(|serving| serving.replace(key)))
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        SERVING.with(|serving| serving.set(self.0));
+    }
+}
 
 /// What the serving loop polls on its own thread.
 pub(super) trait Local {
@@ -36,10 +64,17 @@ impl Local for Nothing {
 
 /// The waker of the local future: a flag, plus an eventfd write when the wake comes from another
 /// thread (the loop may sleep in the kernel).
+///
+/// A waker may be kept and woken at any later time, after `block_on` returned and the storage
+/// (and its eventfd) are gone: it writes only through its own duplicate of the eventfd, which
+/// lives as long as the last waker, and not at all once `block_on` is over.
 struct Flag {
     woken: AtomicBool,
+    /// `block_on` returned: wakes do nothing.
+    over: AtomicBool,
     loop_thread: ThreadId,
-    eventfd: i32,
+    /// A duplicate of the loop's eventfd, owned by the waker: never a number another file reuses.
+    eventfd: OwnedFd,
 }
 
 impl Wake for Flag {
@@ -50,29 +85,38 @@ impl Wake for Flag {
     fn wake_by_ref(self: &Arc<Self>) {
         // Release: what the waker did before is visible to the poll that follows.
         self.woken.store(true, Ordering::Release);
-        if std::thread::current().id() != self.loop_thread {
-            EventFd::from_raw(self.eventfd).ring();
+        // Relaxed: a late wake that still rings only wakes a loop spuriously; the descriptor is
+        // ours either way.
+        if !self.over.load(Ordering::Relaxed) && std::thread::current().id() != self.loop_thread
+        {
+            EventFd::from_raw(self.eventfd.as_raw_fd()).ring();
         }
     }
 }
 
-/// A future run by `block_on`, and its output once ready.
-struct Task<'a, T> {
-    future: Pin<&'a mut dyn Future<Output = T>>,
+/// A future run by `block_on` (dropped in place as soon as it is ready), and its output.
+struct Task<'a, F: Future> {
+    future: Pin<&'a mut Option<F>>,
     flag: Arc<Flag>,
     waker: Waker,
-    output: Option<T>,
+    output: Option<F::Output>,
 }
 
-impl<T> Local for Task<'_, T> {
+impl<F: Future> Local for Task<'_, F> {
     fn poll(&mut self) {
         // Acquire: pairs with the waker's Release.
         if self.output.is_some() || !self.flag.woken.swap(false, Ordering::Acquire) {
             return;
         }
+        let Some(future) = self.future.as_mut().as_pin_mut() else {
+            return;
+        };
         let mut cx = Context::from_waker(&self.waker);
-        if let Poll::Ready(output) = self.future.as_mut().poll(&mut cx) {
+        if let Poll::Ready(output) = future.poll(&mut cx) {
             self.output = Some(output);
+            // Dropped now, not after the drain: what it owns (a `Handle`) must not keep the loop
+            // serving.
+            self.future.set(None);
         }
     }
 
@@ -89,9 +133,15 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// Operations `fut` awaits are staged in the iteration that polled it and submitted with the
     /// other requests of that iteration in one `io_uring_enter`: no cross-thread hop, no eventfd;
     /// their completions wake it directly. Handles on other threads keep working. `fut` must not
-    /// block the thread (no `.wait()` inside it: the loop would stop). If every `Handle` is
-    /// dropped before `fut` finishes, the loop drains and `block_on` returns `Error::Closed`.
-    /// Polling `fut` allocates once (its waker); the loop itself allocates nothing.
+    /// block the thread: a `.wait()` for an operation of this loop panics (it would block the
+    /// only thread that can complete it). `fut` is dropped as soon as it is ready, so a `Handle`
+    /// it owns does not hold the loop open. If every `Handle` is dropped before `fut` finishes,
+    /// the loop drains and `block_on` returns `Error::Closed`.
+    ///
+    /// The config's placement (`cpu`, `priority`, `lock_memory`) is applied to the calling
+    /// thread first; what the process may not use is the kernel's error, returned before `fut` is
+    /// polled. `block_on` allocates once (its waker, which owns a duplicate of the loop's eventfd
+    /// so that it may be kept and woken after the loop is gone); the loop allocates nothing.
     ///
     /// ```
     /// use static_uring::Config;
@@ -105,30 +155,21 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// assert_eq!(answer, 42);
     /// ```
     pub fn block_on<F: Future>(mut self, fut: F) -> Result<F::Output, Error> {
-        let fut = pin!(fut);
+        let eventfd = self.eventfd.duplicate().map_err(|e| Error::from_io(&e))?;
         let flag = Arc::new(Flag {
             woken: AtomicBool::new(true),
+            over: AtomicBool::new(false),
             loop_thread: std::thread::current().id(),
-            eventfd: self.eventfd.raw(),
+            eventfd,
         });
         let mut task = Task {
-            future: fut,
+            future: pin!(Some(fut)),
             waker: Waker::from(flag.clone()),
             flag,
             output: None,
         };
-        // SAFETY: as in `run`: the claim makes this loop the table's only user until `close`.
-        let table = unsafe { self.table.as_mut() };
-        self.running = true;
-        let result = self
-            .prepare()
-            .and_then(|()| self.serve(table, &mut task))
-            .and_then(|()| self.drain(table));
-        if result.is_err() {
-            self.abandon_all(table);
-        }
-        self.running = false;
-        self.close();
+        let result = self.run_local(&mut task);
+        task.flag.over.store(true, Ordering::Relaxed);
         result?;
         task.output.ok_or(Error::Closed)
     }

@@ -27,7 +27,7 @@
 //! phase.
 
 pub(crate) mod id;
-mod local;
+pub(crate) mod local;
 mod phases;
 pub(crate) mod registry;
 pub(crate) mod request;
@@ -36,6 +36,7 @@ mod shutdown;
 pub(crate) mod table;
 pub(crate) mod wheel;
 
+use std::future::Future;
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
@@ -99,6 +100,8 @@ pub struct EventLoop<const SLOTS: usize, const RING: usize, const WHEEL: usize> 
     closed: bool,
     /// Inside `run`: if the loop is dropped in this state, it is unwinding and must abandon.
     running: bool,
+    /// The config's placement is applied to the thread that runs the loop (`spawn` did it).
+    placed: bool,
     /// How long the next idle period spins before sleeping, in nanoseconds (adaptive, at most
     /// `idle_spin`).
     spin_budget: u64,
@@ -150,6 +153,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             check_senders: true,
             closed: false,
             running: false,
+            placed: false,
             spin_budget,
             spin_max: spin_budget,
             lanes: Vec::new(),
@@ -168,8 +172,10 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
 
     /// Adds a single-producer lane to this loop (before it runs): the loop polls it beside the
     /// shared submission ring, and [`Handle::lane`](crate::Handle::lane) binds one producer to
-    /// it. A lane belongs to one loop at a time; registering it with the next loop of the same
-    /// storage is fine.
+    /// it. A lane belongs to one live loop at a time: registering a lane that another live loop
+    /// holds is `Error::InUse` (it would take that loop's requests); once that loop has returned
+    /// or been dropped, the lane is free for the next. Registering it twice with one loop is a
+    /// no-op. Allocates (the loop's list of lanes grows); requests do not.
     ///
     /// ```
     /// use static_uring::{Config, Lane};
@@ -183,11 +189,14 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// drop((lane, handle));
     /// thread.join().unwrap().unwrap();
     /// ```
-    pub fn register_lane(&mut self, lane: &'static Lane<S>) {
-        lane.bind(self.storage.key(), self.storage.epoch());
+    pub fn register_lane(&mut self, lane: &'static Lane<S>) -> Result<(), Error> {
+        if !lane.bind(self.storage.key(), self.storage.epoch()) {
+            return Err(Error::InUse);
+        }
         if !self.lanes.iter().any(|l| std::ptr::eq(*l, lane)) {
             self.lanes.push(lane);
         }
+        Ok(())
     }
 
     /// Whether a lane holds a fresh request.
@@ -279,16 +288,25 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     }
 
     /// Runs the loop on the calling thread until every `Handle` is dropped and the drain has
-    /// finished. Returns `Err` only if the kernel failed the loop itself (callers are then woken
-    /// with `Error::Abandoned` or `Error::Closed`; no memory the kernel may use is freed).
+    /// finished. The config's placement (`cpu`, `priority`, `lock_memory`) is applied to the
+    /// calling thread first; what the process may not use is the kernel's error. Returns `Err`
+    /// only then, or if the kernel failed the loop itself (callers are then woken with
+    /// `Error::Abandoned` or `Error::Closed`; no memory the kernel may use is freed).
     pub fn run(mut self) -> Result<(), Error> {
+        self.run_local(&mut local::Nothing)
+    }
+
+    /// `run` and `block_on`: prepare the thread, serve (polling `local` in each iteration),
+    /// drain, give the claim back.
+    fn run_local<L: local::Local>(&mut self, local: &mut L) -> Result<(), Error> {
         // SAFETY: the claim makes this loop the table's only user until `close` gives the claim
-        // back (below, or in `Drop`); this is the only borrow while `run` runs.
+        // back (below, or in `Drop`); this is the only borrow while the loop runs.
         let table = unsafe { self.table.as_mut() };
+        let _serving = local::Serving::begin(self.storage.key());
         self.running = true;
         let result = self
             .prepare()
-            .and_then(|()| self.serve(table, &mut local::Nothing))
+            .and_then(|()| self.serve(table, local))
             .and_then(|()| self.drain(table));
         if result.is_err() {
             self.abandon_all(table);
@@ -298,13 +316,15 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         result
     }
 
-    /// Thread setup: enable a single-issuer ring on this thread, pin it.
+    /// Thread setup: apply the placement (unless `spawn` did), enable a single-issuer ring on
+    /// this thread.
     fn prepare(&mut self) -> Result<(), Error> {
+        if !self.placed {
+            crate::placement::apply(&self.checked.config).map_err(|e| Error::from_io(&e))?;
+            self.placed = true;
+        }
         if self.checked.config.single_issuer {
             self.ring.enable()?;
-        }
-        if let Some(cpu) = self.checked.config.cpu {
-            crate::placement::pin_to_cpu(cpu).map_err(|e| Error::from_io(&e))?;
         }
         Ok(())
     }
@@ -313,9 +333,10 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// `SCHED_FIFO` priority, locked memory) and runs the loop on it; the `JoinHandle` gives
     /// `run`'s result.
     ///
-    /// A placement the process may not use (no such CPU, no permission for the priority, a
-    /// memory-lock limit) is returned here as the kernel's error, and the loop is not started:
-    /// it is dropped, so its handles' requests end with `Error::Closed`.
+    /// A name the thread cannot take (a NUL byte) is `InvalidInput`. A placement the process
+    /// may not use (no such CPU, no permission for the priority, a memory-lock limit) is returned
+    /// here as the kernel's error, and the loop is not started: it is dropped, so its handles'
+    /// requests end with `Error::Closed`.
     ///
     /// ```
     /// use static_uring::Config;
@@ -327,6 +348,53 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// thread.join().unwrap().unwrap();
     /// ```
     pub fn spawn(self, name: &str) -> std::io::Result<std::thread::JoinHandle<Result<(), Error>>> {
+        self.start_thread(name, EventLoop::run)
+    }
+
+    /// Starts a thread named `name` with the config's whole placement applied, as
+    /// [`spawn`](Self::spawn) does, and runs [`block_on(make())`](Self::block_on) on it
+    /// (loop-thread mode on a placed thread). `make` runs on the new thread once the placement
+    /// is in force, so the future need not be `Send`; the `JoinHandle` gives `block_on`'s result.
+    /// Errors are `spawn`'s, and then `make` never runs.
+    ///
+    /// ```
+    /// use static_uring::Config;
+    /// let config = Config { cpu: Some(0), ..Config::default() };
+    /// let (handle, event_loop) = static_uring::new::<64, 32, 1024>(config).unwrap();
+    /// let thread = event_loop
+    ///     .spawn_with("io-loop", move || async move {
+    ///         handle.nop(None).await.unwrap();
+    ///         7 // `handle` is dropped here: the loop drains and the thread ends
+    ///     })
+    ///     .expect("CPU 0 exists");
+    /// assert_eq!(thread.join().unwrap(), Ok(7));
+    /// ```
+    pub fn spawn_with<M, F>(
+        self,
+        name: &str,
+        make: M,
+    ) -> std::io::Result<std::thread::JoinHandle<Result<F::Output, Error>>>
+    where
+        M: FnOnce() -> F + Send + 'static,
+        F: Future,
+        F::Output: Send + 'static,
+    {
+        self.start_thread(name, move |event_loop| event_loop.block_on(make()))
+    }
+
+    /// `spawn` and `spawn_with`: a thread named `name` that applies the placement, reports it,
+    /// and then runs `body` (which finds the placement done).
+    fn start_thread<T: Send + 'static>(
+        mut self,
+        name: &str,
+        body: impl FnOnce(Self) -> Result<T, Error> + Send + 'static,
+    ) -> std::io::Result<std::thread::JoinHandle<Result<T, Error>>> {
+        if name.contains('\0') {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "a thread name cannot contain a NUL byte",
+            ));
+        }
         let (placed, outcome) = std::sync::mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             .name(name.to_string())
@@ -335,7 +403,10 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                 let failed = applied.as_ref().err().map(Error::from_io);
                 let _ = placed.send(applied);
                 match failed {
-                    None => self.run(),
+                    None => {
+                        self.placed = true;
+                        body(self)
+                    }
                     Some(e) => Err(e),
                 }
             })?;
@@ -479,9 +550,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     }
 
     fn elapsed_ns(&self, at: Instant) -> u64 {
-        at.saturating_duration_since(self.origin)
-            .as_nanos()
-            .min(u64::MAX as u128) as u64
+        elapsed_ns(self.origin, at)
     }
 }
 
@@ -533,6 +602,13 @@ impl<const S: usize, const R: usize, const W: usize> std::fmt::Debug for Metrics
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_tuple("MetricsReader").field(&self.get()).finish()
     }
+}
+
+/// Nanoseconds from `origin` to `at` (0 before it, saturating far after).
+fn elapsed_ns(origin: Instant, at: Instant) -> u64 {
+    at.saturating_duration_since(origin)
+        .as_nanos()
+        .min(u64::MAX as u128) as u64
 }
 
 /// The error of a refused buffer registration.

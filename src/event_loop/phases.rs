@@ -5,9 +5,10 @@ use io_uring::{cqueue, opcode};
 use std::time::Instant;
 
 use super::id::{Cqe, RequestId};
+use super::request::OpKind;
 use super::table::{SlotFlags, Table};
 use super::wheel::{ceil_tick, floor_tick, Target};
-use super::{EventLoop, Mode, Pass};
+use super::{elapsed_ns, EventLoop, Mode, Pass};
 use crate::error::Error;
 use crate::fault;
 use crate::handoff::slot::Finish;
@@ -80,7 +81,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         };
         if finished {
             self.finish(t, id.index());
-        } else if kind.orphanable() && slot.is_orphaned() {
+        } else if self.orphanable(kind) && slot.is_orphaned() {
             self.retire(t, id.index());
         } else {
             // Cannot fail: at most one entry per admitted request, and admitted <= RING.
@@ -99,12 +100,17 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         }
     }
 
-    /// Advances the wheel (only while deadlines are pending) and requests cancels.
+    /// Advances the wheel (only while deadlines are pending) and requests cancels. Without a
+    /// `max_request_timeout` cap, an entry that reached the horizon before its deadline is
+    /// re-armed instead (semantics A4: a deadline never fires early).
     pub(super) fn expire(&mut self, t: &mut Table<S, R, W>) {
         if t.wheel.len() == 0 {
             return;
         }
-        let now = floor_tick(self.elapsed_ns(Instant::now()), self.checked.tick_ns);
+        let tick_ns = self.checked.tick_ns;
+        let now = floor_tick(self.elapsed_ns(Instant::now()), tick_ns);
+        let rearm = self.checked.config.max_request_timeout.is_none();
+        let (origin, horizon) = (self.origin, self.checked.horizon);
         let Table {
             wheel,
             cancels,
@@ -112,16 +118,25 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             ..
         } = t;
         let slots = &self.storage.slots;
-        wheel.advance(now, |index, _| {
+        wheel.advance_rearming(now, |index, _| {
             let flags = &mut flags[index as usize];
             if !flags.admitted || flags.cancel_requested {
-                return;
+                return None;
+            }
+            if rearm {
+                // SAFETY: admitted: the loop owns the request.
+                let deadline = unsafe { slots[index as usize].with_request(|r| r.deadline) };
+                let due = deadline.map_or(0, |d| ceil_tick(elapsed_ns(origin, d), tick_ns));
+                if due > now {
+                    return Some(due.min(now + horizon));
+                }
             }
             flags.cancel_requested = true;
             if flags.in_flight && !flags.drop_cancelled {
                 let _ =
                     cancels.push_back(RequestId::new(index, slots[index as usize].generation()));
             }
+            None
         });
     }
 
@@ -226,7 +241,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         let live = slot.admit();
         // SAFETY: popped from the ring: ACTIVE or ORPHANED, so the loop owns the request.
         let (kind, deadline) = unsafe { slot.with_request(|r| (r.kind(), r.deadline)) };
-        if !live && kind.orphanable() {
+        if !live && self.orphanable(kind) {
             Counters::bump(&self.storage.metrics.completed);
             Counters::bump(&self.storage.metrics.orphaned);
             self.storage.free_slot(index);
@@ -236,10 +251,17 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             if t.wheel.len() == 0 {
                 // Align the idle wheel with now (nothing can expire: it is empty).
                 let tick = floor_tick(self.elapsed_ns(Instant::now()), self.checked.tick_ns);
-                t.wheel.advance(tick, |_, _| {});
+                t.wheel.advance_rearming(tick, |_, _| None);
             }
             let deadline_tick = ceil_tick(self.elapsed_ns(deadline), self.checked.tick_ns);
-            match t.wheel.target(deadline_tick, self.checked.horizon) {
+            let target = t.wheel.target(deadline_tick, self.checked.horizon);
+            if matches!(target, Target::At(tick) if tick < deadline_tick)
+                && self.checked.config.max_request_timeout.is_some()
+            {
+                // Shortened to the cap the user set (without one it is re-armed until due).
+                Counters::bump(&self.storage.metrics.capped_deadlines);
+            }
+            match target {
                 Target::Expired => {
                     // Already past: Timeout without I/O and without taking a table entry.
                     // SAFETY: the loop owns the request (above).
@@ -270,7 +292,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         }
         // SAFETY: admitted: the loop owns the request.
         let kind = unsafe { slot.with_request(|r| r.kind()) };
-        if kind.orphanable() && slot.is_orphaned() {
+        if self.orphanable(kind) && slot.is_orphaned() {
             self.retire(t, index);
             return;
         }
@@ -344,6 +366,12 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                 self.storage.free_slot(index);
             }
         }
+    }
+
+    /// Whether an orphan of `kind` is retired early under this loop's config.
+    #[inline]
+    fn orphanable(&self, kind: OpKind) -> bool {
+        kind.orphanable(self.checked.config.cancel_on_drop)
     }
 
     /// Retires an admitted orphan without an outcome (not in flight).

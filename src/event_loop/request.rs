@@ -39,10 +39,16 @@ pub(crate) enum OpKind {
 }
 
 impl OpKind {
-    /// Whether a dropped caller lets the loop retire the request early: durable writes and
-    /// syncs always run to completion.
-    pub(crate) fn orphanable(self) -> bool {
-        !matches!(self, OpKind::WriteAt | OpKind::Sync)
+    /// Whether a dropped caller lets the loop retire the request early, at its next completion
+    /// (semantics A9): durable writes and syncs always run to completion, and with
+    /// `cancel_on_drop` sends do too (A16: what is cancelled is what only takes or waits; a send
+    /// is finished whole, since part of it may be on the wire).
+    pub(crate) fn orphanable(self, cancel_on_drop: bool) -> bool {
+        match self {
+            OpKind::WriteAt | OpKind::Sync => false,
+            OpKind::Send | OpKind::SendTo => !cancel_on_drop,
+            _ => true,
+        }
     }
 
     /// Whether dropping its future cancels it in the kernel when `Config::cancel_on_drop` is on:
@@ -1015,8 +1021,11 @@ mod tests {
         let sqe = r.sqe(42, u32::MAX, &Registry::NONE).entry;
         assert_eq!(sqe.get_user_data(), 42);
         assert_eq!(sqe.get_opcode(), u32::from(opcode::Write::CODE));
-        assert!(OpKind::Send.orphanable() && OpKind::ReadAt.orphanable());
-        assert!(!OpKind::WriteAt.orphanable() && !OpKind::Sync.orphanable());
+        assert!(OpKind::Send.orphanable(false) && OpKind::ReadAt.orphanable(false));
+        assert!(!OpKind::WriteAt.orphanable(false) && !OpKind::Sync.orphanable(false));
+        // With cancel_on_drop a send runs to completion; reads are still retired.
+        assert!(!OpKind::Send.orphanable(true) && !OpKind::SendTo.orphanable(true));
+        assert!(OpKind::ReadAt.orphanable(true) && OpKind::Connect.orphanable(true));
     }
 
     #[test]

@@ -37,6 +37,19 @@ impl EventFd {
         self.0
     }
 
+    /// A close-on-exec duplicate of the descriptor, owned by the caller: it names the same
+    /// eventfd for as long as the caller keeps it, whatever happens to this one.
+    pub(crate) fn duplicate(&self) -> io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain syscall on our open descriptor.
+        let fd = unsafe { libc::fcntl(self.0, libc::F_DUPFD_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by F_DUPFD_CLOEXEC: open, and owned by nobody else.
+        Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+    }
+
     /// Adds one to the counter. EAGAIN (counter saturated) means a wake is pending anyway.
     pub(crate) fn ring(&self) {
         let one: u64 = 1;

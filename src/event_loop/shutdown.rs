@@ -157,5 +157,9 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             }
             storage.free_slot(index);
         });
+        // Swept: the lanes are free for another loop.
+        for lane in lanes {
+            lane.unbind(storage.key());
+        }
     }
 }

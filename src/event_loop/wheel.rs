@@ -375,12 +375,32 @@ impl<const SLOTS: usize, const WHEEL: usize> Wheel<SLOTS, WHEEL> {
     /// panicking callback leaves the lists consistent; the due entries left behind fire on the
     /// next advance that moves the tick (`next_deadline_ticks` reports 0 meanwhile).
     /// Cost: O(bitmap words scanned + entries expired), at most one revolution of words.
+    #[cfg(test)]
     pub(crate) fn advance(&mut self, tick: u64, mut expired: impl FnMut(u32, u64)) -> usize {
+        self.advance_rearming(tick, |slot, due| {
+            expired(slot, due);
+            None
+        })
+    }
+
+    /// [`advance`](Self::advance), where the callback may re-arm an entry instead: returning
+    /// `Some(target)` (a tick in `(tick, tick + WHEEL)`, what [`Wheel::target`] gives after the
+    /// advance) schedules the slot again there. A deadline beyond the horizon is re-armed this
+    /// way until it is due (semantics A4: never early). Re-armed entries are linked after the
+    /// sweep, through their own links (no memory beyond the wheel's), and are not counted.
+    pub(crate) fn advance_rearming(
+        &mut self,
+        tick: u64,
+        mut expired: impl FnMut(u32, u64) -> Option<u64>,
+    ) -> usize {
         if tick <= self.current {
             return 0;
         }
         self.current = tick;
         let mut count = 0;
+        // Re-armed slots, chained through `next`, their new target in `tick`: linking them now
+        // could put a later tick into a bucket that still holds due entries.
+        let mut rearmed = NIL;
         while self.len > 0 && self.min <= tick {
             let due = self.min;
             let bucket = due as usize & Self::MASK;
@@ -408,12 +428,28 @@ impl<const SLOTS: usize, const WHEEL: usize> Wheel<SLOTS, WHEEL> {
                 } else {
                     self.links[next as usize].prev = NIL;
                 }
-                count += 1;
-                expired(slot, due);
+                match expired(slot, due) {
+                    Some(target) => {
+                        self.links[slot as usize] = Link {
+                            prev: NIL,
+                            next: rearmed,
+                            tick: target,
+                        };
+                        rearmed = slot;
+                    }
+                    None => count += 1,
+                }
                 if next == NIL {
                     break;
                 }
             }
+        }
+        while rearmed != NIL {
+            let slot = rearmed;
+            let Link { next, tick, .. } = self.links[slot as usize];
+            rearmed = next;
+            self.links[slot as usize] = Link::UNLINKED;
+            self.schedule(slot, tick);
         }
         count
     }

@@ -27,6 +27,7 @@ pub struct Lane<const SLOTS: usize> {
     /// A producer holds the lane.
     claimed: AtomicBool,
     /// The storage (its address) whose loop polls this lane, 0 = none, and that loop's claim.
+    /// A loop binds a free lane and frees it when it closes: one live loop per lane.
     bound: AtomicUsize,
     bound_epoch: AtomicU32,
 }
@@ -100,18 +101,38 @@ impl<const SLOTS: usize> Lane<SLOTS> {
         self.claimed.store(false, Ordering::Release);
     }
 
-    /// Binds the lane to the loop of claim `epoch` of the storage at `key` (registration,
-    /// before that loop runs and before any handle can claim the lane for it).
-    pub(crate) fn bind(&self, key: usize, epoch: u32) {
-        self.bound_epoch.store(epoch, Ordering::Relaxed);
-        // Release: pairs with `is_bound_to`'s Acquire, publishing the epoch with the key.
-        self.bound.store(key, Ordering::Release);
+    /// Binds the lane to the loop of claim `epoch` of the storage at `key` (registration, before
+    /// that loop runs), unless another storage's loop holds it: false then. A storage has one
+    /// loop at a time, so a lane bound to `key` is this loop's already (registered twice).
+    pub(crate) fn bind(&self, key: usize, epoch: u32) -> bool {
+        // AcqRel: Acquire pairs with the previous holder's `unbind` (its sweep of the lane
+        // happens before our loop polls it); Release publishes the binding to `is_bound_to`.
+        match self
+            .bound
+            .compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => {}
+            Err(holder) if holder == key => {}
+            Err(_) => return false,
+        }
+        // Written after the key: a handle that reads the key before the epoch lands sees "not
+        // registered" (it raced the registration), never another loop's lane.
+        self.bound_epoch.store(epoch, Ordering::Release);
+        true
+    }
+
+    /// The loop of the storage at `key` is closed, its lane swept: another loop may bind it.
+    pub(crate) fn unbind(&self, key: usize) {
+        // Release: our sweep happens before the next binder's Acquire.
+        let _ = self
+            .bound
+            .compare_exchange(key, 0, Ordering::Release, Ordering::Relaxed);
     }
 
     /// Whether the loop of claim `epoch` of the storage at `key` polls this lane.
     pub(crate) fn is_bound_to(&self, key: usize, epoch: u32) -> bool {
         self.bound.load(Ordering::Acquire) == key
-            && self.bound_epoch.load(Ordering::Relaxed) == epoch
+            && self.bound_epoch.load(Ordering::Acquire) == epoch
     }
 }
 
