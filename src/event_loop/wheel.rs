@@ -387,7 +387,8 @@ impl<const SLOTS: usize, const WHEEL: usize> Wheel<SLOTS, WHEEL> {
     /// `Some(target)` (a tick in `(tick, tick + WHEEL)`, what [`Wheel::target`] gives after the
     /// advance) schedules the slot again there. A deadline beyond the horizon is re-armed this
     /// way until it is due (semantics A4: never early). Re-armed entries are linked after the
-    /// sweep, through their own links (no memory beyond the wheel's), and are not counted.
+    /// sweep, through their own links (no memory beyond the wheel's), and are not counted. (A
+    /// callback that panics loses the entries re-armed before it: the loop's cannot panic.)
     pub(crate) fn advance_rearming(
         &mut self,
         tick: u64,
@@ -595,6 +596,35 @@ mod tests {
             let occupied = bit < W / group && (0..group).any(|i| w.heads[bit * group + i] != NIL);
             assert_eq!(set, occupied, "bitmap bit {bit}");
         }
+    }
+
+    #[test]
+    fn rearmed_entries_land_after_the_sweep_even_in_a_bucket_still_due() {
+        // WHEEL 8: slots at ticks 1, 7 and 3. Advancing to 7 re-arms slot 0 at 11, whose bucket
+        // (3) still holds slot 2's due tick 3 at that moment, and slot 1 at 14; both then fire on
+        // time and the wheel stays consistent.
+        let mut w = Wheel::<4, 8>::new();
+        w.schedule(0, 1);
+        w.schedule(1, 7);
+        w.schedule(2, 3);
+        let mut fired = Vec::new();
+        let expired = w.advance_rearming(7, |slot, due| {
+            fired.push((slot, due));
+            match slot {
+                0 => Some(11),
+                1 => Some(14),
+                _ => None,
+            }
+        });
+        assert_eq!(fired, [(0, 1), (2, 3), (1, 7)], "tick order");
+        assert_eq!(expired, 1, "re-armed entries are not counted as expired");
+        check_invariants(&w);
+        assert_eq!((w.scheduled_at(0), w.scheduled_at(1)), (Some(11), Some(14)));
+        assert_eq!(w.next_deadline_ticks(), Some(4));
+        assert_eq!(advance_collect(&mut w, 11), [(0, 11)]);
+        assert_eq!(advance_collect(&mut w, 14), [(1, 14)]);
+        check_invariants(&w);
+        assert_eq!(w.len(), 0);
     }
 
     #[test]
