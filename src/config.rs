@@ -40,7 +40,10 @@ pub struct Config {
     /// requests keep coming). The poller keeps a core busy while requests arrive and for this long
     /// after the last one, then sleeps until the next submission wakes it. `None` = off.
     pub sqpoll_idle: Option<Duration>,
-    /// Pin the loop thread (inside `run`) to this CPU. `None` = leave the affinity alone.
+    /// Pin the loop thread to this CPU. `None` = leave the affinity alone. Like `priority` and
+    /// `lock_memory`, applied to the thread that runs the loop, however it is run: by `run` and
+    /// `block_on` on the calling thread before the loop starts (an error is their `Err`), by
+    /// `spawn` and `spawn_with` on the new thread (an error is theirs, and the loop never runs).
     pub cpu: Option<usize>,
     /// Cancel on drop: dropping the future of an in-flight `recv`, `read_at` or `nop` sends an
     /// AsyncCancel at the loop's next pass, and the slot is freed when the kernel answers, so a
@@ -49,17 +52,14 @@ pub struct Config {
     /// default: the model's semantics, where a dropped request keeps running until the kernel
     /// answers (its deadline still applies).
     pub cancel_on_drop: bool,
-    /// Real-time priority of the loop thread started by [`EventLoop::spawn`]: `SCHED_FIFO` at
-    /// this priority (1 to 99; needs `CAP_SYS_NICE` or an `RLIMIT_RTPRIO` that allows it).
-    /// `None` = the default scheduler. Not applied by `run` on a thread the caller made.
-    ///
-    /// [`EventLoop::spawn`]: crate::EventLoop::spawn
+    /// Real-time priority of the loop thread: `SCHED_FIFO` at this priority (1 to 99; needs
+    /// `CAP_SYS_NICE` or an `RLIMIT_RTPRIO` that allows it, else the kernel's `EPERM`). `None` =
+    /// the default scheduler. Applied wherever `cpu` is (`run`, `block_on`, `spawn`,
+    /// `spawn_with`); it stays with the thread after the loop returns.
     pub priority: Option<u8>,
-    /// Lock the process's memory (`mlockall(MCL_CURRENT | MCL_FUTURE)`) when
-    /// [`EventLoop::spawn`] starts the loop thread, so that no page fault to swap delays it
-    /// (needs an `RLIMIT_MEMLOCK` large enough, or `CAP_IPC_LOCK`).
-    ///
-    /// [`EventLoop::spawn`]: crate::EventLoop::spawn
+    /// Lock the process's memory (`mlockall(MCL_CURRENT | MCL_FUTURE)`) when the loop starts,
+    /// wherever `cpu` is applied (`run`, `block_on`, `spawn`, `spawn_with`), so that no page fault
+    /// to swap delays it (needs an `RLIMIT_MEMLOCK` large enough, or `CAP_IPC_LOCK`).
     pub lock_memory: bool,
 }
 

@@ -87,8 +87,7 @@ impl Wake for Flag {
         self.woken.store(true, Ordering::Release);
         // Relaxed: a late wake that still rings only wakes a loop spuriously; the descriptor is
         // ours either way.
-        if !self.over.load(Ordering::Relaxed) && std::thread::current().id() != self.loop_thread
-        {
+        if !self.over.load(Ordering::Relaxed) && std::thread::current().id() != self.loop_thread {
             EventFd::from_raw(self.eventfd.as_raw_fd()).ring();
         }
     }
