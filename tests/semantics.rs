@@ -99,7 +99,8 @@
 //! | op never completed by the kernel -> abandonment         | `shutdown_timeout_abandons_a_request_still_in_the_kernel` |
 //! | caller dropped, in flight with a deadline               | `fd_stays_alive_while_a_request_uses_it`; lifecycle `orphan_dropped_in_flight_retires_at_its_deadline` |
 //! | shutdown budget exhausted before the deadline           | `shutdown_timeout_abandons_a_timed_request_after_the_cutoff` |
-//! | deadline beyond the horizon is clamped (3.2)            | `deadlines_are_clamped_to_max_request_timeout` |
+//! | deadline beyond an explicit cap fires at the cap (3.2)  | `deadlines_are_clamped_to_max_request_timeout`, `an_explicit_max_request_timeout_caps_and_counts` |
+//! | deadline beyond the horizon, no cap: never early (A4)   | `a_deadline_beyond_the_horizon_never_fires_early` |
 //! | cancel CQE before the op CQE                            | n/a: the kernel's ordering cannot be forced; the loop ignores every cancel CQE (`EventLoop::on_cqe`) |
 //! | op never completed, even after AsyncCancel              | n/a (no such op on demand); the no-deadline form, a request the kernel keeps until shutdown: `shutdown_timeout_abandons_a_request_still_in_the_kernel` |
 //!
