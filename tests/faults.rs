@@ -63,7 +63,7 @@ use static_uring::{
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-/// The six operations.
+/// The six operations the matrix drives (of the fourteen; see the header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Send,
