@@ -1,10 +1,9 @@
 #![cfg(feature = "fault-injection")]
 //! The fault matrix: every row of the per-operation completion tables (`src/event_loop/request.rs`,
 //! docs/behaviour.md section 2; the model's rules B 2.5-2.9 with A5, A6, A10, A13) driven end to
-//! end through the public API, for
-//! each of send, recv, read_at, write_at, sync and nop where the row applies. Real triggers are
-//! used where the kernel can be made to produce the result on demand; the `fault-injection` hook
-//! (`Handle::inject_fault`) where it cannot.
+//! end through the public API, for each of send, recv, read_at, write_at, sync and nop where the
+//! row applies. Real triggers are used where the kernel can be made to produce the result on
+//! demand; the `fault-injection` hook (`Handle::inject_fault`) where it cannot.
 //!
 //! Run with `cargo test --features fault-injection --test faults`.
 //!
