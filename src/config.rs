@@ -13,11 +13,14 @@ pub struct Config {
     /// sockets cannot complete on a polled ring.
     pub io_poll: bool,
     /// `IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN` (kernel 6.1+). The ring is
-    /// created disabled by the constructor and enabled by `run` on the loop thread, which
-    /// becomes its only submitter.
+    /// created disabled by the constructor and enabled on the loop thread when the loop starts,
+    /// and that thread becomes its only submitter.
     pub single_issuer: bool,
-    /// Deadlines further away are clamped to it (they fire early). `None` = the wheel's horizon,
-    /// `(WHEEL - 1) * tick`. Zero, or beyond the horizon, is `Error::Config`.
+    /// A cap on deadlines. `None` (the default): no cap; a deadline farther than the wheel's
+    /// horizon, `(WHEEL - 1) * tick`, never fires early: the loop re-arms it at the horizon until
+    /// it is due. `Some(t)`: a deadline farther than `t` fires at `t` (up to one tick earlier), and
+    /// each such request is counted in `Metrics::capped_deadlines`. Zero, or beyond the horizon,
+    /// is `Error::Config`. docs/behaviour.md section 3.1 has the tick math.
     pub max_request_timeout: Option<Duration>,
     /// Budget for the drain after the last handle is dropped, charged for time spent waiting
     /// only. `None` waits for every in-flight request; `Some(0)` abandons at once.
@@ -45,12 +48,12 @@ pub struct Config {
     /// `block_on` on the calling thread before the loop starts (an error is their `Err`), by
     /// `spawn` and `spawn_with` on the new thread (an error is theirs, and the loop never runs).
     pub cpu: Option<usize>,
-    /// Cancel on drop: dropping the future of an in-flight `recv`, `read_at` or `nop` sends an
-    /// AsyncCancel at the loop's next pass, and the slot is freed when the kernel answers, so a
-    /// dropped `recv` stops consuming data (what the kernel already received before the cancel
-    /// is lost with the future). `send`, `write_at` and `sync` still run to completion. Off by
-    /// default: the model's semantics, where a dropped request keeps running until the kernel
-    /// answers (its deadline still applies).
+    /// Cancel on drop. On: a dropped in-flight request that only reads or waits is cancelled at
+    /// the loop's next pass (so a dropped `recv` stops consuming data), and a dropped send runs
+    /// to completion. Off (the default, the model's semantics): a dropped in-flight request is
+    /// not cancelled and is retired at its next completion, short or not. Durable writes and
+    /// syncs run to completion either way. Which operation does what in each mode is stated in
+    /// docs/behaviour.md section 4, "Dropped futures".
     pub cancel_on_drop: bool,
     /// Real-time priority of the loop thread: `SCHED_FIFO` at this priority (1 to 99; needs
     /// `CAP_SYS_NICE` or an `RLIMIT_RTPRIO` that allows it, else the kernel's `EPERM`). `None` =
@@ -86,7 +89,9 @@ impl Default for Config {
 #[derive(Debug, Clone)]
 pub(crate) struct Checked {
     pub(crate) tick_ns: u64,
-    /// Clamp for deadlines, in ticks (<= WHEEL - 1).
+    /// The farthest a deadline's wheel entry is scheduled ahead, in ticks (<= WHEEL - 1): the
+    /// cap of an explicit `max_request_timeout`, else the horizon at which far deadlines are
+    /// re-armed.
     pub(crate) horizon: u64,
     pub(crate) config: Config,
 }
@@ -150,7 +155,7 @@ mod tests {
 
     #[test]
     fn default_is_valid_and_uses_the_full_horizon() {
-        // Default must stay valid (api.md); None means (WHEEL - 1) ticks.
+        // Default must stay valid (the shared spec's API contract); None means (WHEEL - 1) ticks.
         let checked = Config::default().check(1024).unwrap();
         assert_eq!(checked.tick_ns, 5_000_000);
         assert_eq!(checked.horizon, 1023);

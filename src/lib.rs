@@ -53,8 +53,10 @@
 //!   async callers wait (FIFO, no allocation) and `try_*` returns [`Error::Full`].
 //! * `RING`: requests in the kernel at once (the SQ size; the CQ is twice that). Requests beyond
 //!   it wait in the submission ring. `RING <= SLOTS`.
-//! * `WHEEL`: timeout wheel slots. The horizon is `(WHEEL - 1) * timeout_wheel_tick`; a deadline
-//!   further away is clamped and fires early, so pick `WHEEL >= max timeout / tick`.
+//! * `WHEEL`: timeout wheel slots. The horizon is `(WHEEL - 1) * timeout_wheel_tick`; pick
+//!   `WHEEL >= max timeout / tick` so that deadlines fit in one revolution. A deadline further
+//!   away still never fires early (the loop re-arms it at the horizon); only an explicit
+//!   `Config::max_request_timeout` caps deadlines (docs/behaviour.md section 3.1).
 //!
 //! All three are powers of two, checked at compile time. `memory-budget.md` gives the bytes.
 //!

@@ -1,9 +1,9 @@
 #![cfg(feature = "fault-injection")]
-//! The fault matrix: every row of the per-operation completion tables (`src/op.rs`, semantics.md
-//! Part B 2.5-2.9 with Part A A5, A6, A10, A13) driven end to end through the public API, for
-//! each of send, recv, read_at, write_at, sync and nop where the row applies. Real triggers are
-//! used where the kernel can be made to produce the result on demand; the `fault-injection` hook
-//! (`Handle::inject_fault`) where it cannot.
+//! The fault matrix: every row of the per-operation completion tables (`src/event_loop/request.rs`,
+//! docs/behaviour.md section 2; the model's rules B 2.5-2.9 with A5, A6, A10, A13) driven end to
+//! end through the public API, for each of send, recv, read_at, write_at, sync and nop where the
+//! row applies. Real triggers are used where the kernel can be made to produce the result on
+//! demand; the `fault-injection` hook (`Handle::inject_fault`) where it cannot.
 //!
 //! Run with `cargo test --features fault-injection --test faults`.
 //!
@@ -11,7 +11,7 @@
 //! |---|---|---|---|
 //! | `-EAGAIN`/`-EINTR`, no cancel requested (all six ops) | injected `Fault::Result` | resubmitted, then `Ok` with the right bytes and effect; `requeued` +1 per retry | `retry_results_are_resubmitted_until_the_request_succeeds` |
 //! | `-EAGAIN`/`-EINTR`, then the deadline fires (all six ops) | injected `Fault::Result`, `Stall` ordering | `Timeout`, buffer back, no AsyncCancel (it waited in the ready queue), no I/O | `retry_after_the_deadline_fired_is_timeout` |
-//! | `-EAGAIN`/`-EINTR` while a cancel is requested and the SQE is in the kernel | n/a end to end (an injected result completes at submission; CQEs are drained before the wheel advances) | `Timeout` | unit `op::tests::retryable_codes_requeue_unless_cancel_requested` |
+//! | `-EAGAIN`/`-EINTR` while a cancel is requested and the SQE is in the kernel | n/a end to end (an injected result completes at submission; CQEs are drained before the wheel advances) | `Timeout` | unit `event_loop::request::tests::retryable_codes_requeue_unless_cancel_requested` |
 //! | `-ECANCELED`, cancel requested (recv, send, read_at, write_at) | real: deadline while waiting in the kernel (silent socket, full socket, empty pipe, full pipe) -> AsyncCancel | `Timeout`, buffer back, `cancel_sqes` +1; sync, nop: n/a (cannot be held in the kernel) | `deadline_while_in_the_kernel_is_timeout_through_async_cancel` |
 //! | `-ECANCELED`, no cancel requested (all six ops) | injected | `Os(ECANCELED)`, buffer back | `ecanceled_without_a_deadline_is_an_os_error` |
 //! | other negative: `EBADF`, `ECONNRESET`, `EPIPE`, `EIO` (all six ops) | injected | `Os(errno)`, buffer back; send `EPIPE`: `UnexpectedEof` | `injected_errors_are_os_errors_and_epipe_on_send_is_eof` |
@@ -62,7 +62,7 @@ use static_uring::{
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-/// The six operations.
+/// The six operations the matrix drives (of the fourteen; see the header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Send,
@@ -437,7 +437,7 @@ fn retry_results_are_resubmitted_until_the_request_succeeds() {
 ///
 /// The other form of this row (the deadline processed while the retrying SQE is still in the
 /// kernel) cannot be produced through the API: an injected result completes at submission, and
-/// the loop drains CQEs before it advances the wheel. `op::tests` pins it.
+/// the loop drains CQEs before it advances the wheel. `event_loop::request::tests` pins it.
 #[test]
 fn retry_after_the_deadline_fired_is_timeout() {
     let runs = KINDS

@@ -1,14 +1,14 @@
 //! Hostile inputs: property tests over operation arguments, deadlines, descriptor kinds and
 //! configurations.
 //!
-//! The rule they pin (semantics A7/A8, api.md): for ANY input the crate gives a clear error or a
-//! correct result; it never panics, never hangs (every blocking wait here is bounded by `HANG`),
-//! and never leaks: a buffer always comes back (same address, same capacity), every slot is free
-//! again after each case (`try_nop` succeeds `SLOTS` times), a finished request keeps no
-//! descriptor open, and the set of open descriptors (`/proc/self/fd`) is the same after the loop
-//! has shut down as before it started.
+//! The rule they pin (semantics A7/A8 and the API contract of the shared spec): for ANY input the
+//! crate gives a clear error or a correct result; it never panics, never hangs (every blocking wait
+//! here is bounded by `HANG`), and never leaks: a buffer always comes back (same address, same
+//! capacity), every slot is free again after each case (`try_nop` succeeds `SLOTS` times), a
+//! finished request keeps no descriptor open, and the set of open descriptors (`/proc/self/fd`) is
+//! the same after the loop has shut down as before it started.
 //!
-//! Decisions of the team that these tests pin on top of api.md:
+//! Decisions of the team that these tests pin on top of the API contract:
 //! * read_at/write_at whose byte range `offset..offset + len` does not fit in `i64` (an offset
 //!   above `i64::MAX`, or `offset + len > i64::MAX`) are `Error::InvalidInput` with the buffer back
 //!   and nothing submitted (`metrics().submitted` unchanged). This check comes before the
@@ -16,8 +16,8 @@
 //! * read_at with `len > capacity`, recv with `offset > len` or `len > capacity`: `InvalidInput`.
 //! * zero-length operations (with a valid range) complete `Ok` at once, touching no slot.
 //! * a deadline at least two ticks in the past is `Timeout` without I/O; a `Timeout` is only
-//!   legitimate once the (clamped) deadline has passed; a far deadline is clamped to
-//!   `max_request_timeout` and never panics.
+//!   legitimate once the deadline, capped by the loops' explicit `max_request_timeout`, has
+//!   passed; a far deadline is capped to it and never panics.
 //!
 //! Every test takes one process-wide lock, so the descriptor counts are not disturbed by a
 //! test running beside it. Each property runs a modest number of cases (48 to 96; the whole file
@@ -57,7 +57,7 @@ type HostileOp<T> = Op<T, SLOTS, 2, 64>;
 
 /// The wheel tick of the loops here.
 const TICK: Duration = Duration::from_millis(5);
-/// `max_request_timeout` of the loops here: far deadlines are clamped to it.
+/// `max_request_timeout` of the loops here: an explicit cap, far deadlines fire at it.
 const HORIZON: Duration = Duration::from_millis(100);
 /// How late a deadline may fire on a loaded machine before we call it a bug.
 const SLACK: Duration = Duration::from_secs(2);
@@ -2278,9 +2278,9 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// What api.md requires the constructor to refuse for a wheel of 64 slots: a zero tick, a zero
-/// `max_request_timeout` or one beyond the horizon (63 ticks), io_poll (A15), and a priority that
-/// is not a SCHED_FIFO one.
+/// What the API contract requires the constructor to refuse for a wheel of 64 slots: a zero
+/// tick, a zero `max_request_timeout` or one beyond the horizon (63 ticks), io_poll (A15), and a
+/// priority that is not a SCHED_FIFO one.
 fn must_refuse(c: &Config) -> bool {
     let tick = nanos(c.timeout_wheel_tick);
     tick == 0
@@ -2354,7 +2354,7 @@ fn config_property(c: Config, on_static: bool, seen: &Seen) -> TestCaseResult {
         }
         Ok(built) => built,
     };
-    prop_assert!(!must_refuse(&c), "accepted a config api.md refuses");
+    prop_assert!(!must_refuse(&c), "accepted a config the spec refuses");
     let reader = event_loop.metrics_reader();
     let lp = LoopThread::spawn(event_loop);
     let usable = cpu_usable(&c);
@@ -2422,7 +2422,9 @@ fn serve_one_config(
         Err(Error::Timeout),
         "a deadline before the loop began"
     );
-    // A deadline 1 s away is clamped to the horizon; below 1 s it may fire first (A4).
+    // A deadline 1 s away may end `Timeout` only if an explicit `max_request_timeout` below 1 s
+    // caps it (A4). Without a cap the loop re-arms it at the horizon, so it must not time out;
+    // this check, written when far deadlines fired at the horizon, still tolerates it there.
     let horizon = c
         .max_request_timeout
         .unwrap_or_else(|| c.timeout_wheel_tick.saturating_mul(63));
@@ -2466,16 +2468,16 @@ fn serve_one_config(
     Ok(1)
 }
 
-/// Arbitrary `Config` values (tick from zero to `Duration::MAX`, `max_request_timeout` none,
-/// zero, around the horizon or huge, `shutdown_timeout` none, zero, some or maximal, `idle_spin`
-/// from zero to `Duration::MAX`, SQPOLL idle, io_poll, single issuer, any CPU number), on a heap
-/// or a static storage: the constructor returns `Ok` or `Error::Config` (never panics), refuses
-/// exactly what api.md says it must, and accepts every other config except kernel or placement
+/// Arbitrary `Config` values (tick from zero to `Duration::MAX`, `max_request_timeout` none, zero,
+/// around the horizon or huge, `shutdown_timeout` none, zero, some or maximal, `idle_spin` from
+/// zero to `Duration::MAX`, SQPOLL idle, io_poll, single issuer, any CPU number), on a heap or a
+/// static storage: the constructor returns `Ok` or `Error::Config` (never panics), refuses exactly
+/// what the API contract says it must, and accepts every other config except kernel or placement
 /// refusals; an accepted loop serves a nop, times out a nop whose deadline precedes it, and shuts
 /// down within `HANG` (a CPU it cannot pin to fails `run` and answers callers `Closed`); with a
 /// shutdown budget of at most 300 ms it shuts down with a silent recv in the kernel, whose caller
-/// gets `Abandoned` after the budget (not before, not much later) and whose slot is released,
-/// not parked; no descriptor leaks, and the static storage keeps every slot for the next case.
+/// gets `Abandoned` after the budget (not before, not much later) and whose slot is released, not
+/// parked; no descriptor leaks, and the static storage keeps every slot for the next case.
 #[test]
 fn any_config_is_ok_or_a_config_error() {
     let _serial = serial();

@@ -1,6 +1,9 @@
-//! End-to-end behaviour of the loop against the public API: the catalogue of semantics.md Part B
-//! 9.1 and 9.2, the per-operation rows of 2.6 and the race matrix of 2.9 that can be observed from
-//! outside, translated with Part A.
+//! End-to-end behaviour of the loop against the public API: the model's test catalogue (Part B
+//! 9.1 and 9.2 of the shared spec's semantics; docs/behaviour.md is the repository's statement of
+//! the behaviour, and its section 10 maps the tags), the per-operation rows of B 2.6 and the race
+//! matrix of B 2.9 that can be observed from outside, translated with Part A.
+//!
+//! `unit: request::tests::...` names a unit test in `src/event_loop/request.rs`.
 //!
 //! # Mapping
 //!
@@ -24,7 +27,7 @@
 //! | 10 | timeout_slot_reuse_does_not_cancel_new_waiter_early        | `slot_reuse_does_not_cancel_a_new_waiter_early` |
 //! | 11 | stage_request_panics_on_stale_ready_queue_entry            | n/a: an internal assertion of the model; the ready queue only holds admitted indices (`EventLoop::on_cqe`) |
 //! | 12 | advance_timeouts_ignores_stale_entry_after_slot_reuse      | unit: `wheel::tests::reused_slot_fires_only_at_its_new_tick`, `removed_entries_never_fire_and_leave_nothing_behind`; e2e `slot_reuse_does_not_cancel_a_new_waiter_early` |
-//! | 13 | cancel_completion_returns_saved_op_result                  | `success_after_a_requested_cancel_wins` (the late cancel CQE is ignored too); unit `op::tests::send_paths`, `recv_paths` |
+//! | 13 | cancel_completion_returns_saved_op_result                  | `success_after_a_requested_cancel_wins` (the late cancel CQE is ignored too); unit `request::tests::send_paths`, `recv_paths` |
 //! | 14 | staged_cancel_cqe_is_ignored_after_timeout_completion      | `partial_progress_after_a_requested_cancel_is_timeout` (cancel staged, partial CQE -> Timeout, late cancel CQE ignored); `deadline_fires_on_a_partially_filled_exact_recv` (next occupant of the only slot unaffected) |
 //! | 15 | wake_path_progress_scenarios                               | `recv_and_send_through_one_loop_make_progress` |
 //! | 16 | timeout                                                    | `recv_without_data_times_out_at_its_deadline` |
@@ -48,13 +51,13 @@
 //! ## 9.2 `iouring/request.rs`
 //! | # | upstream test                                  | here |
 //! |---|------------------------------------------------|------|
-//! | 1 | cqe_result_from_raw_retryable_codes            | unit: `op::tests::retryable_codes_requeue_unless_cancel_requested` (the kernel cannot be made to return EAGAIN on demand) |
+//! | 1 | cqe_result_from_raw_retryable_codes            | unit: `request::tests::retryable_codes_requeue_unless_cancel_requested` (the kernel cannot be made to return EAGAIN on demand) |
 //! | 2 | request_deadline_helpers_and_invariants        | every op takes a deadline (A4): `expired_deadline_times_out_without_io`; bound violations: `invalid_input_hands_the_buffer_back`; "read_at read > len" n/a (the cursor is internal) |
-//! | 3 | active_send_paths                              | unit: `op::tests::send_paths`; e2e `large_send_is_resubmitted_until_whole`, `closed_peer_is_unexpected_eof`; vectored rows n/a (no vectored API) |
-//! | 4 | active_recv_paths                              | unit: `op::tests::recv_paths`; e2e `recv_fills_from_offset_and_reports_filled`, `closed_peer_is_unexpected_eof`, `recv_without_data_times_out_at_its_deadline` |
-//! | 5 | active_read_at_paths                           | unit: `op::tests::read_write_sync_and_nop_paths`; e2e `read_at_past_end_of_file_is_unexpected_eof`, `kernel_errors_are_os_errors` |
-//! | 6 | active_write_at_paths                          | unit: `op::tests::read_write_sync_and_nop_paths`; e2e `write_at_then_read_at_round_trip_with_offsets`, `kernel_errors_are_os_errors` |
-//! | 7 | active_sync_paths                              | unit: `op::tests::read_write_sync_and_nop_paths`; e2e `sync_on_a_socket_is_einval_and_the_loop_exits_cleanly`, `write_at_then_read_at_round_trip_with_offsets` |
+//! | 3 | active_send_paths                              | unit: `request::tests::send_paths`; e2e `large_send_is_resubmitted_until_whole`, `closed_peer_is_unexpected_eof`; vectored rows: `tests/vectored.rs` |
+//! | 4 | active_recv_paths                              | unit: `request::tests::recv_paths`; e2e `recv_fills_from_offset_and_reports_filled`, `closed_peer_is_unexpected_eof`, `recv_without_data_times_out_at_its_deadline` |
+//! | 5 | active_read_at_paths                           | unit: `request::tests::read_write_sync_and_nop_paths`; e2e `read_at_past_end_of_file_is_unexpected_eof`, `kernel_errors_are_os_errors` |
+//! | 6 | active_write_at_paths                          | unit: `request::tests::read_write_sync_and_nop_paths`; e2e `write_at_then_read_at_round_trip_with_offsets`, `kernel_errors_are_os_errors` |
+//! | 7 | active_sync_paths                              | unit: `request::tests::read_write_sync_and_nop_paths`; e2e `sync_on_a_socket_is_einval_and_the_loop_exits_cleanly`, `write_at_then_read_at_round_trip_with_offsets` |
 //! | 8 | finish_without_cqe_uses_fallback_results       | A10/A13: no fallback value exists; never-submitted -> `operations_after_the_last_handle_is_dropped_are_closed`, abandoned -> `shutdown_timeout_abandons_a_request_still_in_the_kernel` |
 //! | 9 | finish_timeout_delivers_timeout_results        | `expired_deadline_times_out_without_io` (every op: `Timeout`, buffers handed back, A5) |
 //!
@@ -78,7 +81,7 @@
 //! | full success after a requested cancel -> Ok       | `success_after_a_requested_cancel_wins` |
 //! | short result after a requested cancel -> Timeout  | `partial_progress_after_a_requested_cancel_is_timeout` |
 //! | zero/error after a requested cancel -> the error  | `error_after_a_requested_cancel_wins_over_timeout` |
-//! | Retry (EAGAIN/EINTR) rows                         | unit only (`op::tests::retryable_codes_requeue_unless_cancel_requested`): the kernel cannot be made to return them on demand |
+//! | Retry (EAGAIN/EINTR) rows                         | unit only (`request::tests::retryable_codes_requeue_unless_cancel_requested`): the kernel cannot be made to return them on demand |
 //!
 //! ## 2.9 race matrix rows observable end to end
 //! | row                                                     | here |
@@ -96,7 +99,8 @@
 //! | op never completed by the kernel -> abandonment         | `shutdown_timeout_abandons_a_request_still_in_the_kernel` |
 //! | caller dropped, in flight with a deadline               | `fd_stays_alive_while_a_request_uses_it`; lifecycle `orphan_dropped_in_flight_retires_at_its_deadline` |
 //! | shutdown budget exhausted before the deadline           | `shutdown_timeout_abandons_a_timed_request_after_the_cutoff` |
-//! | deadline beyond the horizon is clamped (3.2)            | `deadlines_are_clamped_to_max_request_timeout` |
+//! | deadline beyond an explicit cap fires at the cap (3.2)  | `deadlines_are_clamped_to_max_request_timeout`, `an_explicit_max_request_timeout_caps_and_counts` |
+//! | deadline beyond the horizon, no cap: never early (A4)   | `a_deadline_beyond_the_horizon_never_fires_early` |
 //! | cancel CQE before the op CQE                            | n/a: the kernel's ordering cannot be forced; the loop ignores every cancel CQE (`EventLoop::on_cqe`) |
 //! | op never completed, even after AsyncCancel              | n/a (no such op on demand); the no-deadline form, a request the kernel keeps until shutdown: `shutdown_timeout_abandons_a_request_still_in_the_kernel` |
 //!
@@ -138,7 +142,7 @@ fn nothing_to_read(sock: &std::os::unix::net::UnixStream) -> bool {
 
 #[test]
 fn futures_and_handles_are_send_static() {
-    // api.md: operation futures are `Send + 'static` (they can be spawned anywhere) and the
+    // API spec: operation futures are `Send + 'static` (they can be spawned anywhere) and the
     // handle is `Clone + Send + Sync`; `EventLoop` is `Send`.
     fn send_static<T: Send + 'static>(_: &T) {}
     fn send_sync<T: Send + Sync + Clone>(_: &T) {}
@@ -189,8 +193,9 @@ fn recv_without_data_times_out_at_its_deadline() {
 
 #[test]
 fn deadlines_are_clamped_to_max_request_timeout() {
-    // 3.2 / A4: a deadline beyond max_request_timeout is clamped and fires early (documented),
-    // never later than the clamp, so callers learn to raise the horizon.
+    // 3.2 / A4: an explicit max_request_timeout is a cap: a deadline beyond it fires at the cap
+    // (up to a tick early, documented), never later. Without a cap nothing fires early
+    // (`a_deadline_beyond_the_horizon_never_fires_early`).
     let cfg = Config {
         max_request_timeout: Some(Duration::from_millis(100)),
         ..config()
@@ -973,7 +978,7 @@ fn closed_peer_is_unexpected_eof() {
 
 #[test]
 fn recv_fills_from_offset_and_reports_filled() {
-    // 9.6.9 / api.md: recv fills buf[offset..len]; `filled` is offset + bytes received (not the
+    // 9.6.9 / API spec: recv fills buf[offset..len]; `filled` is offset + bytes received (not the
     // bytes of this call alone); bytes below offset are left as they were.
     let (handle, lp) = start::<4, 4, 64>(config());
     let (a, b) = socket_pair();
@@ -1169,7 +1174,7 @@ fn operations_after_the_last_handle_is_dropped_are_closed() {
 
 #[test]
 fn a_dropped_event_loop_closes_its_handles() {
-    // A13 / api.md: if the loop is dropped without running, callers get Closed instead of waiting
+    // A13 / API spec: if the loop is dropped without running, callers get Closed instead of waiting
     // forever, and try_* hands the buffer back.
     let (handle, event_loop) = static_uring::new::<4, 4, 64>(config()).unwrap();
     let queued = handle.try_nop(None).unwrap();
@@ -1224,7 +1229,7 @@ fn try_ops_report_full_when_every_slot_is_taken() {
 
 #[test]
 fn config_errors_come_from_the_constructor() {
-    // A7 / A15 / api.md: bad configurations are Error::Config from `new`/`with_storage`, never a
+    // A7 / A15 / API spec: bad configurations are Error::Config from `new`/`with_storage`, never a
     // panic on the loop thread, and a refused config does not keep the storage claimed.
     fn refused(config: Config) -> &'static str {
         match static_uring::new::<8, 8, 64>(config) {
@@ -1279,7 +1284,7 @@ fn config_errors_come_from_the_constructor() {
 
 #[test]
 fn static_storage_is_claimed_by_one_loop_at_a_time() {
-    // api.md: a second claim of a static storage is Error::InUse (not UB); once the loop returned
+    // API spec: a second claim of a static storage is Error::InUse (not UB); once the loop returned
     // and every handle is gone it can be claimed again, with fresh counters.
     static STORAGE: Storage<4, 4, 64> = Storage::new();
     let (handle, event_loop) = static_uring::with_storage(&STORAGE, config()).unwrap();
@@ -1386,7 +1391,7 @@ fn fd_stays_alive_while_a_request_uses_it() {
 
 #[test]
 fn metrics_count_what_the_loop_does() {
-    // api.md / A14: the counters are what operators watch; each must move with the event it
+    // API spec / A14: the counters are what operators watch; each must move with the event it
     // names and the gauge must return to zero when idle.
     let (handle, lp) = start::<4, 4, 64>(config());
     for _ in 0..10 {

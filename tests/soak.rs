@@ -1,5 +1,10 @@
 //! Bounded soak: one `static` storage serves loop after loop while eight producer threads throw a
-//! random mix of every operation at it and the last handle is dropped in the middle of traffic.
+//! random mix of six operations at it and the last handle is dropped in the middle of traffic.
+//!
+//! The six: `nop`, `send`, `recv` (exact or not), `read_at`, `write_at` and `sync`, each plain and
+//! through `try_*`. The other eight operations are not soaked here: `read_some_at`, `sync_data`,
+//! `accept`, `connect`, `send_to`, `recv_from`, `send_vectored` and `write_at_vectored` have their
+//! own tests (`semantics.rs`, `network.rs`, `datagram.rs`, `vectored.rs`, `registered.rs`).
 //!
 //! Run it with
 //!

@@ -23,7 +23,8 @@ use crate::vectored::{Vectors, MAX_IOVECS};
 use io_uring::{opcode, squeue, types};
 use std::time::Instant;
 
-/// The six operations.
+/// The ten kinds of request the loop tells apart. `read_some_at` is a `ReadAt`, `sync_data` a
+/// `Sync`, and the vectored forms are a `Send` and a `WriteAt` ([`Work`] keeps them apart).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum OpKind {
     Nop,
@@ -52,8 +53,8 @@ impl OpKind {
     }
 
     /// Whether dropping its future cancels it in the kernel when `Config::cancel_on_drop` is on:
-    /// requests that only take (recv, read_at) or do nothing (nop); a send is not, since part of
-    /// it may already be on the wire.
+    /// requests that only read or wait (docs/behaviour.md section 4 lists them); a send is not,
+    /// since part of it may already be on the wire.
     pub(crate) fn cancelled_on_drop(self) -> bool {
         matches!(
             self,

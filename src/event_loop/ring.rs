@@ -268,8 +268,8 @@ mod tests {
 
     #[test]
     fn ring_and_acknowledge_keep_sequence_and_drain_counter() {
-        // Ports of waker.rs tests 2 and 4: ringing and acknowledging (also when empty or
-        // saturated) never change the sequence.
+        // Ports of the model's waker.rs tests 2 and 4: ringing and acknowledging (also when empty
+        // or saturated) never change the sequence.
         let w = WakeState::new();
         let fd = EventFd::new().unwrap();
         fd.ring();
@@ -287,8 +287,8 @@ mod tests {
 
     #[test]
     fn wake_poll_sqe_is_one_multishot_poll_with_the_wake_token() {
-        // Port of waker.rs test 3: reinstall adds exactly one SQE, tagged so that its CQEs are
-        // never mistaken for a request.
+        // Port of the model's waker.rs test 3: reinstall adds exactly one SQE, tagged so that its
+        // CQEs are never mistaken for a request.
         let mut ring = io_uring::IoUring::new(4).unwrap();
         let fd = EventFd::new().unwrap();
         // SAFETY: the SQE references only the eventfd, which outlives the ring use here.

@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! now = 12 ms            advance(floor_tick(12 ms)) = advance(2)     current = 2
-//! deadline = now + 10 s  ceil_tick(10.012 s) = 2003  target(2003, 20) = At(22)   (clamped)
+//! deadline = now + 10 s  ceil_tick(10.012 s) = 2003  target(2003, 20) = At(22)   (at the horizon)
 //! deadline = now + 9 ms  ceil_tick(21 ms) = 5        target(5, 20) = At(5)       schedule(slot, 5)
 //! sleep                  next_deadline_ticks() = 3   -> sleep 15 ms
 //! now = 27 ms            advance(floor_tick(27 ms)) = advance(5) calls expired(slot, 5)
@@ -37,10 +37,14 @@
 //!   before its real deadline (it fires at the first advance whose floored tick reaches it, i.e.
 //!   within one tick plus loop latency after it).
 //! * A deadline is **expired** at admission iff `deadline_tick <= current`.
-//! * Otherwise it is **clamped** to the horizon: `target = min(deadline_tick, current + horizon)`,
-//!   `horizon = ceil(max_ns / tick_ns)` (at least 1, at most `WHEEL - 1`). A clamped deadline fires
+//! * Otherwise it is scheduled at most a horizon ahead: `target = min(deadline_tick, current +
+//!   horizon)`, `horizon = ceil(max_ns / tick_ns)` (at least 1, at most `WHEEL - 1`). The wheel
+//!   itself only reports that the target came up; what that means is the loop's decision. With
+//!   no `max_request_timeout` (horizon `WHEEL - 1`), an entry whose deadline is still ahead is
+//!   re-armed by the loop, again at most a horizon ahead, so a far deadline never fires early.
+//!   With an explicit `max_request_timeout` the horizon is a cap the user chose: the entry fires
 //!   about `max_request_timeout` after admission, up to one tick *earlier* (the current tick is
-//!   floored): callers whose deadlines exceed the horizon get a **premature timeout**, by design.
+//!   floored), as in the model, and the loop counts it in `Metrics::capped_deadlines`.
 //! * [`Wheel::next_deadline_ticks`] is `min_target - current`, relative to the last *advanced*
 //!   tick, not to wall-clock now. Since `current` was floored, real time is already at or past
 //!   `current * tick`, so sleeping `(min_target - current) * tick` never wakes the loop before the

@@ -9,7 +9,7 @@
 //! ```
 //!
 //! Each model runs the crate's own code (under `--cfg loom` every atomic and `UnsafeCell` of
-//! `crate::sync` is loom's), so loom explores every interleaving of the threads' atomic steps and,
+//! `crate::loom` is loom's), so loom explores every interleaving of the threads' atomic steps and,
 //! for every `Relaxed`/`Acquire`/`Release` access, every value the C++ memory model allows it to
 //! read. Accesses to the slot's `UnsafeCell` are checked for data races.
 //!

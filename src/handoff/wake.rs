@@ -106,8 +106,8 @@ mod tests {
 
     #[test]
     fn publish_arm_disarm_and_submitted() {
-        // Port of waker.rs test 1: the sequence counts publishes only; arm reports it; a publish
-        // while armed asks for an eventfd write, one without intent does not.
+        // Port of the model's waker.rs test 1: the sequence counts publishes only; arm reports
+        // it; a publish while armed asks for an eventfd write, one without intent does not.
         let w = WakeState::new();
         assert_eq!(w.submitted(), 0);
         assert!(!w.publish(), "no intent: no syscall");
