@@ -248,11 +248,11 @@ enum State<T: OpOutput> {
 }
 
 /// The future of one operation. `Send`, `'static` and allocation-free. Dropping it never leaks
-/// its slot or frees memory the kernel uses, but a request already submitted keeps running: a
-/// dropped `recv` may consume data nobody reads, unless `Config::cancel_on_drop` is set (then an
-/// in-flight `recv`, `read_at` or `nop` is cancelled; `send`, `write_at` and `sync` always run to
-/// completion; docs/behaviour.md section 4). Call [`wait`](Op::wait) to block a thread that has
-/// no executor.
+/// its slot or frees memory the kernel uses. What happens to a request dropped after submission
+/// (cancelled, retired at its next completion, or run to completion) depends on the operation
+/// and on `Config::cancel_on_drop`: docs/behaviour.md section 4, "Dropped futures", states it for
+/// every operation. By default a dropped `recv` may consume data nobody reads. Call
+/// [`wait`](Op::wait) to block a thread that has no executor.
 ///
 /// `Op` is `!Unpin`: while it waits for a free slot, its waiter node is linked into the slot
 /// wait list in place. `.await` and executors pin it for you; to poll it by reference (for
