@@ -265,6 +265,7 @@ fn delta(before: Metrics, after: Metrics) -> Metrics {
         submitted: after.submitted - before.submitted,
         completed: after.completed - before.completed,
         timed_out: after.timed_out - before.timed_out,
+        capped_deadlines: after.capped_deadlines - before.capped_deadlines,
         cancel_sqes: after.cancel_sqes - before.cancel_sqes,
         orphaned: after.orphaned - before.orphaned,
         requeued: after.requeued - before.requeued,
