@@ -159,6 +159,26 @@ mod tests {
     }
 
     #[test]
+    fn one_live_loop_binds_a_lane() {
+        let lane = Lane::<4>::new();
+        assert!(lane.bind(1, 5) && lane.is_bound_to(1, 5));
+        assert!(lane.bind(1, 5), "the same loop again");
+        assert!(
+            !lane.bind(2, 9),
+            "another storage's loop while the first lives"
+        );
+        assert!(lane.is_bound_to(1, 5), "the refused bind changed nothing");
+        lane.unbind(2);
+        assert!(lane.is_bound_to(1, 5), "only the holder unbinds");
+        lane.unbind(1);
+        assert!(!lane.is_bound_to(1, 5));
+        assert!(
+            lane.bind(2, 9) && lane.is_bound_to(2, 9),
+            "free for the next loop"
+        );
+    }
+
+    #[test]
     fn a_producer_and_the_loop_on_two_threads() {
         // The loop pops while the producer pushes; every index arrives once, in order. Like the
         // storage, the producer reuses an index only after the loop took it (here: 8 in flight).

@@ -691,3 +691,43 @@ fn loom_lane_single_producer_fifo_and_publication() {
         assert_eq!(lane.pop(), None);
     });
 }
+
+/// **Lane binding: one live loop at a time.** Two loops (storages 1 and 2) try to bind the same
+/// lane while the first binder may already be closing (unbinding). Proves: the two are never
+/// bound at once (a loop that binds sees the lane as its own until it unbinds), and a lane freed
+/// by its loop can be bound by the other.
+#[test]
+fn loom_lane_binds_one_live_loop() {
+    use crate::handoff::lane::Lane;
+    model(3, || {
+        let lane = Arc::new(Lane::<2>::new());
+        let live = Arc::new(crate::loom::AtomicU32::new(0));
+        let loops: Vec<_> = [1usize, 2]
+            .into_iter()
+            .map(|key| {
+                let (lane, live) = (lane.clone(), live.clone());
+                thread::spawn(move || {
+                    if !lane.bind(key, 7) {
+                        return false;
+                    }
+                    // Our loop runs: nobody else holds the lane meanwhile.
+                    let before = live.fetch_add(1, crate::loom::Ordering::AcqRel);
+                    assert_eq!(before, 0, "two live loops hold one lane");
+                    assert!(lane.is_bound_to(key, 7));
+                    live.fetch_sub(1, crate::loom::Ordering::AcqRel);
+                    lane.unbind(key);
+                    true
+                })
+            })
+            .collect();
+        let bound: Vec<bool> = loops.into_iter().map(|t| t.join().unwrap()).collect();
+        assert!(
+            bound.contains(&true),
+            "a free lane is always bound by someone"
+        );
+        assert!(
+            lane.bind(3, 8),
+            "unbound at the end: free for the next loop"
+        );
+    });
+}
