@@ -192,17 +192,22 @@ fn a_lane_held_by_a_live_loop_is_refused_by_another() {
     let (second, mut second_loop) = static_uring::new::<4, 4, 64>(config()).unwrap();
     assert_eq!(second_loop.register_lane(&LANE), Err(Error::InUse));
     // The first loop still owns the lane and serves it.
-    let lp = LoopThread::spawn(first_loop);
-    let lane = first.lane(&LANE).unwrap();
-    lane.submit(first.nop(None)).wait().unwrap();
-    drop((lane, first));
-    lp.join(HANG).unwrap();
+    serve_one_through(&LANE, first, first_loop);
     // The first loop is gone: the second takes the lane over.
     second_loop.register_lane(&LANE).unwrap();
-    let lp = LoopThread::spawn(second_loop);
-    let lane = second.lane(&LANE).unwrap();
-    lane.submit(second.nop(None)).wait().unwrap();
-    drop((lane, second));
+    serve_one_through(&LANE, second, second_loop);
+}
+
+/// Runs `event_loop`, sends one nop through `lane`, and shuts the loop down.
+fn serve_one_through(
+    lane: &'static Lane<4>,
+    handle: static_uring::Handle<4, 4, 64>,
+    event_loop: static_uring::EventLoop<4, 4, 64>,
+) {
+    let lp = LoopThread::spawn(event_loop);
+    let producer = handle.lane(lane).unwrap();
+    producer.submit(handle.nop(None)).wait().unwrap();
+    drop((producer, handle));
     lp.join(HANG).unwrap();
 }
 
