@@ -74,7 +74,7 @@ impl<const COUNT: usize, const SIZE: usize> BufPool<COUNT, SIZE> {
         "BufPool needs 1 <= COUNT <= 16384 and 1 <= SIZE <= 1 GiB (the kernel's limits)"
     );
 
-    crate::maybe_const_fn! {
+    crate::loom::maybe_const_fn! {
         /// A pool with every buffer free. All zero bytes: in a `static` it needs no
         /// initialisation and takes no room in the binary.
         #[allow(clippy::new_without_default)]

@@ -1,6 +1,5 @@
+// Without the feature this module is private and holds only the loop's empty hooks.
 #![cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
-// Without the feature this module holds only the loop's empty hooks.
-#![cfg_attr(not(feature = "fault-injection"), doc(hidden))]
 //! Fault injection for tests: makes the kernel path return what real kernels return under
 //! pressure, where no real trigger exists.
 //!

@@ -70,41 +70,38 @@ pub type RecvFromResult = Result<(IoBufMut, usize, std::net::SocketAddr), (IoBuf
 /// sent or written, or the buffers and the error.
 pub type VectoredResult = Result<IoBufs, (IoBufs, Error)>;
 
-/// The result type of an operation ([`WriteResult`], [`RecvResult`], [`ReadResult`] or
-/// [`UnitResult`]). Sealed: it only names the four result shapes.
-#[allow(private_interfaces)]
-pub trait OpOutput: Sized + private::Sealed {
-    /// What the future keeps until its request has a slot: `()`, except the buffers of a
-    /// vectored request, which then move into the slot's vector cell.
-    #[doc(hidden)]
-    type Held: Send;
+/// The result type of an operation ([`WriteResult`], [`RecvResult`], [`ReadResult`],
+/// [`UnitResult`], [`AcceptResult`], [`RecvFromResult`] or [`VectoredResult`]). Sealed: it only
+/// names the result shapes, and what the crate does with them stays private.
+pub trait OpOutput: Sized + private::Output {}
 
-    /// The result from the request's work (`None`: its buffer stays parked with the kernel).
-    #[doc(hidden)]
-    fn from_parts(work: Option<Work>, outcome: Result<usize, Error>) -> Self;
+impl<T: private::Output> OpOutput for T {}
 
-    /// Moves what the future kept into the slot that `work` now occupies (`cell` is that slot's
-    /// vector cell, which the caller owns).
-    #[doc(hidden)]
-    fn attach(_held: Self::Held, _cell: &VectorCell, _work: &mut Work) {}
+mod private {
+    use super::{Error, VectorCell, Work};
 
-    /// The result of a request that never reached a slot.
-    #[doc(hidden)]
-    fn unsubmitted(work: Work, _held: Self::Held, error: Error) -> Self {
-        Self::from_parts(Some(work), Err(error))
+    /// How a result is made from a finished request (crate-private: a sealed supertrait).
+    #[allow(private_interfaces)] // sealed: `Work` never leaves the crate
+    pub trait Output: Sized {
+        /// What the future keeps until its request has a slot: `()`, except the buffers of a
+        /// vectored request, which then move into the slot's vector cell.
+        type Held: Send;
+
+        /// The result from the request's work (`None`: its buffer stays parked with the kernel).
+        fn from_parts(work: Option<Work>, outcome: Result<usize, Error>) -> Self;
+
+        /// Moves what the future kept into the slot that `work` now occupies (`cell` is that
+        /// slot's vector cell, which the caller owns).
+        fn attach(_held: Self::Held, _cell: &VectorCell, _work: &mut Work) {}
+
+        /// The result of a request that never reached a slot.
+        fn unsubmitted(work: Work, _held: Self::Held, error: Error) -> Self {
+            Self::from_parts(Some(work), Err(error))
+        }
     }
 }
 
-mod private {
-    pub trait Sealed {}
-    impl Sealed for super::WriteResult {}
-    impl Sealed for super::RecvResult {}
-    impl Sealed for super::ReadResult {}
-    impl Sealed for super::UnitResult {}
-    impl Sealed for super::AcceptResult {}
-    impl Sealed for super::RecvFromResult {}
-    impl Sealed for super::VectoredResult {}
-}
+use private::Output;
 
 /// An empty read-only buffer, handed back when the real one must stay with the kernel.
 fn empty() -> IoBuf {
@@ -116,8 +113,8 @@ fn empty_mut() -> IoBufMut {
     IoBufMut::from(&mut [][..])
 }
 
-#[allow(private_interfaces)]
-impl OpOutput for WriteResult {
+#[allow(private_interfaces)] // sealed: `Work` never leaves the crate
+impl Output for WriteResult {
     type Held = ();
     fn from_parts(work: Option<Work>, outcome: Result<usize, Error>) -> Self {
         let buf = work.map_or_else(empty, Work::into_read_buf);
@@ -128,8 +125,8 @@ impl OpOutput for WriteResult {
     }
 }
 
-#[allow(private_interfaces)]
-impl OpOutput for RecvResult {
+#[allow(private_interfaces)] // sealed: `Work` never leaves the crate
+impl Output for RecvResult {
     type Held = ();
     fn from_parts(work: Option<Work>, outcome: Result<usize, Error>) -> Self {
         let mut buf = work.map_or_else(empty_mut, Work::into_write_buf);
@@ -145,8 +142,8 @@ impl OpOutput for RecvResult {
     }
 }
 
-#[allow(private_interfaces)]
-impl OpOutput for ReadResult {
+#[allow(private_interfaces)] // sealed: `Work` never leaves the crate
+impl Output for ReadResult {
     type Held = ();
     fn from_parts(work: Option<Work>, outcome: Result<usize, Error>) -> Self {
         let read = work.as_ref().map_or(0, Work::progress);
@@ -168,16 +165,16 @@ impl OpOutput for ReadResult {
     }
 }
 
-#[allow(private_interfaces)]
-impl OpOutput for UnitResult {
+#[allow(private_interfaces)] // sealed: `Work` never leaves the crate
+impl Output for UnitResult {
     type Held = ();
     fn from_parts(_: Option<Work>, outcome: Result<usize, Error>) -> Self {
         outcome.map(|_| ())
     }
 }
 
-#[allow(private_interfaces)]
-impl OpOutput for AcceptResult {
+#[allow(private_interfaces)] // sealed: `Work` never leaves the crate
+impl Output for AcceptResult {
     type Held = ();
     fn from_parts(work: Option<Work>, outcome: Result<usize, Error>) -> Self {
         drop(work);
@@ -187,8 +184,8 @@ impl OpOutput for AcceptResult {
     }
 }
 
-#[allow(private_interfaces)]
-impl OpOutput for RecvFromResult {
+#[allow(private_interfaces)] // sealed: `Work` never leaves the crate
+impl Output for RecvFromResult {
     type Held = ();
     fn from_parts(work: Option<Work>, outcome: Result<usize, Error>) -> Self {
         let from = match (&work, &outcome) {
@@ -209,8 +206,8 @@ impl OpOutput for RecvFromResult {
     }
 }
 
-#[allow(private_interfaces)]
-impl OpOutput for VectoredResult {
+#[allow(private_interfaces)] // sealed: `Work` never leaves the crate
+impl Output for VectoredResult {
     type Held = IoBufs;
 
     fn from_parts(work: Option<Work>, outcome: Result<usize, Error>) -> Self {

@@ -102,7 +102,12 @@ mod handoff;
 mod event_loop;
 // Cross-cutting: the loom shim, running user code, test-only fault injection.
 mod contain;
+/// Test-only fault injection: public with the `fault-injection` feature, the loop's empty hooks
+/// (compiled away) without it.
+#[cfg(feature = "fault-injection")]
 pub mod fault;
+#[cfg(not(feature = "fault-injection"))]
+mod fault;
 mod loom;
 mod placement;
 

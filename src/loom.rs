@@ -4,8 +4,8 @@
 //! `--cfg loom` set for their own models, they are std's.
 //!
 //! loom's atomics cannot be built in a `const fn`, so constructors go through
-//! [`maybe_const_fn!`](crate::maybe_const_fn) (`const` normally, plain under loom, where nothing
-//! lives in a `static`) and arrays through [`const_array!`](crate::const_array). Blocking on a
+//! [`maybe_const_fn!`](maybe_const_fn) (`const` normally, plain under loom, where nothing
+//! lives in a `static`) and arrays through [`const_array!`](const_array). Blocking on a
 //! futex becomes a yield under loom, so a model can schedule the thread that wakes.
 
 #[cfg(all(test, loom))]
@@ -122,8 +122,6 @@ impl<T> UnsafeCell<T> {
 pub(crate) use ::loom::cell::UnsafeCell;
 
 /// Declares a constructor that is `const` in normal builds and plain under loom.
-#[macro_export]
-#[doc(hidden)]
 macro_rules! maybe_const_fn {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($args:tt)*) -> $ret:ty $body:block) => {
         #[cfg(not(all(test, loom)))]
@@ -138,8 +136,6 @@ macro_rules! maybe_const_fn {
 /// `[expr; n]` for a non-`Copy` `expr` that is a `const` expression normally and built at run time
 /// under loom (whose atomics are not `const`).
 #[cfg(not(all(test, loom)))]
-#[macro_export]
-#[doc(hidden)]
 macro_rules! const_array {
     ($init:expr; $n:expr) => {
         [const { $init }; $n]
@@ -148,10 +144,11 @@ macro_rules! const_array {
 
 /// `[expr; n]` (loom build: built at run time).
 #[cfg(all(test, loom))]
-#[macro_export]
-#[doc(hidden)]
 macro_rules! const_array {
     ($init:expr; $n:expr) => {
         core::array::from_fn(|_| $init)
     };
 }
+
+// Crate-private helpers, not exported: `crate::loom::maybe_const_fn!`, `crate::loom::const_array!`.
+pub(crate) use {const_array, maybe_const_fn};

@@ -126,13 +126,13 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         );
     };
 
-    crate::maybe_const_fn! {
+    crate::loom::maybe_const_fn! {
         /// The storage, with nothing allocated: usable in a `static`.
         pub fn new() -> Self {
             #[allow(clippy::let_unit_value)]
             let () = Self::VALID;
             Storage {
-                slots: crate::const_array!(Slot::new(); SLOTS),
+                slots: crate::loom::const_array!(Slot::new(); SLOTS),
                 vectors: [const { VectorCell::new() }; SLOTS],
                 free: FreeList::new(),
                 queue: SubmitQueue::new(),

@@ -115,7 +115,7 @@ unsafe impl<F: Send, const N: usize> Sync for TaskPool<F, N> {}
 unsafe impl<F: Send, const N: usize> Send for TaskPool<F, N> {}
 
 impl<F: Future<Output = ()>, const N: usize> TaskPool<F, N> {
-    crate::maybe_const_fn! {
+    crate::loom::maybe_const_fn! {
         /// An empty pool.
         #[allow(clippy::new_without_default)]
         pub fn new() -> Self {
@@ -126,7 +126,7 @@ impl<F: Future<Output = ()>, const N: usize> TaskPool<F, N> {
                     polling: AtomicBool::new(false),
                     panics: AtomicU64::new(0),
                 },
-                slots: crate::const_array!(TaskSlot {
+                slots: crate::loom::const_array!(TaskSlot {
                     head: TaskHead {
                         state: AtomicU32::new(0),
                         pool: AtomicPtr::new(std::ptr::null_mut()),

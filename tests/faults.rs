@@ -258,25 +258,24 @@ fn failed(kind: Kind, e: Error) -> (Got, Vec<u8>) {
     (Err((e, returned)), effect)
 }
 
-/// Counter growth between two snapshots.
+/// Counter growth between two snapshots (`Metrics` is non-exhaustive: start from `after`).
 fn delta(before: Metrics, after: Metrics) -> Metrics {
-    Metrics {
-        pending_operations: after.pending_operations,
-        submitted: after.submitted - before.submitted,
-        completed: after.completed - before.completed,
-        timed_out: after.timed_out - before.timed_out,
-        capped_deadlines: after.capped_deadlines - before.capped_deadlines,
-        cancel_sqes: after.cancel_sqes - before.cancel_sqes,
-        orphaned: after.orphaned - before.orphaned,
-        requeued: after.requeued - before.requeued,
-        abandoned: after.abandoned - before.abandoned,
-        parked: after.parked - before.parked,
-        enters: after.enters - before.enters,
-        wakeups: after.wakeups - before.wakeups,
-        user_panics: after.user_panics - before.user_panics,
-        fixed_files: after.fixed_files - before.fixed_files,
-        fixed_buffers: after.fixed_buffers - before.fixed_buffers,
-    }
+    let mut d = after;
+    d.submitted -= before.submitted;
+    d.completed -= before.completed;
+    d.timed_out -= before.timed_out;
+    d.capped_deadlines -= before.capped_deadlines;
+    d.cancel_sqes -= before.cancel_sqes;
+    d.orphaned -= before.orphaned;
+    d.requeued -= before.requeued;
+    d.abandoned -= before.abandoned;
+    d.parked -= before.parked;
+    d.enters -= before.enters;
+    d.wakeups -= before.wakeups;
+    d.user_panics -= before.user_panics;
+    d.fixed_files -= before.fixed_files;
+    d.fixed_buffers -= before.fixed_buffers;
+    d
 }
 
 /// The loop still serves requests.

@@ -23,7 +23,7 @@
 //!
 //! * insert (tail append) and remove (unlink) are O(1) and touch no allocator;
 //! * memory is fixed at construction: a request is in at most one bucket, so `SLOTS` links suffice;
-//! * nothing stale ever exists: a removed request is gone, so whatever [`Wheel::advance`] reports
+//! * nothing stale ever exists: a removed request is gone, so whatever [`Wheel::advance_rearming`] reports
 //!   is a live deadline, and a reused slot id cannot be hit by its previous occupant's deadline.
 //!
 //! Bucket `i` holds the entries whose target tick is `≡ i (mod WHEEL)`. Every target lies in
@@ -370,15 +370,7 @@ impl<const SLOTS: usize, const WHEEL: usize> Wheel<SLOTS, WHEEL> {
         (tick != UNSCHEDULED).then_some(tick)
     }
 
-    /// Move the current tick to `tick` (no-op if `tick <= current`) and unschedule every entry
-    /// whose target is now `<= current`, calling `expired(slot, target)` for each, in tick order
-    /// and within a tick in insertion order. Returns how many expired. A jump of `WHEEL` ticks or
-    /// more expires every entry.
-    ///
-    /// Each entry is fully unlinked (and the minimum updated) before its callback runs, so a
-    /// panicking callback leaves the lists consistent; the due entries left behind fire on the
-    /// next advance that moves the tick (`next_deadline_ticks` reports 0 meanwhile).
-    /// Cost: O(bitmap words scanned + entries expired), at most one revolution of words.
+    /// [`advance_rearming`](Self::advance_rearming) with a callback that re-arms nothing (tests).
     #[cfg(test)]
     pub(crate) fn advance(&mut self, tick: u64, mut expired: impl FnMut(u32, u64)) -> usize {
         self.advance_rearming(tick, |slot, due| {
@@ -387,12 +379,22 @@ impl<const SLOTS: usize, const WHEEL: usize> Wheel<SLOTS, WHEEL> {
         })
     }
 
-    /// [`advance`](Self::advance), where the callback may re-arm an entry instead: returning
-    /// `Some(target)` (a tick in `(tick, tick + WHEEL)`, what [`Wheel::target`] gives after the
-    /// advance) schedules the slot again there. A deadline beyond the horizon is re-armed this
-    /// way until it is due (semantics A4: never early). Re-armed entries are linked after the
-    /// sweep, through their own links (no memory beyond the wheel's), and are not counted. (A
-    /// callback that panics loses the entries re-armed before it: the loop's cannot panic.)
+    /// Move the current tick to `tick` (no-op if `tick <= current`) and unschedule every entry
+    /// whose target is now `<= current`, calling `expired(slot, target)` for each, in tick order
+    /// and within a tick in insertion order. Returns how many expired. A jump of `WHEEL` ticks or
+    /// more expires every entry.
+    ///
+    /// The callback may re-arm an entry instead: returning `Some(target)` (a tick in
+    /// `(tick, tick + WHEEL)`, what [`Wheel::target`] gives after the advance) schedules the slot
+    /// again there. A deadline beyond the horizon is re-armed this way until it is due (semantics
+    /// A4: never early). Re-armed entries are linked after the sweep, through their own links (no
+    /// memory beyond the wheel's), and are not counted.
+    ///
+    /// Each entry is fully unlinked (and the minimum updated) before its callback runs, so a
+    /// panicking callback leaves the lists consistent, but loses the entries re-armed before it
+    /// (the loop's callback cannot panic); the due entries left behind fire on the next advance
+    /// that moves the tick (`next_deadline_ticks` reports 0 meanwhile).
+    /// Cost: O(bitmap words scanned + entries expired), at most one revolution of words.
     pub(crate) fn advance_rearming(
         &mut self,
         tick: u64,

@@ -38,17 +38,17 @@ pub(crate) struct FreeList<const N: usize> {
 }
 
 impl<const N: usize> FreeList<N> {
-    crate::maybe_const_fn! {
+    crate::loom::maybe_const_fn! {
         /// An empty stack; [`fill`](Self::fill) puts every index on it.
         pub(crate) fn new() -> Self {
-            Self { head: AtomicU64::new(NIL as u64), next: crate::const_array!(AtomicU32::new(0); N) }
+            Self { head: AtomicU64::new(NIL as u64), next: crate::loom::const_array!(AtomicU32::new(0); N) }
         }
     }
 
-    crate::maybe_const_fn! {
+    crate::loom::maybe_const_fn! {
         /// A stack holding every index, 0 on top; its bytes are all zero.
         pub(crate) fn full() -> Self {
-            Self { head: AtomicU64::new(0), next: crate::const_array!(AtomicU32::new(0); N) }
+            Self { head: AtomicU64::new(0), next: crate::loom::const_array!(AtomicU32::new(0); N) }
         }
     }
 

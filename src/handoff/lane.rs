@@ -44,14 +44,14 @@ impl std::ops::Deref for Line {
 }
 
 impl<const SLOTS: usize> Lane<SLOTS> {
-    crate::maybe_const_fn! {
+    crate::loom::maybe_const_fn! {
         /// An empty, unclaimed lane.
         #[allow(clippy::new_without_default)]
         pub fn new() -> Self {
             Lane {
                 tail: Line(AtomicU32::new(0)),
                 head: Line(AtomicU32::new(0)),
-                cells: crate::const_array!(AtomicU32::new(0); SLOTS),
+                cells: crate::loom::const_array!(AtomicU32::new(0); SLOTS),
                 claimed: AtomicBool::new(false),
                 bound: AtomicUsize::new(0),
                 bound_epoch: AtomicU32::new(0),

@@ -85,7 +85,7 @@ unsafe impl Sync for Slot {}
 unsafe impl Send for Slot {}
 
 impl Slot {
-    crate::maybe_const_fn! {
+    crate::loom::maybe_const_fn! {
         /// A free slot with generation 0.
         pub(crate) fn new() -> Self {
             Self {

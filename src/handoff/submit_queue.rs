@@ -55,13 +55,13 @@ pub(crate) struct SubmitQueue<const N: usize> {
 }
 
 impl<const N: usize> SubmitQueue<N> {
-    crate::maybe_const_fn! {
+    crate::loom::maybe_const_fn! {
         /// A ring whose cells are unstamped; [`reset`](Self::reset) readies it.
         pub(crate) fn new() -> Self {
             Self {
                 tail: AtomicUsize::new(0),
                 head: AtomicUsize::new(0),
-                cells: crate::const_array!(
+                cells: crate::loom::const_array!(
                     Cell { stamp: AtomicUsize::new(0), index: AtomicU32::new(u32::MAX) };
                     N
                 ),

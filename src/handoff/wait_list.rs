@@ -133,7 +133,7 @@ unsafe impl Send for Waiter {}
 unsafe impl Sync for Waiter {}
 
 impl Waiter {
-    crate::maybe_const_fn! {
+    crate::loom::maybe_const_fn! {
         /// A node in no list.
         pub(crate) fn new() -> Self {
             Waiter {
@@ -177,7 +177,7 @@ pub(crate) struct WaitList {
 }
 
 impl WaitList {
-    crate::maybe_const_fn! {
+    crate::loom::maybe_const_fn! {
         /// Empty.
         pub(crate) fn new() -> Self {
             WaitList {

@@ -53,7 +53,7 @@ pub(crate) struct WakeState {
 }
 
 impl WakeState {
-    crate::maybe_const_fn! {
+    crate::loom::maybe_const_fn! {
         /// Sequence 0, not armed.
         pub(crate) fn new() -> Self {
             Self { word: AtomicU64::new(0) }

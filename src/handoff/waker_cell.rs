@@ -53,7 +53,7 @@ unsafe impl Sync for WakerCell {}
 unsafe impl Send for WakerCell {}
 
 impl WakerCell {
-    crate::maybe_const_fn! {
+    crate::loom::maybe_const_fn! {
         /// An empty cell.
         pub(crate) fn new() -> Self {
             Self { state: AtomicU32::new(IDLE), waker: UnsafeCell::new(None) }
