@@ -22,54 +22,9 @@
 //! result wins); to shorten one SQE and fail the next, inject the second fault once the first SQE
 //! is in the kernel.
 
-use crate::event_loop::request::OpKind;
-
-/// Which operations a fault applies to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FaultOp {
-    /// Any operation.
-    Any,
-    /// `nop`.
-    Nop,
-    /// `send`.
-    Send,
-    /// `recv`.
-    Recv,
-    /// `read_at`.
-    ReadAt,
-    /// `write_at`.
-    WriteAt,
-    /// `sync`.
-    Sync,
-    /// `accept`.
-    Accept,
-    /// `connect`.
-    Connect,
-    /// `send_to`.
-    SendTo,
-    /// `recv_from`.
-    RecvFrom,
-}
-
-impl FaultOp {
-    #[allow(dead_code)] // used with the feature only
-    fn matches(self, kind: OpKind) -> bool {
-        matches!(
-            (self, kind),
-            (FaultOp::Any, _)
-                | (FaultOp::Nop, OpKind::Nop)
-                | (FaultOp::Send, OpKind::Send)
-                | (FaultOp::Recv, OpKind::Recv)
-                | (FaultOp::ReadAt, OpKind::ReadAt)
-                | (FaultOp::WriteAt, OpKind::WriteAt)
-                | (FaultOp::Sync, OpKind::Sync)
-                | (FaultOp::Accept, OpKind::Accept)
-                | (FaultOp::Connect, OpKind::Connect)
-                | (FaultOp::SendTo, OpKind::SendTo)
-                | (FaultOp::RecvFrom, OpKind::RecvFrom)
-        )
-    }
-}
+/// Which operations a fault applies to (generated from the operation table).
+pub use crate::op::FaultOp;
+use crate::op::OpKind;
 
 /// One fault, applied once (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

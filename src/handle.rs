@@ -14,14 +14,15 @@ use std::time::Instant;
 
 use crate::buf::{IoBuf, IoBufMut};
 use crate::error::Error;
-use crate::event_loop::request::{RawAddr, Request, Work, NO_MSG};
+use crate::event_loop::request::Request;
 use crate::fd::Fd;
 use crate::handoff::lane::Lane;
 use crate::handoff::slot::Leave;
 use crate::handoff::wait_list::{Notify, WaitState, Waiter};
 use crate::metrics::Metrics;
+use crate::op::{self, Operation, RawAddr, Tagged, Work};
 use crate::storage::StorageRef;
-use crate::vectored::{IoBufs, VectorCell, Vectors};
+use crate::vectored::{IoBufs, VectorCell};
 
 /// Submits requests to one loop. `Clone + Send + Sync`; the loop shuts down (drains and returns
 /// from `run`) once every clone is dropped.
@@ -72,164 +73,78 @@ pub type VectoredResult = Result<IoBufs, (IoBufs, Error)>;
 
 /// The result type of an operation ([`WriteResult`], [`RecvResult`], [`ReadResult`],
 /// [`UnitResult`], [`AcceptResult`], [`RecvFromResult`] or [`VectoredResult`]). Sealed: it only
-/// names the result shapes, and what the crate does with them stays private.
-pub trait OpOutput: Sized + private::Output {}
+/// names the result shapes.
+pub trait OpOutput: Sized + 'static + private::Output {}
 
-impl<T: private::Output> OpOutput for T {}
+impl<T: private::Output + 'static> OpOutput for T {}
 
 mod private {
-    use super::{Error, VectorCell, Work};
-
-    /// How a result is made from a finished request (crate-private: a sealed supertrait).
-    #[allow(private_interfaces)] // sealed: `Work` never leaves the crate
-    pub trait Output: Sized {
-        /// What the future keeps until its request has a slot: `()`, except the buffers of a
-        /// vectored request, which then move into the slot's vector cell.
+    /// What a result's future keeps until its request has a slot (crate-private: a sealed
+    /// supertrait).
+    pub trait Output {
+        /// `()`, except the buffers of a vectored request, which then move into the slot's
+        /// vector cell.
         type Held: Send;
-
-        /// The result from the request's work (`None`: its buffer stays parked with the kernel).
-        fn from_parts(work: Option<Work>, outcome: Result<usize, Error>) -> Self;
-
-        /// Moves what the future kept into the slot that `work` now occupies (`cell` is that
-        /// slot's vector cell, which the caller owns).
-        fn attach(_held: Self::Held, _cell: &VectorCell, _work: &mut Work) {}
-
-        /// The result of a request that never reached a slot.
-        fn unsubmitted(work: Work, _held: Self::Held, error: Error) -> Self {
-            Self::from_parts(Some(work), Err(error))
-        }
     }
 }
 
-use private::Output;
+/// What the future of operation `O` keeps until its request has a slot.
+pub(crate) type Held<O> = <<O as Operation>::Output as private::Output>::Held;
 
-/// An empty read-only buffer, handed back when the real one must stay with the kernel.
-fn empty() -> IoBuf {
-    IoBuf::from(&[][..])
+macro_rules! results_holding {
+    ($held:ty: $($result:ty),*) => {
+        $(impl private::Output for $result {
+            type Held = $held;
+        })*
+    };
 }
 
-/// An empty writable buffer, handed back when the real one must stay with the kernel.
-fn empty_mut() -> IoBufMut {
-    IoBufMut::from(&mut [][..])
+results_holding!((): WriteResult, RecvResult, ReadResult, UnitResult, AcceptResult, RecvFromResult);
+results_holding!(IoBufs: VectoredResult);
+
+/// How an [`Op`] makes its result: the functions of the operation it was built with, typed by
+/// it, chosen once when the `Op` is built ([`OpFns::FNS`]). An `Op` calls them only with the
+/// [`Work`] it stored, so each may read that work back as its own operation type.
+pub(crate) struct Fns<T: OpOutput> {
+    /// The result from the finished work and its outcome.
+    finish: fn(Work, Result<usize, Error>) -> T,
+    /// The result when the work stays with the kernel.
+    lost: fn(Error) -> T,
+    /// The result when the request never reached a slot.
+    unsubmitted: fn(Work, T::Held, Error) -> T,
+    /// Moves what the future kept into the slot's vector cell.
+    attach: fn(T::Held, &VectorCell, &mut Work),
 }
 
-#[allow(private_interfaces)] // sealed: `Work` never leaves the crate
-impl Output for WriteResult {
-    type Held = ();
-    fn from_parts(work: Option<Work>, outcome: Result<usize, Error>) -> Self {
-        let buf = work.map_or_else(empty, Work::into_read_buf);
-        match outcome {
-            Ok(_) => Ok(buf),
-            Err(e) => Err((buf, e)),
-        }
-    }
+/// An operation's [`Fns`].
+pub(crate) trait OpFns: Operation + Tagged {
+    const FNS: &'static Fns<Self::Output>;
 }
 
-#[allow(private_interfaces)] // sealed: `Work` never leaves the crate
-impl Output for RecvResult {
-    type Held = ();
-    fn from_parts(work: Option<Work>, outcome: Result<usize, Error>) -> Self {
-        let mut buf = work.map_or_else(empty_mut, Work::into_write_buf);
-        match outcome {
-            Ok(filled) => {
-                // SAFETY: the kernel wrote [offset, filled); bytes below offset were initialised
-                // before submission (`check_recv`); filled <= len <= capacity (checked there).
-                unsafe { buf.set_len(filled) };
-                Ok((buf, filled))
-            }
-            Err(e) => Err((buf, e)),
-        }
-    }
+impl<O: Operation + Tagged> OpFns for O {
+    const FNS: &'static Fns<O::Output> = &Fns {
+        finish: finish::<O>,
+        lost: O::lost,
+        unsubmitted: unsubmitted::<O>,
+        attach: attach::<O>,
+    };
 }
 
-#[allow(private_interfaces)] // sealed: `Work` never leaves the crate
-impl Output for ReadResult {
-    type Held = ();
-    fn from_parts(work: Option<Work>, outcome: Result<usize, Error>) -> Self {
-        let read = work.as_ref().map_or(0, Work::progress);
-        let mut buf = work.map_or_else(empty_mut, Work::into_write_buf);
-        match outcome {
-            Ok(len) => {
-                // SAFETY: the kernel wrote exactly [0, len); len <= capacity (checked).
-                unsafe { buf.set_len(len) };
-                Ok(buf)
-            }
-            Err(Error::UnexpectedEof) => {
-                // The end of file came first: the bytes read before it are the buffer's.
-                // SAFETY: the kernel wrote [0, read); read <= len <= capacity.
-                unsafe { buf.set_len(read) };
-                Err((buf, Error::UnexpectedEof))
-            }
-            Err(e) => Err((buf, e)),
-        }
-    }
+// SAFETY (the three functions below): an `Op` passes its own work, which it built from an `O`
+// (`Handle::op_with`, `Handle::try_op`), to the `Fns` of that same `O`.
+fn finish<O: Operation + Tagged>(work: Work, outcome: Result<usize, Error>) -> O::Output {
+    // SAFETY: see above.
+    O::output(unsafe { work.take::<O>() }, outcome)
 }
 
-#[allow(private_interfaces)] // sealed: `Work` never leaves the crate
-impl Output for UnitResult {
-    type Held = ();
-    fn from_parts(_: Option<Work>, outcome: Result<usize, Error>) -> Self {
-        outcome.map(|_| ())
-    }
+fn unsubmitted<O: Operation + Tagged>(work: Work, held: Held<O>, error: Error) -> O::Output {
+    // SAFETY: see above.
+    O::unsubmitted(unsafe { work.take::<O>() }, held, error)
 }
 
-#[allow(private_interfaces)] // sealed: `Work` never leaves the crate
-impl Output for AcceptResult {
-    type Held = ();
-    fn from_parts(work: Option<Work>, outcome: Result<usize, Error>) -> Self {
-        drop(work);
-        // SAFETY: an accept's `Ok` is the descriptor the kernel created for this request; the
-        // outcome was taken out of the slot, so only this `OwnedFd` owns it.
-        outcome.map(|fd| unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as i32) })
-    }
-}
-
-#[allow(private_interfaces)] // sealed: `Work` never leaves the crate
-impl Output for RecvFromResult {
-    type Held = ();
-    fn from_parts(work: Option<Work>, outcome: Result<usize, Error>) -> Self {
-        let from = match (&work, &outcome) {
-            (Some(work), Ok(_)) => Some(work.sender()),
-            _ => None,
-        };
-        let mut buf = work.map_or_else(empty_mut, Work::into_write_buf);
-        match (outcome, from) {
-            (Ok(len), Some(from)) => {
-                // SAFETY: the kernel wrote the datagram's `len` bytes at the start of the buffer;
-                // len <= capacity (the iovec's length).
-                unsafe { buf.set_len(len) };
-                Ok((buf, len, from))
-            }
-            (Ok(_), None) => unreachable!("a result always comes with its request"),
-            (Err(e), _) => Err((buf, e)),
-        }
-    }
-}
-
-#[allow(private_interfaces)] // sealed: `Work` never leaves the crate
-impl Output for VectoredResult {
-    type Held = IoBufs;
-
-    fn from_parts(work: Option<Work>, outcome: Result<usize, Error>) -> Self {
-        let bufs = work.map_or_else(IoBufs::new, Work::into_bufs);
-        match outcome {
-            Ok(_) => Ok(bufs),
-            Err(e) => Err((bufs, e)),
-        }
-    }
-
-    fn attach(held: IoBufs, cell: &VectorCell, work: &mut Work) {
-        let vectors = work
-            .vectors_mut()
-            .expect("a vectored result belongs to a vectored request");
-        // SAFETY: `submit` calls this for the slot it claimed (FILLED: ours), whose cell is empty:
-        // the last request that used it took or dropped its `Vectors`.
-        *vectors = unsafe { Vectors::attach(cell, held) };
-    }
-
-    fn unsubmitted(_work: Work, held: IoBufs, error: Error) -> Self {
-        Err((held, error))
-    }
+fn attach<O: Operation + Tagged>(held: Held<O>, cell: &VectorCell, work: &mut Work) {
+    // SAFETY: see above.
+    unsafe { work.get_mut::<O>() }.attach(held, cell);
 }
 
 /// Where an [`Op`] stands.
@@ -270,12 +185,20 @@ pub struct Op<T: OpOutput, const SLOTS: usize, const RING: usize, const WHEEL: u
     /// The single-producer lane it is submitted through (`LaneHandle::submit`), else the
     /// shared ring.
     lane: Option<&'static Lane<SLOTS>>,
+    /// How its result is made (the operation's functions).
+    fns: &'static Fns<T>,
     _output: PhantomData<fn() -> T>,
 }
 
 impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W> {
-    fn new(handle: &Handle<S, R, W>, state: State<T>, cancelled_on_drop: bool) -> Self {
+    fn new(
+        handle: &Handle<S, R, W>,
+        state: State<T>,
+        cancelled_on_drop: bool,
+        fns: &'static Fns<T>,
+    ) -> Self {
         Op {
+            fns,
             storage: handle.storage.clone(),
             epoch: handle.epoch,
             state,
@@ -307,9 +230,13 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W>
             unreachable!("checked above")
         };
         let submitted = match claimed {
-            Ok(index) => {
-                submit::<T, S, R, W>(&self.storage, self.epoch, index, request, held, self.lane)
-            }
+            Ok(index) => submit::<T, S, R, W>(
+                &self.storage,
+                self.epoch,
+                index,
+                (request, held, self.fns.attach),
+                self.lane,
+            ),
             Err(e) => Err((request, held, e)),
         };
         match submitted {
@@ -318,7 +245,7 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W>
                 Poll::Ready(None)
             }
             Err((request, held, e)) => {
-                Poll::Ready(Some(T::unsubmitted(request.into_work(), held, e)))
+                Poll::Ready(Some((self.fns.unsubmitted)(request.into_work(), held, e)))
             }
         }
     }
@@ -364,8 +291,13 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W>
         let slot = &self.storage.slots[index as usize];
         if slot.is_done() {
             // SAFETY: DONE (Acquire): the caller owns the request now.
-            let (buf, outcome) = unsafe {
-                slot.with_request(|r| (std::mem::replace(&mut r.work, Work::Nop), r.outcome.take()))
+            let (work, outcome) = unsafe {
+                slot.with_request(|r| {
+                    (
+                        std::mem::replace(&mut r.work, Work::EMPTY),
+                        r.outcome.take(),
+                    )
+                })
             };
             // Finished before the slot is freed (freeing runs other callers' wakers). A waker we
             // registered may still be in the cell (the loop woke before we registered): take it
@@ -378,15 +310,15 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W>
             };
             self.storage.free_slot(index);
             self.storage.run_user(move || drop(waker));
-            return Some(T::from_parts(
-                Some(buf),
+            return Some((self.fns.finish)(
+                work,
                 outcome.unwrap_or(Err(Error::Closed)),
             ));
         }
         if slot.is_abandoned() {
             // The kernel may still write the buffer: it stays parked in the slot for good.
             self.state = State::Finished;
-            return Some(T::from_parts(None, Err(Error::Abandoned)));
+            return Some((self.fns.lost)(Error::Abandoned));
         }
         None
     }
@@ -461,8 +393,7 @@ fn submit<T: OpOutput, const S: usize, const R: usize, const W: usize>(
     storage: &StorageRef<S, R, W>,
     epoch: u32,
     index: u32,
-    mut request: Request,
-    held: T::Held,
+    (mut request, held, attach): (Request, T::Held, fn(T::Held, &VectorCell, &mut Work)),
     lane: Option<&Lane<S>>,
 ) -> Result<u32, (Request, T::Held, Error)> {
     let slot = &storage.slots[index as usize];
@@ -471,7 +402,7 @@ fn submit<T: OpOutput, const S: usize, const R: usize, const W: usize>(
         storage.free_slot(index);
         return Err((request, held, Error::Closed));
     }
-    T::attach(held, &storage.vectors[index as usize], &mut request.work);
+    attach(held, &storage.vectors[index as usize], &mut request.work);
     // SAFETY: FILLED: the caller owns the request. A slot leaves FREE holding a request that
     // owns nothing (`Storage::free_slot` sees to it), so writing over it without dropping it
     // leaks nothing and skips its drop glue.
@@ -585,96 +516,65 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         Handle { storage, epoch }
     }
 
-    fn op<T: OpOutput<Held = ()>>(&self, request: Request) -> Op<T, S, R, W> {
-        self.op_with(request, ())
-    }
-
-    fn op_with<T: OpOutput>(&self, request: Request, held: T::Held) -> Op<T, S, R, W> {
-        let cancelled_on_drop = request.kind().cancelled_on_drop();
-        Op::new(self, State::Start(request, held), cancelled_on_drop)
-    }
-
-    fn ready<T: OpOutput>(&self, result: T) -> Op<T, S, R, W> {
-        Op::new(self, State::Ready(result), false)
-    }
-
-    /// Claims and submits now; hands the request back on `Full` or `Closed`.
-    fn try_op<T: OpOutput<Held = ()>>(
+    /// The future of `op` (nothing submitted before its first poll).
+    fn op<O: OpFns>(
         &self,
-        request: Request,
-    ) -> Result<Op<T, S, R, W>, (Work, (), Error)> {
-        self.try_op_with(request, ())
+        op: O,
+        fd: Option<Fd>,
+        deadline: Option<Instant>,
+    ) -> Op<O::Output, S, R, W>
+    where
+        O::Output: private::Output<Held = ()>,
+    {
+        self.op_with(op, fd, deadline, ())
     }
 
-    /// [`try_op`](Self::try_op) with what the future would have kept.
-    #[allow(clippy::type_complexity)]
-    fn try_op_with<T: OpOutput>(
+    /// [`op`](Self::op), with what the future keeps until the request has a slot.
+    fn op_with<O: OpFns>(
         &self,
-        request: Request,
-        held: T::Held,
-    ) -> Result<Op<T, S, R, W>, (Work, T::Held, Error)> {
+        op: O,
+        fd: Option<Fd>,
+        deadline: Option<Instant>,
+        held: Held<O>,
+    ) -> Op<O::Output, S, R, W> {
+        let request = Request::new(op.into(), fd, deadline);
+        let cancelled_on_drop = O::KIND.dropped().cancelled();
+        Op::new(self, State::Start(request, held), cancelled_on_drop, O::FNS)
+    }
+
+    /// An operation of kind `O` that finished without the loop.
+    fn ready<O: OpFns>(&self, result: O::Output) -> Op<O::Output, S, R, W> {
+        Op::new(self, State::Ready(result), false, O::FNS)
+    }
+
+    /// Claims and submits now; hands the operation back on `Full` or `Closed`.
+    #[allow(clippy::type_complexity, clippy::result_large_err)]
+    fn try_op<O: OpFns>(
+        &self,
+        op: O,
+        fd: Option<Fd>,
+        deadline: Option<Instant>,
+        held: Held<O>,
+    ) -> Result<Op<O::Output, S, R, W>, (O, Held<O>, Error)> {
         if self.storage.is_closed(self.epoch) {
-            return Err((request.into_work(), held, Error::Closed));
+            return Err((op, held, Error::Closed));
         }
         let Some(index) = self.storage.free.pop() else {
-            return Err((request.into_work(), held, Error::Full));
+            return Err((op, held, Error::Full));
         };
-        let cancelled_on_drop = request.kind().cancelled_on_drop();
-        match submit::<T, S, R, W>(&self.storage, self.epoch, index, request, held, None) {
-            Ok(index) => Ok(Op::new(self, State::Submitted(index), cancelled_on_drop)),
-            Err((request, held, e)) => Err((request.into_work(), held, e)),
+        let request = Request::new(op.into(), fd, deadline);
+        let cancelled_on_drop = O::KIND.dropped().cancelled();
+        let submitted = (request, held, O::FNS.attach);
+        match submit::<O::Output, S, R, W>(&self.storage, self.epoch, index, submitted, None) {
+            Ok(index) => Ok(Op::new(
+                self,
+                State::Submitted(index),
+                cancelled_on_drop,
+                O::FNS,
+            )),
+            // SAFETY: the work was built from `op`, an `O`, just above.
+            Err((request, held, e)) => Err((unsafe { request.into_work().take::<O>() }, held, e)),
         }
-    }
-
-    fn send_request(fd: Fd, buf: IoBuf, deadline: Option<Instant>) -> Request {
-        let end = buf.len();
-        Request::new(Work::Send { buf, pos: 0, end }, Some(fd), deadline)
-    }
-
-    fn recv_request(
-        fd: Fd,
-        buf: IoBufMut,
-        offset: usize,
-        len: usize,
-        exact: bool,
-        deadline: Option<Instant>,
-    ) -> Request {
-        let work = Work::Recv {
-            buf,
-            pos: offset,
-            end: len,
-            exact,
-        };
-        Request::new(work, Some(fd), deadline)
-    }
-
-    fn read_request(
-        fd: Fd,
-        offset: u64,
-        len: usize,
-        buf: IoBufMut,
-        exact: bool,
-        deadline: Option<Instant>,
-    ) -> Request {
-        let work = Work::ReadAt {
-            buf,
-            at: offset,
-            pos: 0,
-            end: len,
-            exact,
-        };
-        Request::new(work, Some(fd), deadline)
-    }
-
-    fn write_request(fd: Fd, offset: u64, buf: IoBuf, deadline: Option<Instant>) -> Request {
-        let end = buf.len();
-        let work = Work::WriteAt {
-            buf,
-            at: offset,
-            pos: 0,
-            end,
-        };
-        Request::new(work, Some(fd), deadline)
     }
 
     /// Sends the whole buffer on a socket (short sends are resubmitted). An empty buffer
@@ -699,9 +599,9 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         deadline: Option<Instant>,
     ) -> Op<WriteResult, S, R, W> {
         if buf.is_empty() {
-            return self.ready(Ok(buf));
+            return self.ready::<op::Send>(Ok(buf));
         }
-        self.op(Self::send_request(fd.into(), buf, deadline))
+        self.op(op::Send::new(buf), Some(fd.into()), deadline)
     }
 
     /// Receives into `buf[offset..len]`: with `exact`, until `len`; otherwise at least one byte.
@@ -737,15 +637,8 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         deadline: Option<Instant>,
     ) -> Op<RecvResult, S, R, W> {
         match check_recv(buf, offset, len) {
-            Err(result) => self.ready(result),
-            Ok(buf) => self.op(Self::recv_request(
-                fd.into(),
-                buf,
-                offset,
-                len,
-                exact,
-                deadline,
-            )),
+            Err(result) => self.ready::<op::Recv>(result),
+            Ok(buf) => self.op(recv_op(buf, offset, len, exact), Some(fd.into()), deadline),
         }
     }
 
@@ -823,8 +716,8 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         deadline: Option<Instant>,
     ) -> Op<ReadResult, S, R, W> {
         match check_read(buf, offset, len) {
-            Err(result) => self.ready(result),
-            Ok(buf) => self.op(Self::read_request(fd, offset, len, buf, exact, deadline)),
+            Err(result) => self.ready::<op::ReadAt>(result),
+            Ok(buf) => self.op(read_op(offset, len, buf, exact), Some(fd), deadline),
         }
     }
 
@@ -854,17 +747,17 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         deadline: Option<Instant>,
     ) -> Op<WriteResult, S, R, W> {
         if !positioned(offset, buf.len()) {
-            return self.ready(Err((buf, Error::InvalidInput)));
+            return self.ready::<op::WriteAt>(Err((buf, Error::InvalidInput)));
         }
         if buf.is_empty() {
-            return self.ready(Ok(buf));
+            return self.ready::<op::WriteAt>(Ok(buf));
         }
-        self.op(Self::write_request(fd.into(), offset, buf, deadline))
+        self.op(write_op(offset, buf), Some(fd.into()), deadline)
     }
 
     /// `fsync` of the descriptor. Runs to completion even if the future is dropped.
     pub fn sync(&self, fd: impl Into<Fd>, deadline: Option<Instant>) -> Op<UnitResult, S, R, W> {
-        self.op(Self::sync_request(fd.into(), false, deadline))
+        self.op(op::Sync { data_only: false }, Some(fd.into()), deadline)
     }
 
     /// `fdatasync` of the descriptor: the data and the metadata needed to read it back (the file
@@ -887,11 +780,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         fd: impl Into<Fd>,
         deadline: Option<Instant>,
     ) -> Op<UnitResult, S, R, W> {
-        self.op(Self::sync_request(fd.into(), true, deadline))
-    }
-
-    fn sync_request(fd: Fd, data_only: bool, deadline: Option<Instant>) -> Request {
-        Request::new(Work::Sync { data_only }, Some(fd), deadline)
+        self.op(op::Sync { data_only: true }, Some(fd.into()), deadline)
     }
 
     /// Accepts a connection on a listening socket (`accept4` with `SOCK_CLOEXEC`) and hands back
@@ -918,7 +807,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         listener: impl Into<Fd>,
         deadline: Option<Instant>,
     ) -> Op<AcceptResult, S, R, W> {
-        self.op(Request::new(Work::Accept, Some(listener.into()), deadline))
+        self.op(op::Accept, Some(listener.into()), deadline)
     }
 
     /// Connects a socket to `addr`. A refused or unreachable peer is the kernel's errno
@@ -950,10 +839,8 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         addr: std::net::SocketAddr,
         deadline: Option<Instant>,
     ) -> Op<UnitResult, S, R, W> {
-        let work = Work::Connect {
-            addr: RawAddr::new(addr),
-        };
-        self.op(Request::new(work, Some(socket.into()), deadline))
+        let addr = RawAddr::new(addr);
+        self.op(op::Connect { addr }, Some(socket.into()), deadline)
     }
 
     /// [`accept`](Self::accept), submitted now; `Error::Full` at once if no slot is free.
@@ -962,7 +849,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         listener: impl Into<Fd>,
         deadline: Option<Instant>,
     ) -> Result<Op<AcceptResult, S, R, W>, Error> {
-        self.try_op(Request::new(Work::Accept, Some(listener.into()), deadline))
+        self.try_op(op::Accept, Some(listener.into()), deadline, ())
             .map_err(|(_, (), e)| e)
     }
 
@@ -973,10 +860,8 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         addr: std::net::SocketAddr,
         deadline: Option<Instant>,
     ) -> Result<Op<UnitResult, S, R, W>, Error> {
-        let work = Work::Connect {
-            addr: RawAddr::new(addr),
-        };
-        self.try_op(Request::new(work, Some(socket.into()), deadline))
+        let addr = RawAddr::new(addr);
+        self.try_op(op::Connect { addr }, Some(socket.into()), deadline, ())
             .map_err(|(_, (), e)| e)
     }
 
@@ -1006,11 +891,8 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         addr: std::net::SocketAddr,
         deadline: Option<Instant>,
     ) -> Op<WriteResult, S, R, W> {
-        let work = Work::SendTo {
-            buf,
-            addr: RawAddr::new(addr),
-        };
-        self.op(Request::new(work, Some(socket.into()), deadline))
+        let addr = RawAddr::new(addr);
+        self.op(op::SendTo { buf, addr }, Some(socket.into()), deadline)
     }
 
     /// Receives one datagram into `buf` (up to its capacity; a longer datagram is truncated, as
@@ -1023,11 +905,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         buf: IoBufMut,
         deadline: Option<Instant>,
     ) -> Op<RecvFromResult, S, R, W> {
-        self.op(Request::new(
-            Self::recv_from_work(buf),
-            Some(socket.into()),
-            deadline,
-        ))
+        self.op(op::RecvFrom::new(buf), Some(socket.into()), deadline)
     }
 
     /// [`send_to`](Self::send_to), submitted now; `Error::Full` at once if no slot is free.
@@ -1038,12 +916,9 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         addr: std::net::SocketAddr,
         deadline: Option<Instant>,
     ) -> Result<Op<WriteResult, S, R, W>, (IoBuf, Error)> {
-        let work = Work::SendTo {
-            buf,
-            addr: RawAddr::new(addr),
-        };
-        self.try_op(Request::new(work, Some(socket.into()), deadline))
-            .map_err(read_buf)
+        let addr = RawAddr::new(addr);
+        self.try_op(op::SendTo { buf, addr }, Some(socket.into()), deadline, ())
+            .map_err(|(op, (), e)| (op.buf, e))
     }
 
     /// [`recv_from`](Self::recv_from), submitted now; `Error::Full` at once if no slot is free.
@@ -1053,20 +928,8 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         buf: IoBufMut,
         deadline: Option<Instant>,
     ) -> Result<Op<RecvFromResult, S, R, W>, (IoBufMut, Error)> {
-        self.try_op(Request::new(
-            Self::recv_from_work(buf),
-            Some(socket.into()),
-            deadline,
-        ))
-        .map_err(write_buf)
-    }
-
-    fn recv_from_work(buf: IoBufMut) -> Work {
-        Work::RecvFrom {
-            buf,
-            from: RawAddr::EMPTY,
-            msg: NO_MSG,
-        }
+        self.try_op(op::RecvFrom::new(buf), Some(socket.into()), deadline, ())
+            .map_err(|(op, (), e)| (op.buf, e))
     }
 
     /// A no-op through the ring: measures the loop's own round trip.
@@ -1085,7 +948,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// # thread.join().unwrap().unwrap();
     /// ```
     pub fn nop(&self, deadline: Option<Instant>) -> Op<UnitResult, S, R, W> {
-        self.op(Request::new(Work::Nop, None, deadline))
+        self.op(op::Nop, None, deadline)
     }
 
     /// Sends every byte of `bufs`, in order, as one stream (`sendmsg` with `MSG_NOSIGNAL`; short
@@ -1117,10 +980,10 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         bufs: IoBufs,
         deadline: Option<Instant>,
     ) -> Op<VectoredResult, S, R, W> {
-        match Self::vectored_request(fd.into(), None, &bufs, deadline) {
-            Ok(Some(request)) => self.op_with(request, bufs),
-            Ok(None) => self.ready(Ok(bufs)),
-            Err(e) => self.ready(Err((bufs, e))),
+        match vectored_len(None, &bufs) {
+            Ok(0) => self.ready::<op::SendVectored>(Ok(bufs)),
+            Ok(end) => self.op_with(op::SendVectored::new(end), Some(fd.into()), deadline, bufs),
+            Err(e) => self.ready::<op::SendVectored>(Err((bufs, e))),
         }
     }
 
@@ -1149,10 +1012,13 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         bufs: IoBufs,
         deadline: Option<Instant>,
     ) -> Op<VectoredResult, S, R, W> {
-        match Self::vectored_request(fd.into(), Some(offset), &bufs, deadline) {
-            Ok(Some(request)) => self.op_with(request, bufs),
-            Ok(None) => self.ready(Ok(bufs)),
-            Err(e) => self.ready(Err((bufs, e))),
+        match vectored_len(Some(offset), &bufs) {
+            Ok(0) => self.ready::<op::WriteAtVectored>(Ok(bufs)),
+            Ok(end) => {
+                let op = op::WriteAtVectored::new(offset, end);
+                self.op_with(op, Some(fd.into()), deadline, bufs)
+            }
+            Err(e) => self.ready::<op::WriteAtVectored>(Err((bufs, e))),
         }
     }
 
@@ -1165,7 +1031,13 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         bufs: IoBufs,
         deadline: Option<Instant>,
     ) -> Result<Op<VectoredResult, S, R, W>, (IoBufs, Error)> {
-        self.try_vectored(fd.into(), None, bufs, deadline)
+        match vectored_len(None, &bufs) {
+            Ok(0) => Ok(self.ready::<op::SendVectored>(Ok(bufs))),
+            Ok(end) => self
+                .try_op(op::SendVectored::new(end), Some(fd.into()), deadline, bufs)
+                .map_err(|(_, bufs, e)| (bufs, e)),
+            Err(e) => Err((bufs, e)),
+        }
     }
 
     /// [`write_at_vectored`](Self::write_at_vectored), submitted now; `Error::Full` at once if
@@ -1178,59 +1050,15 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         bufs: IoBufs,
         deadline: Option<Instant>,
     ) -> Result<Op<VectoredResult, S, R, W>, (IoBufs, Error)> {
-        self.try_vectored(fd.into(), Some(offset), bufs, deadline)
-    }
-
-    #[allow(clippy::result_large_err)] // the buffers come back by value, as with every try_
-    fn try_vectored(
-        &self,
-        fd: Fd,
-        offset: Option<u64>,
-        bufs: IoBufs,
-        deadline: Option<Instant>,
-    ) -> Result<Op<VectoredResult, S, R, W>, (IoBufs, Error)> {
-        match Self::vectored_request(fd, offset, &bufs, deadline) {
-            Ok(Some(request)) => self
-                .try_op_with(request, bufs)
-                .map_err(|(_, bufs, e)| (bufs, e)),
-            Ok(None) => Ok(self.ready(Ok(bufs))),
+        match vectored_len(Some(offset), &bufs) {
+            Ok(0) => Ok(self.ready::<op::WriteAtVectored>(Ok(bufs))),
+            Ok(end) => {
+                let op = op::WriteAtVectored::new(offset, end);
+                self.try_op(op, Some(fd.into()), deadline, bufs)
+                    .map_err(|(_, bufs, e)| (bufs, e))
+            }
             Err(e) => Err((bufs, e)),
         }
-    }
-
-    /// The request of a vectored send (`offset: None`) or positioned write, its buffers left
-    /// with the caller until it has a slot; `None` when there is nothing to transfer (complete
-    /// at once); `InvalidInput` for a range beyond `i64::MAX`.
-    fn vectored_request(
-        fd: Fd,
-        offset: Option<u64>,
-        bufs: &IoBufs,
-        deadline: Option<Instant>,
-    ) -> Result<Option<Request>, Error> {
-        let end: usize = bufs.iter().map(|b| b.len()).sum();
-        if offset.is_some_and(|at| !positioned(at, end)) {
-            return Err(Error::InvalidInput);
-        }
-        if end == 0 {
-            return Ok(None);
-        }
-        let (bufs, msg) = (Vectors::DETACHED, NO_MSG);
-        let work = match offset {
-            None => Work::SendVectored {
-                bufs,
-                pos: 0,
-                end,
-                msg,
-            },
-            Some(at) => Work::WriteAtVectored {
-                bufs,
-                at,
-                pos: 0,
-                end,
-                msg,
-            },
-        };
-        Ok(Some(Request::new(work, Some(fd), deadline)))
     }
 
     /// [`send`](Self::send), submitted now; `Error::Full` at once if no slot is free.
@@ -1241,10 +1069,10 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         deadline: Option<Instant>,
     ) -> Result<Op<WriteResult, S, R, W>, (IoBuf, Error)> {
         if buf.is_empty() {
-            return Ok(self.ready(Ok(buf)));
+            return Ok(self.ready::<op::Send>(Ok(buf)));
         }
-        self.try_op(Self::send_request(fd.into(), buf, deadline))
-            .map_err(read_buf)
+        self.try_op(op::Send::new(buf), Some(fd.into()), deadline, ())
+            .map_err(|(op, (), e)| (op.buf, e))
     }
 
     /// [`recv`](Self::recv), submitted now; `Error::Full` at once if no slot is free.
@@ -1259,18 +1087,12 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     ) -> Result<Op<RecvResult, S, R, W>, (IoBufMut, Error)> {
         let buf = match check_recv(buf, offset, len) {
             Err(Err(e)) => return Err(e),
-            Err(ok) => return Ok(self.ready(ok)),
+            Err(ok) => return Ok(self.ready::<op::Recv>(ok)),
             Ok(buf) => buf,
         };
-        self.try_op(Self::recv_request(
-            fd.into(),
-            buf,
-            offset,
-            len,
-            exact,
-            deadline,
-        ))
-        .map_err(write_buf)
+        let op = recv_op(buf, offset, len, exact);
+        self.try_op(op, Some(fd.into()), deadline, ())
+            .map_err(|(op, (), e)| (op.buf, e))
     }
 
     /// [`read_at`](Self::read_at), submitted now; `Error::Full` at once if no slot is free.
@@ -1310,11 +1132,11 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     ) -> Result<Op<ReadResult, S, R, W>, (IoBufMut, Error)> {
         let buf = match check_read(buf, offset, len) {
             Err(Err(e)) => return Err(e),
-            Err(ok) => return Ok(self.ready(ok)),
+            Err(ok) => return Ok(self.ready::<op::ReadAt>(ok)),
             Ok(buf) => buf,
         };
-        self.try_op(Self::read_request(fd, offset, len, buf, exact, deadline))
-            .map_err(write_buf)
+        self.try_op(read_op(offset, len, buf, exact), Some(fd), deadline, ())
+            .map_err(|(op, (), e)| (op.buf, e))
     }
 
     /// [`write_at`](Self::write_at), submitted now; `Error::Full` at once if no slot is free.
@@ -1329,10 +1151,10 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
             return Err((buf, Error::InvalidInput));
         }
         if buf.is_empty() {
-            return Ok(self.ready(Ok(buf)));
+            return Ok(self.ready::<op::WriteAt>(Ok(buf)));
         }
-        self.try_op(Self::write_request(fd.into(), offset, buf, deadline))
-            .map_err(read_buf)
+        self.try_op(write_op(offset, buf), Some(fd.into()), deadline, ())
+            .map_err(|(op, (), e)| (op.buf, e))
     }
 
     /// [`sync`](Self::sync), submitted now; `Error::Full` at once if no slot is free.
@@ -1341,7 +1163,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         fd: impl Into<Fd>,
         deadline: Option<Instant>,
     ) -> Result<Op<UnitResult, S, R, W>, Error> {
-        self.try_op(Self::sync_request(fd.into(), false, deadline))
+        self.try_op(op::Sync { data_only: false }, Some(fd.into()), deadline, ())
             .map_err(|(_, (), e)| e)
     }
 
@@ -1351,13 +1173,13 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         fd: impl Into<Fd>,
         deadline: Option<Instant>,
     ) -> Result<Op<UnitResult, S, R, W>, Error> {
-        self.try_op(Self::sync_request(fd.into(), true, deadline))
+        self.try_op(op::Sync { data_only: true }, Some(fd.into()), deadline, ())
             .map_err(|(_, (), e)| e)
     }
 
     /// [`nop`](Self::nop), submitted now; `Error::Full` at once if no slot is free.
     pub fn try_nop(&self, deadline: Option<Instant>) -> Result<Op<UnitResult, S, R, W>, Error> {
-        self.try_op(Request::new(Work::Nop, None, deadline))
+        self.try_op(op::Nop, None, deadline, ())
             .map_err(|(_, (), e)| e)
     }
 
@@ -1416,12 +1238,46 @@ fn check_read(mut buf: IoBufMut, offset: u64, len: usize) -> Result<IoBufMut, Re
     Ok(buf)
 }
 
-fn read_buf((work, (), e): (Work, (), Error)) -> (IoBuf, Error) {
-    (work.into_read_buf(), e)
+/// A `recv` into `buf[offset..len]` (checked by `check_recv`).
+fn recv_op(buf: IoBufMut, offset: usize, len: usize, exact: bool) -> op::Recv {
+    op::Recv {
+        buf,
+        pos: offset,
+        end: len,
+        exact,
+    }
 }
 
-fn write_buf((work, (), e): (Work, (), Error)) -> (IoBufMut, Error) {
-    (work.into_write_buf(), e)
+/// A `read_at` (`exact`) or `read_some_at` of `len` bytes at `offset` (checked by `check_read`).
+fn read_op(offset: u64, len: usize, buf: IoBufMut, exact: bool) -> op::ReadAt {
+    op::ReadAt {
+        buf,
+        at: offset,
+        pos: 0,
+        end: len,
+        exact,
+    }
+}
+
+/// A `write_at` of the whole of `buf` at `offset` (checked by `positioned`).
+fn write_op(offset: u64, buf: IoBuf) -> op::WriteAt {
+    let end = buf.len();
+    op::WriteAt {
+        buf,
+        at: offset,
+        pos: 0,
+        end,
+    }
+}
+
+/// The bytes a vectored request moves; `InvalidInput` for a positioned range beyond
+/// `i64::MAX`.
+fn vectored_len(offset: Option<u64>, bufs: &IoBufs) -> Result<usize, Error> {
+    let end: usize = bufs.iter().map(|b| b.len()).sum();
+    if offset.is_some_and(|at| !positioned(at, end)) {
+        return Err(Error::InvalidInput);
+    }
+    Ok(end)
 }
 
 impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {

@@ -100,6 +100,8 @@ mod vectored;
 mod handoff;
 // The loop: its phases, its private table, the wheel and the ring edge toward the kernel.
 mod event_loop;
+// Operations: one file per family, one table of every kind (`op/mod.rs`).
+mod op;
 // Cross-cutting: the loom shim, running user code, test-only fault injection.
 mod contain;
 /// Test-only fault injection: public with the `fault-injection` feature, the loop's empty hooks

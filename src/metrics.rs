@@ -1,5 +1,5 @@
 //! Counters the loop keeps, and the plain snapshot callers read. Each counter is named once, in
-//! the [`counters!`] list below, which makes the public snapshot, the live atomics, their
+//! the `counters!` list below, which makes the public snapshot, the live atomics, their
 //! constructor, the snapshot read and the reset.
 
 use crate::loom::{AtomicU64, Ordering};

@@ -19,7 +19,6 @@
 use std::sync::Arc;
 
 use crate::error::Error;
-use crate::event_loop::request::MsgHeader;
 use crate::event_loop::request::Request;
 use crate::event_loop::ring::EventFd;
 use crate::event_loop::table::{SlotFlags, Table};
@@ -32,6 +31,7 @@ use crate::handoff::wait_list::WaitList;
 use crate::handoff::wake::WakeState;
 use crate::loom::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use crate::metrics::Counters;
+use crate::op::MsgHeader;
 use crate::vectored::VectorCell;
 
 const HANDLE: u64 = 1;

@@ -1564,11 +1564,11 @@ fn short_vectored_transfers_resume_across_buffers() {
     for max in [1, 2] {
         let file = TempFile::new();
         h.inject_fault(Fault::Short {
-            op: FaultOp::WriteAt,
+            op: FaultOp::WriteAtVectored,
             max,
         });
         h.inject_fault(Fault::Short {
-            op: FaultOp::WriteAt,
+            op: FaultOp::WriteAtVectored,
             max,
         });
         let before = h.metrics();
@@ -1580,11 +1580,11 @@ fn short_vectored_transfers_resume_across_buffers() {
 
         let (a, b) = socket_pair();
         h.inject_fault(Fault::Short {
-            op: FaultOp::Send,
+            op: FaultOp::SendVectored,
             max,
         });
         h.inject_fault(Fault::Short {
-            op: FaultOp::Send,
+            op: FaultOp::SendVectored,
             max,
         });
         let back = wait(h.send_vectored(a, bufs(), None)).unwrap();

@@ -5,7 +5,6 @@ use io_uring::{cqueue, opcode};
 use std::time::Instant;
 
 use super::id::{Cqe, RequestId};
-use super::request::OpKind;
 use super::table::{SlotFlags, Table};
 use super::wheel::{ceil_tick, floor_tick, Target};
 use super::{elapsed_ns, EventLoop, Mode, Pass};
@@ -13,6 +12,7 @@ use crate::error::Error;
 use crate::fault;
 use crate::handoff::slot::Finish;
 use crate::metrics::Counters;
+use crate::op::{Headers, OpKind};
 
 impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// Drains the CQ; returns the number of CQEs handled.
@@ -200,7 +200,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             let slot = &self.storage.slots[index as usize];
             // SAFETY: admitted and in flight: the loop owns the request.
             let kind = unsafe { slot.with_request(|r| r.kind()) };
-            if slot.is_orphaned() && kind.cancelled_on_drop() {
+            if slot.is_orphaned() && kind.dropped().cancelled() {
                 flags.drop_cancelled = true;
                 // Cannot fail: at most one entry per admitted request, and admitted <= RING.
                 let _ = t
@@ -299,23 +299,19 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         let id = RequestId::new(index, slot.generation()).op_data();
         let key = self.storage.fault_key();
         let limit = fault::sqe_limit(key, kind);
+        let mut headers = Headers::new(&mut t.msgs, t.free_msgs.as_mut_view());
         // SAFETY: admitted: the loop owns the request.
-        let needs_msg = unsafe { slot.with_request(|r| r.needs_msg()) };
-        let staged = if needs_msg {
-            let Some(msg) = t.free_msgs.pop() else {
-                // Every message header is parked with the kernel (shutdowns that abandoned
-                // recv_froms or vectored requests in flight): this one cannot be staged.
+        let staged =
+            unsafe { slot.with_request(|r| r.sqe(id, limit, &self.registry, &mut headers)) };
+        let staged = match staged {
+            Ok(staged) => staged,
+            Err(e) => {
+                // No SQE (every message header parked with the kernel by abandoned requests).
                 // SAFETY: admitted: the loop owns the request.
-                unsafe { slot.with_request(|r| r.outcome = Some(Err(Error::Os(libc::ENOBUFS)))) };
+                unsafe { slot.with_request(|r| r.outcome = Some(Err(e))) };
                 self.finish(t, index);
                 return;
-            };
-            let header = &mut t.msgs[msg as usize];
-            // SAFETY: admitted: the loop owns the request.
-            unsafe { slot.with_request(|r| r.msg_sqe(id, msg, header, &self.registry, limit)) }
-        } else {
-            // SAFETY: admitted: the loop owns the request.
-            unsafe { slot.with_request(|r| r.sqe(id, limit, &self.registry)) }
+            }
         };
         let mut sqe = staged.entry;
         if let Some(result) = fault::sqe_result(key, kind) {
@@ -371,7 +367,8 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// Whether an orphan of `kind` is retired early under this loop's config.
     #[inline]
     fn orphanable(&self, kind: OpKind) -> bool {
-        kind.orphanable(self.checked.config.cancel_on_drop)
+        kind.dropped()
+            .orphanable(self.checked.config.cancel_on_drop)
     }
 
     /// Retires an admitted orphan without an outcome (not in flight).

@@ -1,5 +1,5 @@
-//! Per-operation logic, free of the ring: what SQE a request needs next, and what a CQE result
-//! means for it (docs/behaviour.md section 2: every deadline that fires is `Timeout`, a negative
+//! A request as its slot holds it, and what a CQE result means for it in general (what each
+//! operation does is in `crate::op`) (docs/behaviour.md section 2: every deadline that fires is `Timeout`, a negative
 //! result is the kernel's errno, a zero where bytes were expected is end of file).
 //!
 //! | CQE class \ op                 | send, recv, read_at, write_at                       | sync, nop        |
@@ -15,130 +15,12 @@
 //! than what was asked is a kernel surprise: it fails the request with `Os(EIO)` instead of
 //! panicking the loop: a kernel surprise fails the request concerned, never the loop.
 
-use crate::buf::{IoBuf, IoBufMut};
 use crate::error::Error;
 use crate::event_loop::registry::Registry;
 use crate::fd::Fd;
-use crate::vectored::{Vectors, MAX_IOVECS};
-use io_uring::{opcode, squeue, types};
+use crate::op::{Headers, OpKind, Step, Work};
+use io_uring::{squeue, types};
 use std::time::Instant;
-
-/// The ten kinds of request the loop tells apart. `read_some_at` is a `ReadAt`, `sync_data` a
-/// `Sync`, and the vectored forms are a `Send` and a `WriteAt` ([`Work`] keeps them apart).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum OpKind {
-    Nop,
-    Send,
-    Recv,
-    ReadAt,
-    WriteAt,
-    Sync,
-    Accept,
-    Connect,
-    SendTo,
-    RecvFrom,
-}
-
-impl OpKind {
-    /// Whether a dropped caller lets the loop retire the request early, at its next completion
-    /// (semantics A9): durable writes and syncs always run to completion, and with
-    /// `cancel_on_drop` sends do too (A16: what is cancelled is what only takes or waits; a send
-    /// is finished whole, since part of it may be on the wire).
-    pub(crate) fn orphanable(self, cancel_on_drop: bool) -> bool {
-        match self {
-            OpKind::WriteAt | OpKind::Sync => false,
-            OpKind::Send | OpKind::SendTo => !cancel_on_drop,
-            _ => true,
-        }
-    }
-
-    /// Whether dropping its future cancels it in the kernel when `Config::cancel_on_drop` is on:
-    /// requests that only read or wait (docs/behaviour.md section 4 lists them); a send is not,
-    /// since part of it may already be on the wire.
-    pub(crate) fn cancelled_on_drop(self) -> bool {
-        matches!(
-            self,
-            OpKind::Recv | OpKind::ReadAt | OpKind::Nop | OpKind::Accept | OpKind::RecvFrom
-        )
-    }
-}
-
-/// What a request does: the operation, the buffer it needs (inside the variant, so a request
-/// cannot pair an operation with the wrong buffer) and its progress. Transfers move bytes
-/// `[pos, end)` of their buffer; `pos` advances with each short transfer.
-#[derive(Debug)]
-pub(crate) enum Work {
-    Nop,
-    /// `fsync`, or `fdatasync` when `data_only`.
-    Sync {
-        data_only: bool,
-    },
-    /// `buf[pos..end]` still to send (`end` = the buffer's length).
-    Send {
-        buf: IoBuf,
-        pos: usize,
-        end: usize,
-    },
-    /// `buf[pos..end]` still to write, at file offset `at + pos`.
-    WriteAt {
-        buf: IoBuf,
-        at: u64,
-        pos: usize,
-        end: usize,
-    },
-    /// Receive into `buf[pos..end]`; `pos` starts at the caller's offset. Not `exact`: done at the
-    /// first bytes.
-    Recv {
-        buf: IoBufMut,
-        pos: usize,
-        end: usize,
-        exact: bool,
-    },
-    /// Read into `buf[pos..end]` from file offset `at + pos`. Not `exact`: done at the first
-    /// bytes or at end of file (pread semantics).
-    ReadAt {
-        buf: IoBufMut,
-        at: u64,
-        pos: usize,
-        end: usize,
-        exact: bool,
-    },
-    /// Accept a connection (`accept4` with `SOCK_CLOEXEC`); the result is the new descriptor.
-    Accept,
-    /// Connect to `addr`, kept here (stable) until the CQE.
-    Connect {
-        addr: RawAddr,
-    },
-    /// Send the whole datagram `buf` to `addr` (kept here until the CQE).
-    SendTo {
-        buf: IoBuf,
-        addr: RawAddr,
-    },
-    /// Send bytes `pos..end` of `bufs` (the slot's vector cell; `end` = their total) with
-    /// `sendmsg`; while in the kernel it uses message header `msg` of the loop's table.
-    SendVectored {
-        bufs: Vectors,
-        pos: usize,
-        end: usize,
-        msg: u16,
-    },
-    /// Write bytes `pos..end` of `bufs` at file offset `at + pos` (`writev`, with the iovecs of
-    /// message header `msg` while in the kernel).
-    WriteAtVectored {
-        bufs: Vectors,
-        at: u64,
-        pos: usize,
-        end: usize,
-        msg: u16,
-    },
-    /// Receive one datagram into `buf` (up to its capacity); `from` gets the sender's address.
-    /// While in the kernel it uses message header `msg` of the loop's table.
-    RecvFrom {
-        buf: IoBufMut,
-        from: RawAddr,
-        msg: u16,
-    },
-}
 
 /// An SQE, and which registered resources it names (for the `fixed_*` counters).
 pub(crate) struct Staged {
@@ -147,301 +29,21 @@ pub(crate) struct Staged {
     pub(crate) fixed_buffer: bool,
 }
 
-impl Staged {
-    /// `entry` for request `user_data`; `fixed_file`: its descriptor field is a registered-file
-    /// index (`IOSQE_FIXED_FILE`).
-    fn new(entry: squeue::Entry, user_data: u64, fixed_file: bool, fixed_buffer: bool) -> Self {
-        let entry = if fixed_file {
-            entry.flags(squeue::Flags::FIXED_FILE)
-        } else {
-            entry
-        };
-        Staged {
-            entry: entry.user_data(user_data),
-            fixed_file,
-            fixed_buffer,
-        }
-    }
-}
-
-/// `RecvFrom::msg` when no message header is held.
-pub(crate) const NO_MSG: u16 = u16::MAX;
-
-/// What `recvmsg` needs in stable memory while a `recv_from` is in the kernel: the header, its one
-/// iovec and room for the sender's address. The loop keeps `RING` of them in its table.
-#[repr(C)]
-pub(crate) struct MsgHeader {
-    hdr: libc::msghdr,
-    /// One for a `recv_from`; up to all of them for a vectored request.
-    iovs: [libc::iovec; MAX_IOVECS],
-    name: RawAddr,
-}
-
-impl MsgHeader {
-    /// Zeroed (pointers null).
-    pub(crate) const fn new() -> Self {
-        // SAFETY: msghdr, iovec and RawAddr are plain data for which all-zero bytes are valid
-        // (null pointers, zero lengths).
-        unsafe { std::mem::zeroed() }
-    }
-
-    /// Points the header at `buf`'s whole capacity and at this header's address room; returns
-    /// the header for the SQE. `self` and `buf` must stay in place until the CQE.
-    fn prepare(&mut self, buf: &mut IoBufMut) -> *mut libc::msghdr {
-        self.name = RawAddr::EMPTY;
-        self.iovs[0] = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.capacity(),
-        };
-        // SAFETY: zeroed msghdr is valid; the fields set below are all recvmsg reads.
-        self.hdr = unsafe { std::mem::zeroed() };
-        self.hdr.msg_name = self.name.storage.as_mut_ptr().cast();
-        self.hdr.msg_namelen = std::mem::size_of_val(&self.name.storage) as u32;
-        self.hdr.msg_iov = self.iovs.as_mut_ptr();
-        self.hdr.msg_iovlen = 1;
-        &mut self.hdr
-    }
-
-    /// Points the iovecs at bytes `skip..` of `bufs` (at most `limit`); returns the iovec array
-    /// and how many it holds. `self` and the buffers must stay in place until the CQE.
-    fn prepare_iovecs(
-        &mut self,
-        bufs: &Vectors,
-        skip: usize,
-        limit: usize,
-    ) -> (*const libc::iovec, u32) {
-        let used = bufs.fill_iovecs(&mut self.iovs, skip, limit);
-        (self.iovs.as_ptr(), used as u32)
-    }
-
-    /// A `sendmsg` header (no address) over bytes `skip..` of `bufs`, at most `limit`.
-    fn prepare_send(&mut self, bufs: &Vectors, skip: usize, limit: usize) -> *const libc::msghdr {
-        let (_, used) = self.prepare_iovecs(bufs, skip, limit);
-        // SAFETY: zeroed msghdr is valid (no name, no control data).
-        self.hdr = unsafe { std::mem::zeroed() };
-        self.hdr.msg_iov = self.iovs.as_mut_ptr();
-        self.hdr.msg_iovlen = used as _;
-        &self.hdr
-    }
-
-    /// The sender's address the kernel wrote (after the CQE).
-    fn sender(&self) -> RawAddr {
-        self.name
-    }
-}
-
-/// A socket address in the kernel's layout (`sockaddr_in` or `sockaddr_in6`), inline; its
-/// length follows from its family (so that a datagram request still fits a slot's 64 bytes).
-#[derive(Clone, Copy)]
-#[repr(C)]
-pub(crate) struct RawAddr {
-    /// Room for a `sockaddr_in6` (28 bytes), 4-aligned like it.
-    storage: [u32; 7],
-}
-
-impl RawAddr {
-    /// No address (family 0).
-    pub(crate) const EMPTY: RawAddr = RawAddr { storage: [0; 7] };
-
-    fn family(&self) -> i32 {
-        // SAFETY: the storage starts with a sockaddr's family field (zero when empty).
-        i32::from(unsafe { *self.storage.as_ptr().cast::<libc::sa_family_t>() })
-    }
-
-    /// The length of the sockaddr stored (0 for an unknown family).
-    fn len(&self) -> u32 {
-        match self.family() {
-            libc::AF_INET => std::mem::size_of::<libc::sockaddr_in>() as u32,
-            libc::AF_INET6 => std::mem::size_of::<libc::sockaddr_in6>() as u32,
-            _ => 0,
-        }
-    }
-
-    /// The address as std's, if it is an IPv4 or IPv6 one (the unspecified `0.0.0.0:0` for
-    /// another family, such as a Unix datagram socket's sender).
-    pub(crate) fn to_socket_addr(self) -> std::net::SocketAddr {
-        // A sender shorter than its family's sockaddr left zeros (the room is cleared first).
-        match self.family() {
-            libc::AF_INET => {
-                // SAFETY: a sockaddr_in fits the storage; its bytes are the kernel's or zeros.
-                let sin = unsafe { *self.storage.as_ptr().cast::<libc::sockaddr_in>() };
-                let ip = std::net::Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
-                (ip, u16::from_be(sin.sin_port)).into()
-            }
-            libc::AF_INET6 => {
-                // SAFETY: a sockaddr_in6 fits the storage; its bytes are the kernel's or zeros.
-                let sin6 = unsafe { *self.storage.as_ptr().cast::<libc::sockaddr_in6>() };
-                std::net::SocketAddrV6::new(
-                    std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr),
-                    u16::from_be(sin6.sin6_port),
-                    u32::from_be(sin6.sin6_flowinfo),
-                    sin6.sin6_scope_id,
-                )
-                .into()
-            }
-            _ => ([0, 0, 0, 0], 0).into(),
-        }
-    }
-
-    pub(crate) fn new(addr: std::net::SocketAddr) -> Self {
-        let mut raw = RawAddr::EMPTY;
-        let ptr = raw.storage.as_mut_ptr();
-        match addr {
-            std::net::SocketAddr::V4(v4) => {
-                let sin = libc::sockaddr_in {
-                    sin_family: libc::AF_INET as libc::sa_family_t,
-                    sin_port: v4.port().to_be(),
-                    sin_addr: libc::in_addr {
-                        s_addr: u32::from_ne_bytes(v4.ip().octets()),
-                    },
-                    sin_zero: [0; 8],
-                };
-                // SAFETY: 16 bytes, 4-aligned, into a 28-byte 4-aligned buffer.
-                unsafe { ptr.cast::<libc::sockaddr_in>().write(sin) };
-            }
-            std::net::SocketAddr::V6(v6) => {
-                let sin6 = libc::sockaddr_in6 {
-                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                    sin6_port: v6.port().to_be(),
-                    sin6_flowinfo: v6.flowinfo().to_be(),
-                    sin6_addr: libc::in6_addr {
-                        s6_addr: v6.ip().octets(),
-                    },
-                    sin6_scope_id: v6.scope_id(),
-                };
-                // SAFETY: 28 bytes, 4-aligned, into a 28-byte 4-aligned buffer.
-                unsafe { ptr.cast::<libc::sockaddr_in6>().write(sin6) };
-            }
-        }
-        raw
-    }
-
-    fn as_ptr(&self) -> *const libc::sockaddr {
-        self.storage.as_ptr().cast()
-    }
-}
-
-impl std::fmt::Debug for RawAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RawAddr({})", self.to_socket_addr())
-    }
-}
-
-impl Work {
-    /// The operation, without its data.
-    pub(crate) fn kind(&self) -> OpKind {
-        match self {
-            Work::Nop => OpKind::Nop,
-            Work::Sync { .. } => OpKind::Sync,
-            Work::Accept => OpKind::Accept,
-            Work::Connect { .. } => OpKind::Connect,
-            Work::SendTo { .. } => OpKind::SendTo,
-            Work::RecvFrom { .. } => OpKind::RecvFrom,
-            // A vectored request follows its single-buffer form's rules (orphans, cancel on
-            // drop, EPIPE, faults).
-            Work::Send { .. } | Work::SendVectored { .. } => OpKind::Send,
-            Work::WriteAt { .. } | Work::WriteAtVectored { .. } => OpKind::WriteAt,
-            Work::Recv { .. } => OpKind::Recv,
-            Work::ReadAt { .. } => OpKind::ReadAt,
-        }
-    }
-
-    /// The progress cursor and its end, for operations that move bytes.
-    fn cursor(&mut self) -> Option<(&mut usize, usize)> {
-        match self {
-            Work::Nop
-            | Work::Sync { .. }
-            | Work::Accept
-            | Work::Connect { .. }
-            | Work::SendTo { .. }
-            | Work::RecvFrom { .. } => None,
-            Work::Send { pos, end, .. }
-            | Work::WriteAt { pos, end, .. }
-            | Work::SendVectored { pos, end, .. }
-            | Work::WriteAtVectored { pos, end, .. }
-            | Work::Recv { pos, end, .. }
-            | Work::ReadAt { pos, end, .. } => Some((pos, *end)),
-        }
-    }
-
-    /// Bytes transferred so far (the cursor, from the start of the buffer for read_at).
-    pub(crate) fn progress(&self) -> usize {
-        match self {
-            Work::Nop
-            | Work::Sync { .. }
-            | Work::Accept
-            | Work::Connect { .. }
-            | Work::SendTo { .. }
-            | Work::RecvFrom { .. } => 0,
-            Work::Send { pos, .. }
-            | Work::WriteAt { pos, .. }
-            | Work::SendVectored { pos, .. }
-            | Work::WriteAtVectored { pos, .. }
-            | Work::Recv { pos, .. }
-            | Work::ReadAt { pos, .. } => *pos,
-        }
-    }
-
-    /// The read-only buffer of a send or write. The handle pairs every write result with a
-    /// send or write request, so any other kind here is a bug of the crate's.
-    pub(crate) fn into_read_buf(self) -> IoBuf {
-        match self {
-            Work::Send { buf, .. } | Work::WriteAt { buf, .. } | Work::SendTo { buf, .. } => buf,
-            other => unreachable!("a write result from a {:?} request", other.kind()),
-        }
-    }
-
-    /// The buffers of a vectored request.
-    pub(crate) fn into_bufs(self) -> crate::vectored::IoBufs {
-        match self {
-            Work::SendVectored { bufs, .. } | Work::WriteAtVectored { bufs, .. } => bufs.take(),
-            other => unreachable!("vectored buffers from a {:?} request", other.kind()),
-        }
-    }
-
-    /// Where the buffers of a vectored request go once it has a slot.
-    pub(crate) fn vectors_mut(&mut self) -> Option<&mut Vectors> {
-        match self {
-            Work::SendVectored { bufs, .. } | Work::WriteAtVectored { bufs, .. } => Some(bufs),
-            _ => None,
-        }
-    }
-
-    /// The sender's address of a `recv_from` (after its CQE).
-    pub(crate) fn sender(&self) -> std::net::SocketAddr {
-        match self {
-            Work::RecvFrom { from, .. } => from.to_socket_addr(),
-            other => unreachable!("a sender address from a {:?} request", other.kind()),
-        }
-    }
-
-    /// The writable buffer of a recv or read (see [`into_read_buf`](Self::into_read_buf)).
-    pub(crate) fn into_write_buf(self) -> IoBufMut {
-        match self {
-            Work::Recv { buf, .. } | Work::ReadAt { buf, .. } | Work::RecvFrom { buf, .. } => buf,
-            other => unreachable!("a read result from a {:?} request", other.kind()),
-        }
-    }
-}
-
 /// One logical request, as stored in its slot.
 #[derive(Debug)]
 pub(crate) struct Request {
     pub(crate) work: Work,
     pub(crate) fd: Option<Fd>,
     pub(crate) deadline: Option<Instant>,
-    /// The terminal result: `Ok(position reached)` or the error.
+    /// The terminal result: `Ok(position reached, or the operation's value)` or the error.
     pub(crate) outcome: Option<Result<usize, Error>>,
 }
 
 impl Drop for Request {
-    /// A connection the kernel accepted for a request nobody takes (an orphan retired, a result
-    /// dropped) is closed, not leaked.
+    /// What an outcome nobody took owns is released (an accepted connection is closed).
     fn drop(&mut self) {
-        if let (Work::Accept, Some(Ok(fd))) = (&self.work, self.outcome) {
-            // SAFETY: the kernel gave this descriptor to this request, and nothing else owns it:
-            // a caller that takes the result takes the outcome out first.
-            unsafe { libc::close(fd as i32) };
+        if let Some(outcome) = self.outcome {
+            self.work.discard(outcome);
         }
     }
 }
@@ -449,12 +51,12 @@ impl Drop for Request {
 impl Request {
     /// The work, taking it out (the request is then dropped empty).
     pub(crate) fn into_work(mut self) -> Work {
-        std::mem::replace(&mut self.work, Work::Nop)
+        std::mem::replace(&mut self.work, Work::EMPTY)
     }
 
     /// A slot's request when no request is in it.
     pub(crate) const EMPTY: Request = Request {
-        work: Work::Nop,
+        work: Work::EMPTY,
         fd: None,
         deadline: None,
         outcome: None,
@@ -473,7 +75,7 @@ impl Request {
     /// True when it owns nothing (no descriptor, no buffer, no accepted socket): dropping it
     /// runs no code.
     pub(crate) fn is_empty(&self) -> bool {
-        self.fd.is_none() && matches!(self.work, Work::Nop)
+        self.fd.is_none() && self.work.kind() == OpKind::Nop
     }
 
     /// The operation.
@@ -482,82 +84,28 @@ impl Request {
     }
 
     /// The SQE that moves this request forward from its cursor, transferring at most `limit`
-    /// bytes (`u32::MAX` but for injected short I/O). A descriptor or pool buffer that `reg`
-    /// holds is named by its registered index.
-    pub(crate) fn sqe(&mut self, user_data: u64, limit: u32, reg: &Registry) -> Staged {
-        let (fd, fixed) = self.target(reg);
-        let mut fixed_buffer = false;
-        let len = |pos: usize, end: usize| (end - pos).min(limit as usize) as u32;
-        // SAFETY (every `add` below): `pos <= end <= len or capacity` of the buffer, checked at
-        // the handle and kept by `complete`, so the pointer stays inside the allocation.
-        let entry = match &mut self.work {
-            Work::Nop => opcode::Nop::new().build(),
-            Work::Sync { data_only } => {
-                let flags = if *data_only {
-                    types::FsyncFlags::DATASYNC
-                } else {
-                    types::FsyncFlags::empty()
-                };
-                opcode::Fsync::new(fd).flags(flags).build()
-            }
-            Work::Accept => opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
-                .flags(libc::SOCK_CLOEXEC)
-                .build(),
-            Work::Connect { addr } => opcode::Connect::new(fd, addr.as_ptr(), addr.len()).build(),
-            Work::SendTo { buf, addr } => {
-                opcode::Send::new(fd, buf.as_ptr(), buf.len().min(limit as usize) as u32)
-                    .dest_addr(addr.as_ptr())
-                    .dest_addr_len(addr.len())
-                    .flags(libc::MSG_NOSIGNAL)
-                    .build()
-            }
-            Work::RecvFrom { .. } | Work::SendVectored { .. } | Work::WriteAtVectored { .. } => {
-                unreachable!("staged with a message header (`msg_sqe`)")
-            }
-            Work::Send { buf, pos, end } => {
-                // SAFETY: see above.
-                let ptr = unsafe { buf.as_ptr().add(*pos) };
-                opcode::Send::new(fd, ptr, len(*pos, *end))
-                    .flags(libc::MSG_NOSIGNAL)
-                    .build()
-            }
-            Work::WriteAt { buf, at, pos, end } => {
-                // SAFETY: see above.
-                let ptr = unsafe { buf.as_ptr().add(*pos) };
-                let (offset, n) = (*at + *pos as u64, len(*pos, *end));
-                match reg.buf_index(buf.pool_slot()) {
-                    Some(index) => {
-                        fixed_buffer = true;
-                        opcode::WriteFixed::new(fd, ptr, n, index)
-                            .offset(offset)
-                            .build()
-                    }
-                    None => opcode::Write::new(fd, ptr, n).offset(offset).build(),
-                }
-            }
-            Work::Recv { buf, pos, end, .. } => {
-                // SAFETY: see above.
-                let ptr = unsafe { buf.as_mut_ptr().add(*pos) };
-                opcode::Recv::new(fd, ptr, len(*pos, *end)).build()
-            }
-            Work::ReadAt {
-                buf, at, pos, end, ..
-            } => {
-                // SAFETY: see above.
-                let ptr = unsafe { buf.as_mut_ptr().add(*pos) };
-                let (offset, n) = (*at + *pos as u64, len(*pos, *end));
-                match reg.buf_index(buf.pool_slot()) {
-                    Some(index) => {
-                        fixed_buffer = true;
-                        opcode::ReadFixed::new(fd, ptr, n, index)
-                            .offset(offset)
-                            .build()
-                    }
-                    None => opcode::Read::new(fd, ptr, n).offset(offset).build(),
-                }
-            }
+    /// bytes (`u32::MAX` but for injected short I/O), tagged `user_data`. A descriptor or pool
+    /// buffer that `reg` holds is named by its registered index; an operation that needs a
+    /// message header takes one from `headers`. `Err`: the request ends without an SQE.
+    pub(crate) fn sqe(
+        &mut self,
+        user_data: u64,
+        limit: u32,
+        reg: &Registry,
+        headers: &mut Headers<'_>,
+    ) -> Result<Staged, Error> {
+        let (fd, fixed_file) = self.target(reg);
+        let (entry, fixed_buffer) = self.work.sqe(fd, limit, reg, headers)?;
+        let entry = if fixed_file {
+            entry.flags(squeue::Flags::FIXED_FILE)
+        } else {
+            entry
         };
-        Staged::new(entry, user_data, fixed, fixed_buffer)
+        Ok(Staged {
+            entry: entry.user_data(user_data),
+            fixed_file,
+            fixed_buffer,
+        })
     }
 
     /// The descriptor an SQE names: the registered index (and true) if `reg` holds it, else
@@ -572,89 +120,21 @@ impl Request {
         }
     }
 
-    /// The SQE of a request that holds message header `index` (`header`) of the loop's table
-    /// until [`msg_done`](Self::msg_done): a `recv_from`, or a vectored request (at most `limit`
-    /// bytes).
-    pub(crate) fn msg_sqe(
-        &mut self,
-        user_data: u64,
-        index: u16,
-        header: &mut MsgHeader,
-        reg: &Registry,
-        limit: u32,
-    ) -> Staged {
-        let (fd, fixed) = self.target(reg);
-        let limit = limit as usize;
-        let entry = match &mut self.work {
-            Work::RecvFrom { buf, msg, .. } => {
-                *msg = index;
-                opcode::RecvMsg::new(fd, header.prepare(buf)).build()
-            }
-            Work::SendVectored { bufs, pos, msg, .. } => {
-                *msg = index;
-                opcode::SendMsg::new(fd, header.prepare_send(bufs, *pos, limit))
-                    .flags(libc::MSG_NOSIGNAL as u32)
-                    .build()
-            }
-            Work::WriteAtVectored {
-                bufs, at, pos, msg, ..
-            } => {
-                *msg = index;
-                let (iovecs, count) = header.prepare_iovecs(bufs, *pos, limit);
-                opcode::Writev::new(fd, iovecs, count)
-                    .offset(*at + *pos as u64)
-                    .build()
-            }
-            other => unreachable!("a {:?} request holds no message header", other.kind()),
-        };
-        Staged::new(entry, user_data, fixed, false)
-    }
-
-    /// True for the requests staged with a message header ([`msg_sqe`](Self::msg_sqe)).
-    pub(crate) fn needs_msg(&self) -> bool {
-        matches!(
-            self.work,
-            Work::RecvFrom { .. } | Work::SendVectored { .. } | Work::WriteAtVectored { .. }
-        )
-    }
-
     /// The message header a request holds while in the kernel.
-    pub(crate) fn held_msg(&self) -> Option<u16> {
-        match self.work {
-            Work::RecvFrom { msg, .. }
-            | Work::SendVectored { msg, .. }
-            | Work::WriteAtVectored { msg, .. }
-                if msg != NO_MSG =>
-            {
-                Some(msg)
-            }
-            _ => None,
-        }
+    pub(crate) fn held_msg(&mut self) -> Option<u16> {
+        self.work.held_msg()
     }
 
-    /// After a `recv_from`'s CQE: takes the sender's address out of its message header and gives
-    /// the header back (returns its index), if it held one.
-    pub(crate) fn msg_done(&mut self, headers: &[MsgHeader]) -> Option<u16> {
-        let (msg, from) = match &mut self.work {
-            Work::RecvFrom { from, msg, .. } => (msg, Some(from)),
-            Work::SendVectored { msg, .. } | Work::WriteAtVectored { msg, .. } => (msg, None),
-            _ => return None,
-        };
-        let index = std::mem::replace(msg, NO_MSG);
-        if index == NO_MSG {
-            return None;
-        }
-        if let Some(from) = from {
-            *from = headers[index as usize].sender();
-        }
-        Some(index)
+    /// After its CQE: lets the operation read the message header it held and gives the header
+    /// back (returns its index), if it held one.
+    pub(crate) fn msg_done(&mut self, headers: &[crate::op::MsgHeader]) -> Option<u16> {
+        self.work.msg_done(headers)
     }
 
     /// Applies one op CQE result; `cancel_requested` says whether the deadline fired while the
     /// SQE was in the kernel. Returns true when the request is finished (`outcome` set), false
     /// when it needs another SQE (requeue).
     pub(crate) fn complete(&mut self, result: i32, cancel_requested: bool) -> bool {
-        let kind = self.kind();
         let outcome = match result {
             r if r == -libc::EAGAIN || r == -libc::EINTR => {
                 if !cancel_requested {
@@ -663,45 +143,11 @@ impl Request {
                 Err(Error::Timeout)
             }
             r if r == -libc::ECANCELED && cancel_requested => Err(Error::Timeout),
-            r if r == -libc::EPIPE && kind == OpKind::Send => Err(Error::UnexpectedEof),
-            r if r < 0 => Err(Error::Os(-r)),
-            n => return self.advance(n as usize, cancel_requested),
-        };
-        self.outcome = Some(outcome);
-        true
-    }
-
-    /// A non-negative result: move the cursor, finish if complete. Zero where bytes were still
-    /// expected is end of file (or a closed peer).
-    fn advance(&mut self, n: usize, cancel_requested: bool) -> bool {
-        let first_bytes_suffice = matches!(
-            self.work,
-            Work::Recv { exact: false, .. } | Work::ReadAt { exact: false, .. }
-        );
-        let eof_is_an_answer = matches!(self.work, Work::ReadAt { exact: false, .. });
-        let counted = matches!(
-            self.work,
-            Work::Accept | Work::SendTo { .. } | Work::RecvFrom { .. }
-        );
-        let Some((pos, end)) = self.work.cursor() else {
-            // Accept's result is the new descriptor, a datagram's its length (zero included);
-            // the others have nothing to report.
-            self.outcome = Some(Ok(if counted { n } else { 0 }));
-            return true;
-        };
-        let outcome = if n == 0 && *pos < end && !eof_is_an_answer {
-            Err(Error::UnexpectedEof)
-        } else if n > end - *pos {
-            Err(Error::Os(libc::EIO))
-        } else {
-            *pos += n;
-            if *pos == end || first_bytes_suffice {
-                Ok(*pos)
-            } else if cancel_requested {
-                Err(Error::Timeout)
-            } else {
-                return false;
-            }
+            r if r < 0 => Err(self.work.error(-r)),
+            n => match self.work.advance(n as usize, cancel_requested) {
+                Step::Done(outcome) => outcome,
+                Step::Again => return false,
+            },
         };
         self.outcome = Some(outcome);
         true
@@ -711,74 +157,89 @@ impl Request {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::buf::{IoBuf, IoBufMut};
+    use crate::op::{self, RawAddr};
+    use io_uring::opcode;
 
     fn request(kind: OpKind, end: usize) -> Request {
-        let work = match kind {
-            OpKind::Nop => Work::Nop,
-            OpKind::Sync => Work::Sync { data_only: false },
-            OpKind::Accept => Work::Accept,
-            OpKind::Connect => Work::Connect {
-                addr: RawAddr::new(([127, 0, 0, 1], 9).into()),
-            },
-            OpKind::SendTo => Work::SendTo {
+        let addr = || RawAddr::new(([127, 0, 0, 1], 9).into());
+        let work: Work = match kind {
+            OpKind::Nop => op::Nop.into(),
+            OpKind::Sync => op::Sync { data_only: false }.into(),
+            OpKind::Accept => op::Accept.into(),
+            OpKind::Connect => op::Connect { addr: addr() }.into(),
+            OpKind::SendTo => op::SendTo {
                 buf: IoBuf::from(vec![7u8; end]),
-                addr: RawAddr::new(([127, 0, 0, 1], 9).into()),
-            },
-            OpKind::RecvFrom => Work::RecvFrom {
-                buf: IoBufMut::with_capacity(end),
-                from: RawAddr::EMPTY,
-                msg: NO_MSG,
-            },
-            OpKind::Send => Work::Send {
-                buf: IoBuf::from(vec![7u8; end]),
-                pos: 0,
-                end,
-            },
-            OpKind::WriteAt => Work::WriteAt {
+                addr: addr(),
+            }
+            .into(),
+            OpKind::RecvFrom => op::RecvFrom::new(IoBufMut::with_capacity(end)).into(),
+            OpKind::Send => op::Send::new(IoBuf::from(vec![7u8; end])).into(),
+            OpKind::WriteAt => op::WriteAt {
                 buf: IoBuf::from(vec![7u8; end]),
                 at: 0,
                 pos: 0,
                 end,
-            },
-            OpKind::Recv => Work::Recv {
+            }
+            .into(),
+            OpKind::Recv => op::Recv {
                 buf: IoBufMut::with_capacity(end),
                 pos: 0,
                 end,
                 exact: false,
-            },
-            OpKind::ReadAt => Work::ReadAt {
+            }
+            .into(),
+            OpKind::ReadAt => op::ReadAt {
                 buf: IoBufMut::with_capacity(end),
                 at: 0,
                 pos: 0,
                 end,
                 exact: true,
-            },
+            }
+            .into(),
+            OpKind::SendVectored => op::SendVectored::new(end).into(),
+            OpKind::WriteAtVectored => op::WriteAtVectored::new(0, end).into(),
         };
         Request::new(work, None, None)
     }
 
-    /// The cursor of a transfer.
+    /// The operation of `r`, as the type it is.
+    fn as_op<O: op::Operation + op::Tagged>(r: &mut Request) -> &mut O {
+        assert_eq!(r.kind(), O::KIND);
+        // SAFETY: checked above: `r` holds an `O`.
+        unsafe { r.work.get_mut::<O>() }
+    }
+
+    /// The cursor of a send or recv.
     fn pos(r: &mut Request) -> usize {
-        *r.work.cursor().expect("a transfer").0
+        match r.kind() {
+            OpKind::Send => as_op::<op::Send>(r).pos,
+            _ => as_op::<op::Recv>(r).pos,
+        }
     }
 
     /// Sets recv's `exact`.
     fn set_exact(r: &mut Request) {
-        if let Work::Recv { exact, .. } = &mut r.work {
-            *exact = true;
-        }
+        as_op::<op::Recv>(r).exact = true;
     }
 
     fn set_at(r: &mut Request, offset: u64) {
-        if let Work::ReadAt { at, .. } | Work::WriteAt { at, .. } = &mut r.work {
-            *at = offset;
+        match r.kind() {
+            OpKind::ReadAt => as_op::<op::ReadAt>(r).at = offset,
+            _ => as_op::<op::WriteAt>(r).at = offset,
         }
     }
 
     fn set_read_exact(r: &mut Request, value: bool) {
-        if let Work::ReadAt { exact, .. } = &mut r.work {
-            *exact = value;
-        }
+        as_op::<op::ReadAt>(r).exact = value;
+    }
+
+    /// The SQE of `r` with no message header to give.
+    fn stage(r: &mut Request, user_data: u64, reg: &Registry) -> Staged {
+        let mut free = heapless::Vec::<u16, 1>::new();
+        let mut headers = op::Headers::new(&mut [], free.as_mut_view());
+        r.sqe(user_data, u32::MAX, reg, &mut headers)
+            .expect("no message header needed")
     }
 
     const EAGAIN: i32 = -libc::EAGAIN;
@@ -863,7 +324,7 @@ mod tests {
         assert_eq!(r.outcome, Some(Ok(3)));
 
         let mut r = request(OpKind::Recv, 5);
-        *r.work.cursor().unwrap().0 = 2; // recv at offset 2
+        as_op::<op::Recv>(&mut r).pos = 2; // recv at offset 2
         assert!(r.complete(1, false));
         assert_eq!(r.outcome, Some(Ok(3)), "filled is offset + bytes received");
 
@@ -897,7 +358,7 @@ mod tests {
         set_at(&mut r, 100);
         assert!(!r.complete(2, false));
         assert_eq!(
-            r.sqe(1, u32::MAX, &Registry::NONE).entry.get_opcode(),
+            stage(&mut r, 1, &Registry::NONE).entry.get_opcode(),
             u32::from(opcode::Read::CODE)
         );
         assert!(r.complete(3, false));
@@ -956,8 +417,8 @@ mod tests {
         // The SQE's op flags (byte 28 of the 64-byte io_uring_sqe) carry IORING_FSYNC_DATASYNC
         // for sync_data only.
         let flags = |data_only| {
-            let mut r = Request::new(Work::Sync { data_only }, None, None);
-            let sqe = r.sqe(1, u32::MAX, &Registry::NONE).entry;
+            let mut r = Request::new(op::Sync { data_only }.into(), None, None);
+            let sqe = stage(&mut r, 1, &Registry::NONE).entry;
             assert_eq!(sqe.get_opcode(), u32::from(opcode::Fsync::CODE));
             // SAFETY: `squeue::Entry` is a transparent wrapper of the 64-byte `io_uring_sqe`.
             let bytes: [u8; 64] = unsafe { std::mem::transmute(sqe) };
@@ -987,27 +448,27 @@ mod tests {
         };
         let fixed_file = squeue::Flags::FIXED_FILE.bits();
 
-        let work = Work::ReadAt {
+        let work = op::ReadAt {
             buf: pool.take().unwrap(),
             at: 0,
             pos: 0,
             end: 8,
             exact: true,
         };
-        let mut r = Request::new(work, Some(fixed.clone()), None);
-        let staged = r.sqe(1, u32::MAX, &reg);
+        let mut r = Request::new(work.into(), Some(fixed.clone()), None);
+        let staged = stage(&mut r, 1, &reg);
         assert_eq!((staged.fixed_file, staged.fixed_buffer), (true, true));
         let sqe = staged.entry;
         assert_eq!(sqe.get_opcode(), u32::from(opcode::ReadFixed::CODE));
         assert_eq!(flags(sqe), (fixed_file, 0), "index 0, IOSQE_FIXED_FILE");
         // Unregistered: plain opcode, plain descriptor.
-        let sqe = r.sqe(1, u32::MAX, &Registry::NONE).entry;
+        let sqe = stage(&mut r, 1, &Registry::NONE).entry;
         assert_eq!(sqe.get_opcode(), u32::from(opcode::Read::CODE));
         assert_eq!(flags(sqe), (0, file.as_raw_fd()));
         // A heap buffer on a registered file: plain opcode, fixed file.
         let mut r = request(OpKind::WriteAt, 4);
         r.fd = Some(fixed);
-        let staged = r.sqe(1, u32::MAX, &reg);
+        let staged = stage(&mut r, 1, &reg);
         assert_eq!((staged.fixed_file, staged.fixed_buffer), (true, false));
         assert_eq!(staged.entry.get_opcode(), u32::from(opcode::Write::CODE));
         assert_eq!(flags(staged.entry), (fixed_file, 0));
@@ -1019,14 +480,23 @@ mod tests {
         let mut r = request(OpKind::WriteAt, 8);
         set_at(&mut r, 4096);
         assert!(!r.complete(3, false));
-        let sqe = r.sqe(42, u32::MAX, &Registry::NONE).entry;
+        let sqe = stage(&mut r, 42, &Registry::NONE).entry;
         assert_eq!(sqe.get_user_data(), 42);
         assert_eq!(sqe.get_opcode(), u32::from(opcode::Write::CODE));
-        assert!(OpKind::Send.orphanable(false) && OpKind::ReadAt.orphanable(false));
-        assert!(!OpKind::WriteAt.orphanable(false) && !OpKind::Sync.orphanable(false));
+        assert!(
+            OpKind::Send.dropped().orphanable(false) && OpKind::ReadAt.dropped().orphanable(false)
+        );
+        assert!(
+            !OpKind::WriteAt.dropped().orphanable(false)
+                && !OpKind::Sync.dropped().orphanable(false)
+        );
         // With cancel_on_drop a send runs to completion; reads are still retired.
-        assert!(!OpKind::Send.orphanable(true) && !OpKind::SendTo.orphanable(true));
-        assert!(OpKind::ReadAt.orphanable(true) && OpKind::Connect.orphanable(true));
+        assert!(
+            !OpKind::Send.dropped().orphanable(true) && !OpKind::SendTo.dropped().orphanable(true)
+        );
+        assert!(
+            OpKind::ReadAt.dropped().orphanable(true) && OpKind::Connect.dropped().orphanable(true)
+        );
     }
 
     #[test]
@@ -1048,10 +518,10 @@ mod tests {
         assert!(r.complete(-libc::ECONNREFUSED, false));
         assert_eq!(r.outcome, Some(Err(Error::Os(libc::ECONNREFUSED))));
         assert_eq!(
-            r.sqe(3, u32::MAX, &Registry::NONE).entry.get_opcode(),
+            stage(&mut r, 3, &Registry::NONE).entry.get_opcode(),
             u32::from(opcode::Connect::CODE)
         );
-        assert!(OpKind::Accept.cancelled_on_drop() && !OpKind::Connect.cancelled_on_drop());
+        assert!(OpKind::Accept.dropped().cancelled() && !OpKind::Connect.dropped().cancelled());
     }
 
     #[test]

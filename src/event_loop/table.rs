@@ -4,8 +4,8 @@
 //! `&mut` to its phases, so the borrow checker proves that nothing else does.
 
 use crate::event_loop::id::RequestId;
-use crate::event_loop::request::MsgHeader;
 use crate::event_loop::wheel::Wheel;
+use crate::op::MsgHeader;
 
 /// What the loop knows about an admitted request, kept outside the slot so that checking it
 /// never touches memory the caller may own.

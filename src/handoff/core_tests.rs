@@ -6,7 +6,7 @@
 //! the other tests, running in parallel, do not pollute the counts.
 
 use crate::buf::IoBufMut;
-use crate::event_loop::request::{Request, Work};
+use crate::event_loop::request::Request;
 use crate::event_loop::wheel::{Target, Wheel};
 use crate::fd::Fd;
 use crate::handoff::free_list::FreeList;
@@ -14,6 +14,7 @@ use crate::handoff::slot::{Finish, Leave, Slot, DONE, FREE};
 use crate::handoff::submit_queue::SubmitQueue;
 use crate::handoff::wake::WakeState;
 use crate::handoff::waker_cell::WakerCell;
+use crate::op::{self, Work};
 use crate::storage::Storage;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -162,14 +163,14 @@ fn slot_phase_transitions_and_request_access_allocate_nothing() {
         // SAFETY: FILLED: this thread (the caller) owns the request.
         unsafe {
             slot.with_request(|r| {
-                let work = Work::ReadAt {
+                let work = op::ReadAt {
                     buf,
                     at: u64::from(i),
                     pos: 0,
                     end: 0,
                     exact: true,
                 };
-                *r = Request::new(work, Some(fd.clone()), None);
+                *r = Request::new(work.into(), Some(fd.clone()), None);
             })
         };
         slot.mark_queued();
@@ -177,23 +178,24 @@ fn slot_phase_transitions_and_request_access_allocate_nothing() {
         // SAFETY: ACTIVE: the loop (this thread, playing it) owns the request.
         unsafe {
             slot.with_request(|r| {
-                let Work::ReadAt { at, .. } = r.work else {
-                    panic!("the caller's request")
-                };
+                // (Also: the caller wrote a `ReadAt` above, so it is read as one.)
+                let at = r.work.get_mut::<op::ReadAt>().at;
                 r.outcome = Some(Ok(at as usize));
             })
         };
         assert_eq!(slot.finish(), Finish::Delivered { parked: false });
         assert_eq!(slot.phase(), DONE);
         // SAFETY: DONE: the caller owns the request.
-        let (buf, outcome) = unsafe {
+        let (work, outcome) = unsafe {
             slot.with_request(|r| {
-                let buf = std::mem::replace(&mut r.work, Work::Nop).into_write_buf();
+                let work = std::mem::replace(&mut r.work, Work::EMPTY);
                 let outcome = r.outcome.take();
                 *r = Request::EMPTY; // drops the Fd clone
-                (buf, outcome)
+                (work, outcome)
             })
         };
+        // SAFETY: the caller wrote a `ReadAt` above.
+        let buf = unsafe { work.take::<op::ReadAt>() }.buf;
         assert!(matches!(outcome, Some(Ok(v)) if v == i as usize));
         buffer = Some(buf);
         slot.release();
@@ -346,13 +348,13 @@ fn storage_claim_publish_consume_free_cycle_allocates_nothing() {
         // SAFETY: FILLED: the caller owns the request.
         unsafe {
             slot.with_request(|r| {
-                let work = Work::Recv {
+                let work = op::Recv {
                     buf,
                     pos: 0,
                     end: 0,
                     exact: false,
                 };
-                *r = Request::new(work, None, None)
+                *r = Request::new(work.into(), None, None)
             })
         };
         slot.mark_queued();
@@ -372,14 +374,16 @@ fn storage_claim_publish_consume_free_cycle_allocates_nothing() {
         // Caller again.
         assert_eq!(slot.phase(), DONE);
         // SAFETY: DONE: the caller owns the request.
-        let (buf, outcome) = unsafe {
+        let (work, outcome) = unsafe {
             slot.with_request(|r| {
                 (
-                    std::mem::replace(&mut r.work, Work::Nop).into_write_buf(),
+                    std::mem::replace(&mut r.work, Work::EMPTY),
                     r.outcome.take(),
                 )
             })
         };
+        // SAFETY: the caller wrote a `Recv` above.
+        let buf = unsafe { work.take::<op::Recv>() }.buf;
         assert!(matches!(outcome, Some(Ok(v)) if v == i as usize));
         buffer = Some(buf);
         STORAGE.free_slot(index);
@@ -657,7 +661,7 @@ fn dropping_a_storage_leaks_requests_the_kernel_may_still_own() {
         unsafe {
             slot.with_request(|r| {
                 *r = Request::new(
-                    Work::Sync { data_only: false },
+                    op::Sync { data_only: false }.into(),
                     Some(Fd::from(file.clone())),
                     None,
                 )

@@ -1,0 +1,77 @@
+//! `accept` and `connect`: sockets that become connected.
+
+use io_uring::{opcode, types};
+
+use super::{Headers, OpKind, Operation, RawAddr, Sqe, Step};
+use crate::error::Error;
+use crate::event_loop::registry::Registry;
+use crate::handle::{AcceptResult, UnitResult};
+
+/// Accepts a connection (`accept4` with `SOCK_CLOEXEC`); the result is the new descriptor.
+#[derive(Debug)]
+pub(crate) struct Accept;
+
+impl Operation for Accept {
+    const KIND: OpKind = OpKind::Accept;
+    type Output = AcceptResult;
+
+    fn sqe(&mut self, fd: types::Fd, _: u32, _: &Registry, _: &mut Headers<'_>) -> Sqe {
+        let entry = opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
+            .flags(libc::SOCK_CLOEXEC)
+            .build();
+        Ok((entry, false))
+    }
+
+    /// The result is the accepted descriptor.
+    fn advance(&mut self, n: usize, _: bool) -> Step {
+        Step::Done(Ok(n))
+    }
+
+    /// A connection accepted for a request nobody takes (an orphan retired, a result dropped)
+    /// is closed, not leaked.
+    fn discard(outcome: Result<usize, Error>) {
+        if let Ok(fd) = outcome {
+            // SAFETY: the kernel gave this descriptor to this request and nothing else owns it:
+            // a caller that takes the result takes the outcome out first.
+            unsafe { libc::close(fd as i32) };
+        }
+    }
+
+    fn output(self, outcome: Result<usize, Error>) -> AcceptResult {
+        // SAFETY: an accept's `Ok` is the descriptor the kernel created for this request; the
+        // outcome was taken out of the slot, so only this `OwnedFd` owns it.
+        outcome.map(|fd| unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as i32) })
+    }
+
+    fn lost(error: Error) -> AcceptResult {
+        Err(error)
+    }
+}
+
+/// Connects to `addr`, kept here (stable) until the CQE.
+#[derive(Debug)]
+pub(crate) struct Connect {
+    pub(crate) addr: RawAddr,
+}
+
+impl Operation for Connect {
+    const KIND: OpKind = OpKind::Connect;
+    type Output = UnitResult;
+
+    fn sqe(&mut self, fd: types::Fd, _: u32, _: &Registry, _: &mut Headers<'_>) -> Sqe {
+        let entry = opcode::Connect::new(fd, self.addr.as_ptr(), self.addr.len()).build();
+        Ok((entry, false))
+    }
+
+    fn advance(&mut self, _: usize, _: bool) -> Step {
+        Step::Done(Ok(0))
+    }
+
+    fn output(self, outcome: Result<usize, Error>) -> UnitResult {
+        outcome.map(|_| ())
+    }
+
+    fn lost(error: Error) -> UnitResult {
+        Err(error)
+    }
+}
