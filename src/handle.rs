@@ -132,6 +132,7 @@ impl<O: Operation + Tagged> OpFns for O {
 
 // SAFETY (the three functions below): an `Op` passes its own work, which it built from an `O`
 // (`Handle::op_with`, `Handle::try_op`), to the `Fns` of that same `O`.
+#[inline]
 fn finish<O: Operation + Tagged>(work: Work, outcome: Result<usize, Error>) -> O::Output {
     // SAFETY: see above.
     O::output(unsafe { work.take::<O>() }, outcome)
@@ -191,6 +192,7 @@ pub struct Op<T: OpOutput, const SLOTS: usize, const RING: usize, const WHEEL: u
 }
 
 impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W> {
+    #[inline]
     fn new(
         handle: &Handle<S, R, W>,
         state: State<T>,
@@ -517,6 +519,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     }
 
     /// The future of `op` (nothing submitted before its first poll).
+    #[inline]
     fn op<O: OpFns>(
         &self,
         op: O,
@@ -530,6 +533,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     }
 
     /// [`op`](Self::op), with what the future keeps until the request has a slot.
+    #[inline]
     fn op_with<O: OpFns>(
         &self,
         op: O,

@@ -52,7 +52,7 @@ fn r8(x: usize) -> usize {
 
 /// The exact (rounded) component formula the document states, valid for every legal shape.
 fn exact_formula(s: usize, r: usize, w: usize) -> usize {
-    304 * s
+    296 * s
         + (8 + r8(4 * s))
         + (16 + 16 * s)
         + 192
@@ -191,7 +191,7 @@ fn size_tables_match_size_of() {
             6 => {
                 let parts: Vec<usize> = row[1..].iter().map(|c| number(c)).collect();
                 let expected = [
-                    304 * s,
+                    296 * s,
                     25 * s + 24,
                     16 * s + 8 * w + 2072,
                     166 * r + 56,

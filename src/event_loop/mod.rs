@@ -147,7 +147,11 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             ring,
             eventfd,
             checked,
-            origin: Instant::now(),
+            // The deadline epoch first: every origin is at or after it.
+            origin: {
+                let _ = request::epoch();
+                Instant::now()
+            },
             admitted: 0,
             rearm: true,
             check_senders: true,
@@ -550,7 +554,9 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     }
 
     fn elapsed_ns(&self, at: Instant) -> u64 {
-        elapsed_ns(self.origin, at)
+        at.saturating_duration_since(self.origin)
+            .as_nanos()
+            .min(u64::MAX as u128) as u64
     }
 }
 
@@ -602,13 +608,6 @@ impl<const S: usize, const R: usize, const W: usize> std::fmt::Debug for Metrics
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_tuple("MetricsReader").field(&self.get()).finish()
     }
-}
-
-/// Nanoseconds from `origin` to `at` (0 before it, saturating far after).
-fn elapsed_ns(origin: Instant, at: Instant) -> u64 {
-    at.saturating_duration_since(origin)
-        .as_nanos()
-        .min(u64::MAX as u128) as u64
 }
 
 /// The error of a refused buffer registration.

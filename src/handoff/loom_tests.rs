@@ -329,7 +329,13 @@ fn loom_slot_complete_races_orphan_exactly_one_frees() {
         let slot = Arc::new(Slot::new());
         slot.mark_filled();
         // SAFETY: FILLED, the caller (this thread) owns the request.
-        unsafe { slot.with_request(|r| r.deadline = Some(std::time::Instant::now())) };
+        unsafe {
+            slot.with_request(|r| {
+                r.deadline = Some(crate::event_loop::request::Deadline::new(
+                    std::time::Instant::now(),
+                ))
+            })
+        };
         slot.mark_queued();
         let frees = Arc::new(StdUsize::new(0));
 

@@ -226,12 +226,14 @@ macro_rules! operations {
 
         $(
             impl From<$ty> for Work {
+                #[inline]
                 fn from(op: $ty) -> Work {
                     Work::$kind(op)
                 }
             }
 
             impl Tagged for $ty {
+                #[inline]
                 unsafe fn read(work: Work) -> Self {
                     match work {
                         Work::$kind(op) => op,
@@ -241,6 +243,7 @@ macro_rules! operations {
                     }
                 }
 
+                #[inline]
                 unsafe fn get(work: &mut Work) -> &mut Self {
                     match work {
                         Work::$kind(op) => op,
@@ -384,6 +387,7 @@ impl Work {
     /// # Safety
     /// `self` was made from an `O` (`Work::from`). An [`Op`](crate::Op) guarantees it: it stores
     /// the operation it was built with and reads back with that same type.
+    #[inline]
     pub(crate) unsafe fn take<O: Operation + Tagged>(self) -> O {
         debug_assert_eq!(self.kind(), O::KIND, "an operation read back as another");
         // SAFETY: the caller's contract.
@@ -394,6 +398,7 @@ impl Work {
     ///
     /// # Safety
     /// As [`take`](Self::take).
+    #[inline]
     pub(crate) unsafe fn get_mut<O: Operation + Tagged>(&mut self) -> &mut O {
         debug_assert_eq!(self.kind(), O::KIND, "an operation read as another");
         // SAFETY: the caller's contract.
