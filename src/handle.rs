@@ -20,7 +20,7 @@ use crate::handoff::lane::Lane;
 use crate::handoff::slot::Leave;
 use crate::handoff::wait_list::{Notify, WaitState, Waiter};
 use crate::metrics::Metrics;
-use crate::op::{self, Operation, RawAddr, Tagged, Work};
+use crate::op::{self, Operation, PollResult, RawAddr, Readiness, Tagged, Work};
 use crate::storage::StorageRef;
 use crate::vectored::{IoBufs, VectorCell};
 
@@ -99,7 +99,7 @@ macro_rules! results_holding {
     };
 }
 
-results_holding!((): WriteResult, RecvResult, ReadResult, UnitResult, AcceptResult, RecvFromResult);
+results_holding!((): WriteResult, RecvResult, ReadResult, UnitResult, AcceptResult, RecvFromResult, PollResult);
 results_holding!(IoBufs: VectoredResult);
 
 /// How an [`Op`] makes its result: the functions of the operation it was built with, typed by
@@ -1185,6 +1185,34 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     pub fn try_nop(&self, deadline: Option<Instant>) -> Result<Op<UnitResult, S, R, W>, Error> {
         self.try_op(op::Nop, None, deadline, ())
             .map_err(|(_, (), e)| e)
+    }
+
+    /// Waits until `fd` is ready for `events` (`Readiness::READABLE`, `WRITABLE`, or both) and
+    /// returns what happened (`IORING_OP_POLL_ADD`, one shot): the way to drive a descriptor
+    /// through the loop without reading it here, such as a signalfd, a timerfd, an eventfd or
+    /// another library's socket. A hang-up or error is reported whatever was asked. With a
+    /// deadline, nothing within it is `Error::Timeout`; with `Config::cancel_on_drop`, a dropped
+    /// poll is cancelled.
+    ///
+    /// ```
+    /// # use static_uring::{Config, Readiness};
+    /// # let (handle, event_loop) = static_uring::new::<8, 8, 64>(Config::default()).unwrap();
+    /// # let thread = std::thread::spawn(move || event_loop.run());
+    /// use std::io::Write;
+    /// let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    /// (&a).write_all(b"!").unwrap();
+    /// let ready = handle.poll(b, Readiness::READABLE, None).wait().unwrap();
+    /// assert!(ready.is_readable());
+    /// # drop(handle);
+    /// # thread.join().unwrap().unwrap();
+    /// ```
+    pub fn poll(
+        &self,
+        fd: impl Into<Fd>,
+        events: Readiness,
+        deadline: Option<Instant>,
+    ) -> Op<PollResult, S, R, W> {
+        self.op(op::Poll { events }, Some(fd.into()), deadline)
     }
 
     /// A snapshot of the loop's counters (no allocation).

@@ -127,6 +127,7 @@ pub use handle::{
 };
 pub use handoff::lane::Lane;
 pub use metrics::Metrics;
+pub use op::{PollResult, Readiness};
 pub use storage::Storage;
 pub use task_pool::{Busy, Run, TaskPool};
 pub use vectored::{IoBufs, MAX_IOVECS};

@@ -239,6 +239,10 @@ mod tests {
             .into(),
             OpKind::SendVectored => op::SendVectored::new(end).into(),
             OpKind::WriteAtVectored => op::WriteAtVectored::new(0, end).into(),
+            OpKind::Poll => op::Poll {
+                events: op::Readiness::READABLE,
+            }
+            .into(),
         };
         Request::new(work, None, None)
     }

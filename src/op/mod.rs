@@ -19,6 +19,7 @@ mod datagram;
 mod file;
 mod msg_header;
 mod nop;
+mod poll;
 mod socket;
 mod stream;
 mod sync;
@@ -36,6 +37,8 @@ pub(crate) use datagram::{RecvFrom, SendTo};
 pub(crate) use file::{ReadAt, WriteAt};
 pub(crate) use msg_header::{Headers, MsgHeader, NO_MSG};
 pub(crate) use nop::Nop;
+pub(crate) use poll::Poll;
+pub use poll::{PollResult, Readiness};
 pub(crate) use socket::{Accept, Connect};
 pub(crate) use stream::{Recv, Send};
 pub(crate) use sync::Sync;
@@ -364,6 +367,8 @@ operations! {
     SendVectored(send_vectored: SendVectored) { dropped: FinishWhenCancelling },
     /// `write_at_vectored`.
     WriteAtVectored(write_at_vectored: WriteAtVectored) { dropped: Finish },
+    /// `poll` (readiness).
+    Poll(poll: Poll) { dropped: Cancel },
 }
 
 /// Reading an operation back out of its [`Work`] (the table implements it for every row).

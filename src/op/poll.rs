@@ -1,0 +1,84 @@
+//! `poll`: readiness. Waits until a descriptor is readable or writable (`IORING_OP_POLL_ADD`,
+//! one shot), the way to drive descriptors the loop does not read itself through the loop:
+//! signalfd, timerfd, eventfd, pipes and sockets of other libraries.
+
+use io_uring::{opcode, types};
+
+use super::{Headers, OpKind, Operation, Sqe, Step};
+use crate::error::Error;
+use crate::event_loop::registry::Registry;
+
+/// Readiness events of a descriptor (the `poll(2)` bits): what to wait for, and what happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Readiness(u32);
+
+impl Readiness {
+    /// Data to read (`POLLIN`).
+    pub const READABLE: Readiness = Readiness(libc::POLLIN as u32);
+    /// Room to write (`POLLOUT`).
+    pub const WRITABLE: Readiness = Readiness(libc::POLLOUT as u32);
+
+    /// The raw `poll(2)` bits.
+    pub fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// Whether there is data to read (or end of file to see).
+    pub fn is_readable(self) -> bool {
+        self.0 & libc::POLLIN as u32 != 0
+    }
+
+    /// Whether a write would not block.
+    pub fn is_writable(self) -> bool {
+        self.0 & libc::POLLOUT as u32 != 0
+    }
+
+    /// Whether the peer hung up (`POLLHUP` or `POLLRDHUP`).
+    pub fn is_closed(self) -> bool {
+        self.0 & (libc::POLLHUP | libc::POLLRDHUP) as u32 != 0
+    }
+
+    /// Whether the descriptor has an error pending (`POLLERR`).
+    pub fn is_error(self) -> bool {
+        self.0 & libc::POLLERR as u32 != 0
+    }
+}
+
+impl std::ops::BitOr for Readiness {
+    type Output = Readiness;
+    fn bitor(self, other: Readiness) -> Readiness {
+        Readiness(self.0 | other.0)
+    }
+}
+
+/// Result of `poll`: the events that happened (a subset of those asked for, plus hang-up and
+/// error, which `poll(2)` always reports).
+pub type PollResult = Result<Readiness, Error>;
+
+/// Waits for `events` on the request's descriptor.
+#[derive(Debug)]
+pub(crate) struct Poll {
+    pub(crate) events: Readiness,
+}
+
+impl Operation for Poll {
+    const KIND: OpKind = OpKind::Poll;
+    type Output = PollResult;
+
+    fn sqe(&mut self, fd: types::Fd, _: u32, _: &Registry, _: &mut Headers<'_>) -> Sqe {
+        Ok((opcode::PollAdd::new(fd, self.events.0).build(), false))
+    }
+
+    /// The result is the mask of events that happened.
+    fn advance(&mut self, n: usize, _: bool) -> Step {
+        Step::Done(Ok(n))
+    }
+
+    fn output(self, outcome: Result<usize, Error>) -> PollResult {
+        outcome.map(|events| Readiness(events as u32))
+    }
+
+    fn lost(error: Error) -> PollResult {
+        Err(error)
+    }
+}
