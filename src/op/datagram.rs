@@ -3,7 +3,7 @@
 use io_uring::{opcode, types};
 
 use super::{
-    no_buf, no_buf_mut, Headers, MsgHeader, OpKind, Operation, RawAddr, Sqe, Step, NO_MSG,
+    buf_back, no_buf, no_buf_mut, Headers, MsgHeader, OpKind, Operation, RawAddr, Sqe, Step, NO_MSG,
 };
 use crate::buf::{IoBuf, IoBufMut};
 use crate::error::Error;
@@ -37,10 +37,7 @@ impl Operation for SendTo {
     }
 
     fn output(self, outcome: Result<usize, Error>) -> WriteResult {
-        match outcome {
-            Ok(_) => Ok(self.buf),
-            Err(e) => Err((self.buf, e)),
-        }
+        buf_back(self.buf, outcome)
     }
 
     fn lost(error: Error) -> WriteResult {

@@ -3,7 +3,9 @@
 
 use io_uring::{opcode, types};
 
-use super::{no_buf, no_buf_mut, sqe_len, transfer, Headers, OpKind, Operation, Sqe, Step, Until};
+use super::{
+    buf_back, no_buf, no_buf_mut, sqe_len, transfer, Headers, OpKind, Operation, Sqe, Step, Until,
+};
 use crate::buf::{IoBuf, IoBufMut};
 use crate::error::Error;
 use crate::event_loop::registry::Registry;
@@ -112,10 +114,7 @@ impl Operation for WriteAt {
     }
 
     fn output(self, outcome: Result<usize, Error>) -> WriteResult {
-        match outcome {
-            Ok(_) => Ok(self.buf),
-            Err(e) => Err((self.buf, e)),
-        }
+        buf_back(self.buf, outcome)
     }
 
     fn lost(error: Error) -> WriteResult {

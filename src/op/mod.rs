@@ -100,6 +100,20 @@ pub(crate) fn no_buf_mut() -> crate::buf::IoBufMut {
 /// request without one.
 pub(crate) type Sqe = Result<(squeue::Entry, bool), Error>;
 
+/// The result of an operation that hands its buffer back whole: the buffer, or the buffer and
+/// the error.
+pub(crate) fn buf_back<B>(buf: B, outcome: Result<usize, Error>) -> Result<B, (B, Error)> {
+    match outcome {
+        Ok(_) => Ok(buf),
+        Err(e) => Err((buf, e)),
+    }
+}
+
+/// The result of an operation that reports only success.
+pub(crate) fn unit(outcome: Result<usize, Error>) -> Result<(), Error> {
+    outcome.map(|_| ())
+}
+
 /// Where a CQE leaves an operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Step {
@@ -123,8 +137,11 @@ pub(crate) trait Operation: Sized + core::marker::Send + 'static {
     fn sqe(&mut self, fd: types::Fd, limit: u32, reg: &Registry, headers: &mut Headers<'_>) -> Sqe;
 
     /// A non-negative CQE result: moves the cursor; `cancel_requested` says the deadline fired
-    /// while the SQE was in the kernel (a transfer still short then ends `Timeout`).
-    fn advance(&mut self, n: usize, cancel_requested: bool) -> Step;
+    /// while the SQE was in the kernel (a transfer still short then ends `Timeout`). By default
+    /// (an operation that moves no bytes) any non-negative result finishes it, `Ok(0)`.
+    fn advance(&mut self, _n: usize, _cancel_requested: bool) -> Step {
+        Step::Done(Ok(0))
+    }
 
     /// The error for a negative CQE result (other than the retries and cancels every operation
     /// shares): the kernel's errno by default.

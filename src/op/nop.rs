@@ -2,7 +2,7 @@
 
 use io_uring::{opcode, types};
 
-use super::{Headers, OpKind, Operation, Sqe, Step};
+use super::{unit, Headers, OpKind, Operation, Sqe};
 use crate::error::Error;
 use crate::event_loop::registry::Registry;
 use crate::handle::UnitResult;
@@ -19,12 +19,8 @@ impl Operation for Nop {
         Ok((opcode::Nop::new().build(), false))
     }
 
-    fn advance(&mut self, _: usize, _: bool) -> Step {
-        Step::Done(Ok(0))
-    }
-
     fn output(self, outcome: Result<usize, Error>) -> UnitResult {
-        outcome.map(|_| ())
+        unit(outcome)
     }
 
     fn lost(error: Error) -> UnitResult {

@@ -2,7 +2,7 @@
 
 use io_uring::{opcode, types};
 
-use super::{Headers, OpKind, Operation, RawAddr, Sqe, Step};
+use super::{unit, Headers, OpKind, Operation, RawAddr, Sqe, Step};
 use crate::error::Error;
 use crate::event_loop::registry::Registry;
 use crate::handle::{AcceptResult, UnitResult};
@@ -63,12 +63,8 @@ impl Operation for Connect {
         Ok((entry, false))
     }
 
-    fn advance(&mut self, _: usize, _: bool) -> Step {
-        Step::Done(Ok(0))
-    }
-
     fn output(self, outcome: Result<usize, Error>) -> UnitResult {
-        outcome.map(|_| ())
+        unit(outcome)
     }
 
     fn lost(error: Error) -> UnitResult {

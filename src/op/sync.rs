@@ -3,7 +3,7 @@
 
 use io_uring::{opcode, types};
 
-use super::{Headers, OpKind, Operation, Sqe, Step};
+use super::{unit, Headers, OpKind, Operation, Sqe};
 use crate::error::Error;
 use crate::event_loop::registry::Registry;
 use crate::handle::UnitResult;
@@ -27,12 +27,8 @@ impl Operation for Sync {
         Ok((opcode::Fsync::new(fd).flags(flags).build(), false))
     }
 
-    fn advance(&mut self, _: usize, _: bool) -> Step {
-        Step::Done(Ok(0))
-    }
-
     fn output(self, outcome: Result<usize, Error>) -> UnitResult {
-        outcome.map(|_| ())
+        unit(outcome)
     }
 
     fn lost(error: Error) -> UnitResult {

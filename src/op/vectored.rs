@@ -4,11 +4,18 @@
 
 use io_uring::{opcode, types};
 
-use super::{transfer, Headers, OpKind, Operation, Sqe, Step, Until, NO_MSG};
+use super::{buf_back, transfer, Headers, OpKind, Operation, Sqe, Step, Until, NO_MSG};
 use crate::error::Error;
 use crate::event_loop::registry::Registry;
 use crate::handle::{Held, VectoredResult};
 use crate::vectored::{IoBufs, VectorCell, Vectors};
+
+/// Moves the buffers the future kept into the slot's vector cell (`Operation::attach`).
+fn attach(bufs: &mut Vectors, held: IoBufs, cell: &VectorCell) {
+    // SAFETY: `submit` calls `attach` for the slot it claimed (FILLED: ours), whose cell is
+    // empty: the last request that used it took or dropped its `Vectors`.
+    *bufs = unsafe { Vectors::attach(cell, held) };
+}
 
 /// Sends bytes `pos..end` of `bufs` (`end` = their total) with `sendmsg`.
 #[derive(Debug)]
@@ -58,11 +65,7 @@ impl Operation for SendVectored {
     }
 
     fn output(self, outcome: Result<usize, Error>) -> VectoredResult {
-        let bufs = self.bufs.take();
-        match outcome {
-            Ok(_) => Ok(bufs),
-            Err(e) => Err((bufs, e)),
-        }
+        buf_back(self.bufs.take(), outcome)
     }
 
     fn lost(error: Error) -> VectoredResult {
@@ -70,9 +73,7 @@ impl Operation for SendVectored {
     }
 
     fn attach(&mut self, held: Held<Self>, cell: &VectorCell) {
-        // SAFETY: `submit` calls this for the slot it claimed (FILLED: ours), whose cell is
-        // empty: the last request that used it took or dropped its `Vectors`.
-        self.bufs = unsafe { Vectors::attach(cell, held) };
+        attach(&mut self.bufs, held, cell);
     }
 
     fn unsubmitted(self, held: Held<Self>, error: Error) -> VectoredResult {
@@ -125,11 +126,7 @@ impl Operation for WriteAtVectored {
     }
 
     fn output(self, outcome: Result<usize, Error>) -> VectoredResult {
-        let bufs = self.bufs.take();
-        match outcome {
-            Ok(_) => Ok(bufs),
-            Err(e) => Err((bufs, e)),
-        }
+        buf_back(self.bufs.take(), outcome)
     }
 
     fn lost(error: Error) -> VectoredResult {
@@ -137,8 +134,7 @@ impl Operation for WriteAtVectored {
     }
 
     fn attach(&mut self, held: Held<Self>, cell: &VectorCell) {
-        // SAFETY: as for `SendVectored::attach`.
-        self.bufs = unsafe { Vectors::attach(cell, held) };
+        attach(&mut self.bufs, held, cell);
     }
 
     fn unsubmitted(self, held: Held<Self>, error: Error) -> VectoredResult {
