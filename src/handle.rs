@@ -106,6 +106,8 @@ results_holding!(IoBufs: VectoredResult);
 /// it, chosen once when the `Op` is built ([`OpFns::FNS`]). An `Op` calls them only with the
 /// [`Work`] it stored, so each may read that work back as its own operation type.
 pub(crate) struct Fns<T: OpOutput> {
+    /// Dropping the future in flight asks the loop to cancel it (with `Config::cancel_on_drop`).
+    cancelled_on_drop: bool,
     /// The result from the finished work and its outcome.
     finish: fn(Work, Result<usize, Error>) -> T,
     /// The result when the work stays with the kernel.
@@ -123,6 +125,7 @@ pub(crate) trait OpFns: Operation + Tagged {
 
 impl<O: Operation + Tagged> OpFns for O {
     const FNS: &'static Fns<O::Output> = &Fns {
+        cancelled_on_drop: O::KIND.dropped().cancelled(),
         finish: finish::<O>,
         lost: O::lost,
         unsubmitted: unsubmitted::<O>,
@@ -181,8 +184,6 @@ pub struct Op<T: OpOutput, const SLOTS: usize, const RING: usize, const WHEEL: u
     queued: bool,
     /// Whether a waker was registered in the slot's cell (so it must be taken back).
     registered: bool,
-    /// Whether dropping it in flight asks the loop to cancel it (with `Config::cancel_on_drop`).
-    cancelled_on_drop: bool,
     /// The single-producer lane it is submitted through (`LaneHandle::submit`), else the
     /// shared ring.
     lane: Option<&'static Lane<SLOTS>>,
@@ -193,12 +194,7 @@ pub struct Op<T: OpOutput, const SLOTS: usize, const RING: usize, const WHEEL: u
 
 impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W> {
     #[inline]
-    fn new(
-        handle: &Handle<S, R, W>,
-        state: State<T>,
-        cancelled_on_drop: bool,
-        fns: &'static Fns<T>,
-    ) -> Self {
+    fn new(handle: &Handle<S, R, W>, state: State<T>, fns: &'static Fns<T>) -> Self {
         Op {
             fns,
             storage: handle.storage.clone(),
@@ -207,7 +203,6 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W>
             waiter: Waiter::new(),
             queued: false,
             registered: false,
-            cancelled_on_drop,
             lane: None,
             _output: PhantomData,
         }
@@ -485,7 +480,7 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Drop for Op<T,
             };
             match slot.orphan() {
                 Leave::Orphaned => {
-                    if self.cancelled_on_drop && self.storage.cancels_dropped() {
+                    if self.fns.cancelled_on_drop && self.storage.cancels_dropped() {
                         self.storage.note_dropped();
                     }
                 }
@@ -542,13 +537,12 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         held: Held<O>,
     ) -> Op<O::Output, S, R, W> {
         let request = Request::new(op.into(), fd, deadline);
-        let cancelled_on_drop = O::KIND.dropped().cancelled();
-        Op::new(self, State::Start(request, held), cancelled_on_drop, O::FNS)
+        Op::new(self, State::Start(request, held), O::FNS)
     }
 
     /// An operation of kind `O` that finished without the loop.
     fn ready<O: OpFns>(&self, result: O::Output) -> Op<O::Output, S, R, W> {
-        Op::new(self, State::Ready(result), false, O::FNS)
+        Op::new(self, State::Ready(result), O::FNS)
     }
 
     /// Claims and submits now; hands the operation back on `Full` or `Closed`.
@@ -567,15 +561,9 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
             return Err((op, held, Error::Full));
         };
         let request = Request::new(op.into(), fd, deadline);
-        let cancelled_on_drop = O::KIND.dropped().cancelled();
         let submitted = (request, held, O::FNS.attach);
         match submit::<O::Output, S, R, W>(&self.storage, self.epoch, index, submitted, None) {
-            Ok(index) => Ok(Op::new(
-                self,
-                State::Submitted(index),
-                cancelled_on_drop,
-                O::FNS,
-            )),
+            Ok(index) => Ok(Op::new(self, State::Submitted(index), O::FNS)),
             // SAFETY: the work was built from `op`, an `O`, just above.
             Err((request, held, e)) => Err((unsafe { request.into_work().take::<O>() }, held, e)),
         }

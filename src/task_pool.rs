@@ -183,7 +183,8 @@ impl<F: Future<Output = ()>, const N: usize> TaskPool<F, N> {
         self.len() == 0
     }
 
-    /// Tasks that panicked: each was ended (its future dropped) and the others carried on.
+    /// Panics the pool contained: a task whose poll or drop panicked (it was ended, its future
+    /// dropped, and the others carried on), or a finished runner's waker whose drop panicked.
     pub fn panics(&self) -> u64 {
         self.head.panics.load(Ordering::Relaxed)
     }
@@ -325,7 +326,11 @@ impl<F: Future<Output = ()>, const N: usize, M: Future> Future for Run<F, N, M> 
         if this.main.is_none() && pool.is_empty() {
             if let Some(out) = this.output.take() {
                 // The pool outlives this runner: it keeps no waker of an executor that is done.
-                drop(head.runner.take());
+                // The waker's drop is the executor's code: a panic in it is contained (counted).
+                let waker = head.runner.take();
+                if crate::contain::run(move || drop(waker)) {
+                    head.panics.fetch_add(1, Ordering::Relaxed);
+                }
                 return Poll::Ready(out);
             }
         }

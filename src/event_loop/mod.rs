@@ -88,6 +88,9 @@ pub struct EventLoop<const SLOTS: usize, const RING: usize, const WHEEL: usize> 
     checked: Checked,
     /// Tick 0 of the wheel.
     origin: Instant,
+    /// `origin` in nanoseconds after the deadline epoch (`request::since_epoch`), for reading
+    /// request deadlines without a clock or epoch lookup.
+    origin_ns: u64,
     /// Requests counted in the table: in flight, ready-queued or cancelling (<= RING).
     admitted: usize,
     /// The wake poll must be (re)installed at the start of the next staging pass.
@@ -141,17 +144,17 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             .as_nanos()
             .min(u128::from(u64::MAX)) as u64;
         storage.set_cancel_on_drop(checked.config.cancel_on_drop);
+        // The deadline epoch first: every origin is at or after it.
+        let _ = request::epoch();
+        let origin = Instant::now();
         Ok(EventLoop {
             table: storage.loop_table(),
             storage,
             ring,
             eventfd,
             checked,
-            // The deadline epoch first: every origin is at or after it.
-            origin: {
-                let _ = request::epoch();
-                Instant::now()
-            },
+            origin,
+            origin_ns: request::since_epoch(origin),
             admitted: 0,
             rearm: true,
             check_senders: true,

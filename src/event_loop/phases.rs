@@ -110,7 +110,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         let tick_ns = self.checked.tick_ns;
         let now = floor_tick(self.elapsed_ns(Instant::now()), tick_ns);
         let rearm = self.checked.config.max_request_timeout.is_none();
-        let (origin, horizon) = (self.origin, self.checked.horizon);
+        let (origin_ns, horizon) = (self.origin_ns, self.checked.horizon);
         let Table {
             wheel,
             cancels,
@@ -126,7 +126,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             if rearm {
                 // SAFETY: admitted: the loop owns the request.
                 let deadline = unsafe { slots[index as usize].with_request(|r| r.deadline) };
-                let due = deadline.map_or(0, |d| ceil_tick(d.ns_after(origin), tick_ns));
+                let due = deadline.map_or(0, |d| ceil_tick(d.ns_after(origin_ns), tick_ns));
                 if due > now {
                     return Some(due.min(now + horizon));
                 }
@@ -253,7 +253,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                 let tick = floor_tick(self.elapsed_ns(Instant::now()), self.checked.tick_ns);
                 t.wheel.advance_rearming(tick, |_, _| None);
             }
-            let deadline_tick = ceil_tick(deadline.ns_after(self.origin), self.checked.tick_ns);
+            let deadline_tick = ceil_tick(deadline.ns_after(self.origin_ns), self.checked.tick_ns);
             let target = t.wheel.target(deadline_tick, self.checked.horizon);
             if matches!(target, Target::At(tick) if tick < deadline_tick)
                 && self.checked.config.max_request_timeout.is_some()

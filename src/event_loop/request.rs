@@ -39,20 +39,23 @@ pub(crate) fn epoch() -> Instant {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Deadline(std::num::NonZeroU64);
 
+/// Nanoseconds from the epoch to `at` (0 before it).
+pub(crate) fn since_epoch(at: Instant) -> u64 {
+    let ns = at.saturating_duration_since(epoch()).as_nanos();
+    u64::try_from(ns).unwrap_or(u64::MAX)
+}
+
 impl Deadline {
     /// The deadline at `at`.
     #[inline]
     pub(crate) fn new(at: Instant) -> Deadline {
-        let ns = at.saturating_duration_since(epoch()).as_nanos();
-        let ns = u64::try_from(ns).unwrap_or(u64::MAX - 1);
-        Deadline(std::num::NonZeroU64::MIN.saturating_add(ns))
+        Deadline(std::num::NonZeroU64::MIN.saturating_add(since_epoch(at)))
     }
 
-    /// Nanoseconds from `origin` (at or after the epoch) to the deadline; 0 if it is not after
-    /// `origin`.
-    pub(crate) fn ns_after(self, origin: Instant) -> u64 {
-        let origin_ns = origin.saturating_duration_since(epoch()).as_nanos();
-        let origin_ns = u64::try_from(origin_ns).unwrap_or(u64::MAX);
+    /// Nanoseconds from a loop's origin (given as nanoseconds after the epoch, see
+    /// [`since_epoch`]) to the deadline; 0 if it is not after the origin.
+    #[inline]
+    pub(crate) fn ns_after(self, origin_ns: u64) -> u64 {
         (self.0.get() - 1).saturating_sub(origin_ns)
     }
 }

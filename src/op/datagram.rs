@@ -3,7 +3,7 @@
 use io_uring::{opcode, types};
 
 use super::{
-    buf_back, no_buf, no_buf_mut, Headers, MsgHeader, OpKind, Operation, RawAddr, Sqe, Step, NO_MSG,
+    buf_back, no_buf, no_buf_mut, Headers, MsgHeader, Operation, RawAddr, Sqe, Step, NO_MSG,
 };
 use crate::buf::{IoBuf, IoBufMut};
 use crate::error::Error;
@@ -18,7 +18,6 @@ pub(crate) struct SendTo {
 }
 
 impl Operation for SendTo {
-    const KIND: OpKind = OpKind::SendTo;
     type Output = WriteResult;
 
     fn sqe(&mut self, fd: types::Fd, limit: u32, _: &Registry, _: &mut Headers<'_>) -> Sqe {
@@ -66,7 +65,6 @@ impl RecvFrom {
 }
 
 impl Operation for RecvFrom {
-    const KIND: OpKind = OpKind::RecvFrom;
     type Output = RecvFromResult;
 
     fn sqe(&mut self, fd: types::Fd, _: u32, _: &Registry, headers: &mut Headers<'_>) -> Sqe {

@@ -4,7 +4,7 @@
 use io_uring::{opcode, types};
 
 use super::{
-    buf_back, no_buf, no_buf_mut, sqe_len, transfer, Headers, OpKind, Operation, Sqe, Step, Until,
+    buf_back, no_buf, no_buf_mut, sqe_len, transfer, Headers, Operation, Sqe, Step, Until,
 };
 use crate::buf::{IoBuf, IoBufMut};
 use crate::error::Error;
@@ -23,7 +23,6 @@ pub(crate) struct ReadAt {
 }
 
 impl Operation for ReadAt {
-    const KIND: OpKind = OpKind::ReadAt;
     type Output = ReadResult;
 
     fn sqe(&mut self, fd: types::Fd, limit: u32, reg: &Registry, _: &mut Headers<'_>) -> Sqe {
@@ -88,7 +87,6 @@ pub(crate) struct WriteAt {
 }
 
 impl Operation for WriteAt {
-    const KIND: OpKind = OpKind::WriteAt;
     type Output = WriteResult;
 
     fn sqe(&mut self, fd: types::Fd, limit: u32, reg: &Registry, _: &mut Headers<'_>) -> Sqe {

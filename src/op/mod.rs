@@ -2,13 +2,13 @@
 //!
 //! Each operation is a type implementing [`Operation`], which says in one place what the
 //! operation is: its SQE, how its CQE results advance it (short transfers, end of file), which
-//! errno means what, what it hands back to its caller, and what it owns while in the kernel. The
-//! `operations!` table below gives each one a row with its policies (what a dropped request
-//! does, whether it needs a message header) and generates from the rows:
+//! errno means what, the message header it borrows, what it hands back to its caller, and what
+//! it owns while in the kernel. The `operations!` table below gives each one a row with what a
+//! dropped request does ([`Dropped`]) and generates from the rows:
 //!
-//! * [`OpKind`] and [`OpKind::ALL`], the list the tests iterate over;
-//! * [`Work`], the tagged storage of one operation in its slot, and the loop's dispatch over it
-//!   (one `match` on the tag per method; the tag names the live field);
+//! * [`OpKind`] and [`OpKind::ALL`], and each type's kind ([`Tagged::KIND`]);
+//! * [`Work`], the enum that stores one operation in its slot, and the loop's dispatch over it
+//!   (one `match` per method);
 //! * `FaultOp`, the fault injection's list of operations.
 //!
 //! Adding an operation is one file (or one type in a family's file), one table row and one
@@ -123,11 +123,10 @@ pub(crate) enum Step {
     Again,
 }
 
-/// What one operation is. The loop calls the first group through [`Work`]; the caller's future
-/// the second, with the operation's own type (see [`Work::take`]).
+/// What one operation is. The loop calls `sqe`, `advance`, `error`, `msg`, `msg_done` and
+/// `discard` through [`Work`]; the caller's future the rest, with the operation's own type (see
+/// [`Work::take`]).
 pub(crate) trait Operation: Sized + core::marker::Send + 'static {
-    /// Its row in the table.
-    const KIND: OpKind;
     /// What its caller gets.
     type Output: OpOutput;
 
@@ -211,12 +210,12 @@ impl Dropped {
     }
 }
 
-/// The table: one row per operation, `Kind(field: Type) { policies }`, with the doc of its
+/// The table: one row per operation, `Kind(Type) { policies }`, with the doc of its
 /// fault-injection name. Generates `OpKind`, `Work` and its dispatch, and `FaultOp`.
 macro_rules! operations {
     ($(
         #[doc = $doc:literal]
-        $kind:ident($field:ident: $ty:ty) { dropped: $dropped:ident }
+        $kind:ident($ty:ty) { dropped: $dropped:ident }
     ),* $(,)?) => {
         /// The kind of an operation: one per row of the table.
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,6 +252,8 @@ macro_rules! operations {
             }
 
             impl Tagged for $ty {
+                const KIND: OpKind = OpKind::$kind;
+
                 #[inline]
                 unsafe fn read(work: Work) -> Self {
                     match work {
@@ -361,35 +362,39 @@ macro_rules! operations {
 
 operations! {
     /// `nop`.
-    Nop(nop: Nop) { dropped: Cancel },
+    Nop(Nop) { dropped: Cancel },
     /// `sync` and `sync_data`.
-    Sync(sync: Sync) { dropped: Finish },
+    Sync(Sync) { dropped: Finish },
     /// `send`.
-    Send(send: Send) { dropped: FinishWhenCancelling },
+    Send(Send) { dropped: FinishWhenCancelling },
     /// `recv`.
-    Recv(recv: Recv) { dropped: Cancel },
+    Recv(Recv) { dropped: Cancel },
     /// `read_at` and `read_some_at`.
-    ReadAt(read_at: ReadAt) { dropped: Cancel },
+    ReadAt(ReadAt) { dropped: Cancel },
     /// `write_at`.
-    WriteAt(write_at: WriteAt) { dropped: Finish },
+    WriteAt(WriteAt) { dropped: Finish },
     /// `accept`.
-    Accept(accept: Accept) { dropped: Cancel },
+    Accept(Accept) { dropped: Cancel },
     /// `connect`.
-    Connect(connect: Connect) { dropped: Retire },
+    Connect(Connect) { dropped: Retire },
     /// `send_to`.
-    SendTo(send_to: SendTo) { dropped: FinishWhenCancelling },
+    SendTo(SendTo) { dropped: FinishWhenCancelling },
     /// `recv_from`.
-    RecvFrom(recv_from: RecvFrom) { dropped: Cancel },
+    RecvFrom(RecvFrom) { dropped: Cancel },
     /// `send_vectored`.
-    SendVectored(send_vectored: SendVectored) { dropped: FinishWhenCancelling },
+    SendVectored(SendVectored) { dropped: FinishWhenCancelling },
     /// `write_at_vectored`.
-    WriteAtVectored(write_at_vectored: WriteAtVectored) { dropped: Finish },
+    WriteAtVectored(WriteAtVectored) { dropped: Finish },
     /// `poll` (readiness).
-    Poll(poll: Poll) { dropped: Cancel },
+    Poll(Poll) { dropped: Cancel },
 }
 
-/// Reading an operation back out of its [`Work`] (the table implements it for every row).
+/// An operation's row in the table, and reading it back out of its [`Work`] (the table
+/// implements it for every row, so a type's kind cannot disagree with its row).
 pub(crate) trait Tagged: Sized + Into<Work> {
+    /// Its row.
+    const KIND: OpKind;
+
     /// # Safety
     /// `work` holds this operation (it was made from one by `Work::from`).
     unsafe fn read(work: Work) -> Self;

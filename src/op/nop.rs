@@ -2,7 +2,7 @@
 
 use io_uring::{opcode, types};
 
-use super::{unit, Headers, OpKind, Operation, Sqe};
+use super::{unit, Headers, Operation, Sqe};
 use crate::error::Error;
 use crate::event_loop::registry::Registry;
 use crate::handle::UnitResult;
@@ -12,7 +12,6 @@ use crate::handle::UnitResult;
 pub(crate) struct Nop;
 
 impl Operation for Nop {
-    const KIND: OpKind = OpKind::Nop;
     type Output = UnitResult;
 
     fn sqe(&mut self, _: types::Fd, _: u32, _: &Registry, _: &mut Headers<'_>) -> Sqe {

@@ -4,7 +4,7 @@
 
 use io_uring::{opcode, types};
 
-use super::{Headers, OpKind, Operation, Sqe, Step};
+use super::{Headers, Operation, Sqe, Step};
 use crate::error::Error;
 use crate::event_loop::registry::Registry;
 
@@ -62,7 +62,6 @@ pub(crate) struct Poll {
 }
 
 impl Operation for Poll {
-    const KIND: OpKind = OpKind::Poll;
     type Output = PollResult;
 
     fn sqe(&mut self, fd: types::Fd, _: u32, _: &Registry, _: &mut Headers<'_>) -> Sqe {

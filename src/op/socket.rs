@@ -2,7 +2,7 @@
 
 use io_uring::{opcode, types};
 
-use super::{unit, Headers, OpKind, Operation, RawAddr, Sqe, Step};
+use super::{unit, Headers, Operation, RawAddr, Sqe, Step};
 use crate::error::Error;
 use crate::event_loop::registry::Registry;
 use crate::handle::{AcceptResult, UnitResult};
@@ -12,7 +12,6 @@ use crate::handle::{AcceptResult, UnitResult};
 pub(crate) struct Accept;
 
 impl Operation for Accept {
-    const KIND: OpKind = OpKind::Accept;
     type Output = AcceptResult;
 
     fn sqe(&mut self, fd: types::Fd, _: u32, _: &Registry, _: &mut Headers<'_>) -> Sqe {
@@ -55,7 +54,6 @@ pub(crate) struct Connect {
 }
 
 impl Operation for Connect {
-    const KIND: OpKind = OpKind::Connect;
     type Output = UnitResult;
 
     fn sqe(&mut self, fd: types::Fd, _: u32, _: &Registry, _: &mut Headers<'_>) -> Sqe {

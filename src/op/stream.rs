@@ -4,7 +4,7 @@
 use io_uring::{opcode, types};
 
 use super::{
-    buf_back, no_buf, no_buf_mut, sqe_len, transfer, Headers, OpKind, Operation, Sqe, Step, Until,
+    buf_back, no_buf, no_buf_mut, sqe_len, transfer, Headers, Operation, Sqe, Step, Until,
 };
 use crate::buf::{IoBuf, IoBufMut};
 use crate::error::Error;
@@ -28,7 +28,6 @@ impl Send {
 }
 
 impl Operation for Send {
-    const KIND: OpKind = OpKind::Send;
     type Output = WriteResult;
 
     fn sqe(&mut self, fd: types::Fd, limit: u32, _: &Registry, _: &mut Headers<'_>) -> Sqe {
@@ -72,7 +71,6 @@ pub(crate) struct Recv {
 }
 
 impl Operation for Recv {
-    const KIND: OpKind = OpKind::Recv;
     type Output = RecvResult;
 
     fn sqe(&mut self, fd: types::Fd, limit: u32, _: &Registry, _: &mut Headers<'_>) -> Sqe {

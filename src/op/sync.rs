@@ -3,7 +3,7 @@
 
 use io_uring::{opcode, types};
 
-use super::{unit, Headers, OpKind, Operation, Sqe};
+use super::{unit, Headers, Operation, Sqe};
 use crate::error::Error;
 use crate::event_loop::registry::Registry;
 use crate::handle::UnitResult;
@@ -15,7 +15,6 @@ pub(crate) struct Sync {
 }
 
 impl Operation for Sync {
-    const KIND: OpKind = OpKind::Sync;
     type Output = UnitResult;
 
     fn sqe(&mut self, fd: types::Fd, _: u32, _: &Registry, _: &mut Headers<'_>) -> Sqe {

@@ -4,7 +4,7 @@
 
 use io_uring::{opcode, types};
 
-use super::{buf_back, transfer, Headers, OpKind, Operation, Sqe, Step, Until, NO_MSG};
+use super::{buf_back, transfer, Headers, Operation, Sqe, Step, Until, NO_MSG};
 use crate::error::Error;
 use crate::event_loop::registry::Registry;
 use crate::handle::{Held, VectoredResult};
@@ -39,7 +39,6 @@ impl SendVectored {
 }
 
 impl Operation for SendVectored {
-    const KIND: OpKind = OpKind::SendVectored;
     type Output = VectoredResult;
 
     fn sqe(&mut self, fd: types::Fd, limit: u32, _: &Registry, headers: &mut Headers<'_>) -> Sqe {
@@ -105,7 +104,6 @@ impl WriteAtVectored {
 }
 
 impl Operation for WriteAtVectored {
-    const KIND: OpKind = OpKind::WriteAtVectored;
     type Output = VectoredResult;
 
     fn sqe(&mut self, fd: types::Fd, limit: u32, _: &Registry, headers: &mut Headers<'_>) -> Sqe {
