@@ -14,6 +14,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use static_uring::BufError;
 use static_uring::{Config, Error, IoBuf, IoBufMut, Storage};
 
 const MESSAGE: usize = 64;
@@ -46,18 +47,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut echoed = 0;
         loop {
             let (filled, n) = match server_handle
-                .recv(server.clone(), buf, 0, MESSAGE, false, None)
+                .recv(server.clone(), buf)
+                .limit(MESSAGE)
                 .wait()
             {
                 Ok(ok) => ok,
-                Err((_, Error::UnexpectedEof)) => return Ok(echoed), // client closed
-                Err((_, e)) => return Err(e),
+                Err(BufError {
+                    error: Error::UnexpectedEof,
+                    ..
+                }) => return Ok(echoed), // client closed
+                Err(BufError { error: e, .. }) => return Err(e),
             };
             let _ = n;
             let sent = server_handle
-                .send(server.clone(), IoBuf::from(filled), None)
+                .send(server.clone(), IoBuf::from(filled))
                 .wait()
-                .map_err(|(_, e)| e)?;
+                .map_err(|e| e.error)?;
             buf = IoBufMut::from(sent.into_vec().expect("heap buffer"));
             buf.clear();
             echoed += 1;
@@ -72,13 +77,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     while Instant::now() < end {
         let t0 = Instant::now();
         message = handle
-            .send(client.clone(), message, None)
+            .send(client.clone(), message)
             .wait()
-            .map_err(|(_, e)| e)?;
+            .map_err(|e| e.error)?;
         let (buf, _) = handle
-            .recv(client.clone(), reply, 0, MESSAGE, true, None)
+            .recv(client.clone(), reply)
+            .exact(MESSAGE)
             .wait()
-            .map_err(|(_, e)| e)?;
+            .map_err(|e| e.error)?;
         latencies.push(t0.elapsed());
         reply = buf;
         reply.clear();

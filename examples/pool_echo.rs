@@ -11,6 +11,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Instant;
 
+use static_uring::BufError;
 use static_uring::{Config, Error, Fd, Handle, IoBuf, IoBufMut, Storage, TaskPool};
 
 type Io = Handle<64, 64, 1024>;
@@ -24,17 +25,20 @@ const TASKS: usize = 16;
 async fn echo(io: Io, stream: Fd) -> Result<(), Error> {
     let mut buf = IoBufMut::with_capacity(64);
     loop {
-        match io.recv(&stream, buf, 0, 64, true, None).await {
+        match io.recv(&stream, buf).exact(64).await {
             Ok((data, _)) => {
-                let sent = io.send(&stream, IoBuf::from(data), None).await;
+                let sent = io.send(&stream, IoBuf::from(data)).await;
                 buf = sent
-                    .map_err(|(_, e)| e)?
+                    .map_err(|e| e.error)?
                     .into_mut()
                     .expect("a Vec-backed buffer");
                 buf.clear();
             }
-            Err((_, Error::UnexpectedEof)) => return Ok(()),
-            Err((_, e)) => return Err(e),
+            Err(BufError {
+                error: Error::UnexpectedEof,
+                ..
+            }) => return Ok(()),
+            Err(BufError { error: e, .. }) => return Err(e),
         }
     }
 }
@@ -54,7 +58,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let pool = TaskPool::<_, TASKS>::leak();
         let accept_loop = async move {
             for _ in 0..connections {
-                let stream = Fd::from(io.accept(&listener, None).await?);
+                let stream = Fd::from(io.accept(&listener).await?);
                 let task_io = io.clone();
                 let task = async move {
                     if let Err(e) = echo(task_io, stream).await {

@@ -58,7 +58,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         clients.push(std::thread::spawn(move || {
             client(&client_io, addr, messages)
         }));
-        let stream: Fd = handles[0].accept(listener.clone(), None).wait()?.into();
+        let stream: Fd = handles[0].accept(listener.clone()).wait()?.into();
         servers.push(std::thread::spawn(move || echo(&shard, &stream)));
     }
     for client in clients {
@@ -84,16 +84,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// Connects, sends `messages` 64-byte messages and checks each echo.
 fn client(io: &Io, addr: SocketAddr, messages: usize) -> Result<(), Error> {
     let socket: Fd = tcp_socket(addr).into();
-    io.connect(&socket, addr, None).wait()?;
+    io.connect(&socket, addr).wait()?;
     let mut out = IoBuf::from(vec![7u8; 64]);
     let mut inb = IoBufMut::with_capacity(64);
     for _ in 0..messages {
-        out = io.send(&socket, out, None).wait().map_err(|(_, e)| e)?;
+        out = io.send(&socket, out).wait().map_err(|e| e.error)?;
         inb.clear();
         let (buf, _) = io
-            .recv(&socket, inb, 0, 64, true, None)
+            .recv(&socket, inb)
+            .exact(64)
             .wait()
-            .map_err(|(_, e)| e)?;
+            .map_err(|e| e.error)?;
         assert_eq!(&buf[..], &out[..]);
         inb = buf;
     }

@@ -35,26 +35,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
     for client in 0..connections {
         let socket: Fd = tcp_socket(addr).into();
-        handle.connect(&socket, addr, None).wait()?;
+        handle.connect(&socket, addr).wait()?;
         for round in 0..3 {
             let message = format!("client {client} round {round}").into_bytes();
             let len = message.len();
             handle
-                .send(&socket, IoBuf::from(message), None)
+                .send(&socket, IoBuf::from(message))
                 .wait()
-                .map_err(|(_, e)| e)?;
+                .map_err(|e| e.error)?;
             let deadline = Some(Instant::now() + Duration::from_secs(5));
             let (echo, _) = handle
-                .recv(
-                    &socket,
-                    IoBufMut::with_capacity(len),
-                    0,
-                    len,
-                    true,
-                    deadline,
-                )
+                .recv(&socket, IoBufMut::with_capacity(len))
+                .exact(len)
+                .deadline(deadline)
                 .wait()
-                .map_err(|(_, e)| e)?;
+                .map_err(|e| e.error)?;
             println!("{}", String::from_utf8_lossy(&echo));
         }
     }
@@ -69,7 +64,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn serve(handle: &Loop, listener: Arc<TcpListener>, connections: usize) -> Result<(), Error> {
     let mut workers = Vec::new();
     for _ in 0..connections {
-        let stream: Fd = handle.accept(listener.clone(), None).wait()?.into();
+        let stream: Fd = handle.accept(listener.clone()).wait()?.into();
         let handle = handle.clone();
         workers.push(std::thread::spawn(move || echo(&handle, &stream)));
     }

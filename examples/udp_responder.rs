@@ -39,12 +39,12 @@ fn config() -> Config {
 async fn respond_async(io: Io, socket: Fd) -> Result<(), Error> {
     let mut buf = IoBufMut::with_capacity(64);
     loop {
-        let (data, n, from) = io.recv_from(&socket, buf, None).await.map_err(|(_, e)| e)?;
+        let (data, n, from) = io.recv_from(&socket, buf).await.map_err(|e| e.error)?;
         if &data[..n] == STOP {
             return Ok(());
         }
-        let sent = io.send_to(&socket, IoBuf::from(data), from, None).await;
-        buf = sent.map_err(|(_, e)| e)?.into_mut().expect("owned buffer");
+        let sent = io.send_to(&socket, IoBuf::from(data), from).await;
+        buf = sent.map_err(|e| e.error)?.into_mut().expect("owned buffer");
         buf.clear();
     }
 }
@@ -53,15 +53,12 @@ async fn respond_async(io: Io, socket: Fd) -> Result<(), Error> {
 fn respond_blocking(io: Io, socket: Fd) -> Result<(), Error> {
     let mut buf = IoBufMut::with_capacity(64);
     loop {
-        let (data, n, from) = io
-            .recv_from(&socket, buf, None)
-            .wait()
-            .map_err(|(_, e)| e)?;
+        let (data, n, from) = io.recv_from(&socket, buf).wait().map_err(|e| e.error)?;
         if &data[..n] == STOP {
             return Ok(());
         }
-        let sent = io.send_to(&socket, IoBuf::from(data), from, None).wait();
-        buf = sent.map_err(|(_, e)| e)?.into_mut().expect("owned buffer");
+        let sent = io.send_to(&socket, IoBuf::from(data), from).wait();
+        buf = sent.map_err(|e| e.error)?.into_mut().expect("owned buffer");
         buf.clear();
     }
 }

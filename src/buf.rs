@@ -223,6 +223,13 @@ impl From<Box<[u8]>> for IoBuf {
     }
 }
 
+/// An empty buffer (no allocation).
+impl Default for IoBuf {
+    fn default() -> Self {
+        IoBuf::from(&[][..])
+    }
+}
+
 impl From<&'static [u8]> for IoBuf {
     fn from(bytes: &'static [u8]) -> Self {
         IoBuf(Raw::from_static(bytes.as_ptr() as *mut u8, bytes.len()))
@@ -378,6 +385,13 @@ impl From<Vec<u8>> for IoBufMut {
 impl From<Box<[u8]>> for IoBufMut {
     fn from(boxed: Box<[u8]>) -> Self {
         IoBufMut(Raw::from_box(boxed))
+    }
+}
+
+/// An empty buffer with no capacity (no allocation).
+impl Default for IoBufMut {
+    fn default() -> Self {
+        IoBufMut::from(&mut [][..])
     }
 }
 

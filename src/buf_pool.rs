@@ -40,10 +40,10 @@ pub const MAX_BUFFER_SIZE: usize = 1 << 30;
 /// let mut buf = POOL.take().expect("a free buffer");
 /// assert!(buf.extend_from_slice(b"fixed"));
 /// // WRITE_FIXED: the loop registered this pool.
-/// let buf = handle.write_at(file.clone(), 0, IoBuf::from(buf), None).wait().unwrap();
+/// let buf = handle.write_at(file.clone(), 0, IoBuf::from(buf)).wait().unwrap();
 /// drop(buf); // back to the pool
 /// let buf = POOL.take().unwrap();
-/// let buf = handle.read_at(file, 0, 5, buf, None).wait().unwrap(); // READ_FIXED
+/// let buf = handle.read_at(file, 0, buf).limit(5).wait().unwrap(); // READ_FIXED
 /// assert_eq!(&buf[..], b"fixed");
 /// # std::fs::remove_file(&path).unwrap();
 /// # drop(handle);

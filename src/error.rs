@@ -20,7 +20,7 @@ pub enum Error {
     /// it comes back with this error; if the kernel may still write it, it stays parked in the
     /// storage for good and an empty buffer comes back instead.
     Abandoned,
-    /// `try_*` only: no free slot right now.
+    /// [`Op::try_submit`](crate::Op::try_submit) only: no free slot right now.
     Full,
     /// Arguments that cannot describe an operation (for example `recv` with `offset > len`).
     InvalidInput,
@@ -79,20 +79,20 @@ impl From<Error> for io::Error {
     }
 }
 
-/// An operation's error together with the buffer it hands back: the named form of the
-/// `(buffer, Error)` pair in an operation's `Err`, for callers who want `?`.
+/// The error of an operation that carries a buffer: the buffer, handed back, and why the
+/// operation failed.
 ///
-/// [`BufResultExt::buf_err`] turns an operation's result into one with this error. It implements
-/// `std::error::Error` and converts into `std::io::Error` (dropping the buffer, keeping the errno
-/// and the kind, without allocating), so `?` works in a function returning `io::Result`; a caller
-/// who wants the buffer back matches on it or calls [`into_parts`](Self::into_parts).
+/// It implements `std::error::Error` and converts into `std::io::Error` (dropping the buffer,
+/// keeping the errno and the kind, without allocating), so `?` works in a function returning
+/// `io::Result`; a caller who wants the buffer back takes [`buf`](Self::buf) or calls
+/// [`into_parts`](Self::into_parts).
 ///
 /// ```
-/// use static_uring::{BufResultExt, Config, IoBuf};
+/// use static_uring::{Config, IoBuf};
 /// use std::os::unix::net::UnixStream;
 ///
 /// fn greet(handle: &static_uring::Handle<8, 8, 64>, peer: UnixStream) -> std::io::Result<()> {
-///     handle.send(peer, IoBuf::from(&b"hi"[..]), None).wait().buf_err()?;
+///     handle.send(peer, IoBuf::from(&b"hi"[..])).wait()?;
 ///     Ok(())
 /// }
 ///
@@ -112,6 +112,10 @@ pub struct BufError<B> {
 }
 
 impl<B> BufError<B> {
+    pub(crate) fn new(buf: B, error: Error) -> Self {
+        BufError { buf, error }
+    }
+
     /// The buffer and the error.
     pub fn into_parts(self) -> (B, Error) {
         (self.buf, self.error)
@@ -157,18 +161,6 @@ impl<B> From<BufError<B>> for Error {
     }
 }
 
-/// Gives an operation's `Result<T, (buffer, Error)>` a named error, so `?` works.
-pub trait BufResultExt<T, B> {
-    /// The same result with the `(buffer, Error)` pair as a [`BufError`].
-    fn buf_err(self) -> Result<T, BufError<B>>;
-}
-
-impl<T, B> BufResultExt<T, B> for Result<T, (B, Error)> {
-    fn buf_err(self) -> Result<T, BufError<B>> {
-        self.map_err(BufError::from)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,8 +179,7 @@ mod tests {
 
     #[test]
     fn buf_error_keeps_the_buffer_and_converts_like_error() {
-        let result: Result<(), (Vec<u8>, Error)> = Err((vec![1, 2], Error::Os(libc::EPIPE)));
-        let err = result.buf_err().unwrap_err();
+        let err = BufError::new(vec![1, 2], Error::Os(libc::EPIPE));
         assert_eq!(err.to_string(), Error::Os(libc::EPIPE).to_string());
         assert!(format!("{err:?}").contains("Os"));
         let source = std::error::Error::source(&err).unwrap();

@@ -23,7 +23,7 @@
 //! is in the kernel.
 
 /// Which operations a fault applies to (generated from the operation table).
-pub use crate::op::FaultOp;
+pub use crate::op::table::FaultOp;
 use crate::op::OpKind;
 
 /// One fault, applied once (see the module doc).

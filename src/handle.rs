@@ -1,16 +1,18 @@
-//! [`Handle`] and the operation future [`Op`]: how a caller's request gets into a slot, into the
+//! [`Handle`] and the operation [`Op`]: how a caller's request gets into a slot, into the
 //! submission ring, and back out with its result.
 //!
-//! An `Op` is lazy: nothing happens until its first poll (or `.wait()`), which claims a slot,
-//! writes the request into it, pushes the slot index to the loop and rings the loop if it sleeps.
-//! From then on the loop owns the request; dropping the `Op` orphans it (the loop retires it,
-//! and write_at and sync still run to completion). `try_*` does the claim and submit at the call.
+//! A `Handle` method builds an operation from its required arguments and returns it as an `Op`,
+//! a value whose optional parts (deadline, limits) are methods on it. An `Op` is lazy: nothing
+//! happens until its first poll (or `.wait()`), which checks the operation, claims a slot,
+//! writes the request into it, pushes the slot index to the loop and rings the loop if it
+//! sleeps; [`Op::try_submit`] does the same at once or fails. From then on the loop owns the
+//! request; dropping the `Op` orphans it (docs/behaviour.md section 4).
 
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::buf::{IoBuf, IoBufMut};
 use crate::error::Error;
@@ -20,9 +22,9 @@ use crate::handoff::lane::Lane;
 use crate::handoff::slot::Leave;
 use crate::handoff::wait_list::{Notify, WaitState, Waiter};
 use crate::metrics::Metrics;
-use crate::op::{self, Operation, PollResult, RawAddr, Readiness, Tagged, Work};
+use crate::op::{self, OpResult, Operation, RawAddr, Readiness, Work};
 use crate::storage::StorageRef;
-use crate::vectored::{IoBufs, VectorCell};
+use crate::vectored::IoBufs;
 
 /// Submits requests to one loop. `Clone + Send + Sync`; the loop shuts down (drains and returns
 /// from `run`) once every clone is dropped.
@@ -39,7 +41,7 @@ use crate::vectored::{IoBufs, VectorCell};
 /// static STORAGE: Storage<SLOTS, RING, WHEEL> = Storage::new();
 ///
 /// fn ping(io: &Io) -> Result<(), static_uring::Error> {
-///     io.nop(None).wait()
+///     io.nop().wait()
 /// }
 ///
 /// let (io, event_loop) = static_uring::with_storage(&STORAGE, Config::default()).unwrap();
@@ -53,131 +55,62 @@ pub struct Handle<const SLOTS: usize, const RING: usize, const WHEEL: usize> {
     epoch: u32,
 }
 
-/// Result of `send` and `write_at`: the whole buffer back, or the buffer and the error.
-pub type WriteResult = Result<IoBuf, (IoBuf, Error)>;
-/// Result of `recv`: the buffer and `filled` (the position reached), or the buffer and the error.
-pub type RecvResult = Result<(IoBufMut, usize), (IoBufMut, Error)>;
-/// Result of `read_at`: the buffer holding exactly the requested bytes, or the buffer and the error.
-pub type ReadResult = Result<IoBufMut, (IoBufMut, Error)>;
-/// Result of `sync`, `nop` and `connect`.
-pub type UnitResult = Result<(), Error>;
-/// Result of `accept`: the connected socket (close-on-exec), owned by the caller.
-pub type AcceptResult = Result<std::os::fd::OwnedFd, Error>;
-/// Result of `recv_from`: the buffer (its length set to the datagram's), the datagram's length
-/// and the sender's address; or the buffer and the error.
-pub type RecvFromResult = Result<(IoBufMut, usize, std::net::SocketAddr), (IoBufMut, Error)>;
-
-/// Result of `send_vectored` and `write_at_vectored`: all the buffers back once every byte is
-/// sent or written, or the buffers and the error.
-pub type VectoredResult = Result<IoBufs, (IoBufs, Error)>;
-
-/// The result type of an operation ([`WriteResult`], [`RecvResult`], [`ReadResult`],
-/// [`UnitResult`], [`AcceptResult`], [`RecvFromResult`] or [`VectoredResult`]). Sealed: it only
-/// names the result shapes.
-pub trait OpOutput: Sized + 'static + private::Output {}
-
-impl<T: private::Output + 'static> OpOutput for T {}
-
-mod private {
-    /// What a result's future keeps until its request has a slot (crate-private: a sealed
-    /// supertrait).
-    pub trait Output {
-        /// `()`, except the buffers of a vectored request, which then move into the slot's
-        /// vector cell.
-        type Held: Send;
-    }
-}
-
-/// What the future of operation `O` keeps until its request has a slot.
-pub(crate) type Held<O> = <<O as Operation>::Output as private::Output>::Held;
-
-macro_rules! results_holding {
-    ($held:ty: $($result:ty),*) => {
-        $(impl private::Output for $result {
-            type Held = $held;
-        })*
-    };
-}
-
-results_holding!((): WriteResult, RecvResult, ReadResult, UnitResult, AcceptResult, RecvFromResult, PollResult);
-results_holding!(IoBufs: VectoredResult);
-
-/// How an [`Op`] makes its result: the functions of the operation it was built with, typed by
-/// it, chosen once when the `Op` is built ([`OpFns::FNS`]). An `Op` calls them only with the
-/// [`Work`] it stored, so each may read that work back as its own operation type.
-pub(crate) struct Fns<T: OpOutput> {
-    /// Dropping the future in flight asks the loop to cancel it (with `Config::cancel_on_drop`).
-    cancelled_on_drop: bool,
-    /// The result from the finished work and its outcome.
-    finish: fn(Work, Result<usize, Error>) -> T,
-    /// The result when the work stays with the kernel.
-    lost: fn(Error) -> T,
-    /// The result when the request never reached a slot.
-    unsubmitted: fn(Work, T::Held, Error) -> T,
-    /// Moves what the future kept into the slot's vector cell.
-    attach: fn(T::Held, &VectorCell, &mut Work),
-}
-
-/// An operation's [`Fns`].
-pub(crate) trait OpFns: Operation + Tagged {
-    const FNS: &'static Fns<Self::Output>;
-}
-
-impl<O: Operation + Tagged> OpFns for O {
-    const FNS: &'static Fns<O::Output> = &Fns {
-        cancelled_on_drop: O::KIND.dropped().cancelled(),
-        finish: finish::<O>,
-        lost: O::lost,
-        unsubmitted: unsubmitted::<O>,
-        attach: attach::<O>,
-    };
-}
-
-// SAFETY (the three functions below): an `Op` passes its own work, which it built from an `O`
-// (`Handle::op_with`, `Handle::try_op`), to the `Fns` of that same `O`.
-#[inline]
-fn finish<O: Operation + Tagged>(work: Work, outcome: Result<usize, Error>) -> O::Output {
-    // SAFETY: see above.
-    O::output(unsafe { work.take::<O>() }, outcome)
-}
-
-fn unsubmitted<O: Operation + Tagged>(work: Work, held: Held<O>, error: Error) -> O::Output {
-    // SAFETY: see above.
-    O::unsubmitted(unsafe { work.take::<O>() }, held, error)
-}
-
-fn attach<O: Operation + Tagged>(held: Held<O>, cell: &VectorCell, work: &mut Work) {
-    // SAFETY: see above.
-    unsafe { work.get_mut::<O>() }.attach(held, cell);
-}
-
 /// Where an [`Op`] stands.
-enum State<T: OpOutput> {
-    /// Not submitted yet: the request waits in the future (and maybe for a slot).
-    Start(Request, T::Held),
+enum State<O: Operation> {
+    /// Not submitted yet: the operation and its options wait in the future.
+    Start(Start<O>),
+    /// Checked, waiting for a slot.
+    Checked(Request, O::Held),
     /// In slot `index`, owned by the loop until it is `DONE`.
     Submitted(u32),
-    /// Finished without the loop (zero length, bad input, closed, full).
-    Ready(T),
+    /// Finished without the loop (nothing to transfer, bad input, closed, full).
+    Ready(OpResult<O>),
     /// The result was taken.
     Finished,
 }
 
-/// The future of one operation. `Send`, `'static` and allocation-free. Dropping it never leaks
-/// its slot or frees memory the kernel uses. What happens to a request dropped after submission
-/// (cancelled, retired at its next completion, or run to completion) depends on the operation
-/// and on `Config::cancel_on_drop`: docs/behaviour.md section 4, "Dropped futures", states it for
-/// every operation. By default a dropped `recv` may consume data nobody reads. Call
-/// [`wait`](Op::wait) to block a thread that has no executor.
+/// An operation not submitted yet, with what its request needs.
+struct Start<O: Operation> {
+    op: O,
+    held: O::Held,
+    fd: Option<Fd>,
+    deadline: Option<Instant>,
+}
+
+impl<O: Operation> Start<O> {
+    /// Checks the operation (`Kernel::check`): the request to submit, or its result already.
+    #[allow(clippy::result_large_err)] // the caller's buffer comes back by value
+    fn check(self) -> Result<(Request, O::Held), OpResult<O>> {
+        let (op, held) = self.op.check(self.held)?;
+        Ok((Request::new(op.into(), self.fd, self.deadline), held))
+    }
+}
+
+/// One operation: a value whose optional parts are methods on it, then a future (`.await`) or a
+/// blocking [`wait`](Op::wait). `Send`, `'static` and allocation-free; it does not keep the loop
+/// alive (only `Handle` clones do).
+///
+/// Every operation has [`deadline`](Op::deadline) and [`timeout`](Op::timeout) (none by
+/// default) and [`try_submit`](Op::try_submit); some have more (`recv`: [`exact`](Op::exact),
+/// [`limit`](Op::limit), [`offset`](Op::offset); `read_at` and `read_some_at`: a length limit).
+/// It resolves to `Result<O::Output, O::Error>` ([`OpResult`](crate::op::OpResult)): an
+/// operation that carries a buffer fails with [`BufError`](crate::BufError), which hands the
+/// buffer back; the others with [`Error`].
+///
+/// Dropping it never leaks its slot or frees memory the kernel uses. What happens to a request
+/// dropped after submission (cancelled, retired at its next completion, or run to completion)
+/// depends on the operation and on `Config::cancel_on_drop`: docs/behaviour.md section 4,
+/// "Dropped futures", states it for every operation. By default a dropped `recv` may consume
+/// data nobody reads.
 ///
 /// `Op` is `!Unpin`: while it waits for a free slot, its waiter node is linked into the slot
 /// wait list in place. `.await` and executors pin it for you; to poll it by reference (for
 /// example in `select!`), pin it first with `std::pin::pin!`.
 #[must_use = "operations do nothing until polled or waited on"]
-pub struct Op<T: OpOutput, const SLOTS: usize, const RING: usize, const WHEEL: usize> {
+pub struct Op<O: Operation, const SLOTS: usize, const RING: usize, const WHEEL: usize> {
     storage: StorageRef<SLOTS, RING, WHEEL>,
     epoch: u32,
-    state: State<T>,
+    state: State<O>,
     /// Our node in the slot wait list (pinned with the future).
     waiter: Waiter,
     /// Whether `waiter` may be linked (so `Drop` must unlink it).
@@ -187,64 +120,164 @@ pub struct Op<T: OpOutput, const SLOTS: usize, const RING: usize, const WHEEL: u
     /// The single-producer lane it is submitted through (`LaneHandle::submit`), else the
     /// shared ring.
     lane: Option<&'static Lane<SLOTS>>,
-    /// How its result is made (the operation's functions).
-    fns: &'static Fns<T>,
-    _output: PhantomData<fn() -> T>,
 }
 
-impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W> {
-    #[inline]
-    fn new(handle: &Handle<S, R, W>, state: State<T>, fns: &'static Fns<T>) -> Self {
-        Op {
-            fns,
-            storage: handle.storage.clone(),
-            epoch: handle.epoch,
-            state,
-            waiter: Waiter::new(),
-            queued: false,
-            registered: false,
-            lane: None,
-            _output: PhantomData,
+/// The options every operation has, and its submission.
+impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W> {
+    /// The request fails with `Error::Timeout` if it has not finished by `at` (the whole
+    /// logical request: every resubmission of a short transfer counts against it). None by
+    /// default. A deadline already passed ends it without I/O. Takes an `Instant`, or an
+    /// `Option<Instant>` for a deadline that may be absent (`None` clears it).
+    ///
+    /// # Panics
+    /// After [`try_submit`](Self::try_submit): the request is already in the loop's hands.
+    pub fn deadline(mut self, at: impl Into<Option<Instant>>) -> Self {
+        self.start().deadline = at.into();
+        self
+    }
+
+    /// [`deadline`](Self::deadline) `after` from now (the call, not the first poll).
+    ///
+    /// # Panics
+    /// After [`try_submit`](Self::try_submit).
+    pub fn timeout(self, after: Duration) -> Self {
+        // A duration too long for the clock is as good as none.
+        match Instant::now().checked_add(after) {
+            Some(at) => self.deadline(at),
+            None => self,
+        }
+    }
+
+    /// Submits now: claims a free slot and hands the request to the loop, so the `Op` that
+    /// comes back is already in flight (or already finished, when the operation needs no I/O).
+    /// With no free slot it fails at once with `Error::Full`, as it does with
+    /// `Error::InvalidInput` for arguments that cannot describe the operation and with
+    /// `Error::Closed` once the loop is gone; the error hands the buffer back. It never waits.
+    #[allow(clippy::result_large_err)] // the caller's buffer comes back by value
+    pub fn try_submit(mut self) -> Result<Self, O::Error> {
+        let start = match std::mem::replace(&mut self.state, State::Finished) {
+            State::Start(start) => start,
+            other => {
+                self.state = other;
+                return Ok(self);
+            }
+        };
+        let (request, held) = match start.check() {
+            Ok(checked) => checked,
+            Err(Ok(done)) => {
+                self.state = State::Ready(Ok(done));
+                return Ok(self);
+            }
+            Err(Err(e)) => return Err(e),
+        };
+        let claimed = if self.storage.is_closed(self.epoch) {
+            Err(Error::Closed)
+        } else {
+            self.storage.free.pop().ok_or(Error::Full)
+        };
+        match claimed {
+            Ok(index) => self.submit(index, request, held),
+            Err(e) => self.state = State::Ready(unsubmitted::<O>(request, held, e)),
+        }
+        match std::mem::replace(&mut self.state, State::Finished) {
+            State::Ready(Err(e)) => Err(e),
+            state => {
+                self.state = state;
+                Ok(self)
+            }
+        }
+    }
+
+    /// The operation, to set one of its options.
+    ///
+    /// # Panics
+    /// Once submitted.
+    pub(crate) fn operation(&mut self) -> &mut O {
+        &mut self.start().op
+    }
+
+    fn start(&mut self) -> &mut Start<O> {
+        match &mut self.state {
+            State::Start(start) => start,
+            _ => panic!("an operation's options are set before it is submitted (try_submit)"),
         }
     }
 
     /// Drives the submission: `Ready(Some(result))` if the op ended without the loop,
     /// `Ready(None)` once it is in the loop's hands, `Pending` while waiting for a slot (`notify`
     /// is told when one is handed over).
-    fn poll_submit(&mut self, notify: Notify<'_>) -> Poll<Option<T>> {
-        match &self.state {
-            State::Start(..) => {}
-            State::Submitted(_) => return Poll::Ready(None),
-            State::Ready(_) => return Poll::Ready(self.take_ready()),
-            State::Finished => panic!("operation polled after completion"),
-        }
-        let claimed = match self.claim(notify) {
-            Poll::Ready(claimed) => claimed,
-            Poll::Pending => return Poll::Pending,
-        };
-        let State::Start(request, held) = std::mem::replace(&mut self.state, State::Finished)
-        else {
-            unreachable!("checked above")
-        };
-        let submitted = match claimed {
-            Ok(index) => submit::<T, S, R, W>(
-                &self.storage,
-                self.epoch,
-                index,
-                (request, held, self.fns.attach),
-                self.lane,
-            ),
-            Err(e) => Err((request, held, e)),
-        };
-        match submitted {
-            Ok(index) => {
+    fn poll_submit(&mut self, notify: Notify<'_>) -> Poll<Option<OpResult<O>>> {
+        let (request, held) = match std::mem::replace(&mut self.state, State::Finished) {
+            State::Start(start) => match start.check() {
+                Ok(checked) => checked,
+                Err(result) => return Poll::Ready(Some(result)),
+            },
+            State::Checked(request, held) => (request, held),
+            State::Submitted(index) => {
                 self.state = State::Submitted(index);
-                Poll::Ready(None)
+                return Poll::Ready(None);
             }
-            Err((request, held, e)) => {
-                Poll::Ready(Some((self.fns.unsubmitted)(request.into_work(), held, e)))
+            State::Ready(result) => return Poll::Ready(Some(result)),
+            State::Finished => panic!("operation polled after completion"),
+        };
+        match self.claim(notify) {
+            Poll::Pending => {
+                self.state = State::Checked(request, held);
+                Poll::Pending
             }
+            Poll::Ready(Ok(index)) => {
+                self.submit(index, request, held);
+                match std::mem::replace(&mut self.state, State::Finished) {
+                    State::Ready(result) => Poll::Ready(Some(result)),
+                    state => {
+                        self.state = state;
+                        Poll::Ready(None)
+                    }
+                }
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Some(unsubmitted::<O>(request, held, e))),
         }
+    }
+
+    /// Writes `request` into the claimed slot `index` and hands it to the loop: the state
+    /// becomes `Submitted`, or `Ready` with the request's result if the loop closed meanwhile
+    /// (the slot is then freed).
+    #[inline]
+    fn submit(&mut self, index: u32, mut request: Request, held: O::Held) {
+        let storage = &self.storage;
+        let slot = &storage.slots[index as usize];
+        slot.mark_filled();
+        if !storage.begin_submit(self.epoch) {
+            storage.free_slot(index);
+            self.state = State::Ready(unsubmitted::<O>(request, held, Error::Closed));
+            return;
+        }
+        // SAFETY: `request` holds an `O`: `Start::check` built it from one.
+        unsafe { request.work.get_mut::<O>() }.attach(held, &storage.vectors[index as usize]);
+        // SAFETY: FILLED: the caller owns the request. A slot leaves FREE holding a request that
+        // owns nothing (`Storage::free_slot` sees to it), so writing over it without dropping it
+        // leaks nothing and skips its drop glue.
+        unsafe {
+            slot.with_request(|r| {
+                debug_assert!(
+                    r.is_empty(),
+                    "a claimed slot holds a request that owns nothing"
+                );
+                std::ptr::write(r, request)
+            })
+        };
+        slot.mark_queued();
+        match self.lane {
+            // The lane's one producer is this thread (`LaneHandle` is not `Sync`, `LaneOp` not
+            // `Send`), so its push needs no claim.
+            Some(lane) => lane.push(index),
+            None => storage.queue.push(index),
+        }
+        if storage.wake.publish() {
+            storage.eventfd().ring();
+        }
+        storage.end_submit(self.epoch);
+        self.state = State::Submitted(index);
     }
 
     /// A free slot for this request: taken directly while nobody waits, else through the wait
@@ -281,7 +314,7 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W>
     }
 
     /// The result, if the loop has finished with the request.
-    fn try_take(&mut self) -> Option<T> {
+    fn try_take(&mut self) -> Option<OpResult<O>> {
         let State::Submitted(index) = self.state else {
             return self.take_ready();
         };
@@ -307,20 +340,19 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W>
             };
             self.storage.free_slot(index);
             self.storage.run_user(move || drop(waker));
-            return Some((self.fns.finish)(
-                work,
-                outcome.unwrap_or(Err(Error::Closed)),
-            ));
+            // SAFETY: the slot's work is the one this `Op` submitted, built from an `O`.
+            let op = unsafe { work.take::<O>() };
+            return Some(op.output(outcome.unwrap_or(Err(Error::Closed))));
         }
         if slot.is_abandoned() {
             // The kernel may still write the buffer: it stays parked in the slot for good.
             self.state = State::Finished;
-            return Some((self.fns.lost)(Error::Abandoned));
+            return Some(Err(O::lost(Error::Abandoned)));
         }
         None
     }
 
-    fn take_ready(&mut self) -> Option<T> {
+    fn take_ready(&mut self) -> Option<OpResult<O>> {
         match std::mem::replace(&mut self.state, State::Finished) {
             State::Ready(result) => Some(result),
             other => {
@@ -342,7 +374,7 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W>
     /// On the thread that runs this operation's loop (inside `block_on`, a `TaskPool` task, or
     /// a waker or `Drop` the loop runs): it would block the only thread that can complete it.
     /// Use `.await` there.
-    pub fn wait(self) -> T {
+    pub fn wait(self) -> OpResult<O> {
         assert!(
             !crate::event_loop::local::serves_here(self.storage.key()),
             "`.wait()` on the loop thread of the operation's own loop would block the only thread \
@@ -383,56 +415,19 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Op<T, S, R, W>
     }
 }
 
-/// Writes `request` into the claimed slot `index` and hands it to the loop. On failure the slot is
-/// freed and the request comes back (large `Err` on purpose: it carries the caller's buffer).
-#[allow(clippy::result_large_err, clippy::type_complexity)]
-fn submit<T: OpOutput, const S: usize, const R: usize, const W: usize>(
-    storage: &StorageRef<S, R, W>,
-    epoch: u32,
-    index: u32,
-    (mut request, held, attach): (Request, T::Held, fn(T::Held, &VectorCell, &mut Work)),
-    lane: Option<&Lane<S>>,
-) -> Result<u32, (Request, T::Held, Error)> {
-    let slot = &storage.slots[index as usize];
-    slot.mark_filled();
-    if !storage.begin_submit(epoch) {
-        storage.free_slot(index);
-        return Err((request, held, Error::Closed));
-    }
-    attach(held, &storage.vectors[index as usize], &mut request.work);
-    // SAFETY: FILLED: the caller owns the request. A slot leaves FREE holding a request that
-    // owns nothing (`Storage::free_slot` sees to it), so writing over it without dropping it
-    // leaks nothing and skips its drop glue.
-    unsafe {
-        slot.with_request(|r| {
-            debug_assert!(
-                r.is_empty(),
-                "a claimed slot holds a request that owns nothing"
-            );
-            std::ptr::write(r, request)
-        })
-    };
-    slot.mark_queued();
-    match lane {
-        // The lane's one producer is this thread (`LaneHandle` is not `Sync`, `LaneOp` not
-        // `Send`), so its push needs no claim.
-        Some(lane) => lane.push(index),
-        None => storage.queue.push(index),
-    }
-    if storage.wake.publish() {
-        storage.eventfd().ring();
-    }
-    storage.end_submit(epoch);
-    Ok(index)
+/// The result of a request that never reached a slot.
+fn unsubmitted<O: Operation>(request: Request, held: O::Held, error: Error) -> OpResult<O> {
+    // SAFETY: `request` holds an `O`: `Start::check` built it from one.
+    unsafe { request.into_work().take::<O>() }.unsubmitted(held, error)
 }
 
-impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Future for Op<T, S, R, W> {
-    type Output = T;
+impl<O: Operation, const S: usize, const R: usize, const W: usize> Future for Op<O, S, R, W> {
+    type Output = OpResult<O>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<OpResult<O>> {
         // SAFETY: we never move the fields out of the pinned future; `waiter` stays in place.
         let this = unsafe { self.get_unchecked_mut() };
-        let fresh = matches!(this.state, State::Start(..));
+        let fresh = matches!(this.state, State::Start(..) | State::Checked(..));
         match this.poll_submit(Notify::Task(cx.waker())) {
             Poll::Ready(Some(result)) => return Poll::Ready(result),
             Poll::Pending => return Poll::Pending,
@@ -460,7 +455,7 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Future for Op<
     }
 }
 
-impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Drop for Op<T, S, R, W> {
+impl<O: Operation, const S: usize, const R: usize, const W: usize> Drop for Op<O, S, R, W> {
     fn drop(&mut self) {
         if self.queued {
             // SAFETY: `waiter` is still in place (we are in its owner's drop).
@@ -480,7 +475,7 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Drop for Op<T,
             };
             match slot.orphan() {
                 Leave::Orphaned => {
-                    if self.fns.cancelled_on_drop && self.storage.cancels_dropped() {
+                    if O::KIND.dropped().cancelled() && self.storage.cancels_dropped() {
                         self.storage.note_dropped();
                     }
                 }
@@ -493,17 +488,21 @@ impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Drop for Op<T,
     }
 }
 
-impl<T: OpOutput, const S: usize, const R: usize, const W: usize> std::fmt::Debug
-    for Op<T, S, R, W>
+impl<O: Operation, const S: usize, const R: usize, const W: usize> std::fmt::Debug
+    for Op<O, S, R, W>
 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = match self.state {
             State::Start(..) => "not submitted",
+            State::Checked(..) => "waiting for a slot",
             State::Submitted(_) => "submitted",
             State::Ready(_) => "ready",
             State::Finished => "finished",
         };
-        f.debug_struct("Op").field("state", &state).finish()
+        f.debug_struct("Op")
+            .field("operation", &O::KIND)
+            .field("state", &state)
+            .finish()
     }
 }
 
@@ -513,141 +512,87 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         Handle { storage, epoch }
     }
 
-    /// The future of `op` (nothing submitted before its first poll).
+    /// The operation `op` on `fd` (nothing submitted before its first poll).
     #[inline]
-    fn op<O: OpFns>(
-        &self,
-        op: O,
-        fd: Option<Fd>,
-        deadline: Option<Instant>,
-    ) -> Op<O::Output, S, R, W>
-    where
-        O::Output: private::Output<Held = ()>,
-    {
-        self.op_with(op, fd, deadline, ())
+    fn op<O: Operation<Held = ()>>(&self, op: O, fd: Option<Fd>) -> Op<O, S, R, W> {
+        self.op_with(op, fd, ())
     }
 
     /// [`op`](Self::op), with what the future keeps until the request has a slot.
     #[inline]
-    fn op_with<O: OpFns>(
-        &self,
-        op: O,
-        fd: Option<Fd>,
-        deadline: Option<Instant>,
-        held: Held<O>,
-    ) -> Op<O::Output, S, R, W> {
-        let request = Request::new(op.into(), fd, deadline);
-        Op::new(self, State::Start(request, held), O::FNS)
-    }
-
-    /// An operation of kind `O` that finished without the loop.
-    fn ready<O: OpFns>(&self, result: O::Output) -> Op<O::Output, S, R, W> {
-        Op::new(self, State::Ready(result), O::FNS)
-    }
-
-    /// Claims and submits now; hands the operation back on `Full` or `Closed`.
-    #[allow(clippy::type_complexity, clippy::result_large_err)]
-    fn try_op<O: OpFns>(
-        &self,
-        op: O,
-        fd: Option<Fd>,
-        deadline: Option<Instant>,
-        held: Held<O>,
-    ) -> Result<Op<O::Output, S, R, W>, (O, Held<O>, Error)> {
-        if self.storage.is_closed(self.epoch) {
-            return Err((op, held, Error::Closed));
-        }
-        let Some(index) = self.storage.free.pop() else {
-            return Err((op, held, Error::Full));
+    fn op_with<O: Operation>(&self, op: O, fd: Option<Fd>, held: O::Held) -> Op<O, S, R, W> {
+        let start = Start {
+            op,
+            held,
+            fd,
+            deadline: None,
         };
-        let request = Request::new(op.into(), fd, deadline);
-        let submitted = (request, held, O::FNS.attach);
-        match submit::<O::Output, S, R, W>(&self.storage, self.epoch, index, submitted, None) {
-            Ok(index) => Ok(Op::new(self, State::Submitted(index), O::FNS)),
-            // SAFETY: the work was built from `op`, an `O`, just above.
-            Err((request, held, e)) => Err((unsafe { request.into_work().take::<O>() }, held, e)),
+        Op {
+            storage: self.storage.clone(),
+            epoch: self.epoch,
+            state: State::Start(start),
+            waiter: Waiter::new(),
+            queued: false,
+            registered: false,
+            lane: None,
         }
     }
 
-    /// Sends the whole buffer on a socket (short sends are resubmitted). An empty buffer
-    /// completes `Ok` at once. A closed peer is `Error::UnexpectedEof`.
+    /// Sends the whole buffer on a socket (short sends are resubmitted) and hands it back. An
+    /// empty buffer completes at once. A closed peer is `Error::UnexpectedEof`.
     ///
     /// ```
-    /// # use static_uring::{Config, IoBuf, IoBufMut};
+    /// # use static_uring::{Config, IoBuf};
     /// # use std::sync::Arc;
     /// # let (handle, event_loop) = static_uring::new::<8, 8, 64>(Config::default()).unwrap();
     /// # let thread = std::thread::spawn(move || event_loop.run());
     /// let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-    /// let sent = handle.send(Arc::new(a), IoBuf::from(&b"hello"[..]), None).wait().unwrap();
+    /// let sent = handle.send(Arc::new(a), IoBuf::from(&b"hello"[..])).wait().unwrap();
     /// assert_eq!(&sent[..], b"hello"); // the buffer comes back
     /// # drop(b);
     /// # drop(handle);
     /// # thread.join().unwrap().unwrap();
     /// ```
-    pub fn send(
-        &self,
-        fd: impl Into<Fd>,
-        buf: IoBuf,
-        deadline: Option<Instant>,
-    ) -> Op<WriteResult, S, R, W> {
-        if buf.is_empty() {
-            return self.ready::<op::Send>(Ok(buf));
-        }
-        self.op(op::Send::new(buf), Some(fd.into()), deadline)
+    pub fn send(&self, fd: impl Into<Fd>, buf: IoBuf) -> Op<op::Send, S, R, W> {
+        self.op(op::Send::new(buf), Some(fd.into()))
     }
 
-    /// Receives into `buf[offset..len]`: with `exact`, until `len`; otherwise at least one byte.
-    /// `Ok` carries `filled` (offset + bytes received) and the buffer's length is set to it;
-    /// bytes below `offset` are what the buffer held, and those between its old length and
-    /// `offset` are zeroed (never left undefined). `offset > len` or `len > capacity` is
-    /// `Error::InvalidInput` (nothing submitted); `offset == len` completes `Ok` at once. A peer
-    /// that closes first is `Error::UnexpectedEof`.
+    /// Receives into `buf`, from its start up to its capacity: at least one byte by default
+    /// ([`exact`](Op::exact), [`limit`](Op::limit) and [`offset`](Op::offset) change that). It
+    /// resolves to the buffer, its length set to the end of what was received, and the number of
+    /// bytes received. A peer that closes first is `Error::UnexpectedEof`.
     ///
     /// ```
-    /// # use static_uring::{Config, IoBuf, IoBufMut};
+    /// # use static_uring::{Config, IoBufMut};
     /// # use std::sync::Arc;
     /// # let (handle, event_loop) = static_uring::new::<8, 8, 64>(Config::default()).unwrap();
     /// # let thread = std::thread::spawn(move || event_loop.run());
     /// use std::io::Write;
     /// let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
     /// (&a).write_all(b"hello").unwrap();
-    /// let (buf, filled) = handle
-    ///     .recv(Arc::new(b), IoBufMut::with_capacity(16), 0, 5, true, None)
-    ///     .wait()
-    ///     .unwrap();
-    /// assert_eq!((filled, &buf[..]), (5, &b"hello"[..]));
+    /// let (buf, n) = handle.recv(b, IoBufMut::with_capacity(16)).exact(5).wait().unwrap();
+    /// assert_eq!((n, &buf[..]), (5, &b"hello"[..]));
     /// # drop(handle);
     /// # thread.join().unwrap().unwrap();
     /// ```
-    pub fn recv(
-        &self,
-        fd: impl Into<Fd>,
-        buf: IoBufMut,
-        offset: usize,
-        len: usize,
-        exact: bool,
-        deadline: Option<Instant>,
-    ) -> Op<RecvResult, S, R, W> {
-        match check_recv(buf, offset, len) {
-            Err(result) => self.ready::<op::Recv>(result),
-            Ok(buf) => self.op(recv_op(buf, offset, len, exact), Some(fd.into()), deadline),
-        }
+    pub fn recv(&self, fd: impl Into<Fd>, buf: IoBufMut) -> Op<op::Recv, S, R, W> {
+        self.op(op::Recv::new(buf), Some(fd.into()))
     }
 
-    /// Reads exactly `len` bytes at file `offset` into `buf` (short reads are resubmitted) and
-    /// sets its length to `len`. End of file first is `Error::UnexpectedEof`, with the bytes read
-    /// before it in the buffer (its length says how many: nothing read is lost). `len > capacity`,
-    /// or a range `offset..offset + len` beyond `i64::MAX` (which the kernel would read as "the
-    /// current file position" or refuse), is `Error::InvalidInput` with nothing submitted;
-    /// `len == 0` completes `Ok` at once.
+    /// Reads exactly the buffer's capacity (or [`limit`](Op::limit) bytes) at file `offset`
+    /// into `buf` (short reads are resubmitted) and sets its length to it. End of file first is
+    /// `Error::UnexpectedEof`, with the bytes read before it in the buffer (its length says how
+    /// many: nothing read is lost). A range beyond `i64::MAX` (which the kernel would read as
+    /// "the current file position" or refuse) is `Error::InvalidInput` with nothing submitted; a
+    /// length of zero completes at once.
     ///
     /// ```
-    /// # use static_uring::{Config, IoBuf, IoBufMut};
+    /// # use static_uring::{Config, IoBufMut};
     /// # use std::sync::Arc;
     /// # let (handle, event_loop) = static_uring::new::<8, 8, 64>(Config::default()).unwrap();
     /// # let thread = std::thread::spawn(move || event_loop.run());
     /// let file = Arc::new(std::fs::File::open("/proc/self/exe").unwrap());
-    /// let buf = handle.read_at(file, 1, 3, IoBufMut::with_capacity(3), None).wait().unwrap();
+    /// let buf = handle.read_at(file, 1, IoBufMut::with_capacity(3)).wait().unwrap();
     /// assert_eq!(&buf[..], b"ELF");
     /// # drop(handle);
     /// # thread.join().unwrap().unwrap();
@@ -656,18 +601,15 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         &self,
         fd: impl Into<Fd>,
         offset: u64,
-        len: usize,
         buf: IoBufMut,
-        deadline: Option<Instant>,
-    ) -> Op<ReadResult, S, R, W> {
-        self.read(fd.into(), offset, len, buf, true, deadline)
+    ) -> Op<op::ReadAt, S, R, W> {
+        self.op(op::ReadAt::new(offset, buf, true), Some(fd.into()))
     }
 
-    /// Reads up to `len` bytes at file `offset` into `buf` with one read (pread semantics): the
-    /// buffer's length is set to the bytes read, which is less than `len` near end of file and
-    /// zero at or past it. Nothing is resubmitted except after `EAGAIN`/`EINTR`. The same checks
-    /// as [`read_at`](Self::read_at) apply (`len > capacity` or a range beyond `i64::MAX` is
-    /// `Error::InvalidInput`; `len == 0` completes `Ok` at once).
+    /// Reads up to the buffer's capacity (or [`limit`](Op::limit) bytes) at file `offset` into
+    /// `buf` with one read (pread semantics): the buffer's length is set to the bytes read,
+    /// which is less near end of file and zero at or past it. Nothing is resubmitted except
+    /// after `EAGAIN`/`EINTR`. The checks of [`read_at`](Self::read_at) apply.
     ///
     /// ```
     /// # use static_uring::{Config, IoBufMut};
@@ -675,13 +617,12 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// # let thread = std::thread::spawn(move || event_loop.run());
     /// let path = std::env::temp_dir().join(format!("su-doc-some-{}", std::process::id()));
     /// std::fs::write(&path, b"tail").unwrap();
-    /// let file = std::fs::File::open(&path).unwrap();
-    /// let fd = static_uring::Fd::from(file);
+    /// let fd = static_uring::Fd::from(std::fs::File::open(&path).unwrap());
     /// // Four bytes are left at offset 0: a read of 64 returns them, one at offset 4 returns none.
-    /// let buf = handle.read_some_at(fd.clone(), 0, 64, IoBufMut::with_capacity(64), None);
-    /// assert_eq!(&buf.wait().unwrap()[..], b"tail");
-    /// let buf = handle.read_some_at(fd, 4, 64, IoBufMut::with_capacity(64), None);
-    /// assert!(buf.wait().unwrap().is_empty());
+    /// let buf = handle.read_some_at(fd.clone(), 0, IoBufMut::with_capacity(64)).wait();
+    /// assert_eq!(&buf.unwrap()[..], b"tail");
+    /// let buf = handle.read_some_at(fd, 4, IoBufMut::with_capacity(64)).wait();
+    /// assert!(buf.unwrap().is_empty());
     /// # std::fs::remove_file(&path).unwrap();
     /// # drop(handle);
     /// # thread.join().unwrap().unwrap();
@@ -690,66 +631,36 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         &self,
         fd: impl Into<Fd>,
         offset: u64,
-        len: usize,
         buf: IoBufMut,
-        deadline: Option<Instant>,
-    ) -> Op<ReadResult, S, R, W> {
-        self.read(fd.into(), offset, len, buf, false, deadline)
+    ) -> Op<op::ReadAt, S, R, W> {
+        self.op(op::ReadAt::new(offset, buf, false), Some(fd.into()))
     }
 
-    /// `read_at` (`exact`) or `read_some_at`.
-    fn read(
-        &self,
-        fd: Fd,
-        offset: u64,
-        len: usize,
-        buf: IoBufMut,
-        exact: bool,
-        deadline: Option<Instant>,
-    ) -> Op<ReadResult, S, R, W> {
-        match check_read(buf, offset, len) {
-            Err(result) => self.ready::<op::ReadAt>(result),
-            Ok(buf) => self.op(read_op(offset, len, buf, exact), Some(fd), deadline),
-        }
-    }
-
-    /// Writes the whole buffer at file `offset` (short writes are resubmitted). Runs to
-    /// completion even if the future is dropped. An empty buffer completes `Ok` at once. A range
-    /// `offset..offset + len` beyond `i64::MAX` is `Error::InvalidInput` with nothing submitted.
+    /// Writes the whole buffer at file `offset` (short writes are resubmitted) and hands it
+    /// back. Runs to completion even if the future is dropped. An empty buffer completes at
+    /// once. A range beyond `i64::MAX` is `Error::InvalidInput` with nothing submitted.
     ///
     /// ```
-    /// # use static_uring::{Config, IoBuf, IoBufMut};
+    /// # use static_uring::{Config, IoBuf};
     /// # use std::sync::Arc;
     /// # let (handle, event_loop) = static_uring::new::<8, 8, 64>(Config::default()).unwrap();
     /// # let thread = std::thread::spawn(move || event_loop.run());
     /// let path = std::env::temp_dir().join(format!("su-doc-{}", std::process::id()));
     /// let file = Arc::new(std::fs::File::create(&path).unwrap());
-    /// handle.write_at(file.clone(), 0, IoBuf::from(&b"data"[..]), None).wait().unwrap();
-    /// handle.sync(file, None).wait().unwrap();
+    /// handle.write_at(file.clone(), 0, IoBuf::from(&b"data"[..])).wait().unwrap();
+    /// handle.sync(file).wait().unwrap();
     /// assert_eq!(std::fs::read(&path).unwrap(), b"data");
     /// # std::fs::remove_file(&path).unwrap();
     /// # drop(handle);
     /// # thread.join().unwrap().unwrap();
     /// ```
-    pub fn write_at(
-        &self,
-        fd: impl Into<Fd>,
-        offset: u64,
-        buf: IoBuf,
-        deadline: Option<Instant>,
-    ) -> Op<WriteResult, S, R, W> {
-        if !positioned(offset, buf.len()) {
-            return self.ready::<op::WriteAt>(Err((buf, Error::InvalidInput)));
-        }
-        if buf.is_empty() {
-            return self.ready::<op::WriteAt>(Ok(buf));
-        }
-        self.op(write_op(offset, buf), Some(fd.into()), deadline)
+    pub fn write_at(&self, fd: impl Into<Fd>, offset: u64, buf: IoBuf) -> Op<op::WriteAt, S, R, W> {
+        self.op(op::WriteAt::new(offset, buf), Some(fd.into()))
     }
 
     /// `fsync` of the descriptor. Runs to completion even if the future is dropped.
-    pub fn sync(&self, fd: impl Into<Fd>, deadline: Option<Instant>) -> Op<UnitResult, S, R, W> {
-        self.op(op::Sync { data_only: false }, Some(fd.into()), deadline)
+    pub fn sync(&self, fd: impl Into<Fd>) -> Op<op::Sync, S, R, W> {
+        self.op(op::Sync { data_only: false }, Some(fd.into()))
     }
 
     /// `fdatasync` of the descriptor: the data and the metadata needed to read it back (the file
@@ -761,18 +672,14 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// # let thread = std::thread::spawn(move || event_loop.run());
     /// let path = std::env::temp_dir().join(format!("su-doc-sync-{}", std::process::id()));
     /// let file = static_uring::Fd::from(std::fs::File::create(&path).unwrap());
-    /// handle.write_at(file.clone(), 0, IoBuf::from(&b"log"[..]), None).wait().unwrap();
-    /// handle.sync_data(file, None).wait().unwrap();
+    /// handle.write_at(file.clone(), 0, IoBuf::from(&b"log"[..])).wait().unwrap();
+    /// handle.sync_data(file).wait().unwrap();
     /// # std::fs::remove_file(&path).unwrap();
     /// # drop(handle);
     /// # thread.join().unwrap().unwrap();
     /// ```
-    pub fn sync_data(
-        &self,
-        fd: impl Into<Fd>,
-        deadline: Option<Instant>,
-    ) -> Op<UnitResult, S, R, W> {
-        self.op(op::Sync { data_only: true }, Some(fd.into()), deadline)
+    pub fn sync_data(&self, fd: impl Into<Fd>) -> Op<op::Sync, S, R, W> {
+        self.op(op::Sync { data_only: true }, Some(fd.into()))
     }
 
     /// Accepts a connection on a listening socket (`accept4` with `SOCK_CLOEXEC`) and hands back
@@ -781,7 +688,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// deadline, no connection within it is `Error::Timeout`.
     ///
     /// ```
-    /// # use static_uring::{Config, IoBuf, IoBufMut};
+    /// # use static_uring::Config;
     /// # use std::sync::Arc;
     /// # let (handle, event_loop) = static_uring::new::<8, 8, 64>(Config::default()).unwrap();
     /// # let thread = std::thread::spawn(move || event_loop.run());
@@ -789,17 +696,13 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// let listener = Arc::new(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
     /// let addr = listener.local_addr().unwrap();
     /// let client = std::net::TcpStream::connect(addr).unwrap();
-    /// let stream: Fd = handle.accept(listener, None).wait().unwrap().into();
+    /// let stream: Fd = handle.accept(listener).wait().unwrap().into();
     /// # drop((client, stream));
     /// # drop(handle);
     /// # thread.join().unwrap().unwrap();
     /// ```
-    pub fn accept(
-        &self,
-        listener: impl Into<Fd>,
-        deadline: Option<Instant>,
-    ) -> Op<AcceptResult, S, R, W> {
-        self.op(op::Accept, Some(listener.into()), deadline)
+    pub fn accept(&self, listener: impl Into<Fd>) -> Op<op::Accept, S, R, W> {
+        self.op(op::Accept, Some(listener.into()))
     }
 
     /// Connects a socket to `addr`. A refused or unreachable peer is the kernel's errno
@@ -807,8 +710,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// `Error::Timeout`.
     ///
     /// ```
-    /// # use static_uring::{Config, IoBuf, IoBufMut};
-    /// # use std::sync::Arc;
+    /// # use static_uring::Config;
     /// # let (handle, event_loop) = static_uring::new::<8, 8, 64>(Config::default()).unwrap();
     /// # let thread = std::thread::spawn(move || event_loop.run());
     /// use std::os::fd::FromRawFd;
@@ -820,7 +722,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// assert!(fd >= 0);
     /// // SAFETY: `fd` is a new descriptor nobody else owns.
     /// let socket = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-    /// handle.connect(socket, addr, None).wait().unwrap();
+    /// handle.connect(socket, addr).wait().unwrap();
     /// assert!(listener.accept().is_ok());
     /// # drop(handle);
     /// # thread.join().unwrap().unwrap();
@@ -829,49 +731,24 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         &self,
         socket: impl Into<Fd>,
         addr: std::net::SocketAddr,
-        deadline: Option<Instant>,
-    ) -> Op<UnitResult, S, R, W> {
+    ) -> Op<op::Connect, S, R, W> {
         let addr = RawAddr::new(addr);
-        self.op(op::Connect { addr }, Some(socket.into()), deadline)
+        self.op(op::Connect { addr }, Some(socket.into()))
     }
 
-    /// [`accept`](Self::accept), submitted now; `Error::Full` at once if no slot is free.
-    pub fn try_accept(
-        &self,
-        listener: impl Into<Fd>,
-        deadline: Option<Instant>,
-    ) -> Result<Op<AcceptResult, S, R, W>, Error> {
-        self.try_op(op::Accept, Some(listener.into()), deadline, ())
-            .map_err(|(_, (), e)| e)
-    }
-
-    /// [`connect`](Self::connect), submitted now; `Error::Full` at once if no slot is free.
-    pub fn try_connect(
-        &self,
-        socket: impl Into<Fd>,
-        addr: std::net::SocketAddr,
-        deadline: Option<Instant>,
-    ) -> Result<Op<UnitResult, S, R, W>, Error> {
-        let addr = RawAddr::new(addr);
-        self.try_op(op::Connect { addr }, Some(socket.into()), deadline, ())
-            .map_err(|(_, (), e)| e)
-    }
-
-    /// Sends `buf` as one datagram to `addr` (`sendto`, Linux 6.0+ for the address in the SQE).
-    /// An empty buffer is sent as an empty datagram. A datagram too large for the socket is the
-    /// kernel's errno (`Os(EMSGSIZE)`).
+    /// Sends `buf` as one datagram to `addr` (`sendto`, Linux 6.0+ for the address in the SQE)
+    /// and hands it back. An empty buffer is sent as an empty datagram. A datagram too large for
+    /// the socket is the kernel's errno (`Os(EMSGSIZE)`).
     ///
     /// ```
     /// # use static_uring::{Config, IoBuf, IoBufMut};
-    /// # use std::sync::Arc;
     /// # let (handle, event_loop) = static_uring::new::<8, 8, 64>(Config::default()).unwrap();
     /// # let thread = std::thread::spawn(move || event_loop.run());
     /// let (a, b) = (std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
     ///               std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
     /// let (from, to) = (a.local_addr().unwrap(), b.local_addr().unwrap());
-    /// handle.send_to(a, IoBuf::from(&b"ping"[..]), to, None).wait().unwrap();
-    /// let (buf, len, sender) =
-    ///     handle.recv_from(b, IoBufMut::with_capacity(16), None).wait().unwrap();
+    /// handle.send_to(a, IoBuf::from(&b"ping"[..]), to).wait().unwrap();
+    /// let (buf, len, sender) = handle.recv_from(b, IoBufMut::with_capacity(16)).wait().unwrap();
     /// assert_eq!((&buf[..], len, sender), (&b"ping"[..], 4, from));
     /// # drop(handle);
     /// # thread.join().unwrap().unwrap();
@@ -881,73 +758,42 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         socket: impl Into<Fd>,
         buf: IoBuf,
         addr: std::net::SocketAddr,
-        deadline: Option<Instant>,
-    ) -> Op<WriteResult, S, R, W> {
+    ) -> Op<op::SendTo, S, R, W> {
         let addr = RawAddr::new(addr);
-        self.op(op::SendTo { buf, addr }, Some(socket.into()), deadline)
+        self.op(op::SendTo { buf, addr }, Some(socket.into()))
     }
 
     /// Receives one datagram into `buf` (up to its capacity; a longer datagram is truncated, as
     /// `recvfrom` does) and returns the buffer with its length set, the length, and the sender's
     /// address (`0.0.0.0:0` for a sender that is not an IP socket). No allocation: the address
     /// comes back by value; the loop keeps the message header in its own table.
-    pub fn recv_from(
-        &self,
-        socket: impl Into<Fd>,
-        buf: IoBufMut,
-        deadline: Option<Instant>,
-    ) -> Op<RecvFromResult, S, R, W> {
-        self.op(op::RecvFrom::new(buf), Some(socket.into()), deadline)
-    }
-
-    /// [`send_to`](Self::send_to), submitted now; `Error::Full` at once if no slot is free.
-    pub fn try_send_to(
-        &self,
-        socket: impl Into<Fd>,
-        buf: IoBuf,
-        addr: std::net::SocketAddr,
-        deadline: Option<Instant>,
-    ) -> Result<Op<WriteResult, S, R, W>, (IoBuf, Error)> {
-        let addr = RawAddr::new(addr);
-        self.try_op(op::SendTo { buf, addr }, Some(socket.into()), deadline, ())
-            .map_err(|(op, (), e)| (op.buf, e))
-    }
-
-    /// [`recv_from`](Self::recv_from), submitted now; `Error::Full` at once if no slot is free.
-    pub fn try_recv_from(
-        &self,
-        socket: impl Into<Fd>,
-        buf: IoBufMut,
-        deadline: Option<Instant>,
-    ) -> Result<Op<RecvFromResult, S, R, W>, (IoBufMut, Error)> {
-        self.try_op(op::RecvFrom::new(buf), Some(socket.into()), deadline, ())
-            .map_err(|(op, (), e)| (op.buf, e))
+    pub fn recv_from(&self, socket: impl Into<Fd>, buf: IoBufMut) -> Op<op::RecvFrom, S, R, W> {
+        self.op(op::RecvFrom::new(buf), Some(socket.into()))
     }
 
     /// A no-op through the ring: measures the loop's own round trip.
     ///
     /// ```
-    /// # use static_uring::{Config, IoBuf, IoBufMut};
-    /// # use std::sync::Arc;
+    /// # use static_uring::Config;
     /// # let (handle, event_loop) = static_uring::new::<8, 8, 64>(Config::default()).unwrap();
     /// # let thread = std::thread::spawn(move || event_loop.run());
-    /// handle.nop(None).wait().unwrap();
+    /// handle.nop().wait().unwrap();
     /// // A deadline that has passed ends the request without I/O.
     /// let past = std::time::Instant::now();
     /// std::thread::sleep(std::time::Duration::from_millis(10));
-    /// assert_eq!(handle.nop(Some(past)).wait(), Err(static_uring::Error::Timeout));
+    /// assert_eq!(handle.nop().deadline(past).wait(), Err(static_uring::Error::Timeout));
     /// # drop(handle);
     /// # thread.join().unwrap().unwrap();
     /// ```
-    pub fn nop(&self, deadline: Option<Instant>) -> Op<UnitResult, S, R, W> {
-        self.op(op::Nop, None, deadline)
+    pub fn nop(&self) -> Op<op::Nop, S, R, W> {
+        self.op(op::Nop, None)
     }
 
     /// Sends every byte of `bufs`, in order, as one stream (`sendmsg` with `MSG_NOSIGNAL`; short
     /// sends are resubmitted from where the kernel stopped). The rules are `send`'s: the whole
     /// buffers come back on success and on every error, a closed peer is
     /// `Error::UnexpectedEof`, a deadline is `Error::Timeout` (part may have been sent), and a
-    /// dropped future's request still runs. Empty buffers (or none) complete `Ok` at once.
+    /// dropped future's request still runs. Empty buffers (or none) complete at once.
     ///
     /// ```
     /// # use static_uring::{Config, IoBuf, IoBufs};
@@ -958,7 +804,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// let mut bufs = IoBufs::new();
     /// bufs.push(IoBuf::from(&b"head:"[..]));
     /// bufs.push(IoBuf::from(&b"body"[..]));
-    /// let bufs = handle.send_vectored(a, bufs, None).wait().unwrap();
+    /// let bufs = handle.send_vectored(a, bufs).wait().unwrap();
     /// assert_eq!(bufs.len(), 2, "the buffers come back");
     /// let mut got = [0u8; 9];
     /// b.read_exact(&mut got).unwrap();
@@ -966,23 +812,14 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// # drop(handle);
     /// # thread.join().unwrap().unwrap();
     /// ```
-    pub fn send_vectored(
-        &self,
-        fd: impl Into<Fd>,
-        bufs: IoBufs,
-        deadline: Option<Instant>,
-    ) -> Op<VectoredResult, S, R, W> {
-        match vectored_len(None, &bufs) {
-            Ok(0) => self.ready::<op::SendVectored>(Ok(bufs)),
-            Ok(end) => self.op_with(op::SendVectored::new(end), Some(fd.into()), deadline, bufs),
-            Err(e) => self.ready::<op::SendVectored>(Err((bufs, e))),
-        }
+    pub fn send_vectored(&self, fd: impl Into<Fd>, bufs: IoBufs) -> Op<op::SendVectored, S, R, W> {
+        self.op_with(op::SendVectored::new(), Some(fd.into()), bufs)
     }
 
     /// Writes every byte of `bufs`, in order, at file `offset` (`writev`; short writes are
     /// resubmitted from where the kernel stopped). The rules are `write_at`'s: it runs to
     /// completion even if the future is dropped; a range beyond `i64::MAX` is
-    /// `Error::InvalidInput` with nothing submitted; empty buffers complete `Ok` at once.
+    /// `Error::InvalidInput` with nothing submitted; empty buffers complete at once.
     ///
     /// ```
     /// # use static_uring::{Config, IoBuf, IoBufs};
@@ -991,7 +828,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// let path = std::env::temp_dir().join(format!("su-doc-writev-{}", std::process::id()));
     /// let file = static_uring::Fd::from(std::fs::File::create(&path).unwrap());
     /// let bufs: IoBufs = [IoBuf::from(&b"ab"[..]), IoBuf::from(&b"cd"[..])].into_iter().collect();
-    /// handle.write_at_vectored(file, 1, bufs, None).wait().unwrap();
+    /// handle.write_at_vectored(file, 1, bufs).wait().unwrap();
     /// assert_eq!(std::fs::read(&path).unwrap(), b"\0abcd");
     /// # std::fs::remove_file(&path).unwrap();
     /// # drop(handle);
@@ -1002,177 +839,8 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         fd: impl Into<Fd>,
         offset: u64,
         bufs: IoBufs,
-        deadline: Option<Instant>,
-    ) -> Op<VectoredResult, S, R, W> {
-        match vectored_len(Some(offset), &bufs) {
-            Ok(0) => self.ready::<op::WriteAtVectored>(Ok(bufs)),
-            Ok(end) => {
-                let op = op::WriteAtVectored::new(offset, end);
-                self.op_with(op, Some(fd.into()), deadline, bufs)
-            }
-            Err(e) => self.ready::<op::WriteAtVectored>(Err((bufs, e))),
-        }
-    }
-
-    /// [`send_vectored`](Self::send_vectored), submitted now; `Error::Full` at once if no slot
-    /// is free.
-    #[allow(clippy::result_large_err)] // the buffers come back by value, as with every try_
-    pub fn try_send_vectored(
-        &self,
-        fd: impl Into<Fd>,
-        bufs: IoBufs,
-        deadline: Option<Instant>,
-    ) -> Result<Op<VectoredResult, S, R, W>, (IoBufs, Error)> {
-        match vectored_len(None, &bufs) {
-            Ok(0) => Ok(self.ready::<op::SendVectored>(Ok(bufs))),
-            Ok(end) => self
-                .try_op(op::SendVectored::new(end), Some(fd.into()), deadline, bufs)
-                .map_err(|(_, bufs, e)| (bufs, e)),
-            Err(e) => Err((bufs, e)),
-        }
-    }
-
-    /// [`write_at_vectored`](Self::write_at_vectored), submitted now; `Error::Full` at once if
-    /// no slot is free.
-    #[allow(clippy::result_large_err)] // the buffers come back by value, as with every try_
-    pub fn try_write_at_vectored(
-        &self,
-        fd: impl Into<Fd>,
-        offset: u64,
-        bufs: IoBufs,
-        deadline: Option<Instant>,
-    ) -> Result<Op<VectoredResult, S, R, W>, (IoBufs, Error)> {
-        match vectored_len(Some(offset), &bufs) {
-            Ok(0) => Ok(self.ready::<op::WriteAtVectored>(Ok(bufs))),
-            Ok(end) => {
-                let op = op::WriteAtVectored::new(offset, end);
-                self.try_op(op, Some(fd.into()), deadline, bufs)
-                    .map_err(|(_, bufs, e)| (bufs, e))
-            }
-            Err(e) => Err((bufs, e)),
-        }
-    }
-
-    /// [`send`](Self::send), submitted now; `Error::Full` at once if no slot is free.
-    pub fn try_send(
-        &self,
-        fd: impl Into<Fd>,
-        buf: IoBuf,
-        deadline: Option<Instant>,
-    ) -> Result<Op<WriteResult, S, R, W>, (IoBuf, Error)> {
-        if buf.is_empty() {
-            return Ok(self.ready::<op::Send>(Ok(buf)));
-        }
-        self.try_op(op::Send::new(buf), Some(fd.into()), deadline, ())
-            .map_err(|(op, (), e)| (op.buf, e))
-    }
-
-    /// [`recv`](Self::recv), submitted now; `Error::Full` at once if no slot is free.
-    pub fn try_recv(
-        &self,
-        fd: impl Into<Fd>,
-        buf: IoBufMut,
-        offset: usize,
-        len: usize,
-        exact: bool,
-        deadline: Option<Instant>,
-    ) -> Result<Op<RecvResult, S, R, W>, (IoBufMut, Error)> {
-        let buf = match check_recv(buf, offset, len) {
-            Err(Err(e)) => return Err(e),
-            Err(ok) => return Ok(self.ready::<op::Recv>(ok)),
-            Ok(buf) => buf,
-        };
-        let op = recv_op(buf, offset, len, exact);
-        self.try_op(op, Some(fd.into()), deadline, ())
-            .map_err(|(op, (), e)| (op.buf, e))
-    }
-
-    /// [`read_at`](Self::read_at), submitted now; `Error::Full` at once if no slot is free.
-    pub fn try_read_at(
-        &self,
-        fd: impl Into<Fd>,
-        offset: u64,
-        len: usize,
-        buf: IoBufMut,
-        deadline: Option<Instant>,
-    ) -> Result<Op<ReadResult, S, R, W>, (IoBufMut, Error)> {
-        self.try_read(fd.into(), offset, len, buf, true, deadline)
-    }
-
-    /// [`read_some_at`](Self::read_some_at), submitted now; `Error::Full` at once if no slot is
-    /// free.
-    pub fn try_read_some_at(
-        &self,
-        fd: impl Into<Fd>,
-        offset: u64,
-        len: usize,
-        buf: IoBufMut,
-        deadline: Option<Instant>,
-    ) -> Result<Op<ReadResult, S, R, W>, (IoBufMut, Error)> {
-        self.try_read(fd.into(), offset, len, buf, false, deadline)
-    }
-
-    /// `try_read_at` (`exact`) or `try_read_some_at`.
-    fn try_read(
-        &self,
-        fd: Fd,
-        offset: u64,
-        len: usize,
-        buf: IoBufMut,
-        exact: bool,
-        deadline: Option<Instant>,
-    ) -> Result<Op<ReadResult, S, R, W>, (IoBufMut, Error)> {
-        let buf = match check_read(buf, offset, len) {
-            Err(Err(e)) => return Err(e),
-            Err(ok) => return Ok(self.ready::<op::ReadAt>(ok)),
-            Ok(buf) => buf,
-        };
-        self.try_op(read_op(offset, len, buf, exact), Some(fd), deadline, ())
-            .map_err(|(op, (), e)| (op.buf, e))
-    }
-
-    /// [`write_at`](Self::write_at), submitted now; `Error::Full` at once if no slot is free.
-    pub fn try_write_at(
-        &self,
-        fd: impl Into<Fd>,
-        offset: u64,
-        buf: IoBuf,
-        deadline: Option<Instant>,
-    ) -> Result<Op<WriteResult, S, R, W>, (IoBuf, Error)> {
-        if !positioned(offset, buf.len()) {
-            return Err((buf, Error::InvalidInput));
-        }
-        if buf.is_empty() {
-            return Ok(self.ready::<op::WriteAt>(Ok(buf)));
-        }
-        self.try_op(write_op(offset, buf), Some(fd.into()), deadline, ())
-            .map_err(|(op, (), e)| (op.buf, e))
-    }
-
-    /// [`sync`](Self::sync), submitted now; `Error::Full` at once if no slot is free.
-    pub fn try_sync(
-        &self,
-        fd: impl Into<Fd>,
-        deadline: Option<Instant>,
-    ) -> Result<Op<UnitResult, S, R, W>, Error> {
-        self.try_op(op::Sync { data_only: false }, Some(fd.into()), deadline, ())
-            .map_err(|(_, (), e)| e)
-    }
-
-    /// [`sync_data`](Self::sync_data), submitted now; `Error::Full` at once if no slot is free.
-    pub fn try_sync_data(
-        &self,
-        fd: impl Into<Fd>,
-        deadline: Option<Instant>,
-    ) -> Result<Op<UnitResult, S, R, W>, Error> {
-        self.try_op(op::Sync { data_only: true }, Some(fd.into()), deadline, ())
-            .map_err(|(_, (), e)| e)
-    }
-
-    /// [`nop`](Self::nop), submitted now; `Error::Full` at once if no slot is free.
-    pub fn try_nop(&self, deadline: Option<Instant>) -> Result<Op<UnitResult, S, R, W>, Error> {
-        self.try_op(op::Nop, None, deadline, ())
-            .map_err(|(_, (), e)| e)
+    ) -> Op<op::WriteAtVectored, S, R, W> {
+        self.op_with(op::WriteAtVectored::new(offset), Some(fd.into()), bufs)
     }
 
     /// Waits until `fd` is ready for `events` (`Readiness::READABLE`, `WRITABLE`, or both) and
@@ -1189,18 +857,13 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// use std::io::Write;
     /// let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
     /// (&a).write_all(b"!").unwrap();
-    /// let ready = handle.poll(b, Readiness::READABLE, None).wait().unwrap();
+    /// let ready = handle.poll(b, Readiness::READABLE).wait().unwrap();
     /// assert!(ready.is_readable());
     /// # drop(handle);
     /// # thread.join().unwrap().unwrap();
     /// ```
-    pub fn poll(
-        &self,
-        fd: impl Into<Fd>,
-        events: Readiness,
-        deadline: Option<Instant>,
-    ) -> Op<PollResult, S, R, W> {
-        self.op(op::Poll { events }, Some(fd.into()), deadline)
+    pub fn poll(&self, fd: impl Into<Fd>, events: Readiness) -> Op<op::Poll, S, R, W> {
+        self.op(op::Poll { events }, Some(fd.into()))
     }
 
     /// A snapshot of the loop's counters (no allocation).
@@ -1214,90 +877,6 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     pub fn inject_fault(&self, fault: crate::fault::Fault) {
         crate::fault::inject(self.storage.fault_key(), fault);
     }
-}
-
-/// Validates recv bounds: `Ok(buf)` to submit, or the immediate result.
-fn check_recv(mut buf: IoBufMut, offset: usize, len: usize) -> Result<IoBufMut, RecvResult> {
-    if offset > len || len > buf.capacity() {
-        return Err(Err((buf, Error::InvalidInput)));
-    }
-    // The result sets the length to `filled >= offset`, which makes [len, offset) readable:
-    // define those bytes first (zeros; no allocation, offset <= capacity).
-    const ZEROS: [u8; 64] = [0; 64];
-    while buf.len() < offset {
-        let n = (offset - buf.len()).min(ZEROS.len());
-        let fits = buf.extend_from_slice(&ZEROS[..n]);
-        debug_assert!(fits, "offset <= capacity (checked above)");
-    }
-    if offset == len {
-        // SAFETY: offset <= buf.len() now, so the first `offset` bytes are initialised.
-        unsafe { buf.set_len(offset) };
-        return Err(Ok((buf, offset)));
-    }
-    Ok(buf)
-}
-
-/// Whether `[offset, offset + len)` is a range of positioned file offsets. io_uring reads an
-/// offset of -1 (`u64::MAX`) as "the file's current position", and the kernel refuses other
-/// negative `loff_t` values, so every byte's offset must fit in an `i64`.
-fn positioned(offset: u64, len: usize) -> bool {
-    offset
-        .checked_add(len as u64)
-        .is_some_and(|end| end <= i64::MAX as u64)
-}
-
-/// Validates read_at bounds: `Ok(buf)` to submit, or the immediate result.
-fn check_read(mut buf: IoBufMut, offset: u64, len: usize) -> Result<IoBufMut, ReadResult> {
-    if len > buf.capacity() || !positioned(offset, len) {
-        return Err(Err((buf, Error::InvalidInput)));
-    }
-    if len == 0 {
-        buf.clear();
-        return Err(Ok(buf));
-    }
-    Ok(buf)
-}
-
-/// A `recv` into `buf[offset..len]` (checked by `check_recv`).
-fn recv_op(buf: IoBufMut, offset: usize, len: usize, exact: bool) -> op::Recv {
-    op::Recv {
-        buf,
-        pos: offset,
-        end: len,
-        exact,
-    }
-}
-
-/// A `read_at` (`exact`) or `read_some_at` of `len` bytes at `offset` (checked by `check_read`).
-fn read_op(offset: u64, len: usize, buf: IoBufMut, exact: bool) -> op::ReadAt {
-    op::ReadAt {
-        buf,
-        at: offset,
-        pos: 0,
-        end: len,
-        exact,
-    }
-}
-
-/// A `write_at` of the whole of `buf` at `offset` (checked by `positioned`).
-fn write_op(offset: u64, buf: IoBuf) -> op::WriteAt {
-    let end = buf.len();
-    op::WriteAt {
-        buf,
-        at: offset,
-        pos: 0,
-        end,
-    }
-}
-
-/// The bytes a vectored request moves; `InvalidInput` for a positioned range beyond
-/// `i64::MAX`.
-fn vectored_len(offset: Option<u64>, bufs: &IoBufs) -> Result<usize, Error> {
-    let end: usize = bufs.iter().map(|b| b.len()).sum();
-    if offset.is_some_and(|at| !positioned(at, end)) {
-        return Err(Error::InvalidInput);
-    }
-    Ok(end)
 }
 
 impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
@@ -1339,8 +918,8 @@ pub struct LaneHandle<const SLOTS: usize, const RING: usize, const WHEEL: usize>
 impl<const S: usize, const R: usize, const W: usize> LaneHandle<S, R, W> {
     /// Sends `op` (built with any `Handle` of this loop, not yet polled) through the lane. The
     /// result is the same future, tied to this thread: every rule of the operation holds
-    /// (deadlines, cancel, drain). An op of another loop, or one already submitted (`try_*`),
-    /// is returned unchanged and goes its own way.
+    /// (deadlines, cancel, drain). An op of another loop, or one already submitted
+    /// ([`Op::try_submit`]), is returned unchanged and goes its own way.
     ///
     /// ```
     /// # use static_uring::{Config, Lane};
@@ -1350,12 +929,12 @@ impl<const S: usize, const R: usize, const W: usize> LaneHandle<S, R, W> {
     /// # let thread = std::thread::spawn(move || event_loop.run());
     /// let lane = handle.lane(&LANE).unwrap();
     /// for _ in 0..3 {
-    ///     lane.submit(handle.nop(None)).wait().unwrap();
+    ///     lane.submit(handle.nop()).wait().unwrap();
     /// }
     /// # drop((lane, handle));
     /// # thread.join().unwrap().unwrap();
     /// ```
-    pub fn submit<T: OpOutput>(&self, mut op: Op<T, S, R, W>) -> LaneOp<'_, T, S, R, W> {
+    pub fn submit<O: Operation>(&self, mut op: Op<O, S, R, W>) -> LaneOp<'_, O, S, R, W> {
         let ours = op.storage.key() == self.key && op.epoch == self.epoch;
         if ours && matches!(op.state, State::Start(..)) {
             op.lane = Some(self.lane);
@@ -1382,24 +961,24 @@ impl<const S: usize, const R: usize, const W: usize> std::fmt::Debug for LaneHan
 /// An operation submitted through a lane ([`LaneHandle::submit`]): an [`Op`] tied to the lane's
 /// thread (not `Send`). Await it or [`wait`](Self::wait) for it as the `Op` itself.
 #[must_use = "operations do nothing until polled or waited on"]
-pub struct LaneOp<'a, T: OpOutput, const SLOTS: usize, const RING: usize, const WHEEL: usize> {
-    op: Op<T, SLOTS, RING, WHEEL>,
+pub struct LaneOp<'a, O: Operation, const SLOTS: usize, const RING: usize, const WHEEL: usize> {
+    op: Op<O, SLOTS, RING, WHEEL>,
     _lane: PhantomData<&'a LaneHandle<SLOTS, RING, WHEEL>>,
 }
 
-impl<T: OpOutput, const S: usize, const R: usize, const W: usize> LaneOp<'_, T, S, R, W> {
+impl<O: Operation, const S: usize, const R: usize, const W: usize> LaneOp<'_, O, S, R, W> {
     /// Blocks this thread until the operation finishes (as [`Op::wait`]).
-    pub fn wait(self) -> T {
+    pub fn wait(self) -> OpResult<O> {
         self.op.wait()
     }
 }
 
-impl<T: OpOutput, const S: usize, const R: usize, const W: usize> Future
-    for LaneOp<'_, T, S, R, W>
+impl<O: Operation, const S: usize, const R: usize, const W: usize> Future
+    for LaneOp<'_, O, S, R, W>
 {
-    type Output = T;
+    type Output = OpResult<O>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<OpResult<O>> {
         // SAFETY: `op` is structurally pinned: never moved out while `self` is pinned.
         unsafe { self.map_unchecked_mut(|this| &mut this.op) }.poll(cx)
     }

@@ -10,7 +10,7 @@
 //! built by a `const fn` (it can live in a `static`) and never grown.
 //!
 //! ```text
-//! caller ── handle.read_at(fd, off, len, buf, deadline)      (at the future's first poll)
+//! caller ── handle.read_at(fd, off, buf).limit(len).deadline(deadline)      (at the future's first poll)
 //!   1. claim a free slot           handoff/free_list.rs   lock-free; else handoff/wait_list.rs
 //!   2. write the request into it   handoff/slot.rs        the caller owns the slot (FILLED)
 //!   3. push the slot index         handoff/submit_queue.rs lock-free MPSC ring, never full
@@ -39,7 +39,7 @@
 //! let thread = std::thread::spawn(move || event_loop.run());
 //!
 //! let file = Arc::new(std::fs::File::open("/proc/self/exe").unwrap());
-//! let buf = handle.read_at(file.clone(), 0, 4, IoBufMut::with_capacity(4), None).wait().unwrap();
+//! let buf = handle.read_at(file.clone(), 0, IoBufMut::with_capacity(4)).limit(4).wait().unwrap();
 //! assert_eq!(&buf[..], b"\x7fELF");
 //!
 //! drop(handle); // the loop drains and returns once every handle is gone
@@ -50,7 +50,7 @@
 //! # Choosing the three sizes
 //!
 //! * `SLOTS`: requests outstanding at once (queued + in the kernel). When every slot is taken,
-//!   async callers wait (FIFO, no allocation) and `try_*` returns [`Error::Full`].
+//!   async callers wait (FIFO, no allocation) and [`Op::try_submit`] fails with [`Error::Full`].
 //! * `RING`: requests in the kernel at once (the SQ size; the CQ is twice that). Requests beyond
 //!   it wait in the submission ring. `RING <= SLOTS`.
 //! * `WHEEL`: timeout wheel slots. The horizon is `(WHEEL - 1) * timeout_wheel_tick`; pick
@@ -101,7 +101,7 @@ mod handoff;
 // The loop: its phases, its private table, the wheel and the ring edge toward the kernel.
 mod event_loop;
 // Operations: one file per family, one table of every kind (`op/mod.rs`).
-mod op;
+pub mod op;
 // Cross-cutting: the loom shim, running user code, test-only fault injection.
 mod contain;
 /// Test-only fault injection: public with the `fault-injection` feature, the loop's empty hooks
@@ -118,16 +118,13 @@ pub use arrayvec::ArrayVec;
 pub use buf::{IoBuf, IoBufMut};
 pub use buf_pool::BufPool;
 pub use config::Config;
-pub use error::{BufError, BufResultExt, Error};
+pub use error::{BufError, Error};
 pub use event_loop::{EventLoop, MetricsReader};
 pub use fd::Fd;
-pub use handle::{
-    AcceptResult, Handle, LaneHandle, LaneOp, Op, OpOutput, ReadResult, RecvFromResult, RecvResult,
-    UnitResult, VectoredResult, WriteResult,
-};
+pub use handle::{Handle, LaneHandle, LaneOp, Op};
 pub use handoff::lane::Lane;
 pub use metrics::Metrics;
-pub use op::{PollResult, Readiness};
+pub use op::{OpResult, Readiness};
 pub use storage::Storage;
 pub use task_pool::{Busy, Run, TaskPool};
 pub use vectored::{IoBufs, MAX_IOVECS};
@@ -173,7 +170,7 @@ pub struct ReadmeDoctests;
 
 // Guarantees stated at compile time.
 static_assertions::assert_impl_all!(Handle<4, 2, 8>: Send, Sync, Clone);
-static_assertions::assert_impl_all!(Op<UnitResult, 4, 2, 8>: Send);
+static_assertions::assert_impl_all!(Op<op::Nop, 4, 2, 8>: Send);
 static_assertions::assert_impl_all!(EventLoop<4, 2, 8>: Send);
 static_assertions::assert_impl_all!(Storage<4, 2, 8>: Send, Sync);
 static_assertions::assert_impl_all!(Error: Send, Sync, Copy, std::error::Error);

@@ -58,7 +58,7 @@ const LOOP: u64 = 1 << 63;
 /// // A storage serves one loop at a time: a second claim is an error, not UB.
 /// assert!(static_uring::with_storage(&STORAGE, Config::default()).is_err());
 /// let thread = std::thread::spawn(move || event_loop.run());
-/// handle.nop(None).wait().unwrap();
+/// handle.nop().wait().unwrap();
 /// drop(handle);
 /// thread.join().unwrap().unwrap();
 /// ```

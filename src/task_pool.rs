@@ -40,7 +40,7 @@ const RUNNING: u32 = 4;
 /// use static_uring::{Config, TaskPool};
 ///
 /// async fn job(n: u64, handle: static_uring::Handle<8, 8, 64>) -> u64 {
-///     handle.nop(None).await.unwrap();
+///     handle.nop().await.unwrap();
 ///     n
 /// }
 ///

@@ -25,7 +25,7 @@ pub const MAX_IOVECS: usize = 4;
 pub type IoBufs = arrayvec::ArrayVec<IoBuf, MAX_IOVECS>;
 
 /// A slot's room for the buffers of a vectored request. Empty unless that slot holds one.
-pub(crate) struct VectorCell(UnsafeCell<ManuallyDrop<IoBufs>>);
+pub struct VectorCell(UnsafeCell<ManuallyDrop<IoBufs>>);
 
 impl VectorCell {
     /// An empty cell.

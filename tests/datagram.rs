@@ -24,8 +24,8 @@ fn send_to_and_recv_from_carry_datagrams_and_addresses() {
             continue; // no IPv6 here
         };
         let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
-        let recv = handle.recv_from(b.clone(), IoBufMut::with_capacity(64), None);
-        let send = handle.send_to(a.clone(), IoBuf::from(&b"datagram"[..]), b_addr, None);
+        let recv = handle.recv_from(b.clone(), IoBufMut::with_capacity(64));
+        let send = handle.send_to(a.clone(), IoBuf::from(&b"datagram"[..]), b_addr);
         let (received, sent) = block_on(HANG, join2(recv, send));
         assert_eq!(&sent.unwrap()[..], b"datagram", "the buffer comes back");
         let (buf, len, from) = received.unwrap();
@@ -45,24 +45,26 @@ fn truncation_empty_datagrams_and_deadlines() {
     let b_addr = b.local_addr().unwrap();
     a.send_to(b"0123456789", b_addr).unwrap();
     let (buf, len, _) = handle
-        .recv_from(b.clone(), IoBufMut::with_capacity(4), None)
+        .recv_from(b.clone(), IoBufMut::with_capacity(4))
         .wait()
         .unwrap();
     assert_eq!((len, &buf[..]), (4, &b"0123"[..]));
     handle
-        .send_to(a.clone(), IoBuf::from(&b""[..]), b_addr, None)
+        .send_to(a.clone(), IoBuf::from(&b""[..]), b_addr)
         .wait()
         .unwrap();
     let (buf, len, from) = handle
-        .recv_from(b.clone(), IoBufMut::with_capacity(4), None)
+        .recv_from(b.clone(), IoBufMut::with_capacity(4))
         .wait()
         .unwrap();
     assert_eq!((len, buf.len(), from), (0, 0, a.local_addr().unwrap()));
     let deadline = Instant::now() + Duration::from_millis(20);
     let (buf, e) = handle
-        .recv_from(b, IoBufMut::with_capacity(16), Some(deadline))
+        .recv_from(b, IoBufMut::with_capacity(16))
+        .deadline(deadline)
         .wait()
-        .unwrap_err();
+        .unwrap_err()
+        .into_parts();
     assert_eq!((e, buf.capacity()), (Error::Timeout, 16));
     drop(handle);
     lp.join(HANG).unwrap();
@@ -77,7 +79,7 @@ fn many_recv_froms_reuse_the_message_headers() {
     let b_addr = b.local_addr().unwrap();
     let senders: Vec<_> = (0..12).map(|_| udp("127.0.0.1:0").unwrap()).collect();
     let recvs: Vec<_> = (0..12)
-        .map(|_| handle.recv_from(b.clone(), IoBufMut::with_capacity(8), None))
+        .map(|_| handle.recv_from(b.clone(), IoBufMut::with_capacity(8)))
         .collect();
     let waiting = Background::spawn(move || block_on(HANG, join_all(recvs)));
     for (i, s) in senders.iter().enumerate() {

@@ -53,9 +53,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use static_uring::fault::{Fault, FaultOp};
+use static_uring::BufError;
 use static_uring::{
-    Config, Error, EventLoop, Fd, Handle, IoBuf, IoBufMut, Metrics, Op, OpOutput, ReadResult,
-    RecvResult, Storage, UnitResult, WriteResult,
+    op, Config, Error, EventLoop, Fd, Handle, IoBuf, IoBufMut, Metrics, Op, OpResult, Storage,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -139,36 +139,50 @@ fn zeroed(len: usize) -> IoBufMut {
 /// error with the size of the buffer handed back beside it (0: none came back).
 type Got = Result<Vec<u8>, (Error, usize)>;
 
-/// An operation of any of the four result shapes.
+/// An operation of any kind the fixture runs.
 enum Pending<const S: usize, const R: usize, const W: usize> {
-    Write(Op<WriteResult, S, R, W>),
-    Recv(Op<RecvResult, S, R, W>),
-    Read(Op<ReadResult, S, R, W>),
-    Unit(Op<UnitResult, S, R, W>),
+    Send(Op<op::Send, S, R, W>),
+    WriteAt(Op<op::WriteAt, S, R, W>),
+    Recv(Op<op::Recv, S, R, W>),
+    Read(Op<op::ReadAt, S, R, W>),
+    Sync(Op<op::Sync, S, R, W>),
+    Nop(Op<op::Nop, S, R, W>),
 }
 
 impl<const S: usize, const R: usize, const W: usize> Pending<S, R, W> {
     /// Waits (bounded by `HANG`) for the result.
     fn wait(self) -> Got {
         with_timeout(HANG, move || match self {
-            Pending::Write(op) => op.wait().map(|b| b.to_vec()).map_err(|(b, e)| (e, b.len())),
+            Pending::Send(op) => written(op.wait()),
+            Pending::WriteAt(op) => written(op.wait()),
             Pending::Recv(op) => op
                 .wait()
                 .map(|(b, n)| b[..n].to_vec())
-                .map_err(|(b, e)| (e, b.capacity())),
+                .map_err(|e| (e.error, e.buf.capacity())),
             Pending::Read(op) => op
                 .wait()
                 .map(|b| b.to_vec())
-                .map_err(|(b, e)| (e, b.capacity())),
-            Pending::Unit(op) => op.wait().map(|()| Vec::new()).map_err(|e| (e, 0)),
+                .map_err(|e| (e.error, e.buf.capacity())),
+            Pending::Sync(op) => op.wait().map(|()| Vec::new()).map_err(|e| (e, 0)),
+            Pending::Nop(op) => op.wait().map(|()| Vec::new()).map_err(|e| (e, 0)),
         })
     }
 }
 
+/// What a caller of send or write_at got.
+fn written(result: OpResult<op::Send>) -> Got {
+    result
+        .map(|b| b.to_vec())
+        .map_err(|e| (e.error, e.buf.len()))
+}
+
 /// Waits for one operation, bounded by `HANG`.
-fn wait<T: OpOutput + Send + 'static, const S: usize, const R: usize, const W: usize>(
-    op: Op<T, S, R, W>,
-) -> T {
+fn wait<O: op::Operation, const S: usize, const R: usize, const W: usize>(
+    op: Op<O, S, R, W>,
+) -> OpResult<O>
+where
+    OpResult<O>: Send,
+{
     with_timeout(HANG, move || op.wait())
 }
 
@@ -181,24 +195,39 @@ fn submit<const S: usize, const R: usize, const W: usize>(
     deadline: Option<Instant>,
 ) -> Pending<S, R, W> {
     match kind {
-        Kind::Send => Pending::Write(
-            h.try_send(fx.a.clone(), IoBuf::from(MSG), deadline)
+        Kind::Send => Pending::Send(
+            h.send(fx.a.clone(), IoBuf::from(MSG))
+                .deadline(deadline)
+                .try_submit()
                 .unwrap(),
         ),
         Kind::Recv => Pending::Recv(
-            h.try_recv(fx.b.clone(), zeroed(8), 0, 8, true, deadline)
+            h.recv(fx.b.clone(), zeroed(8))
+                .exact(8)
+                .deadline(deadline)
+                .try_submit()
                 .unwrap(),
         ),
         Kind::ReadAt => Pending::Read(
-            h.try_read_at(fx.read.file.clone(), AT, 8, zeroed(8), deadline)
+            h.read_at(fx.read.file.clone(), AT, zeroed(8))
+                .limit(8)
+                .deadline(deadline)
+                .try_submit()
                 .unwrap(),
         ),
-        Kind::WriteAt => Pending::Write(
-            h.try_write_at(fx.write.file.clone(), 0, IoBuf::from(MSG), deadline)
+        Kind::WriteAt => Pending::WriteAt(
+            h.write_at(fx.write.file.clone(), 0, IoBuf::from(MSG))
+                .deadline(deadline)
+                .try_submit()
                 .unwrap(),
         ),
-        Kind::Sync => Pending::Unit(h.try_sync(fx.read.file.clone(), deadline).unwrap()),
-        Kind::Nop => Pending::Unit(h.try_nop(deadline).unwrap()),
+        Kind::Sync => Pending::Sync(
+            h.sync(fx.read.file.clone())
+                .deadline(deadline)
+                .try_submit()
+                .unwrap(),
+        ),
+        Kind::Nop => Pending::Nop(h.nop().deadline(deadline).try_submit().unwrap()),
     }
 }
 
@@ -280,7 +309,7 @@ fn delta(before: Metrics, after: Metrics) -> Metrics {
 
 /// The loop still serves requests.
 fn still_serves<const S: usize, const R: usize, const W: usize>(h: &Handle<S, R, W>) {
-    assert_eq!(wait(h.nop(None)), Ok(()), "the loop carries on");
+    assert_eq!(wait(h.nop()), Ok(()), "the loop carries on");
 }
 
 fn sleep_until(at: Instant) {
@@ -359,7 +388,7 @@ type Pair = (Arc<UnixStream>, Arc<UnixStream>);
 /// held inside its CQE drain, delivering it, until `stall.release()`.
 struct Held<const S: usize, const R: usize, const W: usize> {
     stall: Arc<Stall>,
-    op: Pin<Box<Op<RecvResult, S, R, W>>>,
+    op: Pin<Box<Op<op::Recv, S, R, W>>>,
     pair: Pair,
 }
 
@@ -369,7 +398,7 @@ impl<const S: usize, const R: usize, const W: usize> Held<S, R, W> {
         let pair = socket_pair();
         let stall = Stall::new();
         let before = h.metrics().submitted;
-        let mut op = Box::pin(h.recv(pair.1.clone(), zeroed(1), 0, 1, false, None));
+        let mut op = Box::pin(h.recv(pair.1.clone(), zeroed(1)).limit(1));
         assert!(poll_with(op.as_mut(), &stall.waker()).is_none());
         wait_until(HANG, "held recv staged", || h.metrics().submitted > before);
         Held { stall, op, pair }
@@ -391,12 +420,12 @@ impl<const S: usize, const R: usize, const W: usize> Held<S, R, W> {
 /// already-expired nop and is held delivering its Timeout, until released.
 fn stall_in_stage<const S: usize, const R: usize, const W: usize>(
     h: &Handle<S, R, W>,
-) -> (Arc<Stall>, Pin<Box<Op<UnitResult, S, R, W>>>) {
+) -> (Arc<Stall>, Pin<Box<Op<op::Nop, S, R, W>>>) {
     let stall = Stall::new();
     let past = Instant::now()
         .checked_sub(Duration::from_secs(1))
         .unwrap_or_else(Instant::now);
-    let mut op = Box::pin(h.nop(Some(past)));
+    let mut op = Box::pin(h.nop().deadline(past));
     assert!(poll_with(op.as_mut(), &stall.waker()).is_none());
     (stall, op)
 }
@@ -511,25 +540,37 @@ fn deadline_while_in_the_kernel_is_timeout_through_async_cancel() {
 
     let before = h.metrics();
     let recv = h
-        .try_recv(b.clone(), zeroed(8), 0, 8, false, soon())
+        .recv(b.clone(), zeroed(8))
+        .limit(8)
+        .deadline(soon())
+        .try_submit()
         .unwrap();
-    let (buf, e) = wait(recv).unwrap_err();
+    let (buf, e) = wait(recv).unwrap_err().into_parts();
     assert_eq!((e, buf.capacity()), (Error::Timeout, 8), "recv");
 
-    let send = h.try_send(a.clone(), IoBuf::from(MSG), soon()).unwrap();
-    let (buf, e) = wait(send).unwrap_err();
+    let send = h
+        .send(a.clone(), IoBuf::from(MSG))
+        .deadline(soon())
+        .try_submit()
+        .unwrap();
+    let (buf, e) = wait(send).unwrap_err().into_parts();
     assert_eq!((e, &buf[..]), (Error::Timeout, MSG), "send");
 
     let read = h
-        .try_read_at(pipe_r.clone(), 0, 8, zeroed(8), soon())
+        .read_at(pipe_r.clone(), 0, zeroed(8))
+        .limit(8)
+        .deadline(soon())
+        .try_submit()
         .unwrap();
-    let (buf, e) = wait(read).unwrap_err();
+    let (buf, e) = wait(read).unwrap_err().into_parts();
     assert_eq!((e, buf.capacity()), (Error::Timeout, 8), "read_at");
 
     let write = h
-        .try_write_at(full_w.clone(), 0, IoBuf::from(MSG), soon())
+        .write_at(full_w.clone(), 0, IoBuf::from(MSG))
+        .deadline(soon())
+        .try_submit()
         .unwrap();
-    let (buf, e) = wait(write).unwrap_err();
+    let (buf, e) = wait(write).unwrap_err().into_parts();
     assert_eq!((e, &buf[..]), (Error::Timeout, MSG), "write_at");
 
     let m = delta(before, h.metrics());
@@ -540,7 +581,7 @@ fn deadline_while_in_the_kernel_is_timeout_through_async_cancel() {
     );
     // Nothing was consumed by the cancelled read: the pipe still delivers what comes next.
     pipe_w.write_all(b"next").unwrap();
-    let buf = wait(h.read_at(pipe_r, 0, 4, zeroed(4), None)).unwrap();
+    let buf = wait(h.read_at(pipe_r, 0, zeroed(4)).limit(4)).unwrap();
     assert_eq!(&buf[..], b"next");
     drop(h);
     lp.join(HANG).unwrap();
@@ -627,23 +668,31 @@ fn real_descriptor_errors_are_os_errors() {
     let (a, _b) = socket_pair();
 
     let read_err = |fd: Fd| {
-        let (buf, e) = wait(h.read_at(fd, 0, 4, zeroed(4), None)).unwrap_err();
+        let (buf, e) = wait(h.read_at(fd, 0, zeroed(4)).limit(4))
+            .unwrap_err()
+            .into_parts();
         (e, buf.capacity())
     };
     assert_eq!(read_err(write_only.into()), (Error::Os(libc::EBADF), 4));
     assert_eq!(read_err(o_path.clone().into()), (Error::Os(libc::EBADF), 4));
     assert_eq!(read_err(dir.into()), (Error::Os(libc::EISDIR), 4));
 
-    let (buf, e) = wait(h.write_at(read_only.clone(), 0, IoBuf::from(MSG), None)).unwrap_err();
+    let (buf, e) = wait(h.write_at(read_only.clone(), 0, IoBuf::from(MSG)))
+        .unwrap_err()
+        .into_parts();
     assert_eq!((e, &buf[..]), (Error::Os(libc::EBADF), MSG));
     assert_eq!(file.contents(), FILE, "nothing written");
 
-    assert_eq!(wait(h.sync(o_path, None)), Err(Error::Os(libc::EBADF)));
-    assert_eq!(wait(h.sync(a, None)), Err(Error::Os(libc::EINVAL)));
+    assert_eq!(wait(h.sync(o_path)), Err(Error::Os(libc::EBADF)));
+    assert_eq!(wait(h.sync(a)), Err(Error::Os(libc::EINVAL)));
 
-    let (buf, e) = wait(h.send(read_only.clone(), IoBuf::from(MSG), None)).unwrap_err();
+    let (buf, e) = wait(h.send(read_only.clone(), IoBuf::from(MSG)))
+        .unwrap_err()
+        .into_parts();
     assert_eq!((e, &buf[..]), (Error::Os(libc::ENOTSOCK), MSG));
-    let (buf, e) = wait(h.recv(read_only, zeroed(4), 0, 4, false, None)).unwrap_err();
+    let (buf, e) = wait(h.recv(read_only, zeroed(4)).limit(4))
+        .unwrap_err()
+        .into_parts();
     assert_eq!((e, buf.capacity()), (Error::Os(libc::ENOTSOCK), 4));
 
     still_serves(&h);
@@ -662,18 +711,24 @@ fn connection_reset_is_an_os_error() {
     let client = Arc::new(TcpStream::connect(listener.local_addr().unwrap()).unwrap());
     let (server, _) = listener.accept().unwrap();
     let recv = h
-        .try_recv(client.clone(), zeroed(8), 0, 8, false, None)
+        .recv(client.clone(), zeroed(8))
+        .limit(8)
+        .try_submit()
         .unwrap();
     wait_until(HANG, "recv staged", || h.metrics().submitted == 1);
     thread::sleep(Duration::from_millis(10));
     linger_zero(&server);
     drop(server);
-    let (buf, e) = wait(recv).unwrap_err();
+    let (buf, e) = wait(recv).unwrap_err().into_parts();
     assert_eq!((e, buf.capacity()), (Error::Os(libc::ECONNRESET), 8));
 
-    let (buf, e) = wait(h.recv(client.clone(), zeroed(8), 0, 8, false, None)).unwrap_err();
+    let (buf, e) = wait(h.recv(client.clone(), zeroed(8)).limit(8))
+        .unwrap_err()
+        .into_parts();
     assert_eq!((e, buf.capacity()), (Error::UnexpectedEof, 8));
-    let (buf, e) = wait(h.send(client, IoBuf::from(MSG), None)).unwrap_err();
+    let (buf, e) = wait(h.send(client, IoBuf::from(MSG)))
+        .unwrap_err()
+        .into_parts();
     assert_eq!((e, &buf[..]), (Error::UnexpectedEof, MSG));
     drop(h);
     lp.join(HANG).unwrap();
@@ -685,23 +740,23 @@ fn connection_reset_is_an_os_error() {
 fn closed_peer_is_eof_for_recv_and_send() {
     let (h, lp) = start::<8, 8, 64>(config());
     let (a, b) = socket_pair();
-    let in_flight = h.try_recv(b.clone(), zeroed(8), 0, 8, false, None).unwrap();
+    let in_flight = h.recv(b.clone(), zeroed(8)).limit(8).try_submit().unwrap();
     wait_until(HANG, "recv staged", || h.metrics().submitted == 1);
     let (c, d) = socket_pair();
-    let exact = h.try_recv(d.clone(), zeroed(8), 0, 8, true, None).unwrap();
+    let exact = h.recv(d.clone(), zeroed(8)).exact(8).try_submit().unwrap();
     (&*c).write_all(b"half").unwrap();
     wait_until(HANG, "short recv requeued", || h.metrics().requeued == 1);
     drop((a, c));
-    let (buf, e) = wait(in_flight).unwrap_err();
+    let (buf, e) = wait(in_flight).unwrap_err().into_parts();
     assert_eq!((e, buf.capacity()), (Error::UnexpectedEof, 8));
-    let (buf, e) = wait(exact).unwrap_err();
+    let (buf, e) = wait(exact).unwrap_err().into_parts();
     assert_eq!(
         (e, buf.capacity()),
         (Error::UnexpectedEof, 8),
         "after 4 bytes"
     );
 
-    let (buf, e) = wait(h.send(b, IoBuf::from(MSG), None)).unwrap_err();
+    let (buf, e) = wait(h.send(b, IoBuf::from(MSG))).unwrap_err().into_parts();
     assert_eq!((e, &buf[..]), (Error::UnexpectedEof, MSG));
     drop(h);
     lp.join(HANG).unwrap();
@@ -744,18 +799,22 @@ fn truncated_file_read_is_eof_also_after_partial_progress() {
     file.file.set_len(6).unwrap();
 
     let before = h.metrics();
-    let (buf, e) = wait(h.read_at(file.file.clone(), 0, 16, zeroed(16), None)).unwrap_err();
+    let (buf, e) = wait(h.read_at(file.file.clone(), 0, zeroed(16)).limit(16))
+        .unwrap_err()
+        .into_parts();
     assert_eq!((e, buf.capacity()), (Error::UnexpectedEof, 16));
     let m = delta(before, h.metrics());
     assert_eq!((m.submitted, m.requeued), (2, 1), "6 bytes, then 0: {m:?}");
 
     let before = h.metrics();
-    let (buf, e) = wait(h.read_at(file.file.clone(), 8, 4, zeroed(4), None)).unwrap_err();
+    let (buf, e) = wait(h.read_at(file.file.clone(), 8, zeroed(4)).limit(4))
+        .unwrap_err()
+        .into_parts();
     assert_eq!((e, buf.capacity()), (Error::UnexpectedEof, 4));
     let m = delta(before, h.metrics());
     assert_eq!((m.submitted, m.requeued), (1, 0), "{m:?}");
 
-    let buf = wait(h.read_at(file.file.clone(), 2, 4, zeroed(4), None)).unwrap();
+    let buf = wait(h.read_at(file.file.clone(), 2, zeroed(4)).limit(4)).unwrap();
     assert_eq!(&buf[..], b"2345");
     drop(h);
     lp.join(HANG).unwrap();
@@ -824,8 +883,8 @@ fn short_non_exact_recv_completes_on_the_first_bytes() {
         op: FaultOp::Recv,
         max: 3,
     });
-    let (buf, filled) = wait(h.recv(b.clone(), zeroed(10), 2, 10, false, None)).unwrap();
-    assert_eq!(filled, 5, "offset 2 + 3 bytes");
+    let (buf, received) = wait(h.recv(b.clone(), zeroed(10)).offset(2).limit(10)).unwrap();
+    assert_eq!((received, buf.len()), (3, 5), "offset 2 + 3 bytes");
     assert_eq!(&buf[..], b"\0\0pay");
     assert_eq!(h.metrics().requeued, 0);
     assert_eq!(drain_socket(&b), b"load!");
@@ -849,7 +908,7 @@ fn tiny_send_buffer_gives_short_sends_resubmitted_until_whole() {
         got == expected
     });
     let before = h.metrics();
-    let sent = wait(h.send(Arc::new(a), IoBuf::from(payload), None)).unwrap();
+    let sent = wait(h.send(Arc::new(a), IoBuf::from(payload))).unwrap();
     assert_eq!(sent.len(), 256 * 1024, "the whole buffer comes back");
     assert!(reader.join(HANG), "every byte arrives, in order");
     let m = delta(before, h.metrics());
@@ -896,7 +955,7 @@ fn over_reported_byte_count_is_eio_not_a_panic() {
     // SQE, so the `Result` is injected once the first SQE is in the kernel.)
     let (a, b) = socket_pair();
     let before = h.metrics();
-    let recv = h.try_recv(b.clone(), zeroed(8), 0, 8, true, None).unwrap();
+    let recv = h.recv(b.clone(), zeroed(8)).exact(8).try_submit().unwrap();
     wait_until(HANG, "recv staged", || {
         h.metrics().submitted == before.submitted + 1
     });
@@ -905,7 +964,7 @@ fn over_reported_byte_count_is_eio_not_a_panic() {
         result: 6,
     });
     (&*a).write_all(b"pay").unwrap();
-    let (buf, e) = wait(recv).unwrap_err();
+    let (buf, e) = wait(recv).unwrap_err().into_parts();
     assert_eq!(
         (e, buf.capacity()),
         (Error::Os(libc::EIO), 8),
@@ -950,10 +1009,19 @@ fn deadline_then_event(kind: Kind, event: Event) -> (Got, Metrics) {
     let deadline = Instant::now() + Duration::from_millis(100);
     let x = match kind {
         Kind::Recv => Pending::Recv(
-            h.try_recv(fd, zeroed(4), 0, 4, true, Some(deadline))
+            h.recv(fd, zeroed(4))
+                .exact(4)
+                .deadline(deadline)
+                .try_submit()
                 .unwrap(),
         ),
-        _ => Pending::Read(h.try_read_at(fd, 0, 4, zeroed(4), Some(deadline)).unwrap()),
+        _ => Pending::Read(
+            h.read_at(fd, 0, zeroed(4))
+                .limit(4)
+                .deadline(deadline)
+                .try_submit()
+                .unwrap(),
+        ),
     };
     wait_until(HANG, "staged", || h.metrics().submitted == 1);
     let held = Held::new(&h);
@@ -1021,7 +1089,7 @@ fn transient_enter_errors_let_the_loop_carry_on() {
     let fx = Fixture::new();
     let (a, b) = socket_pair();
     for errno in [libc::EBUSY, libc::EINTR, libc::EAGAIN] {
-        let in_flight = h.try_recv(b.clone(), zeroed(8), 0, 8, false, None).unwrap();
+        let in_flight = h.recv(b.clone(), zeroed(8)).limit(8).try_submit().unwrap();
         thread::sleep(Duration::from_millis(5));
         let before = h.metrics();
         h.inject_fault(Fault::Enter { errno });
@@ -1061,31 +1129,39 @@ fn unexpected_enter_error_stops_the_loop_and_wakes_every_caller() {
         let submitted = |n| wait_until(HANG, "staged", || h.metrics().submitted == n);
 
         // Four requests in the kernel: the table (RING = 4) is full.
-        let op = h.recv(pairs[0].1.clone(), zeroed(8), 0, 8, false, None);
-        let waiting = Background::spawn(move || op.wait().map(|(_, n)| n).map_err(|(_, e)| e));
+        let op = h.recv(pairs[0].1.clone(), zeroed(8)).limit(8);
+        let waiting = Background::spawn(move || op.wait().map(|(_, n)| n).map_err(|e| e.error));
         submitted(1);
-        let mut polled = Box::pin(h.recv(pairs[1].1.clone(), zeroed(8), 0, 8, false, None));
+        let mut polled = Box::pin(h.recv(pairs[1].1.clone(), zeroed(8)).limit(8));
         assert!(poll_once(polled.as_mut()).is_none());
         submitted(2);
         let held = h
-            .try_recv(pairs[2].1.clone(), zeroed(8), 0, 8, false, None)
+            .recv(pairs[2].1.clone(), zeroed(8))
+            .limit(8)
+            .try_submit()
             .unwrap();
         let trigger = h
-            .try_recv(pairs[3].1.clone(), zeroed(8), 0, 8, false, None)
+            .recv(pairs[3].1.clone(), zeroed(8))
+            .limit(8)
+            .try_submit()
             .unwrap();
         submitted(4);
         thread::sleep(Duration::from_millis(10));
         // Queued behind the full table (the loop sleeps until a completion), then every slot
         // taken and one caller waiting for a slot.
         let admitted_last = h
-            .try_recv(pairs[4].1.clone(), zeroed(8), 0, 8, false, None)
+            .recv(pairs[4].1.clone(), zeroed(8))
+            .limit(8)
+            .try_submit()
             .unwrap();
         let file = TempFile::with_contents(FILE);
         let queued_read = h
-            .try_read_at(file.file.clone(), 0, 4, zeroed(4), None)
+            .read_at(file.file.clone(), 0, zeroed(4))
+            .limit(4)
+            .try_submit()
             .unwrap();
-        let queued_nops = [h.try_nop(None).unwrap(), h.try_nop(None).unwrap()];
-        let op = h.nop(None);
+        let queued_nops = [h.nop().try_submit().unwrap(), h.nop().try_submit().unwrap()];
+        let op = h.nop();
         let blocked = Background::spawn(move || op.wait());
         thread::sleep(Duration::from_millis(10));
         assert!(!blocked.is_finished(), "no free slot: the caller waits");
@@ -1101,10 +1177,14 @@ fn unexpected_enter_error_stops_the_loop_and_wakes_every_caller() {
         );
 
         assert_eq!(waiting.join(HANG), Err(Error::Abandoned), "thread .wait()");
-        assert_eq!(err(block_on(HANG, polled)).1, Error::Abandoned, "async");
-        assert_eq!(wait(held).unwrap_err().1, Error::Abandoned, "try_recv");
+        assert_eq!(err(block_on(HANG, polled)).error, Error::Abandoned, "async");
         assert_eq!(
-            wait(admitted_last).unwrap_err().1,
+            wait(held).unwrap_err().error,
+            Error::Abandoned,
+            "recv().try_submit()"
+        );
+        assert_eq!(
+            wait(admitted_last).unwrap_err().error,
             Error::Abandoned,
             "admitted in the failing pass"
         );
@@ -1114,14 +1194,14 @@ fn unexpected_enter_error_stops_the_loop_and_wakes_every_caller() {
             b"trigger",
             "a completed request keeps its result"
         );
-        let (buf, e) = wait(queued_read).unwrap_err();
+        let (buf, e) = wait(queued_read).unwrap_err().into_parts();
         assert_eq!((e, buf.capacity()), (Error::Closed, 4), "never admitted");
         for q in queued_nops {
             assert_eq!(wait(q), Err(Error::Closed), "never admitted");
         }
         assert_eq!(blocked.join(HANG), Err(Error::Closed), "waiting for a slot");
-        assert_eq!(err(h.try_nop(None)), Error::Closed);
-        assert_eq!(wait(h.nop(None)), Err(Error::Closed));
+        assert_eq!(err(h.nop().try_submit()), Error::Closed);
+        assert_eq!(wait(h.nop()), Err(Error::Closed));
 
         let m = reader.get();
         assert_eq!(
@@ -1149,7 +1229,7 @@ fn unexpected_enter_error_during_the_drain_ends_it() {
     };
     let (h, lp) = start::<8, 8, 64>(cfg);
     let (_a, b) = socket_pair();
-    let recv = h.try_recv(b.clone(), zeroed(8), 0, 8, false, None).unwrap();
+    let recv = h.recv(b.clone(), zeroed(8)).limit(8).try_submit().unwrap();
     wait_until(HANG, "recv staged", || h.metrics().submitted == 1);
     thread::sleep(Duration::from_millis(10));
     h.inject_fault(Fault::Enter {
@@ -1158,7 +1238,7 @@ fn unexpected_enter_error_during_the_drain_ends_it() {
     // The last handle's exit wakes the loop; the drain's first enter fails.
     drop(h);
     assert_eq!(lp.join(HANG), Err(Error::Os(libc::EFAULT)));
-    let (buf, e) = wait(recv).unwrap_err();
+    let (buf, e) = wait(recv).unwrap_err().into_parts();
     assert_eq!(
         (e, buf.capacity()),
         (Error::Abandoned, 8),
@@ -1214,40 +1294,54 @@ fn kernel_answers_during_the_abandonment_are_kept() {
     });
     // The first recv and the first sync staged take the injected results.
     let recv_eio = h
-        .try_recv(eio_r.clone(), zeroed(8), 0, 8, false, None)
+        .recv(eio_r.clone(), zeroed(8))
+        .limit(8)
+        .try_submit()
         .unwrap();
-    let sync_eio = h.try_sync(fx.read.file.clone(), None).unwrap();
+    let sync_eio = h.sync(fx.read.file.clone()).try_submit().unwrap();
     let recv_silent = h
-        .try_recv(silent_r.clone(), zeroed(8), 0, 8, false, None)
+        .recv(silent_r.clone(), zeroed(8))
+        .limit(8)
+        .try_submit()
         .unwrap();
-    let recv_data = h.try_recv(data_r, zeroed(8), 0, 8, false, None).unwrap();
-    let recv_closed = h.try_recv(closed_r, zeroed(8), 0, 8, false, None).unwrap();
+    let recv_data = h.recv(data_r, zeroed(8)).limit(8).try_submit().unwrap();
+    let recv_closed = h.recv(closed_r, zeroed(8)).limit(8).try_submit().unwrap();
     let recv_file = h
-        .try_recv(fx.read.file.clone(), zeroed(8), 0, 8, false, None)
+        .recv(fx.read.file.clone(), zeroed(8))
+        .limit(8)
+        .try_submit()
         .unwrap();
-    let send_gone = h.try_send(to_gone, IoBuf::from(MSG), None).unwrap();
-    let send_ok = h.try_send(fx.a.clone(), IoBuf::from(MSG), None).unwrap();
+    let send_gone = h.send(to_gone, IoBuf::from(MSG)).try_submit().unwrap();
+    let send_ok = h.send(fx.a.clone(), IoBuf::from(MSG)).try_submit().unwrap();
     let read_eof = h
-        .try_read_at(fx.read.file.clone(), 100, 4, zeroed(4), None)
+        .read_at(fx.read.file.clone(), 100, zeroed(4))
+        .limit(4)
+        .try_submit()
         .unwrap();
     let read_short = h
-        .try_read_at(short.file.clone(), 0, 16, zeroed(16), None)
+        .read_at(short.file.clone(), 0, zeroed(16))
+        .limit(16)
+        .try_submit()
         .unwrap();
     let read_ok = h
-        .try_read_at(fx.read.file.clone(), AT, 8, zeroed(8), None)
+        .read_at(fx.read.file.clone(), AT, zeroed(8))
+        .limit(8)
+        .try_submit()
         .unwrap();
     let write_ebadf = h
-        .try_write_at(short.read_only(), 0, IoBuf::from(MSG), None)
+        .write_at(short.read_only(), 0, IoBuf::from(MSG))
+        .try_submit()
         .unwrap();
     let write_ok = h
-        .try_write_at(fx.write.file.clone(), 0, IoBuf::from(MSG), None)
+        .write_at(fx.write.file.clone(), 0, IoBuf::from(MSG))
+        .try_submit()
         .unwrap();
-    let nop = h.try_nop(None).unwrap();
+    let nop = h.nop().try_submit().unwrap();
     const ADMITTED: u64 = 14;
     drop(h);
     let lp = LoopThread::spawn(event_loop);
 
-    let err_of = |r: RecvResult| r.map(|(_, n)| n).map_err(|(_, e)| e);
+    let err_of = |r: OpResult<op::Recv>| r.map(|(_, n)| n).map_err(|e| e.error);
     assert_eq!(
         err_of(wait(recv_eio)),
         Err(Error::Os(libc::EIO)),
@@ -1258,13 +1352,13 @@ fn kernel_answers_during_the_abandonment_are_kept() {
     assert_eq!(&buf[..n], b"hi", "success kept");
     assert_eq!(err_of(wait(recv_closed)), Err(Error::UnexpectedEof));
     assert_eq!(err_of(wait(recv_file)), Err(Error::Os(libc::ENOTSOCK)));
-    let (buf, e) = wait(send_gone).unwrap_err();
+    let (buf, e) = wait(send_gone).unwrap_err().into_parts();
     assert_eq!((e, &buf[..]), (Error::UnexpectedEof, MSG), "EPIPE kept");
     assert_eq!(&wait(send_ok).unwrap()[..], MSG);
-    let (buf, e) = wait(read_eof).unwrap_err();
+    let (buf, e) = wait(read_eof).unwrap_err().into_parts();
     assert_eq!((e, buf.capacity()), (Error::UnexpectedEof, 4));
     assert_eq!(&wait(read_ok).unwrap()[..], &FILE[4..12]);
-    let (buf, e) = wait(write_ebadf).unwrap_err();
+    let (buf, e) = wait(write_ebadf).unwrap_err().into_parts();
     assert_eq!((e, &buf[..]), (Error::Os(libc::EBADF), MSG));
     // (abandoned, parked) for the write.
     let write = match wait(write_ok) {
@@ -1273,8 +1367,11 @@ fn kernel_answers_during_the_abandonment_are_kept() {
             assert_eq!(&buf[..], MSG);
             (0, 0)
         }
-        Err((buf, Error::Abandoned)) if buf.is_empty() => (1, 1),
-        Err((buf, e)) => {
+        Err(BufError {
+            buf,
+            error: Error::Abandoned,
+        }) if buf.is_empty() => (1, 1),
+        Err(BufError { buf, error: e }) => {
             assert_eq!(
                 (e, &buf[..]),
                 (Error::Abandoned, MSG),
@@ -1290,13 +1387,13 @@ fn kernel_answers_during_the_abandonment_are_kept() {
     };
     assert_eq!(wait(nop), Ok(()));
     // Stopped by the shutdown: a recv the cancel released, a read that got 6 of 16 bytes.
-    let (buf, e) = wait(recv_silent).unwrap_err();
+    let (buf, e) = wait(recv_silent).unwrap_err().into_parts();
     assert_eq!(
         (e, buf.capacity()),
         (Error::Abandoned, 8),
         "released: buffer back"
     );
-    let (buf, e) = wait(read_short).unwrap_err();
+    let (buf, e) = wait(read_short).unwrap_err().into_parts();
     assert_eq!(
         (e, buf.capacity()),
         (Error::Abandoned, 16),
@@ -1329,7 +1426,7 @@ fn a_resubmitted_request_failing_during_the_abandonment_keeps_its_error() {
     let reader = event_loop.metrics_reader();
     let lp = LoopThread::spawn(event_loop);
     let (a, b) = socket_pair();
-    let x = h.try_recv(b, zeroed(8), 0, 8, true, None).unwrap();
+    let x = h.recv(b, zeroed(8)).exact(8).try_submit().unwrap();
     wait_until(HANG, "recv staged", || h.metrics().submitted == 1);
     let held = Held::new(&h);
     h.inject_fault(Fault::Result {
@@ -1341,7 +1438,7 @@ fn a_resubmitted_request_failing_during_the_abandonment_keeps_its_error() {
     drop(h);
     thread::sleep(Duration::from_millis(20));
     held.stall.release();
-    let (buf, e) = wait(x).unwrap_err();
+    let (buf, e) = wait(x).unwrap_err().into_parts();
     assert_eq!(
         (e, buf.capacity()),
         (Error::Os(libc::EIO), 8),
@@ -1386,32 +1483,36 @@ fn loop_panic_scenario(h: Handle<8, 4, 64>, event_loop: EventLoop<8, 4, 64>) -> 
     let (a_peer, a_sock) = socket_pair();
     let (x_peer, x_sock) = socket_pair();
 
-    let op = h.recv(w_sock.clone(), zeroed(8), 0, 8, false, None);
+    let op = h.recv(w_sock.clone(), zeroed(8)).limit(8);
     let waiting = Background::spawn(move || {
         op.wait()
             .map(|(_, n)| n)
-            .map_err(|(b, e)| (e, b.capacity()))
+            .map_err(|e| (e.error, e.buf.capacity()))
     });
     submitted(1);
-    let mut polled = Box::pin(h.recv(a_sock.clone(), zeroed(8), 0, 8, false, None));
+    let mut polled = Box::pin(h.recv(a_sock.clone(), zeroed(8)).limit(8));
     assert!(poll_once(polled.as_mut()).is_none());
     submitted(2);
     let parked_x = h
-        .try_recv(x_sock.clone(), zeroed(8), 0, 8, false, None)
+        .recv(x_sock.clone(), zeroed(8))
+        .limit(8)
+        .try_submit()
         .unwrap();
     submitted(3);
     // The fourth table entry; its completion holds the loop in its CQE drain (the entry is free
     // again meanwhile, its slot taken until its result is).
     let held = Held::new(&h);
     held.hold();
-    let trigger = h.try_nop(None).unwrap();
-    let queued = h.try_nop(None).unwrap();
+    let trigger = h.nop().try_submit().unwrap();
+    let queued = h.nop().try_submit().unwrap();
     let file = TempFile::with_contents(FILE);
     let queued_read = h
-        .try_read_at(file.file.clone(), 0, 4, zeroed(4), None)
+        .read_at(file.file.clone(), 0, zeroed(4))
+        .limit(4)
+        .try_submit()
         .unwrap();
-    let queued_last = h.try_nop(None).unwrap();
-    let op = h.nop(None);
+    let queued_last = h.nop().try_submit().unwrap();
+    let op = h.nop();
     let blocked = Background::spawn(move || op.wait());
     thread::sleep(Duration::from_millis(10));
     assert!(!blocked.is_finished(), "no free slot: the caller waits");
@@ -1429,9 +1530,9 @@ fn loop_panic_scenario(h: Handle<8, 4, 64>, event_loop: EventLoop<8, 4, 64>) -> 
 
     let (e, w_returned) = waiting.join(HANG).unwrap_err();
     assert_eq!(e, Error::Abandoned, "thread .wait()");
-    let (a_buf, e) = block_on(HANG, polled).unwrap_err();
+    let (a_buf, e) = block_on(HANG, polled).unwrap_err().into_parts();
     assert_eq!(e, Error::Abandoned, "async");
-    let (x_buf, e) = wait(parked_x).unwrap_err();
+    let (x_buf, e) = wait(parked_x).unwrap_err().into_parts();
     assert_eq!(
         (e, x_buf.capacity()),
         (Error::Abandoned, 0),
@@ -1443,7 +1544,7 @@ fn loop_panic_scenario(h: Handle<8, 4, 64>, event_loop: EventLoop<8, 4, 64>) -> 
         Err(Error::Closed),
         "queued behind the full table"
     );
-    let (buf, e) = wait(queued_read).unwrap_err();
+    let (buf, e) = wait(queued_read).unwrap_err().into_parts();
     assert_eq!(
         (e, buf.capacity()),
         (Error::Closed, 4),
@@ -1456,7 +1557,7 @@ fn loop_panic_scenario(h: Handle<8, 4, 64>, event_loop: EventLoop<8, 4, 64>) -> 
     );
     assert_eq!(blocked.join(HANG), Err(Error::Closed), "waiting for a slot");
     held.check();
-    assert_eq!(err(h.try_nop(None)), Error::Closed);
+    assert_eq!(err(h.nop().try_submit()), Error::Closed);
 
     let mut released = Vec::new();
     if w_returned == 8 {
@@ -1531,9 +1632,9 @@ fn a_static_storage_after_a_loop_panic_is_claimable_and_keeps_counting_parked_sl
         assert_eq!(m.completed, 0, "other counters start afresh");
         // Exactly the slots that are not parked can be taken at once, and they all work.
         let usable = 8 - parked as usize;
-        let ops: Vec<_> = (0..usable).map(|_| h.try_nop(None).unwrap()).collect();
+        let ops: Vec<_> = (0..usable).map(|_| h.nop().try_submit().unwrap()).collect();
         assert_eq!(
-            err(h.try_nop(None)),
+            err(h.nop().try_submit()),
             Error::Full,
             "parked slots are not reused"
         );
@@ -1572,7 +1673,7 @@ fn short_vectored_transfers_resume_across_buffers() {
             max,
         });
         let before = h.metrics();
-        let back = wait(h.write_at_vectored(file.file.clone(), 1, bufs(), None)).unwrap();
+        let back = wait(h.write_at_vectored(file.file.clone(), 1, bufs())).unwrap();
         assert_eq!(back.len(), 3);
         assert_eq!(file.contents(), b"\0abcdef", "max {max}");
         let m = delta(before, h.metrics());
@@ -1587,7 +1688,7 @@ fn short_vectored_transfers_resume_across_buffers() {
             op: FaultOp::SendVectored,
             max,
         });
-        let back = wait(h.send_vectored(a, bufs(), None)).unwrap();
+        let back = wait(h.send_vectored(a, bufs())).unwrap();
         assert_eq!(back.len(), 3);
         assert_eq!(drain_socket(&b), b"abcdef", "max {max}");
     }

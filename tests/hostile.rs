@@ -44,7 +44,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestCaseResult, TestRunner};
-use static_uring::{Config, Error, Fd, Handle, IoBuf, IoBufMut, Op, OpOutput, Storage};
+use static_uring::op::Operation;
+use static_uring::BufError;
+use static_uring::{Config, Error, Fd, Handle, IoBuf, IoBufMut, Op, OpResult, Storage};
 
 // ---------------------------------------------------------------------------------------------
 // Harness
@@ -253,7 +255,7 @@ fn on_fresh_loop(flavor: Flavor, body: impl FnOnce(&H) -> TestCaseResult) -> Tes
 fn all_slots_free(handle: &H) -> TestCaseResult {
     let mut ops = Vec::with_capacity(SLOTS);
     for i in 0..SLOTS {
-        match handle.try_nop(None) {
+        match handle.nop().try_submit() {
             Ok(op) => ops.push(op),
             Err(e) => return Err(fail(format!("slot {i} of {SLOTS} is not free: {e:?}"))),
         }
@@ -284,7 +286,10 @@ fn via() -> impl Strategy<Value = Via> {
 }
 
 /// Drives `op` to its result within `HANG`, as a blocking wait or as a polled future.
-fn drive<T: OpOutput + Send + 'static>(op: HostileOp<T>, poll: bool) -> T {
+fn drive<O: Operation>(op: HostileOp<O>, poll: bool) -> OpResult<O>
+where
+    OpResult<O>: Send,
+{
     if poll {
         block_on(HANG, op)
     } else {
@@ -577,13 +582,13 @@ fn timeout_is_due(deadline: Option<Instant>, called: Instant, returned: Instant)
 
 /// Checks a result's buffer identity and returns the error, if any.
 fn check_mut<T>(
-    result: &Result<T, (IoBufMut, Error)>,
+    result: &Result<T, BufError<IoBufMut>>,
     buf_of: impl Fn(&T) -> &IoBufMut,
     id: Identity,
 ) -> Result<Option<Error>, TestCaseError> {
     let (buf, e) = match result {
         Ok(v) => (buf_of(v), None),
-        Err((b, e)) => (b, Some(*e)),
+        Err(BufError { buf: b, error: e }) => (b, Some(*e)),
     };
     prop_assert_eq!(identity_mut(buf), id, "the buffer handed in must come back");
     Ok(e)
@@ -644,7 +649,12 @@ fn read_at_property(c: ReadCase, flavor: Flavor, seen: &Seen) -> TestCaseResult 
         let called = Instant::now();
         let mut refused_at_call = false;
         let result = match c.via {
-            Via::Try => match h.try_read_at(file.file.clone(), c.offset, c.len, buf, deadline) {
+            Via::Try => match h
+                .read_at(file.file.clone(), c.offset, buf)
+                .limit(c.len)
+                .deadline(deadline)
+                .try_submit()
+            {
                 Ok(op) => drive(op, false),
                 Err(e) => {
                     refused_at_call = true;
@@ -652,7 +662,9 @@ fn read_at_property(c: ReadCase, flavor: Flavor, seen: &Seen) -> TestCaseResult 
                 }
             },
             via => drive(
-                h.read_at(file.file.clone(), c.offset, c.len, buf, deadline),
+                h.read_at(file.file.clone(), c.offset, buf)
+                    .limit(c.len)
+                    .deadline(deadline),
                 via == Via::Poll,
             ),
         };
@@ -662,7 +674,7 @@ fn read_at_property(c: ReadCase, flavor: Flavor, seen: &Seen) -> TestCaseResult 
 
         if !positioned(c.offset, c.len) || c.len > cap {
             prop_assert_eq!(error, Some(Error::InvalidInput));
-            let (buf, _) = result.as_ref().unwrap_err();
+            let buf = &result.as_ref().unwrap_err().buf;
             prop_assert_eq!(buf.len(), c.buf.len, "the refused buffer is untouched");
             prop_assert!(buf.iter().all(|&b| b == FILL));
             prop_assert_eq!(submitted, 0, "nothing submitted");
@@ -672,7 +684,10 @@ fn read_at_property(c: ReadCase, flavor: Flavor, seen: &Seen) -> TestCaseResult 
                 "the loop saw nothing"
             );
             if c.via == Via::Try {
-                prop_assert!(refused_at_call, "try_read_at refuses at the call");
+                prop_assert!(
+                    refused_at_call,
+                    "read_at().try_submit() refuses at the call"
+                );
             }
             seen.note(if positioned(c.offset, c.len) {
                 "len > capacity"
@@ -695,7 +710,10 @@ fn read_at_property(c: ReadCase, flavor: Flavor, seen: &Seen) -> TestCaseResult 
                 _ => Err(Error::UnexpectedEof),
             };
             match &result {
-                Err((_, Error::Timeout)) => {
+                Err(BufError {
+                    error: Error::Timeout,
+                    ..
+                }) => {
                     prop_assert!(
                         timeout_is_due(deadline, called, returned),
                         "Timeout before the deadline"
@@ -707,7 +725,7 @@ fn read_at_property(c: ReadCase, flavor: Flavor, seen: &Seen) -> TestCaseResult 
                     prop_assert!(submitted >= 1);
                     seen.note("data");
                 }
-                Err((_, e)) => {
+                Err(BufError { error: e, .. }) => {
                     prop_assert_eq!(Err(*e), expected);
                     prop_assert!(submitted >= 1);
                     seen.note("eof");
@@ -804,7 +822,11 @@ fn write_at_property(c: WriteCase, flavor: Flavor, seen: &Seen) -> TestCaseResul
         let called = Instant::now();
         let mut refused_at_call = false;
         let result = match c.via {
-            Via::Try => match h.try_write_at(file.file.clone(), c.offset, buf, deadline) {
+            Via::Try => match h
+                .write_at(file.file.clone(), c.offset, buf)
+                .deadline(deadline)
+                .try_submit()
+            {
                 Ok(op) => drive(op, false),
                 Err(e) => {
                     refused_at_call = true;
@@ -812,14 +834,15 @@ fn write_at_property(c: WriteCase, flavor: Flavor, seen: &Seen) -> TestCaseResul
                 }
             },
             via => drive(
-                h.write_at(file.file.clone(), c.offset, buf, deadline),
+                h.write_at(file.file.clone(), c.offset, buf)
+                    .deadline(deadline),
                 via == Via::Poll,
             ),
         };
         let returned = Instant::now();
         let (buf, error) = match &result {
             Ok(b) => (b, None),
-            Err((b, e)) => (b, Some(*e)),
+            Err(BufError { buf: b, error: e }) => (b, Some(*e)),
         };
         prop_assert_eq!(identity(buf), id, "the buffer handed in must come back");
         prop_assert_eq!(&buf[..], &data[..], "and unchanged");
@@ -843,7 +866,10 @@ fn write_at_property(c: WriteCase, flavor: Flavor, seen: &Seen) -> TestCaseResul
                 "the loop saw nothing"
             );
             if c.via == Via::Try {
-                prop_assert!(refused_at_call, "try_write_at refuses at the call");
+                prop_assert!(
+                    refused_at_call,
+                    "write_at().try_submit() refuses at the call"
+                );
             }
             unchanged("InvalidInput")?;
             seen.note("offset range beyond i64");
@@ -1017,7 +1043,10 @@ fn recv_property(c: RecvCase, flavor: Flavor, seen: &Seen) -> TestCaseResult {
         let called = Instant::now();
         let mut refused_at_call = false;
         let result = match c.via {
-            Via::Try => match h.try_recv(b.clone(), buf, c.offset, c.len, c.exact, deadline) {
+            Via::Try => match bounded(h.recv(b.clone(), buf).offset(c.offset), c.len, c.exact)
+                .deadline(deadline)
+                .try_submit()
+            {
                 Ok(op) => drive(op, false),
                 Err(e) => {
                     refused_at_call = true;
@@ -1025,7 +1054,7 @@ fn recv_property(c: RecvCase, flavor: Flavor, seen: &Seen) -> TestCaseResult {
                 }
             },
             via => drive(
-                h.recv(b.clone(), buf, c.offset, c.len, c.exact, deadline),
+                bounded(h.recv(b.clone(), buf).offset(c.offset), c.len, c.exact).deadline(deadline),
                 via == Via::Poll,
             ),
         };
@@ -1042,7 +1071,7 @@ fn recv_property(c: RecvCase, flavor: Flavor, seen: &Seen) -> TestCaseResult {
 
         if c.offset > c.len || c.len > cap {
             prop_assert_eq!(error, Some(Error::InvalidInput));
-            let (buf, _) = result.as_ref().unwrap_err();
+            let buf = &result.as_ref().unwrap_err().buf;
             prop_assert_eq!(buf.len(), old_len, "the refused buffer is untouched");
             prop_assert!(buf.iter().all(|&b| b == FILL));
             prop_assert_eq!(submitted, 0, "nothing submitted");
@@ -1053,7 +1082,7 @@ fn recv_property(c: RecvCase, flavor: Flavor, seen: &Seen) -> TestCaseResult {
             );
             prop_assert_eq!(consumed, 0);
             if c.via == Via::Try {
-                prop_assert!(refused_at_call, "try_recv refuses at the call");
+                prop_assert!(refused_at_call, "recv().try_submit() refuses at the call");
             }
             seen.note(if c.offset > c.len {
                 "offset > len"
@@ -1063,8 +1092,13 @@ fn recv_property(c: RecvCase, flavor: Flavor, seen: &Seen) -> TestCaseResult {
             return Ok(());
         }
         if c.offset == c.len {
-            let (buf, filled) = result.as_ref().map_err(|(_, e)| fail(format!("{e:?}")))?;
-            prop_assert_eq!(*filled, c.offset, "offset == len is Ok at once");
+            let (buf, received) = result.as_ref().map_err(|e| fail(format!("{e:?}")))?;
+            prop_assert_eq!(
+                *received,
+                0,
+                "offset == len is Ok at once, with nothing received"
+            );
+            prop_assert_eq!(buf.len(), c.offset);
             prop_assert_eq!(submitted, 0);
             prop_assert_eq!(consumed, 0);
             check_recv_prefix(buf, old_len, c.offset)?;
@@ -1082,31 +1116,38 @@ fn recv_property(c: RecvCase, flavor: Flavor, seen: &Seen) -> TestCaseResult {
         let got = c.data_len.min(want);
         let completes = got > 0 && (!c.exact || c.data_len >= want);
         match &result {
-            Ok((buf, filled)) => {
+            Ok((buf, received)) => {
                 prop_assert!(completes, "Ok without the bytes to complete");
-                prop_assert_eq!(*filled, c.offset + got);
-                prop_assert_eq!(buf.len(), *filled, "the length is set to `filled`");
-                prop_assert_eq!(&buf[c.offset..*filled], &data[..got]);
+                prop_assert_eq!(*received, got);
+                let filled = c.offset + got;
+                prop_assert_eq!(buf.len(), filled, "the length is set to the end received");
+                prop_assert_eq!(&buf[c.offset..filled], &data[..got]);
                 check_recv_prefix(buf, old_len, c.offset)?;
                 prop_assert_eq!(consumed, got, "only the bytes returned were taken");
                 prop_assert!(submitted >= 1);
                 seen.note(if c.exact { "exact data" } else { "data" });
             }
-            Err((_, Error::Timeout)) => {
+            Err(BufError {
+                error: Error::Timeout,
+                ..
+            }) => {
                 prop_assert!(
                     timeout_is_due(deadline, called, returned),
                     "Timeout before the deadline"
                 );
                 seen.note("timeout");
             }
-            Err((_, Error::UnexpectedEof)) => {
+            Err(BufError {
+                error: Error::UnexpectedEof,
+                ..
+            }) => {
                 prop_assert!(
                     !completes && c.peer == Peer::ShutWrite,
                     "UnexpectedEof only at the end of stream"
                 );
                 seen.note("eof");
             }
-            Err((_, e)) => return Err(fail(format!("recv failed: {e:?}"))),
+            Err(BufError { error: e, .. }) => return Err(fail(format!("recv failed: {e:?}"))),
         }
         drop((a, b));
         Ok(())
@@ -1132,8 +1173,9 @@ fn check_recv_prefix(buf: &IoBufMut, old_len: usize, offset: usize) -> TestCaseR
 /// `offset` and `len` (including `usize::MAX`), `exact` or not, 0 to 600 bytes waiting, the peer
 /// open or shut for writing, any deadline, through all three call paths: `offset > len` or
 /// `len > capacity` is `InvalidInput` (buffer untouched, nothing submitted, nothing consumed);
-/// `offset == len` is `Ok(offset)` at once; otherwise `filled` is exactly `offset` plus what was
-/// available (non-exact) or `len` (exact), the bytes are right, bytes below `offset` are kept or
+/// `offset == len` is `Ok` at once with nothing received; otherwise the bytes received are exactly
+/// what was available (non-exact) or `len - offset` (exact), the length is set past them, the
+/// bytes are right, bytes below `offset` are kept or
 /// zeroed, and no byte beyond those returned is consumed; the end of stream first is
 /// `UnexpectedEof`, and a silent peer is `Timeout` only once the deadline passed.
 #[test]
@@ -1208,16 +1250,16 @@ fn send_property(c: SendCase, flavor: Flavor, seen: &Seen) -> TestCaseResult {
         let deadline = c.deadline.at();
         let called = Instant::now();
         let result = match c.via {
-            Via::Try => match h.try_send(a.clone(), buf, deadline) {
+            Via::Try => match h.send(a.clone(), buf).deadline(deadline).try_submit() {
                 Ok(op) => drive(op, false),
                 Err(e) => Err(e),
             },
-            via => drive(h.send(a.clone(), buf, deadline), via == Via::Poll),
+            via => drive(h.send(a.clone(), buf).deadline(deadline), via == Via::Poll),
         };
         let returned = Instant::now();
         let (buf, error) = match &result {
             Ok(b) => (b, None),
-            Err((b, e)) => (b, Some(*e)),
+            Err(BufError { buf: b, error: e }) => (b, Some(*e)),
         };
         prop_assert_eq!(identity(buf), id, "the buffer handed in must come back");
         prop_assert_eq!(&buf[..], &data[..], "and unchanged");
@@ -1334,27 +1376,23 @@ fn deadline_property(at: At, op: TimedOp, flavor: Flavor, seen: &Seen) -> TestCa
         let called = Instant::now();
         let deadline = at.instant(called);
         let result: Result<(), Error> = match op {
-            TimedOp::Nop => drive(h.nop(Some(deadline)), false),
-            TimedOp::TryNop => match h.try_nop(Some(deadline)) {
+            TimedOp::Nop => drive(h.nop().deadline(deadline), false),
+            TimedOp::TryNop => match h.nop().deadline(deadline).try_submit() {
                 Ok(op) => drive(op, true),
                 Err(e) => Err(e),
             },
             TimedOp::ReadAt => {
                 match drive(
-                    h.read_at(
-                        file.file.clone(),
-                        2,
-                        4,
-                        IoBufMut::with_capacity(8),
-                        Some(deadline),
-                    ),
+                    h.read_at(file.file.clone(), 2, IoBufMut::with_capacity(8))
+                        .limit(4)
+                        .deadline(deadline),
                     false,
                 ) {
                     Ok(buf) => {
                         prop_assert_eq!(&buf[..], b"2345");
                         Ok(())
                     }
-                    Err((buf, e)) => {
+                    Err(BufError { buf, error: e }) => {
                         prop_assert_eq!(buf.capacity(), 8);
                         Err(e)
                     }
@@ -1362,18 +1400,13 @@ fn deadline_property(at: At, op: TimedOp, flavor: Flavor, seen: &Seen) -> TestCa
             }
             TimedOp::SilentRecv => {
                 match drive(
-                    h.recv(
-                        b.clone(),
-                        IoBufMut::with_capacity(8),
-                        0,
-                        8,
-                        false,
-                        Some(deadline),
-                    ),
+                    h.recv(b.clone(), IoBufMut::with_capacity(8))
+                        .limit(8)
+                        .deadline(deadline),
                     true,
                 ) {
                     Ok(_) => return Err(fail("a recv with no data succeeded".into())),
-                    Err((buf, e)) => {
+                    Err(BufError { buf, error: e }) => {
                         prop_assert_eq!(buf.capacity(), 8);
                         Err(e)
                     }
@@ -1701,21 +1734,24 @@ fn perform(
         Act::ReadAt { offset, len, cap } => {
             let buf = IoBufMut::with_capacity(cap);
             let id = identity_mut(&buf);
-            let result = drive(h.read_at(fd, offset, len, buf, deadline), false);
+            let result = drive(
+                h.read_at(fd, offset, buf).limit(len).deadline(deadline),
+                false,
+            );
             check_mut(&result, |b| b, id)?;
             if let Ok(buf) = &result {
                 prop_assert_eq!(buf.len(), len, "read_at Ok is exactly len bytes");
             }
-            result.map(drop).map_err(|(_, e)| e)
+            result.map(drop).map_err(|e| e.error)
         }
         Act::WriteAt { offset, len } => {
             let bytes = 1u64.to_ne_bytes().repeat(8)[..len].to_vec();
             let buf = IoBuf::from(bytes.clone());
             let id = identity(&buf);
-            let result = drive(h.write_at(fd, offset, buf, deadline), true);
+            let result = drive(h.write_at(fd, offset, buf).deadline(deadline), true);
             let (buf, e) = match result {
                 Ok(b) => (b, None),
-                Err((b, e)) => (b, Some(e)),
+                Err(BufError { buf: b, error: e }) => (b, Some(e)),
             };
             prop_assert_eq!(identity(&buf), id);
             prop_assert_eq!(&buf[..], &bytes[..]);
@@ -1725,10 +1761,10 @@ fn perform(
             let bytes = pattern(len, 5);
             let buf = IoBuf::from(bytes.clone());
             let id = identity(&buf);
-            let result = drive(h.send(fd, buf, deadline), false);
+            let result = drive(h.send(fd, buf).deadline(deadline), false);
             let (buf, e) = match result {
                 Ok(b) => (b, None),
-                Err((b, e)) => (b, Some(e)),
+                Err(BufError { buf: b, error: e }) => (b, Some(e)),
             };
             prop_assert_eq!(identity(&buf), id);
             prop_assert_eq!(&buf[..], &bytes[..]);
@@ -1742,14 +1778,17 @@ fn perform(
         } => {
             let buf = IoBufMut::with_capacity(cap);
             let id = identity_mut(&buf);
-            let result = drive(h.recv(fd, buf, offset, len, exact, deadline), true);
+            let result = drive(
+                bounded(h.recv(fd, buf).offset(offset), len, exact).deadline(deadline),
+                true,
+            );
             check_mut(&result, |(b, _)| b, id)?;
-            if let Ok((buf, filled)) = &result {
-                prop_assert!(*filled >= offset && *filled <= len && buf.len() == *filled);
+            if let Ok((buf, received)) = &result {
+                prop_assert!(offset + *received <= len && buf.len() == offset + *received);
             }
-            result.map(drop).map_err(|(_, e)| e)
+            result.map(drop).map_err(|e| e.error)
         }
-        Act::Sync => drive(h.sync(fd, deadline), true),
+        Act::Sync => drive(h.sync(fd).deadline(deadline), true),
     })
 }
 
@@ -1941,16 +1980,13 @@ fn descriptor_kinds_give_the_kernels_answer() {
     }
     // An eventfd round trip: the value written is the value read.
     let subject = Kind::EventFd.open();
-    h.write_at(
-        &subject.fd,
-        0,
-        IoBuf::from(7u64.to_ne_bytes().to_vec()),
-        None,
-    )
-    .wait()
-    .unwrap();
+    h.write_at(&subject.fd, 0, IoBuf::from(7u64.to_ne_bytes().to_vec()))
+        .wait()
+        .unwrap();
     let buf = h
-        .read_at(&subject.fd, 0, 8, IoBufMut::with_capacity(8), soon())
+        .read_at(&subject.fd, 0, IoBufMut::with_capacity(8))
+        .limit(8)
+        .deadline(soon())
         .wait()
         .unwrap();
     assert_eq!(u64::from_ne_bytes(buf[..].try_into().unwrap()), 7);
@@ -1995,27 +2031,38 @@ fn out_of_range_offsets_are_invalid_input_and_submit_nothing() {
         let buf = IoBufMut::from(vec![FILL; 8]);
         let id = identity_mut(&buf);
         let (buf, e) = h
-            .read_at(file.file.clone(), offset, len, buf, None)
+            .read_at(file.file.clone(), offset, buf)
+            .limit(len)
             .wait()
             .map(|_| ())
-            .expect_err(&what);
+            .expect_err(&what)
+            .into_parts();
         assert_eq!((e, identity_mut(&buf)), (Error::InvalidInput, id), "{what}");
         assert_eq!(&buf[..], &[FILL; 8], "{what}");
-        let Err((buf, e)) = h.try_read_at(file.file.clone(), offset, len, buf, None) else {
-            panic!("try_read_at accepted {what}");
+        let Err(BufError { buf, error: e }) = h
+            .read_at(file.file.clone(), offset, buf)
+            .limit(len)
+            .try_submit()
+        else {
+            panic!("read_at().try_submit() accepted {what}");
         };
         assert_eq!((e, identity_mut(&buf)), (Error::InvalidInput, id), "{what}");
         // write_at, async and try.
         let data = IoBuf::from(vec![b'X'; len]);
         let id = identity(&data);
         let (data, e) = h
-            .write_at(file.file.clone(), offset, data, None)
+            .write_at(file.file.clone(), offset, data)
             .wait()
             .map(|_| ())
-            .expect_err(&what);
+            .expect_err(&what)
+            .into_parts();
         assert_eq!((e, identity(&data)), (Error::InvalidInput, id), "{what}");
-        let Err((data, e)) = h.try_write_at(file.file.clone(), offset, data, None) else {
-            panic!("try_write_at accepted {what}");
+        let Err(BufError {
+            buf: data,
+            error: e,
+        }) = h.write_at(file.file.clone(), offset, data).try_submit()
+        else {
+            panic!("write_at().try_submit() accepted {what}");
         };
         assert_eq!((e, identity(&data)), (Error::InvalidInput, id), "{what}");
         let m = h.metrics();
@@ -2046,13 +2093,8 @@ fn read_at_u64_max_does_not_move_the_cursor() {
     cursor.seek(SeekFrom::Start(3)).unwrap();
     let cursor = Arc::new(cursor);
     let result = h
-        .read_at(
-            cursor.clone(),
-            u64::MAX,
-            4,
-            IoBufMut::from(vec![0u8; 4]),
-            None,
-        )
+        .read_at(cursor.clone(), u64::MAX, IoBufMut::from(vec![0u8; 4]))
+        .limit(4)
         .wait();
     let position = (&*cursor).stream_position().unwrap();
     match &result {
@@ -2060,7 +2102,7 @@ fn read_at_u64_max_does_not_move_the_cursor() {
             "read_at(u64::MAX) read {:?} (from the cursor?); cursor now {position}",
             String::from_utf8_lossy(buf)
         ),
-        Err((buf, e)) => {
+        Err(BufError { buf, error: e }) => {
             assert_eq!(*e, Error::InvalidInput);
             assert_eq!(&buf[..], &[0u8; 4], "nothing was read into the buffer");
         }
@@ -2073,10 +2115,10 @@ fn read_at_u64_max_does_not_move_the_cursor() {
     let rw = file.file.clone();
     (&*rw).seek(SeekFrom::Start(2)).unwrap();
     let result = h
-        .write_at(rw.clone(), u64::MAX, IoBuf::from(&b"XY"[..]), None)
+        .write_at(rw.clone(), u64::MAX, IoBuf::from(&b"XY"[..]))
         .wait();
     assert_eq!(
-        result.map(|_| ()).map_err(|(_, e)| e),
+        result.map(|_| ()).map_err(|e| e.error),
         Err(Error::InvalidInput)
     );
     assert_eq!(
@@ -2099,37 +2141,24 @@ fn ranges_ending_at_i64_max_are_served() {
     let (h, lp) = start::<SLOTS, 2, 64>(cfg());
     let file = TempFile::with_contents(b"abc");
     let buf = h
-        .read_at(
-            file.file.clone(),
-            I64_MAX,
-            0,
-            IoBufMut::from(vec![1u8; 4]),
-            None,
-        )
+        .read_at(file.file.clone(), I64_MAX, IoBufMut::from(vec![1u8; 4]))
+        .limit(0)
         .wait()
         .unwrap();
     assert_eq!((buf.len(), buf.capacity()), (0, 4));
     let (buf, e) = h
-        .read_at(
-            file.file.clone(),
-            I64_MAX - 4,
-            4,
-            IoBufMut::with_capacity(4),
-            None,
-        )
+        .read_at(file.file.clone(), I64_MAX - 4, IoBufMut::with_capacity(4))
+        .limit(4)
         .wait()
-        .unwrap_err();
+        .unwrap_err()
+        .into_parts();
     assert_eq!((e, buf.capacity()), (Error::UnexpectedEof, 4));
     assert!(h.metrics().submitted >= 1, "the read reached the kernel");
     let (data, e) = h
-        .write_at(
-            file.file.clone(),
-            I64_MAX - 2,
-            IoBuf::from(&b"xy"[..]),
-            None,
-        )
+        .write_at(file.file.clone(), I64_MAX - 2, IoBuf::from(&b"xy"[..]))
         .wait()
-        .unwrap_err();
+        .unwrap_err()
+        .into_parts();
     assert_eq!((e, &data[..]), (Error::Os(libc::EFBIG), &b"xy"[..]));
     assert_eq!(file.contents(), b"abc");
     all_slots_free(&h).unwrap();
@@ -2157,8 +2186,10 @@ fn sqpoll_shutdown_releases_a_cancelled_recv() {
         let lp = LoopThread::spawn(event_loop);
         let (_peer, silent) = socket_pair();
         let op = handle
-            .try_recv(silent, IoBufMut::with_capacity(8), 0, 8, false, None)
-            .map_err(|(_, e)| e)
+            .recv(silent, IoBufMut::with_capacity(8))
+            .limit(8)
+            .try_submit()
+            .map_err(|e| e.error)
             .unwrap_or_else(|e| panic!("round {round}: no free slot ({e:?})"));
         wait_until(HANG, "the recv is in the kernel", || {
             handle.metrics().submitted == 1
@@ -2166,7 +2197,7 @@ fn sqpoll_shutdown_releases_a_cancelled_recv() {
         drop(handle);
         let result = with_timeout(HANG, move || op.wait());
         assert_eq!(
-            result.map(|_| ()).map_err(|(_, e)| e),
+            result.map(|_| ()).map_err(|e| e.error),
             Err(Error::Abandoned),
             "round {round}"
         );
@@ -2402,10 +2433,12 @@ fn serve_one_config(
     usable: bool,
     seen: &Seen,
 ) -> Result<u64, TestCaseError> {
-    let nop = drive(handle.nop(None), false);
-    let past = drive(handle.nop(Some(extreme_instant(false))), true);
+    let nop = drive(handle.nop(), false);
+    let past = drive(handle.nop().deadline(extreme_instant(false)), true);
     let later = drive(
-        handle.nop(Some(Instant::now() + Duration::from_secs(1))),
+        handle
+            .nop()
+            .deadline(Instant::now() + Duration::from_secs(1)),
         false,
     );
     if !usable {
@@ -2444,8 +2477,10 @@ fn serve_one_config(
     let (_peer, silent) = socket_pair();
     let submitted = handle.metrics().submitted;
     let op = handle
-        .try_recv(silent, IoBufMut::with_capacity(8), 0, 8, false, None)
-        .map_err(|(_, e)| fail(format!("try_recv: {e:?}")))?;
+        .recv(silent, IoBufMut::with_capacity(8))
+        .limit(8)
+        .try_submit()
+        .map_err(|e| fail(format!("recv().try_submit(): {e:?}")))?;
     wait_until(HANG, "the recv is in the kernel", || {
         handle.metrics().submitted > submitted
     });
@@ -2454,7 +2489,7 @@ fn serve_one_config(
     let result = with_timeout(HANG, move || op.wait());
     let elapsed = dropped.elapsed();
     prop_assert_eq!(
-        result.map(|_| ()).map_err(|(_, e)| e),
+        result.map(|_| ()).map_err(|e| e.error),
         Err(Error::Abandoned)
     );
     prop_assert!(
@@ -2493,4 +2528,17 @@ fn any_config_is_ok_or_a_config_error() {
         |(config, on_static)| config_property(config, on_static, &seen),
     );
     seen.require("configs", &["refused", "served", "abandoned at shutdown"]);
+}
+
+/// A recv that receives up to buffer length `len`: exactly, or at least one byte.
+fn bounded<const S: usize, const R: usize, const W: usize>(
+    op: static_uring::Op<static_uring::op::Recv, S, R, W>,
+    len: usize,
+    exact: bool,
+) -> static_uring::Op<static_uring::op::Recv, S, R, W> {
+    if exact {
+        op.exact(len)
+    } else {
+        op.limit(len)
+    }
 }

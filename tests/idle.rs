@@ -18,7 +18,7 @@ fn busy_poll_never_sleeps_and_keeps_deadlines_and_shutdown() {
     };
     let (handle, lp) = start::<8, 8, 64>(cfg);
     for _ in 0..50 {
-        handle.nop(None).wait().unwrap();
+        handle.nop().wait().unwrap();
         std::thread::sleep(Duration::from_micros(300));
     }
     // A deadline fires although the loop never waits in the kernel with a timeout.
@@ -26,9 +26,12 @@ fn busy_poll_never_sleeps_and_keeps_deadlines_and_shutdown() {
     let start = Instant::now();
     let deadline = Some(start + Duration::from_millis(30));
     let (_, e) = handle
-        .recv(b, IoBufMut::with_capacity(1), 0, 1, false, deadline)
+        .recv(b, IoBufMut::with_capacity(1))
+        .limit(1)
+        .deadline(deadline)
         .wait()
-        .unwrap_err();
+        .unwrap_err()
+        .into_parts();
     assert_eq!(e, Error::Timeout);
     assert!(start.elapsed() >= Duration::from_millis(30));
     let m = handle.metrics();
@@ -49,11 +52,11 @@ fn adaptive_spin_serves_bursts_and_sparse_requests_alike() {
     let (handle, lp) = start::<8, 8, 64>(cfg);
     for round in 0..3 {
         for _ in 0..200 {
-            handle.nop(None).wait().unwrap();
+            handle.nop().wait().unwrap();
         }
         for _ in 0..5 {
             std::thread::sleep(Duration::from_millis(3));
-            handle.nop(None).wait().unwrap();
+            handle.nop().wait().unwrap();
         }
         assert!(handle.metrics().completed >= 205 * (round + 1));
     }

@@ -18,19 +18,22 @@ fn operations_through_a_lane_give_the_same_results() {
     let lp = LoopThread::spawn(event_loop);
     let lane = handle.lane(&LANE).unwrap();
 
-    lane.submit(handle.nop(None)).wait().unwrap();
+    lane.submit(handle.nop()).wait().unwrap();
     let (a, b) = socket_pair();
-    let sent = lane.submit(handle.send(a.clone(), IoBuf::from(&b"lane"[..]), None));
+    let sent = lane.submit(handle.send(a.clone(), IoBuf::from(&b"lane"[..])));
     assert_eq!(&sent.wait().unwrap()[..], b"lane");
-    let recv = lane.submit(handle.recv(b.clone(), IoBufMut::with_capacity(4), 0, 4, true, None));
+    let recv = lane.submit(handle.recv(b.clone(), IoBufMut::with_capacity(4)).exact(4));
     let (buf, filled) = recv.wait().unwrap();
     assert_eq!((&buf[..], filled), (&b"lane"[..], 4));
     let file = TempFile::with_contents(b"0123456789");
-    let read =
-        lane.submit(handle.read_at(file.file.clone(), 3, 4, IoBufMut::with_capacity(4), None));
+    let read = lane.submit(
+        handle
+            .read_at(file.file.clone(), 3, IoBufMut::with_capacity(4))
+            .limit(4),
+    );
     assert_eq!(&read.wait().unwrap()[..], b"3456");
     // Async too: a future polled on this thread.
-    let nop = lane.submit(handle.nop(None));
+    let nop = lane.submit(handle.nop());
     block_on(HANG, nop).unwrap();
     assert_eq!(handle.metrics().completed, 5);
     drop(lane);
@@ -47,12 +50,15 @@ fn a_deadline_through_a_lane_cancels_like_any_other() {
     let lane = handle.lane(&LANE).unwrap();
     let (a, b) = socket_pair();
     let deadline = Some(Instant::now() + Duration::from_millis(30));
-    let op = handle.recv(b.clone(), IoBufMut::with_capacity(2), 0, 2, true, deadline);
-    let (_, e) = lane.submit(op).wait().unwrap_err();
+    let op = handle
+        .recv(b.clone(), IoBufMut::with_capacity(2))
+        .exact(2)
+        .deadline(deadline);
+    let (_, e) = lane.submit(op).wait().unwrap_err().into_parts();
     assert_eq!(e, Error::Timeout);
     assert_eq!(handle.metrics().cancel_sqes, 1);
     (&*a).write_all(b"ok").unwrap();
-    let op = handle.recv(b, IoBufMut::with_capacity(2), 0, 2, true, None);
+    let op = handle.recv(b, IoBufMut::with_capacity(2)).exact(2);
     assert_eq!(
         &lane.submit(op).wait().unwrap().0[..],
         b"ok",
@@ -79,13 +85,13 @@ fn one_producer_per_lane_and_only_on_its_loop() {
     // The handle moves to another thread and submits there; then the lane is free again.
     let lp = LoopThread::spawn(event_loop);
     let h = handle.clone();
-    std::thread::spawn(move || first.submit(h.nop(None)).wait().unwrap())
+    std::thread::spawn(move || first.submit(h.nop()).wait().unwrap())
         .join()
         .unwrap();
     let second = handle
         .lane(&LANE)
         .expect("released by the first producer's drop");
-    second.submit(handle.nop(None)).wait().unwrap();
+    second.submit(handle.nop()).wait().unwrap();
     drop((second, handle));
     lp.join(HANG).unwrap();
 }
@@ -102,7 +108,7 @@ fn a_lane_registered_with_an_earlier_loop_is_refused_by_the_next() {
     handle
         .lane(&LANE)
         .unwrap()
-        .submit(handle.nop(None))
+        .submit(handle.nop())
         .wait()
         .unwrap();
     drop(handle);
@@ -129,11 +135,13 @@ fn requests_queued_in_a_lane_are_answered_at_shutdown() {
     let lp = LoopThread::spawn(event_loop);
     let (_a, b) = socket_pair();
     let blocker = handle
-        .try_recv(b, IoBufMut::with_capacity(1), 0, 1, true, None)
+        .recv(b, IoBufMut::with_capacity(1))
+        .exact(1)
+        .try_submit()
         .unwrap();
     let lane = handle.lane(&LANE).unwrap();
     let mut queued: Vec<_> = (0..2)
-        .map(|_| Box::pin(lane.submit(handle.nop(None))))
+        .map(|_| Box::pin(lane.submit(handle.nop())))
         .collect();
     for op in &mut queued {
         assert!(
@@ -162,14 +170,14 @@ fn a_lane_and_shared_producers_feed_one_loop() {
             let h = handle.clone();
             std::thread::spawn(move || {
                 for _ in 0..5_000 {
-                    h.nop(None).wait().unwrap();
+                    h.nop().wait().unwrap();
                 }
             })
         })
         .collect();
     let lane = handle.lane(&LANE).unwrap();
     for _ in 0..5_000 {
-        lane.submit(handle.nop(None)).wait().unwrap();
+        lane.submit(handle.nop()).wait().unwrap();
     }
     for t in shared {
         t.join().unwrap();
@@ -206,7 +214,7 @@ fn serve_one_through(
 ) {
     let lp = LoopThread::spawn(event_loop);
     let producer = handle.lane(lane).unwrap();
-    producer.submit(handle.nop(None)).wait().unwrap();
+    producer.submit(handle.nop()).wait().unwrap();
     drop((producer, handle));
     lp.join(HANG).unwrap();
 }

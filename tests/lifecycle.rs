@@ -24,18 +24,18 @@ fn all_slots_free<const S: usize, const R: usize, const W: usize>(handle: &Handl
         let mut ops = Vec::new();
         let mut full = false;
         for _ in 0..S {
-            match handle.try_nop(None) {
+            match handle.nop().try_submit() {
                 Ok(op) => ops.push(op),
                 Err(Error::Full) => {
                     full = true;
                     break;
                 }
-                Err(e) => panic!("try_nop failed: {e}"),
+                Err(e) => panic!("nop().try_submit() failed: {e}"),
             }
         }
         if !full {
             assert_eq!(
-                err(handle.try_nop(None)),
+                err(handle.nop().try_submit()),
                 Error::Full,
                 "more than {S} slots?"
             );
@@ -64,11 +64,15 @@ fn orphan_dropped_before_first_poll_submits_nothing() {
     // hold a slot, or keep its descriptor.
     let (handle, lp) = start::<4, 4, 64>(config());
     let (_a, b) = socket_pair();
-    let op = handle.recv(b.clone(), zeroed(4), 0, 4, false, None);
+    let op = handle.recv(b.clone(), zeroed(4)).limit(4);
     assert_eq!(Arc::strong_count(&b), 2);
     drop(op);
     assert_eq!(Arc::strong_count(&b), 1, "the request went with the future");
-    drop(handle.nop(Some(Instant::now() + Duration::from_millis(10))));
+    drop(
+        handle
+            .nop()
+            .deadline(Instant::now() + Duration::from_millis(10)),
+    );
     all_slots_free(&handle);
     let m = handle.metrics();
     assert_eq!(
@@ -86,16 +90,16 @@ fn orphan_dropped_while_waiting_for_a_slot_leaves_no_trace() {
     // gives up after being granted a slot (but before using it) must give that slot back.
     let (handle, lp) = start::<1, 1, 64>(config());
     let (a, b) = socket_pair();
-    let holder = handle.try_recv(b, zeroed(4), 0, 4, false, None).unwrap();
+    let holder = handle.recv(b, zeroed(4)).limit(4).try_submit().unwrap();
 
-    let mut waiting = Box::pin(handle.nop(None));
+    let mut waiting = Box::pin(handle.nop());
     assert!(
         poll_once(waiting.as_mut()).is_none(),
         "no slot: the caller waits"
     );
     drop(waiting);
 
-    let mut granted = Box::pin(handle.nop(None));
+    let mut granted = Box::pin(handle.nop());
     assert!(poll_once(granted.as_mut()).is_none());
     (&*a).write_all(b"x").unwrap();
     let (buf, n) = with_timeout(HANG, move || holder.wait()).unwrap();
@@ -123,22 +127,19 @@ fn orphan_dropped_while_queued_is_never_submitted() {
     let file = TempFile::with_contents(b"0123456789");
     drop(
         handle
-            .try_recv(
-                b.clone(),
-                zeroed(4),
-                0,
-                4,
-                false,
-                Some(Instant::now() + Duration::from_millis(100)),
-            )
+            .recv(b.clone(), zeroed(4))
+            .limit(4)
+            .deadline(Instant::now() + Duration::from_millis(100))
+            .try_submit()
             .unwrap(),
     );
     drop(
         handle
-            .try_send(a.clone(), IoBuf::from(&b"no"[..]), None)
+            .send(a.clone(), IoBuf::from(&b"no"[..]))
+            .try_submit()
             .unwrap(),
     );
-    let mut lazy = Box::pin(handle.read_at(file.file.clone(), 0, 4, zeroed(4), None));
+    let mut lazy = Box::pin(handle.read_at(file.file.clone(), 0, zeroed(4)).limit(4));
     assert!(poll_once(lazy.as_mut()).is_none(), "first poll submits");
     drop(lazy);
     let lp = LoopThread::spawn(event_loop);
@@ -164,7 +165,10 @@ fn orphan_dropped_in_flight_retires_at_its_deadline() {
     let (a, b) = socket_pair();
     let deadline = Instant::now() + Duration::from_millis(80);
     let op = handle
-        .try_recv(b, zeroed(8), 0, 8, true, Some(deadline))
+        .recv(b, zeroed(8))
+        .exact(8)
+        .deadline(deadline)
+        .try_submit()
         .unwrap();
     (&*a).write_all(b"half").unwrap();
     wait_until(HANG, "short read requeued", || {
@@ -179,7 +183,7 @@ fn orphan_dropped_in_flight_retires_at_its_deadline() {
             "not cancelled before its deadline"
         );
         assert_eq!(
-            err(handle.try_nop(None)),
+            err(handle.nop().try_submit()),
             Error::Full,
             "the orphan still holds the slot"
         );
@@ -199,7 +203,9 @@ fn orphan_dropped_in_flight_without_deadline_retires_at_its_completion() {
     let (handle, lp) = start::<2, 2, 64>(config());
     let (a, b) = socket_pair();
     let op = handle
-        .try_recv(b.clone(), zeroed(8), 0, 8, false, None)
+        .recv(b.clone(), zeroed(8))
+        .limit(8)
+        .try_submit()
         .unwrap();
     wait_until(HANG, "admitted", || handle.metrics().submitted == 1);
     drop(op);
@@ -226,11 +232,13 @@ fn orphan_dropped_after_completion_before_poll_frees_its_slot() {
     let (a, b) = socket_pair();
     (&*a).write_all(b"data").unwrap();
     let done = handle
-        .try_recv(b.clone(), zeroed(8), 0, 8, false, None)
+        .recv(b.clone(), zeroed(8))
+        .limit(8)
+        .try_submit()
         .unwrap();
     // Polled once (so its waker is registered), then completed by data that arrives later.
     let (c, d) = socket_pair();
-    let mut polled = Box::pin(handle.recv(d.clone(), zeroed(8), 0, 8, false, None));
+    let mut polled = Box::pin(handle.recv(d.clone(), zeroed(8)).limit(8));
     assert!(poll_once(polled.as_mut()).is_none(), "no data yet");
     (&*c).write_all(b"later").unwrap();
     wait_until(HANG, "both completed", || handle.metrics().completed == 2);
@@ -262,9 +270,10 @@ fn two_hundred_callers_share_four_slots() {
             let (handle, file, want) = (handle.clone(), file.file.clone(), expect(i));
             thread::spawn(move || {
                 for _ in 0..ROUNDS {
-                    handle.nop(None).wait().unwrap();
+                    handle.nop().wait().unwrap();
                     let buf = handle
-                        .read_at(file.clone(), (i * 4) as u64, 4, zeroed(4), None)
+                        .read_at(file.clone(), (i * 4) as u64, zeroed(4))
+                        .limit(4)
                         .wait()
                         .unwrap();
                     assert_eq!(&buf[..], &want[..]);
@@ -276,9 +285,10 @@ fn two_hundred_callers_share_four_slots() {
         let (handle, file, want) = (handle.clone(), file.file.clone(), expect(i));
         async move {
             for _ in 0..ROUNDS {
-                handle.nop(None).await.unwrap();
+                handle.nop().await.unwrap();
                 let buf = handle
-                    .read_at(file.clone(), (i * 4) as u64, 4, zeroed(4), None)
+                    .read_at(file.clone(), (i * 4) as u64, zeroed(4))
+                    .limit(4)
                     .await
                     .unwrap();
                 assert_eq!(&buf[..], &want[..]);
@@ -313,25 +323,21 @@ fn dropped_write_at_still_writes() {
     let file = TempFile::new();
     drop(
         handle
-            .try_write_at(file.file.clone(), 0, IoBuf::from(&b"queued-"[..]), None)
+            .write_at(file.file.clone(), 0, IoBuf::from(&b"queued-"[..]))
+            .try_submit()
             .unwrap(),
     );
     let lp = LoopThread::spawn(event_loop);
     drop(
         handle
-            .try_write_at(
-                file.file.clone(),
-                7,
-                IoBuf::from(b"in-flight-".to_vec()),
-                None,
-            )
+            .write_at(file.file.clone(), 7, IoBuf::from(b"in-flight-".to_vec()))
+            .try_submit()
             .unwrap(),
     );
-    let mut polled =
-        Box::pin(handle.write_at(file.file.clone(), 17, IoBuf::from(&b"polled"[..]), None));
+    let mut polled = Box::pin(handle.write_at(file.file.clone(), 17, IoBuf::from(&b"polled"[..])));
     let _ = poll_once(polled.as_mut());
     drop(polled);
-    drop(handle.try_sync(file.file.clone(), None).unwrap());
+    drop(handle.sync(file.file.clone()).try_submit().unwrap());
     drop(handle);
     lp.join(HANG).unwrap();
     assert_eq!(file.contents(), b"queued-in-flight-polled");
@@ -344,10 +350,10 @@ fn caller_waiting_for_a_slot_is_closed_when_the_last_handle_goes() {
     // or async, while the loop still drains the request that holds the slot.
     let (handle, lp) = start::<1, 1, 64>(config());
     let (a, b) = socket_pair();
-    let holder = handle.try_recv(b, zeroed(4), 0, 4, false, None).unwrap();
-    let blocked = handle.nop(None);
+    let holder = handle.recv(b, zeroed(4)).limit(4).try_submit().unwrap();
+    let blocked = handle.nop();
     let blocked = Background::spawn(move || blocked.wait());
-    let mut waiting = Box::pin(handle.nop(None));
+    let mut waiting = Box::pin(handle.nop());
     assert!(poll_once(waiting.as_mut()).is_none());
     thread::sleep(Duration::from_millis(30));
     assert!(!blocked.is_finished(), "no slot: the caller waits");
@@ -366,8 +372,8 @@ fn caller_waiting_for_a_slot_is_closed_when_the_loop_is_dropped() {
     // A13: a loop that goes away while callers wait (here: dropped without running) answers the
     // waiters and the queued requests with Closed.
     let (handle, event_loop) = static_uring::new::<1, 1, 64>(config()).unwrap();
-    let queued = handle.try_nop(None).unwrap();
-    let blocked = handle.nop(None);
+    let queued = handle.nop().try_submit().unwrap();
+    let blocked = handle.nop();
     let blocked = Background::spawn(move || blocked.wait());
     thread::sleep(Duration::from_millis(30));
     assert!(!blocked.is_finished());
@@ -377,7 +383,7 @@ fn caller_waiting_for_a_slot_is_closed_when_the_loop_is_dropped() {
         with_timeout(HANG, move || queued.wait()),
         Err(Error::Closed)
     );
-    assert_eq!(err(handle.try_nop(None)), Error::Closed);
+    assert_eq!(err(handle.nop().try_submit()), Error::Closed);
 }
 
 #[test]
@@ -400,33 +406,25 @@ fn static_storage_serves_loop_after_loop() {
             0 => {
                 drop(
                     handle
-                        .try_recv(
-                            b.clone(),
-                            zeroed(4),
-                            0,
-                            4,
-                            false,
-                            Some(Instant::now() + Duration::from_millis(20)),
-                        )
+                        .recv(b.clone(), zeroed(4))
+                        .limit(4)
+                        .deadline(Instant::now() + Duration::from_millis(20))
+                        .try_submit()
                         .unwrap(),
                 );
-                drop(handle.try_nop(None).unwrap());
+                drop(handle.nop().try_submit().unwrap());
                 drop(handle);
             }
             // A timeout.
             1 => {
                 let op = handle
-                    .try_recv(
-                        b.clone(),
-                        zeroed(4),
-                        0,
-                        4,
-                        false,
-                        Some(Instant::now() + Duration::from_millis(20)),
-                    )
+                    .recv(b.clone(), zeroed(4))
+                    .limit(4)
+                    .deadline(Instant::now() + Duration::from_millis(20))
+                    .try_submit()
                     .unwrap();
                 assert_eq!(
-                    with_timeout(HANG, move || op.wait()).unwrap_err().1,
+                    with_timeout(HANG, move || op.wait()).unwrap_err().error,
                     Error::Timeout
                 );
                 drop(handle);
@@ -434,20 +432,19 @@ fn static_storage_serves_loop_after_loop() {
             // Abandoned at shutdown (the kernel releases a cancelled recv at once).
             2 => {
                 let op = handle
-                    .try_recv(b.clone(), zeroed(4), 0, 4, false, None)
+                    .recv(b.clone(), zeroed(4))
+                    .limit(4)
+                    .try_submit()
                     .unwrap();
                 drop(handle);
                 assert_eq!(
-                    with_timeout(HANG, move || op.wait()).unwrap_err().1,
+                    with_timeout(HANG, move || op.wait()).unwrap_err().error,
                     Error::Abandoned
                 );
             }
             _ => {
                 (&*a).write_all(b"last").unwrap();
-                let (buf, n) = handle
-                    .recv(b.clone(), zeroed(4), 0, 4, true, None)
-                    .wait()
-                    .unwrap();
+                let (buf, n) = handle.recv(b.clone(), zeroed(4)).exact(4).wait().unwrap();
                 assert_eq!(&buf[..n], b"last");
                 drop(handle);
             }
@@ -474,7 +471,7 @@ fn a_dropped_recv_eats_data_by_default_and_is_cancelled_with_cancel_on_drop() {
     for (cfg, cancelled) in [(config(), false), (cancelling(), true)] {
         let (handle, lp) = start::<4, 4, 64>(cfg);
         let (a, b) = socket_pair();
-        let mut first = Box::pin(handle.recv(b.clone(), zeroed(5), 0, 5, true, None));
+        let mut first = Box::pin(handle.recv(b.clone(), zeroed(5)).exact(5));
         assert!(poll_once(first.as_mut()).is_none());
         wait_until(HANG, "recv in flight", || handle.metrics().submitted == 1);
         drop(first);
@@ -487,7 +484,7 @@ fn a_dropped_recv_eats_data_by_default_and_is_cancelled_with_cancel_on_drop() {
         (&*a).write_all(b"firstsecnd").unwrap();
         let (buf, _) = with_timeout(HANG, {
             let h = handle.clone();
-            move || h.recv(b, zeroed(5), 0, 5, true, None).wait()
+            move || h.recv(b, zeroed(5)).exact(5).wait()
         })
         .unwrap();
         let expected: &[u8] = if cancelled { b"first" } else { b"secnd" };
@@ -504,7 +501,7 @@ fn a_dropped_recv_eats_data_by_default_and_is_cancelled_with_cancel_on_drop() {
 fn cancel_on_drop_cancels_reads_but_lets_durable_writes_finish() {
     let (handle, lp) = start::<4, 4, 64>(cancelling());
     let (reader, writer) = pipe();
-    let mut read = Box::pin(handle.read_at(reader, 0, 4, zeroed(4), None));
+    let mut read = Box::pin(handle.read_at(reader, 0, zeroed(4)).limit(4));
     assert!(poll_once(read.as_mut()).is_none());
     wait_until(HANG, "read in flight", || handle.metrics().submitted == 1);
     drop(read);
@@ -512,11 +509,10 @@ fn cancel_on_drop_cancels_reads_but_lets_durable_writes_finish() {
         handle.metrics().orphaned == 1
     });
     let file = TempFile::new();
-    let mut write =
-        Box::pin(handle.write_at(file.file.clone(), 0, IoBuf::from(&b"kept"[..]), None));
+    let mut write = Box::pin(handle.write_at(file.file.clone(), 0, IoBuf::from(&b"kept"[..])));
     let _ = poll_once(write.as_mut());
     drop(write);
-    drop(handle.try_sync(file.file.clone(), None).unwrap());
+    drop(handle.sync(file.file.clone()).try_submit().unwrap());
     drop(handle);
     lp.join(HANG).unwrap();
     assert_eq!(file.contents(), b"kept");
@@ -531,7 +527,7 @@ fn cancel_on_drop_lets_a_shutdown_without_budget_end() {
     let reader = event_loop.metrics_reader();
     let lp = LoopThread::spawn(event_loop);
     let (_a, b) = socket_pair();
-    let mut recv = Box::pin(handle.recv(b, zeroed(4), 0, 4, false, None));
+    let mut recv = Box::pin(handle.recv(b, zeroed(4)).limit(4));
     assert!(poll_once(recv.as_mut()).is_none());
     wait_until(HANG, "recv in flight", || handle.metrics().submitted == 1);
     drop(handle);
@@ -563,10 +559,10 @@ fn pipe() -> (Arc<std::fs::File>, Arc<std::fs::File>) {
 fn cancel_on_drop_frees_a_full_table() {
     let (handle, lp) = start::<2, 1, 64>(cancelling());
     let (_a, b) = socket_pair();
-    let mut recv = Box::pin(handle.recv(b, zeroed(4), 0, 4, false, None));
+    let mut recv = Box::pin(handle.recv(b, zeroed(4)).limit(4));
     assert!(poll_once(recv.as_mut()).is_none());
     wait_until(HANG, "recv in flight", || handle.metrics().submitted == 1);
-    let behind = handle.try_nop(None).unwrap();
+    let behind = handle.nop().try_submit().unwrap();
     thread::sleep(Duration::from_millis(10));
     drop(recv);
     assert_eq!(with_timeout(HANG, move || behind.wait()), Ok(()));
@@ -589,9 +585,9 @@ fn cancel_on_drop_lets_a_dropped_send_finish_whole() {
                 .chunks(LEN / 2)
                 .map(|part| IoBuf::from(part.to_vec()))
                 .collect();
-            drop_in_flight(&handle, handle.send_vectored(a, bufs, None));
+            drop_in_flight(&handle, handle.send_vectored(a, bufs));
         } else {
-            drop_in_flight(&handle, handle.send(a, IoBuf::from(data.clone()), None));
+            drop_in_flight(&handle, handle.send(a, IoBuf::from(data.clone())));
         }
         // The reader drains the stream until the loop drops the sender's socket (EOF).
         let received = with_timeout(HANG, move || {

@@ -20,7 +20,7 @@ fn local_requests_share_enters_and_need_no_eventfd() {
     let result = with_timeout(HANG, move || {
         event_loop.block_on(async move {
             let before = handle.metrics();
-            let nops: Vec<_> = (0..8).map(|_| handle.nop(None)).collect();
+            let nops: Vec<_> = (0..8).map(|_| handle.nop()).collect();
             let results = join_all(nops).await;
             let after = handle.metrics();
             (results, before, after)
@@ -51,7 +51,7 @@ fn other_threads_keep_working_during_block_on() {
     let remote = handle.clone();
     let helper = thread::spawn(move || {
         for _ in 0..50 {
-            remote.nop(None).wait().unwrap();
+            remote.nop().wait().unwrap();
         }
         thread::sleep(Duration::from_millis(20));
         (&*a).write_all(b"wake").unwrap();
@@ -59,7 +59,8 @@ fn other_threads_keep_working_during_block_on() {
     let got = with_timeout(HANG, move || {
         event_loop.block_on(async move {
             let (buf, _) = handle
-                .recv(b, IoBufMut::with_capacity(4), 0, 4, true, None)
+                .recv(b, IoBufMut::with_capacity(4))
+                .exact(4)
                 .await
                 .unwrap();
             buf.to_vec()
@@ -98,7 +99,7 @@ fn block_on_with_spin_and_single_issuer() {
         let n = with_timeout(HANG, move || {
             event_loop.block_on(async move {
                 for _ in 0..100 {
-                    handle.nop(None).await.unwrap();
+                    handle.nop().await.unwrap();
                 }
                 100
             })
@@ -186,7 +187,7 @@ fn wait_on_the_loop_thread_fails_fast() {
     let (handle, event_loop) = static_uring::new::<8, 8, 64>(config()).unwrap();
     let outcome = with_timeout(HANG, move || {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-            event_loop.block_on(async move { handle.nop(None).wait() })
+            event_loop.block_on(async move { handle.nop().wait() })
         }))
     });
     let message = panic_message(outcome.expect_err(".wait() on the loop thread must panic"));
@@ -203,7 +204,7 @@ fn wait_for_another_loops_operation_on_a_loop_thread_works() {
     let result = with_timeout(HANG, move || {
         event_loop.block_on(async move {
             let _keep = handle;
-            other.nop(None).wait()
+            other.nop().wait()
         })
     });
     assert_eq!(result, Ok(Ok(())));

@@ -20,19 +20,22 @@ fn accept_and_connect_then_echo_through_the_loop() {
     let (handle, lp) = start::<8, 8, 64>(config());
     let listener = Arc::new(TcpListener::bind("127.0.0.1:0").unwrap());
     let addr = listener.local_addr().unwrap();
-    let server = handle.accept(listener.clone(), None);
+    let server = handle.accept(listener.clone());
     let client: Fd = tcp_socket(addr).into();
-    let connect = handle.connect(&client, addr, None);
+    let connect = handle.connect(&client, addr);
     let (accepted, connected) = block_on(HANG, join2(server, connect));
     connected.unwrap();
     let served: Fd = accepted.unwrap().into();
     let deadline = Some(Instant::now() + HANG);
     handle
-        .send(&client, IoBuf::from(&b"ping"[..]), deadline)
+        .send(&client, IoBuf::from(&b"ping"[..]))
+        .deadline(deadline)
         .wait()
         .unwrap();
     let (buf, n) = handle
-        .recv(&served, IoBufMut::with_capacity(4), 0, 4, true, deadline)
+        .recv(&served, IoBufMut::with_capacity(4))
+        .exact(4)
+        .deadline(deadline)
         .wait()
         .unwrap();
     assert_eq!((n, &buf[..]), (4, &b"ping"[..]));
@@ -50,13 +53,17 @@ fn refused_connect_is_an_os_error_and_a_lonely_accept_times_out() {
         probe.local_addr().unwrap()
     };
     let e = handle
-        .connect(tcp_socket(closed), closed, None)
+        .connect(tcp_socket(closed), closed)
         .wait()
         .unwrap_err();
     assert_eq!(e, Error::Os(libc::ECONNREFUSED));
     let listener = Arc::new(TcpListener::bind("127.0.0.1:0").unwrap());
     let deadline = Instant::now() + Duration::from_millis(30);
-    let e = handle.accept(listener, Some(deadline)).wait().unwrap_err();
+    let e = handle
+        .accept(listener)
+        .deadline(deadline)
+        .wait()
+        .unwrap_err();
     assert_eq!(e, Error::Timeout);
     assert!(Instant::now() >= deadline);
     drop(handle);
@@ -71,7 +78,7 @@ fn connect_over_ipv6_loopback() {
     };
     let (handle, lp) = start::<8, 8, 64>(config());
     let addr = listener.local_addr().unwrap();
-    handle.connect(tcp_socket(addr), addr, None).wait().unwrap();
+    handle.connect(tcp_socket(addr), addr).wait().unwrap();
     let (peer, _) = listener.accept().unwrap();
     assert!(peer.peer_addr().unwrap().is_ipv6());
     drop(handle);
@@ -91,7 +98,7 @@ fn a_dropped_accept_leaks_nothing_in_either_mode() {
         let (handle, lp) = start::<8, 8, 64>(cfg);
         let listener = Arc::new(TcpListener::bind("127.0.0.1:0").unwrap());
         let addr = listener.local_addr().unwrap();
-        let mut accept = Box::pin(handle.accept(listener.clone(), None));
+        let mut accept = Box::pin(handle.accept(listener.clone()));
         assert!(poll_once(accept.as_mut()).is_none());
         wait_until(HANG, "accept in flight", || handle.metrics().submitted == 1);
         drop(accept);
@@ -102,7 +109,7 @@ fn a_dropped_accept_leaks_nothing_in_either_mode() {
         }
         let mut client = std::net::TcpStream::connect(addr).unwrap();
         if cancel_on_drop {
-            let accepted = handle.accept(listener.clone(), None).wait().unwrap();
+            let accepted = handle.accept(listener.clone()).wait().unwrap();
             assert!(
                 accepted.as_raw_fd() >= 0,
                 "the connection waited in the backlog"

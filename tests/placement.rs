@@ -14,14 +14,14 @@ type H = static_uring::Handle<8, 4, 64>;
 /// The spawned loop serves a request, then returns `Ok` once the handle is gone.
 fn serves_then_ends(handle: H, thread: std::thread::JoinHandle<Result<(), Error>>) {
     let h = handle.clone();
-    assert_eq!(with_timeout(HANG, move || h.nop(None).wait()), Ok(()));
+    assert_eq!(with_timeout(HANG, move || h.nop().wait()), Ok(()));
     drop(handle);
     assert_eq!(with_timeout(HANG, move || thread.join().unwrap()), Ok(()));
 }
 
 /// A loop that `spawn` refused: its handle's requests end `Closed`.
 fn refused(handle: H) {
-    let closed = with_timeout(HANG, move || handle.nop(None).wait());
+    let closed = with_timeout(HANG, move || handle.nop().wait());
     assert_eq!(closed, Err(Error::Closed));
 }
 
@@ -164,12 +164,12 @@ fn sqpoll_submits_without_enter_while_the_poller_is_awake() {
     };
     let thread = std::thread::spawn(move || event_loop.run());
     for _ in 0..200 {
-        handle.nop(None).wait().unwrap();
+        handle.nop().wait().unwrap();
     }
     let before = handle.metrics();
     const OPS: u64 = 2000;
     for _ in 0..OPS {
-        handle.nop(None).wait().unwrap();
+        handle.nop().wait().unwrap();
     }
     let after = handle.metrics();
     let enters = after.enters - before.enters;
@@ -230,7 +230,7 @@ fn spawn_with_runs_the_future_on_a_placed_loop_thread() {
     let (handle, event_loop) = static_uring::new::<8, 4, 64>(config).unwrap();
     let name = "su-with";
     match event_loop.spawn_with(name, move || async move {
-        handle.nop(None).await.unwrap();
+        handle.nop().await.unwrap();
         let here = std::thread::current().name().map(str::to_string);
         (here, pinned_cpu(), own_policy())
     }) {
@@ -254,7 +254,7 @@ fn block_on_applies_the_priority() {
     let (handle, event_loop) = static_uring::new::<8, 4, 64>(config).unwrap();
     let outcome = with_timeout(HANG, move || {
         event_loop.block_on(async move {
-            handle.nop(None).await.unwrap();
+            handle.nop().await.unwrap();
             own_policy()
         })
     });

@@ -18,7 +18,7 @@ fn poll_reports_readable_writable_and_hang_up() {
     let h = handle.clone();
     let waiting = Background::spawn({
         let b = b.clone();
-        move || h.poll(b, Readiness::READABLE, None).wait()
+        move || h.poll(b, Readiness::READABLE).wait()
     });
     std::thread::sleep(Duration::from_millis(20));
     assert!(!waiting.is_finished(), "nothing to read yet");
@@ -28,7 +28,7 @@ fn poll_reports_readable_writable_and_hang_up() {
 
     let ready = with_timeout(HANG, {
         let (h, a) = (handle.clone(), a.clone());
-        move || h.poll(a, Readiness::WRITABLE, None).wait()
+        move || h.poll(a, Readiness::WRITABLE).wait()
     })
     .unwrap();
     assert!(ready.is_writable() && !ready.is_readable(), "{ready:?}");
@@ -36,7 +36,7 @@ fn poll_reports_readable_writable_and_hang_up() {
     drop(a);
     let ready = with_timeout(HANG, {
         let h = handle.clone();
-        move || h.poll(b, Readiness::WRITABLE, None).wait()
+        move || h.poll(b, Readiness::WRITABLE).wait()
     })
     .unwrap();
     assert!(ready.is_closed(), "{ready:?}");
@@ -52,7 +52,7 @@ fn a_poll_times_out_at_its_deadline() {
     let deadline = Instant::now() + Duration::from_millis(50);
     let h = handle.clone();
     let result = with_timeout(HANG, move || {
-        h.poll(b, Readiness::READABLE, Some(deadline)).wait()
+        h.poll(b, Readiness::READABLE).deadline(deadline).wait()
     });
     assert_eq!(result, Err(Error::Timeout));
     assert!(Instant::now() >= deadline);
@@ -69,7 +69,7 @@ fn a_dropped_poll_is_cancelled_with_cancel_on_drop() {
     };
     let (handle, lp) = start::<8, 8, 64>(cfg);
     let (_a, b) = socket_pair();
-    let mut poll = Box::pin(handle.poll(b, Readiness::READABLE, None));
+    let mut poll = Box::pin(handle.poll(b, Readiness::READABLE));
     assert!(poll_once(poll.as_mut()).is_none());
     wait_until(HANG, "poll in flight", || handle.metrics().submitted == 1);
     drop(poll);

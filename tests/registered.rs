@@ -28,19 +28,21 @@ fn registered_file_serves_every_file_operation_with_fixed_sqes() {
     let lp = LoopThread::spawn(event_loop);
 
     let buf = handle
-        .write_at(&fixed, 0, IoBuf::from(&b"registered"[..]), None)
+        .write_at(&fixed, 0, IoBuf::from(&b"registered"[..]))
         .wait()
         .unwrap();
     assert_eq!(&buf[..], b"registered");
-    handle.sync(&fixed, None).wait().unwrap();
-    handle.sync_data(&fixed, None).wait().unwrap();
+    handle.sync(&fixed).wait().unwrap();
+    handle.sync_data(&fixed).wait().unwrap();
     let buf = handle
-        .read_at(&fixed, 4, 6, IoBufMut::with_capacity(8), None)
+        .read_at(&fixed, 4, IoBufMut::with_capacity(8))
+        .limit(6)
         .wait()
         .unwrap();
     assert_eq!(&buf[..], b"stered");
     let buf = handle
-        .read_some_at(&fixed, 8, 64, IoBufMut::with_capacity(64), None)
+        .read_some_at(&fixed, 8, IoBufMut::with_capacity(64))
+        .limit(64)
         .wait()
         .unwrap();
     assert_eq!(&buf[..], b"ed");
@@ -50,7 +52,8 @@ fn registered_file_serves_every_file_operation_with_fixed_sqes() {
 
     // The plain Fd of the same file still works, without the index.
     let buf = handle
-        .read_at(file.file.clone(), 0, 3, IoBufMut::with_capacity(3), None)
+        .read_at(file.file.clone(), 0, IoBufMut::with_capacity(3))
+        .limit(3)
         .wait()
         .unwrap();
     assert_eq!(&buf[..], b"reg");
@@ -71,26 +74,28 @@ fn registered_sockets_send_recv_and_time_out_like_plain_ones() {
     );
     let lp = LoopThread::spawn(event_loop);
 
-    handle
-        .send(&fa, IoBuf::from(&b"ping"[..]), None)
-        .wait()
-        .unwrap();
+    handle.send(&fa, IoBuf::from(&b"ping"[..])).wait().unwrap();
     let (buf, filled) = handle
-        .recv(&fb, IoBufMut::with_capacity(4), 0, 4, true, None)
+        .recv(&fb, IoBufMut::with_capacity(4))
+        .exact(4)
         .wait()
         .unwrap();
     assert_eq!((&buf[..], filled), (&b"ping"[..], 4));
     // A deadline cancels a fixed-file recv exactly as a plain one (AsyncCancel by user_data).
     let deadline = Some(Instant::now() + Duration::from_millis(30));
     let (buf, e) = handle
-        .recv(&fb, IoBufMut::with_capacity(4), 0, 4, false, deadline)
+        .recv(&fb, IoBufMut::with_capacity(4))
+        .limit(4)
+        .deadline(deadline)
         .wait()
-        .unwrap_err();
+        .unwrap_err()
+        .into_parts();
     assert_eq!((e, buf.capacity()), (Error::Timeout, 4));
     // Data sent after the timeout is not lost.
     (&*a).write_all(b"late").unwrap();
     let (buf, _) = handle
-        .recv(&fb, IoBufMut::with_capacity(4), 0, 4, true, None)
+        .recv(&fb, IoBufMut::with_capacity(4))
+        .exact(4)
         .wait()
         .unwrap();
     assert_eq!(&buf[..], b"late");
@@ -115,7 +120,7 @@ fn another_loops_registered_fd_is_used_as_a_plain_descriptor() {
 
     let read = |h: &static_uring::Handle<4, 4, 64>, fd: &Fd| {
         let buf = IoBufMut::with_capacity(3);
-        h.read_at(fd, 0, 3, buf, None).wait().unwrap()
+        h.read_at(fd, 0, buf).limit(3).wait().unwrap()
     };
     assert_eq!(&read(&h2, &fixed_one)[..], b"one", "not loop 2's index 0");
     assert_eq!(&read(&h1, &fixed_two)[..], b"two", "not loop 1's index 0");
@@ -138,7 +143,7 @@ fn a_registered_descriptor_stays_open_until_its_loop_ends() {
     let fixed = event_loop.register_file(a).unwrap();
     drop(fixed);
     let lp = LoopThread::spawn(event_loop);
-    handle.nop(None).wait().unwrap();
+    handle.nop().wait().unwrap();
     assert_eq!(
         fd_target(raw).as_ref(),
         Some(&target),
@@ -169,23 +174,19 @@ fn pool_buffers_use_fixed_opcodes_only_on_the_loop_that_registered_the_pool() {
     let mut out = REGISTERED.take().unwrap();
     assert!(out.extend_from_slice(&[7u8; 4096]));
     let out = handle
-        .write_at(file.file.clone(), 4096, IoBuf::from(out), None)
+        .write_at(file.file.clone(), 4096, IoBuf::from(out))
         .wait()
         .unwrap();
     drop(out);
     let buf = handle
-        .read_at(
-            file.file.clone(),
-            4096,
-            4096,
-            REGISTERED.take().unwrap(),
-            None,
-        )
+        .read_at(file.file.clone(), 4096, REGISTERED.take().unwrap())
+        .limit(4096)
         .wait()
         .unwrap();
     assert!(buf.iter().all(|&b| b == 7) && buf.len() == 4096);
     let buf = handle
-        .read_some_at(file.file.clone(), 8000, 4096, buf, None)
+        .read_some_at(file.file.clone(), 8000, buf)
+        .limit(4096)
         .wait()
         .unwrap();
     assert_eq!(
@@ -198,7 +199,8 @@ fn pool_buffers_use_fixed_opcodes_only_on_the_loop_that_registered_the_pool() {
 
     // A pool the loop did not register: ordinary opcodes, same results.
     let other = handle
-        .read_at(file.file.clone(), 4096, 16, OTHER.take().unwrap(), None)
+        .read_at(file.file.clone(), 4096, OTHER.take().unwrap())
+        .limit(16)
         .wait()
         .unwrap();
     assert_eq!(&other[..], &[7u8; 16]);
@@ -206,9 +208,10 @@ fn pool_buffers_use_fixed_opcodes_only_on_the_loop_that_registered_the_pool() {
     let (a, b) = socket_pair();
     let mut msg = OTHER.take().unwrap();
     assert!(msg.extend_from_slice(b"pool"));
-    handle.send(a, IoBuf::from(msg), None).wait().unwrap();
+    handle.send(a, IoBuf::from(msg)).wait().unwrap();
     let (got, _) = handle
-        .recv(b, REGISTERED.take().unwrap(), 0, 4, true, None)
+        .recv(b, REGISTERED.take().unwrap())
+        .exact(4)
         .wait()
         .unwrap();
     assert_eq!(&got[..], b"pool");
@@ -235,7 +238,8 @@ fn a_pool_registered_with_a_finished_loop_serves_the_next_one() {
         let lp = LoopThread::spawn(event_loop);
         let buf = held.take().unwrap();
         let buf = handle
-            .read_at(file.file.clone(), 0, 512, buf, None)
+            .read_at(file.file.clone(), 0, buf)
+            .limit(512)
             .wait()
             .unwrap();
         assert_eq!(buf.len(), 512, "round {round}");
@@ -254,7 +258,8 @@ fn an_allocated_pool_registers_and_serves_reads() {
     let lp = LoopThread::spawn(event_loop);
     let file = TempFile::with_contents(&[3u8; 100]);
     let buf = handle
-        .read_some_at(file.file.clone(), 0, 65536, pool.take().unwrap(), None)
+        .read_some_at(file.file.clone(), 0, pool.take().unwrap())
+        .limit(65536)
         .wait()
         .unwrap();
     assert_eq!(buf.len(), 100);

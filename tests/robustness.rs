@@ -16,7 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use static_uring::{Config, Error, Handle, IoBuf, IoBufMut, Op, RecvResult, Storage, UnitResult};
+use static_uring::{op, Config, Error, Handle, IoBuf, IoBufMut, Op, Storage};
 
 fn zeroed(len: usize) -> IoBufMut {
     IoBufMut::from(vec![0u8; len])
@@ -65,12 +65,12 @@ fn silent_recvs<const S: usize, const R: usize, const W: usize>(
     handle: &Handle<S, R, W>,
     n: usize,
     in_flight: usize,
-) -> (Vec<Op<RecvResult, S, R, W>>, Vec<Silent>) {
+) -> (Vec<Op<op::Recv, S, R, W>>, Vec<Silent>) {
     let mut ops = Vec::new();
     let mut peers = Vec::new();
     for i in 0..n {
         let (peer, mine) = socket_pair();
-        ops.push(handle.try_recv(mine, zeroed(4), 0, 4, false, None).unwrap());
+        ops.push(handle.recv(mine, zeroed(4)).limit(4).try_submit().unwrap());
         peers.push(peer);
         if i < in_flight {
             wait_until(HANG, "in flight", || {
@@ -83,10 +83,10 @@ fn silent_recvs<const S: usize, const R: usize, const W: usize>(
 
 /// Every op's error, waited for with a bound.
 fn errors<const S: usize, const R: usize, const W: usize>(
-    ops: Vec<Op<RecvResult, S, R, W>>,
+    ops: Vec<Op<op::Recv, S, R, W>>,
 ) -> Vec<Error> {
     ops.into_iter()
-        .map(|op| with_timeout(HANG, move || op.wait()).unwrap_err().1)
+        .map(|op| with_timeout(HANG, move || op.wait()).unwrap_err().error)
         .collect()
 }
 
@@ -105,7 +105,9 @@ fn shutdown_with_a_request_queued_behind_a_full_table_ends_at_the_budget() {
     let dropped = Instant::now();
     drop(handle);
     assert_eq!(errors(ops), [Error::Abandoned]);
-    let (buf, eb) = with_timeout(HANG, move || b.wait()).unwrap_err();
+    let (buf, eb) = with_timeout(HANG, move || b.wait())
+        .unwrap_err()
+        .into_parts();
     assert_eq!(eb, Error::Closed, "B was never admitted");
     assert_eq!(
         buf.capacity(),
@@ -177,19 +179,25 @@ fn shutdown_without_budget_admits_queued_requests_and_keeps_their_deadlines() {
     let a_deadline = start_at + Duration::from_millis(100);
     let b_deadline = start_at + Duration::from_millis(300);
     let a = handle
-        .try_recv(a2, zeroed(4), 0, 4, false, Some(a_deadline))
+        .recv(a2, zeroed(4))
+        .limit(4)
+        .deadline(a_deadline)
+        .try_submit()
         .unwrap();
     wait_until(HANG, "A in flight", || handle.metrics().submitted == 1);
     let b = handle
-        .try_recv(b2, zeroed(4), 0, 4, false, Some(b_deadline))
+        .recv(b2, zeroed(4))
+        .limit(4)
+        .deadline(b_deadline)
+        .try_submit()
         .unwrap();
     drop(handle);
     assert_eq!(
-        with_timeout(HANG, move || a.wait()).unwrap_err().1,
+        with_timeout(HANG, move || a.wait()).unwrap_err().error,
         Error::Timeout
     );
     assert_eq!(
-        with_timeout(HANG, move || b.wait()).unwrap_err().1,
+        with_timeout(HANG, move || b.wait()).unwrap_err().error,
         Error::Timeout
     );
     assert!(Instant::now() >= b_deadline, "B timed out early");
@@ -203,10 +211,11 @@ fn shutdown_without_budget_runs_a_queued_write_after_the_table_frees() {
     let (handle, lp) = start::<2, 1, 64>(budget(None));
     let (a1, a2) = socket_pair();
     let file = TempFile::new();
-    let a = handle.try_recv(a2, zeroed(4), 0, 4, true, None).unwrap();
+    let a = handle.recv(a2, zeroed(4)).exact(4).try_submit().unwrap();
     wait_until(HANG, "A in flight", || handle.metrics().submitted == 1);
     let w = handle
-        .try_write_at(file.file.clone(), 0, IoBuf::from(&b"kept"[..]), None)
+        .write_at(file.file.clone(), 0, IoBuf::from(&b"kept"[..]))
+        .try_submit()
         .unwrap();
     drop(w); // durable writes run to completion even without a caller
     drop(handle);
@@ -232,7 +241,7 @@ fn a_panicking_waker_does_not_stop_the_loop() {
     let lp = LoopThread::spawn(event_loop);
     let (count, waker) = panicking_waker();
     let (a1, a2) = socket_pair();
-    let mut op = Box::pin(handle.recv(a2, zeroed(2), 0, 2, true, None));
+    let mut op = Box::pin(handle.recv(a2, zeroed(2)).exact(2));
     assert!(poll_with(op.as_mut(), &waker).is_none(), "in flight");
     (&*a1).write_all(b"ok").unwrap();
     wait_until(HANG, "the loop woke the waker", || {
@@ -246,7 +255,7 @@ fn a_panicking_waker_does_not_stop_the_loop() {
     for _ in 0..10 {
         with_timeout(HANG, {
             let h = handle.clone();
-            move || h.nop(None).wait()
+            move || h.nop().wait()
         })
         .unwrap();
     }
@@ -275,25 +284,30 @@ fn offsets_beyond_i64_max_are_invalid_input() {
         1 << 63,
     ] {
         let (buf, e) = handle
-            .read_at(file.clone(), offset, 16, IoBufMut::with_capacity(16), None)
+            .read_at(file.clone(), offset, IoBufMut::with_capacity(16))
+            .limit(16)
             .wait()
-            .unwrap_err();
+            .unwrap_err()
+            .into_parts();
         assert_eq!(
             (e, buf.capacity()),
             (Error::InvalidInput, 16),
             "read_at({offset})"
         );
         let (buf, e) = handle
-            .write_at(temp.file.clone(), offset, IoBuf::from(&[1u8; 16][..]), None)
+            .write_at(temp.file.clone(), offset, IoBuf::from(&[1u8; 16][..]))
             .wait()
-            .unwrap_err();
+            .unwrap_err()
+            .into_parts();
         assert_eq!(
             (e, buf.len()),
             (Error::InvalidInput, 16),
             "write_at({offset})"
         );
         assert!(handle
-            .try_read_at(file.clone(), offset, 16, IoBufMut::with_capacity(16), None)
+            .read_at(file.clone(), offset, IoBufMut::with_capacity(16))
+            .limit(16)
+            .try_submit()
             .is_err());
     }
     assert_eq!(handle.metrics().submitted, 0, "nothing reached the kernel");
@@ -305,9 +319,11 @@ fn offsets_beyond_i64_max_are_invalid_input() {
     // The largest valid range still works (end of file there).
     let last = i64::MAX as u64 - 16;
     let (_, e) = handle
-        .read_at(file.clone(), last, 16, IoBufMut::with_capacity(16), None)
+        .read_at(file.clone(), last, IoBufMut::with_capacity(16))
+        .limit(16)
         .wait()
-        .unwrap_err();
+        .unwrap_err()
+        .into_parts();
     assert_eq!(e, Error::UnexpectedEof);
     drop(handle);
     lp.join(HANG).unwrap();
@@ -324,10 +340,10 @@ fn completed_counts_orphans_retired_at_admission_and_at_a_partial_cqe() {
     let lp = LoopThread::spawn(event_loop);
     let (a1, a2) = socket_pair();
     // Exact recv of 8: a 4-byte write is a non-terminal CQE.
-    let a = handle.try_recv(a2, zeroed(8), 0, 8, true, None).unwrap();
+    let a = handle.recv(a2, zeroed(8)).exact(8).try_submit().unwrap();
     wait_until(HANG, "A in flight", || handle.metrics().submitted == 1);
     // B queued behind it, then orphaned before admission.
-    drop(handle.try_nop(None).unwrap());
+    drop(handle.nop().try_submit().unwrap());
     drop(a);
     (&*a1).write_all(b"half").unwrap();
     wait_until(HANG, "both retired", || handle.metrics().completed == 2);
@@ -348,19 +364,24 @@ fn abandonment_sends_no_second_cancel_after_a_deadline() {
     let (_x1, x2) = socket_pair();
     let deadline = Instant::now() + Duration::from_millis(50);
     let x = handle
-        .try_recv(x2, zeroed(4), 0, 4, false, Some(deadline))
+        .recv(x2, zeroed(4))
+        .limit(4)
+        .deadline(deadline)
+        .try_submit()
         .unwrap();
     wait_until(HANG, "X in flight", || handle.metrics().submitted == 1);
     // Hold the loop thread inside a waker across the deadline and the last handle's drop.
     let stall = Stall::new();
-    let mut y = Box::pin(handle.nop(None));
+    let mut y = Box::pin(handle.nop());
     assert!(poll_with(y.as_mut(), &stall.waker()).is_none());
     stall.wait_entered();
     thread::sleep(deadline.saturating_duration_since(Instant::now()) + Duration::from_millis(20));
     drop(handle);
     thread::sleep(Duration::from_millis(10));
     stall.release();
-    let (_, e) = with_timeout(HANG, move || x.wait()).unwrap_err();
+    let (_, e) = with_timeout(HANG, move || x.wait())
+        .unwrap_err()
+        .into_parts();
     assert_eq!(
         e,
         Error::Timeout,
@@ -381,11 +402,11 @@ fn a_panicking_waiter_cannot_make_an_op_take_the_next_owners_result() {
     let (handle, lp) = start::<1, 1, 64>(config());
     let (a1, a2) = socket_pair();
     let (b1, _b2) = socket_pair();
-    let mut recv = Box::pin(handle.recv(a2, IoBufMut::with_capacity(8), 0, 8, false, None));
+    let mut recv = Box::pin(handle.recv(a2, IoBufMut::with_capacity(8)).limit(8));
     assert!(poll_once(recv.as_mut()).is_none());
     wait_until(HANG, "recv in flight", || handle.metrics().submitted == 1);
     let (count, waker) = panicking_waker();
-    let mut send = Box::pin(handle.send(b1, IoBuf::from(&b"four"[..]), None));
+    let mut send = Box::pin(handle.send(b1, IoBuf::from(&b"four"[..])));
     assert!(
         poll_with(send.as_mut(), &waker).is_none(),
         "waits for the slot"
@@ -412,7 +433,7 @@ fn a_panicking_waiter_cannot_make_an_op_take_the_next_owners_result() {
 /// unlinks itself from the same wait list): dropping the last handle must return.
 #[test]
 fn a_waker_that_drops_another_waiter_does_not_deadlock_the_close() {
-    type Waiting = Pin<Box<Op<UnitResult, 1, 1, 64>>>;
+    type Waiting = Pin<Box<Op<op::Nop, 1, 1, 64>>>;
     struct DropsOther(Mutex<Option<Waiting>>);
     impl Wake for DropsOther {
         fn wake(self: Arc<Self>) {
@@ -424,12 +445,12 @@ fn a_waker_that_drops_another_waiter_does_not_deadlock_the_close() {
     }
     let (handle, lp) = start::<1, 1, 64>(budget(Some(Duration::ZERO)));
     let (_a1, a2) = socket_pair();
-    let held = handle.try_recv(a2, zeroed(4), 0, 4, false, None).unwrap();
+    let held = handle.recv(a2, zeroed(4)).limit(4).try_submit().unwrap();
     wait_until(HANG, "slot taken", || handle.metrics().submitted == 1);
     let dropper = Arc::new(DropsOther(Mutex::new(None)));
-    let mut first: Waiting = Box::pin(handle.nop(None));
+    let mut first: Waiting = Box::pin(handle.nop());
     assert!(poll_with(first.as_mut(), &Waker::from(dropper.clone())).is_none());
-    let mut second: Waiting = Box::pin(handle.nop(None));
+    let mut second: Waiting = Box::pin(handle.nop());
     assert!(poll_once(second.as_mut()).is_none());
     *dropper.0.lock().unwrap() = Some(second);
     with_timeout(HANG, move || drop(handle));
@@ -439,7 +460,7 @@ fn a_waker_that_drops_another_waiter_does_not_deadlock_the_close() {
     });
     assert_eq!(poll_once(first.as_mut()), Some(Err(Error::Closed)));
     assert_eq!(
-        with_timeout(HANG, move || held.wait()).unwrap_err().1,
+        with_timeout(HANG, move || held.wait()).unwrap_err().error,
         Error::Abandoned
     );
     lp.join(HANG).unwrap();
@@ -455,12 +476,12 @@ fn a_granted_waiter_uses_its_grant_and_leaves_the_other_slot_free() {
     let (handle, lp) = start::<2, 2, 64>(config());
     let (a1, a2) = socket_pair();
     let (b1, b2) = socket_pair();
-    let mut ra = Box::pin(handle.recv(a2, zeroed(4), 0, 4, false, None));
-    let mut rb = Box::pin(handle.recv(b2, zeroed(4), 0, 4, false, None));
+    let mut ra = Box::pin(handle.recv(a2, zeroed(4)).limit(4));
+    let mut rb = Box::pin(handle.recv(b2, zeroed(4)).limit(4));
     assert!(poll_once(ra.as_mut()).is_none() && poll_once(rb.as_mut()).is_none());
     wait_until(HANG, "both in flight", || handle.metrics().submitted == 2);
     let (c1, c2) = socket_pair();
-    let mut third = Box::pin(handle.recv(c2, zeroed(4), 0, 4, false, None));
+    let mut third = Box::pin(handle.recv(c2, zeroed(4)).limit(4));
     assert!(poll_once(third.as_mut()).is_none(), "no slot: waits");
     (&*a1).write_all(b"a").unwrap();
     (&*b1).write_all(b"b").unwrap();
@@ -470,7 +491,8 @@ fn a_granted_waiter_uses_its_grant_and_leaves_the_other_slot_free() {
     assert!(poll_once(third.as_mut()).is_none(), "submitted, in flight");
     // `third` is in flight: it holds exactly one slot, its grant.
     let extra = handle
-        .try_nop(None)
+        .nop()
+        .try_submit()
         .expect("one slot is free: the waiter holds only its grant");
     (&*c1).write_all(b"c").unwrap();
     assert!(block_on(HANG, third.as_mut()).is_ok());
@@ -484,17 +506,17 @@ fn a_granted_waiter_uses_its_grant_and_leaves_the_other_slot_free() {
 fn slot_waiters_are_served_first_come_first_served() {
     let (handle, lp) = start::<1, 1, 64>(config());
     let (a1, a2) = socket_pair();
-    let mut held = Box::pin(handle.recv(a2, zeroed(4), 0, 4, false, None));
+    let mut held = Box::pin(handle.recv(a2, zeroed(4)).limit(4));
     assert!(poll_once(held.as_mut()).is_none());
     wait_until(HANG, "slot taken", || handle.metrics().submitted == 1);
-    let mut first = Box::pin(handle.nop(None));
-    let mut second = Box::pin(handle.nop(None));
+    let mut first = Box::pin(handle.nop());
+    let mut second = Box::pin(handle.nop());
     assert!(poll_once(first.as_mut()).is_none());
     assert!(poll_once(second.as_mut()).is_none());
     (&*a1).write_all(b"go").unwrap();
     wait_until(HANG, "recv done", || handle.metrics().completed == 1);
     assert!(poll_once(held.as_mut()).unwrap().is_ok()); // hands the slot to `first`
-    let mut newcomer = Box::pin(handle.nop(None));
+    let mut newcomer = Box::pin(handle.nop());
     assert!(
         poll_once(newcomer.as_mut()).is_none(),
         "a newcomer queues behind the waiters"
@@ -524,7 +546,7 @@ fn blocking_waiters_racing_the_close_all_return() {
                 let h = handle.clone();
                 Background::spawn(move || {
                     (0..20)
-                        .map(|_| h.nop(None).wait())
+                        .map(|_| h.nop().wait())
                         .filter(|r| *r == Err(Error::Closed))
                         .count()
                 })
@@ -549,7 +571,7 @@ fn a_dropped_op_releases_its_waker() {
     let (a1, a2) = socket_pair();
     let quiet = Arc::new(Quiet);
     let waker = Waker::from(quiet.clone());
-    let mut op = Box::pin(handle.recv(a2, zeroed(4), 0, 4, false, None));
+    let mut op = Box::pin(handle.recv(a2, zeroed(4)).limit(4));
     assert!(poll_with(op.as_mut(), &waker).is_none());
     drop(waker);
     assert_eq!(
@@ -586,7 +608,7 @@ fn a_static_buffer_is_reusable_after_a_short_recv() {
     let (mut buf, filled) = with_timeout(HANG, {
         let h = handle.clone();
         let a2 = a2.clone();
-        move || h.recv(a2, buf, 0, 16, false, None).wait()
+        move || h.recv(a2, buf).limit(16).wait()
     })
     .unwrap();
     assert_eq!((filled, buf.capacity()), (3, 16));
@@ -594,7 +616,7 @@ fn a_static_buffer_is_reusable_after_a_short_recv() {
     (&*a1).write_all(&[7u8; 16]).unwrap();
     let (buf, filled) = with_timeout(HANG, {
         let h = handle.clone();
-        move || h.recv(a2, buf, 0, 16, true, None).wait()
+        move || h.recv(a2, buf).exact(16).wait()
     })
     .unwrap();
     assert_eq!((filled, &buf[..]), (16, &[7u8; 16][..]));

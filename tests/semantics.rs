@@ -121,8 +121,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
+use static_uring::BufError;
 use static_uring::{
-    Config, Error, Fd, Handle, IoBuf, IoBufMut, Metrics, Op, RecvResult, Storage, UnitResult,
+    op, Config, Error, Fd, Handle, IoBuf, IoBufMut, Metrics, Op, OpResult, Storage,
 };
 
 /// A buffer of `len` initialised bytes (so every byte below any recv offset is defined).
@@ -150,9 +151,9 @@ fn futures_and_handles_are_send_static() {
     send_sync(&handle);
     send_static(&event_loop);
     let (a, _b) = socket_pair();
-    send_static(&handle.nop(None));
-    send_static(&handle.send(a.clone(), IoBuf::from(&b"x"[..]), None));
-    send_static(&handle.recv(a, zeroed(1), 0, 1, false, None));
+    send_static(&handle.nop());
+    send_static(&handle.send(a.clone(), IoBuf::from(&b"x"[..])));
+    send_static(&handle.recv(a, zeroed(1)).limit(1));
 }
 
 #[test]
@@ -163,8 +164,13 @@ fn recv_without_data_times_out_at_its_deadline() {
     let (a, b) = socket_pair();
     let start_at = Instant::now();
     let deadline = start_at + Duration::from_millis(100);
-    let op = handle.recv(b.clone(), zeroed(16), 0, 16, false, Some(deadline));
-    let (buf, e) = with_timeout(HANG, move || op.wait()).unwrap_err();
+    let op = handle
+        .recv(b.clone(), zeroed(16))
+        .limit(16)
+        .deadline(deadline);
+    let (buf, e) = with_timeout(HANG, move || op.wait())
+        .unwrap_err()
+        .into_parts();
     let returned = Instant::now();
     assert_eq!(e, Error::Timeout);
     assert_eq!(buf.capacity(), 16, "the buffer comes back with the error");
@@ -182,10 +188,7 @@ fn recv_without_data_times_out_at_its_deadline() {
     assert_eq!((m.timed_out, m.cancel_sqes, m.completed), (1, 1, 1));
     // The cancelled recv took nothing: the next one gets the bytes.
     (&*a).write_all(b"late").unwrap();
-    let (buf, n) = handle
-        .recv(b, zeroed(16), 0, 16, false, None)
-        .wait()
-        .unwrap();
+    let (buf, n) = handle.recv(b, zeroed(16)).limit(16).wait().unwrap();
     assert_eq!(&buf[..n], b"late");
     drop(handle);
     lp.join(HANG).unwrap();
@@ -203,15 +206,13 @@ fn deadlines_are_clamped_to_max_request_timeout() {
     let (handle, lp) = start::<4, 4, 64>(cfg);
     let (_a, b) = socket_pair();
     let start_at = Instant::now();
-    let op = handle.recv(
-        b,
-        zeroed(4),
-        0,
-        4,
-        false,
-        Some(start_at + Duration::from_secs(30)),
-    );
-    let (_, e) = with_timeout(HANG, move || op.wait()).unwrap_err();
+    let op = handle
+        .recv(b, zeroed(4))
+        .limit(4)
+        .deadline(start_at + Duration::from_secs(30));
+    let (_, e) = with_timeout(HANG, move || op.wait())
+        .unwrap_err()
+        .into_parts();
     let elapsed = start_at.elapsed();
     assert_eq!(e, Error::Timeout);
     // Up to one tick (5 ms) early is allowed for clamped deadlines.
@@ -237,15 +238,19 @@ fn slot_reuse_does_not_cancel_a_new_waiter_early() {
     // #1: short deadline, data already there: succeeds at once.
     let first = Instant::now() + Duration::from_millis(30);
     let (buf, n) = handle
-        .recv(b.clone(), zeroed(8), 0, 8, false, Some(first))
+        .recv(b.clone(), zeroed(8))
+        .limit(8)
+        .deadline(first)
         .wait()
         .unwrap();
     assert!(n > 0);
     assert_eq!(&buf[..n], &b"hello"[..n]);
     // #2: same slot, longer deadline, no data: must last until its own deadline, well past #1's.
     let second = Instant::now() + Duration::from_millis(150);
-    let op = handle.recv(b.clone(), zeroed(8), 0, 8, false, Some(second));
-    let (_, e) = with_timeout(HANG, move || op.wait()).unwrap_err();
+    let op = handle.recv(b.clone(), zeroed(8)).limit(8).deadline(second);
+    let (_, e) = with_timeout(HANG, move || op.wait())
+        .unwrap_err()
+        .into_parts();
     assert_eq!(e, Error::Timeout);
     assert!(
         Instant::now() >= second,
@@ -255,7 +260,9 @@ fn slot_reuse_does_not_cancel_a_new_waiter_early() {
     (&*a).write_all(b"!").unwrap();
     let third = Instant::now() + Duration::from_millis(200);
     let (buf, n) = handle
-        .recv(b, zeroed(8), 0, 8, false, Some(third))
+        .recv(b, zeroed(8))
+        .limit(8)
+        .deadline(third)
         .wait()
         .unwrap();
     assert_eq!(&buf[..n], b"!");
@@ -271,18 +278,28 @@ fn shutdown_without_timeout_keeps_processing_deadlines() {
     let (a, b) = socket_pair();
     let deadline = Instant::now() + Duration::from_millis(50);
     let silent = handle
-        .try_recv(b.clone(), zeroed(8), 0, 8, false, Some(deadline))
+        .recv(b.clone(), zeroed(8))
+        .limit(8)
+        .deadline(deadline)
+        .try_submit()
         .unwrap();
     // A partially filled exact recv: it sits between SQEs when its deadline fires.
     let (c, d) = socket_pair();
     (&*c).write_all(b"0123").unwrap();
     let partial = handle
-        .try_recv(d.clone(), zeroed(100), 0, 100, true, Some(deadline))
+        .recv(d.clone(), zeroed(100))
+        .exact(100)
+        .deadline(deadline)
+        .try_submit()
         .unwrap();
     drop(handle);
-    let (_, e) = with_timeout(HANG, move || silent.wait()).unwrap_err();
+    let (_, e) = with_timeout(HANG, move || silent.wait())
+        .unwrap_err()
+        .into_parts();
     assert_eq!(e, Error::Timeout);
-    let (buf, e) = with_timeout(HANG, move || partial.wait()).unwrap_err();
+    let (buf, e) = with_timeout(HANG, move || partial.wait())
+        .unwrap_err()
+        .into_parts();
     assert_eq!(e, Error::Timeout);
     assert_eq!(buf.capacity(), 100);
     assert!(Instant::now() >= deadline);
@@ -302,13 +319,13 @@ fn shutdown_timeout_abandons_a_request_still_in_the_kernel() {
     let reader = event_loop.metrics_reader();
     let lp = LoopThread::spawn(event_loop);
     let (a, b) = socket_pair();
-    let op = handle.try_recv(b, zeroed(8), 0, 8, false, None).unwrap();
+    let op = handle.recv(b, zeroed(8)).limit(8).try_submit().unwrap();
     wait_until(HANG, "recv in flight", || handle.metrics().submitted == 1);
     thread::sleep(Duration::from_millis(10));
     let dropped = Instant::now();
     drop(handle);
     let result = with_timeout(HANG, move || op.wait());
-    let (_, e) = result.unwrap_err();
+    let (_, e) = result.unwrap_err().into_parts();
     assert_eq!(e, Error::Abandoned);
     // The reader outlives the handles: the abandonment is counted; a socket recv is released by
     // the kernel at the cancel, so its slot is not parked.
@@ -336,10 +353,12 @@ fn shutdown_is_observed_with_the_request_table_full() {
     };
     let (handle, lp) = start::<1, 1, 64>(cfg);
     let (_a, b) = socket_pair();
-    let op = handle.try_recv(b, zeroed(4), 0, 4, false, None).unwrap();
+    let op = handle.recv(b, zeroed(4)).limit(4).try_submit().unwrap();
     wait_until(HANG, "recv in flight", || handle.metrics().submitted == 1);
     drop(handle);
-    let (_, e) = with_timeout(HANG, move || op.wait()).unwrap_err();
+    let (_, e) = with_timeout(HANG, move || op.wait())
+        .unwrap_err()
+        .into_parts();
     assert_eq!(e, Error::Abandoned);
     lp.join(HANG).unwrap();
 }
@@ -352,10 +371,11 @@ fn shutdown_admits_requests_queued_behind_a_full_table() {
     let (handle, lp) = start::<2, 1, 64>(config());
     let (a, b) = socket_pair();
     let file = TempFile::new();
-    let first = handle.try_recv(b, zeroed(4), 0, 4, true, None).unwrap();
+    let first = handle.recv(b, zeroed(4)).exact(4).try_submit().unwrap();
     wait_until(HANG, "recv in flight", || handle.metrics().submitted == 1);
     let second = handle
-        .try_write_at(file.file.clone(), 0, IoBuf::from(&b"behind"[..]), None)
+        .write_at(file.file.clone(), 0, IoBuf::from(&b"behind"[..]))
+        .try_submit()
         .unwrap();
     drop(handle);
     thread::sleep(Duration::from_millis(20));
@@ -382,10 +402,15 @@ fn shutdown_timeout_preserves_a_deadline_result() {
     let (_a, b) = socket_pair();
     let deadline = Instant::now() + Duration::from_millis(50);
     let op = handle
-        .try_recv(b, zeroed(8), 0, 8, false, Some(deadline))
+        .recv(b, zeroed(8))
+        .limit(8)
+        .deadline(deadline)
+        .try_submit()
         .unwrap();
     drop(handle);
-    let (buf, e) = with_timeout(HANG, move || op.wait()).unwrap_err();
+    let (buf, e) = with_timeout(HANG, move || op.wait())
+        .unwrap_err()
+        .into_parts();
     assert_eq!(e, Error::Timeout);
     assert_eq!(
         buf.capacity(),
@@ -407,11 +432,16 @@ fn shutdown_timeout_abandons_a_timed_request_after_the_cutoff() {
     let (_a, b) = socket_pair();
     let deadline = Instant::now() + Duration::from_millis(1000);
     let op = handle
-        .try_recv(b, zeroed(8), 0, 8, false, Some(deadline))
+        .recv(b, zeroed(8))
+        .limit(8)
+        .deadline(deadline)
+        .try_submit()
         .unwrap();
     thread::sleep(Duration::from_millis(10));
     drop(handle);
-    let (_, e) = with_timeout(HANG, move || op.wait()).unwrap_err();
+    let (_, e) = with_timeout(HANG, move || op.wait())
+        .unwrap_err()
+        .into_parts();
     assert_eq!(e, Error::Abandoned);
     assert!(
         Instant::now() < deadline,
@@ -433,11 +463,16 @@ fn many_recvs_sharing_one_deadline_all_time_out() {
     let (_a, b) = socket_pair();
     let start_at = Instant::now();
     let deadline = start_at + Duration::from_millis(50);
-    let ops = (0..64).map(|_| handle.recv(b.clone(), zeroed(8), 0, 8, false, Some(deadline)));
+    let ops = (0..64).map(|_| {
+        handle
+            .recv(b.clone(), zeroed(8))
+            .limit(8)
+            .deadline(deadline)
+    });
     let results = block_on(HANG, join_all(ops));
     assert_eq!(results.len(), 64);
     for r in results {
-        assert_eq!(r.unwrap_err().1, Error::Timeout);
+        assert_eq!(r.unwrap_err().error, Error::Timeout);
     }
     let elapsed = start_at.elapsed();
     assert!(Instant::now() >= deadline);
@@ -460,9 +495,9 @@ fn fresh_staging_that_fills_the_sq_admits_the_rest_later() {
     let (handle, event_loop) = static_uring::new::<8, 8, 64>(config()).unwrap();
     let file = TempFile::with_contents(b"abc");
     let ops: Vec<_> = (0..8)
-        .map(|_| handle.try_sync(file.file.clone(), None).unwrap())
+        .map(|_| handle.sync(file.file.clone()).try_submit().unwrap())
         .collect();
-    assert_eq!(err(handle.try_nop(None)), Error::Full);
+    assert_eq!(err(handle.nop().try_submit()), Error::Full);
     let lp = LoopThread::spawn(event_loop);
     for op in ops {
         with_timeout(HANG, move || op.wait()).unwrap();
@@ -478,7 +513,7 @@ fn exact_recv_accumulates_partial_progress() {
     // 9.1.23: an exact recv resubmits after a short read until every byte arrived.
     let (handle, lp) = start::<4, 4, 64>(config());
     let (a, b) = socket_pair();
-    let op = handle.try_recv(b, zeroed(100), 0, 100, true, None).unwrap();
+    let op = handle.recv(b, zeroed(100)).exact(100).try_submit().unwrap();
     let payload: Vec<u8> = (0..100u8).collect();
     (&*a).write_all(&payload[..40]).unwrap();
     thread::sleep(Duration::from_millis(20));
@@ -501,7 +536,7 @@ fn shutdown_without_timeout_restages_partial_requests() {
     // filled when the last handle went away, and is filled further during the drain, completes.
     let (handle, lp) = start::<4, 4, 64>(config());
     let (a, b) = socket_pair();
-    let op = handle.try_recv(b, zeroed(100), 0, 100, true, None).unwrap();
+    let op = handle.recv(b, zeroed(100)).exact(100).try_submit().unwrap();
     (&*a).write_all(&[1u8; 10]).unwrap();
     wait_until(HANG, "short read processed", || {
         handle.metrics().requeued >= 1
@@ -533,9 +568,14 @@ fn deadline_fires_on_a_partially_filled_exact_recv() {
     let (a, b) = socket_pair();
     let start_at = Instant::now();
     let deadline = start_at + Duration::from_millis(80);
-    let op = handle.recv(b.clone(), zeroed(100), 0, 100, true, Some(deadline));
+    let op = handle
+        .recv(b.clone(), zeroed(100))
+        .exact(100)
+        .deadline(deadline);
     (&*a).write_all(&[7u8; 10]).unwrap();
-    let (buf, e) = with_timeout(HANG, move || op.wait()).unwrap_err();
+    let (buf, e) = with_timeout(HANG, move || op.wait())
+        .unwrap_err()
+        .into_parts();
     assert_eq!(e, Error::Timeout);
     assert_eq!(buf.capacity(), 100);
     assert!(Instant::now() >= deadline);
@@ -544,11 +584,13 @@ fn deadline_fires_on_a_partially_filled_exact_recv() {
     (&*a).write_all(b"abc").unwrap();
     let next = Instant::now() + Duration::from_millis(200);
     let (buf, n) = handle
-        .recv(b, zeroed(8), 0, 8, false, Some(next))
+        .recv(b, zeroed(8))
+        .limit(8)
+        .deadline(next)
         .wait()
         .unwrap();
     assert_eq!(&buf[..n], b"abc");
-    handle.nop(None).wait().unwrap();
+    handle.nop().wait().unwrap();
     drop(handle);
     lp.join(HANG).unwrap();
 }
@@ -563,31 +605,41 @@ fn expired_deadline_times_out_without_io() {
     let past = Some(Instant::now() - Duration::from_secs(1));
 
     let (buf, e) = handle
-        .send(a.clone(), IoBuf::from(&b"hi"[..]), past)
+        .send(a.clone(), IoBuf::from(&b"hi"[..]))
+        .deadline(past)
         .wait()
-        .unwrap_err();
+        .unwrap_err()
+        .into_parts();
     assert_eq!((e, &buf[..]), (Error::Timeout, &b"hi"[..]));
     (&*a).write_all(b"q").unwrap(); // data present, yet the recv must not take it
     let (buf, e) = handle
-        .recv(b.clone(), IoBufMut::from(vec![5u8; 4]), 0, 4, false, past)
+        .recv(b.clone(), IoBufMut::from(vec![5u8; 4]))
+        .limit(4)
+        .deadline(past)
         .wait()
-        .unwrap_err();
+        .unwrap_err()
+        .into_parts();
     assert_eq!((e, &buf[..]), (Error::Timeout, &[5u8; 4][..]));
     let (buf, e) = handle
-        .read_at(file.file.clone(), 0, 4, zeroed(4), past)
+        .read_at(file.file.clone(), 0, zeroed(4))
+        .limit(4)
+        .deadline(past)
         .wait()
-        .unwrap_err();
+        .unwrap_err()
+        .into_parts();
     assert_eq!((e, buf.capacity()), (Error::Timeout, 4));
     let (buf, e) = handle
-        .write_at(file.file.clone(), 0, IoBuf::from(&b"data"[..]), past)
+        .write_at(file.file.clone(), 0, IoBuf::from(&b"data"[..]))
+        .deadline(past)
         .wait()
-        .unwrap_err();
+        .unwrap_err()
+        .into_parts();
     assert_eq!((e, &buf[..]), (Error::Timeout, &b"data"[..]));
     assert_eq!(
-        handle.sync(file.file.clone(), past).wait(),
+        handle.sync(file.file.clone()).deadline(past).wait(),
         Err(Error::Timeout)
     );
-    assert_eq!(handle.nop(past).wait(), Err(Error::Timeout));
+    assert_eq!(handle.nop().deadline(past).wait(), Err(Error::Timeout));
 
     let m = handle.metrics();
     assert_eq!((m.submitted, m.cancel_sqes), (0, 0), "no I/O: {m:?}");
@@ -615,16 +667,20 @@ fn orphan_before_first_submit_frees_the_slot() {
     let deadline = Some(Instant::now() + Duration::from_millis(200));
     drop(
         handle
-            .try_send(a.clone(), IoBuf::from(&b"never"[..]), deadline)
+            .send(a.clone(), IoBuf::from(&b"never"[..]))
+            .deadline(deadline)
+            .try_submit()
             .unwrap(),
     );
     drop(
         handle
-            .try_read_at(file.file.clone(), 0, 4, zeroed(4), None)
+            .read_at(file.file.clone(), 0, zeroed(4))
+            .limit(4)
+            .try_submit()
             .unwrap(),
     );
     assert_eq!(
-        err(handle.try_nop(None)),
+        err(handle.nop().try_submit()),
         Error::Full,
         "both slots are held until retired"
     );
@@ -634,7 +690,10 @@ fn orphan_before_first_submit_frees_the_slot() {
     });
     let m = handle.metrics();
     assert_eq!((m.submitted, m.pending_operations), (0, 0), "{m:?}");
-    let ops = [handle.try_nop(None).unwrap(), handle.try_nop(None).unwrap()];
+    let ops = [
+        handle.nop().try_submit().unwrap(),
+        handle.nop().try_submit().unwrap(),
+    ];
     for op in ops {
         op.wait().unwrap();
     }
@@ -653,19 +712,13 @@ fn single_issuer_ring_serves_requests() {
     };
     let (handle, lp) = start::<4, 4, 64>(cfg);
     let (a, b) = socket_pair();
-    let recv = handle.recv(
-        b,
-        zeroed(5),
-        0,
-        5,
-        true,
-        Some(Instant::now() + Duration::from_secs(2)),
-    );
-    let send = handle.send(
-        a,
-        IoBuf::from(&b"hello"[..]),
-        Some(Instant::now() + Duration::from_secs(2)),
-    );
+    let recv = handle
+        .recv(b, zeroed(5))
+        .exact(5)
+        .deadline(Instant::now() + Duration::from_secs(2));
+    let send = handle
+        .send(a, IoBuf::from(&b"hello"[..]))
+        .deadline(Instant::now() + Duration::from_secs(2));
     let (received, sent) = block_on(Duration::from_secs(2), join2(recv, send));
     let (buf, n) = received.unwrap();
     assert_eq!((n, &buf[..]), (5, &b"hello"[..]));
@@ -680,8 +733,8 @@ fn recv_and_send_through_one_loop_make_progress() {
     // finish promptly (the wake path lets the send in while the recv is parked in the kernel).
     let (handle, lp) = start::<4, 4, 64>(config());
     let (a, b) = socket_pair();
-    let recv = handle.recv(b, zeroed(5), 0, 5, false, None);
-    let send = handle.send(a, IoBuf::from(&b"hello"[..]), None);
+    let recv = handle.recv(b, zeroed(5)).limit(5);
+    let send = handle.send(a, IoBuf::from(&b"hello"[..]));
     let (received, sent) = block_on(Duration::from_secs(2), join2(recv, send));
     let (buf, n) = received.unwrap();
     assert!(n > 0);
@@ -697,15 +750,9 @@ fn sync_on_a_socket_is_einval_and_the_loop_exits_cleanly() {
     // a request still queued when the last handle goes is answered before the loop exits.
     let (handle, lp) = start::<4, 4, 64>(config());
     let (a, _b) = socket_pair();
-    assert_eq!(
-        handle.sync(a.clone(), None).wait(),
-        Err(Error::Os(libc::EINVAL))
-    );
-    handle
-        .nop(None)
-        .wait()
-        .expect("the loop still serves requests");
-    let queued = handle.try_sync(a, None).unwrap();
+    assert_eq!(handle.sync(a.clone()).wait(), Err(Error::Os(libc::EINVAL)));
+    handle.nop().wait().expect("the loop still serves requests");
+    let queued = handle.sync(a).try_submit().unwrap();
     drop(handle);
     assert_eq!(
         with_timeout(HANG, move || queued.wait()),
@@ -721,22 +768,22 @@ fn sync_data_persists_a_write_and_reports_errors_like_sync() {
     let (handle, lp) = start::<2, 2, 64>(config());
     let file = TempFile::new();
     handle
-        .write_at(file.file.clone(), 0, IoBuf::from(&b"abc"[..]), None)
+        .write_at(file.file.clone(), 0, IoBuf::from(&b"abc"[..]))
         .wait()
         .unwrap();
-    assert_eq!(handle.sync_data(file.file.clone(), None).wait(), Ok(()));
+    assert_eq!(handle.sync_data(file.file.clone()).wait(), Ok(()));
     assert_eq!(file.contents(), b"abc");
     let (a, _b) = socket_pair();
     assert_eq!(
-        handle.sync_data(a.clone(), None).wait(),
+        handle.sync_data(a.clone()).wait(),
         Err(Error::Os(libc::EINVAL))
     );
     let past = Some(Instant::now() - Duration::from_secs(1));
     assert_eq!(
-        handle.sync_data(file.file.clone(), past).wait(),
+        handle.sync_data(file.file.clone()).deadline(past).wait(),
         Err(Error::Timeout)
     );
-    let op = handle.try_sync_data(file.file.clone(), None).unwrap();
+    let op = handle.sync_data(file.file.clone()).try_submit().unwrap();
     assert_eq!(op.wait(), Ok(()));
     drop(handle);
     lp.join(HANG).unwrap();
@@ -749,15 +796,18 @@ fn kernel_errors_are_os_errors() {
     let file = TempFile::with_contents(b"abc");
     let read_only = file.read_only();
     let (buf, e) = handle
-        .write_at(read_only, 0, IoBuf::from(&b"xyz"[..]), None)
+        .write_at(read_only, 0, IoBuf::from(&b"xyz"[..]))
         .wait()
-        .unwrap_err();
+        .unwrap_err()
+        .into_parts();
     assert_eq!((e, &buf[..]), (Error::Os(libc::EBADF), &b"xyz"[..]));
     let dir = Arc::new(std::fs::File::open(std::env::temp_dir()).unwrap());
     let (buf, e) = handle
-        .read_at(dir, 0, 4, zeroed(4), None)
+        .read_at(dir, 0, zeroed(4))
+        .limit(4)
         .wait()
-        .unwrap_err();
+        .unwrap_err()
+        .into_parts();
     assert_eq!((e, buf.capacity()), (Error::Os(libc::EISDIR), 4));
     assert_eq!(file.contents(), b"abc");
     drop(handle);
@@ -771,18 +821,23 @@ fn read_at_past_end_of_file_is_unexpected_eof() {
     let (handle, lp) = start::<4, 4, 64>(config());
     let file = TempFile::with_contents(b"abc");
     let (buf, e) = handle
-        .read_at(file.file.clone(), 0, 5, zeroed(8), None)
+        .read_at(file.file.clone(), 0, zeroed(8))
+        .limit(5)
         .wait()
-        .unwrap_err();
+        .unwrap_err()
+        .into_parts();
     assert_eq!((e, buf.capacity()), (Error::UnexpectedEof, 8));
     assert_eq!(&buf[..], b"abc", "the bytes read before the end are kept");
     let (buf, e) = handle
-        .read_at(file.file.clone(), 10, 2, zeroed(2), None)
+        .read_at(file.file.clone(), 10, zeroed(2))
+        .limit(2)
         .wait()
-        .unwrap_err();
+        .unwrap_err()
+        .into_parts();
     assert_eq!((e, buf.capacity(), buf.len()), (Error::UnexpectedEof, 2, 0));
     let buf = handle
-        .read_at(file.file.clone(), 1, 2, zeroed(8), None)
+        .read_at(file.file.clone(), 1, zeroed(8))
+        .limit(2)
         .wait()
         .unwrap();
     assert_eq!(&buf[..], b"bc", "the length is set to exactly len");
@@ -799,7 +854,8 @@ fn read_some_at_returns_what_the_file_holds() {
     let file = TempFile::with_contents(b"abcdef");
     let some = |offset, len, cap| {
         handle
-            .read_some_at(file.file.clone(), offset, len, zeroed(cap), None)
+            .read_some_at(file.file.clone(), offset, zeroed(cap))
+            .limit(len)
             .wait()
     };
     let buf = some(2, 64, 64).unwrap();
@@ -812,19 +868,22 @@ fn read_some_at_returns_what_the_file_holds() {
         "past the end: Ok, empty"
     );
     assert!(some(0, 0, 4).unwrap().is_empty(), "len 0: Ok at once");
-    let (buf, e) = some(0, 9, 8).unwrap_err();
+    let (buf, e) = some(0, 9, 8).unwrap_err().into_parts();
     assert_eq!(
         (e, buf.capacity()),
         (Error::InvalidInput, 8),
         "len > capacity"
     );
-    let (buf, e) = some(u64::MAX, 1, 8).unwrap_err();
+    let (buf, e) = some(u64::MAX, 1, 8).unwrap_err().into_parts();
     assert_eq!(
         (e, buf.capacity()),
         (Error::InvalidInput, 8),
         "offset beyond i64"
     );
-    let op = handle.try_read_some_at(file.file.clone(), 4, 8, zeroed(8), None);
+    let op = handle
+        .read_some_at(file.file.clone(), 4, zeroed(8))
+        .limit(8)
+        .try_submit();
     assert_eq!(&op.unwrap().wait().unwrap()[..], b"ef");
     drop(handle);
     lp.join(HANG).unwrap();
@@ -835,15 +894,12 @@ fn errors_cross_question_mark_into_io_result_keeping_errno_and_kind() {
     // Issue 10.2: `buf_err()` names the (buffer, Error) pair; `?` turns it into an io::Error
     // with the errno (Os) or the kind (the crate's own variants); a caller who wants the buffer
     // gets it from the BufError.
-    use static_uring::{BufError, BufResultExt};
+    use static_uring::BufError;
     let (handle, lp) = start::<4, 4, 64>(config());
     let file = TempFile::with_contents(b"abc");
     let dir = Fd::from(Arc::new(std::fs::File::open(std::env::temp_dir()).unwrap()));
     let read_exact = |fd: Fd, len: usize| -> std::io::Result<IoBufMut> {
-        let buf = handle
-            .read_at(fd, 0, len, zeroed(8), None)
-            .wait()
-            .buf_err()?;
+        let buf = handle.read_at(fd, 0, zeroed(8)).limit(len).wait()?;
         Ok(buf)
     };
     assert_eq!(
@@ -856,7 +912,8 @@ fn errors_cross_question_mark_into_io_result_keeping_errno_and_kind() {
     assert_eq!(e.raw_os_error(), Some(libc::EISDIR), "the errno survives");
     let timed_out = || -> std::io::Result<()> {
         handle
-            .nop(Some(Instant::now() - Duration::from_secs(1)))
+            .nop()
+            .deadline(Instant::now() - Duration::from_secs(1))
             .wait()?;
         Ok(())
     };
@@ -865,9 +922,9 @@ fn errors_cross_question_mark_into_io_result_keeping_errno_and_kind() {
         std::io::ErrorKind::TimedOut
     );
     let err: BufError<IoBufMut> = handle
-        .read_at(dir, 0, 1, zeroed(8), None)
+        .read_at(dir, 0, zeroed(8))
+        .limit(1)
         .wait()
-        .buf_err()
         .unwrap_err();
     assert_eq!(err.error, Error::Os(libc::EISDIR));
     assert_eq!(err.to_string(), Error::Os(libc::EISDIR).to_string());
@@ -885,17 +942,14 @@ fn write_at_then_read_at_round_trip_with_offsets() {
     let file = TempFile::new();
     let hello = IoBuf::from(b"hello".to_vec());
     let address = hello.as_ptr();
-    let hello = handle
-        .write_at(file.file.clone(), 0, hello, None)
-        .wait()
-        .unwrap();
+    let hello = handle.write_at(file.file.clone(), 0, hello).wait().unwrap();
     assert_eq!(hello.as_ptr(), address, "the same buffer comes back");
     let big: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
     handle
-        .write_at(file.file.clone(), 4096, IoBuf::from(big.clone()), None)
+        .write_at(file.file.clone(), 4096, IoBuf::from(big.clone()))
         .wait()
         .unwrap();
-    handle.sync(file.file.clone(), None).wait().unwrap();
+    handle.sync(file.file.clone()).wait().unwrap();
 
     let on_disk = file.contents();
     assert_eq!(on_disk.len(), 4096 + big.len());
@@ -904,7 +958,8 @@ fn write_at_then_read_at_round_trip_with_offsets() {
     assert_eq!(&on_disk[4096..], &big[..]);
 
     let buf = handle
-        .read_at(file.file.clone(), 1, 4, zeroed(16), None)
+        .read_at(file.file.clone(), 1, zeroed(16))
+        .limit(4)
         .wait()
         .unwrap();
     assert_eq!(&buf[..], b"ello");
@@ -912,15 +967,15 @@ fn write_at_then_read_at_round_trip_with_offsets() {
         .read_at(
             file.file.clone(),
             4096 + 1000,
-            20_000,
             IoBufMut::with_capacity(20_000),
-            None,
         )
+        .limit(20_000)
         .wait()
         .unwrap();
     assert_eq!(&buf[..], &big[1000..21_000]);
     let buf = handle
-        .read_at(file.file.clone(), 4094, 4, zeroed(4), None)
+        .read_at(file.file.clone(), 4094, zeroed(4))
+        .limit(4)
         .wait()
         .unwrap();
     assert_eq!(&buf[..], &[0, 0, big[0], big[1]]);
@@ -935,15 +990,10 @@ fn large_send_is_resubmitted_until_whole() {
     let (handle, lp) = start::<4, 4, 64>(config());
     let (a, b) = socket_pair();
     let payload: Vec<u8> = (0..4 * 1024 * 1024).map(|i| (i % 253) as u8).collect();
-    let recv = handle.recv(
-        b,
-        IoBufMut::with_capacity(payload.len()),
-        0,
-        payload.len(),
-        true,
-        None,
-    );
-    let send = handle.send(a, IoBuf::from(payload.clone()), None);
+    let recv = handle
+        .recv(b, IoBufMut::with_capacity(payload.len()))
+        .exact(payload.len());
+    let send = handle.send(a, IoBuf::from(payload.clone()));
     let (received, sent) = block_on(HANG, join2(recv, send));
     assert_eq!(sent.unwrap().len(), payload.len());
     let (buf, n) = received.unwrap();
@@ -960,17 +1010,22 @@ fn closed_peer_is_unexpected_eof() {
     let (handle, lp) = start::<4, 4, 64>(config());
     let (a, b) = socket_pair();
     let recv = handle
-        .try_recv(b.clone(), zeroed(4), 0, 4, true, None)
+        .recv(b.clone(), zeroed(4))
+        .exact(4)
+        .try_submit()
         .unwrap();
     (&*a).write_all(b"ab").unwrap();
     thread::sleep(Duration::from_millis(10));
     drop(a);
-    let (buf, e) = with_timeout(HANG, move || recv.wait()).unwrap_err();
+    let (buf, e) = with_timeout(HANG, move || recv.wait())
+        .unwrap_err()
+        .into_parts();
     assert_eq!((e, buf.capacity()), (Error::UnexpectedEof, 4));
     let (buf, e) = handle
-        .send(b, IoBuf::from(&b"to nobody"[..]), None)
+        .send(b, IoBuf::from(&b"to nobody"[..]))
         .wait()
-        .unwrap_err();
+        .unwrap_err()
+        .into_parts();
     assert_eq!((e, &buf[..]), (Error::UnexpectedEof, &b"to nobody"[..]));
     drop(handle);
     lp.join(HANG).unwrap();
@@ -978,14 +1033,15 @@ fn closed_peer_is_unexpected_eof() {
 
 #[test]
 fn recv_fills_from_offset_and_reports_filled() {
-    // 9.6.9 / API spec: recv fills buf[offset..len]; `filled` is offset + bytes received (not the
-    // bytes of this call alone); bytes below offset are left as they were.
+    // 9.6.9: recv with `.offset(2).limit(8)` fills buf[2..8]; the buffer's length is set to the
+    // end filled (offset + bytes received), the result names the bytes received; bytes below the
+    // offset are left as they were.
     let (handle, lp) = start::<4, 4, 64>(config());
     let (a, b) = socket_pair();
     (&*a).write_all(b"abc").unwrap();
     let buf = IoBufMut::from(vec![0xEEu8; 8]);
-    let (buf, filled) = handle.recv(b, buf, 2, 8, false, None).wait().unwrap();
-    assert_eq!(filled, 5);
+    let (buf, received) = handle.recv(b, buf).offset(2).limit(8).wait().unwrap();
+    assert_eq!((received, buf.len()), (3, 5));
     assert_eq!(&buf[..], &[0xEE, 0xEE, b'a', b'b', b'c']);
     drop(handle);
     lp.join(HANG).unwrap();
@@ -993,7 +1049,7 @@ fn recv_fills_from_offset_and_reports_filled() {
 
 #[test]
 fn recv_never_exposes_bytes_it_did_not_define() {
-    // Safety of the buffer API: `filled` becomes the buffer's length, so the bytes between the
+    // Safety of the buffer API: offset + received becomes the buffer's length, so the bytes between the
     // buffer's old length and `offset` become readable; they must be defined (zeroed), never
     // stale or uninitialised memory. Also for the offset == len short circuit.
     let (handle, lp) = start::<4, 4, 64>(config());
@@ -1001,16 +1057,18 @@ fn recv_never_exposes_bytes_it_did_not_define() {
     (&*a).write_all(b"abc").unwrap();
     let mut buf = IoBufMut::from(vec![0xAAu8; 8]);
     buf.clear();
-    let (buf, filled) = handle
-        .recv(b.clone(), buf, 3, 8, false, None)
+    let (buf, received) = handle
+        .recv(b.clone(), buf)
+        .offset(3)
+        .limit(8)
         .wait()
         .unwrap();
-    assert_eq!(filled, 6);
+    assert_eq!((received, buf.len()), (3, 6));
     assert_eq!(&buf[..], &[0, 0, 0, b'a', b'b', b'c']);
     let mut buf = IoBufMut::from(vec![0xAAu8; 8]);
     buf.truncate(1);
-    let (buf, filled) = handle.recv(b, buf, 4, 4, true, None).wait().unwrap();
-    assert_eq!(filled, 4);
+    let (buf, received) = handle.recv(b, buf).offset(4).exact(4).wait().unwrap();
+    assert_eq!((received, buf.len()), (0, 4));
     assert_eq!(
         &buf[..],
         &[0xAA, 0, 0, 0],
@@ -1034,27 +1092,30 @@ fn zero_length_operations_complete_without_the_loop() {
             IoBuf::from(&b""[..]),
             IoBuf::from(Vec::new().into_boxed_slice()),
         ] {
-            assert!(handle.send(a.clone(), buf, None).wait().unwrap().is_empty());
+            assert!(handle.send(a.clone(), buf).wait().unwrap().is_empty());
         }
         assert!(handle
-            .try_send(a.clone(), IoBuf::from(&b""[..]), None)
+            .send(a.clone(), IoBuf::from(&b""[..]))
+            .try_submit()
             .unwrap()
             .wait()
             .unwrap()
             .is_empty());
         assert!(handle
-            .write_at(file.file.clone(), 0, IoBuf::from(Vec::new()), None)
+            .write_at(file.file.clone(), 0, IoBuf::from(Vec::new()))
             .wait()
             .unwrap()
             .is_empty());
         assert!(handle
-            .try_write_at(file.file.clone(), 9, IoBuf::from(&b""[..]), None)
+            .write_at(file.file.clone(), 9, IoBuf::from(&b""[..]))
+            .try_submit()
             .unwrap()
             .wait()
             .unwrap()
             .is_empty());
         let buf = handle
-            .read_at(file.file.clone(), 0, 0, IoBufMut::from(vec![1u8; 3]), None)
+            .read_at(file.file.clone(), 0, IoBufMut::from(vec![1u8; 3]))
+            .limit(0)
             .wait()
             .unwrap();
         assert_eq!(
@@ -1063,27 +1124,34 @@ fn zero_length_operations_complete_without_the_loop() {
             "a 0-byte read returns an empty buffer"
         );
         assert!(handle
-            .try_read_at(file.file.clone(), 0, 0, zeroed(3), None)
+            .read_at(file.file.clone(), 0, zeroed(3))
+            .limit(0)
+            .try_submit()
             .unwrap()
             .wait()
             .unwrap()
             .is_empty());
-        let (buf, filled) = handle
-            .recv(a.clone(), IoBufMut::from(vec![4u8; 6]), 3, 3, true, None)
+        let (buf, received) = handle
+            .recv(a.clone(), IoBufMut::from(vec![4u8; 6]))
+            .offset(3)
+            .exact(3)
             .wait()
             .unwrap();
-        assert_eq!((filled, &buf[..]), (3, &[4u8; 3][..]));
-        let (_, filled) = handle
-            .try_recv(a.clone(), zeroed(6), 6, 6, false, None)
+        assert_eq!((received, &buf[..]), (0, &[4u8; 3][..]));
+        let (buf, received) = handle
+            .recv(a.clone(), zeroed(6))
+            .offset(6)
+            .limit(6)
+            .try_submit()
             .unwrap()
             .wait()
             .unwrap();
-        assert_eq!(filled, 6);
+        assert_eq!((received, buf.len()), (0, 6));
     }
     let file = TempFile::with_contents(b"x");
     // Never run; its only slot is taken, so any slot use would fail.
     let (handle, event_loop) = static_uring::new::<1, 1, 64>(config()).unwrap();
-    let _held = handle.try_nop(None).unwrap();
+    let _held = handle.nop().try_submit().unwrap();
     check(&handle, &file);
     // Dropped.
     drop(event_loop);
@@ -1107,28 +1175,39 @@ fn invalid_input_hands_the_buffer_back() {
     let buf = IoBufMut::from(vec![9u8; 4]);
     let address = buf.as_ptr();
     let (buf, e) = handle
-        .recv(b.clone(), buf, 5, 4, false, None)
+        .recv(b.clone(), buf)
+        .offset(5)
+        .limit(4)
         .wait()
-        .unwrap_err();
+        .unwrap_err()
+        .into_parts();
     assert_eq!(e, Error::InvalidInput);
     intact(&buf, address);
     // len > capacity
     let (buf, e) = handle
-        .recv(b.clone(), buf, 0, 5, true, None)
+        .recv(b.clone(), buf)
+        .exact(5)
         .wait()
-        .unwrap_err();
+        .unwrap_err()
+        .into_parts();
     assert_eq!(e, Error::InvalidInput);
     intact(&buf, address);
-    let (buf, e) = err(handle.try_recv(b.clone(), buf, 5, 4, false, None));
+    let (buf, e) = err(handle.recv(b.clone(), buf).offset(5).limit(4).try_submit()).into_parts();
     assert_eq!(e, Error::InvalidInput);
     intact(&buf, address);
     let (buf, e) = handle
-        .read_at(file.file.clone(), 0, 5, buf, None)
+        .read_at(file.file.clone(), 0, buf)
+        .limit(5)
         .wait()
-        .unwrap_err();
+        .unwrap_err()
+        .into_parts();
     assert_eq!(e, Error::InvalidInput);
     intact(&buf, address);
-    let (buf, e) = err(handle.try_read_at(file.file.clone(), 0, 5, buf, None));
+    let (buf, e) = err(handle
+        .read_at(file.file.clone(), 0, buf)
+        .limit(5)
+        .try_submit())
+    .into_parts();
     assert_eq!(e, Error::InvalidInput);
     intact(&buf, address);
     let m = handle.metrics();
@@ -1148,24 +1227,28 @@ fn operations_after_the_last_handle_is_dropped_are_closed() {
     let (handle, lp) = start::<4, 4, 64>(config());
     let (a, b) = socket_pair();
     let file = TempFile::with_contents(b"data");
-    let nop = handle.nop(None);
-    let send = handle.send(a.clone(), IoBuf::from(&b"out"[..]), None);
-    let recv = handle.recv(b.clone(), IoBufMut::from(vec![3u8; 4]), 0, 4, false, None);
-    let read = handle.read_at(file.file.clone(), 0, 4, IoBufMut::from(vec![3u8; 4]), None);
-    let write = handle.write_at(file.file.clone(), 0, IoBuf::from(&b"XX"[..]), None);
-    let sync = handle.sync(file.file.clone(), None);
-    let async_nop = handle.nop(None);
+    let nop = handle.nop();
+    let send = handle.send(a.clone(), IoBuf::from(&b"out"[..]));
+    let recv = handle
+        .recv(b.clone(), IoBufMut::from(vec![3u8; 4]))
+        .limit(4);
+    let read = handle
+        .read_at(file.file.clone(), 0, IoBufMut::from(vec![3u8; 4]))
+        .limit(4);
+    let write = handle.write_at(file.file.clone(), 0, IoBuf::from(&b"XX"[..]));
+    let sync = handle.sync(file.file.clone());
+    let async_nop = handle.nop();
     drop(handle);
     lp.join(HANG).unwrap();
     assert_eq!(nop.wait(), Err(Error::Closed));
     assert_eq!(block_on(HANG, async_nop), Err(Error::Closed));
-    let (buf, e) = send.wait().unwrap_err();
+    let (buf, e) = send.wait().unwrap_err().into_parts();
     assert_eq!((e, &buf[..]), (Error::Closed, &b"out"[..]));
-    let (buf, e) = recv.wait().unwrap_err();
+    let (buf, e) = recv.wait().unwrap_err().into_parts();
     assert_eq!((e, &buf[..]), (Error::Closed, &[3u8; 4][..]));
-    let (buf, e) = read.wait().unwrap_err();
+    let (buf, e) = read.wait().unwrap_err().into_parts();
     assert_eq!((e, &buf[..]), (Error::Closed, &[3u8; 4][..]));
-    let (buf, e) = write.wait().unwrap_err();
+    let (buf, e) = write.wait().unwrap_err().into_parts();
     assert_eq!((e, &buf[..]), (Error::Closed, &b"XX"[..]));
     assert_eq!(sync.wait(), Err(Error::Closed));
     assert_eq!(file.contents(), b"data");
@@ -1177,16 +1260,16 @@ fn a_dropped_event_loop_closes_its_handles() {
     // A13 / API spec: if the loop is dropped without running, callers get Closed instead of waiting
     // forever, and try_* hands the buffer back.
     let (handle, event_loop) = static_uring::new::<4, 4, 64>(config()).unwrap();
-    let queued = handle.try_nop(None).unwrap();
+    let queued = handle.nop().try_submit().unwrap();
     drop(event_loop);
     assert_eq!(
         with_timeout(HANG, move || queued.wait()),
         Err(Error::Closed)
     );
-    assert_eq!(handle.nop(None).wait(), Err(Error::Closed));
-    assert_eq!(err(handle.try_nop(None)), Error::Closed);
+    assert_eq!(handle.nop().wait(), Err(Error::Closed));
+    assert_eq!(err(handle.nop().try_submit()), Error::Closed);
     let (a, _b) = socket_pair();
-    let (buf, e) = err(handle.try_send(a, IoBuf::from(&b"kept"[..]), None));
+    let (buf, e) = err(handle.send(a, IoBuf::from(&b"kept"[..])).try_submit()).into_parts();
     assert_eq!((e, &buf[..]), (Error::Closed, &b"kept"[..]));
 }
 
@@ -1198,21 +1281,38 @@ fn try_ops_report_full_when_every_slot_is_taken() {
     let (a, b) = socket_pair();
     let file = TempFile::with_contents(b"abc");
     let first = handle
-        .try_recv(b.clone(), zeroed(4), 0, 4, true, None)
+        .recv(b.clone(), zeroed(4))
+        .exact(4)
+        .try_submit()
         .unwrap();
     let second = handle
-        .try_recv(b.clone(), zeroed(4), 0, 4, true, None)
+        .recv(b.clone(), zeroed(4))
+        .exact(4)
+        .try_submit()
         .unwrap();
-    assert_eq!(err(handle.try_nop(None)), Error::Full);
-    assert_eq!(err(handle.try_sync(file.file.clone(), None)), Error::Full);
-    let (buf, e) = err(handle.try_send(a.clone(), IoBuf::from(&b"xy"[..]), None));
+    assert_eq!(err(handle.nop().try_submit()), Error::Full);
+    assert_eq!(
+        err(handle.sync(file.file.clone()).try_submit()),
+        Error::Full
+    );
+    let (buf, e) = err(handle.send(a.clone(), IoBuf::from(&b"xy"[..])).try_submit()).into_parts();
     assert_eq!((e, &buf[..]), (Error::Full, &b"xy"[..]));
-    let (buf, e) = err(handle.try_recv(b.clone(), IoBufMut::from(vec![1u8; 2]), 0, 2, false, None));
+    let (buf, e) = err(handle
+        .recv(b.clone(), IoBufMut::from(vec![1u8; 2]))
+        .limit(2)
+        .try_submit())
+    .into_parts();
     assert_eq!((e, &buf[..]), (Error::Full, &[1u8; 2][..]));
-    let (buf, e) =
-        err(handle.try_read_at(file.file.clone(), 0, 2, IoBufMut::from(vec![1u8; 2]), None));
+    let (buf, e) = err(handle
+        .read_at(file.file.clone(), 0, IoBufMut::from(vec![1u8; 2]))
+        .limit(2)
+        .try_submit())
+    .into_parts();
     assert_eq!((e, &buf[..]), (Error::Full, &[1u8; 2][..]));
-    let (buf, e) = err(handle.try_write_at(file.file.clone(), 0, IoBuf::from(&b"zz"[..]), None));
+    let (buf, e) = err(handle
+        .write_at(file.file.clone(), 0, IoBuf::from(&b"zz"[..]))
+        .try_submit())
+    .into_parts();
     assert_eq!((e, &buf[..]), (Error::Full, &b"zz"[..]));
     (&*a).write_all(b"12345678").unwrap();
     let one = with_timeout(HANG, move || first.wait()).unwrap();
@@ -1221,7 +1321,7 @@ fn try_ops_report_full_when_every_slot_is_taken() {
     got.extend_from_slice(&two.0[..]);
     got.sort_unstable();
     assert_eq!(got, b"12345678");
-    handle.try_nop(None).unwrap().wait().unwrap();
+    handle.nop().try_submit().unwrap().wait().unwrap();
     assert_eq!(file.contents(), b"abc");
     drop(handle);
     lp.join(HANG).unwrap();
@@ -1277,7 +1377,7 @@ fn config_errors_come_from_the_constructor() {
     let (handle, event_loop) =
         static_uring::with_storage(&STORAGE, config()).expect("not claimed by the refused attempt");
     let lp = LoopThread::spawn(event_loop);
-    handle.nop(None).wait().unwrap();
+    handle.nop().wait().unwrap();
     drop(handle);
     lp.join(HANG).unwrap();
 }
@@ -1294,7 +1394,7 @@ fn static_storage_is_claimed_by_one_loop_at_a_time() {
     ));
     let lp = LoopThread::spawn(event_loop);
     for _ in 0..4 {
-        handle.nop(None).wait().unwrap();
+        handle.nop().wait().unwrap();
     }
     assert_eq!(handle.metrics().completed, 4);
     let clone = handle.clone();
@@ -1322,7 +1422,7 @@ fn static_storage_is_claimed_by_one_loop_at_a_time() {
     let (handle, event_loop) =
         static_uring::with_storage(&STORAGE, config()).expect("claimable again");
     let lp = LoopThread::spawn(event_loop);
-    let ops: Vec<_> = (0..4).map(|_| handle.try_nop(None).unwrap()).collect();
+    let ops: Vec<_> = (0..4).map(|_| handle.nop().try_submit().unwrap()).collect();
     for op in ops {
         op.wait().unwrap();
     }
@@ -1338,7 +1438,9 @@ fn fd_stays_alive_while_a_request_uses_it() {
     let (a, b) = socket_pair();
     assert_eq!(Arc::strong_count(&b), 1);
     let op = handle
-        .try_recv(b.clone(), zeroed(8), 0, 8, false, None)
+        .recv(b.clone(), zeroed(8))
+        .limit(8)
+        .try_submit()
         .unwrap();
     assert_eq!(
         Arc::strong_count(&b),
@@ -1364,7 +1466,10 @@ fn fd_stays_alive_while_a_request_uses_it() {
     let (_c, d) = socket_pair();
     let deadline = Instant::now() + Duration::from_millis(60);
     let op = handle
-        .try_recv(d.clone(), zeroed(8), 0, 8, false, Some(deadline))
+        .recv(d.clone(), zeroed(8))
+        .limit(8)
+        .deadline(deadline)
+        .try_submit()
         .unwrap();
     // The gauge may still show the first recv: wait for this one's SQE instead.
     wait_until(HANG, "in flight", || handle.metrics().submitted == 2);
@@ -1395,7 +1500,7 @@ fn metrics_count_what_the_loop_does() {
     // names and the gauge must return to zero when idle.
     let (handle, lp) = start::<4, 4, 64>(config());
     for _ in 0..10 {
-        handle.nop(None).wait().unwrap();
+        handle.nop().wait().unwrap();
     }
     let m = handle.metrics();
     assert_eq!(
@@ -1414,7 +1519,7 @@ fn metrics_count_what_the_loop_does() {
     for _ in 0..10 {
         thread::sleep(Duration::from_millis(20));
         let before = handle.metrics().wakeups;
-        handle.nop(None).wait().unwrap();
+        handle.nop().wait().unwrap();
         if handle.metrics().wakeups > before {
             woke = true;
             break;
@@ -1429,14 +1534,10 @@ fn metrics_count_what_the_loop_does() {
     let (a, b) = socket_pair();
     let before = handle.metrics();
     let op = handle
-        .try_recv(
-            b.clone(),
-            zeroed(4),
-            0,
-            4,
-            false,
-            Some(Instant::now() + Duration::from_millis(40)),
-        )
+        .recv(b.clone(), zeroed(4))
+        .limit(4)
+        .deadline(Instant::now() + Duration::from_millis(40))
+        .try_submit()
         .unwrap();
     wait_until(HANG, "recv in flight", || {
         handle.metrics().submitted == before.submitted + 1
@@ -1445,7 +1546,7 @@ fn metrics_count_what_the_loop_does() {
         handle.metrics().pending_operations == 1
     });
     assert_eq!(
-        with_timeout(HANG, move || op.wait()).unwrap_err().1,
+        with_timeout(HANG, move || op.wait()).unwrap_err().error,
         Error::Timeout
     );
     let m = handle.metrics();
@@ -1459,7 +1560,9 @@ fn metrics_count_what_the_loop_does() {
     // A short read is requeued.
     let before = handle.metrics();
     let op = handle
-        .try_recv(b.clone(), zeroed(8), 0, 8, true, None)
+        .recv(b.clone(), zeroed(8))
+        .exact(8)
+        .try_submit()
         .unwrap();
     (&*a).write_all(b"1234").unwrap();
     wait_until(HANG, "short read requeued", || {
@@ -1472,14 +1575,10 @@ fn metrics_count_what_the_loop_does() {
     // An orphan is counted when retired.
     let before = handle.metrics();
     let op = handle
-        .try_recv(
-            b,
-            zeroed(4),
-            0,
-            4,
-            false,
-            Some(Instant::now() + Duration::from_millis(30)),
-        )
+        .recv(b, zeroed(4))
+        .limit(4)
+        .deadline(Instant::now() + Duration::from_millis(30))
+        .try_submit()
         .unwrap();
     drop(op);
     wait_until(HANG, "orphan retired", || {
@@ -1507,10 +1606,10 @@ type Pair = (
 /// Holds the loop thread in its CQE drain (delivering a recv result) until released.
 fn stall_in_reap(
     handle: &Handle<8, 8, 64>,
-) -> (Arc<Stall>, Pin<Box<Op<RecvResult, 8, 8, 64>>>, Pair) {
+) -> (Arc<Stall>, Pin<Box<Op<op::Recv, 8, 8, 64>>>, Pair) {
     let (x, y) = socket_pair();
     let stall = Stall::new();
-    let mut op = Box::pin(handle.recv(y.clone(), zeroed(1), 0, 1, false, None));
+    let mut op = Box::pin(handle.recv(y.clone(), zeroed(1)).limit(1));
     assert!(poll_with(op.as_mut(), &stall.waker()).is_none());
     (&*x).write_all(b"!").unwrap();
     stall.wait_entered();
@@ -1519,9 +1618,13 @@ fn stall_in_reap(
 
 /// Call while the loop is held elsewhere: in its next staging pass the loop admits an
 /// already-expired nop and is held delivering its Timeout, until released.
-fn stall_in_stage(handle: &Handle<8, 8, 64>) -> (Arc<Stall>, Pin<Box<Op<UnitResult, 8, 8, 64>>>) {
+fn stall_in_stage(handle: &Handle<8, 8, 64>) -> (Arc<Stall>, Pin<Box<Op<op::Nop, 8, 8, 64>>>) {
     let stall = Stall::new();
-    let mut op = Box::pin(handle.nop(Some(Instant::now() - Duration::from_secs(1))));
+    let mut op = Box::pin(
+        handle
+            .nop()
+            .deadline(Instant::now() - Duration::from_secs(1)),
+    );
     assert!(poll_with(op.as_mut(), &stall.waker()).is_none());
     (stall, op)
 }
@@ -1535,12 +1638,15 @@ fn sleep_until(at: Instant) {
 
 /// An exact recv of 8 bytes whose data (`bytes`) arrives while it is between CQE and deadline:
 /// the CQE is drained in the same iteration in which its deadline is then processed.
-fn cqe_drained_then_deadline(bytes: &'static [u8]) -> (RecvResult, Metrics) {
+fn cqe_drained_then_deadline(bytes: &'static [u8]) -> (OpResult<op::Recv>, Metrics) {
     let (handle, lp) = start::<8, 8, 64>(config());
     let (a, b) = socket_pair();
     let deadline = Instant::now() + Duration::from_millis(300);
     let op = handle
-        .try_recv(b, zeroed(8), 0, 8, true, Some(deadline))
+        .recv(b, zeroed(8))
+        .exact(8)
+        .deadline(deadline)
+        .try_submit()
         .unwrap();
     wait_until(HANG, "recv staged", || handle.metrics().submitted == 1);
     let (reap, held, _pair) = stall_in_reap(&handle);
@@ -1571,7 +1677,7 @@ fn partial_cqe_then_deadline_in_one_iteration_times_out_without_a_cancel() {
     // deadline fires gets no AsyncCancel (nothing of it is in the kernel); it times out locally
     // when staged instead of being resubmitted.
     let (result, m) = cqe_drained_then_deadline(b"part");
-    let (buf, e) = result.unwrap_err();
+    let (buf, e) = result.unwrap_err().into_parts();
     assert_eq!((e, buf.capacity()), (Error::Timeout, 8));
     assert_eq!((m.cancel_sqes, m.requeued), (0, 1), "{m:?}");
     assert_eq!(m.timed_out, 2, "the recv and the expired nop: {m:?}");
@@ -1589,12 +1695,17 @@ fn complete_cqe_drained_before_its_deadline_is_processed_wins() {
 
 /// An exact recv of 4 bytes whose deadline is processed first (its AsyncCancel staged but not
 /// yet submitted), after which `event` reaches its socket and the op CQE is posted.
-fn deadline_then_cqe(event: impl FnOnce(&std::os::unix::net::UnixStream)) -> (RecvResult, Metrics) {
+fn deadline_then_cqe(
+    event: impl FnOnce(&std::os::unix::net::UnixStream),
+) -> (OpResult<op::Recv>, Metrics) {
     let (handle, lp) = start::<8, 8, 64>(config());
     let (a, b) = socket_pair();
     let deadline = Instant::now() + Duration::from_millis(100);
     let op = handle
-        .try_recv(b, zeroed(4), 0, 4, true, Some(deadline))
+        .recv(b, zeroed(4))
+        .exact(4)
+        .deadline(deadline)
+        .try_submit()
         .unwrap();
     wait_until(HANG, "recv staged", || handle.metrics().submitted == 1);
     let (reap, held, _pair) = stall_in_reap(&handle);
@@ -1613,7 +1724,7 @@ fn deadline_then_cqe(event: impl FnOnce(&std::os::unix::net::UnixStream)) -> (Re
     assert_eq!(block_on(HANG, held).unwrap().1, 1);
     // The late cancel CQE (nothing left to cancel) must not disturb the next requests.
     for _ in 0..8 {
-        handle.nop(None).wait().unwrap();
+        handle.nop().wait().unwrap();
     }
     wait_until(HANG, "idle", || handle.metrics().pending_operations == 0);
     let metrics = handle.metrics();
@@ -1637,7 +1748,7 @@ fn partial_progress_after_a_requested_cancel_is_timeout() {
     // 9.1.14, 2.9 row 5: after the deadline, a short result ends the request as Timeout (some
     // bytes were consumed: the connection is unusable, as documented on Error::Timeout).
     let (result, m) = deadline_then_cqe(|a| (&*a).write_all(b"da").unwrap());
-    let (buf, e) = result.unwrap_err();
+    let (buf, e) = result.unwrap_err().into_parts();
     assert_eq!((e, buf.capacity()), (Error::Timeout, 4));
     assert_eq!((m.cancel_sqes, m.timed_out), (1, 2), "{m:?}");
 }
@@ -1647,7 +1758,7 @@ fn error_after_a_requested_cancel_wins_over_timeout() {
     // 2.9 row 7: a hard result (here the peer closing: 0 bytes) decides the outcome even after
     // the deadline was processed.
     let (result, m) = deadline_then_cqe(|a| a.shutdown(std::net::Shutdown::Write).unwrap());
-    let (_, e) = result.unwrap_err();
+    let (_, e) = result.unwrap_err().into_parts();
     assert_eq!(e, Error::UnexpectedEof);
     assert_eq!((m.cancel_sqes, m.timed_out), (1, 1), "{m:?}");
 }
@@ -1668,11 +1779,22 @@ fn a_deadline_beyond_the_horizon_never_fires_early() {
         let h = handle.clone();
         let b = b.clone();
         let result = with_timeout(HANG, move || {
-            h.recv(b, IoBufMut::with_capacity(4), 0, 4, true, Some(deadline))
+            h.recv(b, IoBufMut::with_capacity(4))
+                .exact(4)
+                .deadline(deadline)
                 .wait()
         });
         let now = Instant::now();
-        assert!(matches!(result, Err((_, Error::Timeout))), "{result:?}");
+        assert!(
+            matches!(
+                result,
+                Err(BufError {
+                    error: Error::Timeout,
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
         assert!(
             now >= deadline,
             "fired {:?} early (asked {wait:?})",
@@ -1699,10 +1821,21 @@ fn an_explicit_max_request_timeout_caps_and_counts() {
     let deadline = start + Duration::from_secs(5);
     let h = handle.clone();
     let result = with_timeout(HANG, move || {
-        h.recv(b, IoBufMut::with_capacity(4), 0, 4, true, Some(deadline))
+        h.recv(b, IoBufMut::with_capacity(4))
+            .exact(4)
+            .deadline(deadline)
             .wait()
     });
-    assert!(matches!(result, Err((_, Error::Timeout))), "{result:?}");
+    assert!(
+        matches!(
+            result,
+            Err(BufError {
+                error: Error::Timeout,
+                ..
+            })
+        ),
+        "{result:?}"
+    );
     assert!(
         start.elapsed() < Duration::from_secs(4),
         "capped near 40 ms"

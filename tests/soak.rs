@@ -74,9 +74,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{block_on, join_all, Background, TempFile, HANG};
+use static_uring::BufError;
 use static_uring::{
-    Config, Error, Handle, IoBuf, IoBufMut, MetricsReader, Op, ReadResult, RecvResult, Storage,
-    UnitResult, WriteResult,
+    op, Config, Error, Handle, IoBuf, IoBufMut, MetricsReader, Op, OpResult, Storage,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -356,72 +356,67 @@ struct Spec {
     file_off: u64,
 }
 
-/// An operation future of any of the four result shapes.
-enum AnyOp {
-    W(OpOf<WriteResult>),
-    R(OpOf<RecvResult>),
-    Rd(OpOf<ReadResult>),
-    U(OpOf<UnitResult>),
-}
-
-/// The same, pinned for polling.
-enum AnyTask {
-    W(Pin<Box<OpOf<WriteResult>>>),
-    R(Pin<Box<OpOf<RecvResult>>>),
-    Rd(Pin<Box<OpOf<ReadResult>>>),
-    U(Pin<Box<OpOf<UnitResult>>>),
-}
-
-/// A result of any shape.
+/// A result of any of the four shapes.
 enum Res {
-    W(WriteResult),
-    R(RecvResult),
-    Rd(ReadResult),
-    U(UnitResult),
+    W(OpResult<op::Send>),
+    R(OpResult<op::Recv>),
+    Rd(OpResult<op::ReadAt>),
+    U(OpResult<op::Nop>),
 }
 
-impl AnyOp {
-    fn wait(self) -> Res {
-        match self {
-            AnyOp::W(op) => Res::W(op.wait()),
-            AnyOp::R(op) => Res::R(op.wait()),
-            AnyOp::Rd(op) => Res::Rd(op.wait()),
-            AnyOp::U(op) => Res::U(op.wait()),
+/// Declares `AnyOp` (an operation of any kind the soak runs) and `AnyTask` (the same, pinned
+/// for polling), one variant per operation with the `Res` shape it resolves to.
+macro_rules! any_op {
+    ($($variant:ident($op:ty) => $res:ident),* $(,)?) => {
+        enum AnyOp {
+            $($variant(OpOf<$op>),)*
         }
-    }
 
-    fn pin(self) -> AnyTask {
-        match self {
-            AnyOp::W(op) => AnyTask::W(Box::pin(op)),
-            AnyOp::R(op) => AnyTask::R(Box::pin(op)),
-            AnyOp::Rd(op) => AnyTask::Rd(Box::pin(op)),
-            AnyOp::U(op) => AnyTask::U(Box::pin(op)),
+        enum AnyTask {
+            $($variant(Pin<Box<OpOf<$op>>>),)*
         }
-    }
+
+        impl AnyOp {
+            fn wait(self) -> Res {
+                match self {
+                    $(AnyOp::$variant(op) => Res::$res(op.wait()),)*
+                }
+            }
+
+            fn pin(self) -> AnyTask {
+                match self {
+                    $(AnyOp::$variant(op) => AnyTask::$variant(Box::pin(op)),)*
+                }
+            }
+        }
+
+        impl AnyTask {
+            fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Res> {
+                match self {
+                    $(AnyTask::$variant(op) => op.as_mut().poll(cx).map(Res::$res),)*
+                }
+            }
+
+            /// Whether the request is in the loop's hands (from `Op`'s `Debug`, written
+            /// without allocating).
+            fn submitted(&self) -> bool {
+                let mut text = StackText::default();
+                let _ = match self {
+                    $(AnyTask::$variant(op) => write!(text, "{:?}", &**op),)*
+                };
+                text.as_str().contains("\"submitted\"")
+            }
+        }
+    };
 }
 
-impl AnyTask {
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Res> {
-        match self {
-            AnyTask::W(op) => op.as_mut().poll(cx).map(Res::W),
-            AnyTask::R(op) => op.as_mut().poll(cx).map(Res::R),
-            AnyTask::Rd(op) => op.as_mut().poll(cx).map(Res::Rd),
-            AnyTask::U(op) => op.as_mut().poll(cx).map(Res::U),
-        }
-    }
-
-    /// Whether the request is in the loop's hands (from `Op`'s `Debug`, written without
-    /// allocating).
-    fn submitted(&self) -> bool {
-        let mut text = StackText::default();
-        let _ = match self {
-            AnyTask::W(op) => write!(text, "{:?}", &**op),
-            AnyTask::R(op) => write!(text, "{:?}", &**op),
-            AnyTask::Rd(op) => write!(text, "{:?}", &**op),
-            AnyTask::U(op) => write!(text, "{:?}", &**op),
-        };
-        text.as_str().contains("\"submitted\"")
-    }
+any_op! {
+    Send(op::Send) => W,
+    WriteAt(op::WriteAt) => W,
+    Recv(op::Recv) => R,
+    ReadAt(op::ReadAt) => Rd,
+    Nop(op::Nop) => U,
+    Sync(op::Sync) => U,
 }
 
 /// A fixed buffer for short `Debug` texts.
@@ -771,8 +766,13 @@ fn build(
     let t = spec.via_try;
     let file = || res.file.file.clone();
     match spec.kind {
-        Kind::Nop if t => h.try_nop(d).map(AnyOp::U).map_err(|e| Res::U(Err(e))),
-        Kind::Nop => Ok(AnyOp::U(h.nop(d))),
+        Kind::Nop if t => h
+            .nop()
+            .deadline(d)
+            .try_submit()
+            .map(AnyOp::Nop)
+            .map_err(|e| Res::U(Err(e))),
+        Kind::Nop => Ok(AnyOp::Nop(h.nop().deadline(d))),
         Kind::Send => {
             let fd = match spec.target {
                 Target::LoopPair => res.loop_pairs[pid].a.clone(),
@@ -780,11 +780,13 @@ fn build(
             };
             let buf = send_buf(spec);
             if t {
-                h.try_send(fd, buf, d)
-                    .map(AnyOp::W)
+                h.send(fd, buf)
+                    .deadline(d)
+                    .try_submit()
+                    .map(AnyOp::Send)
                     .map_err(|e| Res::W(Err(e)))
             } else {
-                Ok(AnyOp::W(h.send(fd, buf, d)))
+                Ok(AnyOp::Send(h.send(fd, buf).deadline(d)))
             }
         }
         Kind::Recv => {
@@ -796,11 +798,15 @@ fn build(
             let buf = recv_buf(spec);
             let (offset, len, exact) = (spec.offset, spec.len, spec.exact);
             if t {
-                h.try_recv(fd, buf, offset, len, exact, d)
-                    .map(AnyOp::R)
+                bounded(h.recv(fd, buf).offset(offset), len, exact)
+                    .deadline(d)
+                    .try_submit()
+                    .map(AnyOp::Recv)
                     .map_err(|e| Res::R(Err(e)))
             } else {
-                Ok(AnyOp::R(h.recv(fd, buf, offset, len, exact, d)))
+                Ok(AnyOp::Recv(
+                    bounded(h.recv(fd, buf).offset(offset), len, exact).deadline(d),
+                ))
             }
         }
         Kind::ReadAt => {
@@ -809,32 +815,42 @@ fn build(
             spec.cap = buf.capacity();
             let (off, len) = (spec.file_off, spec.len);
             if t {
-                h.try_read_at(file(), off, len, buf, d)
-                    .map(AnyOp::Rd)
+                h.read_at(file(), off, buf)
+                    .limit(len)
+                    .deadline(d)
+                    .try_submit()
+                    .map(AnyOp::ReadAt)
                     .map_err(|e| Res::Rd(Err(e)))
             } else {
-                Ok(AnyOp::Rd(h.read_at(file(), off, len, buf, d)))
+                Ok(AnyOp::ReadAt(
+                    h.read_at(file(), off, buf).limit(len).deadline(d),
+                ))
             }
         }
         Kind::WriteAt => {
             let buf = send_buf(spec);
             let off = spec.file_off;
             if t {
-                h.try_write_at(file(), off, buf, d)
-                    .map(AnyOp::W)
+                h.write_at(file(), off, buf)
+                    .deadline(d)
+                    .try_submit()
+                    .map(AnyOp::WriteAt)
                     .map_err(|e| Res::W(Err(e)))
             } else {
-                Ok(AnyOp::W(h.write_at(file(), off, buf, d)))
+                Ok(AnyOp::WriteAt(h.write_at(file(), off, buf).deadline(d)))
             }
         }
         Kind::Sync => {
             let result = match (spec.target, t) {
-                (Target::Socket, true) => h.try_sync(res.loop_pairs[pid].a.clone(), d),
-                (Target::Socket, false) => Ok(h.sync(res.loop_pairs[pid].a.clone(), d)),
-                (_, true) => h.try_sync(file(), d),
-                (_, false) => Ok(h.sync(file(), d)),
+                (Target::Socket, true) => h
+                    .sync(res.loop_pairs[pid].a.clone())
+                    .deadline(d)
+                    .try_submit(),
+                (Target::Socket, false) => Ok(h.sync(res.loop_pairs[pid].a.clone()).deadline(d)),
+                (_, true) => h.sync(file()).deadline(d).try_submit(),
+                (_, false) => Ok(h.sync(file()).deadline(d)),
             };
-            result.map(AnyOp::U).map_err(|e| Res::U(Err(e)))
+            result.map(AnyOp::Sync).map_err(|e| Res::U(Err(e)))
         }
     }
 }
@@ -966,11 +982,17 @@ fn ok_allowed(spec: &Spec) -> bool {
 fn check(round: &Round, pid: usize, spec: &Spec, res: Res, how: How) {
     let (error, buffer) = match &res {
         Res::W(Ok(buf)) => (None, same_ro(buf, spec)),
-        Res::W(Err((buf, e))) => (Some(*e), err_buf(same_ro(buf, spec), buf.capacity(), *e)),
-        Res::R(Ok((buf, filled))) => (None, recv_ok(buf, *filled, spec)),
-        Res::R(Err((buf, e))) => (Some(*e), err_buf(same_mut(buf, spec), buf.capacity(), *e)),
+        Res::W(Err(BufError { buf, error: e })) => {
+            (Some(*e), err_buf(same_ro(buf, spec), buf.capacity(), *e))
+        }
+        Res::R(Ok((buf, received))) => (None, recv_ok(buf, spec.offset + *received, spec)),
+        Res::R(Err(BufError { buf, error: e })) => {
+            (Some(*e), err_buf(same_mut(buf, spec), buf.capacity(), *e))
+        }
         Res::Rd(Ok(buf)) => (None, read_ok(buf, spec)),
-        Res::Rd(Err((buf, e))) => (Some(*e), err_buf(same_mut(buf, spec), buf.capacity(), *e)),
+        Res::Rd(Err(BufError { buf, error: e })) => {
+            (Some(*e), err_buf(same_mut(buf, spec), buf.capacity(), *e))
+        }
         Res::U(r) => (r.err(), Ok(())),
     };
     drop(res);
@@ -1331,30 +1353,30 @@ fn pump(res: Arc<Resources>, stop: Arc<AtomicBool>) -> u64 {
 // Rounds
 
 /// Claims `free` slots with `try_nop` (the next must be `Full`) and returns the requests.
-fn claim_all(h: &H, free: usize, what: &str) -> Vec<OpOf<UnitResult>> {
+fn claim_all(h: &H, free: usize, what: &str) -> Vec<OpOf<op::Nop>> {
     let mut ops = Vec::with_capacity(free);
     for i in 0..free {
-        match h.try_nop(None) {
+        match h.nop().try_submit() {
             Ok(op) => ops.push(op),
             Err(e) => panic!("{what}: only {i} of the {free} unparked slots are free ({e:?})"),
         }
     }
-    match h.try_nop(None) {
+    match h.nop().try_submit() {
         Err(Error::Full) => {}
-        Err(e) => panic!("{what}: try_nop beyond the free slots: {e:?}, expected Full"),
+        Err(e) => panic!("{what}: nop().try_submit() beyond the free slots: {e:?}, expected Full"),
         Ok(_) => panic!("{what}: more than {free} slots free: the parked count is wrong"),
     }
     ops
 }
 
 /// Runs the claimed slots' nops through a fresh loop and checks them.
-fn probe_slots(h: &H, free: usize, what: &str) -> Vec<OpOf<UnitResult>> {
+fn probe_slots(h: &H, free: usize, what: &str) -> Vec<OpOf<op::Nop>> {
     let ops = claim_all(h, free, what);
     assert_eq!(h.metrics().pending_operations, 0, "{what}: fresh counters");
     ops
 }
 
-fn finish_probes(ops: Vec<OpOf<UnitResult>>, what: &str) {
+fn finish_probes(ops: Vec<OpOf<op::Nop>>, what: &str) {
     let n = ops.len();
     let results = block_on(HANG, join_all(ops));
     let bad: Vec<_> = results.iter().filter(|r| r.is_err()).collect();
@@ -1785,4 +1807,17 @@ fn soak() {
         totals.get(C::Resolved) + totals.drops(),
         "every request ended exactly once"
     );
+}
+
+/// A recv that receives up to buffer length `len`: exactly, or at least one byte.
+fn bounded<const S: usize, const R: usize, const W: usize>(
+    op: static_uring::Op<static_uring::op::Recv, S, R, W>,
+    len: usize,
+    exact: bool,
+) -> static_uring::Op<static_uring::op::Recv, S, R, W> {
+    if exact {
+        op.exact(len)
+    } else {
+        op.limit(len)
+    }
 }

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 
 use common::HANG;
+use static_uring::BufError;
 use static_uring::{Config, Error, Fd, Handle, IoBuf, IoBufMut, TaskPool};
 
 #[path = "support/counting_alloc.rs"]
@@ -25,14 +26,17 @@ type Io = Handle<16, 16, 64>;
 async fn echo(io: Io, stream: Fd) -> Result<(), Error> {
     let mut buf = IoBufMut::with_capacity(64);
     loop {
-        match io.recv(&stream, buf, 0, 64, true, None).await {
+        match io.recv(&stream, buf).exact(64).await {
             Ok((data, _)) => {
-                let data = io.send(&stream, IoBuf::from(data), None).await;
-                buf = data.map_err(|(_, e)| e)?.into_mut().expect("owned buffer");
+                let data = io.send(&stream, IoBuf::from(data)).await;
+                buf = data.map_err(|e| e.error)?.into_mut().expect("owned buffer");
                 buf.clear();
             }
-            Err((_, Error::UnexpectedEof)) => return Ok(()),
-            Err((_, e)) => return Err(e),
+            Err(BufError {
+                error: Error::UnexpectedEof,
+                ..
+            }) => return Ok(()),
+            Err(BufError { error: e, .. }) => return Err(e),
         }
     }
 }
@@ -52,7 +56,7 @@ fn pool_tasks_serve_connections_on_the_loop_thread_without_allocating() {
         let main = async move {
             // One connection more than the pool has room for: that one is refused (Busy).
             for _ in 0..=CONNECTIONS {
-                let stream = io.accept(&listener, None).await.unwrap();
+                let stream = io.accept(&listener).await.unwrap();
                 let (io, s) = (io.clone(), s.clone());
                 let task = async move {
                     if echo(io, Fd::from(stream)).await.is_ok() {

@@ -21,7 +21,7 @@ fn spawning_after_the_runner_finished_touches_no_descriptor() {
     with_timeout(HANG, move || {
         event_loop
             .block_on(pool.run(async move {
-                handle.nop(None).await.unwrap();
+                handle.nop().await.unwrap();
             }))
             .unwrap()
     });
@@ -55,14 +55,14 @@ fn wait_inside_a_pool_task_panics_and_the_pool_goes_on() {
                 let h = handle.clone();
                 assert!(pool
                     .spawn(Box::pin(async move {
-                        let _ = h.nop(None).wait();
+                        let _ = h.nop().wait();
                     }))
                     .is_ok());
                 // Let the pool poll the task.
                 for _ in 0..4 {
-                    handle.nop(None).await.unwrap();
+                    handle.nop().await.unwrap();
                 }
-                (pool.panics(), handle.nop(None).await)
+                (pool.panics(), handle.nop().await)
             }))
             .unwrap()
     });

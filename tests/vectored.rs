@@ -36,7 +36,7 @@ fn buffers_arrive_in_order_and_come_back() {
     let (handle, lp) = start::<4, 4, 64>(config());
     let (a, b) = socket_pair();
     let parts: [&[u8]; MAX_IOVECS] = [b"one,", b"", b"two,", b"three"];
-    let back = handle.send_vectored(a, bufs(&parts), None).wait().unwrap();
+    let back = handle.send_vectored(a, bufs(&parts)).wait().unwrap();
     assert_eq!(
         back.len(),
         MAX_IOVECS,
@@ -49,7 +49,7 @@ fn buffers_arrive_in_order_and_come_back() {
 
     let file = TempFile::new();
     let back = handle
-        .write_at_vectored(file.file.clone(), 2, bufs(&[b"ab", b"cde"]), None)
+        .write_at_vectored(file.file.clone(), 2, bufs(&[b"ab", b"cde"]))
         .wait()
         .unwrap();
     assert_eq!(back.iter().map(|b| b.len()).sum::<usize>(), 5);
@@ -79,7 +79,7 @@ fn short_sends_resume_at_the_cursor_across_buffers() {
         (&b).read_exact(&mut got).unwrap();
         got
     });
-    let back = handle.send_vectored(Arc::new(a), io, None).wait().unwrap();
+    let back = handle.send_vectored(Arc::new(a), io).wait().unwrap();
     assert_eq!(back.len(), 3);
     assert!(
         reader.join().unwrap() == expected,
@@ -102,9 +102,11 @@ fn a_deadline_on_a_full_socket_times_out_with_the_buffers_back() {
     let big: IoBufs = (0..2).map(|_| IoBuf::from(vec![1u8; 1 << 20])).collect();
     let deadline = Some(Instant::now() + Duration::from_millis(50));
     let (back, e) = handle
-        .send_vectored(Arc::new(a), big, deadline)
+        .send_vectored(Arc::new(a), big)
+        .deadline(deadline)
         .wait()
-        .unwrap_err();
+        .unwrap_err()
+        .into_parts();
     assert_eq!(e, Error::Timeout);
     assert_eq!(back.len(), 2);
     assert!(back.iter().all(|b| b.len() == 1 << 20));
@@ -119,15 +121,17 @@ fn a_closed_peer_is_unexpected_eof_and_a_bad_descriptor_an_os_error() {
     let (a, b) = socket_pair();
     drop(b);
     let (back, e) = handle
-        .send_vectored(a, bufs(&[b"x", b"y"]), None)
+        .send_vectored(a, bufs(&[b"x", b"y"]))
         .wait()
-        .unwrap_err();
+        .unwrap_err()
+        .into_parts();
     assert_eq!((e, back.len()), (Error::UnexpectedEof, 2));
     let file = TempFile::new();
     let (back, e) = handle
-        .write_at_vectored(file.read_only(), 0, bufs(&[b"x"]), None)
+        .write_at_vectored(file.read_only(), 0, bufs(&[b"x"]))
         .wait()
-        .unwrap_err();
+        .unwrap_err()
+        .into_parts();
     assert_eq!((e, back.len()), (Error::Os(libc::EBADF), 1));
     drop(handle);
     lp.join(HANG).unwrap();
@@ -138,34 +142,32 @@ fn input_checks_and_a_full_table() {
     let (handle, lp) = start::<1, 1, 64>(config());
     let file = TempFile::new();
     let (back, e) = handle
-        .write_at_vectored(file.file.clone(), u64::MAX - 1, bufs(&[b"xy"]), None)
+        .write_at_vectored(file.file.clone(), u64::MAX - 1, bufs(&[b"xy"]))
         .wait()
-        .unwrap_err();
+        .unwrap_err()
+        .into_parts();
     assert_eq!((e, back.len()), (Error::InvalidInput, 1), "beyond i64::MAX");
     assert_eq!(file.contents(), b"", "nothing was written");
-    let empty = handle.write_at_vectored(file.file.clone(), 0, IoBufs::new(), None);
+    let empty = handle.write_at_vectored(file.file.clone(), 0, IoBufs::new());
     assert!(
         empty.wait().unwrap().is_empty(),
         "nothing to write: Ok at once"
     );
-    let none = handle.send_vectored(file.file.clone(), bufs(&[b""]), None);
+    let none = handle.send_vectored(file.file.clone(), bufs(&[b""]));
     assert_eq!(none.wait().unwrap().len(), 1);
 
     // The only slot taken by a recv that waits: try_ gives the buffers back with Full.
     let (a, b) = socket_pair();
     let waiting = handle
-        .try_recv(
-            b,
-            static_uring::IoBufMut::with_capacity(1),
-            0,
-            1,
-            true,
-            None,
-        )
+        .recv(b, static_uring::IoBufMut::with_capacity(1))
+        .exact(1)
+        .try_submit()
         .unwrap();
     let (back, e) = handle
-        .try_write_at_vectored(file.file.clone(), 0, bufs(&[b"q", b"r"]), None)
-        .unwrap_err();
+        .write_at_vectored(file.file.clone(), 0, bufs(&[b"q", b"r"]))
+        .try_submit()
+        .unwrap_err()
+        .into_parts();
     assert_eq!((e, back.len()), (Error::Full, 2));
     drop(waiting);
     drop(a); // the orphaned recv ends (end of stream), so the loop can drain
@@ -187,7 +189,8 @@ fn a_dropped_vectored_write_still_runs_and_frees_its_buffers() {
         io.push(IoBuf::from(buf));
     }
     let op = handle
-        .try_write_at_vectored(file.file.clone(), 0, io, None)
+        .write_at_vectored(file.file.clone(), 0, io)
+        .try_submit()
         .unwrap();
     drop(op);
     wait_until(HANG, "the orphaned write to land", || {
@@ -210,9 +213,11 @@ fn vectored_requests_share_message_headers_with_recv_from() {
     let ub = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = ub.local_addr().unwrap();
     let ub = static_uring::Fd::from(ub);
-    let r1 = handle.try_recv_from(&ub, static_uring::IoBufMut::with_capacity(8), None);
+    let r1 = handle
+        .recv_from(&ub, static_uring::IoBufMut::with_capacity(8))
+        .try_submit();
     let (a, b) = socket_pair();
-    let sent = handle.send_vectored(a, bufs(&[b"ab", b"c"]), None).wait();
+    let sent = handle.send_vectored(a, bufs(&[b"ab", b"c"])).wait();
     assert_eq!(sent.unwrap().len(), 2);
     let mut got = [0u8; 3];
     (&*b).read_exact(&mut got).unwrap();

@@ -13,7 +13,8 @@ use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 use std::thread::{self, Thread};
 use std::time::Instant;
 
-use static_uring::{BufPool, BufResultExt, Config, Error, Fd, Handle, IoBuf, IoBufMut, Storage};
+use static_uring::BufError;
+use static_uring::{BufPool, Config, Error, Fd, Handle, IoBuf, IoBufMut, Storage};
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
@@ -139,7 +140,7 @@ struct Fixture {
 impl Fixture {
     fn nops_wait(&mut self, n: usize) {
         for _ in 0..n {
-            if self.handle.nop(None).wait().is_err() {
+            if self.handle.nop().wait().is_err() {
                 panic!("nop failed");
             }
         }
@@ -147,7 +148,7 @@ impl Fixture {
 
     fn nops_async(&mut self, n: usize) {
         for _ in 0..n {
-            if self.exec.block_on(self.handle.nop(None)).is_err() {
+            if self.exec.block_on(self.handle.nop()).is_err() {
                 panic!("nop failed");
             }
         }
@@ -158,7 +159,7 @@ impl Fixture {
     fn nops_after_idle(&mut self, n: usize, blocking: bool) {
         for _ in 0..n {
             thread::sleep(std::time::Duration::from_millis(1));
-            let op = self.handle.nop(None);
+            let op = self.handle.nop();
             let result = if blocking {
                 op.wait()
             } else {
@@ -175,14 +176,17 @@ impl Fixture {
         let mut buf = self.recv_buf.take().unwrap();
         for _ in 0..n {
             let deadline = Instant::now() + std::time::Duration::from_millis(2);
-            let op = self.handle.recv(&self.b, buf, 0, 8, false, Some(deadline));
+            let op = self.handle.recv(&self.b, buf).limit(8).deadline(deadline);
             let result = if blocking {
                 op.wait()
             } else {
                 self.exec.block_on(op)
             };
             buf = match result {
-                Err((buf, Error::Timeout)) => buf,
+                Err(BufError {
+                    buf,
+                    error: Error::Timeout,
+                }) => buf,
                 _ => panic!("expected a timeout"),
             };
         }
@@ -193,7 +197,7 @@ impl Fixture {
         let mut buf = self.read_buf.take().unwrap();
         for i in 0..n {
             let offset = (i as u64 % BLOCKS) * BLOCK as u64;
-            let op = self.handle.read_at(&self.file, offset, BLOCK, buf, None);
+            let op = self.handle.read_at(&self.file, offset, buf).limit(BLOCK);
             let result = if blocking {
                 op.wait()
             } else {
@@ -216,7 +220,7 @@ impl Fixture {
         let mut buf = self.pool_buf.take().unwrap();
         for i in 0..n {
             let offset = (i as u64 % BLOCKS) * BLOCK as u64;
-            let op = self.handle.read_at(&self.fixed, offset, BLOCK, buf, None);
+            let op = self.handle.read_at(&self.fixed, offset, buf).limit(BLOCK);
             let result = if blocking {
                 op.wait()
             } else {
@@ -226,9 +230,7 @@ impl Fixture {
                 Ok(buf) if buf[0] == (offset / BLOCK as u64) as u8 => buf,
                 _ => panic!("fixed read_at failed"),
             };
-            let op = self
-                .handle
-                .write_at(&self.fixed, offset, IoBuf::from(buf), None);
+            let op = self.handle.write_at(&self.fixed, offset, IoBuf::from(buf));
             let result = if blocking {
                 op.wait()
             } else {
@@ -239,7 +241,7 @@ impl Fixture {
             };
             buf = written.into_mut().unwrap();
             if i % 64 == 0 {
-                let op = self.handle.sync_data(&self.fixed, None);
+                let op = self.handle.sync_data(&self.fixed);
                 let result = if blocking {
                     op.wait()
                 } else {
@@ -260,7 +262,7 @@ impl Fixture {
         let mut buf = self.read_buf.take().unwrap();
         let tail = BLOCKS * BLOCK as u64 - 100;
         for _ in 0..n {
-            let op = self.handle.read_some_at(&self.file, tail, BLOCK, buf, None);
+            let op = self.handle.read_some_at(&self.file, tail, buf).limit(BLOCK);
             let result = if blocking {
                 op.wait()
             } else {
@@ -270,15 +272,13 @@ impl Fixture {
                 Ok(buf) if buf.len() == 100 => buf,
                 _ => panic!("read_some_at did not return the 100-byte tail"),
             };
-            let op = self.handle.read_at(&self.file, tail, BLOCK, buf, None);
+            let op = self.handle.read_at(&self.file, tail, buf).limit(BLOCK);
             let result = if blocking {
                 op.wait()
             } else {
                 self.exec.block_on(op)
             };
-            let err = result
-                .buf_err()
-                .expect_err("an exact read past the end fails");
+            let err = result.expect_err("an exact read past the end fails");
             let io = io_result(Err(err.error)).unwrap_err();
             if io.kind() != std::io::ErrorKind::UnexpectedEof {
                 panic!("the io::Error lost its kind");
@@ -294,8 +294,8 @@ impl Fixture {
         let mut inb = self.recv_buf.take().unwrap();
         for _ in 0..n {
             let len = out.len();
-            let recv = self.handle.recv_from(&self.ub, inb, None);
-            let send = self.handle.send_to(&self.ua, out, self.ub_addr, None);
+            let recv = self.handle.recv_from(&self.ub, inb);
+            let send = self.handle.send_to(&self.ua, out, self.ub_addr);
             let (received, sent) = if blocking {
                 let sent = send.wait();
                 (recv.wait(), sent)
@@ -320,8 +320,8 @@ impl Fixture {
         let mut inb = self.recv_buf.take().unwrap();
         for _ in 0..n {
             let len = out.len();
-            let send = self.handle.send(&self.a, out, None);
-            let recv = self.handle.recv(&self.b, inb, 0, len, true, None);
+            let send = self.handle.send(&self.a, out);
+            let recv = self.handle.recv(&self.b, inb).exact(len);
             let (sent, received) = if blocking {
                 (send.wait(), recv.wait())
             } else {
@@ -345,8 +345,8 @@ impl Fixture {
     fn connections(&mut self, n: usize, blocking: bool) {
         for _ in 0..n {
             let client = self.clients.pop().expect("enough client sockets");
-            let connect = self.handle.connect(&client, self.listen_addr, None);
-            let accept = self.handle.accept(&self.listener, None);
+            let connect = self.handle.connect(&client, self.listen_addr);
+            let accept = self.handle.accept(&self.listener);
             let (connected, accepted) = if blocking {
                 (connect.wait(), accept.wait())
             } else {
@@ -363,8 +363,8 @@ impl Fixture {
         let mut out = self.vec_bufs.take().unwrap();
         let mut inb = self.recv_buf.take().unwrap();
         for _ in 0..n {
-            let send = self.handle.send_vectored(&self.a, out, None);
-            let recv = self.handle.recv(&self.b, inb, 0, 64, true, None);
+            let send = self.handle.send_vectored(&self.a, out);
+            let recv = self.handle.recv(&self.b, inb).exact(64);
             let (sent, received) = if blocking {
                 (send.wait(), recv.wait())
             } else {

@@ -93,8 +93,8 @@ async fn nop_task(
     while take(budget) {
         let start = Instant::now();
         match lane {
-            Some(lane) => lane.submit(h.nop(None)).await,
-            None => h.nop(None).await,
+            Some(lane) => lane.submit(h.nop()).await,
+            None => h.nop().await,
         }
         .expect("nop");
         hist.borrow_mut().record(start.elapsed());
@@ -115,8 +115,8 @@ impl Group for LaneGroup {
                 for _ in 0..ops {
                     let start = Instant::now();
                     match lane {
-                        Some(lane) => lane.submit(h.nop(None)).wait(),
-                        None => h.nop(None).wait(),
+                        Some(lane) => lane.submit(h.nop()).wait(),
+                        None => h.nop().wait(),
                     }
                     .expect("nop");
                     hist.record(start.elapsed());

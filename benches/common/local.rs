@@ -107,7 +107,7 @@ impl LoopThread {
 async fn nop_task(io: H, run: Rc<Run>) {
     while run.take() {
         let start = Instant::now();
-        io.nop(None).await.expect("nop");
+        io.nop().await.expect("nop");
         run.hist.borrow_mut().record(start.elapsed());
     }
 }
@@ -124,9 +124,9 @@ async fn read_task(
     let mut rng = Rng::new(seed);
     while run.take() {
         let start = Instant::now();
-        buf = match io.read_at(&fd, rng.offset(blocks), BLOCK, buf, None).await {
+        buf = match io.read_at(&fd, rng.offset(blocks), buf).limit(BLOCK).await {
             Ok(buf) => buf,
-            Err((_, e)) => panic!("read_at: {e}"),
+            Err(e) => panic!("read_at: {e}"),
         };
         run.hist.borrow_mut().record(start.elapsed());
     }
@@ -146,11 +146,11 @@ async fn pingpong_task(
     let mut rbuf = rbufs.borrow_mut().pop().expect("a buffer per task");
     let mut sbuf = sbufs.borrow_mut().pop().expect("a buffer per task");
     let send = |io: &H, sbuf: IoBuf| {
-        let fut = io.send(&fd, sbuf, None);
+        let fut = io.send(&fd, sbuf);
         async move {
             match fut.await {
                 Ok(buf) => buf,
-                Err((_, e)) => panic!("send: {e}"),
+                Err(e) => panic!("send: {e}"),
             }
         }
     };
@@ -158,15 +158,15 @@ async fn pingpong_task(
         if client {
             let start = Instant::now();
             sbuf = send(&io, sbuf).await;
-            rbuf = match io.recv(&fd, rbuf, 0, PING, true, None).await {
+            rbuf = match io.recv(&fd, rbuf).exact(PING).await {
                 Ok((buf, _)) => buf,
-                Err((_, e)) => panic!("recv: {e}"),
+                Err(e) => panic!("recv: {e}"),
             };
             run.hist.borrow_mut().record(start.elapsed());
         } else {
-            rbuf = match io.recv(&fd, rbuf, 0, PING, true, None).await {
+            rbuf = match io.recv(&fd, rbuf).exact(PING).await {
                 Ok((buf, _)) => buf,
-                Err((_, e)) => panic!("recv: {e}"),
+                Err(e) => panic!("recv: {e}"),
             };
             sbuf = send(&io, sbuf).await;
         }

@@ -5,7 +5,7 @@
 //!
 //! One loop (default config, its own thread) serves every variant. Each variant runs `depth`
 //! tasks (`tasks::nop_task` / `read_task`, the same futures as the `nop` and `read_at` rows):
-//! - **.wait()** (1 outstanding only): `handle.nop(None).wait()` in a loop, as the `nop@1` row;
+//! - **.wait()** (1 outstanding only): `handle.nop().wait()` in a loop, as the `nop@1` row;
 //! - **harness executor**: the tasks on `exec::run` (the `nop@64` rows' executor);
 //! - **futures block_on**: `futures::executor::block_on(join_all(tasks))` on the bench thread
 //!   (the `join_all` is built before the timed region);

@@ -47,7 +47,7 @@ impl SuIo {
             .expect("spawn the loop thread");
         // One round trip: the loop thread is up (its start-up allocations are done) before any
         // timed region.
-        handle.nop(None).wait().expect("first nop");
+        handle.nop().wait().expect("first nop");
         Started {
             io: SuIo(handle),
             guard: Box::new(Join(Some(thread))),
@@ -62,7 +62,7 @@ impl SuIo {
             .spawn("static-uring")
             .map_err(|e| format!("EventLoop::spawn failed: {e}"))?;
         // As in `start`: the loop thread is up before any timed region.
-        handle.nop(None).wait().expect("first nop");
+        handle.nop().wait().expect("first nop");
         Ok(Started {
             io: SuIo(handle),
             guard: Box::new(Join(Some(thread))),
@@ -88,33 +88,33 @@ impl AsyncIo for SuIo {
     }
 
     async fn nop(&self) {
-        self.0.nop(None).await.expect("nop");
+        self.0.nop().await.expect("nop");
     }
 
     async fn read_at(&self, fd: &Fd, offset: u64, buf: IoBufMut) -> IoBufMut {
         let len = buf.capacity();
-        match self.0.read_at(fd, offset, len, buf, None).await {
+        match self.0.read_at(fd, offset, buf).limit(len).await {
             Ok(buf) => buf,
-            Err((_, e)) => panic!("read_at: {e}"),
+            Err(e) => panic!("read_at: {e}"),
         }
     }
 
     async fn send(&self, fd: &Fd, buf: IoBuf) -> IoBuf {
-        match self.0.send(fd, buf, None).await {
+        match self.0.send(fd, buf).await {
             Ok(buf) => buf,
-            Err((_, e)) => panic!("send: {e}"),
+            Err(e) => panic!("send: {e}"),
         }
     }
 
     async fn recv_exact(&self, fd: &Fd, buf: IoBufMut, len: usize) -> IoBufMut {
-        match self.0.recv(fd, buf, 0, len, true, None).await {
+        match self.0.recv(fd, buf).exact(len).await {
             Ok((buf, _)) => buf,
-            Err((_, e)) => panic!("recv: {e}"),
+            Err(e) => panic!("recv: {e}"),
         }
     }
 
     fn nop_wait(&self) {
-        self.0.nop(None).wait().expect("nop");
+        self.0.nop().wait().expect("nop");
     }
 
     fn counters(&self) -> Option<(u64, u64)> {
@@ -124,9 +124,9 @@ impl AsyncIo for SuIo {
 
     fn read_at_wait(&self, fd: &Fd, offset: u64, buf: IoBufMut) -> IoBufMut {
         let len = buf.capacity();
-        match self.0.read_at(fd, offset, len, buf, None).wait() {
+        match self.0.read_at(fd, offset, buf).limit(len).wait() {
             Ok(buf) => buf,
-            Err((_, e)) => panic!("read_at: {e}"),
+            Err(e) => panic!("read_at: {e}"),
         }
     }
 }

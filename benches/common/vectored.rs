@@ -160,20 +160,20 @@ async fn send_task(
     let total: usize = parts.iter().map(|p| p.len()).sum();
     for _ in 0..ops {
         let start = Instant::now();
-        let recv = h.recv(b, rbuf.take().expect("buffer"), 0, total, true, None);
+        let recv = h.recv(b, rbuf.take().expect("buffer")).exact(total);
         let got = match variant {
             COPY => {
                 let mut buf = joined.take().expect("buffer");
                 copy_into(&mut buf, parts);
-                let (sent, got) = join2(h.send(a, IoBuf::from(buf), None), recv).await;
-                let sent = sent.map_err(|(_, e)| e).expect("send");
+                let (sent, got) = join2(h.send(a, IoBuf::from(buf)), recv).await;
+                let sent = sent.map_err(|e| e.error).expect("send");
                 *joined = Some(sent.into_mut().expect("an owned buffer"));
                 got
             }
             VECTORED => {
                 let bufs = std::mem::take(parts);
-                let (sent, got) = join2(h.send_vectored(a, bufs, None), recv).await;
-                *parts = sent.map_err(|(_, e)| e).expect("send_vectored");
+                let (sent, got) = join2(h.send_vectored(a, bufs), recv).await;
+                *parts = sent.map_err(|e| e.error).expect("send_vectored");
                 got
             }
             _ => {
@@ -182,17 +182,17 @@ async fn send_task(
                 let body = parts.pop().expect("two parts");
                 let head = parts.pop().expect("two parts");
                 let sends = async {
-                    let head = h.send(a, head, None).await;
-                    let body = h.send(a, body, None).await;
+                    let head = h.send(a, head).await;
+                    let body = h.send(a, body).await;
                     (head, body)
                 };
                 let ((head, body), got) = join2(sends, recv).await;
-                parts.push(head.map_err(|(_, e)| e).expect("send"));
-                parts.push(body.map_err(|(_, e)| e).expect("send"));
+                parts.push(head.map_err(|e| e.error).expect("send"));
+                parts.push(body.map_err(|e| e.error).expect("send"));
                 got
             }
         };
-        let (buf, filled) = got.map_err(|(_, e)| e).expect("recv");
+        let (buf, filled) = got.map_err(|e| e.error).expect("recv");
         debug_assert_eq!(filled, total);
         *rbuf = Some(buf);
         hist.record(start.elapsed());
@@ -284,26 +284,26 @@ async fn write_task(
             COPY => {
                 let mut buf = joined.take().expect("buffer");
                 copy_into(&mut buf, parts);
-                let done = h.write_at(fd, at, IoBuf::from(buf), None).await;
-                let done = done.map_err(|(_, e)| e).expect("write_at");
+                let done = h.write_at(fd, at, IoBuf::from(buf)).await;
+                let done = done.map_err(|e| e.error).expect("write_at");
                 *joined = Some(done.into_mut().expect("an owned buffer"));
             }
             VECTORED => {
                 let bufs = std::mem::take(parts);
-                let done = h.write_at_vectored(fd, at, bufs, None).await;
-                *parts = done.map_err(|(_, e)| e).expect("write_at_vectored");
+                let done = h.write_at_vectored(fd, at, bufs).await;
+                *parts = done.map_err(|e| e.error).expect("write_at_vectored");
             }
             _ => {
                 // Two writes to disjoint ranges: both outstanding at once.
                 let body = parts.pop().expect("two parts");
                 let head = parts.pop().expect("two parts");
                 let (head, body) = join2(
-                    h.write_at(fd, at, head, None),
-                    h.write_at(fd, at + WRITE_PART as u64, body, None),
+                    h.write_at(fd, at, head),
+                    h.write_at(fd, at + WRITE_PART as u64, body),
                 )
                 .await;
-                parts.push(head.map_err(|(_, e)| e).expect("write_at"));
-                parts.push(body.map_err(|(_, e)| e).expect("write_at"));
+                parts.push(head.map_err(|e| e.error).expect("write_at"));
+                parts.push(body.map_err(|e| e.error).expect("write_at"));
             }
         }
         hist.record(start.elapsed());
@@ -372,12 +372,12 @@ async fn sync_task(
 ) {
     for _ in 0..ops {
         let start = Instant::now();
-        let done = h.write_at(fd, 0, buf.take().expect("buffer"), None).await;
-        *buf = Some(done.map_err(|(_, e)| e).expect("write_at"));
+        let done = h.write_at(fd, 0, buf.take().expect("buffer")).await;
+        *buf = Some(done.map_err(|e| e.error).expect("write_at"));
         if data_only {
-            h.sync_data(fd, None).await.expect("sync_data");
+            h.sync_data(fd).await.expect("sync_data");
         } else {
-            h.sync(fd, None).await.expect("sync");
+            h.sync(fd).await.expect("sync");
         }
         hist.record(start.elapsed());
     }

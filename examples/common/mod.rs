@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, OwnedFd};
 
+use static_uring::BufError;
 use static_uring::{Error, Fd, Handle, IoBuf, IoBufMut};
 
 /// A new, unconnected TCP socket for `addr`'s family (close-on-exec).
@@ -29,16 +30,19 @@ pub fn echo<const S: usize, const R: usize, const W: usize>(
     let mut buf = IoBufMut::with_capacity(256);
     loop {
         buf.clear();
-        match io.recv(stream, buf, 0, 256, false, None).wait() {
+        match io.recv(stream, buf).limit(256).wait() {
             Ok((data, _)) => {
                 let data = io
-                    .send(stream, IoBuf::from(data), None)
+                    .send(stream, IoBuf::from(data))
                     .wait()
-                    .map_err(|(_, e)| e)?;
+                    .map_err(|e| e.error)?;
                 buf = IoBufMut::from(data.into_vec().expect("a Vec-backed buffer"));
             }
-            Err((_, Error::UnexpectedEof)) => return Ok(()),
-            Err((_, e)) => return Err(e),
+            Err(BufError {
+                error: Error::UnexpectedEof,
+                ..
+            }) => return Ok(()),
+            Err(BufError { error: e, .. }) => return Err(e),
         }
     }
 }

@@ -147,7 +147,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// let (handle, event_loop) = static_uring::new::<64, 32, 1024>(Config::default()).unwrap();
     /// let answer = event_loop
     ///     .block_on(async move {
-    ///         handle.nop(None).await.unwrap();
+    ///         handle.nop().await.unwrap();
     ///         42 // `handle` is dropped here: the loop then drains and returns
     ///     })
     ///     .unwrap();

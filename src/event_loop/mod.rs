@@ -192,7 +192,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// event_loop.register_lane(&LANE).unwrap();
     /// let thread = std::thread::spawn(move || event_loop.run());
     /// let lane = handle.lane(&LANE).unwrap();
-    /// lane.submit(handle.nop(None)).wait().unwrap();
+    /// lane.submit(handle.nop()).wait().unwrap();
     /// drop((lane, handle));
     /// thread.join().unwrap().unwrap();
     /// ```
@@ -251,7 +251,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// let fixed = event_loop.register_file(file).unwrap();
     /// assert_eq!(fixed.registered_index(), Some(0));
     /// let thread = std::thread::spawn(move || event_loop.run());
-    /// let buf = handle.read_at(fixed, 1, 3, IoBufMut::with_capacity(3), None).wait().unwrap();
+    /// let buf = handle.read_at(fixed, 1, IoBufMut::with_capacity(3)).limit(3).wait().unwrap();
     /// assert_eq!(&buf[..], b"ELF");
     /// # drop(handle);
     /// # thread.join().unwrap().unwrap();
@@ -350,7 +350,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// let config = Config { cpu: Some(0), ..Config::default() };
     /// let (handle, event_loop) = static_uring::new::<64, 32, 1024>(config).unwrap();
     /// let thread = event_loop.spawn("io-loop").expect("CPU 0 exists");
-    /// handle.nop(None).wait().unwrap();
+    /// handle.nop().wait().unwrap();
     /// drop(handle);
     /// thread.join().unwrap().unwrap();
     /// ```
@@ -370,7 +370,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// let (handle, event_loop) = static_uring::new::<64, 32, 1024>(config).unwrap();
     /// let thread = event_loop
     ///     .spawn_with("io-loop", move || async move {
-    ///         handle.nop(None).await.unwrap();
+    ///         handle.nop().await.unwrap();
     ///         7 // `handle` is dropped here: the loop drains and the thread ends
     ///     })
     ///     .expect("CPU 0 exists");

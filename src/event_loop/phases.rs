@@ -414,7 +414,7 @@ mod tests {
         // queued); after a submit the next pass admits one more and reports the table full.
         let (handle, mut el) = setup();
         let t = table(&mut el);
-        let ops: Vec<_> = (0..3).map(|_| handle.try_nop(None).unwrap()).collect();
+        let ops: Vec<_> = (0..3).map(|_| handle.nop().try_submit().unwrap()).collect();
         assert_eq!(el.stage(t, Mode::Serve), Pass::SqFull);
         assert_eq!((el.admitted, el.storage.queue.len()), (1, 2));
         el.ring.enter(0, None).unwrap();
@@ -440,14 +440,10 @@ mod tests {
         let (_peer, mine) = UnixStream::pair().unwrap();
         let deadline = Instant::now() + Duration::from_millis(5);
         let op = handle
-            .try_recv(
-                Arc::new(mine),
-                IoBufMut::with_capacity(4),
-                0,
-                4,
-                false,
-                Some(deadline),
-            )
+            .recv(Arc::new(mine), IoBufMut::with_capacity(4))
+            .limit(4)
+            .deadline(deadline)
+            .try_submit()
             .unwrap();
         el.stage(t, Mode::Serve);
         el.ring.enter(0, None).unwrap(); // the recv is in the kernel; the SQ has room again
@@ -466,7 +462,7 @@ mod tests {
             el.ring.enter(1, Some(Duration::from_millis(10))).unwrap();
             el.reap(t);
         }
-        assert_eq!(op.wait().unwrap_err().1, Error::Timeout);
+        assert_eq!(op.wait().unwrap_err().error, Error::Timeout);
     }
 
     #[test]
@@ -475,7 +471,7 @@ mod tests {
         let t = table(&mut el);
         let past = Instant::now();
         std::thread::sleep(Duration::from_millis(3));
-        let op = handle.try_nop(Some(past)).unwrap();
+        let op = handle.nop().deadline(past).try_submit().unwrap();
         el.stage(t, Mode::Serve);
         assert_eq!(el.admitted, 0);
         assert_eq!(el.storage.metrics.snapshot().submitted, 0, "no SQE");
@@ -488,7 +484,7 @@ mod tests {
         // cancel CQEs are ignored: no entry, no count, no panic.
         let (handle, mut el) = setup();
         let t = table(&mut el);
-        let op = handle.try_nop(None).unwrap();
+        let op = handle.nop().try_submit().unwrap();
         el.stage(t, Mode::Serve);
         let index = (0..8u32).find(|&i| t.flags[i as usize].in_flight).unwrap();
         let stale = RequestId::new(index, el.storage.slots[index as usize].generation() + 1);

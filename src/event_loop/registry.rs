@@ -13,7 +13,7 @@ use crate::fd::Fd;
 
 /// The loop's registered files and buffer pool.
 #[derive(Default)]
-pub(crate) struct Registry {
+pub struct Registry {
     /// `files[i]` is registered-file index `i`.
     files: Vec<Fd>,
     /// The registered pool's identity (its free list's address).

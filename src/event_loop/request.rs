@@ -218,20 +218,8 @@ mod tests {
             .into(),
             OpKind::RecvFrom => op::RecvFrom::new(IoBufMut::with_capacity(end)).into(),
             OpKind::Send => op::Send::new(IoBuf::from(vec![7u8; end])).into(),
-            OpKind::WriteAt => op::WriteAt {
-                buf: IoBuf::from(vec![7u8; end]),
-                at: 0,
-                pos: 0,
-                end,
-            }
-            .into(),
-            OpKind::Recv => op::Recv {
-                buf: IoBufMut::with_capacity(end),
-                pos: 0,
-                end,
-                exact: false,
-            }
-            .into(),
+            OpKind::WriteAt => op::WriteAt::new(0, IoBuf::from(vec![7u8; end])).into(),
+            OpKind::Recv => op::Recv::new(IoBufMut::with_capacity(end)).into(),
             OpKind::ReadAt => op::ReadAt {
                 buf: IoBufMut::with_capacity(end),
                 at: 0,
@@ -240,8 +228,16 @@ mod tests {
                 exact: true,
             }
             .into(),
-            OpKind::SendVectored => op::SendVectored::new(end).into(),
-            OpKind::WriteAtVectored => op::WriteAtVectored::new(0, end).into(),
+            OpKind::SendVectored => {
+                let mut op = op::SendVectored::new();
+                op.end = end;
+                op.into()
+            }
+            OpKind::WriteAtVectored => {
+                let mut op = op::WriteAtVectored::new(0);
+                op.end = end;
+                op.into()
+            }
             OpKind::Poll => op::Poll {
                 events: op::Readiness::READABLE,
             }
@@ -251,7 +247,7 @@ mod tests {
     }
 
     /// The operation of `r`, as the type it is.
-    fn as_op<O: op::Operation + op::Tagged>(r: &mut Request) -> &mut O {
+    fn as_op<O: op::Operation>(r: &mut Request) -> &mut O {
         assert_eq!(r.kind(), O::KIND);
         // SAFETY: checked above: `r` holds an `O`.
         unsafe { r.work.get_mut::<O>() }

@@ -348,12 +348,8 @@ fn storage_claim_publish_consume_free_cycle_allocates_nothing() {
         // SAFETY: FILLED: the caller owns the request.
         unsafe {
             slot.with_request(|r| {
-                let work = op::Recv {
-                    buf,
-                    pos: 0,
-                    end: 0,
-                    exact: false,
-                };
+                let mut work = op::Recv::new(buf);
+                work.end = 0;
                 *r = Request::new(work.into(), None, None)
             })
         };

@@ -210,4 +210,4 @@ mod tests {
 // shared, and an operation submitted through it stays on that thread.
 static_assertions::assert_impl_all!(crate::LaneHandle<8, 8, 64>: Send);
 static_assertions::assert_not_impl_any!(crate::LaneHandle<8, 8, 64>: Sync);
-static_assertions::assert_not_impl_any!(crate::LaneOp<'static, crate::UnitResult, 8, 8, 64>: Send);
+static_assertions::assert_not_impl_any!(crate::LaneOp<'static, crate::op::Nop, 8, 8, 64>: Send);

@@ -2,23 +2,24 @@
 
 use io_uring::{opcode, types};
 
-use super::{
-    buf_back, no_buf, no_buf_mut, Headers, MsgHeader, Operation, RawAddr, Sqe, Step, NO_MSG,
-};
+use super::kernel::{buf_back, lost_buf, Kernel, Sqe, Step};
+use super::{Headers, MsgHeader, OpResult, RawAddr, NO_MSG};
 use crate::buf::{IoBuf, IoBufMut};
-use crate::error::Error;
+use crate::error::{BufError, Error};
 use crate::event_loop::registry::Registry;
-use crate::handle::{RecvFromResult, WriteResult};
 
-/// Sends the whole datagram `buf` to `addr` (kept here until the CQE).
+/// Sends the whole datagram `buf` to `addr`, kept here until the CQE
+/// ([`Handle::send_to`](crate::Handle::send_to)).
 #[derive(Debug)]
-pub(crate) struct SendTo {
+pub struct SendTo {
     pub(crate) buf: IoBuf,
     pub(crate) addr: RawAddr,
 }
 
-impl Operation for SendTo {
-    type Output = WriteResult;
+impl Kernel for SendTo {
+    type Output = IoBuf;
+    type Error = BufError<IoBuf>;
+    type Held = ();
 
     fn sqe(&mut self, fd: types::Fd, limit: u32, _: &Registry, _: &mut Headers<'_>) -> Sqe {
         let len = self.buf.len().min(limit as usize) as u32;
@@ -35,19 +36,20 @@ impl Operation for SendTo {
         Step::Done(Ok(n))
     }
 
-    fn output(self, outcome: Result<usize, Error>) -> WriteResult {
+    fn output(self, outcome: Result<usize, Error>) -> OpResult<Self> {
         buf_back(self.buf, outcome)
     }
 
-    fn lost(error: Error) -> WriteResult {
-        Err((no_buf(), error))
+    fn lost(error: Error) -> BufError<IoBuf> {
+        lost_buf(error)
     }
 }
 
-/// Receives one datagram into `buf` (up to its capacity); `from` gets the sender's address.
-/// While in the kernel it uses message header `msg` of the loop's table.
+/// Receives one datagram into `buf` (up to its capacity); `from` gets the sender's address
+/// ([`Handle::recv_from`](crate::Handle::recv_from)). While in the kernel it uses message
+/// header `msg` of the loop's table.
 #[derive(Debug)]
-pub(crate) struct RecvFrom {
+pub struct RecvFrom {
     pub(crate) buf: IoBufMut,
     pub(crate) from: RawAddr,
     pub(crate) msg: u16,
@@ -64,8 +66,12 @@ impl RecvFrom {
     }
 }
 
-impl Operation for RecvFrom {
-    type Output = RecvFromResult;
+impl Kernel for RecvFrom {
+    /// The buffer (its length set to the datagram's), the datagram's length and the sender's
+    /// address.
+    type Output = (IoBufMut, usize, std::net::SocketAddr);
+    type Error = BufError<IoBufMut>;
+    type Held = ();
 
     fn sqe(&mut self, fd: types::Fd, _: u32, _: &Registry, headers: &mut Headers<'_>) -> Sqe {
         let header = headers.take(&mut self.msg)?;
@@ -88,7 +94,7 @@ impl Operation for RecvFrom {
         self.from = header.sender();
     }
 
-    fn output(self, outcome: Result<usize, Error>) -> RecvFromResult {
+    fn output(self, outcome: Result<usize, Error>) -> OpResult<Self> {
         let mut buf = self.buf;
         match outcome {
             Ok(len) => {
@@ -97,11 +103,11 @@ impl Operation for RecvFrom {
                 unsafe { buf.set_len(len) };
                 Ok((buf, len, self.from.to_socket_addr()))
             }
-            Err(e) => Err((buf, e)),
+            Err(error) => Err(BufError::new(buf, error)),
         }
     }
 
-    fn lost(error: Error) -> RecvFromResult {
-        Err((no_buf_mut(), error))
+    fn lost(error: Error) -> BufError<IoBufMut> {
+        lost_buf(error)
     }
 }

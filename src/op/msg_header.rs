@@ -12,7 +12,7 @@ pub(crate) const NO_MSG: u16 = u16::MAX;
 /// What `recvmsg` needs in stable memory while a `recv_from` is in the kernel: the header, its one
 /// iovec and room for the sender's address. The loop keeps `RING` of them in its table.
 #[repr(C)]
-pub(crate) struct MsgHeader {
+pub struct MsgHeader {
     hdr: libc::msghdr,
     /// One for a `recv_from`; up to all of them for a vectored request.
     iovs: [libc::iovec; MAX_IOVECS],
@@ -78,7 +78,7 @@ impl MsgHeader {
 }
 
 /// The loop's free message headers, lent to an operation while it builds its SQE.
-pub(crate) struct Headers<'a> {
+pub struct Headers<'a> {
     headers: &'a mut [MsgHeader],
     free: &'a mut heapless::vec::VecView<u16>,
 }

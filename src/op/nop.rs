@@ -2,27 +2,29 @@
 
 use io_uring::{opcode, types};
 
-use super::{unit, Headers, Operation, Sqe};
+use super::kernel::{unit, Kernel, Sqe};
+use super::{Headers, OpResult};
 use crate::error::Error;
 use crate::event_loop::registry::Registry;
-use crate::handle::UnitResult;
 
-/// A no-op.
+/// A no-op ([`Handle::nop`](crate::Handle::nop)).
 #[derive(Debug)]
-pub(crate) struct Nop;
+pub struct Nop;
 
-impl Operation for Nop {
-    type Output = UnitResult;
+impl Kernel for Nop {
+    type Output = ();
+    type Error = Error;
+    type Held = ();
 
     fn sqe(&mut self, _: types::Fd, _: u32, _: &Registry, _: &mut Headers<'_>) -> Sqe {
         Ok((opcode::Nop::new().build(), false))
     }
 
-    fn output(self, outcome: Result<usize, Error>) -> UnitResult {
+    fn output(self, outcome: Result<usize, Error>) -> OpResult<Self> {
         unit(outcome)
     }
 
-    fn lost(error: Error) -> UnitResult {
-        Err(error)
+    fn lost(error: Error) -> Error {
+        error
     }
 }

@@ -4,7 +4,8 @@
 
 use io_uring::{opcode, types};
 
-use super::{Headers, Operation, Sqe, Step};
+use super::kernel::{Kernel, Sqe, Step};
+use super::{Headers, OpResult};
 use crate::error::Error;
 use crate::event_loop::registry::Registry;
 
@@ -51,18 +52,18 @@ impl std::ops::BitOr for Readiness {
     }
 }
 
-/// Result of `poll`: the events that happened (a subset of those asked for, plus hang-up and
-/// error, which `poll(2)` always reports).
-pub type PollResult = Result<Readiness, Error>;
-
-/// Waits for `events` on the request's descriptor.
+/// Waits for `events` on the request's descriptor ([`Handle::poll`](crate::Handle::poll)). Its
+/// output is the events that happened: a subset of those asked for, plus hang-up and error,
+/// which `poll(2)` always reports.
 #[derive(Debug)]
-pub(crate) struct Poll {
+pub struct Poll {
     pub(crate) events: Readiness,
 }
 
-impl Operation for Poll {
-    type Output = PollResult;
+impl Kernel for Poll {
+    type Output = Readiness;
+    type Error = Error;
+    type Held = ();
 
     fn sqe(&mut self, fd: types::Fd, _: u32, _: &Registry, _: &mut Headers<'_>) -> Sqe {
         Ok((opcode::PollAdd::new(fd, self.events.0).build(), false))
@@ -73,11 +74,11 @@ impl Operation for Poll {
         Step::Done(Ok(n))
     }
 
-    fn output(self, outcome: Result<usize, Error>) -> PollResult {
+    fn output(self, outcome: Result<usize, Error>) -> OpResult<Self> {
         outcome.map(|events| Readiness(events as u32))
     }
 
-    fn lost(error: Error) -> PollResult {
-        Err(error)
+    fn lost(error: Error) -> Error {
+        error
     }
 }

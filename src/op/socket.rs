@@ -2,17 +2,20 @@
 
 use io_uring::{opcode, types};
 
-use super::{unit, Headers, Operation, RawAddr, Sqe, Step};
+use super::kernel::{unit, Kernel, Sqe, Step};
+use super::{Headers, OpResult, RawAddr};
 use crate::error::Error;
 use crate::event_loop::registry::Registry;
-use crate::handle::{AcceptResult, UnitResult};
 
-/// Accepts a connection (`accept4` with `SOCK_CLOEXEC`); the result is the new descriptor.
+/// Accepts a connection (`accept4` with `SOCK_CLOEXEC`); the result is the new descriptor
+/// ([`Handle::accept`](crate::Handle::accept)).
 #[derive(Debug)]
-pub(crate) struct Accept;
+pub struct Accept;
 
-impl Operation for Accept {
-    type Output = AcceptResult;
+impl Kernel for Accept {
+    type Output = std::os::fd::OwnedFd;
+    type Error = Error;
+    type Held = ();
 
     fn sqe(&mut self, fd: types::Fd, _: u32, _: &Registry, _: &mut Headers<'_>) -> Sqe {
         let entry = opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
@@ -36,36 +39,39 @@ impl Operation for Accept {
         }
     }
 
-    fn output(self, outcome: Result<usize, Error>) -> AcceptResult {
+    fn output(self, outcome: Result<usize, Error>) -> OpResult<Self> {
         // SAFETY: an accept's `Ok` is the descriptor the kernel created for this request; the
         // outcome was taken out of the slot, so only this `OwnedFd` owns it.
         outcome.map(|fd| unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as i32) })
     }
 
-    fn lost(error: Error) -> AcceptResult {
-        Err(error)
+    fn lost(error: Error) -> Error {
+        error
     }
 }
 
-/// Connects to `addr`, kept here (stable) until the CQE.
+/// Connects to `addr`, kept here (stable) until the CQE
+/// ([`Handle::connect`](crate::Handle::connect)).
 #[derive(Debug)]
-pub(crate) struct Connect {
+pub struct Connect {
     pub(crate) addr: RawAddr,
 }
 
-impl Operation for Connect {
-    type Output = UnitResult;
+impl Kernel for Connect {
+    type Output = ();
+    type Error = Error;
+    type Held = ();
 
     fn sqe(&mut self, fd: types::Fd, _: u32, _: &Registry, _: &mut Headers<'_>) -> Sqe {
         let entry = opcode::Connect::new(fd, self.addr.as_ptr(), self.addr.len()).build();
         Ok((entry, false))
     }
 
-    fn output(self, outcome: Result<usize, Error>) -> UnitResult {
+    fn output(self, outcome: Result<usize, Error>) -> OpResult<Self> {
         unit(outcome)
     }
 
-    fn lost(error: Error) -> UnitResult {
-        Err(error)
+    fn lost(error: Error) -> Error {
+        error
     }
 }

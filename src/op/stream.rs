@@ -3,17 +3,17 @@
 
 use io_uring::{opcode, types};
 
-use super::{
-    buf_back, no_buf, no_buf_mut, sqe_len, transfer, Headers, Operation, Sqe, Step, Until,
-};
+use super::kernel::{buf_back, lost_buf, sqe_len, transfer, Kernel, Sqe, Step, Until};
+use super::{Headers, OpResult};
 use crate::buf::{IoBuf, IoBufMut};
-use crate::error::Error;
+use crate::error::{BufError, Error};
 use crate::event_loop::registry::Registry;
-use crate::handle::{RecvResult, WriteResult};
+use crate::handle::Op;
 
-/// Sends `buf[pos..end]` (`end` = the buffer's length).
+/// Sends the whole buffer ([`Handle::send`](crate::Handle::send)): bytes `pos..end` are left
+/// (`end` = the buffer's length).
 #[derive(Debug)]
-pub(crate) struct Send {
+pub struct Send {
     pub(crate) buf: IoBuf,
     pub(crate) pos: usize,
     pub(crate) end: usize,
@@ -27,11 +27,21 @@ impl Send {
     }
 }
 
-impl Operation for Send {
-    type Output = WriteResult;
+impl Kernel for Send {
+    type Output = IoBuf;
+    type Error = BufError<IoBuf>;
+    type Held = ();
+
+    /// An empty buffer is sent at once.
+    fn check(self, held: ()) -> Result<(Self, ()), OpResult<Self>> {
+        match self.end {
+            0 => Err(Ok(self.buf)),
+            _ => Ok((self, held)),
+        }
+    }
 
     fn sqe(&mut self, fd: types::Fd, limit: u32, _: &Registry, _: &mut Headers<'_>) -> Sqe {
-        // SAFETY: pos <= end = the buffer's length (checked at the handle, kept by `transfer`).
+        // SAFETY: pos <= end = the buffer's length (kept by `transfer`).
         let ptr = unsafe { self.buf.as_ptr().add(self.pos) };
         let entry = opcode::Send::new(fd, ptr, sqe_len(self.pos, self.end, limit))
             .flags(libc::MSG_NOSIGNAL)
@@ -51,31 +61,107 @@ impl Operation for Send {
         }
     }
 
-    fn output(self, outcome: Result<usize, Error>) -> WriteResult {
+    fn output(self, outcome: Result<usize, Error>) -> OpResult<Self> {
         buf_back(self.buf, outcome)
     }
 
-    fn lost(error: Error) -> WriteResult {
-        Err((no_buf(), error))
+    fn lost(error: Error) -> BufError<IoBuf> {
+        lost_buf(error)
     }
 }
 
-/// Receives into `buf[pos..end]`; `pos` starts at the caller's offset. Not `exact`: done at the
-/// first bytes.
+/// Receives into `buf[start..end]` ([`Handle::recv`](crate::Handle::recv)); `pos` is the
+/// cursor. Not `exact`: done at the first bytes.
 #[derive(Debug)]
-pub(crate) struct Recv {
+pub struct Recv {
     pub(crate) buf: IoBufMut,
+    pub(crate) start: usize,
     pub(crate) pos: usize,
     pub(crate) end: usize,
     pub(crate) exact: bool,
 }
 
-impl Operation for Recv {
-    type Output = RecvResult;
+impl Recv {
+    /// Into the whole capacity of `buf`, at least one byte.
+    pub(crate) fn new(buf: IoBufMut) -> Self {
+        let end = buf.capacity();
+        Recv {
+            buf,
+            start: 0,
+            pos: 0,
+            end,
+            exact: false,
+        }
+    }
+}
+
+/// The options of a `recv`: where in the buffer the bytes go and how many end it.
+impl<const S: usize, const R: usize, const W: usize> Op<Recv, S, R, W> {
+    /// Receives until the buffer holds exactly `len` bytes (resubmitting short receives); a
+    /// peer that closes first is `Error::UnexpectedEof`. `len` beyond the buffer's capacity is
+    /// `Error::InvalidInput`.
+    ///
+    /// # Panics
+    /// After [`try_submit`](Op::try_submit): the request is already in the loop's hands.
+    pub fn exact(mut self, len: usize) -> Self {
+        let recv = self.operation();
+        (recv.end, recv.exact) = (len, true);
+        self
+    }
+
+    /// Receives at least one byte and at most up to buffer length `len` (by default, its
+    /// capacity). `len` beyond the capacity is `Error::InvalidInput`.
+    ///
+    /// # Panics
+    /// After [`try_submit`](Op::try_submit).
+    pub fn limit(mut self, len: usize) -> Self {
+        let recv = self.operation();
+        (recv.end, recv.exact) = (len, false);
+        self
+    }
+
+    /// Keeps the buffer's first `offset` bytes and receives after them (by default, from the
+    /// start). Bytes between the buffer's length and `offset` are zeroed, never left undefined.
+    /// `offset` beyond the end ([`limit`](Self::limit) or [`exact`](Self::exact)) is
+    /// `Error::InvalidInput`; `offset` equal to it completes at once, with nothing received.
+    ///
+    /// # Panics
+    /// After [`try_submit`](Op::try_submit).
+    pub fn offset(mut self, offset: usize) -> Self {
+        let recv = self.operation();
+        (recv.start, recv.pos) = (offset, offset);
+        self
+    }
+}
+
+impl Kernel for Recv {
+    /// The buffer (its length set to the end of what was received) and the bytes received.
+    type Output = (IoBufMut, usize);
+    type Error = BufError<IoBufMut>;
+    type Held = ();
+
+    /// `start <= end <= capacity`; the bytes below `start` are defined before the kernel sees
+    /// the buffer (the result sets the length past them).
+    fn check(mut self, held: ()) -> Result<(Self, ()), OpResult<Self>> {
+        if self.start > self.end || self.end > self.buf.capacity() {
+            return Err(Err(BufError::new(self.buf, Error::InvalidInput)));
+        }
+        const ZEROS: [u8; 64] = [0; 64];
+        while self.buf.len() < self.start {
+            let n = (self.start - self.buf.len()).min(ZEROS.len());
+            let fits = self.buf.extend_from_slice(&ZEROS[..n]);
+            debug_assert!(fits, "start <= capacity (checked above)");
+        }
+        if self.start == self.end {
+            // SAFETY: start <= buf.len() now, so the first `start` bytes are initialised.
+            unsafe { self.buf.set_len(self.start) };
+            return Err(Ok((self.buf, 0)));
+        }
+        Ok((self, held))
+    }
 
     fn sqe(&mut self, fd: types::Fd, limit: u32, _: &Registry, _: &mut Headers<'_>) -> Sqe {
-        // SAFETY: pos <= end <= the buffer's capacity (checked at the handle, kept by
-        // `transfer`).
+        // SAFETY: pos <= end <= the buffer's capacity (`check`, kept by `transfer`).
         let ptr = unsafe { self.buf.as_mut_ptr().add(self.pos) };
         let entry = opcode::Recv::new(fd, ptr, sqe_len(self.pos, self.end, limit)).build();
         Ok((entry, false))
@@ -90,20 +176,20 @@ impl Operation for Recv {
         transfer(&mut self.pos, self.end, n, until, cancel_requested)
     }
 
-    fn output(self, outcome: Result<usize, Error>) -> RecvResult {
+    fn output(self, outcome: Result<usize, Error>) -> OpResult<Self> {
         let mut buf = self.buf;
         match outcome {
             Ok(filled) => {
-                // SAFETY: the kernel wrote [offset, filled); bytes below offset were initialised
-                // before submission (`check_recv`); filled <= len <= capacity (checked there).
+                // SAFETY: the kernel wrote [start, filled); bytes below start were initialised
+                // before submission (`check`); filled <= end <= capacity (checked there).
                 unsafe { buf.set_len(filled) };
-                Ok((buf, filled))
+                Ok((buf, filled - self.start))
             }
-            Err(e) => Err((buf, e)),
+            Err(error) => Err(BufError::new(buf, error)),
         }
     }
 
-    fn lost(error: Error) -> RecvResult {
-        Err((no_buf_mut(), error))
+    fn lost(error: Error) -> BufError<IoBufMut> {
+        lost_buf(error)
     }
 }

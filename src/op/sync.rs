@@ -3,19 +3,22 @@
 
 use io_uring::{opcode, types};
 
-use super::{unit, Headers, Operation, Sqe};
+use super::kernel::{unit, Kernel, Sqe};
+use super::{Headers, OpResult};
 use crate::error::Error;
 use crate::event_loop::registry::Registry;
-use crate::handle::UnitResult;
 
-/// `fsync`, or `fdatasync` when `data_only`.
+/// `fsync`, or `fdatasync` when `data_only` ([`Handle::sync`](crate::Handle::sync),
+/// [`Handle::sync_data`](crate::Handle::sync_data)).
 #[derive(Debug)]
-pub(crate) struct Sync {
+pub struct Sync {
     pub(crate) data_only: bool,
 }
 
-impl Operation for Sync {
-    type Output = UnitResult;
+impl Kernel for Sync {
+    type Output = ();
+    type Error = Error;
+    type Held = ();
 
     fn sqe(&mut self, fd: types::Fd, _: u32, _: &Registry, _: &mut Headers<'_>) -> Sqe {
         let flags = if self.data_only {
@@ -26,11 +29,11 @@ impl Operation for Sync {
         Ok((opcode::Fsync::new(fd).flags(flags).build(), false))
     }
 
-    fn output(self, outcome: Result<usize, Error>) -> UnitResult {
+    fn output(self, outcome: Result<usize, Error>) -> OpResult<Self> {
         unit(outcome)
     }
 
-    fn lost(error: Error) -> UnitResult {
-        Err(error)
+    fn lost(error: Error) -> Error {
+        error
     }
 }

@@ -4,10 +4,11 @@
 
 use io_uring::{opcode, types};
 
-use super::{buf_back, transfer, Headers, Operation, Sqe, Step, Until, NO_MSG};
-use crate::error::Error;
+use super::file::positioned;
+use super::kernel::{buf_back, lost_buf, transfer, Kernel, Sqe, Step, Until};
+use super::{Headers, OpResult, NO_MSG};
+use crate::error::{BufError, Error};
 use crate::event_loop::registry::Registry;
-use crate::handle::{Held, VectoredResult};
 use crate::vectored::{IoBufs, VectorCell, Vectors};
 
 /// Moves the buffers the future kept into the slot's vector cell (`Operation::attach`).
@@ -17,9 +18,24 @@ fn attach(bufs: &mut Vectors, held: IoBufs, cell: &VectorCell) {
     *bufs = unsafe { Vectors::attach(cell, held) };
 }
 
-/// Sends bytes `pos..end` of `bufs` (`end` = their total) with `sendmsg`.
+/// The bytes `bufs` hold, if they fit positioned offsets from `at` (`None`: not positioned);
+/// else their error: zero bytes complete at once, a range beyond `i64::MAX` is invalid.
+#[allow(clippy::result_large_err)] // the caller's buffers come back by value
+fn checked_len(at: Option<u64>, bufs: IoBufs) -> Result<(usize, IoBufs), OpResult<SendVectored>> {
+    let end: usize = bufs.iter().map(|b| b.len()).sum();
+    if at.is_some_and(|at| !positioned(at, end)) {
+        return Err(Err(BufError::new(bufs, Error::InvalidInput)));
+    }
+    match end {
+        0 => Err(Ok(bufs)),
+        _ => Ok((end, bufs)),
+    }
+}
+
+/// Sends bytes `pos..end` of `bufs` (`end` = their total) with `sendmsg`
+/// ([`Handle::send_vectored`](crate::Handle::send_vectored)).
 #[derive(Debug)]
-pub(crate) struct SendVectored {
+pub struct SendVectored {
     pub(crate) bufs: Vectors,
     pub(crate) pos: usize,
     pub(crate) end: usize,
@@ -27,19 +43,29 @@ pub(crate) struct SendVectored {
 }
 
 impl SendVectored {
-    /// `end` bytes, the buffers still in the caller's future.
-    pub(crate) fn new(end: usize) -> Self {
+    /// The buffers are still in the caller's future.
+    pub(crate) fn new() -> Self {
         SendVectored {
             bufs: Vectors::DETACHED,
             pos: 0,
-            end,
+            end: 0,
             msg: NO_MSG,
         }
     }
 }
 
-impl Operation for SendVectored {
-    type Output = VectoredResult;
+impl Kernel for SendVectored {
+    /// The buffers, whole.
+    type Output = IoBufs;
+    type Error = BufError<IoBufs>;
+    type Held = IoBufs;
+
+    /// Empty buffers (or none) complete at once.
+    fn check(mut self, held: IoBufs) -> Result<(Self, IoBufs), OpResult<Self>> {
+        let (end, held) = checked_len(None, held)?;
+        self.end = end;
+        Ok((self, held))
+    }
 
     fn sqe(&mut self, fd: types::Fd, limit: u32, _: &Registry, headers: &mut Headers<'_>) -> Sqe {
         let header = headers.take(&mut self.msg)?;
@@ -56,33 +82,34 @@ impl Operation for SendVectored {
 
     /// As `send`: a closed peer is end of stream.
     fn error(errno: i32) -> Error {
-        <super::Send as Operation>::error(errno)
+        <super::Send as Kernel>::error(errno)
     }
 
     fn msg(&mut self) -> Option<&mut u16> {
         Some(&mut self.msg)
     }
 
-    fn output(self, outcome: Result<usize, Error>) -> VectoredResult {
+    fn output(self, outcome: Result<usize, Error>) -> OpResult<Self> {
         buf_back(self.bufs.take(), outcome)
     }
 
-    fn lost(error: Error) -> VectoredResult {
-        Err((IoBufs::new(), error))
+    fn lost(error: Error) -> BufError<IoBufs> {
+        lost_buf(error)
     }
 
-    fn attach(&mut self, held: Held<Self>, cell: &VectorCell) {
+    fn attach(&mut self, held: IoBufs, cell: &VectorCell) {
         attach(&mut self.bufs, held, cell);
     }
 
-    fn unsubmitted(self, held: Held<Self>, error: Error) -> VectoredResult {
-        Err((held, error))
+    fn unsubmitted(self, held: IoBufs, error: Error) -> OpResult<Self> {
+        Err(BufError::new(held, error))
     }
 }
 
-/// Writes bytes `pos..end` of `bufs` at file offset `at + pos` (`writev`). Durable.
+/// Writes bytes `pos..end` of `bufs` at file offset `at + pos` (`writev`)
+/// ([`Handle::write_at_vectored`](crate::Handle::write_at_vectored)). Durable.
 #[derive(Debug)]
-pub(crate) struct WriteAtVectored {
+pub struct WriteAtVectored {
     pub(crate) bufs: Vectors,
     pub(crate) at: u64,
     pub(crate) pos: usize,
@@ -91,20 +118,30 @@ pub(crate) struct WriteAtVectored {
 }
 
 impl WriteAtVectored {
-    /// `end` bytes at `at`, the buffers still in the caller's future.
-    pub(crate) fn new(at: u64, end: usize) -> Self {
+    /// At file offset `at`, the buffers still in the caller's future.
+    pub(crate) fn new(at: u64) -> Self {
         WriteAtVectored {
             bufs: Vectors::DETACHED,
             at,
             pos: 0,
-            end,
+            end: 0,
             msg: NO_MSG,
         }
     }
 }
 
-impl Operation for WriteAtVectored {
-    type Output = VectoredResult;
+impl Kernel for WriteAtVectored {
+    /// The buffers, whole.
+    type Output = IoBufs;
+    type Error = BufError<IoBufs>;
+    type Held = IoBufs;
+
+    /// A range beyond `i64::MAX` is invalid; empty buffers (or none) complete at once.
+    fn check(mut self, held: IoBufs) -> Result<(Self, IoBufs), OpResult<Self>> {
+        let (end, held) = checked_len(Some(self.at), held)?;
+        self.end = end;
+        Ok((self, held))
+    }
 
     fn sqe(&mut self, fd: types::Fd, limit: u32, _: &Registry, headers: &mut Headers<'_>) -> Sqe {
         let header = headers.take(&mut self.msg)?;
@@ -123,19 +160,19 @@ impl Operation for WriteAtVectored {
         Some(&mut self.msg)
     }
 
-    fn output(self, outcome: Result<usize, Error>) -> VectoredResult {
+    fn output(self, outcome: Result<usize, Error>) -> OpResult<Self> {
         buf_back(self.bufs.take(), outcome)
     }
 
-    fn lost(error: Error) -> VectoredResult {
-        Err((IoBufs::new(), error))
+    fn lost(error: Error) -> BufError<IoBufs> {
+        lost_buf(error)
     }
 
-    fn attach(&mut self, held: Held<Self>, cell: &VectorCell) {
+    fn attach(&mut self, held: IoBufs, cell: &VectorCell) {
         attach(&mut self.bufs, held, cell);
     }
 
-    fn unsubmitted(self, held: Held<Self>, error: Error) -> VectoredResult {
-        Err((held, error))
+    fn unsubmitted(self, held: IoBufs, error: Error) -> OpResult<Self> {
+        Err(BufError::new(held, error))
     }
 }

@@ -1,0 +1,172 @@
+//! What the loop and an operation's future need from an operation ([`Kernel`]), and the
+//! helpers the operations share.
+//!
+//! The items here are `pub` inside a private module: the public [`Operation`](super::Operation)
+//! extends [`Kernel`] without users being able to name or implement it.
+
+use io_uring::{squeue, types};
+
+use super::{MsgHeader, OpKind, OpResult, Work};
+use crate::error::{BufError, Error};
+use crate::event_loop::registry::Registry;
+use crate::op::Headers;
+use crate::vectored::VectorCell;
+
+/// How much of a transfer ends it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// Every byte (`send`, `write_at`, `read_at`, exact `recv`); zero bytes first is end of
+    /// file.
+    Whole,
+    /// The first bytes (`recv`); zero bytes first is end of file.
+    FirstBytes,
+    /// The first bytes, or end of file (`read_some_at`: pread semantics).
+    FirstBytesOrEof,
+}
+
+/// A transfer's cursor `pos` (toward `end`) after a CQE of `n` bytes.
+pub fn transfer(
+    pos: &mut usize,
+    end: usize,
+    n: usize,
+    until: Until,
+    cancel_requested: bool,
+) -> Step {
+    if n == 0 && *pos < end && until != Until::FirstBytesOrEof {
+        return Step::Done(Err(Error::UnexpectedEof));
+    }
+    if n > end - *pos {
+        // A kernel surprise fails the request concerned, never the loop.
+        return Step::Done(Err(Error::Os(libc::EIO)));
+    }
+    *pos += n;
+    if *pos == end || until != Until::Whole {
+        Step::Done(Ok(*pos))
+    } else if cancel_requested {
+        Step::Done(Err(Error::Timeout))
+    } else {
+        Step::Again
+    }
+}
+
+/// The byte count of an SQE over `pos..end`, at most `limit`.
+pub fn sqe_len(pos: usize, end: usize, limit: u32) -> u32 {
+    (end - pos).min(limit as usize) as u32
+}
+
+/// The error of an operation whose buffer must stay with the kernel: an empty one comes back.
+pub fn lost_buf<B: Default>(error: Error) -> BufError<B> {
+    BufError {
+        buf: B::default(),
+        error,
+    }
+}
+
+/// An operation's next SQE and whether it uses a registered buffer, or the error that ends the
+/// request without one.
+pub type Sqe = Result<(squeue::Entry, bool), Error>;
+
+/// The result of an operation that hands its buffer back whole.
+pub fn buf_back<B>(buf: B, outcome: Result<usize, Error>) -> Result<B, BufError<B>> {
+    match outcome {
+        Ok(_) => Ok(buf),
+        Err(error) => Err(BufError { buf, error }),
+    }
+}
+
+/// The result of an operation that reports only success.
+pub fn unit(outcome: Result<usize, Error>) -> Result<(), Error> {
+    outcome.map(|_| ())
+}
+
+/// Where a CQE leaves an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Finished: `Ok(position reached or value)` or the error.
+    Done(Result<usize, Error>),
+    /// Needs another SQE (a short transfer).
+    Again,
+}
+
+/// What one operation is to the loop and to its future. The loop calls `sqe`, `advance`,
+/// `error`, `msg`, `msg_done` and `discard` through [`Work`]; the future the rest, with the
+/// operation's own type.
+pub trait Kernel: Tagged + Sized + core::marker::Send + 'static {
+    /// What it gives on success.
+    type Output;
+    /// What it fails with: [`BufError`] carrying its buffer back for an operation that carries
+    /// one, [`Error`] for the others.
+    type Error;
+    /// What the future keeps apart from the operation until the request has a slot: `()`,
+    /// except the buffers of a vectored request, which then move into the slot's vector cell.
+    type Held: core::marker::Send;
+
+    /// Validates the operation before it takes a slot: `Err` is its result without the loop
+    /// (invalid input, or nothing to transfer). The one place an operation's arguments are
+    /// checked, whether it is awaited, waited on or `try_submit`ted.
+    fn check(self, held: Self::Held) -> Result<(Self, Self::Held), OpResult<Self>> {
+        Ok((self, held))
+    }
+
+    /// The SQE that moves it forward, transferring at most `limit` bytes (`u32::MAX` but for
+    /// injected short I/O), on descriptor `fd`. An operation that needs stable memory for a
+    /// message header takes one from `headers` and holds it until its CQE.
+    fn sqe(&mut self, fd: types::Fd, limit: u32, reg: &Registry, headers: &mut Headers<'_>) -> Sqe;
+
+    /// A non-negative CQE result: moves the cursor; `cancel_requested` says the deadline fired
+    /// while the SQE was in the kernel (a transfer still short then ends `Timeout`). By default
+    /// (an operation that moves no bytes) any non-negative result finishes it, `Ok(0)`.
+    fn advance(&mut self, _n: usize, _cancel_requested: bool) -> Step {
+        Step::Done(Ok(0))
+    }
+
+    /// The error for a negative CQE result (other than the retries and cancels every operation
+    /// shares): the kernel's errno by default.
+    fn error(errno: i32) -> Error {
+        Error::Os(errno)
+    }
+
+    /// The cell naming the message header it holds while in the kernel (`NO_MSG` when none),
+    /// for operations that use one.
+    fn msg(&mut self) -> Option<&mut u16> {
+        None
+    }
+
+    /// Its message header's CQE arrived: read what the kernel wrote there (before the header is
+    /// given back).
+    fn msg_done(&mut self, _header: &MsgHeader) {}
+
+    /// Releases what an outcome nobody takes owns (an accepted connection).
+    fn discard(_outcome: Result<usize, Error>) {}
+
+    /// The caller's result.
+    fn output(self, outcome: Result<usize, Error>) -> OpResult<Self>;
+
+    /// The caller's error when the operation stays with the kernel (abandoned at shutdown and
+    /// parked): its buffers cannot come back.
+    fn lost(error: Error) -> Self::Error;
+
+    /// Moves what the future kept until its request had a slot into the slot (`cell` is that
+    /// slot's vector cell, which the caller owns).
+    fn attach(&mut self, _held: Self::Held, _cell: &VectorCell) {}
+
+    /// The caller's result when the request never reached a slot.
+    fn unsubmitted(self, _held: Self::Held, error: Error) -> OpResult<Self> {
+        self.output(Err(error))
+    }
+}
+
+/// An operation's row in the table, and reading it back out of its [`Work`] (the table
+/// implements it for every row, so a type's kind cannot disagree with its row).
+pub trait Tagged: Sized + Into<Work> {
+    /// Its row.
+    const KIND: OpKind;
+
+    /// # Safety
+    /// `work` holds this operation (it was made from one by `Work::from`).
+    unsafe fn read(work: Work) -> Self;
+
+    /// # Safety
+    /// As [`read`](Self::read).
+    unsafe fn get(work: &mut Work) -> &mut Self;
+}

@@ -1,0 +1,276 @@
+//! The table: one row per operation. From the rows the `operations!` macro generates [`OpKind`]
+//! and [`OpKind::ALL`], each type's kind ([`Tagged::KIND`]), the [`Work`] enum that stores one
+//! operation in its slot with the loop's dispatch over it (one `match` per method), and
+//! `FaultOp`, the fault injection's list of operations.
+
+use io_uring::types;
+
+use super::kernel::{Kernel, Sqe, Step, Tagged};
+use super::{
+    Accept, Connect, Headers, MsgHeader, Nop, Poll, ReadAt, Recv, RecvFrom, Send, SendTo,
+    SendVectored, Sync, WriteAt, WriteAtVectored, NO_MSG,
+};
+use crate::error::Error;
+use crate::event_loop::registry::Registry;
+
+/// What a request does when its caller drops its future in flight (docs/behaviour.md
+/// section 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// Only reads or waits: retired at its next completion by default (A9); cancelled with
+    /// `cancel_on_drop` (A16).
+    Cancel,
+    /// A send: retired at its next completion by default; run to completion (whole) with
+    /// `cancel_on_drop`.
+    FinishWhenCancelling,
+    /// Durable: always runs to completion.
+    Finish,
+    /// Retired at its next completion in both modes.
+    Retire,
+}
+
+impl Dropped {
+    /// Whether a dropped caller lets the loop retire the request early, at its next completion.
+    pub(crate) const fn orphanable(self, cancel_on_drop: bool) -> bool {
+        match self {
+            Dropped::Cancel | Dropped::Retire => true,
+            Dropped::FinishWhenCancelling => !cancel_on_drop,
+            Dropped::Finish => false,
+        }
+    }
+
+    /// Whether `cancel_on_drop` sends an AsyncCancel for it.
+    pub(crate) const fn cancelled(self) -> bool {
+        matches!(self, Dropped::Cancel)
+    }
+}
+
+/// The table: one row per operation, `Kind(Type) { policies }`, with the doc of its
+/// fault-injection name. Generates `OpKind`, `Work` and its dispatch, and `FaultOp`.
+macro_rules! operations {
+    ($(
+        #[doc = $doc:literal]
+        $kind:ident($ty:ty) { dropped: $dropped:ident }
+    ),* $(,)?) => {
+        /// The kind of an operation: one per row of the table.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum OpKind {
+            $(#[doc = $doc] $kind,)*
+        }
+
+        impl OpKind {
+            /// Every kind, in table order.
+            #[allow(dead_code)] // tests and fault injection
+            pub(crate) const ALL: &'static [OpKind] = &[$(OpKind::$kind),*];
+
+            /// What a dropped request of this kind does.
+            #[inline]
+            pub(crate) const fn dropped(self) -> Dropped {
+                match self {
+                    $(OpKind::$kind => Dropped::$dropped,)*
+                }
+            }
+        }
+
+        /// One operation, stored in its slot. The caller's future reads its own operation
+        /// back by type ([`Work::take`]); the loop dispatches on the variant.
+        pub enum Work {
+            $(#[doc = $doc] $kind($ty),)*
+        }
+
+        $(
+            impl From<$ty> for Work {
+                #[inline]
+                fn from(op: $ty) -> Work {
+                    Work::$kind(op)
+                }
+            }
+
+            impl Tagged for $ty {
+                const KIND: OpKind = OpKind::$kind;
+
+                #[inline]
+                unsafe fn read(work: Work) -> Self {
+                    match work {
+                        Work::$kind(op) => op,
+                        // SAFETY: the caller's contract: `work` holds this operation.
+                        #[allow(unreachable_patterns)]
+                        _ => unsafe { std::hint::unreachable_unchecked() },
+                    }
+                }
+
+                #[inline]
+                unsafe fn get(work: &mut Work) -> &mut Self {
+                    match work {
+                        Work::$kind(op) => op,
+                        // SAFETY: as in `read`.
+                        #[allow(unreachable_patterns)]
+                        _ => unsafe { std::hint::unreachable_unchecked() },
+                    }
+                }
+            }
+        )*
+
+        // The loop's dispatch: one match on the variant per method.
+        impl Work {
+            /// The operation's kind.
+            #[inline]
+            pub(crate) fn kind(&self) -> OpKind {
+                match self {
+                    $(Work::$kind(_) => OpKind::$kind,)*
+                }
+            }
+
+            /// The SQE of the next step (see [`Kernel::sqe`]).
+            #[inline]
+            pub(crate) fn sqe(
+                &mut self,
+                fd: types::Fd,
+                limit: u32,
+                reg: &Registry,
+                headers: &mut Headers<'_>,
+            ) -> Sqe {
+                match self {
+                    $(Work::$kind(op) => op.sqe(fd, limit, reg, headers),)*
+                }
+            }
+
+            /// A non-negative CQE result (see [`Kernel::advance`]).
+            #[inline]
+            pub(crate) fn advance(&mut self, n: usize, cancel_requested: bool) -> Step {
+                match self {
+                    $(Work::$kind(op) => op.advance(n, cancel_requested),)*
+                }
+            }
+
+            /// The error of a negative CQE result (see [`Kernel::error`]).
+            #[inline]
+            pub(crate) fn error(&self, errno: i32) -> Error {
+                match self {
+                    $(Work::$kind(_) => <$ty as Kernel>::error(errno),)*
+                }
+            }
+
+            /// The message header cell of an operation that uses one.
+            fn msg(&mut self) -> Option<&mut u16> {
+                match self {
+                    $(Work::$kind(op) => op.msg(),)*
+                }
+            }
+
+            /// Lets the operation read the header it held.
+            fn read_msg(&mut self, header: &MsgHeader) {
+                match self {
+                    $(Work::$kind(op) => op.msg_done(header),)*
+                }
+            }
+
+            /// Releases what `outcome` owns when nobody takes it (see [`Kernel::discard`]).
+            pub(crate) fn discard(&self, outcome: Result<usize, Error>) {
+                match self {
+                    $(Work::$kind(_) => <$ty as Kernel>::discard(outcome),)*
+                }
+            }
+        }
+
+        /// The fault injection's operations: any, or one kind.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
+        pub enum FaultOp {
+            /// Any operation.
+            Any,
+            $(#[doc = $doc] $kind,)*
+        }
+
+        impl FaultOp {
+            /// Whether the fault applies to an operation of `kind`.
+            #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
+            pub(crate) fn matches(self, kind: OpKind) -> bool {
+                match self {
+                    FaultOp::Any => true,
+                    $(FaultOp::$kind => kind == OpKind::$kind,)*
+                }
+            }
+        }
+    };
+}
+
+operations! {
+    /// `nop`.
+    Nop(Nop) { dropped: Cancel },
+    /// `sync` and `sync_data`.
+    Sync(Sync) { dropped: Finish },
+    /// `send`.
+    Send(Send) { dropped: FinishWhenCancelling },
+    /// `recv`.
+    Recv(Recv) { dropped: Cancel },
+    /// `read_at` and `read_some_at`.
+    ReadAt(ReadAt) { dropped: Cancel },
+    /// `write_at`.
+    WriteAt(WriteAt) { dropped: Finish },
+    /// `accept`.
+    Accept(Accept) { dropped: Cancel },
+    /// `connect`.
+    Connect(Connect) { dropped: Retire },
+    /// `send_to`.
+    SendTo(SendTo) { dropped: FinishWhenCancelling },
+    /// `recv_from`.
+    RecvFrom(RecvFrom) { dropped: Cancel },
+    /// `send_vectored`.
+    SendVectored(SendVectored) { dropped: FinishWhenCancelling },
+    /// `write_at_vectored`.
+    WriteAtVectored(WriteAtVectored) { dropped: Finish },
+    /// `poll` (readiness).
+    Poll(Poll) { dropped: Cancel },
+}
+
+impl Work {
+    /// An empty request's work: a `nop`, which owns nothing.
+    pub(crate) const EMPTY: Work = Work::Nop(Nop);
+
+    /// Takes the operation back out as the type it was stored as: the one place where the
+    /// caller's future meets the loop's storage.
+    ///
+    /// # Safety
+    /// `self` was made from an `O` (`Work::from`). An [`Op`](crate::Op) guarantees it: it stores
+    /// the operation it was built with and reads back with that same type.
+    #[inline]
+    pub(crate) unsafe fn take<O: Kernel>(self) -> O {
+        debug_assert_eq!(self.kind(), O::KIND, "an operation read back as another");
+        // SAFETY: the caller's contract.
+        unsafe { O::read(self) }
+    }
+
+    /// The operation, in place, as the type it was stored as.
+    ///
+    /// # Safety
+    /// As [`take`](Self::take).
+    #[inline]
+    pub(crate) unsafe fn get_mut<O: Kernel>(&mut self) -> &mut O {
+        debug_assert_eq!(self.kind(), O::KIND, "an operation read as another");
+        // SAFETY: the caller's contract.
+        unsafe { O::get(self) }
+    }
+
+    /// The message header it holds (`None`: none, or not an operation that uses one).
+    pub(crate) fn held_msg(&mut self) -> Option<u16> {
+        self.msg().map(|m| *m).filter(|&m| m != NO_MSG)
+    }
+
+    /// After its CQE: reads the header it held (`headers[index]`) and gives it back (returns
+    /// its index), if it held one.
+    pub(crate) fn msg_done(&mut self, headers: &[MsgHeader]) -> Option<u16> {
+        let index = self.held_msg()?;
+        self.read_msg(&headers[index as usize]);
+        if let Some(msg) = self.msg() {
+            *msg = NO_MSG;
+        }
+        Some(index)
+    }
+}
+
+impl std::fmt::Debug for Work {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Work").field(&self.kind()).finish()
+    }
+}
