@@ -60,7 +60,7 @@ enum State<O: Operation> {
     /// Not submitted yet: the operation and its options wait in the future.
     Start(Start<O>),
     /// Checked, waiting for a slot.
-    Checked(Request, O::Held),
+    Checked(Start<O>),
     /// In slot `index`, owned by the loop until it is `DONE`.
     Submitted(u32),
     /// Finished without the loop (nothing to transfer, bad input, closed, full).
@@ -78,11 +78,17 @@ struct Start<O: Operation> {
 }
 
 impl<O: Operation> Start<O> {
-    /// Checks the operation (`Kernel::check`): the request to submit, or its result already.
+    /// Checks the operation (`Kernel::check`): the operation to submit, or its result already.
+    #[inline]
     #[allow(clippy::result_large_err)] // the caller's buffer comes back by value
-    fn check(self) -> Result<(Request, O::Held), OpResult<O>> {
+    fn check(self) -> Result<Self, OpResult<O>> {
         let (op, held) = self.op.check(self.held)?;
-        Ok((Request::new(op.into(), self.fd, self.deadline), held))
+        Ok(Start { op, held, ..self })
+    }
+
+    /// The result when the request never reached a slot.
+    fn unsubmitted(self, error: Error) -> OpResult<O> {
+        self.op.unsubmitted(self.held, error)
     }
 }
 
@@ -162,7 +168,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
                 return Ok(self);
             }
         };
-        let (request, held) = match start.check() {
+        let start = match start.check() {
             Ok(checked) => checked,
             Err(Ok(done)) => {
                 self.state = State::Ready(Ok(done));
@@ -175,17 +181,16 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         } else {
             self.storage.free.pop().ok_or(Error::Full)
         };
-        match claimed {
-            Ok(index) => self.submit(index, request, held),
-            Err(e) => self.state = State::Ready(unsubmitted::<O>(request, held, e)),
+        let submitted = match claimed {
+            Ok(index) => self.submit(index, start),
+            Err(e) => Err(start.unsubmitted(e)),
+        };
+        match submitted {
+            Ok(index) => self.state = State::Submitted(index),
+            Err(Err(e)) => return Err(e),
+            Err(done) => self.state = State::Ready(done),
         }
-        match std::mem::replace(&mut self.state, State::Finished) {
-            State::Ready(Err(e)) => Err(e),
-            state => {
-                self.state = state;
-                Ok(self)
-            }
-        }
+        Ok(self)
     }
 
     /// The operation, to set one of its options.
@@ -206,54 +211,57 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
     /// Drives the submission: `Ready(Some(result))` if the op ended without the loop,
     /// `Ready(None)` once it is in the loop's hands, `Pending` while waiting for a slot (`notify`
     /// is told when one is handed over).
+    #[inline]
     fn poll_submit(&mut self, notify: Notify<'_>) -> Poll<Option<OpResult<O>>> {
-        let (request, held) = match std::mem::replace(&mut self.state, State::Finished) {
+        match self.state {
+            State::Submitted(_) => return Poll::Ready(None),
+            State::Finished => panic!("operation polled after completion"),
+            _ => {}
+        }
+        let start = match std::mem::replace(&mut self.state, State::Finished) {
             State::Start(start) => match start.check() {
                 Ok(checked) => checked,
                 Err(result) => return Poll::Ready(Some(result)),
             },
-            State::Checked(request, held) => (request, held),
-            State::Submitted(index) => {
-                self.state = State::Submitted(index);
-                return Poll::Ready(None);
-            }
+            State::Checked(start) => start,
             State::Ready(result) => return Poll::Ready(Some(result)),
-            State::Finished => panic!("operation polled after completion"),
+            State::Submitted(_) | State::Finished => unreachable!("matched above"),
         };
         match self.claim(notify) {
             Poll::Pending => {
-                self.state = State::Checked(request, held);
+                self.state = State::Checked(start);
                 Poll::Pending
             }
-            Poll::Ready(Ok(index)) => {
-                self.submit(index, request, held);
-                match std::mem::replace(&mut self.state, State::Finished) {
-                    State::Ready(result) => Poll::Ready(Some(result)),
-                    state => {
-                        self.state = state;
-                        Poll::Ready(None)
-                    }
+            Poll::Ready(Ok(index)) => match self.submit(index, start) {
+                Ok(index) => {
+                    self.state = State::Submitted(index);
+                    Poll::Ready(None)
                 }
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Some(unsubmitted::<O>(request, held, e))),
+                Err(result) => Poll::Ready(Some(result)),
+            },
+            Poll::Ready(Err(e)) => Poll::Ready(Some(start.unsubmitted(e))),
         }
     }
 
-    /// Writes `request` into the claimed slot `index` and hands it to the loop: the state
-    /// becomes `Submitted`, or `Ready` with the request's result if the loop closed meanwhile
-    /// (the slot is then freed).
+    /// Writes the request of `start` into the claimed slot `index` and hands it to the loop; or,
+    /// if the loop closed meanwhile, frees the slot and returns the request's result.
     #[inline]
-    fn submit(&mut self, index: u32, mut request: Request, held: O::Held) {
+    #[allow(clippy::result_large_err)] // the caller's buffer comes back by value
+    fn submit(&self, index: u32, start: Start<O>) -> Result<u32, OpResult<O>> {
         let storage = &self.storage;
         let slot = &storage.slots[index as usize];
         slot.mark_filled();
         if !storage.begin_submit(self.epoch) {
             storage.free_slot(index);
-            self.state = State::Ready(unsubmitted::<O>(request, held, Error::Closed));
-            return;
+            return Err(start.unsubmitted(Error::Closed));
         }
-        // SAFETY: `request` holds an `O`: `Start::check` built it from one.
-        unsafe { request.work.get_mut::<O>() }.attach(held, &storage.vectors[index as usize]);
+        let Start {
+            mut op,
+            held,
+            fd,
+            deadline,
+        } = start;
+        op.attach(held, &storage.vectors[index as usize]);
         // SAFETY: FILLED: the caller owns the request. A slot leaves FREE holding a request that
         // owns nothing (`Storage::free_slot` sees to it), so writing over it without dropping it
         // leaks nothing and skips its drop glue.
@@ -263,7 +271,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
                     r.is_empty(),
                     "a claimed slot holds a request that owns nothing"
                 );
-                std::ptr::write(r, request)
+                std::ptr::write(r, Request::new(op.into(), fd, deadline))
             })
         };
         slot.mark_queued();
@@ -277,7 +285,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
             storage.eventfd().ring();
         }
         storage.end_submit(self.epoch);
-        self.state = State::Submitted(index);
+        Ok(index)
     }
 
     /// A free slot for this request: taken directly while nobody waits, else through the wait
@@ -413,12 +421,6 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
             }
         }
     }
-}
-
-/// The result of a request that never reached a slot.
-fn unsubmitted<O: Operation>(request: Request, held: O::Held, error: Error) -> OpResult<O> {
-    // SAFETY: `request` holds an `O`: `Start::check` built it from one.
-    unsafe { request.into_work().take::<O>() }.unsubmitted(held, error)
 }
 
 impl<O: Operation, const S: usize, const R: usize, const W: usize> Future for Op<O, S, R, W> {

@@ -91,11 +91,6 @@ impl Drop for Request {
 }
 
 impl Request {
-    /// The work, taking it out (the request is then dropped empty).
-    pub(crate) fn into_work(mut self) -> Work {
-        std::mem::replace(&mut self.work, Work::EMPTY)
-    }
-
     /// A slot's request when no request is in it.
     pub(crate) const EMPTY: Request = Request {
         work: Work::EMPTY,

@@ -246,6 +246,7 @@ impl Work {
     /// # Safety
     /// As [`take`](Self::take).
     #[inline]
+    #[cfg(test)]
     pub(crate) unsafe fn get_mut<O: Kernel>(&mut self) -> &mut O {
         debug_assert_eq!(self.kind(), O::KIND, "an operation read as another");
         // SAFETY: the caller's contract.
