@@ -199,7 +199,7 @@ fn invalid_input_does_not_wait_for_a_slot() {
 fn an_option_after_try_submit_panics() {
     let (handle, _lp) = start::<4, 4, 64>(config());
     let op = handle.nop().try_submit().unwrap();
-    let _ = op.timeout(Duration::from_secs(1));
+    drop(op.timeout(Duration::from_secs(1)));
 }
 
 /// The error of an operation that carries a buffer converts into `std::io::Error` with `?`,
