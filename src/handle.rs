@@ -193,6 +193,11 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         Ok(self)
     }
 
+    /// Which operation it is.
+    pub fn kind(&self) -> crate::op::OpKind {
+        O::KIND
+    }
+
     /// The operation, to set one of its options.
     ///
     /// # Panics

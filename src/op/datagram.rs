@@ -31,9 +31,13 @@ impl Kernel for SendTo {
         Ok((entry, false))
     }
 
-    /// A datagram goes whole or not at all: the result is its length (zero included).
+    /// A datagram goes whole or not at all: the result is its length (zero included). More
+    /// than the datagram is a kernel surprise: it fails the request, never the loop.
     fn advance(&mut self, n: usize, _: bool) -> Step {
-        Step::Done(Ok(n))
+        match n <= self.buf.len() {
+            true => Step::Done(Ok(n)),
+            false => Step::Done(Err(Error::Os(libc::EIO))),
+        }
     }
 
     fn output(self, outcome: Result<usize, Error>) -> OpResult<Self> {
@@ -81,9 +85,14 @@ impl Kernel for RecvFrom {
         ))
     }
 
-    /// The result is the datagram's length (zero included).
+    /// The result is the datagram's length (zero included): at most the buffer's capacity
+    /// (`recvmsg` without `MSG_TRUNC`), so the length set from it covers only bytes the kernel
+    /// wrote. More is a kernel surprise: it fails the request, never the loop.
     fn advance(&mut self, n: usize, _: bool) -> Step {
-        Step::Done(Ok(n))
+        match n <= self.buf.capacity() {
+            true => Step::Done(Ok(n)),
+            false => Step::Done(Err(Error::Os(libc::EIO))),
+        }
     }
 
     fn msg(&mut self) -> Option<&mut u16> {
@@ -99,7 +108,7 @@ impl Kernel for RecvFrom {
         match outcome {
             Ok(len) => {
                 // SAFETY: the kernel wrote the datagram's `len` bytes at the start of the buffer;
-                // len <= capacity (the iovec's length).
+                // len <= capacity (checked in `advance`).
                 unsafe { buf.set_len(len) };
                 Ok((buf, len, self.from.to_socket_addr()))
             }

@@ -93,10 +93,10 @@ pub enum Step {
 /// operation's own type.
 pub trait Kernel: Tagged + Sized + core::marker::Send + 'static {
     /// What it gives on success.
-    type Output;
+    type Output: core::marker::Send + 'static;
     /// What it fails with: [`BufError`] carrying its buffer back for an operation that carries
     /// one, [`Error`] for the others.
-    type Error;
+    type Error: core::marker::Send + 'static;
     /// What the future keeps apart from the operation until the request has a slot: `()`,
     /// except the buffers of a vectored request, which then move into the slot's vector cell.
     type Held: core::marker::Send;

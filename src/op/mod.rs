@@ -38,7 +38,8 @@ pub use poll::{Poll, Readiness};
 pub use socket::{Accept, Connect};
 pub use stream::{Recv, Send};
 pub use sync::Sync;
-pub(crate) use table::{OpKind, Work};
+pub use table::OpKind;
+pub(crate) use table::Work;
 pub use vectored::{SendVectored, WriteAtVectored};
 
 /// An operation of this crate: a type of this module, built by a method of

@@ -52,16 +52,18 @@ macro_rules! operations {
         #[doc = $doc:literal]
         $kind:ident($ty:ty) { dropped: $dropped:ident }
     ),* $(,)?) => {
-        /// The kind of an operation: one per row of the table.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        /// The kind of an operation: one per row of the crate's table of operations, so
+        /// [`OpKind::ALL`] lists every operation there is. Deliberately exhaustive: code that
+        /// matches on it (a test harness driving every operation) stops compiling until it
+        /// handles an operation added to the crate, instead of silently skipping it.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum OpKind {
             $(#[doc = $doc] $kind,)*
         }
 
         impl OpKind {
             /// Every kind, in table order.
-            #[allow(dead_code)] // tests and fault injection
-            pub(crate) const ALL: &'static [OpKind] = &[$(OpKind::$kind),*];
+            pub const ALL: &'static [OpKind] = &[$(OpKind::$kind),*];
 
             /// What a dropped request of this kind does.
             #[inline]
@@ -180,6 +182,14 @@ macro_rules! operations {
             /// Any operation.
             Any,
             $(#[doc = $doc] $kind,)*
+        }
+
+        impl From<OpKind> for FaultOp {
+            fn from(kind: OpKind) -> FaultOp {
+                match kind {
+                    $(OpKind::$kind => FaultOp::$kind,)*
+                }
+            }
         }
 
         impl FaultOp {
