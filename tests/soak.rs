@@ -822,6 +822,7 @@ fn recv_buf(spec: &mut Spec) -> IoBufMut {
 
 /// Creates the request `spec` describes (lazy, or submitted now through `try_*`); `Err` is the
 /// immediate answer of a `try_*` call, in the operation's own result shape.
+#[allow(clippy::result_large_err)] // a refusal hands the buffers back by value
 fn build(
     h: &H,
     spec: &mut Spec,
@@ -972,6 +973,7 @@ fn build(
 
 /// `op` as an `AnyOp`, submitted now (`try_submit`, whose refusal is `refused` in `Res`'s
 /// shape) or lazily.
+#[allow(clippy::result_large_err)] // a refusal hands the buffers back by value
 fn go<O: op::Operation>(
     op: OpOf<O>,
     now: bool,
