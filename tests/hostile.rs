@@ -44,8 +44,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestCaseResult, TestRunner};
-use static_uring::op::Operation;
+use static_uring::op::{OpKind, Operation, Readiness};
 use static_uring::BufError;
+use static_uring::IoBufs;
 use static_uring::{Config, Error, Fd, Handle, IoBuf, IoBufMut, Op, OpResult, Storage};
 
 // ---------------------------------------------------------------------------------------------
@@ -1670,27 +1671,82 @@ enum Act {
         exact: bool,
     },
     Sync,
+    Nop,
+    Accept,
+    /// To a local port nobody listens on.
+    Connect,
+    SendTo {
+        len: usize,
+    },
+    RecvFrom {
+        cap: usize,
+    },
+    SendVectored {
+        lens: (usize, usize),
+    },
+    WriteAtVectored {
+        offset: u64,
+        lens: (usize, usize),
+    },
+    Poll {
+        writable: bool,
+    },
 }
+
+/// Where `Act::Connect` and `Act::SendTo` go: the discard port on loopback (refused or dropped).
+const NOWHERE: ([u8; 4], u16) = ([127, 0, 0, 1], 9);
 
 fn act() -> impl Strategy<Value = Act> {
     let small_offset = prop_oneof![16 => 0u64..=16, 1 => Just(u64::MAX), 1 => Just(I64_MAX + 1)];
-    let len = || prop_oneof![1 => Just(0usize), 3 => 1usize..=64];
+    fn len() -> impl Strategy<Value = usize> {
+        prop_oneof![1 => Just(0usize), 3 => 1usize..=64]
+    }
     // A capacity that mostly fits the length, sometimes anything.
-    let len_cap = || {
+    fn len_cap() -> impl Strategy<Value = (usize, usize)> {
         len().prop_flat_map(|len| {
             let cap = prop_oneof![4 => len..=len + 16, 1 => 0usize..=64];
             (Just(len), cap)
         })
-    };
-    prop_oneof![
-        3 => (small_offset.clone(), len_cap())
-            .prop_map(|(offset, (len, cap))| Act::ReadAt { offset, len, cap }),
-        3 => (small_offset, len()).prop_map(|(offset, len)| Act::WriteAt { offset, len }),
-        2 => len().prop_map(|len| Act::Send { len }),
-        2 => (0usize..=8, len_cap(), any::<bool>())
-            .prop_map(|(offset, (len, cap), exact)| Act::Recv { offset, len, cap, exact }),
-        1 => Just(Act::Sync),
-    ]
+    }
+    let kind = proptest::sample::select(OpKind::ALL.to_vec());
+    kind.prop_flat_map(move |kind| -> BoxedStrategy<Act> {
+        // Exhaustive: an operation added to the crate does not compile here until it has an act.
+        match kind {
+            OpKind::ReadAt => (small_offset.clone(), len_cap())
+                .prop_map(|(offset, (len, cap))| Act::ReadAt { offset, len, cap })
+                .boxed(),
+            OpKind::WriteAt => (small_offset.clone(), len())
+                .prop_map(|(offset, len)| Act::WriteAt { offset, len })
+                .boxed(),
+            OpKind::Send => len().prop_map(|len| Act::Send { len }).boxed(),
+            OpKind::Recv => (0usize..=8, len_cap(), any::<bool>())
+                .prop_map(|(offset, (len, cap), exact)| Act::Recv {
+                    offset,
+                    len,
+                    cap,
+                    exact,
+                })
+                .boxed(),
+            OpKind::Sync => Just(Act::Sync).boxed(),
+            OpKind::Nop => Just(Act::Nop).boxed(),
+            OpKind::Accept => Just(Act::Accept).boxed(),
+            OpKind::Connect => Just(Act::Connect).boxed(),
+            OpKind::SendTo => len().prop_map(|len| Act::SendTo { len }).boxed(),
+            OpKind::RecvFrom => (0usize..=64).prop_map(|cap| Act::RecvFrom { cap }).boxed(),
+            OpKind::SendVectored => (len(), len())
+                .prop_map(|lens| Act::SendVectored { lens })
+                .boxed(),
+            OpKind::WriteAtVectored => (small_offset.clone(), len(), len())
+                .prop_map(|(offset, a, b)| Act::WriteAtVectored {
+                    offset,
+                    lens: (a, b),
+                })
+                .boxed(),
+            OpKind::Poll => any::<bool>()
+                .prop_map(|writable| Act::Poll { writable })
+                .boxed(),
+        }
+    })
 }
 
 impl Act {
@@ -1702,7 +1758,16 @@ impl Act {
             Act::Recv {
                 offset, len, cap, ..
             } => offset > len || len > cap,
-            Act::Send { .. } | Act::Sync => false,
+            Act::WriteAtVectored { offset, lens } => !positioned(offset, lens.0 + lens.1),
+            Act::Send { .. }
+            | Act::Sync
+            | Act::Nop
+            | Act::Accept
+            | Act::Connect
+            | Act::SendTo { .. }
+            | Act::RecvFrom { .. }
+            | Act::SendVectored { .. }
+            | Act::Poll { .. } => false,
         }
     }
 
@@ -1711,14 +1776,29 @@ impl Act {
         match *self {
             Act::ReadAt { len, .. } | Act::WriteAt { len, .. } | Act::Send { len } => len == 0,
             Act::Recv { offset, len, .. } => offset == len,
-            Act::Sync => false,
+            Act::SendVectored { lens } | Act::WriteAtVectored { lens, .. } => lens.0 + lens.1 == 0,
+            Act::Sync
+            | Act::Nop
+            | Act::Accept
+            | Act::Connect
+            | Act::SendTo { .. }
+            | Act::RecvFrom { .. }
+            | Act::Poll { .. } => false,
         }
     }
 
     fn may_block(&self, kind: Kind) -> bool {
         match self {
             Act::ReadAt { .. } | Act::Recv { .. } => kind.reads_may_block(),
-            _ => false,
+            // Waits for a peer, a datagram or an event that may never come.
+            Act::Accept | Act::Connect | Act::RecvFrom { .. } | Act::Poll { .. } => true,
+            Act::WriteAt { .. }
+            | Act::Send { .. }
+            | Act::Sync
+            | Act::Nop
+            | Act::SendTo { .. }
+            | Act::SendVectored { .. }
+            | Act::WriteAtVectored { .. } => false,
         }
     }
 }
@@ -1789,6 +1869,62 @@ fn perform(
             result.map(drop).map_err(|e| e.error)
         }
         Act::Sync => drive(h.sync(fd).deadline(deadline), true),
+        Act::Nop => drive(h.nop().deadline(deadline), false),
+        Act::Accept => drive(h.accept(fd).deadline(deadline), true).map(drop),
+        Act::Connect => drive(h.connect(fd, NOWHERE.into()).deadline(deadline), false),
+        Act::SendTo { len } => {
+            let bytes = pattern(len, 7);
+            let buf = IoBuf::from(bytes.clone());
+            let id = identity(&buf);
+            let result = drive(h.send_to(fd, buf, NOWHERE.into()).deadline(deadline), true);
+            let (buf, e) = match result {
+                Ok(b) => (b, None),
+                Err(BufError { buf: b, error: e }) => (b, Some(e)),
+            };
+            prop_assert_eq!(identity(&buf), id);
+            prop_assert_eq!(&buf[..], &bytes[..]);
+            e.map_or(Ok(()), Err)
+        }
+        Act::RecvFrom { cap } => {
+            let buf = IoBufMut::with_capacity(cap);
+            let id = identity_mut(&buf);
+            let result = drive(h.recv_from(fd, buf).deadline(deadline), false);
+            check_mut(&result, |(b, _, _)| b, id)?;
+            if let Ok((buf, len, _)) = &result {
+                prop_assert!(*len <= cap && buf.len() == *len);
+            }
+            result.map(drop).map_err(|e| e.error)
+        }
+        Act::SendVectored { lens } | Act::WriteAtVectored { lens, .. } => {
+            let parts = [pattern(lens.0, 11), pattern(lens.1, 13)];
+            let bufs: IoBufs = parts.iter().map(|p| IoBuf::from(p.clone())).collect();
+            let ids: Vec<_> = bufs.iter().map(identity).collect();
+            let op = match *act {
+                Act::WriteAtVectored { offset, .. } => drive(
+                    h.write_at_vectored(fd, offset, bufs).deadline(deadline),
+                    true,
+                ),
+                _ => drive(h.send_vectored(fd, bufs).deadline(deadline), false),
+            };
+            let (bufs, e) = match op {
+                Ok(b) => (b, None),
+                Err(BufError { buf: b, error: e }) => (b, Some(e)),
+            };
+            let back: Vec<_> = bufs.iter().map(identity).collect();
+            prop_assert_eq!(back, ids, "the buffers handed in come back, in order");
+            for (buf, part) in bufs.iter().zip(&parts) {
+                prop_assert_eq!(&buf[..], &part[..]);
+            }
+            e.map_or(Ok(()), Err)
+        }
+        Act::Poll { writable } => {
+            let events = if writable {
+                Readiness::WRITABLE
+            } else {
+                Readiness::READABLE
+            };
+            drive(h.poll(fd, events).deadline(deadline), true).map(drop)
+        }
     })
 }
 
@@ -1843,7 +1979,7 @@ fn fd_kind_property(kind: Kind, act: Act, dl: Dl, flavor: Flavor, seen: &Seen) -
     })
 }
 
-/// Every operation (read_at, write_at, send, recv, sync; valid, zero-length and invalid
+/// Every operation of the crate's table (`OpKind::ALL`; valid, zero-length and invalid
 /// arguments) on every kind of wrong or odd descriptor (directory, /dev/null, /dev/zero, O_PATH,
 /// read-only and write-only files, pipe ends with and without a peer, eventfd, unbound datagram,
 /// unconnected stream, closed peer, TCP listener), with any deadline (bounded where a read may
