@@ -2446,12 +2446,11 @@ fn nanos(d: Duration) -> u64 {
 }
 
 /// What the API contract requires the constructor to refuse for a wheel of 64 slots: a zero
-/// tick, a zero `max_request_timeout` or one beyond the horizon (63 ticks), io_poll (A15), and a
-/// priority that is not a SCHED_FIFO one.
+/// tick, a zero `max_request_timeout` or one beyond the horizon (63 ticks), and a priority that
+/// is not a SCHED_FIFO one.
 fn must_refuse(c: &Config) -> bool {
     let tick = nanos(c.timeout_wheel_tick);
     tick == 0
-        || c.io_poll
         || c.priority.is_some_and(|p| !(1..=99).contains(&p))
         || c.max_request_timeout.is_some_and(|max| {
             let ticks = nanos(max).div_ceil(tick.max(1)).max(1);
@@ -2461,10 +2460,12 @@ fn must_refuse(c: &Config) -> bool {
 
 /// Placement or kernel features this machine or the crate may refuse (`Error::Config` allowed,
 /// not required): SQPOLL with single issuer, an SQPOLL idle beyond `u32` milliseconds, a CPU
-/// number beyond `CPU_SETSIZE`.
+/// number beyond `CPU_SETSIZE`, a polled ring (A15: the kernel may refuse IOPOLL with other
+/// setup flags).
 fn may_refuse(c: &Config) -> bool {
-    c.sqpoll_idle
-        .is_some_and(|idle| c.single_issuer || idle.as_millis() > u32::MAX as u128)
+    c.io_poll
+        || c.sqpoll_idle
+            .is_some_and(|idle| c.single_issuer || idle.as_millis() > u32::MAX as u128)
         || c.cpu.is_some_and(|cpu| cpu >= libc::CPU_SETSIZE as usize)
 }
 
@@ -2602,10 +2603,11 @@ fn serve_one_config(
     all_slots_free(&handle)?;
     seen.note("served");
     // With a bounded shutdown budget, shut down with a request the kernel holds (a recv nobody
-    // answers, no deadline): its caller gets Abandoned once the budget is spent, not a hang.
+    // answers, no deadline): its caller gets Abandoned once the budget is spent, not a hang. (A
+    // polled ring runs no socket operation: the kernel refuses the recv at once.)
     let Some(budget) = c
         .shutdown_timeout
-        .filter(|b| *b <= Duration::from_millis(300))
+        .filter(|b| *b <= Duration::from_millis(300) && !c.io_poll)
     else {
         drop(handle);
         return Ok(0);

@@ -17,7 +17,7 @@
 //! |----|------------------------------------------------------------|------|
 //! | 1  | rounds_ring_size_up_to_power_of_two                        | n/a: sizes are const generics; a non-power of two is a compile error (`Storage::VALID`), nothing is rounded |
 //! | 2  | submit_and_wait_non_etime_error_is_not_misclassified       | n/a end to end: needs the ring fd closed under the loop; `EventLoop::enter` maps only ETIME/EINTR/EAGAIN/EBUSY to "go on", anything else fails `run` (A13) |
-//! | 3  | new_ring_iopoll_builder_path_is_exercised                  | `config_errors_come_from_the_constructor` (io_poll is refused with `Error::Config`, A15) |
+//! | 3  | new_ring_iopoll_builder_path_is_exercised                  | `tests/io_poll.rs` (a polled ring builds, serves nop and O_DIRECT reads or returns the kernel's errno, and shuts down, A15) |
 //! | 4  | fill_sq_..._when_cancel_staging_fills_sq                   | e2e analogue `many_recvs_sharing_one_deadline_all_time_out` (8 in flight on RING = 8 all cancelled in one pass) |
 //! | 5  | fill_sq_..._when_ready_staging_fills_sq                    | e2e analogue `fresh_staging_that_fills_the_sq_admits_the_rest_later` |
 //! | 6  | fill_sq_..._when_fresh_staging_fills_sq                    | `fresh_staging_that_fills_the_sq_admits_the_rest_later` (8 queued on RING = 8 plus the initial wake-poll SQE) |
@@ -1350,11 +1350,6 @@ fn config_errors_come_from_the_constructor() {
     // WHEEL = 64 with a 5 ms tick: the horizon is 63 ticks = 315 ms.
     assert!(!refused(Config {
         max_request_timeout: Some(Duration::from_millis(316)),
-        ..config()
-    })
-    .is_empty());
-    assert!(!refused(Config {
-        io_poll: true,
         ..config()
     })
     .is_empty());

@@ -147,6 +147,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         // The deadline epoch first: every origin is at or after it.
         let _ = request::epoch();
         let origin = Instant::now();
+        let io_poll = checked.config.io_poll;
         Ok(EventLoop {
             table: storage.loop_table(),
             storage,
@@ -156,7 +157,9 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             origin,
             origin_ns: request::since_epoch(origin),
             admitted: 0,
-            rearm: true,
+            // A polled ring cannot run the eventfd's poll: the loop reads the sender count on
+            // every pass instead (`stage`).
+            rearm: !io_poll,
             check_senders: true,
             closed: false,
             running: false,
@@ -449,7 +452,9 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             match pass {
                 Pass::Disconnected => return Ok(()),
                 Pass::SqFull => self.enter(0, None)?,
-                Pass::WaiterFull if local.woken() => self.enter(0, None)?,
+                Pass::WaiterFull if local.woken() || self.checked.config.io_poll => {
+                    self.enter(0, None)?
+                }
                 Pass::WaiterFull => self.enter(1, self.next_deadline(t))?,
                 Pass::Drained => self.idle(t, local)?,
             }
@@ -459,7 +464,9 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// Nothing to stage: spin (the adaptive budget, see `spin.rs`; with `busy_poll`, until the
     /// next deadline), then arm, recheck and sleep.
     fn idle<L: local::Local>(&mut self, t: &mut Table<S, R, W>, local: &L) -> Result<(), Error> {
-        if local.woken() {
+        if local.woken() || self.checked.config.io_poll {
+            // A polled ring completes nothing without an enter (GETEVENTS polls the device),
+            // and has no wake poll to sleep on: poll once and go round.
             return self.enter(0, None);
         }
         let busy = self.checked.config.busy_poll;

@@ -177,7 +177,8 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         // sender left: drain, whatever is still queued (the drain admits it).
         if mode == Mode::Serve && self.check_senders {
             if self.storage.senders() != 0 {
-                self.check_senders = false;
+                // Without a wake poll (a polled ring), read it on every pass.
+                self.check_senders = self.checked.config.io_poll;
             } else {
                 return Pass::Disconnected;
             }

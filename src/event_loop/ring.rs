@@ -120,6 +120,9 @@ impl Ring {
         if let Some(idle) = config.sqpoll_idle {
             builder.setup_sqpoll(idle.as_millis() as u32);
         }
+        if config.io_poll {
+            builder.setup_iopoll();
+        }
         let uring = builder.build(entries).map_err(|e| match e.raw_os_error() {
             Some(libc::EINVAL) => Error::Config("the kernel rejected the ring setup flags (EINVAL): single_issuer needs Linux 6.1+ and excludes sqpoll"),
             Some(libc::ENOMEM) => Error::Config("not enough locked memory for the ring (ENOMEM): lower RING or raise RLIMIT_MEMLOCK"),
