@@ -22,7 +22,7 @@ use crate::handoff::lane::Lane;
 use crate::handoff::slot::Leave;
 use crate::handoff::wait_list::{Notify, WaitState, Waiter};
 use crate::metrics::Metrics;
-use crate::op::{self, OpResult, Operation, RawAddr, Readiness, Work};
+use crate::op::{self, OpResult, Operation, RawAddr, Readiness};
 use crate::storage::StorageRef;
 use crate::vectored::IoBufs;
 
@@ -333,15 +333,10 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         };
         let slot = &self.storage.slots[index as usize];
         if slot.is_done() {
-            // SAFETY: DONE (Acquire): the caller owns the request now.
-            let (work, outcome) = unsafe {
-                slot.with_request(|r| {
-                    (
-                        std::mem::replace(&mut r.work, Work::EMPTY),
-                        r.outcome.take(),
-                    )
-                })
-            };
+            // SAFETY: DONE (Acquire): the caller owns the request now; its work is the one this
+            // `Op` submitted, built from an `O` (`submit`), and is taken out (emptied) once.
+            let (op, outcome) =
+                unsafe { slot.with_request(|r| (r.work.take::<O>(), r.outcome.take())) };
             // Finished before the slot is freed (freeing runs other callers' wakers). A waker we
             // registered may still be in the cell (the loop woke before we registered): take it
             // back so the next request of the slot starts empty; dropped after the slot is free.
@@ -353,8 +348,6 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
             };
             self.storage.free_slot(index);
             self.storage.run_user(move || drop(waker));
-            // SAFETY: the slot's work is the one this `Op` submitted, built from an `O`.
-            let op = unsafe { work.take::<O>() };
             return Some(op.output(outcome.unwrap_or(Err(Error::Closed))));
         }
         if slot.is_abandoned() {

@@ -96,6 +96,7 @@ pub(crate) fn futex_wake(word: &AtomicU32) {
 /// An `UnsafeCell` with loom's closure API, so accesses are tracked by loom in models.
 #[cfg(not(all(test, loom)))]
 #[derive(Debug)]
+#[repr(transparent)] // `init_cell_at` writes the value in place through a cast
 pub(crate) struct UnsafeCell<T>(core::cell::UnsafeCell<T>);
 
 #[cfg(not(all(test, loom)))]
@@ -120,6 +121,33 @@ impl<T> UnsafeCell<T> {
 
 #[cfg(all(test, loom))]
 pub(crate) use ::loom::cell::UnsafeCell;
+
+/// A raw pointer to the value of `cell`, for a borrow that outlives one access (the loop's
+/// table, a pool's memory, a slot's vector cell). Under loom, accesses through it are not
+/// tracked; the owners of such cells are proven by the models of the hand-offs that grant them.
+#[inline]
+pub(crate) fn cell_ptr<T>(cell: &UnsafeCell<T>) -> *mut T {
+    cell.with_mut(|ptr| ptr)
+}
+
+/// Initialises the cell at `cell` in place: `init` writes the value field by field, so no large
+/// temporary is built (under loom, whose cell carries tracking state, the value is built aside
+/// and moved in).
+///
+/// # Safety
+/// `cell` is valid for writes and aligned; `init` writes every field of the value it is given.
+#[allow(dead_code)] // heap storages only
+pub(crate) unsafe fn init_cell_at<T>(cell: *mut UnsafeCell<T>, init: impl FnOnce(*mut T)) {
+    #[cfg(not(all(test, loom)))]
+    init(cell.cast::<T>()); // `UnsafeCell` is `repr(transparent)` over the value
+    #[cfg(all(test, loom))]
+    {
+        let mut value = std::mem::MaybeUninit::<T>::uninit();
+        init(value.as_mut_ptr());
+        // SAFETY: `init` wrote every field (contract); `cell` is valid for writes (contract).
+        unsafe { cell.write(UnsafeCell::new(value.assume_init())) };
+    }
+}
 
 /// Declares a constructor that is `const` in normal builds and plain under loom.
 macro_rules! maybe_const_fn {

@@ -21,17 +21,15 @@ use std::sync::Arc;
 use crate::error::Error;
 use crate::event_loop::request::Request;
 use crate::event_loop::ring::EventFd;
-use crate::event_loop::table::{SlotFlags, Table};
-use crate::event_loop::wheel::Wheel;
+use crate::event_loop::table::Table;
 use crate::handoff::free_list::FreeList;
 use crate::handoff::lane::Lane;
 use crate::handoff::slot::Slot;
 use crate::handoff::submit_queue::SubmitQueue;
 use crate::handoff::wait_list::WaitList;
 use crate::handoff::wake::WakeState;
-use crate::loom::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
+use crate::loom::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering, UnsafeCell};
 use crate::metrics::Counters;
-use crate::op::MsgHeader;
 use crate::vectored::VectorCell;
 
 const HANDLE: u64 = 1;
@@ -70,7 +68,7 @@ pub struct Storage<const SLOTS: usize, const RING: usize, const WHEEL: usize> {
     // word, wait list, life word) and read on every call; then the submission ring, whose tail
     // submitters write first and whose head the loop writes last; then what only the loop writes
     // (counters, loop state); the small fields close the struct so that no padding is added.
-    pub(crate) slots: [Slot; SLOTS],
+    pub(crate) slots: [Slot<Request>; SLOTS],
     /// Per slot, room for a vectored request's buffers (see `vectored.rs`).
     pub(crate) vectors: [VectorCell; SLOTS],
     pub(crate) free: FreeList<SLOTS>,
@@ -82,7 +80,7 @@ pub struct Storage<const SLOTS: usize, const RING: usize, const WHEEL: usize> {
     wait_spin_ns: AtomicU64,
     pub(crate) queue: SubmitQueue<SLOTS>,
     pub(crate) metrics: Counters,
-    loop_state: std::cell::UnsafeCell<Table<SLOTS, RING, WHEEL>>,
+    loop_state: UnsafeCell<Table<SLOTS, RING, WHEEL>>,
     /// The eventfd, created at the first claim and kept open for the storage's lifetime, so a
     /// late `ring` can never hit a recycled descriptor number. -1 before.
     eventfd: AtomicI32,
@@ -132,7 +130,7 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
             #[allow(clippy::let_unit_value)]
             let () = Self::VALID;
             Storage {
-                slots: crate::loom::const_array!(Slot::new(); SLOTS),
+                slots: crate::loom::const_array!(Slot::new(Request::EMPTY); SLOTS),
                 vectors: [const { VectorCell::new() }; SLOTS],
                 free: FreeList::new(),
                 queue: SubmitQueue::new(),
@@ -147,7 +145,7 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
                 wait_spin_ns: AtomicU64::new(0),
                 cancel_on_drop: AtomicBool::new(false),
                 dropped: AtomicBool::new(false),
-                loop_state: std::cell::UnsafeCell::new(Table::new()),
+                loop_state: UnsafeCell::new(Table::new()),
             }
         }
     }
@@ -176,9 +174,9 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         // SAFETY: every write targets a field of the allocation behind `ptr` (contract); the
         // slot and cell arrays are written element by element, so no large temporary is built.
         unsafe {
-            let slots = std::ptr::addr_of_mut!((*ptr).slots).cast::<Slot>();
+            let slots = std::ptr::addr_of_mut!((*ptr).slots).cast::<Slot<Request>>();
             for i in 0..SLOTS {
-                slots.add(i).write(Slot::new());
+                slots.add(i).write(Slot::new(Request::EMPTY));
             }
             let vectors = std::ptr::addr_of_mut!((*ptr).vectors).cast::<VectorCell>();
             for i in 0..SLOTS {
@@ -197,20 +195,10 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
             std::ptr::addr_of_mut!((*ptr).cancel_on_drop).write(AtomicBool::new(false));
             std::ptr::addr_of_mut!((*ptr).dropped).write(AtomicBool::new(false));
             std::ptr::addr_of_mut!((*ptr).wait_spin_ns).write(AtomicU64::new(0));
-            let state =
-                std::ptr::addr_of_mut!((*ptr).loop_state).cast::<Table<SLOTS, RING, WHEEL>>();
-            Wheel::init_at(std::ptr::addr_of_mut!((*state).wheel));
-            std::ptr::addr_of_mut!((*state).ready).write(heapless::Deque::new());
-            std::ptr::addr_of_mut!((*state).cancels).write(heapless::Deque::new());
-            let flags = std::ptr::addr_of_mut!((*state).flags).cast::<SlotFlags>();
-            for i in 0..SLOTS {
-                flags.add(i).write(SlotFlags::NONE);
-            }
-            let msgs = std::ptr::addr_of_mut!((*state).msgs).cast::<MsgHeader>();
-            for i in 0..RING {
-                msgs.add(i).write(MsgHeader::new());
-            }
-            std::ptr::addr_of_mut!((*state).free_msgs).write(heapless::Vec::new());
+            crate::loom::init_cell_at(std::ptr::addr_of_mut!((*ptr).loop_state), |table| {
+                // SAFETY: `table` is valid for writes of the table (`init_cell_at`).
+                Table::init_at(table)
+            });
         }
     }
 
@@ -245,7 +233,7 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         #[cfg(feature = "fault-injection")]
         crate::fault::clear(self.fault_key());
         // SAFETY: we hold the claim and no loop exists yet, so nobody else touches loop state.
-        let state = unsafe { &mut *self.loop_state.get() };
+        let state = unsafe { &mut *crate::loom::cell_ptr(&self.loop_state) };
         state.reset();
         // A message header that a parked recv_from left with the kernel stays out of use.
         for slot in self.slots.iter().filter(|slot| slot.is_abandoned()) {
@@ -274,8 +262,9 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
     /// The loop-private table. Dereferencing it is reserved to the loop of the current claim,
     /// which is unique while the claim is held.
     pub(crate) fn loop_table(&self) -> std::ptr::NonNull<Table<SLOTS, RING, WHEEL>> {
-        // SAFETY (non-null): `UnsafeCell::get` of a field of `self` is never null.
-        std::ptr::NonNull::new(self.loop_state.get()).expect("field pointer is non-null")
+        // SAFETY (non-null): the pointer to a field of `self` is never null.
+        std::ptr::NonNull::new(crate::loom::cell_ptr(&self.loop_state))
+            .expect("field pointer is non-null")
     }
 
     /// How long `.wait()` polls before parking now (the adaptive budget, see `spin.rs`, at

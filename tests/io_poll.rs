@@ -114,5 +114,8 @@ fn a_polled_ring_serves_times_out_and_shuts_down() {
         eprintln!("polled ring served (single_issuer {single_issuer})");
         served += 1;
     }
-    assert!(served > 0, "a plain polled ring builds on any io_uring kernel");
+    assert!(
+        served > 0,
+        "a plain polled ring builds on any io_uring kernel"
+    );
 }

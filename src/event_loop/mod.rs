@@ -48,7 +48,6 @@ use crate::handoff::lane::Lane;
 use crate::metrics::Counters;
 use crate::spin::Spin;
 use crate::storage::StorageRef;
-use registry::Registry;
 use ring::{EventFd, Ring};
 
 /// With `busy_poll`, the longest spin between two passes of the loop (which fire deadlines).
@@ -77,6 +76,13 @@ enum Pass {
     Drained,
 }
 
+/// Whether a lane of `t` holds a fresh request.
+pub(crate) fn lanes_ready<const S: usize, const R: usize, const W: usize>(
+    t: &Table<S, R, W>,
+) -> bool {
+    t.lanes.iter().any(|lane| lane.has_ready())
+}
+
 /// The event loop. Create it with [`new`](crate::new) or [`with_storage`](crate::with_storage) and
 /// call [`run`](EventLoop::run) on the thread that should own the ring.
 pub struct EventLoop<const SLOTS: usize, const RING: usize, const WHEEL: usize> {
@@ -91,8 +97,6 @@ pub struct EventLoop<const SLOTS: usize, const RING: usize, const WHEEL: usize> 
     /// `origin` in nanoseconds after the deadline epoch (`request::since_epoch`), for reading
     /// request deadlines without a clock or epoch lookup.
     origin_ns: u64,
-    /// Requests counted in the table: in flight, ready-queued or cancelling (<= RING).
-    admitted: usize,
     /// The wake poll must be (re)installed at the start of the next staging pass.
     rearm: bool,
     /// Read the sender count in the next staging pass. Set by every wake CQE (the last sender's
@@ -110,12 +114,6 @@ pub struct EventLoop<const SLOTS: usize, const RING: usize, const WHEEL: usize> 
     spin_budget: u64,
     /// `idle_spin` in nanoseconds: the most the budget grows to.
     spin_max: u64,
-    /// Single-producer lanes polled beside the shared ring (`register_lane`).
-    lanes: Vec<&'static Lane<SLOTS>>,
-    /// The lane the next fresh request is taken from first (round robin).
-    next_lane: usize,
-    /// Registered files and buffer pool.
-    registry: Registry,
 }
 
 // SAFETY: `table` points into the storage, which the loop keeps alive through `storage`; the
@@ -156,7 +154,6 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             checked,
             origin,
             origin_ns: request::since_epoch(origin),
-            admitted: 0,
             // A polled ring cannot run the eventfd's poll: the loop reads the sender count on
             // every pass instead (`stage`).
             rearm: !io_poll,
@@ -166,9 +163,6 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             placed: false,
             spin_budget,
             spin_max: spin_budget,
-            lanes: Vec::new(),
-            next_lane: 0,
-            registry: Registry::NONE,
         })
     }
 
@@ -203,35 +197,39 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         if !lane.bind(self.storage.key(), self.storage.epoch()) {
             return Err(Error::InUse);
         }
-        if !self.lanes.iter().any(|l| std::ptr::eq(*l, lane)) {
-            self.lanes.push(lane);
+        let lanes = &mut self.table_mut().lanes;
+        if !lanes.iter().any(|l| std::ptr::eq(*l, lane)) {
+            lanes.push(lane);
         }
         Ok(())
     }
 
-    /// Whether a lane holds a fresh request.
-    pub(crate) fn lanes_ready(&self) -> bool {
-        self.lanes.iter().any(|lane| lane.has_ready())
+    /// The table, outside `run` (registration before it, `close` after it).
+    pub(super) fn table_mut(&mut self) -> &mut Table<S, R, W> {
+        // SAFETY: the claim makes this loop the table's only user until `close` gives it back;
+        // `&mut self` outside `run` (whose borrow of the table has ended, or not begun) makes
+        // this the only borrow.
+        unsafe { self.table.as_mut() }
     }
 
     /// Whether a fresh request waits, in the shared ring or a lane ([`pop_fresh`] would give
     /// one).
     ///
     /// [`pop_fresh`]: Self::pop_fresh
-    fn fresh_ready(&self) -> bool {
-        self.storage.queue.has_ready() || self.lanes_ready()
+    fn fresh_ready(&self, t: &Table<S, R, W>) -> bool {
+        self.storage.queue.has_ready() || lanes_ready(t)
     }
 
     /// The next fresh request: from the shared ring, else from the lanes in turn.
-    pub(crate) fn pop_fresh(&mut self) -> Option<u32> {
+    pub(crate) fn pop_fresh(&mut self, t: &mut Table<S, R, W>) -> Option<u32> {
         if let Some(index) = self.storage.queue.pop() {
             return Some(index);
         }
-        let n = self.lanes.len();
+        let n = t.lanes.len();
         for k in 0..n {
-            let i = (self.next_lane + k) % n;
-            if let Some(index) = self.lanes[i].pop() {
-                self.next_lane = (i + 1) % n;
+            let i = (t.next_lane + k) % n;
+            if let Some(index) = t.lanes[i].pop() {
+                t.next_lane = (i + 1) % n;
                 return Some(index);
             }
         }
@@ -261,16 +259,17 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// ```
     pub fn register_file(&mut self, fd: impl Into<Fd>) -> Result<Fd, Error> {
         let fd = fd.into();
-        let raws = self.registry.files_with(&fd);
+        let registry = &self.table_mut().registry;
+        let (raws, replace) = (registry.files_with(&fd), registry.has_files());
         self.ring
-            .register_files(&raws, self.registry.has_files())
+            .register_files(&raws, replace)
             .map_err(|e| match e.raw_os_error() {
                 Some(libc::EMFILE) => {
                     Error::Config("registered files exceed RLIMIT_NOFILE (EMFILE)")
                 }
                 _ => Error::from_io(&e),
             })?;
-        Ok(self.registry.add_file(&fd))
+        Ok(self.table_mut().registry.add_file(&fd))
     }
 
     /// Registers a buffer pool with this loop's ring (fixed buffers): this loop then reads and
@@ -285,7 +284,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         &mut self,
         pool: &'static BufPool<COUNT, SIZE>,
     ) -> Result<(), Error> {
-        if self.registry.has_pool() {
+        if self.table_mut().registry.has_pool() {
             return Err(Error::Config(
                 "a buffer pool is already registered with this loop",
             ));
@@ -293,7 +292,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         let iovecs: Vec<libc::iovec> = pool.iovecs().collect();
         // SAFETY: the pool is `'static` (never freed) and its memory is only ever pool buffers.
         unsafe { self.ring.register_buffers(&iovecs) }.map_err(|e| buffer_error(&e))?;
-        self.registry.set_pool(pool.id());
+        self.table_mut().registry.set_pool(pool.id());
         Ok(())
     }
 
@@ -448,7 +447,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             self.expire(t);
             local.poll();
             let pass = self.stage(t, Mode::Serve);
-            self.storage.metrics.set_pending(self.admitted);
+            self.storage.metrics.set_pending(t.admitted());
             match pass {
                 Pass::Disconnected => return Ok(()),
                 Pass::SqFull => self.enter(0, None)?,
@@ -487,7 +486,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                 // Not `has_work`: the last sender's exit rings the eventfd, whose poll (armed by
                 // now) posts a CQE, so the life word need not be read (and its cache line taken
                 // from the submitters) on every spin.
-                if self.fresh_ready() || self.ring.has_completions() || local.woken() {
+                if self.fresh_ready(t) || self.ring.has_completions() || local.woken() {
                     // A wait that ended in the quick polls leaves a full budget as it is.
                     if spinning.timed() || self.spin_budget != self.spin_max {
                         self.adapt_spin(spinning.elapsed(), false);
@@ -527,7 +526,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// the next deadline.
     fn sleep<L: local::Local>(&mut self, t: &mut Table<S, R, W>, local: &L) -> Result<(), Error> {
         self.storage.wake.arm();
-        if self.has_work() || local.woken() {
+        if self.has_work(t) || local.woken() {
             // `has_work` may have seen the last sender gone (with DEFER_TASKRUN its wake CQE is
             // not posted until the next GETEVENTS): have the next pass read the count.
             self.check_senders = true;
@@ -540,8 +539,8 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     }
 
     /// Something the loop should act on without sleeping.
-    fn has_work(&mut self) -> bool {
-        self.fresh_ready()
+    fn has_work(&mut self, t: &Table<S, R, W>) -> bool {
+        self.fresh_ready(t)
             || self.storage.senders() == 0
             || self.ring.has_completions()
             || (self.checked.config.cancel_on_drop && self.storage.has_dropped())
@@ -587,9 +586,7 @@ impl<const S: usize, const R: usize, const W: usize> Drop for EventLoop<S, R, W>
 
 impl<const S: usize, const R: usize, const W: usize> std::fmt::Debug for EventLoop<S, R, W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventLoop")
-            .field("admitted", &self.admitted)
-            .finish_non_exhaustive()
+        f.debug_struct("EventLoop").finish_non_exhaustive()
     }
 }
 

@@ -5,7 +5,7 @@ use io_uring::{cqueue, opcode};
 use std::time::Instant;
 
 use super::id::{Cqe, RequestId};
-use super::table::{SlotFlags, Table};
+use super::table::{owned_request, Table};
 use super::wheel::{ceil_tick, floor_tick, Target};
 use super::{EventLoop, Mode, Pass};
 use crate::error::Error;
@@ -56,29 +56,26 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         }
         let key = self.storage.fault_key();
         let result = fault::cqe_result(key, user_data, result);
-        // SAFETY: admitted and in flight: the loop owns the request.
-        fault::cqe_panic(key, unsafe { slot.with_request(|r| r.kind()) });
+        let slots = &self.storage.slots;
+        let id32 = id.index();
+        #[cfg(feature = "fault-injection")]
+        fault::cqe_panic(key, owned_request(&mut t.flags, slots, id32).kind());
         let flags = &mut t.flags[index];
         flags.in_flight = false;
         let (cancel, abandoning) = (flags.cancel_requested, flags.abandoning);
-        // SAFETY: admitted and in flight: the loop owns the request.
-        if let Some(msg) = unsafe { slot.with_request(|r| r.msg_done(&t.msgs)) } {
+        let r = owned_request(&mut t.flags, slots, id32);
+        if let Some(msg) = r.msg_done(&t.msgs) {
             // Cannot fail: it came from this list, which holds at most RING.
             let _ = t.free_msgs.push(msg);
         }
-        // SAFETY: admitted and in flight: the loop owns the request.
-        let (finished, kind) = unsafe {
-            slot.with_request(|r| {
-                let finished = r.complete(result, cancel);
-                if abandoning && (!finished || (result == -libc::ECANCELED && !cancel)) {
-                    // Stopped by the shutdown: the kernel released the buffer, but the request
-                    // did not finish (our cancel, a short transfer, a retry). A terminal answer
-                    // of the kernel's (success, an error, end of file) is kept.
-                    r.outcome = Some(Err(Error::Abandoned));
-                }
-                (finished || abandoning, r.kind())
-            })
-        };
+        let finished = r.complete(result, cancel);
+        if abandoning && (!finished || (result == -libc::ECANCELED && !cancel)) {
+            // Stopped by the shutdown: the kernel released the buffer, but the request did not
+            // finish (our cancel, a short transfer, a retry). A terminal answer of the kernel's
+            // (success, an error, end of file) is kept.
+            r.outcome = Some(Err(Error::Abandoned));
+        }
+        let (finished, kind) = (finished || abandoning, r.kind());
         if finished {
             self.finish(t, id.index());
         } else if self.orphanable(kind) && slot.is_orphaned() {
@@ -119,18 +116,18 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         } = t;
         let slots = &self.storage.slots;
         wheel.advance_rearming(now, |index, _| {
-            let flags = &mut flags[index as usize];
-            if !flags.admitted || flags.cancel_requested {
+            let entry = flags[index as usize];
+            if !entry.admitted || entry.cancel_requested {
                 return None;
             }
             if rearm {
-                // SAFETY: admitted: the loop owns the request.
-                let deadline = unsafe { slots[index as usize].with_request(|r| r.deadline) };
+                let deadline = owned_request(flags, slots, index).deadline;
                 let due = deadline.map_or(0, |d| ceil_tick(d.ns_after(origin_ns), tick_ns));
                 if due > now {
                     return Some(due.min(now + horizon));
                 }
             }
+            let flags = &mut flags[index as usize];
             flags.cancel_requested = true;
             if flags.in_flight && !flags.drop_cancelled {
                 let _ =
@@ -164,11 +161,11 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             t.ready.pop_front();
             self.stage_one(t, index);
         }
-        while self.admitted < R {
+        while t.admitted() < R {
             if self.ring.sq_full() {
                 return Pass::SqFull;
             }
-            match self.pop_fresh() {
+            match self.pop_fresh(t) {
                 Some(index) => self.admit(t, index),
                 None => break,
             }
@@ -183,7 +180,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                 return Pass::Disconnected;
             }
         }
-        if self.admitted == R {
+        if t.admitted() == R {
             Pass::WaiterFull
         } else {
             Pass::Drained
@@ -194,15 +191,14 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// caller dropped it (at most one cancel per request; a deadline's cancel counts).
     fn queue_drop_cancels(&mut self, t: &mut Table<S, R, W>) {
         for index in 0..S as u32 {
-            let flags = &mut t.flags[index as usize];
+            let flags = t.flags[index as usize];
             if !flags.in_flight || flags.cancel_requested || flags.drop_cancelled {
                 continue;
             }
             let slot = &self.storage.slots[index as usize];
-            // SAFETY: admitted and in flight: the loop owns the request.
-            let kind = unsafe { slot.with_request(|r| r.kind()) };
+            let kind = owned_request(&mut t.flags, &self.storage.slots, index).kind();
             if slot.is_orphaned() && kind.dropped().cancelled() {
-                flags.drop_cancelled = true;
+                t.flags[index as usize].drop_cancelled = true;
                 // Cannot fail: at most one entry per admitted request, and admitted <= RING.
                 let _ = t
                     .cancels
@@ -240,11 +236,14 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     fn admit(&mut self, t: &mut Table<S, R, W>, index: u32) {
         let slot = &self.storage.slots[index as usize];
         let live = slot.admit();
-        // SAFETY: popped from the ring: ACTIVE or ORPHANED, so the loop owns the request.
-        let (kind, deadline) = unsafe { slot.with_request(|r| (r.kind(), r.deadline)) };
+        // Popped from the ring: ACTIVE or ORPHANED, the loop's.
+        t.take(index);
+        let r = owned_request(&mut t.flags, &self.storage.slots, index);
+        let (kind, deadline) = (r.kind(), r.deadline);
         if !live && self.orphanable(kind) {
             Counters::bump(&self.storage.metrics.completed);
             Counters::bump(&self.storage.metrics.orphaned);
+            t.release(index);
             self.storage.free_slot(index);
             return;
         }
@@ -265,34 +264,30 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             match target {
                 Target::Expired => {
                     // Already past: Timeout without I/O and without taking a table entry.
-                    // SAFETY: the loop owns the request (above).
-                    unsafe { slot.with_request(|r| r.outcome = Some(Err(Error::Timeout))) };
-                    self.deliver(index);
+                    owned_request(&mut t.flags, &self.storage.slots, index).outcome =
+                        Some(Err(Error::Timeout));
+                    self.deliver(t, index);
                     return;
                 }
                 Target::At(tick) => t.wheel.schedule(index, tick),
             }
         }
-        t.flags[index as usize] = SlotFlags {
-            admitted: true,
-            ..SlotFlags::NONE
-        };
-        self.admitted += 1;
+        t.admit(index);
         self.stage_one(t, index);
     }
 
     /// Produces the next SQE of an admitted request, or ends it. The SQ has room.
     fn stage_one(&mut self, t: &mut Table<S, R, W>, index: u32) {
-        let slot = &self.storage.slots[index as usize];
+        let slots = &self.storage.slots;
+        let slot = &slots[index as usize];
         if t.flags[index as usize].cancel_requested {
             // Its deadline fired while it waited for this SQE: no I/O, Timeout.
-            // SAFETY: admitted: the loop owns the request.
-            unsafe { slot.with_request(|r| r.outcome = Some(Err(Error::Timeout))) };
+            owned_request(&mut t.flags, slots, index).outcome = Some(Err(Error::Timeout));
             self.finish(t, index);
             return;
         }
-        // SAFETY: admitted: the loop owns the request.
-        let kind = unsafe { slot.with_request(|r| r.kind()) };
+        let r = owned_request(&mut t.flags, slots, index);
+        let kind = r.kind();
         if self.orphanable(kind) && slot.is_orphaned() {
             self.retire(t, index);
             return;
@@ -301,15 +296,11 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         let key = self.storage.fault_key();
         let limit = fault::sqe_limit(key, kind);
         let mut headers = Headers::new(&mut t.msgs, t.free_msgs.as_mut_view());
-        // SAFETY: admitted: the loop owns the request.
-        let staged =
-            unsafe { slot.with_request(|r| r.sqe(id, limit, &self.registry, &mut headers)) };
-        let staged = match staged {
+        let staged = match r.sqe(id, limit, &t.registry, &mut headers) {
             Ok(staged) => staged,
             Err(e) => {
                 // No SQE (every message header parked with the kernel by abandoned requests).
-                // SAFETY: admitted: the loop owns the request.
-                unsafe { slot.with_request(|r| r.outcome = Some(Err(e))) };
+                r.outcome = Some(Err(e));
                 self.finish(t, index);
                 return;
             }
@@ -334,28 +325,29 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// Takes an admitted request out of the table and the admitted count.
     pub(super) fn end_entry(&mut self, t: &mut Table<S, R, W>, index: u32) {
         t.end(index);
-        self.admitted -= 1;
         // The gauge is current before the caller can see the result.
-        self.storage.metrics.set_pending(self.admitted);
+        self.storage.metrics.set_pending(t.admitted());
     }
 
     /// Ends an admitted request whose outcome is stored.
     pub(super) fn finish(&mut self, t: &mut Table<S, R, W>, index: u32) {
         self.end_entry(t, index);
-        self.deliver(index);
+        self.deliver(t, index);
     }
 
     /// Hands the stored outcome to the caller, or frees the slot if the caller left.
-    fn deliver(&mut self, index: u32) {
+    #[inline]
+    fn deliver(&mut self, t: &mut Table<S, R, W>, index: u32) {
         let metrics = &self.storage.metrics;
         let slot = &self.storage.slots[index as usize];
         Counters::bump(&metrics.completed);
-        // SAFETY: the loop still owns the request until `finish` below publishes it.
-        match unsafe { slot.with_request(|r| r.outcome) } {
+        match owned_request(&mut t.flags, &self.storage.slots, index).outcome {
             Some(Err(Error::Timeout)) => Counters::bump(&metrics.timed_out),
             Some(Err(Error::Abandoned)) => Counters::bump(&metrics.abandoned),
             _ => {}
         }
+        // Published below: the loop lets go of it first.
+        t.release(index);
         match slot.finish() {
             Finish::Delivered { parked } => self.storage.wake_caller(index, parked),
             Finish::Orphaned => {
@@ -377,6 +369,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         self.end_entry(t, index);
         Counters::bump(&self.storage.metrics.completed);
         Counters::bump(&self.storage.metrics.orphaned);
+        t.release(index);
         self.storage.free_slot(index);
     }
 }
@@ -417,13 +410,13 @@ mod tests {
         let t = table(&mut el);
         let ops: Vec<_> = (0..3).map(|_| handle.nop().try_submit().unwrap()).collect();
         assert_eq!(el.stage(t, Mode::Serve), Pass::SqFull);
-        assert_eq!((el.admitted, el.storage.queue.len()), (1, 2));
+        assert_eq!((t.admitted(), el.storage.queue.len()), (1, 2));
         el.ring.enter(0, None).unwrap();
         assert_eq!(el.stage(t, Mode::Serve), Pass::WaiterFull);
-        assert_eq!((el.admitted, el.storage.queue.len()), (2, 1));
+        assert_eq!((t.admitted(), el.storage.queue.len()), (2, 1));
         el.ring.enter(1, None).unwrap();
         el.reap(t);
-        assert_eq!(el.admitted, 0, "both nops completed");
+        assert_eq!(t.admitted(), 0, "both nops completed");
         assert_eq!(el.stage(t, Mode::Serve), Pass::Drained);
         el.ring.enter(1, None).unwrap();
         el.reap(t);
@@ -459,7 +452,7 @@ mod tests {
         el.stage(t, Mode::Serve);
         assert_eq!(el.storage.metrics.snapshot().cancel_sqes, 1);
         el.ring.enter(1, None).unwrap();
-        while el.admitted != 0 {
+        while t.admitted() != 0 {
             el.ring.enter(1, Some(Duration::from_millis(10))).unwrap();
             el.reap(t);
         }
@@ -474,7 +467,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(3));
         let op = handle.nop().deadline(past).try_submit().unwrap();
         el.stage(t, Mode::Serve);
-        assert_eq!(el.admitted, 0);
+        assert_eq!(t.admitted(), 0);
         assert_eq!(el.storage.metrics.snapshot().submitted, 0, "no SQE");
         assert_eq!(op.wait(), Err(Error::Timeout));
     }
@@ -492,11 +485,11 @@ mod tests {
         el.on_cqe(t, stale.op_data(), 0, 0);
         el.on_cqe(t, RequestId::new(1000, 0).op_data(), 0, 0);
         el.on_cqe(t, stale.cancel_data(), -libc::ENOENT, 0);
-        assert_eq!(el.admitted, 1);
+        assert_eq!(t.admitted(), 1);
         assert!(t.flags[index as usize].in_flight);
         el.ring.enter(1, None).unwrap();
         el.reap(t);
-        assert_eq!(el.admitted, 0);
+        assert_eq!(t.admitted(), 0);
         assert_eq!(op.wait(), Ok(()));
     }
 }

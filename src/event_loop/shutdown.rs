@@ -4,7 +4,8 @@
 use std::time::{Duration, Instant};
 
 use super::id::RequestId;
-use super::table::Table;
+use super::registry::Registry;
+use super::table::{owned_request, Table};
 use super::{EventLoop, Mode, Pass};
 use crate::error::Error;
 use crate::handoff::slot::Finish;
@@ -24,7 +25,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         let mut remaining = self.checked.config.shutdown_timeout;
         loop {
             self.reap(t);
-            if self.idle_for_good() {
+            if self.idle_for_good(t) {
                 break;
             }
             if remaining == Some(Duration::ZERO) {
@@ -33,8 +34,8 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             }
             self.expire(t);
             let pass = self.stage(t, Mode::Drain);
-            self.storage.metrics.set_pending(self.admitted);
-            if self.idle_for_good() {
+            self.storage.metrics.set_pending(t.admitted());
+            if self.idle_for_good(t) {
                 break;
             }
             if pass == Pass::SqFull {
@@ -49,13 +50,13 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             self.enter(1, wait)?;
             remaining = remaining.map(|r| r.saturating_sub(start.elapsed()));
         }
-        self.storage.metrics.set_pending(self.admitted);
+        self.storage.metrics.set_pending(t.admitted());
         Ok(())
     }
 
     /// Nothing admitted and nothing queued (no sender is left, so nothing more can come).
-    fn idle_for_good(&self) -> bool {
-        self.admitted == 0 && self.storage.queue.len() == 0 && !self.lanes_ready()
+    fn idle_for_good(&self, t: &Table<S, R, W>) -> bool {
+        t.admitted() == 0 && self.storage.queue.len() == 0 && !super::lanes_ready(t)
     }
 
     /// Budget gone (or the loop failed or unwinds): cancel what is in the kernel, collect what it
@@ -79,9 +80,8 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                 } else {
                     Error::Abandoned
                 };
-                let slot = &self.storage.slots[index as usize];
-                // SAFETY: admitted, not in flight: the loop owns the request.
-                unsafe { slot.with_request(|r| r.outcome = Some(Err(outcome))) };
+                owned_request(&mut t.flags, &self.storage.slots, index).outcome =
+                    Some(Err(outcome));
                 self.finish(t, index);
                 continue;
             }
@@ -104,7 +104,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                 self.park(t, index);
             }
         }
-        self.storage.metrics.set_pending(self.admitted);
+        self.storage.metrics.set_pending(t.admitted());
     }
 
     /// Submits the abandonment's cancels and collects what the kernel releases right away: waits
@@ -116,7 +116,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         for _ in 0..COLLECT_ROUNDS {
             let entered = self.enter(1, Some(COLLECT_WAIT));
             let reaped = self.reap(t);
-            if entered.is_err() || self.admitted == 0 || (reaped == 0 && self.ring.sq_empty()) {
+            if entered.is_err() || t.admitted() == 0 || (reaped == 0 && self.ring.sq_empty()) {
                 return;
             }
         }
@@ -126,6 +126,8 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// good; its caller gets `Abandoned`.
     fn park(&mut self, t: &mut Table<S, R, W>, index: u32) {
         self.end_entry(t, index);
+        // The kernel's for good: the loop lets go of it.
+        t.release(index);
         let metrics = &self.storage.metrics;
         Counters::bump(&metrics.completed);
         Counters::bump(&metrics.abandoned);
@@ -143,23 +145,31 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         }
         self.closed = true;
         let storage = self.storage.clone();
-        let lanes = std::mem::take(&mut self.lanes);
+        let t = self.table_mut();
+        let lanes = std::mem::take(&mut t.lanes);
+        let registry = std::mem::replace(&mut t.registry, Registry::NONE);
         storage.close_loop(&lanes, |index| {
             Counters::bump(&storage.metrics.completed);
             let slot = &storage.slots[index as usize];
+            // Popped: the loop's (ACTIVE, or ORPHANED if its caller left).
+            t.take(index);
             if slot.admit() {
-                // SAFETY: popped and ACTIVE: the loop owns the request.
-                unsafe { slot.with_request(|r| r.outcome = Some(Err(Error::Closed))) };
+                owned_request(&mut t.flags, &storage.slots, index).outcome =
+                    Some(Err(Error::Closed));
+                t.release(index);
                 if let Finish::Delivered { parked } = slot.finish() {
                     storage.wake_caller(index, parked);
                     return;
                 }
             }
+            t.release(index);
             storage.free_slot(index);
         });
-        // Swept: the lanes are free for another loop.
+        // Swept: the lanes are free for another loop. The registered descriptors' owners are
+        // dropped as user code is (contained), now the loop is done with them.
         for lane in lanes {
             lane.unbind(storage.key());
         }
+        storage.run_user(move || drop(registry));
     }
 }

@@ -1,16 +1,28 @@
-//! The loop's private table: what it knows about each admitted request, its ready and cancel
-//! queues and the timeout wheel. It lives in the storage (so a loop allocates nothing) but only
-//! the loop thread of the current claim touches it: the loop borrows it once, in `run`, and hands
-//! `&mut` to its phases, so the borrow checker proves that nothing else does.
+//! The loop's private table: all the state only the loop touches. What it knows about each
+//! request it owns, the count of admitted ones, its ready and cancel queues, the timeout wheel,
+//! the message headers, the lanes it polls and what is registered with its ring. It lives in the
+//! storage (so a loop allocates nothing per request) but only the loop of the current claim
+//! touches it: the loop borrows it once, in `run`, and hands `&mut` to its phases, so the borrow
+//! checker proves that nothing else does.
+//!
+//! The table is also where the loop proves that a request is its own: [`owned_request`] is the
+//! one place the loop reaches into a slot.
 
 use crate::event_loop::id::RequestId;
+use crate::event_loop::registry::Registry;
+use crate::event_loop::request::Request;
 use crate::event_loop::wheel::Wheel;
+use crate::handoff::lane::Lane;
+use crate::handoff::slot::Slot;
 use crate::op::MsgHeader;
 
 /// What the loop knows about an admitted request, kept outside the slot so that checking it
 /// never touches memory the caller may own.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct SlotFlags {
+    /// The loop owns the request: popped from the submission ring (the slot is then `ACTIVE` or
+    /// `ORPHANED`, the loop's phases) and not yet handed back or freed.
+    owned: bool,
     /// Counted in the loop's admitted requests (in flight, ready-queued or cancelling).
     pub(crate) admitted: bool,
     /// An op SQE is in the kernel.
@@ -26,6 +38,7 @@ pub(crate) struct SlotFlags {
 impl SlotFlags {
     /// Not admitted.
     pub(crate) const NONE: SlotFlags = SlotFlags {
+        owned: false,
         admitted: false,
         in_flight: false,
         cancel_requested: false,
@@ -49,10 +62,45 @@ pub(crate) struct Table<const SLOTS: usize, const RING: usize, const WHEEL: usiz
     /// never given back.
     pub(crate) msgs: [MsgHeader; RING],
     pub(crate) free_msgs: heapless::Vec<u16, RING>,
+    /// Requests counted in the table: in flight, ready-queued or cancelling (<= RING).
+    admitted: usize,
+    /// Single-producer lanes polled beside the shared ring (`register_lane`).
+    pub(crate) lanes: Vec<&'static Lane<SLOTS>>,
+    /// The lane the next fresh request is taken from first (round robin).
+    pub(crate) next_lane: usize,
+    /// Registered files and buffer pool.
+    pub(crate) registry: Registry,
+}
+
+/// The request in slot `index`, which the loop owns (`Table::take`).
+///
+/// The loop reaches into a slot only through this function: `flags[index]` says the request is
+/// the loop's, and the exclusive borrow of every flag for as long as the reference lives means no
+/// two references to one request are ever live.
+///
+/// # Panics
+/// If the loop does not own the request (a bug: it was never taken, or already released).
+#[inline]
+pub(crate) fn owned_request<'a, const S: usize>(
+    flags: &'a mut [SlotFlags; S],
+    slots: &'a [Slot<Request>; S],
+    index: u32,
+) -> &'a mut Request {
+    assert!(
+        flags[index as usize].owned,
+        "the loop touches only the requests it owns"
+    );
+    // SAFETY: `owned` is set by `Table::take` only for a request the loop popped from the
+    // submission ring, whose slot phase (`ACTIVE` or `ORPHANED`) gives the request to the loop
+    // (slot.rs), and cleared by `Table::release` before the loop publishes it to its caller
+    // (`DONE`), frees the slot or abandons it; no other thread touches it meanwhile. The borrow
+    // of `flags` (`&'a mut`, every flag) outlives the reference, so this function cannot hand out
+    // a second one while it lives, and the loop has no other way in.
+    unsafe { &mut *slots[index as usize].request_ptr() }
 }
 
 impl<const S: usize, const R: usize, const W: usize> Table<S, R, W> {
-    /// Empty (a `const` image for the storage; see `Storage::init_at` for the heap path).
+    /// Empty (a `const` image for the storage; see `init_at` for the heap path).
     pub(crate) const fn new() -> Self {
         Table {
             wheel: Wheel::new(),
@@ -61,6 +109,38 @@ impl<const S: usize, const R: usize, const W: usize> Table<S, R, W> {
             flags: [SlotFlags::NONE; S],
             msgs: [const { MsgHeader::new() }; R],
             free_msgs: heapless::Vec::new(),
+            admitted: 0,
+            lanes: Vec::new(),
+            next_lane: 0,
+            registry: Registry::NONE,
+        }
+    }
+
+    /// Writes `Table::new()` into `ptr` field by field (no large temporary).
+    ///
+    /// # Safety
+    /// `ptr` is valid for writes and aligned.
+    pub(crate) unsafe fn init_at(ptr: *mut Self) {
+        use std::ptr::addr_of_mut;
+        // SAFETY: every write targets a field of the table behind `ptr` (contract); the arrays
+        // are written element by element.
+        unsafe {
+            Wheel::init_at(addr_of_mut!((*ptr).wheel));
+            addr_of_mut!((*ptr).ready).write(heapless::Deque::new());
+            addr_of_mut!((*ptr).cancels).write(heapless::Deque::new());
+            let flags = addr_of_mut!((*ptr).flags).cast::<SlotFlags>();
+            for i in 0..S {
+                flags.add(i).write(SlotFlags::NONE);
+            }
+            let msgs = addr_of_mut!((*ptr).msgs).cast::<MsgHeader>();
+            for i in 0..R {
+                msgs.add(i).write(MsgHeader::new());
+            }
+            addr_of_mut!((*ptr).free_msgs).write(heapless::Vec::new());
+            addr_of_mut!((*ptr).admitted).write(0);
+            addr_of_mut!((*ptr).lanes).write(Vec::new());
+            addr_of_mut!((*ptr).next_lane).write(0);
+            addr_of_mut!((*ptr).registry).write(Registry::NONE);
         }
     }
 
@@ -70,16 +150,57 @@ impl<const S: usize, const R: usize, const W: usize> Table<S, R, W> {
         self.ready.clear();
         self.cancels.clear();
         self.flags.fill(SlotFlags::NONE);
+        self.admitted = 0;
+        self.lanes = Vec::new();
+        self.next_lane = 0;
+        self.registry = Registry::NONE;
         self.free_msgs.clear();
         for index in (0..R as u16).rev() {
             let _ = self.free_msgs.push(index);
         }
     }
 
-    /// Takes request `index` out of the table (its deadline, its flags); the caller counts it
-    /// out of the admitted requests.
+    /// The loop popped request `index` from the submission ring: it is the loop's now.
+    #[inline]
+    pub(crate) fn take(&mut self, index: u32) {
+        self.flags[index as usize] = SlotFlags {
+            owned: true,
+            ..SlotFlags::NONE
+        };
+    }
+
+    /// Counts the loop's request `index` in (in flight, ready-queued or cancelling).
+    #[inline]
+    pub(crate) fn admit(&mut self, index: u32) {
+        let flags = &mut self.flags[index as usize];
+        debug_assert!(flags.owned && !flags.admitted);
+        flags.admitted = true;
+        self.admitted += 1;
+    }
+
+    /// Requests counted in: in flight, ready-queued or cancelling (at most `RING`).
+    #[inline]
+    pub(crate) fn admitted(&self) -> usize {
+        self.admitted
+    }
+
+    /// Takes admitted request `index` out of the count and the wheel; the loop still owns it.
+    #[inline]
     pub(crate) fn end(&mut self, index: u32) {
         self.wheel.remove(index);
+        let flags = &mut self.flags[index as usize];
+        debug_assert!(flags.admitted);
+        *flags = SlotFlags {
+            owned: flags.owned,
+            ..SlotFlags::NONE
+        };
+        self.admitted -= 1;
+    }
+
+    /// The loop gives request `index` up (to its caller, to the free list, or to the kernel
+    /// for good): it may not touch it again.
+    #[inline]
+    pub(crate) fn release(&mut self, index: u32) {
         self.flags[index as usize] = SlotFlags::NONE;
     }
 }

@@ -153,7 +153,7 @@ fn slot_phase_transitions_and_request_access_allocate_nothing() {
     // Every request walks FILLED -> QUEUED -> ACTIVE -> DONE (or ORPHANED) -> FREE and has its
     // request written and read in place; none of it may allocate, including moving a buffer and
     // a descriptor into and out of the slot.
-    let slot = Slot::new();
+    let slot = Slot::new(Request::EMPTY);
     let fd: Fd = Arc::new(std::fs::File::open("/dev/null").expect("open /dev/null")).into();
     let mut buffer = Some(IoBufMut::with_capacity(256));
     let n = allocations_of(|i| {
@@ -194,6 +194,7 @@ fn slot_phase_transitions_and_request_access_allocate_nothing() {
                 (work, outcome)
             })
         };
+        let mut work = work;
         // SAFETY: the caller wrote a `ReadAt` above.
         let buf = unsafe { work.take::<op::ReadAt>() }.buf;
         assert!(matches!(outcome, Some(Ok(v)) if v == i as usize));
@@ -378,6 +379,7 @@ fn storage_claim_publish_consume_free_cycle_allocates_nothing() {
                 )
             })
         };
+        let mut work = work;
         // SAFETY: the caller wrote a `Recv` above.
         let buf = unsafe { work.take::<op::Recv>() }.buf;
         assert!(matches!(outcome, Some(Ok(v)) if v == i as usize));

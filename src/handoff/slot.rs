@@ -30,7 +30,6 @@
 //! phase word with a futex. Any transition out of `QUEUED`/`ACTIVE` changes the word, so a wait
 //! that starts after it returns at once; the loop calls `FUTEX_WAKE` only when it saw `PARKED`.
 
-use crate::event_loop::request::Request;
 use crate::handoff::waker_cell::WakerCell;
 use crate::loom::{AtomicU32, Ordering, UnsafeCell};
 
@@ -66,8 +65,10 @@ pub(crate) enum Leave {
     Abandoned,
 }
 
-/// One request's storage.
-pub(crate) struct Slot {
+/// One request's storage: the hand-off state machine around a payload `T` (the loop's
+/// `Request`), generic so that the hand-off depends on nothing but the loom shim, as an
+/// executor's task cell is generic over its future.
+pub(crate) struct Slot<T> {
     /// Phase (low byte) and `PARKED`.
     phase: AtomicU32,
     /// Bumped each time the slot is freed; with the index it names one request (`user_data`).
@@ -75,24 +76,25 @@ pub(crate) struct Slot {
     /// The caller's waker.
     pub(crate) waker: WakerCell,
     /// The request itself; its owner is given by the table above.
-    request: UnsafeCell<Request>,
+    request: UnsafeCell<T>,
 }
 
 // SAFETY: `request` is only accessed by the owner that the phase names, and every hand-off
-// between owners is an atomic transition with Release/Acquire ordering (see the table).
-unsafe impl Sync for Slot {}
-// SAFETY: as above; everything inside is Send.
-unsafe impl Send for Slot {}
+// between owners is an atomic transition with Release/Acquire ordering (see the table); the
+// payload moves between threads with it, so it must be `Send`.
+unsafe impl<T: Send> Sync for Slot<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Send for Slot<T> {}
 
-impl Slot {
+impl<T> Slot<T> {
     crate::loom::maybe_const_fn! {
-        /// A free slot with generation 0.
-        pub(crate) fn new() -> Self {
+        /// A free slot with generation 0 holding `empty` (a payload that owns nothing).
+        pub(crate) fn new(empty: T) -> Self {
             Self {
                 phase: AtomicU32::new(FREE),
                 generation: AtomicU32::new(0),
                 waker: WakerCell::new(),
-                request: UnsafeCell::new(Request::EMPTY),
+                request: UnsafeCell::new(empty),
             }
         }
     }
@@ -134,11 +136,18 @@ impl Slot {
         self.generation.load(Ordering::Relaxed)
     }
 
+    /// The request's address: dereferencing it is for the side that owns the request in the
+    /// current phase (see the module table), as with [`with_request`](Self::with_request).
+    #[inline]
+    pub(crate) fn request_ptr(&self) -> *mut T {
+        crate::loom::cell_ptr(&self.request)
+    }
+
     /// Runs `f` on the request.
     ///
     /// # Safety
     /// The calling side must own the request in the current phase (see the module table).
-    pub(crate) unsafe fn with_request<R>(&self, f: impl FnOnce(&mut Request) -> R) -> R {
+    pub(crate) unsafe fn with_request<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         // SAFETY: the caller owns the request (function contract), so this is the only access.
         self.request.with_mut(|request| f(unsafe { &mut *request }))
     }
@@ -224,7 +233,7 @@ impl Slot {
     }
 }
 
-impl Slot {
+impl<T> Slot<T> {
     /// Sleeps until the phase leaves `QUEUED`/`ACTIVE` (or a spurious wake-up). Caller side.
     pub(crate) fn park(&self) {
         let word = self.phase.load(Ordering::Acquire);
@@ -255,7 +264,7 @@ mod tests {
     #[test]
     fn complete_then_drop_leaves_the_slot_to_the_caller() {
         // If the loop stores the result first, the dropping caller must free the slot.
-        let slot = Slot::new();
+        let slot = Slot::new(());
         slot.mark_filled();
         slot.mark_queued();
         assert!(slot.admit());
@@ -266,7 +275,7 @@ mod tests {
     #[test]
     fn drop_then_complete_leaves_the_slot_to_the_loop() {
         // If the caller leaves first, the loop must learn it owns the orphan.
-        let slot = Slot::new();
+        let slot = Slot::new(());
         slot.mark_filled();
         slot.mark_queued();
         assert_eq!(slot.orphan(), Leave::Orphaned);
@@ -284,7 +293,7 @@ mod tests {
     #[test]
     fn release_bumps_generation_and_parked_bit_is_reported() {
         // Stale cancel CQEs are recognised by generation; a parked waiter must be woken.
-        let slot = Slot::new();
+        let slot = Slot::new(());
         slot.mark_filled();
         slot.mark_queued();
         slot.phase.fetch_or(PARKED, Ordering::Relaxed);

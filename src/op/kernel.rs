@@ -162,11 +162,9 @@ pub trait Tagged: Sized + Into<Work> {
     /// Its row.
     const KIND: OpKind;
 
+    /// The operation in `work`, in place.
+    ///
     /// # Safety
     /// `work` holds this operation (it was made from one by `Work::from`).
-    unsafe fn read(work: Work) -> Self;
-
-    /// # Safety
-    /// As [`read`](Self::read).
     unsafe fn get(work: &mut Work) -> &mut Self;
 }

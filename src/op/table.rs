@@ -92,20 +92,10 @@ macro_rules! operations {
                 const KIND: OpKind = OpKind::$kind;
 
                 #[inline]
-                unsafe fn read(work: Work) -> Self {
-                    match work {
-                        Work::$kind(op) => op,
-                        // SAFETY: the caller's contract: `work` holds this operation.
-                        #[allow(unreachable_patterns)]
-                        _ => unsafe { std::hint::unreachable_unchecked() },
-                    }
-                }
-
-                #[inline]
                 unsafe fn get(work: &mut Work) -> &mut Self {
                     match work {
                         Work::$kind(op) => op,
-                        // SAFETY: as in `read`.
+                        // SAFETY: the caller's contract: `work` holds this operation.
                         #[allow(unreachable_patterns)]
                         _ => unsafe { std::hint::unreachable_unchecked() },
                     }
@@ -245,10 +235,16 @@ impl Work {
     /// `self` was made from an `O` (`Work::from`). An [`Op`](crate::Op) guarantees it: it stores
     /// the operation it was built with and reads back with that same type.
     #[inline]
-    pub(crate) unsafe fn take<O: Kernel>(self) -> O {
+    pub(crate) unsafe fn take<O: Kernel>(&mut self) -> O {
         debug_assert_eq!(self.kind(), O::KIND, "an operation read back as another");
-        // SAFETY: the caller's contract.
-        unsafe { O::read(self) }
+        // SAFETY: the caller's contract: `self` holds an `O`, which is moved out (a copy of its
+        // bytes) and replaced by the empty work without being dropped: ownership moves, nothing
+        // is dropped twice. Only the tag is written for an operation that moves no bytes.
+        unsafe {
+            let op = std::ptr::read(O::get(self));
+            std::ptr::write(self, Work::EMPTY);
+            op
+        }
     }
 
     /// The operation, in place, as the type it was stored as.
