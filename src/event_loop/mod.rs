@@ -45,6 +45,7 @@ use crate::config::Checked;
 use crate::error::Error;
 use crate::fd::Fd;
 use crate::handoff::lane::Lane;
+use crate::handoff::wake::{decide_sleep, Sleeper, WakeState};
 use crate::metrics::Counters;
 use crate::spin::Spin;
 use crate::storage::StorageRef;
@@ -74,6 +75,25 @@ enum Pass {
     WaiterFull,
     /// Everything available was staged.
     Drained,
+}
+
+/// An idle loop deciding whether to sleep (`decide_sleep`).
+struct Idle<'a, const S: usize, const R: usize, const W: usize, L> {
+    event_loop: &'a mut EventLoop<S, R, W>,
+    t: &'a Table<S, R, W>,
+    local: &'a L,
+}
+
+impl<const S: usize, const R: usize, const W: usize, L: local::Local> Sleeper
+    for Idle<'_, S, R, W, L>
+{
+    fn wake(&self) -> &WakeState {
+        &self.event_loop.storage.wake
+    }
+
+    fn has_work(&mut self) -> bool {
+        self.event_loop.has_work(self.t) || self.local.woken()
+    }
 }
 
 /// Whether a lane of `t` holds a fresh request.
@@ -525,12 +545,14 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// Arms the wake intent, rechecks, and sleeps in the kernel until a completion, a wake or
     /// the next deadline.
     fn sleep<L: local::Local>(&mut self, t: &mut Table<S, R, W>, local: &L) -> Result<(), Error> {
-        self.storage.wake.arm();
-        if self.has_work(t) || local.woken() {
+        if !decide_sleep(&mut Idle {
+            event_loop: self,
+            t,
+            local,
+        }) {
             // `has_work` may have seen the last sender gone (with DEFER_TASKRUN its wake CQE is
             // not posted until the next GETEVENTS): have the next pass read the count.
             self.check_senders = true;
-            self.storage.wake.disarm();
             return Ok(());
         }
         let slept = self.enter(1, self.next_deadline(t));

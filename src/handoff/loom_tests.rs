@@ -27,7 +27,7 @@ use crate::handoff::free_list::FreeList;
 use crate::handoff::slot::{Finish, Leave, Slot, DONE, FREE};
 use crate::handoff::submit_queue::SubmitQueue;
 use crate::handoff::wait_list::{Notify, WaitList, WaitState, Waiter};
-use crate::handoff::wake::WakeState;
+use crate::handoff::wake::{decide_sleep, Sleeper, WakeState};
 use crate::handoff::waker_cell::WakerCell;
 use ::loom::sync::Arc;
 use ::loom::thread;
@@ -485,8 +485,24 @@ fn loom_waker_cell_no_lost_wake() {
     });
 }
 
-/// The loop's side of the wake protocol, once: drain, arm, recheck, then sleep or not.
-/// Returns (indices consumed before deciding, slept, queue.len() seen when deciding to sleep).
+/// The loop of a wake model: its submission ring and wake word.
+struct ModelLoop<'a, const N: usize> {
+    queue: &'a SubmitQueue<N>,
+    wake: &'a WakeState,
+}
+
+impl<const N: usize> Sleeper for ModelLoop<'_, N> {
+    fn wake(&self) -> &WakeState {
+        self.wake
+    }
+    fn has_work(&mut self) -> bool {
+        self.queue.has_ready()
+    }
+}
+
+/// The loop's side of the wake protocol, once: drain, then the loop's own decision
+/// (`decide_sleep`: arm, recheck), then sleep or drain again.
+/// Returns (slept, queue.len() seen when deciding to sleep).
 fn loop_once<const N: usize>(
     queue: &SubmitQueue<N>,
     wake: &WakeState,
@@ -495,15 +511,13 @@ fn loop_once<const N: usize>(
     while let Some(index) = queue.pop() {
         consumed.push(index);
     }
-    wake.arm();
-    if queue.has_ready() {
-        wake.disarm();
+    if decide_sleep(&mut ModelLoop { queue, wake }) {
+        (true, queue.len())
+    } else {
         while let Some(index) = queue.pop() {
             consumed.push(index);
         }
         (false, 0)
-    } else {
-        (true, queue.len())
     }
 }
 

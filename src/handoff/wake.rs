@@ -100,6 +100,28 @@ impl WakeState {
     }
 }
 
+/// The loop's side of the wake protocol, as the loop and its loom models see it: where the
+/// intent lives, and whether work is waiting.
+pub(crate) trait Sleeper {
+    /// The wake word the submitters publish to.
+    fn wake(&self) -> &WakeState;
+    /// Whether there is work the loop must do instead of sleeping (read after arming).
+    fn has_work(&mut self) -> bool;
+}
+
+/// The loop's decision to sleep: declare the intent, then recheck for work. `true`: sleep (the
+/// intent stays armed, so every later `publish` rings; `disarm` after the sleep); `false`: work
+/// arrived, the intent is withdrawn. The one implementation of the decision: `EventLoop` calls
+/// it before each sleep, and the loom models of the protocol call it too.
+pub(crate) fn decide_sleep(loop_side: &mut impl Sleeper) -> bool {
+    loop_side.wake().arm();
+    if loop_side.has_work() {
+        loop_side.wake().disarm();
+        return false;
+    }
+    true
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
