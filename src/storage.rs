@@ -64,10 +64,10 @@ const LOOP: u64 = 1 << 63;
 #[repr(C)]
 pub struct Storage<const SLOTS: usize, const RING: usize, const WHEEL: usize> {
     // `repr(C)` fixes this order, which keeps words written by different threads on different
-    // cache lines at no cost in size: the slots; then what submitters write (free list, wake
-    // word, wait list, life word) and read on every call; then the submission ring, whose tail
-    // submitters write first and whose head the loop writes last; then what only the loop writes
-    // (counters, loop state); the small fields close the struct so that no padding is added.
+    // cache lines: the slots; then what submitters write (free list, wake word, wait list, life
+    // word) and read on every call (with the claim's epoch and flags); then the submission ring,
+    // whose tail submitters write first and whose head the loop writes last; then what only the
+    // loop writes (counters, loop state), last, so nothing a caller reads follows it.
     pub(crate) slots: [Slot<Request>; SLOTS],
     /// Per slot, room for a vectored request's buffers (see `vectored.rs`).
     pub(crate) vectors: [VectorCell; SLOTS],
@@ -78,9 +78,6 @@ pub struct Storage<const SLOTS: usize, const RING: usize, const WHEEL: usize> {
     /// `.wait()` spin: the claim's `idle_spin` (high 32 bits) and the adaptive budget (low),
     /// in nanoseconds.
     wait_spin_ns: AtomicU64,
-    pub(crate) queue: SubmitQueue<SLOTS>,
-    pub(crate) metrics: Counters,
-    loop_state: UnsafeCell<Table<SLOTS, RING, WHEEL>>,
     /// The eventfd, created at the first claim and kept open for the storage's lifetime, so a
     /// late `ring` can never hit a recycled descriptor number. -1 before.
     eventfd: AtomicI32,
@@ -92,6 +89,11 @@ pub struct Storage<const SLOTS: usize, const RING: usize, const WHEEL: usize> {
     cancel_on_drop: AtomicBool,
     /// A caller dropped an in-flight request to be cancelled (cancel on drop): the loop scans.
     dropped: AtomicBool,
+    pub(crate) queue: SubmitQueue<SLOTS>,
+    pub(crate) metrics: Counters,
+    /// Last: what the loop writes on every operation must not share a cache line with what
+    /// callers read on every call (`epoch` above).
+    loop_state: UnsafeCell<Table<SLOTS, RING, WHEEL>>,
 }
 
 // SAFETY: shared fields are atomics or have their own protocol (slots: the phase machine;
