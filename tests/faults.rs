@@ -65,77 +65,55 @@ use static_uring::{
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-/// Whether an operation of `kind` moves bytes through a buffer (and hands it back on error).
+/// How the rows of the matrix apply to an operation.
+#[derive(Debug, Clone, Copy)]
+struct Traits {
+    /// Moves bytes through a buffer, and hands it back on error.
+    transfers: bool,
+    /// Moves a stream of bytes with a cursor: a zero result is the end of the stream and a
+    /// short one is resubmitted (a datagram goes whole or not at all; an empty one is a datagram
+    /// too).
+    streams: bool,
+    /// Any non-negative result completes it with `Ok` (nothing to count, and no descriptor or
+    /// event mask to read from the result).
+    any_result_is_ok: bool,
+    /// `EPIPE` means the peer closed (`UnexpectedEof`) rather than an errno.
+    epipe_is_eof: bool,
+}
+
+/// The traits of every operation: one row each, in an exhaustive match.
+fn traits(kind: OpKind) -> Traits {
+    let t = |transfers, streams, any_result_is_ok, epipe_is_eof| Traits {
+        transfers,
+        streams,
+        any_result_is_ok,
+        epipe_is_eof,
+    };
+    match kind {
+        OpKind::Send | OpKind::SendVectored => t(true, true, false, true),
+        OpKind::Recv | OpKind::ReadAt | OpKind::WriteAt | OpKind::WriteAtVectored => {
+            t(true, true, false, false)
+        }
+        OpKind::SendTo | OpKind::RecvFrom => t(true, false, false, false),
+        OpKind::Nop | OpKind::Sync | OpKind::Connect => t(false, false, true, false),
+        OpKind::Accept | OpKind::Poll => t(false, false, false, false),
+    }
+}
+
 fn transfers(kind: OpKind) -> bool {
-    match kind {
-        OpKind::Send
-        | OpKind::Recv
-        | OpKind::ReadAt
-        | OpKind::WriteAt
-        | OpKind::SendTo
-        | OpKind::RecvFrom
-        | OpKind::SendVectored
-        | OpKind::WriteAtVectored => true,
-        OpKind::Nop | OpKind::Sync | OpKind::Accept | OpKind::Connect | OpKind::Poll => false,
-    }
+    traits(kind).transfers
 }
 
-/// Whether `kind` moves a stream of bytes with a cursor: a zero result is the end of the
-/// stream, and a short one is resubmitted from where it stopped (a datagram goes whole or not
-/// at all, and an empty one is a datagram too).
 fn streams(kind: OpKind) -> bool {
-    match kind {
-        OpKind::Send
-        | OpKind::Recv
-        | OpKind::ReadAt
-        | OpKind::WriteAt
-        | OpKind::SendVectored
-        | OpKind::WriteAtVectored => true,
-        OpKind::SendTo
-        | OpKind::RecvFrom
-        | OpKind::Nop
-        | OpKind::Sync
-        | OpKind::Accept
-        | OpKind::Connect
-        | OpKind::Poll => false,
-    }
+    traits(kind).streams
 }
 
-/// Whether any non-negative result completes `kind` with `Ok` (nothing to count, and no
-/// descriptor or event mask to read from the result).
 fn any_result_is_ok(kind: OpKind) -> bool {
-    match kind {
-        OpKind::Nop | OpKind::Sync | OpKind::Connect => true,
-        OpKind::Send
-        | OpKind::Recv
-        | OpKind::ReadAt
-        | OpKind::WriteAt
-        | OpKind::SendTo
-        | OpKind::RecvFrom
-        | OpKind::SendVectored
-        | OpKind::WriteAtVectored
-        | OpKind::Accept
-        | OpKind::Poll => false,
-    }
+    traits(kind).any_result_is_ok
 }
 
-/// Whether `EPIPE` means the peer closed (`UnexpectedEof`) rather than an errno: the stream
-/// sends.
 fn epipe_is_eof(kind: OpKind) -> bool {
-    match kind {
-        OpKind::Send | OpKind::SendVectored => true,
-        OpKind::Recv
-        | OpKind::ReadAt
-        | OpKind::WriteAt
-        | OpKind::SendTo
-        | OpKind::RecvFrom
-        | OpKind::WriteAtVectored
-        | OpKind::Nop
-        | OpKind::Sync
-        | OpKind::Accept
-        | OpKind::Connect
-        | OpKind::Poll => false,
-    }
+    traits(kind).epipe_is_eof
 }
 
 /// The operations that move a stream of bytes.

@@ -1803,6 +1803,22 @@ impl Act {
     }
 }
 
+/// The outcome of an operation that hands back the buffer it sent or wrote from: the very same
+/// buffer, unchanged.
+fn sent_back(
+    result: Result<IoBuf, BufError<IoBuf>>,
+    bytes: &[u8],
+    id: Identity,
+) -> Result<Result<(), Error>, TestCaseError> {
+    let (buf, e) = match result {
+        Ok(b) => (b, None),
+        Err(BufError { buf: b, error: e }) => (b, Some(e)),
+    };
+    prop_assert_eq!(identity(&buf), id);
+    prop_assert_eq!(&buf[..], bytes);
+    Ok(e.map_or(Ok(()), Err))
+}
+
 /// Runs `act` on `fd`, checks the buffer comes back, and returns the outcome.
 fn perform(
     h: &H,
@@ -1829,26 +1845,14 @@ fn perform(
             let buf = IoBuf::from(bytes.clone());
             let id = identity(&buf);
             let result = drive(h.write_at(fd, offset, buf).deadline(deadline), true);
-            let (buf, e) = match result {
-                Ok(b) => (b, None),
-                Err(BufError { buf: b, error: e }) => (b, Some(e)),
-            };
-            prop_assert_eq!(identity(&buf), id);
-            prop_assert_eq!(&buf[..], &bytes[..]);
-            e.map_or(Ok(()), Err)
+            sent_back(result, &bytes, id)?
         }
         Act::Send { len } => {
             let bytes = pattern(len, 5);
             let buf = IoBuf::from(bytes.clone());
             let id = identity(&buf);
             let result = drive(h.send(fd, buf).deadline(deadline), false);
-            let (buf, e) = match result {
-                Ok(b) => (b, None),
-                Err(BufError { buf: b, error: e }) => (b, Some(e)),
-            };
-            prop_assert_eq!(identity(&buf), id);
-            prop_assert_eq!(&buf[..], &bytes[..]);
-            e.map_or(Ok(()), Err)
+            sent_back(result, &bytes, id)?
         }
         Act::Recv {
             offset,
@@ -1877,13 +1881,7 @@ fn perform(
             let buf = IoBuf::from(bytes.clone());
             let id = identity(&buf);
             let result = drive(h.send_to(fd, buf, NOWHERE.into()).deadline(deadline), true);
-            let (buf, e) = match result {
-                Ok(b) => (b, None),
-                Err(BufError { buf: b, error: e }) => (b, Some(e)),
-            };
-            prop_assert_eq!(identity(&buf), id);
-            prop_assert_eq!(&buf[..], &bytes[..]);
-            e.map_or(Ok(()), Err)
+            sent_back(result, &bytes, id)?
         }
         Act::RecvFrom { cap } => {
             let buf = IoBufMut::with_capacity(cap);
@@ -2666,17 +2664,4 @@ fn any_config_is_ok_or_a_config_error() {
         |(config, on_static)| config_property(config, on_static, &seen),
     );
     seen.require("configs", &["refused", "served", "abandoned at shutdown"]);
-}
-
-/// A recv that receives up to buffer length `len`: exactly, or at least one byte.
-fn bounded<const S: usize, const R: usize, const W: usize>(
-    op: static_uring::Op<static_uring::op::Recv, S, R, W>,
-    len: usize,
-    exact: bool,
-) -> static_uring::Op<static_uring::op::Recv, S, R, W> {
-    if exact {
-        op.exact(len)
-    } else {
-        op.limit(len)
-    }
 }

@@ -78,7 +78,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{block_on, join_all, Background, TempFile, HANG};
+use common::{block_on, bounded, join_all, Background, TempFile, HANG};
 use static_uring::op::{OpKind, Readiness};
 use static_uring::BufError;
 use static_uring::{
@@ -2004,17 +2004,4 @@ fn soak() {
         per_kind.iter().all(|&(_, n)| n > 0),
         "seed {seed:#x}: every operation of the table is driven: {per_kind:?}"
     );
-}
-
-/// A recv that receives up to buffer length `len`: exactly, or at least one byte.
-fn bounded<const S: usize, const R: usize, const W: usize>(
-    op: static_uring::Op<static_uring::op::Recv, S, R, W>,
-    len: usize,
-    exact: bool,
-) -> static_uring::Op<static_uring::op::Recv, S, R, W> {
-    if exact {
-        op.exact(len)
-    } else {
-        op.limit(len)
-    }
 }

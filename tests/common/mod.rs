@@ -396,3 +396,17 @@ pub fn drain_socket(sock: &UnixStream) -> Vec<u8> {
     sock.set_nonblocking(false).unwrap();
     out
 }
+
+/// A recv that receives up to buffer length `len`: exactly, or at least one byte.
+#[allow(dead_code)] // not every test file uses every helper
+pub fn bounded<const S: usize, const R: usize, const W: usize>(
+    op: static_uring::Op<static_uring::op::Recv, S, R, W>,
+    len: usize,
+    exact: bool,
+) -> static_uring::Op<static_uring::op::Recv, S, R, W> {
+    if exact {
+        op.exact(len)
+    } else {
+        op.limit(len)
+    }
+}
