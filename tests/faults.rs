@@ -337,6 +337,13 @@ fn written(result: Result<IoBuf, BufError<IoBuf>>) -> Got {
         .map_err(|e| (e.error, e.buf.len()))
 }
 
+/// What a caller of a recv got: the bytes received.
+fn received(result: Result<(IoBufMut, usize), BufError<IoBufMut>>) -> Got {
+    result
+        .map(|(b, n)| b[..n].to_vec())
+        .map_err(|e| (e.error, e.buf.capacity()))
+}
+
 /// What a caller of a read got.
 fn read(result: Result<IoBufMut, BufError<IoBufMut>>) -> Got {
     result
@@ -383,10 +390,7 @@ fn submit<const S: usize, const R: usize, const W: usize>(
                 .deadline(deadline)
                 .try_submit()
                 .unwrap(),
-            |r| {
-                r.map(|(b, n)| b[..n].to_vec())
-                    .map_err(|e| (e.error, e.buf.capacity()))
-            },
+            received,
         ),
         OpKind::ReadAt => Pending::new(
             h.read_at(fx.read.file.clone(), AT, zeroed(8))
@@ -1224,10 +1228,7 @@ fn deadline_then_event(kind: OpKind, event: Event) -> (Got, Metrics) {
                 .deadline(deadline)
                 .try_submit()
                 .unwrap(),
-            |r| {
-                r.map(|(b, n)| b[..n].to_vec())
-                    .map_err(|e| (e.error, e.buf.capacity()))
-            },
+            received,
         ),
         _ => Pending::new(
             h.read_at(fd, 0, zeroed(4))
