@@ -371,9 +371,15 @@ fn abandonment_sends_no_second_cancel_after_a_deadline() {
         .unwrap();
     wait_until(HANG, "X in flight", || handle.metrics().submitted == 1);
     // Hold the loop thread inside a waker across the deadline and the last handle's drop.
+    // A nop the loop completes before its first poll registers the waker ends in that poll (the
+    // waker is taken back unused): poll fresh nops until one is left waiting.
     let stall = Stall::new();
-    let mut y = Box::pin(handle.nop());
-    assert!(poll_with(y.as_mut(), &stall.waker()).is_none());
+    let y = loop {
+        let mut y = Box::pin(handle.nop());
+        if poll_with(y.as_mut(), &stall.waker()).is_none() {
+            break y;
+        }
+    };
     stall.wait_entered();
     thread::sleep(deadline.saturating_duration_since(Instant::now()) + Duration::from_millis(20));
     drop(handle);
