@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""Instructions and locked read-modify-writes in a callgrind profile (`--dump-instr=yes
+--compress-pos=no --compress-strings=no`) of the given binary: prints `<instructions> <locked>`.
+
+Locked RMWs are the executions of `lock`-prefixed instructions and of `xchg` with a memory
+operand (implicitly locked) in the binary itself (the crate, std's atomics and the harness are all
+inlined there; libc's own locks are not counted)."""
+import re
+import subprocess
+import sys
+
+
+def locked_addresses(binary):
+    out = subprocess.run(["objdump", "-d", "--no-show-raw-insn", binary],
+                         capture_output=True, text=True, check=True).stdout
+    addrs = set()
+    for line in out.splitlines():
+        m = re.match(r"\s*([0-9a-f]+):\s+(.*)$", line)
+        if not m:
+            continue
+        insn = m.group(2)
+        if insn.startswith("lock ") or (insn.startswith("xchg") and "(" in insn):
+            addrs.add(int(m.group(1), 16))
+    return addrs
+
+
+def symbol(binary, name):
+    out = subprocess.run(["nm", binary], capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[2] == name:
+            return int(parts[0], 16)
+    raise SystemExit(f"no symbol {name} in {binary}")
+
+
+def main():
+    profile, binary = sys.argv[1], sys.argv[2]
+    locked = locked_addresses(binary)
+    total = 0
+    costs = {}
+    ob = fn = None
+    skip = False
+    main_entry = None
+    npos = 1
+    for line in open(profile):
+        if line.startswith("positions:"):
+            npos = len(line.split()) - 1
+        elif line.startswith("summary:") or line.startswith("totals:"):
+            total = int(line.split()[1])
+        elif line.startswith("ob="):
+            ob = line[3:].strip()
+        elif line.startswith("fn="):
+            fn = line[3:].strip()
+        elif line.startswith("calls="):
+            skip = True
+        elif line.startswith("0x"):
+            if skip:
+                skip = False
+                continue
+            fields = line.split()
+            addr, cost = int(fields[0], 16), fields[npos] if len(fields) > npos else "0"
+            if ob == binary:
+                costs[addr] = costs.get(addr, 0) + int(cost)
+                if fn == "main" and (main_entry is None or addr < main_entry):
+                    main_entry = addr
+    offset = main_entry - symbol(binary, "main")
+    rmw = sum(c for a, c in costs.items() if a - offset in locked)
+    print(total, rmw)
+
+
+main()
