@@ -333,11 +333,21 @@ impl<const SLOTS: usize, const WHEEL: usize> Wheel<SLOTS, WHEEL> {
     /// Unschedule `slot` (completed, cancelled, retired) and return the tick it had, or `None` if
     /// it was not scheduled (including `slot >= SLOTS`). O(1), plus a bitmap scan when it was the
     /// last entry at the minimum tick.
+    ///
+    /// Inline up to the check, so an operation without a deadline (most of them) pays a load and
+    /// a compare, not a call.
+    #[inline]
     pub(crate) fn remove(&mut self, slot: u32) -> Option<u64> {
         let link = *self.links.get(slot as usize)?;
         if link.tick == UNSCHEDULED {
             return None;
         }
+        self.unlink(slot, link)
+    }
+
+    /// `remove` of a scheduled `slot` whose link is `link`.
+    #[inline(never)]
+    fn unlink(&mut self, slot: u32, link: Link) -> Option<u64> {
         let bucket = link.tick as usize & Self::MASK;
         if link.prev == NIL {
             self.heads[bucket] = link.next;
