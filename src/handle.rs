@@ -256,7 +256,16 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         let storage = &self.storage;
         let slot = &storage.slots[index as usize];
         slot.mark_filled();
-        if !storage.begin_submit(self.epoch) {
+        // On the loop's own thread (a `block_on` future, a pool task, a waker the loop runs) the
+        // loop is awake (it is running this code) and cannot start its drain before this
+        // returns: no submit count on the life word and no wake word are needed, only the check
+        // that the loop still takes requests.
+        let local = crate::event_loop::local::serves_here(storage.key());
+        let open = match local {
+            true => !storage.is_closed(self.epoch),
+            false => storage.begin_submit(self.epoch),
+        };
+        if !open {
             storage.free_slot(index);
             return Err(start.unsubmitted(Error::Closed));
         }
@@ -286,10 +295,12 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
             Some(lane) => lane.push(index),
             None => storage.queue.push(index),
         }
-        if storage.wake.publish() {
-            storage.eventfd().ring();
+        if !local {
+            if storage.wake.publish() {
+                storage.eventfd().ring();
+            }
+            storage.end_submit(self.epoch);
         }
-        storage.end_submit(self.epoch);
         Ok(index)
     }
 

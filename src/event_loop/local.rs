@@ -173,3 +173,45 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         task.output.ok_or(Error::Closed)
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use crate::Config;
+    use std::time::Duration;
+
+    /// Operations a `block_on` future submits to its own loop publish nothing to the wake word
+    /// (the loop is awake: it runs them); another thread's do.
+    #[test]
+    fn loop_thread_submissions_skip_the_wake_word() {
+        let config = Config {
+            idle_spin: Duration::ZERO,
+            ..Config::default()
+        };
+        let (handle, event_loop) = crate::new::<8, 8, 64>(config).unwrap();
+        let storage = event_loop.storage.clone();
+        let (go, signal) = std::sync::mpsc::channel::<()>();
+        let remote = handle.clone();
+        let other = std::thread::spawn(move || {
+            signal.recv().unwrap();
+            remote.nop().wait().unwrap();
+        });
+        let seen = storage.clone();
+        let reader = event_loop.metrics_reader();
+        event_loop
+            .block_on(async move {
+                for _ in 0..16 {
+                    handle.nop().await.unwrap();
+                }
+                assert_eq!(seen.wake.submitted(), 0, "no publish from the loop thread");
+                go.send(()).unwrap();
+            })
+            .unwrap();
+        other.join().unwrap();
+        assert_eq!(
+            storage.wake.submitted(),
+            1,
+            "the other thread's submission publishes"
+        );
+        assert_eq!(reader.get().completed, 17);
+    }
+}
