@@ -438,17 +438,18 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Future for Op
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<OpResult<O>> {
         // SAFETY: we never move the fields out of the pinned future; `waiter` stays in place.
         let this = unsafe { self.get_unchecked_mut() };
-        let fresh = matches!(this.state, State::Start(..) | State::Checked(..));
-        match this.poll_submit(Notify::Task(cx.waker())) {
-            Poll::Ready(Some(result)) => return Poll::Ready(result),
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(None) => {}
-        }
-        // A request submitted in this very poll cannot be done yet (the loop has not even seen
-        // it): go straight to registering. Otherwise look first, and skip the waker when done.
-        if !fresh {
+        if let State::Submitted(_) = this.state {
+            // Woken (or polled again): look first, and skip the waker when done.
             if let Some(result) = this.try_take() {
                 return Poll::Ready(result);
+            }
+        } else {
+            match this.poll_submit(Notify::Task(cx.waker())) {
+                Poll::Ready(Some(result)) => return Poll::Ready(result),
+                Poll::Pending => return Poll::Pending,
+                // Submitted in this very poll: it cannot be done yet (the loop has not even
+                // seen it), so go straight to registering.
+                Poll::Ready(None) => {}
             }
         }
         let State::Submitted(index) = this.state else {
