@@ -136,7 +136,6 @@ pub(crate) fn cell_ptr<T>(cell: &UnsafeCell<T>) -> *mut T {
 ///
 /// # Safety
 /// `cell` is valid for writes and aligned; `init` writes every field of the value it is given.
-#[allow(dead_code)] // heap storages only
 pub(crate) unsafe fn init_cell_at<T>(cell: *mut UnsafeCell<T>, init: impl FnOnce(*mut T)) {
     #[cfg(not(all(test, loom)))]
     init(cell.cast::<T>()); // `UnsafeCell` is `repr(transparent)` over the value

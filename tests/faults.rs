@@ -40,6 +40,8 @@
 //! the same op both apply to the same (next) SQE.
 
 mod common;
+#[path = "../examples/common/mod.rs"]
+mod net;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -422,9 +424,9 @@ fn submit<const S: usize, const R: usize, const W: usize>(
             unit,
         ),
         OpKind::Connect => {
-            let fresh = fresh_tcp_socket();
+            let target = fx.target.local_addr().unwrap();
             Pending::new(
-                h.connect(fresh, fx.target.local_addr().unwrap())
+                h.connect(net::tcp_socket(target), target)
                     .deadline(deadline)
                     .try_submit()
                     .unwrap(),
@@ -488,15 +490,6 @@ fn vectored(result: Result<IoBufs, BufError<IoBufs>>) -> Got {
     result
         .map(|bufs| bytes(&bufs))
         .map_err(|e| (e.error, bytes(&e.buf).len()))
-}
-
-/// A TCP socket, not yet connected.
-fn fresh_tcp_socket() -> OwnedFd {
-    // SAFETY: plain syscall; the result is checked below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-    // SAFETY: `fd` is a new descriptor nobody else owns.
-    unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
 /// Counter growth between two snapshots (`Metrics` is non-exhaustive: start from `after`).

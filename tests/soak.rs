@@ -65,6 +65,8 @@
 //! fails the test with the seed, the round and what each producer was doing.
 
 mod common;
+#[path = "../examples/common/mod.rs"]
+mod net;
 
 use std::fmt::Write as _;
 use std::future::Future;
@@ -961,7 +963,7 @@ fn build(
         }
         OpKind::Connect => {
             let addr = res.listener.local_addr().unwrap();
-            let op = h.connect(fresh_tcp_socket(), addr).deadline(d);
+            let op = h.connect(net::tcp_socket(addr), addr).deadline(d);
             go(op, t, AnyOp::Connect, |e| Res::U(Err(e)))
         }
         OpKind::Poll => {
@@ -997,16 +999,6 @@ fn send_bufs(spec: &mut Spec) -> IoBufs {
     spec.ptr = bufs[0].as_ref().as_ptr() as usize;
     spec.cap = spec.len;
     bufs
-}
-
-/// A TCP socket, not yet connected.
-fn fresh_tcp_socket() -> std::os::fd::OwnedFd {
-    use std::os::fd::FromRawFd;
-    // SAFETY: plain syscall; the result is checked below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-    // SAFETY: `fd` is a new descriptor nobody else owns.
-    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-//! Pieces the TCP examples (and tests/network.rs) share: a fresh socket for `connect`, and the
+//! Pieces the TCP examples (and tests/network.rs, faults.rs, soak.rs) share: a fresh socket for `connect`, and the
 //! per-connection echo through the loop.
 #![allow(dead_code)]
 
