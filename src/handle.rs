@@ -357,9 +357,12 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
             } else {
                 None
             };
+            // The result (a vectored request's buffers out of the slot's cell) is built before
+            // the slot is freed: the slot's next owner may fill the cell at once.
+            let result = op.output(outcome.unwrap_or(Err(Error::Closed)));
             self.storage.free_slot(index);
             self.storage.run_user(move || drop(waker));
-            return Some(op.output(outcome.unwrap_or(Err(Error::Closed))));
+            return Some(result);
         }
         if slot.is_abandoned() {
             // The kernel may still write the buffer: it stays parked in the slot for good.

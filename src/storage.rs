@@ -461,9 +461,14 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         // A request that owns nothing stays where it is (the common case after the caller took
         // the result of a request without a descriptor): the next claim writes over it without
         // dropping it, so no copy out and no drop glue.
+        // A vectored request's buffers leave the slot's cell before the slot does: its next
+        // owner may fill the cell as soon as the slot is free, before the request is dropped.
         let request = unsafe {
             slot.with_request(|request| {
-                (!request.is_empty()).then(|| std::mem::replace(request, Request::EMPTY))
+                (!request.is_empty()).then(|| {
+                    let bufs = request.work.detach_vectors();
+                    (std::mem::replace(request, Request::EMPTY), bufs)
+                })
             })
         };
         slot.release();

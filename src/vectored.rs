@@ -6,8 +6,10 @@
 //! [`Vectors`] names the cell from then on. Ownership of the cell follows the slot's, exactly
 //! like the request's. Requests of other kinds never touch their cell.
 //!
-//! Dropping a `Vectors` drops the buffers in the cell, so a vectored request is cleaned up
-//! wherever a request is (an orphan retired, a result dropped). A request parked at shutdown is
+//! The buffers leave the cell before the slot is freed, since the slot's next owner may fill the
+//! cell at once: the caller builds its result first, and `Storage::free_slot` moves a dropped
+//! request's buffers out of the cell (`Work::detach_vectors`) before it releases the slot and
+//! drops them after. A request parked at shutdown is
 //! never dropped (the storage leaks it), so its buffers stay in the cell for good: the kernel
 //! may still read them.
 
@@ -35,7 +37,7 @@ impl VectorCell {
 }
 
 /// A vectored request's buffers, in its slot's cell once submitted.
-pub(crate) struct Vectors(Option<NonNull<IoBufs>>);
+pub struct Vectors(Option<NonNull<IoBufs>>);
 
 // SAFETY: `Vectors` is the unique handle of the buffers in its cell (`IoBuf` is `Send`); the cell
 // is reached only by the slot's current owner, as the request is.

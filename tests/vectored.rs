@@ -228,3 +228,47 @@ fn vectored_requests_share_message_headers_with_recv_from() {
     drop(handle);
     lp.join(HANG).unwrap();
 }
+
+#[test]
+fn a_slot_reused_at_once_never_mixes_vectored_buffers() {
+    // A vectored request's buffers live in its slot's cell. With two slots and four threads,
+    // a freed slot is claimed again at once; every caller must get its own buffers back, and a
+    // dropped (orphaned) request must never clear the cell of the slot's next request.
+    const THREADS: usize = 4;
+    const ROUNDS: usize = 1_500;
+    let (handle, lp) = start::<2, 2, 64>(config());
+    let file = Arc::new(TempFile::new());
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (handle, file) = (handle.clone(), file.clone());
+            std::thread::spawn(move || {
+                for round in 0..ROUNDS {
+                    let tag = [t as u8; 3];
+                    let mark = (round % 251) as u8;
+                    let at = (t * 64) as u64;
+                    let write = || {
+                        let io = bufs(&[&tag, &[mark; 5]]);
+                        handle.write_at_vectored(file.file.clone(), at, io)
+                    };
+                    if round % 3 == 0 {
+                        // Orphaned in flight (or refused while the table is full).
+                        drop(write().try_submit());
+                        continue;
+                    }
+                    let back = write()
+                        .wait()
+                        .unwrap_or_else(|e| panic!("thread {t} round {round}: {e}"));
+                    let lens: Vec<usize> = back.iter().map(|b| b.len()).collect();
+                    assert_eq!(lens, [3, 5], "thread {t} round {round}: another's buffers");
+                    assert_eq!(&back[0][..], &tag, "thread {t} round {round}");
+                    assert_eq!(&back[1][..], &[mark; 5], "thread {t} round {round}");
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    drop(handle);
+    lp.join(HANG).unwrap();
+}

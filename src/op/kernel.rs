@@ -10,7 +10,7 @@ use super::{MsgHeader, OpKind, OpResult, Work};
 use crate::error::{BufError, Error};
 use crate::event_loop::registry::Registry;
 use crate::op::Headers;
-use crate::vectored::VectorCell;
+use crate::vectored::{VectorCell, Vectors};
 
 /// How much of a transfer ends it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +129,12 @@ pub trait Kernel: Tagged + Sized + core::marker::Send + 'static {
     /// The cell naming the message header it holds while in the kernel (`NO_MSG` when none),
     /// for operations that use one.
     fn msg(&mut self) -> Option<&mut u16> {
+        None
+    }
+
+    /// The handle of the buffers it keeps in its slot's vector cell, for operations that keep
+    /// some there (the vectored ones).
+    fn vectors(&mut self) -> Option<&mut Vectors> {
         None
     }
 

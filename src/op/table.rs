@@ -12,6 +12,7 @@ use super::{
 };
 use crate::error::Error;
 use crate::event_loop::registry::Registry;
+use crate::vectored::{IoBufs, Vectors};
 
 /// What a request does when its caller drops its future in flight (docs/behaviour.md
 /// section 4).
@@ -150,6 +151,13 @@ macro_rules! operations {
                 }
             }
 
+            /// The vector cell handle of an operation that keeps buffers there.
+            fn vectors(&mut self) -> Option<&mut Vectors> {
+                match self {
+                    $(Work::$kind(op) => op.vectors(),)*
+                }
+            }
+
             /// Lets the operation read the header it held.
             fn read_msg(&mut self, header: &MsgHeader) {
                 match self {
@@ -257,6 +265,17 @@ impl Work {
         debug_assert_eq!(self.kind(), O::KIND, "an operation read as another");
         // SAFETY: the caller's contract.
         unsafe { O::get(self) }
+    }
+
+    /// Moves the buffers it keeps in its slot's vector cell out of the cell, into the value
+    /// returned (empty for an operation that keeps none). Run before its slot is freed: the cell
+    /// is the slot's, and the slot's next owner may fill it at once, so a request dropped after
+    /// its slot is free must not name the cell any more.
+    pub(crate) fn detach_vectors(&mut self) -> IoBufs {
+        match self.vectors() {
+            Some(vectors) => std::mem::replace(vectors, Vectors::DETACHED).take(),
+            None => IoBufs::new(),
+        }
     }
 
     /// The message header it holds (`None`: none, or not an operation that uses one).

@@ -89,6 +89,10 @@ impl Kernel for SendVectored {
         Some(&mut self.msg)
     }
 
+    fn vectors(&mut self) -> Option<&mut Vectors> {
+        Some(&mut self.bufs)
+    }
+
     fn output(self, outcome: Result<usize, Error>) -> OpResult<Self> {
         buf_back(self.bufs.take(), outcome)
     }
@@ -158,6 +162,10 @@ impl Kernel for WriteAtVectored {
 
     fn msg(&mut self) -> Option<&mut u16> {
         Some(&mut self.msg)
+    }
+
+    fn vectors(&mut self) -> Option<&mut Vectors> {
+        Some(&mut self.bufs)
     }
 
     fn output(self, outcome: Result<usize, Error>) -> OpResult<Self> {
