@@ -466,8 +466,8 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         let request = unsafe {
             slot.with_request(|request| {
                 (!request.is_empty()).then(|| {
-                    let bufs = request.work.detach_vectors();
-                    (std::mem::replace(request, Request::EMPTY), bufs)
+                    request.work.drop_vectors();
+                    std::mem::replace(request, Request::EMPTY)
                 })
             })
         };

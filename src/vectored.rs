@@ -7,9 +7,9 @@
 //! like the request's. Requests of other kinds never touch their cell.
 //!
 //! The buffers leave the cell before the slot is freed, since the slot's next owner may fill the
-//! cell at once: the caller builds its result first, and `Storage::free_slot` moves a dropped
-//! request's buffers out of the cell (`Work::detach_vectors`) before it releases the slot and
-//! drops them after. A request parked at shutdown is
+//! cell at once: the caller builds its result first, and `Storage::free_slot` drops a dropped
+//! request's buffers (`Work::drop_vectors`) before it releases the slot. A request parked at
+//! shutdown is
 //! never dropped (the storage leaks it), so its buffers stay in the cell for good: the kernel
 //! may still read them.
 

@@ -8,10 +8,17 @@
 //! spawns the tasks (allocation-free), and it ends when every task has finished. The loop then
 //! drains once the tasks drop the last handles (untimed). Sockets, the file and the buffers are
 //! made once and reused by every run.
+//!
+//! Clock reads are the floor's: the pipelined rows (nop, read_at) read a pass clock once each
+//! time the loop polls the pool (`Clocked`), as the floor reads the clock once per reap pass;
+//! ping-pong reads it twice per round trip, as the floor's ping-pong does.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use static_uring::{Config, Fd, IoBuf, IoBufMut, MetricsReader, TaskPool};
@@ -27,11 +34,38 @@ use super::{BLOCK, PING};
 struct Run {
     budget: Cell<u64>,
     hist: RefCell<Box<Hist>>,
+    /// The pass clock: read once each time the loop polls the pool (once per loop pass), as the
+    /// floor reads it once per reap pass. The pipelined rows (nop, read_at) time an operation
+    /// from the pass that submitted it to the pass that saw it finish, as the floor does.
+    now: Cell<Instant>,
 }
 
 impl Run {
     fn take(&self) -> bool {
         super::tasks::take(&self.budget)
+    }
+
+    /// Records an operation submitted in the pass that read `start`, finished in this one.
+    fn record_since(&self, start: Instant) {
+        self.hist.borrow_mut().record(self.now.get() - start);
+    }
+}
+
+/// Polls `inner` after reading the pass clock into `run.now`.
+struct Clocked<F> {
+    inner: F,
+    run: Rc<Run>,
+}
+
+impl<F: Future> Future for Clocked<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // SAFETY: `inner` is structurally pinned (never moved out of the pinned `Clocked`).
+        let this = unsafe { self.get_unchecked_mut() };
+        this.run.now.set(Instant::now());
+        // SAFETY: as above.
+        unsafe { Pin::new_unchecked(&mut this.inner) }.poll(cx)
     }
 }
 
@@ -106,9 +140,9 @@ impl LoopThread {
 
 async fn nop_task(io: H, run: Rc<Run>) {
     while run.take() {
-        let start = Instant::now();
+        let start = run.now.get();
         io.nop().await.expect("nop");
-        run.hist.borrow_mut().record(start.elapsed());
+        run.record_since(start);
     }
 }
 
@@ -123,12 +157,12 @@ async fn read_task(
     let mut buf = bufs.borrow_mut().pop().expect("a buffer per task");
     let mut rng = Rng::new(seed);
     while run.take() {
-        let start = Instant::now();
+        let start = run.now.get();
         buf = match io.read_at(&fd, rng.offset(blocks), buf).limit(BLOCK).await {
             Ok(buf) => buf,
             Err(e) => panic!("read_at: {e}"),
         };
-        run.hist.borrow_mut().record(start.elapsed());
+        run.record_since(start);
     }
     bufs.borrow_mut().push(buf);
 }
@@ -181,6 +215,7 @@ impl Bench for LoopThread {
         let run = Rc::new(Run {
             budget: Cell::new(ops),
             hist: RefCell::new(Hist::new()),
+            now: Cell::new(Instant::now()),
         });
         let r = run.clone();
         let reader = event_loop.metrics_reader();
@@ -192,7 +227,7 @@ impl Bench for LoopThread {
                         assert!(pool.spawn(nop_task(io.clone(), r.clone())).is_ok());
                     }
                 };
-                event_loop.block_on(timed_async(&reader, pool.run(main)))
+                event_loop.block_on(timed_async(&reader, clocked(&run, pool.run(main))))
             }
             Workload::ReadAt { depth, .. } => {
                 let pool = TaskPool::<_, 32>::leak();
@@ -214,7 +249,7 @@ impl Bench for LoopThread {
                         assert!(pool.spawn(task).is_ok());
                     }
                 };
-                event_loop.block_on(timed_async(&reader, pool.run(main)))
+                event_loop.block_on(timed_async(&reader, clocked(&run, pool.run(main))))
             }
             Workload::PingPong { .. } => {
                 let pool = TaskPool::<_, 2>::leak();
@@ -246,8 +281,15 @@ impl Bench for LoopThread {
     }
 }
 
+fn clocked<F: Future>(run: &Rc<Run>, inner: F) -> Clocked<F> {
+    Clocked {
+        inner,
+        run: run.clone(),
+    }
+}
+
 /// Awaits `fut` as the timed region: wall time, allocations and the loop's counters around it.
-async fn timed_async<F: std::future::Future>(
+async fn timed_async<F: Future>(
     reader: &MetricsReader<256, 128, 1024>,
     fut: F,
 ) -> (Duration, AllocCount, Counters, Counters) {
