@@ -8,11 +8,16 @@
 //! ```text
 //! OCCUPIED | WOKEN | RUNNING            (all clear: free)
 //! spawn:   free --CAS--> OCCUPIED|RUNNING (ours) --write future--> OCCUPIED|WOKEN
-//! wake:    fetch_or WOKEN; if it was OCCUPIED alone (idle), set `pending` and wake the runner
-//! run:     OCCUPIED|WOKEN --CAS--> OCCUPIED|RUNNING, poll;
-//!          Ready: drop the future, store free; Pending: fetch_and !RUNNING, and if a wake came
-//!          meanwhile (WOKEN seen), set `pending` so another pass polls it again
+//! wake:    fetch_or WOKEN; if it was OCCUPIED alone (idle), set `pending` and, if `pending`
+//!          was clear, wake the runner (a set `pending` has a waker already on its way, or is
+//!          the runner's own, which it checks before it returns)
+//! run:     OCCUPIED|WOKEN --CAS--> OCCUPIED (WOKEN cleared), poll;
+//!          Ready: drop the future, store free; Pending: nothing more. A wake during the poll
+//!          finds the task idle and records itself as any wake does.
 //! ```
+//! Only the runner polls (`polling` keeps runners out of each other's way) and a spawner takes
+//! only a free slot, so while the runner polls, OCCUPIED alone is enough to keep the future its
+//! own: a woken task costs one RMW for the waker and one for the runner.
 //! A task's waker points at its slot (the pool is `'static`, so it can never dangle); a stale
 //! waker of a finished task at most sets WOKEN on a free slot (which `spawn` ignores) or wakes the
 //! slot's next task once, spuriously. The runner registers its own waker, *then* takes
@@ -214,8 +219,8 @@ impl<F: Future<Output = ()>, const N: usize> TaskPool<F, N> {
                 continue;
             }
             // Sees the spawner's future. Only wakers race us, and they only set WOKEN, which is
-            // set: the take fails only if another runner took the slot (ruled out).
-            if !slot.head.take(state) {
+            // set: the claim fails only if another runner took the slot (ruled out).
+            if !slot.head.claim_poll(state) {
                 self.head.set_pending();
                 continue;
             }
@@ -223,13 +228,13 @@ impl<F: Future<Output = ()>, const N: usize> TaskPool<F, N> {
         }
     }
 
-    /// Polls the task in `slot` (ours: RUNNING) and settles its state.
+    /// Polls the task in `slot` (claimed by this runner: `claim_poll`) and settles its state.
     fn poll_slot(&'static self, slot: &'static TaskSlot<F>) {
         let waker = task_waker(&slot.head);
         let mut cx = Context::from_waker(&waker);
         let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             slot.future.with_mut(|cell| {
-                // SAFETY: RUNNING: the future is ours; it was written at spawn and is never moved
+                // SAFETY: claimed: the future is ours; it was written at spawn and is never moved
                 // (the pool is 'static), so pinning it in place is sound.
                 let future = unsafe { Pin::new_unchecked((*cell).assume_init_mut()) };
                 future.poll(&mut cx)
@@ -245,7 +250,7 @@ impl<F: Future<Output = ()>, const N: usize> TaskPool<F, N> {
         };
         if finished {
             let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                // SAFETY: RUNNING: ours, initialised, and dropped exactly once, here.
+                // SAFETY: claimed: ours, initialised, and dropped exactly once, here.
                 slot.future
                     .with_mut(|cell| unsafe { (*cell).assume_init_drop() })
             }));
@@ -254,21 +259,22 @@ impl<F: Future<Output = ()>, const N: usize> TaskPool<F, N> {
             }
             // Release: the drop happens before the next spawner's Acquire. A swap, as in `spawn`.
             slot.head.state.swap(0, Ordering::Release);
-        } else {
-            // AcqRel: Release publishes our writes to the future to the next runner pass;
-            // Acquire sees a waker's WOKEN set while we polled.
-            let before = slot.head.state.fetch_and(!RUNNING, Ordering::AcqRel);
-            if before & WOKEN != 0 {
-                self.head.set_pending();
-            }
         }
+        // Pending: the task stays OCCUPIED; a wake that came during the poll found it idle and
+        // set `pending` itself. The future is touched again only by this runner (or the next,
+        // which `polling` orders after us).
     }
 }
 
 impl PoolHead {
     /// Marks work pending, then wakes the runner (in that order: see the module doc).
     fn wake_runner(&self) {
-        self.set_pending();
+        // `pending` already set: whoever set it wakes the runner (a waker, after its own
+        // swap), or is the runner, which checks `pending` before it returns. Only the swap
+        // that sets it takes the runner's waker.
+        if self.pending.swap(true, Ordering::AcqRel) {
+            return;
+        }
         if let Some(waker) = self.runner.take() {
             waker.wake();
         }
@@ -361,8 +367,15 @@ impl<F, const N: usize> Drop for TaskPool<F, N> {
 }
 
 impl TaskHead {
-    /// Takes the slot (state `from` -> `OCCUPIED | RUNNING`): the spawner to fill it, or the
-    /// runner to poll its task. Acquire: sees what the previous owner published.
+    /// The runner claims a woken task to poll it (state `from`, `OCCUPIED | WOKEN`, ->
+    /// `OCCUPIED`). Acquire: sees the spawner's future and what the waker published.
+    fn claim_poll(&self, from: u32) -> bool {
+        self.state
+            .compare_exchange(from, OCCUPIED, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Takes the free slot (state `from` -> `OCCUPIED | RUNNING`) for the spawner to fill it. Acquire: sees what the previous owner published.
     fn take(&self, from: u32) -> bool {
         self.state
             .compare_exchange(
@@ -636,6 +649,54 @@ mod loom_models {
                     "the recorded wake finishes the task: {before:?} -> {}",
                     pool.slots[0].head.state.load(Ordering::Acquire)
                 );
+            }
+        });
+    }
+
+    #[test]
+    fn loom_a_wake_that_finds_pending_set_is_never_lost() {
+        // Two tasks woken from two threads while the runner runs a pass: the second wake finds
+        // `pending` set and leaves the runner's waker alone. Afterwards each task has finished,
+        // or the pool recorded a wake (`pending`) or woke the runner.
+        loom::model(|| {
+            let pool: &'static TaskPool<Gate, 2> = Box::leak(Box::new(TaskPool::new()));
+            let mut openers = Vec::new();
+            let mut gates = Vec::new();
+            for _ in 0..2 {
+                let open = Arc::new(AtomicBool::new(false));
+                let waker = Arc::new(Mutex::new(None::<Waker>));
+                let gate = Gate {
+                    open: open.clone(),
+                    waker: waker.clone(),
+                };
+                assert!(pool.spawn(gate).is_ok());
+                gates.push((open, waker));
+            }
+            let flag = Arc::new(Flag(AtomicBool::new(false)));
+            let runner = Waker::from(flag.clone());
+            // First pass: both tasks store their wakers and stay pending.
+            pool.head.runner.register(&runner);
+            pool.poll_tasks();
+            for (open, waker) in gates {
+                openers.push(loom::thread::spawn(move || {
+                    open.store(true, Ordering::Release);
+                    let w = waker.lock().unwrap().take();
+                    if let Some(w) = w {
+                        w.wake();
+                    }
+                }));
+            }
+            pool.head.runner.register(&runner);
+            pool.poll_tasks();
+            for opener in openers {
+                opener.join().unwrap();
+            }
+            if !pool.is_empty() {
+                let recorded =
+                    pool.head.pending.load(Ordering::Acquire) || flag.0.load(Ordering::Acquire);
+                assert!(recorded, "a wake was lost");
+                pool.poll_tasks();
+                assert!(pool.is_empty(), "the recorded wakes finish both tasks");
             }
         });
     }
