@@ -485,6 +485,36 @@ fn loom_waker_cell_no_lost_wake() {
     });
 }
 
+/// **Waker cell: two wakers at once.** A registered waker is taken by two threads at the same
+/// time (the loop and a second waker). Proves: the waker is delivered exactly once, and the
+/// cell is left usable: a later registration is taken again. (Ending `take` with a plain store
+/// instead of its `fetch_and` fails this model: loom lets the other `take`'s RMW read past the
+/// store, tokio-rs/loom#254, so the crate keeps every state write an RMW.)
+#[test]
+fn loom_waker_cell_two_wakers_deliver_once() {
+    model(3, || {
+        let cell = Arc::new(WakerCell::new());
+        let (flag, waker) = flag_waker();
+        cell.register(&waker);
+        let wakers: Vec<_> = (0..2)
+            .map(|_| {
+                let cell = cell.clone();
+                thread::spawn(move || cell.take().map(|w| w.wake()).is_some())
+            })
+            .collect();
+        let delivered = wakers
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(|&d| d)
+            .count();
+        assert_eq!(delivered, 1, "the waker is taken exactly once");
+        assert_eq!(flag.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let (_again, next) = flag_waker();
+        cell.register(&next);
+        assert!(cell.take().is_some(), "the cell is usable after the wakes");
+    });
+}
+
 /// The loop of a wake model: its submission ring and wake word.
 struct ModelLoop<'a, const N: usize> {
     queue: &'a SubmitQueue<N>,
