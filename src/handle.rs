@@ -159,6 +159,11 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
     /// With no free slot it fails at once with `Error::Full`, as it does with
     /// `Error::InvalidInput` for arguments that cannot describe the operation and with
     /// `Error::Closed` once the loop is gone; the error hands the buffer back. It never waits.
+    ///
+    /// A slot freed on the loop thread (by an operation of a `block_on` future or a pool task)
+    /// is kept for that thread's next operation while nobody waits for a slot, and reaches
+    /// other threads' `try_submit` at the end of the loop's pass (a thread that waits for a slot
+    /// is served first, as always).
     #[allow(clippy::result_large_err)] // the caller's buffer comes back by value
     pub fn try_submit(mut self) -> Result<Self, O::Error> {
         let start = match std::mem::replace(&mut self.state, State::Finished) {
@@ -179,7 +184,8 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         let claimed = if self.storage.is_closed(self.epoch) {
             Err(Error::Closed)
         } else {
-            self.storage.free.pop().ok_or(Error::Full)
+            let here = self.storage.loop_here();
+            self.storage.pop_free(here).ok_or(Error::Full)
         };
         let submitted = match claimed {
             Ok(index) => self.submit(index, start),
@@ -289,11 +295,13 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
             })
         };
         slot.mark_queued();
-        match self.lane {
+        match (self.lane, storage.loop_here_if(local)) {
             // The lane's one producer is this thread (`LaneHandle` is not `Sync`, `LaneOp` not
             // `Send`), so its push needs no claim.
-            Some(lane) => lane.push(index),
-            None => storage.queue.push(index),
+            (Some(lane), _) => lane.push(index),
+            // On the serving loop's thread: its private queue, which it pops first.
+            (None, Some(here)) => here.push(index),
+            (None, None) => storage.queue.push(index),
         }
         if !local {
             if storage.wake.publish() {
@@ -313,7 +321,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
             return Poll::Ready(Err(Error::Closed));
         }
         if !self.queued && storage.waiters.is_empty() {
-            if let Some(index) = storage.free.pop() {
+            if let Some(index) = storage.pop_free(storage.loop_here()) {
                 return Poll::Ready(Ok(index));
             }
         }
@@ -360,7 +368,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
             // The result (a vectored request's buffers out of the slot's cell) is built before
             // the slot is freed: the slot's next owner may fill the cell at once.
             let result = op.output(outcome.unwrap_or(Err(Error::Closed)));
-            self.storage.free_slot(index);
+            self.storage.free_slot_to(index, self.storage.loop_here());
             self.storage.run_user(move || drop(waker));
             return Some(result);
         }

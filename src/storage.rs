@@ -24,6 +24,7 @@ use crate::event_loop::ring::EventFd;
 use crate::event_loop::table::Table;
 use crate::handoff::free_list::FreeList;
 use crate::handoff::lane::Lane;
+use crate::handoff::loop_local::LoopLocal;
 use crate::handoff::slot::Slot;
 use crate::handoff::submit_queue::SubmitQueue;
 use crate::handoff::wait_list::WaitList;
@@ -91,6 +92,8 @@ pub struct Storage<const SLOTS: usize, const RING: usize, const WHEEL: usize> {
     dropped: AtomicBool,
     pub(crate) queue: SubmitQueue<SLOTS>,
     pub(crate) metrics: Counters,
+    /// The loop thread's private free stack and queue (`loop_local.rs`).
+    pub(crate) local: LoopLocal<SLOTS>,
     /// Last: what the loop writes on every operation must not share a cache line with what
     /// callers read on every call (`epoch` above).
     loop_state: UnsafeCell<Table<SLOTS, RING, WHEEL>>,
@@ -139,6 +142,7 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
                 wake: WakeState::new(),
                 waiters: WaitList::new(),
                 metrics: Counters::new(),
+                local: LoopLocal::new(),
                 eventfd: AtomicI32::new(-1),
                 life: AtomicU64::new(0),
                 epoch: AtomicU32::new(0),
@@ -189,6 +193,7 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
             std::ptr::addr_of_mut!((*ptr).wake).write(WakeState::new());
             std::ptr::addr_of_mut!((*ptr).waiters).write(WaitList::new());
             std::ptr::addr_of_mut!((*ptr).metrics).write(Counters::new());
+            LoopLocal::init_at(std::ptr::addr_of_mut!((*ptr).local));
             std::ptr::addr_of_mut!((*ptr).eventfd).write(AtomicI32::new(-1));
             std::ptr::addr_of_mut!((*ptr).life).write(AtomicU64::new(0));
             std::ptr::addr_of_mut!((*ptr).epoch).write(AtomicU32::new(0));
@@ -259,6 +264,39 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
     /// This storage's identity: its address (lanes are bound to it).
     pub(crate) fn key(&self) -> usize {
         self as *const Self as usize
+    }
+
+    /// The private hand-off (`loop_local.rs`), if the calling thread may use it: it runs this
+    /// storage's loop, which is serving.
+    #[inline]
+    pub(crate) fn loop_here(&self) -> Option<&LoopLocal<SLOTS>> {
+        self.loop_here_if(crate::event_loop::local::serves_here(self.key()))
+    }
+
+    /// [`loop_here`](Self::loop_here) for a caller that knows whether its thread serves this
+    /// storage (`serving`, from `serves_here`).
+    #[inline]
+    pub(crate) fn loop_here_if(&self, serving: bool) -> Option<&LoopLocal<SLOTS>> {
+        // The thread's serving key first: only the loop thread may read `active`.
+        (serving && self.local.is_active()).then_some(&self.local)
+    }
+
+    /// A free slot for a caller: the loop thread's private stack first (`here`), else the
+    /// shared list.
+    #[inline]
+    pub(crate) fn pop_free(&self, here: Option<&LoopLocal<SLOTS>>) -> Option<u32> {
+        here.and_then(LoopLocal::pop_free)
+            .or_else(|| self.free.pop())
+    }
+
+    /// Hands the loop thread's private free slots back to the shared list and serves the
+    /// waiters. The loop calls it at the end of every pass (before it can sleep). Loop thread.
+    #[inline]
+    pub(crate) fn flush_local_free(&self) {
+        if self.local.has_free() {
+            let panics = self.local.hand_back(&self.free, &self.waiters);
+            self.metrics.count_panics(panics);
+        }
     }
 
     /// The loop-private table. Dereferencing it is reserved to the loop of the current claim,
@@ -420,6 +458,12 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
     /// hands every request still in the ring to `sweep`. Then releases the claim if no handle is
     /// left (else the last handle does).
     pub(crate) fn close_loop(&self, lanes: &[&Lane<SLOTS>], mut sweep: impl FnMut(u32)) {
+        // The loop thread's private paths end (after a panic too): its free slots go back to
+        // the shared list; what it queued is swept below with the shared ring.
+        self.local.deactivate();
+        while let Some(index) = self.local.pop_free() {
+            self.free.push(index);
+        }
         // AcqRel: after this no `begin_submit` succeeds (its CAS sees CLOSED).
         self.life.fetch_or(CLOSED, Ordering::AcqRel);
         let panics = self.waiters.close_all(self.epoch());
@@ -434,6 +478,10 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
                 Some(index) => sweep(index),
                 None => std::thread::yield_now(),
             }
+        }
+        // Queued on the loop thread, which is this one (or none ever was): nothing adds more.
+        while let Some(index) = self.local.pop() {
+            sweep(index);
         }
         // A lane's producer finished its push inside `submitting` too: what it pushed is there.
         for lane in lanes {
@@ -456,6 +504,13 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
     /// involves (waiters' wakers, the request's descriptor owner's `Drop`) runs after, contained.
     /// The slot's waker cell must be empty: an owner that registered a waker takes it back first.
     pub(crate) fn free_slot(&self, index: u32) {
+        self.free_slot_to(index, None);
+    }
+
+    /// [`free_slot`](Self::free_slot), by a caller that may use the loop thread's private
+    /// stack (`here`, from [`loop_here`](Self::loop_here)): the slot stays there while nobody
+    /// waits for one (the loop hands it back at the end of the pass).
+    pub(crate) fn free_slot_to(&self, index: u32, here: Option<&LoopLocal<SLOTS>>) {
         let slot = &self.slots[index as usize];
         // SAFETY: the caller owns the slot (DONE taken, ORPHANED retired or FILLED abandoned).
         // A request that owns nothing stays where it is (the common case after the caller took
@@ -472,8 +527,13 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
             })
         };
         slot.release();
-        self.free.push(index);
-        let panics = self.waiters.wake_waiters(&self.free);
+        let panics = match here {
+            Some(local) => local.free_to(index, &self.free, &self.waiters),
+            None => {
+                self.free.push(index);
+                self.waiters.wake_waiters(&self.free)
+            }
+        };
         self.metrics.count_panics(panics);
         if let Some(request) = request {
             self.run_user(move || drop(request));

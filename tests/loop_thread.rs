@@ -210,3 +210,120 @@ fn wait_for_another_loops_operation_on_a_loop_thread_works() {
     assert_eq!(result, Ok(Ok(())));
     lp.join(HANG).unwrap();
 }
+
+/// Slots the loop thread frees go to its private stack (no atomics) while nobody waits, and back
+/// to the shared list at the end of the pass: another thread's `try_submit` after that pass finds
+/// them free. Here the local future frees both slots of a two-slot table, takes one back for a
+/// recv and waits; the other thread's `try_submit` must then get the second slot.
+#[test]
+fn slots_freed_on_the_loop_thread_reach_other_threads_by_the_end_of_the_pass() {
+    let (handle, event_loop) = static_uring::new::<2, 2, 64>(config()).unwrap();
+    let (a, b) = socket_pair();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let remote = handle.clone();
+    let helper = thread::spawn(move || {
+        go_rx.recv().unwrap();
+        // The local future is parked in its recv by now: the loop has ended that pass.
+        thread::sleep(Duration::from_millis(50));
+        let op = remote.nop().try_submit();
+        let submitted = op.is_ok();
+        if let Ok(op) = op {
+            op.wait().unwrap();
+        }
+        (&*a).write_all(b"x").unwrap();
+        submitted
+    });
+    let got = with_timeout(HANG, move || {
+        event_loop.block_on(async move {
+            let both = join_all([handle.nop(), handle.nop()]).await;
+            assert!(both.iter().all(|r| *r == Ok(())));
+            go_tx.send(()).unwrap();
+            let (buf, _) = handle
+                .recv(b, IoBufMut::with_capacity(1))
+                .exact(1)
+                .await
+                .unwrap();
+            buf.to_vec()
+        })
+    })
+    .unwrap();
+    assert_eq!(got, b"x");
+    assert!(
+        helper.join().unwrap(),
+        "a slot freed on the loop thread was still hidden from another thread after the pass"
+    );
+}
+
+/// The loop thread's private hand-off and the shared one on one tiny table: the local future
+/// keeps both slots busy while two other threads `.wait()` for slots all along. Nobody starves
+/// (slots go to waiting threads in FIFO order), nothing is lost: at the end both slots are free
+/// again.
+#[test]
+fn loop_thread_and_remote_callers_share_a_tiny_table() {
+    let (handle, event_loop) = static_uring::new::<2, 2, 64>(config()).unwrap();
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let remotes: Vec<_> = (0..2)
+        .map(|_| {
+            let (remote, done) = (handle.clone(), done.clone());
+            thread::spawn(move || {
+                for _ in 0..300 {
+                    remote.nop().wait().unwrap();
+                }
+                done.fetch_add(1, std::sync::atomic::Ordering::Release);
+            })
+        })
+        .collect();
+    let local_ops = with_timeout(HANG, move || {
+        event_loop.block_on(async move {
+            let mut n = 0u64;
+            while done.load(std::sync::atomic::Ordering::Acquire) < 2 {
+                let pair = join_all([handle.nop(), handle.nop()]).await;
+                assert!(pair.iter().all(|r| *r == Ok(())));
+                n += 2;
+            }
+            // Every slot is free again: two at once succeed.
+            let a = handle.nop().try_submit().expect("slot 1 free");
+            let b = handle.nop().try_submit().expect("slot 2 free");
+            assert_eq!(join_all([a, b]).await, [Ok(()), Ok(())]);
+            n
+        })
+    })
+    .unwrap();
+    for remote in remotes {
+        remote.join().unwrap();
+    }
+    assert!(local_ops > 0);
+}
+
+/// A `block_on` future that panics with slots on the loop thread's private stack (it freed them
+/// in the same poll) leaves none stranded: a static storage claimed again has every slot free.
+#[test]
+fn a_panic_on_the_loop_thread_strands_no_privately_kept_slot() {
+    static STORAGE: static_uring::Storage<2, 2, 64> = static_uring::Storage::new();
+    let (handle, event_loop) = static_uring::with_storage(&STORAGE, config()).unwrap();
+    let panicked = with_timeout(HANG, move || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            event_loop.block_on(async move {
+                let both = join_all([handle.nop(), handle.nop()]).await;
+                assert!(both.iter().all(|r| *r == Ok(())));
+                panic!("the local future fails with both slots just freed");
+            })
+        }))
+        .is_err()
+    });
+    assert!(panicked);
+    let (handle, event_loop) = static_uring::with_storage(&STORAGE, config()).unwrap();
+    let a = handle
+        .nop()
+        .try_submit()
+        .expect("slot 1 free after the panic");
+    let b = handle
+        .nop()
+        .try_submit()
+        .expect("slot 2 free after the panic");
+    let thread = thread::spawn(move || event_loop.run());
+    assert_eq!(a.wait(), Ok(()));
+    assert_eq!(b.wait(), Ok(()));
+    drop(handle);
+    thread.join().unwrap().unwrap();
+}

@@ -23,6 +23,7 @@ thread_local! {
 
 /// Whether the calling thread is running the loop of the storage at `key`: a `.wait()` for one
 /// of its operations would block the only thread that can complete it.
+#[inline]
 pub(crate) fn serves_here(key: usize) -> bool {
     SERVING.with(|serving| serving.get() == key)
 }

@@ -97,6 +97,17 @@ impl<const S: usize, const R: usize, const W: usize, L: local::Local> Sleeper
 }
 
 /// Whether a lane of `t` holds a fresh request.
+/// Ends the private hand-off when serving ends (an error or a panic included): callers on the
+/// loop thread take the shared paths from then on (`Storage::close_loop` gives back what it
+/// still holds).
+struct Private<const S: usize, const R: usize, const W: usize>(StorageRef<S, R, W>);
+
+impl<const S: usize, const R: usize, const W: usize> Drop for Private<S, R, W> {
+    fn drop(&mut self) {
+        self.0.local.deactivate();
+    }
+}
+
 pub(crate) fn lanes_ready<const S: usize, const R: usize, const W: usize>(
     t: &Table<S, R, W>,
 ) -> bool {
@@ -237,11 +248,15 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     ///
     /// [`pop_fresh`]: Self::pop_fresh
     fn fresh_ready(&self, t: &Table<S, R, W>) -> bool {
-        self.storage.queue.has_ready() || lanes_ready(t)
+        self.storage.local.has_ready() || self.storage.queue.has_ready() || lanes_ready(t)
     }
 
     /// The next fresh request: from the shared ring, else from the lanes in turn.
     pub(crate) fn pop_fresh(&mut self, t: &mut Table<S, R, W>) -> Option<u32> {
+        // The loop thread's own submissions first (`loop_local.rs`; this is that thread).
+        if let Some(index) = self.storage.local.pop() {
+            return Some(index);
+        }
         if let Some(index) = self.storage.queue.pop() {
             return Some(index);
         }
@@ -462,11 +477,16 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         t: &mut Table<S, R, W>,
         local: &mut L,
     ) -> Result<(), Error> {
+        // Operations on this thread may use the private hand-off while the loop serves.
+        let private = Private(self.storage.clone());
+        private.0.local.activate();
         loop {
             self.reap(t);
             self.expire(t);
             local.poll();
             let pass = self.stage(t, Mode::Serve);
+            // Before the loop can sleep: slots the loop thread kept go back to everyone.
+            self.storage.flush_local_free();
             self.storage.metrics.set_pending(t.admitted());
             match pass {
                 Pass::Disconnected => return Ok(()),

@@ -698,6 +698,65 @@ fn loom_wait_list_no_missed_slot() {
     });
 }
 
+/// **Loop-thread free stack: a slot kept privately is never missed by a remote waiter.** The loop
+/// thread frees the only slot through its private hand-off (`LoopLocal::free_to`: kept on the
+/// private stack if it sees no waiter, else pushed and the waiters served), then ends its pass
+/// (`hand_back`); a remote caller claims through the wait list concurrently. Proves: the slot
+/// ends with the remote caller exactly once (no lost grant: popped, or granted with a
+/// notification, by the end of the pass), and is never also left on the shared list or the
+/// private stack (no double owner).
+#[test]
+fn loom_loop_local_free_stack_never_strands_a_waiter() {
+    use crate::handoff::loop_local::LoopLocal;
+    model(3, || {
+        let free = Arc::new(FreeList::<1>::new());
+        free.fill();
+        let list = Arc::new(WaitList::new());
+        let held = free.pop().expect("one slot");
+        let (flag, waker) = flag_waker();
+
+        let loop_thread = {
+            let (free, list) = (free.clone(), list.clone());
+            thread::spawn(move || {
+                // The loop thread's own hand-off lives on that thread alone.
+                let local = LoopLocal::<1>::new();
+                local.activate();
+                assert_eq!(local.free_to(held, &free, &list), 0);
+                // The end of the pass.
+                assert_eq!(local.hand_back(&free, &list), 0);
+                assert!(!local.has_free(), "handed back whole");
+            })
+        };
+        let node = Box::pin(Waiter::new());
+        let never_closed = || false;
+        // SAFETY: the node is pinned on the heap and cancelled before it is dropped.
+        let first =
+            unsafe { list.poll_claim(&*node, 0, &free, never_closed, Notify::Task(&waker)) };
+        loop_thread.join().unwrap();
+        let got = match first {
+            WaitState::Granted(index) => index,
+            WaitState::Queued => {
+                assert!(
+                    flag.0.load(SeqCst) > 0,
+                    "queued, and the pass ended without handing the slot over"
+                );
+                // SAFETY: as above.
+                match unsafe {
+                    list.poll_claim(&*node, 0, &free, never_closed, Notify::Task(&waker))
+                } {
+                    WaitState::Granted(index) => index,
+                    other => panic!("woken without a grant: {other:?}"),
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        };
+        assert_eq!(got, held);
+        assert_eq!(free.pop(), None, "the slot was handed out twice");
+        // SAFETY: as above; the grant was taken, so nothing comes back.
+        assert_eq!(unsafe { list.cancel(&*node) }, None);
+    });
+}
+
 /// **Lane, its producer and the loop.** The producer fills a payload for each index and pushes
 /// 0, 1, 2 into a lane of 2 cells, reusing a cell only after the loop popped what it held (as a
 /// slot is reused only after it was freed), while the loop pops concurrently. Proves: every index

@@ -8,10 +8,13 @@
 //!         (a LaneHandle: lane.push instead, one producer, no claim on the shared ring)
 //! loop:   submit_queue.pop ─▶ slot (ACTIVE ─▶ DONE) ─▶ waker_cell / futex ─▶ caller takes the
 //!         result ─▶ free_list.push ─▶ wait_list hands the slot to the oldest waiter
+//! on the loop thread (`loop_local`): a private free stack and a private queue instead of the
+//!         free list and the submission ring, handed back to the shared list every pass
 //! ```
 
 pub(crate) mod free_list;
 pub(crate) mod lane;
+pub(crate) mod loop_local;
 pub(crate) mod slot;
 pub(crate) mod submit_queue;
 pub(crate) mod wait_list;

@@ -1,0 +1,216 @@
+//! The loop thread's own hand-off: a private stack of free slots and a private queue of
+//! submitted requests, for operations created and polled on the loop thread itself (a
+//! `block_on` future, a pool task, a waker the loop runs).
+//!
+//! On the loop thread the loop is not running while such an operation runs (the thread is
+//! inside the loop's call into user code), so a slot it frees and the next slot it claims, and
+//! the request it submits, need no atomic hand-off: plain stores in memory only that thread
+//! touches. Requests from other threads keep the lock-free path; both coexist on one loop.
+//!
+//! ```text
+//! loop-thread caller: private free stack pop (else the shared list) ─▶ slot ─▶ private queue
+//! loop:               private queue pop (before the shared ring) ─▶ admit ─▶ ... ─▶ DONE
+//! loop-thread caller: takes the result ─▶ private free stack push (no waiter: else shared)
+//! loop, every pass:   private free stack ─▶ shared free list, waiters served (`flush`)
+//! ```
+//!
+//! **The private stack never hides a slot from another thread for long.** A slot goes there
+//! only while nobody waits for one; the loop hands the whole stack back to the shared list at
+//! the end of every pass, before it can sleep, and serves the waiters then. A remote caller that
+//! queued meanwhile gets its slot within the pass, as from any slot freed late in it.
+//!
+//! **Who may touch it.** Only the thread running the current claim's loop, and only between
+//! [`activate`](LoopLocal::activate) and [`deactivate`](LoopLocal::deactivate) for callers
+//! (checked with `Storage::loop_here`: the thread's serving key first, `active` only then). The
+//! loop itself deactivates, hands the stack back and sweeps the queue when it stops serving and
+//! when it closes (a panic included), so both are empty whenever no loop serves; the claim's
+//! Release/Acquire orders one loop's last writes before the next loop's first.
+
+use std::cell::Cell;
+
+use crate::handoff::free_list::FreeList;
+use crate::handoff::wait_list::WaitList;
+
+/// The loop thread's private free stack and submission queue, for `N` slots.
+pub(crate) struct LoopLocal<const N: usize> {
+    /// Callers on the loop thread may use it (the loop is serving).
+    active: Cell<bool>,
+    /// Free slot indices, a stack of `free_len`.
+    free: [Cell<u32>; N],
+    free_len: Cell<u32>,
+    /// Submitted slot indices, FIFO: positions `head..tail` (wrapping), at most `N` (each slot's
+    /// index is in it at most once: a slot is submitted again only after it was freed).
+    queue: [Cell<u32>; N],
+    head: Cell<u32>,
+    tail: Cell<u32>,
+}
+
+// SAFETY: only the thread running the current claim's loop touches a `LoopLocal` (module doc:
+// callers check `Storage::loop_here` first, the loop is that thread), one at a time; the claim
+// hand-off orders one loop's accesses before the next one's.
+unsafe impl<const N: usize> Sync for LoopLocal<N> {}
+
+impl<const N: usize> LoopLocal<N> {
+    /// Empty and inactive.
+    #[allow(clippy::declare_interior_mutable_const)]
+    pub(crate) const fn new() -> Self {
+        const EMPTY: Cell<u32> = Cell::new(0);
+        LoopLocal {
+            active: Cell::new(false),
+            free: [EMPTY; N],
+            free_len: Cell::new(0),
+            queue: [EMPTY; N],
+            head: Cell::new(0),
+            tail: Cell::new(0),
+        }
+    }
+
+    /// Writes [`LoopLocal::new`] into `ptr` field by field (no large stack temporary).
+    ///
+    /// # Safety
+    /// `ptr` is valid for writes and aligned.
+    pub(crate) unsafe fn init_at(ptr: *mut Self) {
+        // SAFETY: every write stays inside the allocation behind `ptr` (contract).
+        unsafe {
+            std::ptr::addr_of_mut!((*ptr).active).write(Cell::new(false));
+            std::ptr::addr_of_mut!((*ptr).free_len).write(Cell::new(0));
+            std::ptr::addr_of_mut!((*ptr).head).write(Cell::new(0));
+            std::ptr::addr_of_mut!((*ptr).tail).write(Cell::new(0));
+            let free = std::ptr::addr_of_mut!((*ptr).free).cast::<Cell<u32>>();
+            let queue = std::ptr::addr_of_mut!((*ptr).queue).cast::<Cell<u32>>();
+            for i in 0..N {
+                free.add(i).write(Cell::new(0));
+                queue.add(i).write(Cell::new(0));
+            }
+        }
+    }
+
+    /// Whether the loop is serving: callers on its thread may use the private paths.
+    #[inline]
+    pub(crate) fn is_active(&self) -> bool {
+        self.active.get()
+    }
+
+    /// The loop starts serving.
+    pub(crate) fn activate(&self) {
+        self.active.set(true);
+    }
+
+    /// The loop stops serving (drain, close): callers take the shared paths from now on.
+    pub(crate) fn deactivate(&self) {
+        self.active.set(false);
+    }
+
+    /// Keeps free slot `index` for the loop thread's next claim.
+    #[inline]
+    pub(crate) fn push_free(&self, index: u32) {
+        let len = self.free_len.get();
+        debug_assert!((len as usize) < N, "a slot freed twice");
+        self.free[len as usize].set(index);
+        self.free_len.set(len + 1);
+    }
+
+    /// A free slot kept by the loop thread, if any.
+    #[inline]
+    pub(crate) fn pop_free(&self) -> Option<u32> {
+        let len = self.free_len.get().checked_sub(1)?;
+        self.free_len.set(len);
+        Some(self.free[len as usize].get())
+    }
+
+    /// Whether the stack holds free slots.
+    #[inline]
+    pub(crate) fn has_free(&self) -> bool {
+        self.free_len.get() != 0
+    }
+
+    /// Frees slot `index` (released, ours): kept on the private stack while nobody waits for a
+    /// slot, else pushed to the shared list, whose waiters are then served. Returns the panics of
+    /// the waiters' wakers (contained).
+    #[inline]
+    pub(crate) fn free_to(&self, index: u32, free: &FreeList<N>, waiters: &WaitList) -> u64 {
+        if waiters.is_empty() {
+            // A waiter that registers after this read is served by `hand_back` at the end of the
+            // pass (the Dekker pair of the wait list, deferred): never left waiting for good.
+            self.push_free(index);
+            return 0;
+        }
+        free.push(index);
+        waiters.wake_waiters(free)
+    }
+
+    /// Hands every kept free slot back to the shared list and serves the waiters. Returns the
+    /// panics of their wakers (contained).
+    pub(crate) fn hand_back(&self, free: &FreeList<N>, waiters: &WaitList) -> u64 {
+        if !self.has_free() {
+            return 0;
+        }
+        while let Some(index) = self.pop_free() {
+            free.push(index);
+        }
+        waiters.wake_waiters(free)
+    }
+
+    /// Queues submitted slot `index` for the loop.
+    #[inline]
+    pub(crate) fn push(&self, index: u32) {
+        let tail = self.tail.get();
+        debug_assert!(
+            (tail.wrapping_sub(self.head.get()) as usize) < N,
+            "a slot queued twice"
+        );
+        self.queue[tail as usize % N].set(index);
+        self.tail.set(tail.wrapping_add(1));
+    }
+
+    /// The oldest submitted slot index, if any.
+    #[inline]
+    pub(crate) fn pop(&self) -> Option<u32> {
+        let head = self.head.get();
+        if head == self.tail.get() {
+            return None;
+        }
+        self.head.set(head.wrapping_add(1));
+        Some(self.queue[head as usize % N].get())
+    }
+
+    /// Whether a submitted request waits in the queue.
+    #[inline]
+    pub(crate) fn has_ready(&self) -> bool {
+        self.head.get() != self.tail.get()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stack_is_lifo_and_the_queue_fifo_across_wraps() {
+        let local = LoopLocal::<4>::new();
+        assert!(!local.is_active() && !local.has_free() && !local.has_ready());
+        local.activate();
+        assert!(local.is_active());
+        for i in [3, 1, 2] {
+            local.push_free(i);
+        }
+        assert_eq!(local.pop_free(), Some(2));
+        assert_eq!(local.pop_free(), Some(1));
+        assert!(local.has_free());
+        assert_eq!(local.pop_free(), Some(3));
+        assert_eq!(local.pop_free(), None);
+        // Many laps of the queue, up to full each time.
+        for lap in 0..10u32 {
+            for i in 0..4 {
+                local.push(lap * 4 + i);
+            }
+            assert!(local.has_ready());
+            for i in 0..4 {
+                assert_eq!(local.pop(), Some(lap * 4 + i));
+            }
+            assert_eq!(local.pop(), None);
+        }
+        local.deactivate();
+        assert!(!local.is_active());
+    }
+}
