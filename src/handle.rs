@@ -11,7 +11,7 @@
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::buf::{IoBuf, IoBufMut};
@@ -19,6 +19,7 @@ use crate::error::Error;
 use crate::event_loop::request::Request;
 use crate::fd::Fd;
 use crate::handoff::lane::Lane;
+use crate::handoff::loop_local::LoopLocal;
 use crate::handoff::slot::Leave;
 use crate::handoff::wait_list::{Notify, WaitState, Waiter};
 use crate::metrics::Metrics;
@@ -123,6 +124,9 @@ pub struct Op<O: Operation, const SLOTS: usize, const RING: usize, const WHEEL: 
     queued: bool,
     /// Whether a waker was registered in the slot's cell (so it must be taken back).
     registered: bool,
+    /// Whether a waker was registered in the loop thread's private cell of the slot (polled on
+    /// the loop thread; taken back there).
+    registered_here: bool,
     /// The single-producer lane it is submitted through (`LaneHandle::submit`), else the
     /// shared ring.
     lane: Option<&'static Lane<SLOTS>>,
@@ -360,16 +364,15 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
             // registered may still be in the cell (the loop woke before we registered): take it
             // back so the next request of the slot starts empty; dropped after the slot is free.
             self.state = State::Finished;
-            let waker = if self.registered {
-                slot.waker.take_back()
-            } else {
-                None
-            };
+            let here = self.storage.loop_here();
+            let wakers = self.take_wakers_back(index, here);
             // The result (a vectored request's buffers out of the slot's cell) is built before
             // the slot is freed: the slot's next owner may fill the cell at once.
             let result = op.output(outcome.unwrap_or(Err(Error::Closed)));
-            self.storage.free_slot_to(index, self.storage.loop_here());
-            self.storage.run_user(move || drop(waker));
+            self.storage.free_slot_to(index, here);
+            if wakers.0.is_some() || wakers.1.is_some() {
+                self.storage.run_user(move || drop(wakers));
+            }
             return Some(result);
         }
         if slot.is_abandoned() {
@@ -378,6 +381,24 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
             return Some(Err(O::lost(Error::Abandoned)));
         }
         None
+    }
+
+    /// Takes back the wakers this `Op` left for slot `index`: in the slot's cell, and in the
+    /// loop thread's private cell when on that thread (`here`; from elsewhere the loop drops it).
+    fn take_wakers_back(
+        &self,
+        index: u32,
+        here: Option<&LoopLocal<S>>,
+    ) -> (Option<Waker>, Option<Waker>) {
+        let shared = match self.registered {
+            true => self.storage.slots[index as usize].waker.take_back(),
+            false => None,
+        };
+        let private = match (self.registered_here, here) {
+            (true, Some(here)) => here.take_waker(index),
+            _ => None,
+        };
+        (shared, private)
     }
 
     fn take_ready(&mut self) -> Option<OpResult<O>> {
@@ -467,10 +488,23 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Future for Op
             unreachable!("submitted above")
         };
         // Register, then check again: the loop sets DONE before it wakes (waker_cell.rs).
-        this.registered = true;
-        this.storage.slots[index as usize]
-            .waker
-            .register(cx.waker());
+        let slot = &this.storage.slots[index as usize];
+        match this.storage.loop_here() {
+            // On the loop thread: its private cell, plain stores (`loop_local.rs`).
+            Some(here) => {
+                let replaced = here.register_waker(index, cx.waker());
+                slot.mark_local_waker();
+                this.registered_here = true;
+                if let Some(old) = replaced {
+                    this.storage.run_user(move || drop(old));
+                }
+            }
+            None => {
+                slot.clear_local_waker();
+                this.registered = true;
+                slot.waker.register(cx.waker());
+            }
+        }
         match this.try_take() {
             Some(result) => Poll::Ready(result),
             None => Poll::Pending,
@@ -489,13 +523,9 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Drop for Op<O
         if let State::Submitted(index) = self.state {
             self.state = State::Finished;
             let slot = &self.storage.slots[index as usize];
-            // Take our waker back first: once orphaned, the slot may be retired and reused, and
-            // its cell then belongs to the next request. Dropped last, after the slot is settled.
-            let waker = if self.registered {
-                slot.waker.take_back()
-            } else {
-                None
-            };
+            // Take our wakers back first: once orphaned, the slot may be retired and reused, and
+            // its cells then belong to the next request. Dropped last, after the slot is settled.
+            let waker = self.take_wakers_back(index, self.storage.loop_here());
             match slot.orphan() {
                 Leave::Orphaned => {
                     if O::KIND.dropped().cancelled() && self.storage.cancels_dropped() {
@@ -557,6 +587,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
             waiter: Waiter::new(),
             queued: false,
             registered: false,
+            registered_here: false,
             lane: None,
         }
     }

@@ -25,7 +25,7 @@ use crate::event_loop::table::Table;
 use crate::handoff::free_list::FreeList;
 use crate::handoff::lane::Lane;
 use crate::handoff::loop_local::LoopLocal;
-use crate::handoff::slot::Slot;
+use crate::handoff::slot::{Caller, Slot};
 use crate::handoff::submit_queue::SubmitQueue;
 use crate::handoff::wait_list::WaitList;
 use crate::handoff::wake::WakeState;
@@ -464,6 +464,7 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         while let Some(index) = self.local.pop_free() {
             self.free.push(index);
         }
+
         // AcqRel: after this no `begin_submit` succeeds (its CAS sees CLOSED).
         self.life.fetch_or(CLOSED, Ordering::AcqRel);
         let panics = self.waiters.close_all(self.epoch());
@@ -488,6 +489,11 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
             while let Some(index) = lane.pop() {
                 sweep(index);
             }
+        }
+        // Wakers the loop thread's callers left in its private cells (an `Op` that moved to
+        // another thread): dropped, contained, once the sweep has woken the current ones.
+        for waker in self.local.take_wakers() {
+            self.run_user(move || drop(waker));
         }
         // AcqRel: orders the sweep before a later claimer (through the claim flag below or the
         // last handle's release) and sees the handles' final count.
@@ -550,13 +556,26 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
 
     /// Tells the caller of a request that just left `QUEUED`/`ACTIVE` (its state is final):
     /// unparks a `.wait()` thread, then wakes the registered waker, contained.
-    pub(crate) fn wake_caller(&self, index: u32, parked: bool) {
+    pub(crate) fn wake_caller(&self, index: u32, caller: Caller) {
         let slot = &self.slots[index as usize];
-        if parked {
+        if caller.parked {
             slot.unpark();
+        }
+        // Loop thread: its private cell is ours to read. A waker there that the caller left
+        // when it moved to another thread (no `local` bit any more) is stale: dropped, and the
+        // slot's atomic cell holds the current one.
+        let private = self.local.take_waker(index);
+        if caller.local {
+            if let Some(waker) = private {
+                self.run_user(move || waker.wake());
+            }
+            return;
         }
         if let Some(waker) = slot.waker.take() {
             self.run_user(move || waker.wake());
+        }
+        if let Some(stale) = private {
+            self.run_user(move || drop(stale));
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::future::Future;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -326,4 +327,72 @@ fn a_panic_on_the_loop_thread_strands_no_privately_kept_slot() {
     assert_eq!(b.wait(), Ok(()));
     drop(handle);
     thread.join().unwrap().unwrap();
+}
+
+/// An operation first polled on the loop thread leaves its waker in the loop's private cell; if
+/// it then moves to another thread and is awaited there, the loop wakes that thread's waker (the
+/// move clears the private mark with an RMW), not the stale one. A lost wake shows as a timeout.
+#[test]
+fn an_operation_first_polled_on_the_loop_thread_is_woken_on_another() {
+    let (handle, event_loop) = static_uring::new::<4, 4, 64>(config()).unwrap();
+    let (a, b) = socket_pair();
+    let (done_tx, done_rx) = socket_pair();
+    type Recv = static_uring::Op<static_uring::op::Recv, 4, 4, 64>;
+    let (tx, rx) = std::sync::mpsc::channel::<std::pin::Pin<Box<Recv>>>();
+    let helper = thread::spawn(move || {
+        let mut op = rx.recv().unwrap();
+        // The first poll here registers this thread's waker; then the data arrives.
+        assert!(poll_once(op.as_mut()).is_none(), "nothing to receive yet");
+        (&*a).write_all(b"m").unwrap();
+        let (buf, _) = poll_only_when_woken(op).expect("recv");
+        (&*done_tx).write_all(b"d").unwrap();
+        buf.to_vec()
+    });
+    with_timeout(HANG, move || {
+        event_loop.block_on(async move {
+            let mut op = Box::pin(handle.recv(b, IoBufMut::with_capacity(1)).exact(1));
+            // One poll on the loop thread: submitted, its waker in the loop's private cell.
+            let first = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(op.as_mut().poll(cx).is_pending())
+            })
+            .await;
+            assert!(first, "nothing to receive yet");
+            tx.send(op).unwrap();
+            // Serve until the other thread has its result.
+            handle
+                .recv(done_rx, IoBufMut::with_capacity(1))
+                .exact(1)
+                .await
+                .unwrap();
+        })
+    })
+    .unwrap();
+    assert_eq!(helper.join().unwrap(), b"m");
+}
+
+/// Drives `fut` on this thread, polling it again only when its waker is woken: a wake that
+/// never comes fails (after 5 s) instead of being papered over by a timed re-poll.
+fn poll_only_when_woken<F: Future + Unpin>(mut fut: F) -> F::Output {
+    struct Flag(Mutex<bool>, std::sync::Condvar);
+    impl std::task::Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            *self.0.lock().unwrap() = true;
+            self.1.notify_all();
+        }
+    }
+    let flag = Arc::new(Flag(Mutex::new(false), std::sync::Condvar::new()));
+    let waker = std::task::Waker::from(flag.clone());
+    let mut cx = std::task::Context::from_waker(&waker);
+    loop {
+        if let std::task::Poll::Ready(out) = std::pin::Pin::new(&mut fut).poll(&mut cx) {
+            return out;
+        }
+        let woken = flag.0.lock().unwrap();
+        let (mut woken, _) = flag
+            .1
+            .wait_timeout_while(woken, Duration::from_secs(5), |w| !*w)
+            .unwrap();
+        assert!(*woken, "the operation's waker was never woken");
+        *woken = false;
+    }
 }

@@ -132,9 +132,8 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         Counters::bump(&metrics.completed);
         Counters::bump(&metrics.abandoned);
         Counters::bump(&metrics.parked);
-        let (waiting, parked) = self.storage.slots[index as usize].abandon();
-        if waiting {
-            self.storage.wake_caller(index, parked);
+        if let Some(caller) = self.storage.slots[index as usize].abandon() {
+            self.storage.wake_caller(index, caller);
         }
     }
 
@@ -157,8 +156,8 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                 owned_request(&mut t.flags, &storage.slots, index).outcome =
                     Some(Err(Error::Closed));
                 t.release(index);
-                if let Finish::Delivered { parked } = slot.finish() {
-                    storage.wake_caller(index, parked);
+                if let Finish::Delivered(caller) = slot.finish() {
+                    storage.wake_caller(index, caller);
                     return;
                 }
             }

@@ -10,7 +10,7 @@ use crate::event_loop::request::Request;
 use crate::event_loop::wheel::{Target, Wheel};
 use crate::fd::Fd;
 use crate::handoff::free_list::FreeList;
-use crate::handoff::slot::{Finish, Leave, Slot, DONE, FREE};
+use crate::handoff::slot::{Caller, Finish, Leave, Slot, DONE, FREE};
 use crate::handoff::submit_queue::SubmitQueue;
 use crate::handoff::wake::WakeState;
 use crate::handoff::waker_cell::WakerCell;
@@ -183,7 +183,7 @@ fn slot_phase_transitions_and_request_access_allocate_nothing() {
                 r.outcome = Some(Ok(at as usize));
             })
         };
-        assert_eq!(slot.finish(), Finish::Delivered { parked: false });
+        assert_eq!(slot.finish(), Finish::Delivered(Caller::default()));
         assert_eq!(slot.phase(), DONE);
         // SAFETY: DONE: the caller owns the request.
         let (work, outcome) = unsafe {
@@ -365,7 +365,7 @@ fn storage_claim_publish_consume_free_cycle_allocates_nothing() {
         assert!(slot.admit());
         // SAFETY: ACTIVE: the loop owns the request.
         unsafe { slot.with_request(|r| r.outcome = Some(Ok(i as usize))) };
-        assert_eq!(slot.finish(), Finish::Delivered { parked: false });
+        assert_eq!(slot.finish(), Finish::Delivered(Caller::default()));
         slot.waker.wake();
 
         // Caller again.
@@ -674,7 +674,7 @@ fn dropping_a_storage_leaks_requests_the_kernel_may_still_own() {
     unsafe { storage.slots[1].with_request(|r| r.outcome = Some(Ok(0))) };
     assert_eq!(
         storage.slots[1].finish(),
-        Finish::Delivered { parked: false }
+        Finish::Delivered(Caller::default())
     ); // DONE
     assert_eq!(Arc::strong_count(&file), 3);
     drop(storage);

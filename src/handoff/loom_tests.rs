@@ -24,7 +24,7 @@
 //! reschedule a yielding thread for free and an unbounded two-sided spin has infinite executions.
 
 use crate::handoff::free_list::FreeList;
-use crate::handoff::slot::{Finish, Leave, Slot, DONE, FREE};
+use crate::handoff::slot::{Caller, Finish, Leave, Slot, DONE, FREE};
 use crate::handoff::submit_queue::SubmitQueue;
 use crate::handoff::wait_list::{Notify, WaitList, WaitState, Waiter};
 use crate::handoff::wake::{decide_sleep, Sleeper, WakeState};
@@ -353,7 +353,7 @@ fn loom_slot_complete_races_orphan_exactly_one_frees() {
                         })
                     };
                     match slot.finish() {
-                        Finish::Delivered { parked } => assert!(!parked),
+                        Finish::Delivered(caller) => assert!(!caller.parked),
                         Finish::Orphaned => {
                             // SAFETY: ORPHANED, the loop owns the request.
                             unsafe { slot.with_request(|r| r.outcome = None) };
@@ -408,7 +408,7 @@ fn loom_slot_done_publishes_result() {
                 assert!(slot.admit());
                 // SAFETY: ACTIVE, the loop owns the request.
                 unsafe { slot.with_request(|r| r.outcome = Some(5)) };
-                assert_eq!(slot.finish(), Finish::Delivered { parked: false });
+                assert_eq!(slot.finish(), Finish::Delivered(Caller::default()));
             })
         };
         while slot.phase() != DONE {
@@ -482,6 +482,53 @@ fn loom_waker_cell_no_lost_wake() {
         assert!(cell.take_back().is_none(), "a waker was left in the cell");
         drop(first);
         drop(cell);
+    });
+}
+
+/// **A caller that registered on the loop thread, then moved to another.** The caller first
+/// registered on the loop thread (its waker in the loop's private cell, the phase bit
+/// `LOCAL_WAKER` set with plain stores); its `Op` then moved to another thread, which clears the
+/// bit (`clear_local_waker`, an RMW), registers in the slot's atomic cell and checks for `DONE`,
+/// while the loop finishes the request and wakes the cell that `finish` names. Proves: the moved
+/// caller is never stranded: it sees `DONE`, or its new waker is woken.
+#[test]
+fn loom_slot_local_waker_moved_to_another_thread_is_woken() {
+    model(3, || {
+        let slot = Arc::new(Slot::new(0u32));
+        let cell = Arc::new(WakerCell::new());
+        slot.mark_filled();
+        slot.mark_queued();
+        assert!(slot.admit());
+        // The loop thread (this one) ran the caller's first poll: a private waker.
+        let (old, old_waker) = flag_waker();
+        let mut private = Some(old_waker);
+        slot.mark_local_waker();
+        let (new, new_waker) = flag_waker();
+        let caller = {
+            let (slot, cell) = (slot.clone(), cell.clone());
+            thread::spawn(move || {
+                slot.clear_local_waker();
+                cell.register(&new_waker);
+                slot.is_done()
+            })
+        };
+        match slot.finish() {
+            Finish::Delivered(caller) => {
+                if caller.local {
+                    private.take().map(|w| w.wake());
+                } else if let Some(w) = cell.take() {
+                    w.wake();
+                }
+            }
+            Finish::Orphaned => unreachable!("nobody orphans it"),
+        }
+        let saw_done = caller.join().unwrap();
+        assert!(
+            saw_done || new.0.load(SeqCst) > 0,
+            "the moved caller saw no DONE and its new waker was not woken (old woken {} times)",
+            old.0.load(SeqCst)
+        );
+        drop(private);
     });
 }
 

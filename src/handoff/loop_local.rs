@@ -27,6 +27,7 @@
 //! Release/Acquire orders one loop's last writes before the next loop's first.
 
 use std::cell::Cell;
+use std::task::Waker;
 
 use crate::handoff::free_list::FreeList;
 use crate::handoff::wait_list::WaitList;
@@ -43,6 +44,9 @@ pub(crate) struct LoopLocal<const N: usize> {
     queue: [Cell<u32>; N],
     head: Cell<u32>,
     tail: Cell<u32>,
+    /// Per slot, the waker of a caller that registered on the loop thread (`Slot` phase bit
+    /// `LOCAL_WAKER`): the loop wakes it without the slot's atomic waker cell.
+    wakers: [Cell<Option<Waker>>; N],
 }
 
 // SAFETY: only the thread running the current claim's loop touches a `LoopLocal` (module doc:
@@ -55,6 +59,7 @@ impl<const N: usize> LoopLocal<N> {
     #[allow(clippy::declare_interior_mutable_const)]
     pub(crate) const fn new() -> Self {
         const EMPTY: Cell<u32> = Cell::new(0);
+        const NO_WAKER: Cell<Option<Waker>> = Cell::new(None);
         LoopLocal {
             active: Cell::new(false),
             free: [EMPTY; N],
@@ -62,6 +67,7 @@ impl<const N: usize> LoopLocal<N> {
             queue: [EMPTY; N],
             head: Cell::new(0),
             tail: Cell::new(0),
+            wakers: [NO_WAKER; N],
         }
     }
 
@@ -78,9 +84,11 @@ impl<const N: usize> LoopLocal<N> {
             std::ptr::addr_of_mut!((*ptr).tail).write(Cell::new(0));
             let free = std::ptr::addr_of_mut!((*ptr).free).cast::<Cell<u32>>();
             let queue = std::ptr::addr_of_mut!((*ptr).queue).cast::<Cell<u32>>();
+            let wakers = std::ptr::addr_of_mut!((*ptr).wakers).cast::<Cell<Option<Waker>>>();
             for i in 0..N {
                 free.add(i).write(Cell::new(0));
                 queue.add(i).write(Cell::new(0));
+                wakers.add(i).write(Cell::new(None));
             }
         }
     }
@@ -149,6 +157,34 @@ impl<const N: usize> LoopLocal<N> {
             free.push(index);
         }
         waiters.wake_waiters(free)
+    }
+
+    /// Registers the waker of slot `index`'s caller (on the loop thread). Returns the waker it
+    /// replaces, for the caller to drop once the crate's state is final (user code). Cloning
+    /// `waker` is user code too: it runs with the cell holding the old waker, so a panic in it
+    /// leaves the cell consistent.
+    #[inline]
+    pub(crate) fn register_waker(&self, index: u32, waker: &Waker) -> Option<Waker> {
+        let cell = &self.wakers[index as usize];
+        let old = cell.take();
+        let same = old.as_ref().is_some_and(|old| old.will_wake(waker));
+        cell.set(old);
+        if same {
+            return None;
+        }
+        let fresh = waker.clone();
+        cell.replace(Some(fresh))
+    }
+
+    /// Takes the waker of slot `index` (the loop, to wake it, or its caller, taking it back).
+    #[inline]
+    pub(crate) fn take_waker(&self, index: u32) -> Option<Waker> {
+        self.wakers[index as usize].take()
+    }
+
+    /// Takes every waker left in the cells (the loop closes): for the caller to drop.
+    pub(crate) fn take_wakers(&self) -> impl Iterator<Item = Waker> + '_ {
+        self.wakers.iter().filter_map(Cell::take)
     }
 
     /// Queues submitted slot `index` for the loop.

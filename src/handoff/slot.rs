@@ -43,13 +43,37 @@ pub(super) const ABANDONED: u32 = 6;
 
 /// Set beside `QUEUED` or `ACTIVE` while a thread sleeps on the phase word.
 const PARKED: u32 = 1 << 8;
+/// Set beside `QUEUED` or `ACTIVE` while the caller's waker is in the loop thread's private cell
+/// (`loop_local.rs`) instead of `waker`: set by the caller on the loop thread, cleared with an
+/// RMW by a caller that registers from another thread (see [`Slot::mark_local_waker`]).
+const LOCAL_WAKER: u32 = 1 << 9;
+/// The bits that stay with the phase while it is `QUEUED` or `ACTIVE`.
+const CALLER_BITS: u32 = PARKED | LOCAL_WAKER;
 const PHASE: u32 = 0xff;
+
+/// How to tell a waiting caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Caller {
+    /// A `.wait()` thread sleeps on the phase word: unpark it.
+    pub(crate) parked: bool,
+    /// Its waker is in the loop thread's private cell, not in the slot's `waker`.
+    pub(crate) local: bool,
+}
+
+impl Caller {
+    fn of(word: u32) -> Caller {
+        Caller {
+            parked: word & PARKED != 0,
+            local: word & LOCAL_WAKER != 0,
+        }
+    }
+}
 
 /// What the loop found when it tried to finish a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Finish {
-    /// The caller owns the result now; wake it (and unpark it if `parked`).
-    Delivered { parked: bool },
+    /// The caller owns the result now; tell it.
+    Delivered(Caller),
     /// The caller was gone: the loop owns the slot and must free it.
     Orphaned,
 }
@@ -179,20 +203,41 @@ impl<T> Slot<T> {
     #[inline]
     pub(crate) fn finish(&self) -> Finish {
         match self.transition(|phase| (phase == ACTIVE).then_some(DONE)) {
-            Ok(previous) => Finish::Delivered {
-                parked: previous & PARKED != 0,
-            },
+            Ok(previous) => Finish::Delivered(Caller::of(previous)),
             Err(_) => Finish::Orphaned,
         }
     }
 
     /// `ACTIVE | ORPHANED -> ABANDONED` (loop at shutdown, the kernel may still own the buffers).
-    /// Returns true if a caller is waiting (was `ACTIVE`) and `parked` when it sleeps on a futex.
-    pub(crate) fn abandon(&self) -> (bool, bool) {
+    /// Returns the caller to tell if one is waiting (it was `ACTIVE`).
+    pub(crate) fn abandon(&self) -> Option<Caller> {
         let previous = self
             .transition(|phase| matches!(phase, ACTIVE | ORPHANED).then_some(ABANDONED))
             .unwrap_or(ABANDONED);
-        (previous & PHASE == ACTIVE, previous & PARKED != 0)
+        (previous & PHASE == ACTIVE).then(|| Caller::of(previous))
+    }
+
+    /// The caller, on the loop thread, put its waker in the loop thread's private cell: the loop
+    /// wakes that one. A plain load and store: only the caller (`&mut` its `Op`) and the loop
+    /// write the phase while it is `QUEUED` or `ACTIVE`, and the loop is not running while its
+    /// thread runs the caller. Only while `QUEUED` or `ACTIVE` (a finished request is taken).
+    #[inline]
+    pub(crate) fn mark_local_waker(&self) {
+        let word = self.phase.load(Ordering::Relaxed);
+        if matches!(word & PHASE, QUEUED | ACTIVE) && word & LOCAL_WAKER == 0 {
+            self.phase.store(word | LOCAL_WAKER, Ordering::Relaxed);
+        }
+    }
+
+    /// A caller on another thread is about to register in `waker`: if its waker was left in the
+    /// loop thread's private cell (the `Op` moved threads), the loop must look at `waker` from
+    /// now on. The read-modify-write orders this against the loop's `finish`: either the loop
+    /// sees the bit gone and takes `waker`, or this sees `DONE` (the caller's next check).
+    #[inline]
+    pub(crate) fn clear_local_waker(&self) {
+        if self.phase.load(Ordering::Relaxed) & LOCAL_WAKER != 0 {
+            self.phase.fetch_and(!LOCAL_WAKER, Ordering::AcqRel);
+        }
     }
 
     /// The caller gives up (its future is dropped): `QUEUED | ACTIVE -> ORPHANED`.
@@ -219,14 +264,15 @@ impl<T> Slot<T> {
         self.phase.store(FREE, Ordering::Relaxed);
     }
 
-    /// Applies `next` to the phase (keeping `PARKED` unless the phase leaves QUEUED/ACTIVE).
+    /// Applies `next` to the phase (keeping `PARKED` and `LOCAL_WAKER` unless the phase leaves
+    /// QUEUED/ACTIVE).
     /// AcqRel: every transition both publishes the mover's writes and acquires the other side's.
     #[inline]
     fn transition(&self, next: impl Fn(u32) -> Option<u32>) -> Result<u32, u32> {
         self.phase
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
                 next(word & PHASE).map(|phase| match phase {
-                    QUEUED | ACTIVE => phase | (word & PARKED),
+                    QUEUED | ACTIVE => phase | (word & CALLER_BITS),
                     _ => phase,
                 })
             })
@@ -268,7 +314,7 @@ mod tests {
         slot.mark_filled();
         slot.mark_queued();
         assert!(slot.admit());
-        assert_eq!(slot.finish(), Finish::Delivered { parked: false });
+        assert_eq!(slot.finish(), Finish::Delivered(Caller::default()));
         assert_eq!(slot.orphan(), Leave::Done);
     }
 
@@ -281,7 +327,7 @@ mod tests {
         assert_eq!(slot.orphan(), Leave::Orphaned);
         assert!(!slot.admit(), "an orphan is not admitted as live");
         assert_eq!(slot.finish(), Finish::Orphaned);
-        assert_eq!(slot.abandon(), (false, false));
+        assert_eq!(slot.abandon(), None);
         assert_eq!(slot.phase(), ABANDONED);
         assert_eq!(
             slot.orphan(),
@@ -299,7 +345,13 @@ mod tests {
         slot.phase.fetch_or(PARKED, Ordering::Relaxed);
         assert!(slot.admit());
         assert_eq!(slot.phase(), ACTIVE);
-        assert_eq!(slot.finish(), Finish::Delivered { parked: true });
+        assert_eq!(
+            slot.finish(),
+            Finish::Delivered(Caller {
+                parked: true,
+                local: false
+            })
+        );
         slot.release();
         assert_eq!(slot.generation(), 1);
         assert_eq!(slot.phase(), FREE);
