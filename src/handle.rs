@@ -491,6 +491,9 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Future for Op
         let slot = &this.storage.slots[index as usize];
         match this.storage.loop_here() {
             // On the loop thread: its private cell, plain stores (`loop_local.rs`).
+            // No check after it: the loop is not running while its thread runs this poll, so
+            // the request cannot have finished since the look above (or since it was submitted
+            // in this poll).
             Some(here) => {
                 let replaced = here.register_waker(index, cx.waker());
                 slot.mark_local_waker();
@@ -498,6 +501,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Future for Op
                 if let Some(old) = replaced {
                     this.storage.run_user(move || drop(old));
                 }
+                return Poll::Pending;
             }
             None => {
                 slot.clear_local_waker();
