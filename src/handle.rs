@@ -298,14 +298,23 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
                 std::ptr::write(r, Request::new(op.into(), fd, deadline))
             })
         };
-        slot.mark_queued();
         match (self.lane, storage.loop_here_if(local)) {
             // The lane's one producer is this thread (`LaneHandle` is not `Sync`, `LaneOp` not
             // `Send`), so its push needs no claim.
-            (Some(lane), _) => lane.push(index),
-            // On the serving loop's thread: its private queue, which it pops first.
-            (None, Some(here)) => here.push(index),
-            (None, None) => storage.queue.push(index),
+            (Some(lane), _) => {
+                slot.mark_queued();
+                lane.push(index);
+            }
+            // On the serving loop's thread: admitted at once, into its private queue, which it
+            // pops first.
+            (None, Some(here)) => {
+                slot.mark_admitted_here();
+                here.push(index);
+            }
+            (None, None) => {
+                slot.mark_queued();
+                storage.queue.push(index);
+            }
         }
         if !local {
             if storage.wake.publish() {

@@ -396,3 +396,45 @@ fn poll_only_when_woken<F: Future + Unpin>(mut fut: F) -> F::Output {
         *woken = false;
     }
 }
+
+/// A loop-thread request is admitted when it is submitted (into the loop's private queue); one
+/// dropped before the loop stages it follows its operation's drop rule: a `recv` is retired
+/// without ever reaching the kernel (it consumes nothing), a `write_at` still runs.
+#[test]
+fn a_loop_thread_request_dropped_before_staging_follows_its_drop_rule() {
+    let (handle, event_loop) = static_uring::new::<4, 4, 64>(config()).unwrap();
+    let (a, b) = socket_pair();
+    let file = TempFile::new();
+    let path_file = file.file.clone();
+    let got = with_timeout(HANG, move || {
+        event_loop.block_on(async move {
+            let before = handle.metrics();
+            // Polled once (submitted, not yet staged), then dropped in the same poll.
+            let mut recv = Box::pin(handle.recv(b.clone(), IoBufMut::with_capacity(1)).exact(1));
+            let mut write =
+                Box::pin(handle.write_at(path_file, 0, static_uring::IoBuf::from(&b"kept"[..])));
+            std::future::poll_fn(|cx| {
+                assert!(recv.as_mut().poll(cx).is_pending());
+                assert!(write.as_mut().poll(cx).is_pending());
+                std::task::Poll::Ready(())
+            })
+            .await;
+            drop(recv);
+            drop(write);
+            (&*a).write_all(b"x").unwrap();
+            let (buf, _) = handle
+                .recv(b, IoBufMut::with_capacity(1))
+                .exact(1)
+                .await
+                .unwrap();
+            let after = handle.metrics();
+            (buf.to_vec(), after.orphaned - before.orphaned)
+        })
+    })
+    .unwrap();
+    assert_eq!(got.0, b"x", "the dropped recv consumed nothing");
+    assert!(got.1 >= 1, "the dropped recv was retired as an orphan");
+    wait_until(HANG, "the dropped write to land", || {
+        file.contents() == b"kept"
+    });
+}

@@ -6,7 +6,7 @@
 //! | phase       | meaning                                        | `request` owned by | next phases (by whom)                                  |
 //! |-------------|------------------------------------------------|--------------------|--------------------------------------------------------|
 //! | `FREE`      | on the free list                               | nobody             | `FILLED` (caller, after popping the index)             |
-//! | `FILLED`    | caller is writing the request                  | caller             | `QUEUED` (caller, before pushing the index), `FREE`    |
+//! | `FILLED`    | caller is writing the request                  | caller             | `QUEUED` (caller, before pushing the index), `ACTIVE` (caller on the loop thread, before its private queue), `FREE` |
 //! | `QUEUED`    | index in the submission ring                   | loop (once popped) | `ACTIVE` (loop admits), `ORPHANED` (caller drops)      |
 //! | `ACTIVE`    | admitted: in flight, ready-queued or cancelling | loop               | `DONE` (loop), `ORPHANED` (caller), `ABANDONED` (loop) |
 //! | `DONE`      | result stored, waiting for the caller          | caller             | `FREE` (caller takes the result)                       |
@@ -190,10 +190,23 @@ impl<T> Slot<T> {
         self.phase.store(QUEUED, Ordering::Release);
     }
 
-    /// `QUEUED -> ACTIVE` (loop, when it admits the request). Returns false if the caller
-    /// orphaned it first (the phase is then `ORPHANED`, owned by the loop).
+    /// `FILLED -> ACTIVE` by a caller on the loop thread, which queues the index in the loop's
+    /// private queue next: the loop owns the request from here, as after `admit`, with no
+    /// compare-exchange (nobody else can see the slot: it is not in any shared queue).
+    #[inline]
+    pub(crate) fn mark_admitted_here(&self) {
+        self.phase.store(ACTIVE, Ordering::Release);
+    }
+
+    /// `QUEUED -> ACTIVE` (loop, when it admits the request), or already `ACTIVE` (admitted by
+    /// its caller on the loop thread, `mark_admitted_here`: a load is enough). Returns false if
+    /// the caller orphaned it first (the phase is then `ORPHANED`, owned by the loop). A caller
+    /// that orphans an `ACTIVE` request after this is handled as any orphan of an admitted one.
     #[inline]
     pub(crate) fn admit(&self) -> bool {
+        if self.phase.load(Ordering::Acquire) & PHASE == ACTIVE {
+            return true;
+        }
         self.transition(|phase| (phase == QUEUED).then_some(ACTIVE))
             .is_ok()
     }
