@@ -192,7 +192,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
             self.storage.pop_free(here).ok_or(Error::Full)
         };
         let submitted = match claimed {
-            Ok(index) => self.submit(index, start),
+            Ok(index) => self.submit(index, start, false),
             Err(e) => Err(start.unsubmitted(e)),
         };
         match submitted {
@@ -247,7 +247,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
                 self.state = State::Checked(start);
                 Poll::Pending
             }
-            Poll::Ready(Ok(index)) => match self.submit(index, start) {
+            Poll::Ready(Ok(index)) => match self.submit(index, start, notify.blocks()) {
                 Ok(index) => {
                     self.state = State::Submitted(index);
                     Poll::Ready(None)
@@ -262,7 +262,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
     /// if the loop closed meanwhile, frees the slot and returns the request's result.
     #[inline]
     #[allow(clippy::result_large_err)] // the caller's buffer comes back by value
-    fn submit(&self, index: u32, start: Start<O>) -> Result<u32, OpResult<O>> {
+    fn submit(&self, index: u32, start: Start<O>, blocking: bool) -> Result<u32, OpResult<O>> {
         let storage = &self.storage;
         let slot = &storage.slots[index as usize];
         slot.mark_filled();
@@ -302,7 +302,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
             // The lane's one producer is this thread (`LaneHandle` is not `Sync`, `LaneOp` not
             // `Send`), so its push needs no claim.
             (Some(lane), _) => {
-                slot.mark_queued();
+                slot.mark_queued(blocking);
                 lane.push(index);
             }
             // On the serving loop's thread: admitted at once, into its private queue, which it
@@ -312,7 +312,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
                 here.push(index);
             }
             (None, None) => {
-                slot.mark_queued();
+                slot.mark_queued(blocking);
                 storage.queue.push(index);
             }
         }

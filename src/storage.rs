@@ -561,6 +561,11 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         if caller.parked {
             slot.unpark();
         }
+        if caller.blocking {
+            // A `.wait()` caller: no waker anywhere (and not a loop-thread caller, which
+            // cannot block).
+            return;
+        }
         // Loop thread: its private cell is ours to read. A waker there that the caller left
         // when it moved to another thread (no `local` bit any more) is stale: dropped, and the
         // slot's atomic cell holds the current one.

@@ -173,7 +173,7 @@ fn slot_phase_transitions_and_request_access_allocate_nothing() {
                 *r = Request::new(work.into(), Some(fd.clone()), None);
             })
         };
-        slot.mark_queued();
+        slot.mark_queued(false);
         assert!(slot.admit());
         // SAFETY: ACTIVE: the loop (this thread, playing it) owns the request.
         unsafe {
@@ -203,7 +203,7 @@ fn slot_phase_transitions_and_request_access_allocate_nothing() {
 
         // Orphaned path: the caller leaves, the loop retires the request.
         slot.mark_filled();
-        slot.mark_queued();
+        slot.mark_queued(false);
         assert_eq!(slot.orphan(), Leave::Orphaned);
         assert!(!slot.admit());
         slot.release();
@@ -354,7 +354,7 @@ fn storage_claim_publish_consume_free_cycle_allocates_nothing() {
                 *r = Request::new(work.into(), None, None)
             })
         };
-        slot.mark_queued();
+        slot.mark_queued(false);
         STORAGE.queue.push(index);
         assert!(!STORAGE.wake.publish(), "loop not armed: no syscall");
         STORAGE.end_submit(STORAGE.epoch());
@@ -665,7 +665,7 @@ fn dropping_a_storage_leaks_requests_the_kernel_may_still_own() {
                 )
             })
         };
-        slot.mark_queued();
+        slot.mark_queued(false);
         assert!(slot.admit());
     };
     fill(0); // stays ACTIVE

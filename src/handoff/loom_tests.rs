@@ -338,7 +338,7 @@ fn loom_slot_complete_races_orphan_exactly_one_frees() {
         slot.mark_filled();
         // SAFETY: FILLED, the caller (this thread) owns the request.
         unsafe { slot.with_request(|r| r.deadline = Some(7)) };
-        slot.mark_queued();
+        slot.mark_queued(false);
         let frees = Arc::new(StdUsize::new(0));
 
         let event_loop = {
@@ -401,7 +401,7 @@ fn loom_slot_done_publishes_result() {
     model(3, || {
         let slot = Arc::new(Slot::new(Payload::default()));
         slot.mark_filled();
-        slot.mark_queued();
+        slot.mark_queued(false);
         let event_loop = {
             let slot = slot.clone();
             thread::spawn(move || {
@@ -497,7 +497,7 @@ fn loom_slot_local_waker_moved_to_another_thread_is_woken() {
         let slot = Arc::new(Slot::new(0u32));
         let cell = Arc::new(WakerCell::new());
         slot.mark_filled();
-        slot.mark_queued();
+        slot.mark_queued(false);
         assert!(slot.admit());
         // The loop thread (this one) ran the caller's first poll: a private waker.
         let (old, old_waker) = flag_waker();

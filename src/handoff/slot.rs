@@ -29,6 +29,8 @@
 //! A thread with no executor (`.wait()`) sets the `PARKED` bit next to the phase and sleeps on the
 //! phase word with a futex. Any transition out of `QUEUED`/`ACTIVE` changes the word, so a wait
 //! that starts after it returns at once; the loop calls `FUTEX_WAKE` only when it saw `PARKED`.
+//! Such a caller submits with `BLOCKING` beside `QUEUED`: it never registers a waker, so the loop
+//! does not look in the waker cell (two read-modify-writes saved per request).
 
 use crate::handoff::waker_cell::WakerCell;
 use crate::loom::{AtomicU32, Ordering, UnsafeCell};
@@ -47,8 +49,11 @@ const PARKED: u32 = 1 << 8;
 /// (`loop_local.rs`) instead of `waker`: set by the caller on the loop thread, cleared with an
 /// RMW by a caller that registers from another thread (see [`Slot::mark_local_waker`]).
 const LOCAL_WAKER: u32 = 1 << 9;
+/// Set with `QUEUED` by a caller that blocks in `.wait()` (it parks or spins, and never
+/// registers a waker): the loop skips the waker cell.
+const BLOCKING: u32 = 1 << 10;
 /// The bits that stay with the phase while it is `QUEUED` or `ACTIVE`.
-const CALLER_BITS: u32 = PARKED | LOCAL_WAKER;
+const CALLER_BITS: u32 = PARKED | LOCAL_WAKER | BLOCKING;
 const PHASE: u32 = 0xff;
 
 /// How to tell a waiting caller.
@@ -58,6 +63,8 @@ pub(crate) struct Caller {
     pub(crate) parked: bool,
     /// Its waker is in the loop thread's private cell, not in the slot's `waker`.
     pub(crate) local: bool,
+    /// It blocks in `.wait()`: it has no waker anywhere.
+    pub(crate) blocking: bool,
 }
 
 impl Caller {
@@ -65,6 +72,7 @@ impl Caller {
         Caller {
             parked: word & PARKED != 0,
             local: word & LOCAL_WAKER != 0,
+            blocking: word & BLOCKING != 0,
         }
     }
 }
@@ -183,11 +191,13 @@ impl<T> Slot<T> {
         self.phase.store(FILLED, Ordering::Relaxed);
     }
 
-    /// `FILLED -> QUEUED`, just before the index is pushed. Release: the loop's `admit`
-    /// (Acquire) sees the request (the ring's own Release/Acquire orders it too).
+    /// `FILLED -> QUEUED`, just before the index is pushed; `blocking` for a caller in
+    /// `.wait()` (see `BLOCKING`). Release: the loop's `admit` (Acquire) sees the request (the
+    /// ring's own Release/Acquire orders it too).
     #[inline]
-    pub(crate) fn mark_queued(&self) {
-        self.phase.store(QUEUED, Ordering::Release);
+    pub(crate) fn mark_queued(&self, blocking: bool) {
+        let bits = if blocking { BLOCKING } else { 0 };
+        self.phase.store(QUEUED | bits, Ordering::Release);
     }
 
     /// `FILLED -> ACTIVE` by a caller on the loop thread, which queues the index in the loop's
@@ -325,7 +335,7 @@ mod tests {
         // If the loop stores the result first, the dropping caller must free the slot.
         let slot = Slot::new(());
         slot.mark_filled();
-        slot.mark_queued();
+        slot.mark_queued(false);
         assert!(slot.admit());
         assert_eq!(slot.finish(), Finish::Delivered(Caller::default()));
         assert_eq!(slot.orphan(), Leave::Done);
@@ -336,7 +346,7 @@ mod tests {
         // If the caller leaves first, the loop must learn it owns the orphan.
         let slot = Slot::new(());
         slot.mark_filled();
-        slot.mark_queued();
+        slot.mark_queued(false);
         assert_eq!(slot.orphan(), Leave::Orphaned);
         assert!(!slot.admit(), "an orphan is not admitted as live");
         assert_eq!(slot.finish(), Finish::Orphaned);
@@ -350,11 +360,30 @@ mod tests {
     }
 
     #[test]
+    fn a_blocking_caller_is_reported_as_such() {
+        // A `.wait()` caller has no waker: the loop learns it from `finish` and `abandon`.
+        let slot = Slot::new(());
+        slot.mark_filled();
+        slot.mark_queued(true);
+        assert!(slot.admit());
+        let blocking = Caller {
+            blocking: true,
+            ..Caller::default()
+        };
+        assert_eq!(slot.abandon(), Some(blocking));
+        let slot = Slot::new(());
+        slot.mark_filled();
+        slot.mark_queued(true);
+        assert!(slot.admit());
+        assert_eq!(slot.finish(), Finish::Delivered(blocking));
+    }
+
+    #[test]
     fn release_bumps_generation_and_parked_bit_is_reported() {
         // Stale cancel CQEs are recognised by generation; a parked waiter must be woken.
         let slot = Slot::new(());
         slot.mark_filled();
-        slot.mark_queued();
+        slot.mark_queued(false);
         slot.phase.fetch_or(PARKED, Ordering::Relaxed);
         assert!(slot.admit());
         assert_eq!(slot.phase(), ACTIVE);
@@ -362,7 +391,7 @@ mod tests {
             slot.finish(),
             Finish::Delivered(Caller {
                 parked: true,
-                local: false
+                ..Caller::default()
             })
         );
         slot.release();

@@ -60,6 +60,13 @@ pub(crate) enum Notify<'a> {
     CurrentThread,
 }
 
+impl Notify<'_> {
+    /// Whether the caller blocks its thread (`.wait()`), rather than registering a waker.
+    pub(crate) fn blocks(&self) -> bool {
+        matches!(self, Notify::CurrentThread)
+    }
+}
+
 /// An owned [`Notify`], kept in the node while it waits.
 #[derive(Debug)]
 pub(crate) enum Notifier {
