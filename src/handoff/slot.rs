@@ -14,7 +14,10 @@
 //! | `ABANDONED` | kernel may still write its buffer; never reused | nobody (leaked)   | none                                                   |
 //!
 //! The waker cell is not part of the table: it has its own lock-free protocol (`waker_cell.rs`)
-//! and may be registered by the caller in `QUEUED` and `ACTIVE`.
+//! and may be registered by the caller in `QUEUED` and `ACTIVE`. A caller on the loop thread
+//! keeps its waker in the loop's private cell instead (`loop_local.rs`) and says so with the
+//! `LOCAL_WAKER` bit beside the phase; such a caller also admits its own request (`FILLED ->
+//! ACTIVE`, `mark_admitted_here`), since no other thread can see it before the loop does.
 //!
 //! # The complete-versus-drop race
 //!
