@@ -1,10 +1,12 @@
-//! Loop-thread mode: the workload's tasks run on the loop thread itself, inside
+//! Loop-thread mode, every workload: the workload's tasks run on the loop thread itself, inside
 //! `EventLoop::block_on(pool.run(main))` with a `TaskPool` of one task per outstanding request
-//! (or per ping-pong end), so every operation is staged in the iteration that polled its task
-//! and submitted with the others in one `io_uring_enter`: no hand-off, no eventfd.
+//! (per ping-pong end; a sender and a receiver for streaming), so every operation is staged in
+//! the iteration that polled its task and submitted with the others in one `io_uring_enter`: no
+//! hand-off, no eventfd. (The two-producer nop row is nop@64 here: one thread.)
 //!
 //! `block_on` consumes the loop, so each `run` builds a fresh loop on one `static` storage,
-//! claimed again (and leaks a fresh pool, a few KiB), before the timed region; the timed region is `pool.run(main)` inside `block_on`: `main`
+//! claimed again (and leaks a fresh pool, a few KiB), before the timed region; the timed region
+//! is `pool.run(main)` inside `block_on`: `main`
 //! spawns the tasks (allocation-free), and it ends when every task has finished. The loop then
 //! drains once the tasks drop the last handles (untimed). Sockets, the file and the buffers are
 //! made once and reused by every run.
@@ -28,7 +30,11 @@ use super::hist::Hist;
 use super::paired::Counters;
 use super::su::H;
 use super::{leak_aligned, tcp_pair, unix_pair, Bench, Env, Rng, Sample, Workload};
-use super::{BLOCK, PING};
+use super::{BLOCK, MSG, PING};
+
+/// The pools' sizes: the deepest nop and read_at rows.
+const NOP_TASKS: usize = 64;
+const READ_TASKS: usize = 32;
 
 /// Shared by the tasks of one run (one thread: `Rc`, `Cell`).
 struct Run {
@@ -93,16 +99,11 @@ impl LoopThread {
             seed: 1,
         };
         match workload {
-            Workload::Nop {
-                producers: 1,
-                depth: 64,
-            } => {}
-            Workload::ReadAt {
-                depth: 32,
-                direct: false,
-            } => {
-                bench.file = Some(Fd::from(Arc::new(env.open(false))));
-                *bench.rbufs.borrow_mut() = (0..32)
+            Workload::Nop { depth, .. } => assert!(depth <= NOP_TASKS, "nop depth"),
+            Workload::ReadAt { depth, direct } => {
+                assert!(depth <= READ_TASKS, "read_at depth");
+                bench.file = Some(Fd::from(Arc::new(env.open(direct))));
+                *bench.rbufs.borrow_mut() = (0..depth)
                     .map(|_| IoBufMut::from(leak_aligned(BLOCK)))
                     .collect();
             }
@@ -124,7 +125,14 @@ impl LoopThread {
                     })
                     .collect();
             }
-            _ => return Err("loop-thread rows: nop@64, read_at hot@32, ping-pong".into()),
+            Workload::Stream => {
+                let (a, b) = tcp_pair();
+                bench.ends = Some((Fd::from(Arc::new(a)), Fd::from(Arc::new(b))));
+                *bench.rbufs.borrow_mut() = vec![IoBufMut::from(leak_aligned(MSG))];
+                let memory = leak_aligned(MSG);
+                memory.fill(0x5a);
+                *bench.sbufs.borrow_mut() = vec![IoBuf::from(&*memory)];
+            }
         }
         Ok(bench)
     }
@@ -170,6 +178,39 @@ async fn read_task(
         run.record_since(start);
     }
     bufs.borrow_mut().push(buf);
+}
+
+/// One end of the stream: the sender sends `messages` messages of `MSG` bytes (each whole), the
+/// receiver receives them (each exactly); an op is a message received. Throughput only, as the
+/// floor's stream.
+async fn stream_task(
+    io: H,
+    sender: bool,
+    fd: Fd,
+    rbufs: Rc<RefCell<Vec<IoBufMut>>>,
+    sbufs: Rc<RefCell<Vec<IoBuf>>>,
+    messages: u64,
+) {
+    if sender {
+        let mut buf = sbufs.borrow_mut().pop().expect("a send buffer");
+        for _ in 0..messages {
+            buf = match io.send(&fd, buf).await {
+                Ok(buf) => buf,
+                Err(e) => panic!("send: {e}"),
+            };
+        }
+        sbufs.borrow_mut().push(buf);
+    } else {
+        let mut buf = rbufs.borrow_mut().pop().expect("a receive buffer");
+        for _ in 0..messages {
+            buf.clear();
+            buf = match io.recv(&fd, buf).exact(MSG).await {
+                Ok((buf, _)) => buf,
+                Err(e) => panic!("recv: {e}"),
+            };
+        }
+        rbufs.borrow_mut().push(buf);
+    }
 }
 
 /// One ping-pong end: `client` sends then receives (a timed round trip), the other end echoes.
@@ -226,7 +267,7 @@ impl Bench for LoopThread {
         let reader = event_loop.metrics_reader();
         let (elapsed, alloc, c0, c1) = match self.workload {
             Workload::Nop { depth, .. } => {
-                let pool = TaskPool::<_, 64>::leak();
+                let pool = TaskPool::<_, NOP_TASKS>::leak();
                 let main = async move {
                     for _ in 0..depth {
                         assert!(pool.spawn(nop_task(io.clone(), r.clone())).is_ok());
@@ -235,7 +276,7 @@ impl Bench for LoopThread {
                 event_loop.block_on(timed_async(&reader, clocked(&run, pool.run(main))))
             }
             Workload::ReadAt { depth, .. } => {
-                let pool = TaskPool::<_, 32>::leak();
+                let pool = TaskPool::<_, READ_TASKS>::leak();
                 let (fd, bufs, blocks) =
                     (self.file.clone().expect("file"), &self.rbufs, self.blocks);
                 let base = self.seed;
@@ -276,7 +317,19 @@ impl Bench for LoopThread {
                 };
                 event_loop.block_on(timed_async(&reader, pool.run(main)))
             }
-            Workload::Stream => unreachable!("not a loop-thread row"),
+            Workload::Stream => {
+                let pool = TaskPool::<_, 2>::leak();
+                let (a, b) = self.ends.clone().expect("sockets");
+                let (rbufs, sbufs) = (self.rbufs.clone(), self.sbufs.clone());
+                let main = async move {
+                    for (sender, fd) in [(true, a), (false, b)] {
+                        let task =
+                            stream_task(io.clone(), sender, fd, rbufs.clone(), sbufs.clone(), ops);
+                        assert!(pool.spawn(task).is_ok());
+                    }
+                };
+                event_loop.block_on(timed_async(&reader, pool.run(main)))
+            }
         }
         .expect("block_on");
         let hist = std::mem::replace(&mut *run.hist.borrow_mut(), Hist::new());

@@ -231,21 +231,6 @@ impl Peer {
     /// Whether this peer runs `workload` (and why not, if it does not).
     pub fn supports(self, workload: Workload) -> Result<(), &'static str> {
         match (self, workload) {
-            (
-                Peer::LoopThread(_),
-                Workload::Nop {
-                    producers: 1,
-                    depth: 64,
-                }
-                | Workload::ReadAt {
-                    depth: 32,
-                    direct: false,
-                }
-                | Workload::PingPong { .. },
-            ) => Ok(()),
-            (Peer::LoopThread(_), _) => {
-                Err("loop-thread rows: nop@64, read_at hot@32 and ping-pong only")
-            }
             (Peer::Handoff(_), Workload::Nop { producers: 1, .. }) => Ok(()),
             (Peer::Handoff(_), _) => Err("the hand-off baseline is for the nop target only"),
             (Peer::Blocking, Workload::Nop { .. }) => Err("no blocking equivalent of a nop"),
