@@ -100,7 +100,8 @@ pub struct Storage<const SLOTS: usize, const RING: usize, const WHEEL: usize> {
 }
 
 // SAFETY: shared fields are atomics or have their own protocol (slots: the phase machine;
-// `loop_state`: only the loop thread of the current claim, which the `claimed` flag makes unique).
+// `loop_state`: only the loop thread of the current claim, which the `claimed` flag makes unique;
+// `local`: only the thread serving the current claim, see `loop_local.rs`).
 unsafe impl<const S: usize, const R: usize, const W: usize> Sync for Storage<S, R, W> {}
 // SAFETY: as above.
 unsafe impl<const S: usize, const R: usize, const W: usize> Send for Storage<S, R, W> {}

@@ -438,3 +438,86 @@ fn a_loop_thread_request_dropped_before_staging_follows_its_drop_rule() {
         file.contents() == b"kept"
     });
 }
+
+/// Deadlines hold for loop-thread operations as for any: a recv with nothing to receive ends
+/// `Timeout` (buffer back) no earlier than its deadline, and the loop goes on serving.
+#[test]
+fn a_loop_thread_deadline_fires_and_hands_the_buffer_back() {
+    let (handle, event_loop) = static_uring::new::<4, 4, 64>(config()).unwrap();
+    let (_a, b) = socket_pair();
+    let (waited, error, cap, after) = with_timeout(HANG, move || {
+        event_loop.block_on(async move {
+            let start = std::time::Instant::now();
+            let err = handle
+                .recv(b, IoBufMut::with_capacity(8))
+                .timeout(Duration::from_millis(30))
+                .await
+                .expect_err("nothing to receive");
+            let waited = start.elapsed();
+            let after = handle.nop().await;
+            (waited, err.error, err.buf.capacity(), after)
+        })
+    })
+    .unwrap();
+    assert_eq!(error, Error::Timeout);
+    assert!(
+        waited >= Duration::from_millis(30),
+        "fired early: {waited:?}"
+    );
+    assert_eq!(cap, 8, "the buffer comes back");
+    assert_eq!(after, Ok(()));
+}
+
+/// The drain runs a loop-thread request left in flight when the future finished: a dropped
+/// `write_at` (durable: it always runs) lands before `block_on` returns.
+#[test]
+fn the_drain_finishes_what_the_loop_thread_left_in_flight() {
+    let (handle, event_loop) = static_uring::new::<4, 4, 64>(config()).unwrap();
+    let file = TempFile::new();
+    let target = file.file.clone();
+    with_timeout(HANG, move || {
+        event_loop.block_on(async move {
+            let op = handle
+                .write_at(target, 0, static_uring::IoBuf::from(&b"drained"[..]))
+                .try_submit()
+                .expect("a free slot");
+            drop(op);
+            drop(handle);
+        })
+    })
+    .unwrap();
+    assert_eq!(file.contents(), b"drained");
+}
+
+/// With a zero shutdown timeout, a loop-thread recv still in the kernel when the handles are gone
+/// is abandoned: `block_on` returns at once, after an AsyncCancel; its slot is parked only if the
+/// kernel had not released it (a socket recv is released by the cancel at once).
+#[test]
+fn a_loop_thread_request_left_in_the_kernel_is_abandoned_at_a_zero_timeout() {
+    let config = Config {
+        shutdown_timeout: Some(Duration::ZERO),
+        ..config()
+    };
+    let (handle, event_loop) = static_uring::new::<4, 4, 64>(config).unwrap();
+    let reader = event_loop.metrics_reader();
+    let (_a, b) = socket_pair();
+    with_timeout(HANG, move || {
+        event_loop.block_on(async move {
+            let mut recv = Box::pin(handle.recv(b, IoBufMut::with_capacity(8)));
+            // Submitted and staged: the next pass puts it in the kernel.
+            assert!(poll_once(recv.as_mut()).is_none());
+            handle.nop().await.unwrap();
+            // Orphaned (recv is retired at its next completion, which never comes) and no
+            // handle left: the drain abandons it.
+            drop(recv);
+            drop(handle);
+        })
+    })
+    .unwrap();
+    let metrics = reader.get();
+    assert_eq!(metrics.abandoned, 1, "{metrics:?}");
+    assert_eq!(metrics.orphaned, 1, "{metrics:?}");
+    assert!(metrics.cancel_sqes >= 1, "{metrics:?}");
+    assert!(metrics.parked <= 1, "{metrics:?}");
+    assert_eq!(metrics.pending_operations, 0, "{metrics:?}");
+}
