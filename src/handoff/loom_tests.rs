@@ -702,47 +702,52 @@ fn loom_wake_stalled_producer_does_not_need_spin() {
 #[test]
 fn loom_wait_list_no_missed_slot() {
     model(3, || {
-        let free = Arc::new(FreeList::<1>::new());
-        free.fill();
-        let list = Arc::new(WaitList::new());
-        let held = free.pop().expect("one slot");
-        let (flag, waker) = flag_waker();
-
-        let freer = {
-            let (free, list) = (free.clone(), list.clone());
-            thread::spawn(move || {
-                free.push(held);
-                list.wake_waiters(&free);
-            })
-        };
-        let node = Box::pin(Waiter::new());
-        let never_closed = || false;
-        // SAFETY: the node is pinned on the heap and cancelled before it is dropped.
-        let first =
-            unsafe { list.poll_claim(&*node, 0, &free, never_closed, Notify::Task(&waker)) };
-        freer.join().unwrap();
-        let got = match first {
-            WaitState::Granted(index) => index,
-            WaitState::Queued => {
-                assert!(
-                    flag.0.load(SeqCst) > 0,
-                    "queued, and the freed slot never reached us"
-                );
-                // SAFETY: as above.
-                match unsafe {
-                    list.poll_claim(&*node, 0, &free, never_closed, Notify::Task(&waker))
-                } {
-                    WaitState::Granted(index) => index,
-                    other => panic!("woken without a grant: {other:?}"),
-                }
-            }
-            other => panic!("unexpected {other:?}"),
-        };
-        assert_eq!(got, held);
-        assert_eq!(free.pop(), None, "the slot was handed out twice");
-        // SAFETY: as above; the grant was taken, so nothing comes back.
-        assert_eq!(unsafe { list.cancel(&*node) }, None);
+        claim_while_freed(|free, list, held| {
+            free.push(held);
+            list.wake_waiters(free);
+        })
     });
+}
+
+/// The claimer's side of the wait-list models: the only slot is held by a freer thread, which
+/// runs `freer(free list, wait list, index)`, while this thread claims through the wait list
+/// (and, if queued, claims again once notified). Checks that the slot ends with the claimer
+/// exactly once: granted, never stranded, never handed out twice.
+fn claim_while_freed(freer: impl FnOnce(&FreeList<1>, &WaitList, u32) + Send + 'static) {
+    let free = Arc::new(FreeList::<1>::new());
+    free.fill();
+    let list = Arc::new(WaitList::new());
+    let held = free.pop().expect("one slot");
+    let (flag, waker) = flag_waker();
+
+    let freer = {
+        let (free, list) = (free.clone(), list.clone());
+        thread::spawn(move || freer(&free, &list, held))
+    };
+    let node = Box::pin(Waiter::new());
+    let never_closed = || false;
+    // SAFETY: the node is pinned on the heap and cancelled before it is dropped.
+    let first = unsafe { list.poll_claim(&*node, 0, &free, never_closed, Notify::Task(&waker)) };
+    freer.join().unwrap();
+    let got = match first {
+        WaitState::Granted(index) => index,
+        WaitState::Queued => {
+            assert!(
+                flag.0.load(SeqCst) > 0,
+                "queued, and the freed slot never reached us"
+            );
+            // SAFETY: as above.
+            match unsafe { list.poll_claim(&*node, 0, &free, never_closed, Notify::Task(&waker)) } {
+                WaitState::Granted(index) => index,
+                other => panic!("woken without a grant: {other:?}"),
+            }
+        }
+        other => panic!("unexpected {other:?}"),
+    };
+    assert_eq!(got, held);
+    assert_eq!(free.pop(), None, "the slot was handed out twice");
+    // SAFETY: as above; the grant was taken, so nothing comes back.
+    assert_eq!(unsafe { list.cancel(&*node) }, None);
 }
 
 /// **Loop-thread free stack: a slot kept privately is never missed by a remote waiter.** The loop
@@ -756,51 +761,15 @@ fn loom_wait_list_no_missed_slot() {
 fn loom_loop_local_free_stack_never_strands_a_waiter() {
     use crate::handoff::loop_local::LoopLocal;
     model(3, || {
-        let free = Arc::new(FreeList::<1>::new());
-        free.fill();
-        let list = Arc::new(WaitList::new());
-        let held = free.pop().expect("one slot");
-        let (flag, waker) = flag_waker();
-
-        let loop_thread = {
-            let (free, list) = (free.clone(), list.clone());
-            thread::spawn(move || {
-                // The loop thread's own hand-off lives on that thread alone.
-                let local = LoopLocal::<1>::new();
-                local.activate();
-                assert_eq!(local.free_to(held, &free, &list), 0);
-                // The end of the pass.
-                assert_eq!(local.hand_back(&free, &list), 0);
-                assert!(!local.has_free(), "handed back whole");
-            })
-        };
-        let node = Box::pin(Waiter::new());
-        let never_closed = || false;
-        // SAFETY: the node is pinned on the heap and cancelled before it is dropped.
-        let first =
-            unsafe { list.poll_claim(&*node, 0, &free, never_closed, Notify::Task(&waker)) };
-        loop_thread.join().unwrap();
-        let got = match first {
-            WaitState::Granted(index) => index,
-            WaitState::Queued => {
-                assert!(
-                    flag.0.load(SeqCst) > 0,
-                    "queued, and the pass ended without handing the slot over"
-                );
-                // SAFETY: as above.
-                match unsafe {
-                    list.poll_claim(&*node, 0, &free, never_closed, Notify::Task(&waker))
-                } {
-                    WaitState::Granted(index) => index,
-                    other => panic!("woken without a grant: {other:?}"),
-                }
-            }
-            other => panic!("unexpected {other:?}"),
-        };
-        assert_eq!(got, held);
-        assert_eq!(free.pop(), None, "the slot was handed out twice");
-        // SAFETY: as above; the grant was taken, so nothing comes back.
-        assert_eq!(unsafe { list.cancel(&*node) }, None);
+        claim_while_freed(|free, list, held| {
+            // The loop thread's own hand-off lives on that thread alone.
+            let local = LoopLocal::<1>::new();
+            local.activate();
+            assert_eq!(local.free_to(held, free, list), 0);
+            // The end of the pass.
+            assert_eq!(local.hand_back(free, list), 0);
+            assert!(!local.has_free(), "handed back whole");
+        })
     });
 }
 
