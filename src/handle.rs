@@ -267,14 +267,12 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         let slot = &storage.slots[index as usize];
         slot.mark_filled();
         // On the loop's own thread (a `block_on` future, a pool task, a waker the loop runs) the
-        // loop is awake (it is running this code) and cannot start its drain before this
-        // returns: no submit count on the life word and no wake word are needed, only the check
-        // that the loop still takes requests.
+        // loop is awake (it is running this code) and cannot start its drain or close before
+        // this returns: no submit count on the life word and no wake word are needed, and the
+        // check that it still takes requests was made by the claim just before, in this same
+        // call (`claim`, `try_submit`), with no code of the loop's or the caller's in between.
         let local = crate::event_loop::local::serves_here(storage.key());
-        let open = match local {
-            true => !storage.is_closed(self.epoch),
-            false => storage.begin_submit(self.epoch),
-        };
+        let open = local || storage.begin_submit(self.epoch);
         if !open {
             storage.free_slot(index);
             return Err(start.unsubmitted(Error::Closed));
