@@ -185,14 +185,16 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
             }
             Err(Err(e)) => return Err(e),
         };
+        let serving = crate::event_loop::local::serves_here(self.storage.key());
         let claimed = if self.storage.is_closed(self.epoch) {
             Err(Error::Closed)
         } else {
-            let here = self.storage.loop_here();
-            self.storage.pop_free(here).ok_or(Error::Full)
+            self.storage
+                .pop_free(self.storage.loop_here_if(serving))
+                .ok_or(Error::Full)
         };
         let submitted = match claimed {
-            Ok(index) => self.submit(index, start, false),
+            Ok(index) => self.submit(index, start, false, serving),
             Err(e) => Err(start.unsubmitted(e)),
         };
         match submitted {
@@ -227,7 +229,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
     /// `Ready(None)` once it is in the loop's hands, `Pending` while waiting for a slot (`notify`
     /// is told when one is handed over).
     #[inline]
-    fn poll_submit(&mut self, notify: Notify<'_>) -> Poll<Option<OpResult<O>>> {
+    fn poll_submit(&mut self, notify: Notify<'_>, serving: bool) -> Poll<Option<OpResult<O>>> {
         match self.state {
             State::Submitted(_) => return Poll::Ready(None),
             State::Finished => panic!("operation polled after completion"),
@@ -242,12 +244,12 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
             State::Ready(result) => return Poll::Ready(Some(result)),
             State::Submitted(_) | State::Finished => unreachable!("matched above"),
         };
-        match self.claim(notify) {
+        match self.claim(notify, serving) {
             Poll::Pending => {
                 self.state = State::Checked(start);
                 Poll::Pending
             }
-            Poll::Ready(Ok(index)) => match self.submit(index, start, notify.blocks()) {
+            Poll::Ready(Ok(index)) => match self.submit(index, start, notify.blocks(), serving) {
                 Ok(index) => {
                     self.state = State::Submitted(index);
                     Poll::Ready(None)
@@ -259,10 +261,18 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
     }
 
     /// Writes the request of `start` into the claimed slot `index` and hands it to the loop; or,
-    /// if the loop closed meanwhile, frees the slot and returns the request's result.
+    /// if the loop closed meanwhile, frees the slot and returns the request's result. `blocking`:
+    /// the caller waits in `.wait()`; `serving`: this thread runs the loop (`serves_here`, read
+    /// once by the caller's poll).
     #[inline]
     #[allow(clippy::result_large_err)] // the caller's buffer comes back by value
-    fn submit(&self, index: u32, start: Start<O>, blocking: bool) -> Result<u32, OpResult<O>> {
+    fn submit(
+        &self,
+        index: u32,
+        start: Start<O>,
+        blocking: bool,
+        serving: bool,
+    ) -> Result<u32, OpResult<O>> {
         let storage = &self.storage;
         let slot = &storage.slots[index as usize];
         slot.mark_filled();
@@ -271,7 +281,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         // this returns: no submit count on the life word and no wake word are needed, and the
         // check that it still takes requests was made by the claim just before, in this same
         // call (`claim`, `try_submit`), with no code of the loop's or the caller's in between.
-        let local = crate::event_loop::local::serves_here(storage.key());
+        let local = serving;
         let open = local || storage.begin_submit(self.epoch);
         if !open {
             storage.free_slot(index);
@@ -326,13 +336,13 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
     /// A free slot for this request: taken directly while nobody waits, else through the wait
     /// list, which hands slots over in FIFO order. Once queued, the `Op` only ever takes the slot
     /// granted to its node, never a second one.
-    fn claim(&mut self, notify: Notify<'_>) -> Poll<Result<u32, Error>> {
+    fn claim(&mut self, notify: Notify<'_>, serving: bool) -> Poll<Result<u32, Error>> {
         let storage = &self.storage;
         if storage.is_closed(self.epoch) {
             return Poll::Ready(Err(Error::Closed));
         }
         if !self.queued && storage.waiters.is_empty() {
-            if let Some(index) = storage.pop_free(storage.loop_here()) {
+            if let Some(index) = storage.pop_free(storage.loop_here_if(serving)) {
                 return Poll::Ready(Ok(index));
             }
         }
@@ -357,7 +367,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
     }
 
     /// The result, if the loop has finished with the request.
-    fn try_take(&mut self) -> Option<OpResult<O>> {
+    fn try_take(&mut self, serving: bool) -> Option<OpResult<O>> {
         let State::Submitted(index) = self.state else {
             return self.take_ready();
         };
@@ -371,7 +381,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
             // registered may still be in the cell (the loop woke before we registered): take it
             // back so the next request of the slot starts empty; dropped after the slot is free.
             self.state = State::Finished;
-            let here = self.storage.loop_here();
+            let here = self.storage.loop_here_if(serving);
             let wakers = self.take_wakers_back(index, here);
             // The result (a vectored request's buffers out of the slot's cell) is built before
             // the slot is freed: the slot's next owner may fill the cell at once.
@@ -442,7 +452,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         // If it must queue for a slot, the wait list takes its own handle on this thread (a
         // reference count, no allocation), so a late notification never points into this frame.
         loop {
-            match this.poll_submit(Notify::CurrentThread) {
+            match this.poll_submit(Notify::CurrentThread, false) {
                 Poll::Ready(Some(result)) => return result,
                 Poll::Ready(None) => break,
                 Poll::Pending => std::thread::park(),
@@ -455,7 +465,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         let mut spin = crate::spin::Spin::new(budget);
         let mut spinning = true;
         loop {
-            if let Some(result) = this.try_take() {
+            if let Some(result) = this.try_take(false) {
                 // A wait that ended in the quick polls leaves a full budget as it is.
                 if spin.timed() || !full {
                     this.storage
@@ -477,13 +487,15 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Future for Op
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<OpResult<O>> {
         // SAFETY: we never move the fields out of the pinned future; `waiter` stays in place.
         let this = unsafe { self.get_unchecked_mut() };
+        // Whether this thread serves the operation's loop: read once per poll (a thread-local).
+        let serving = crate::event_loop::local::serves_here(this.storage.key());
         if let State::Submitted(_) = this.state {
             // Woken (or polled again): look first, and skip the waker when done.
-            if let Some(result) = this.try_take() {
+            if let Some(result) = this.try_take(serving) {
                 return Poll::Ready(result);
             }
         } else {
-            match this.poll_submit(Notify::Task(cx.waker())) {
+            match this.poll_submit(Notify::Task(cx.waker()), serving) {
                 Poll::Ready(Some(result)) => return Poll::Ready(result),
                 Poll::Pending => return Poll::Pending,
                 // Submitted in this very poll: it cannot be done yet (the loop has not even
@@ -496,7 +508,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Future for Op
         };
         // Register, then check again: the loop sets DONE before it wakes (waker_cell.rs).
         let slot = &this.storage.slots[index as usize];
-        match this.storage.loop_here() {
+        match this.storage.loop_here_if(serving) {
             // On the loop thread: its private cell, plain stores (`loop_local.rs`).
             // No check after it: the loop is not running while its thread runs this poll, so
             // the request cannot have finished since the look above (or since it was submitted
@@ -516,7 +528,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Future for Op
                 slot.waker.register(cx.waker());
             }
         }
-        match this.try_take() {
+        match this.try_take(serving) {
             Some(result) => Poll::Ready(result),
             None => Poll::Pending,
         }

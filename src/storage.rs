@@ -562,22 +562,16 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         if caller.parked {
             slot.unpark();
         }
-        if caller.blocking {
-            // A `.wait()` caller: no waker anywhere (and not a loop-thread caller, which
-            // cannot block).
-            return;
-        }
-        // Loop thread: its private cell is ours to read. A waker there that the caller left
-        // when it moved to another thread (no `local` bit any more) is stale: dropped, and the
-        // slot's atomic cell holds the current one.
-        let private = self.local.take_waker(index);
-        if caller.local {
-            if let Some(waker) = private {
-                self.run_user(move || waker.wake());
-            }
-            return;
-        }
-        if let Some(waker) = slot.waker.take() {
+        // Loop thread: its private cell is ours to read. A waker there without the `local` bit
+        // is stale (left by a caller that moved to another thread): dropped.
+        let mut private = self.local.take_waker(index);
+        let current = match (caller.local, caller.blocking) {
+            (true, _) => private.take(),
+            // A `.wait()` caller: no waker anywhere (a loop-thread caller cannot block).
+            (false, true) => None,
+            (false, false) => slot.waker.take(),
+        };
+        if let Some(waker) = current {
             self.run_user(move || waker.wake());
         }
         if let Some(stale) = private {

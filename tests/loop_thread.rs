@@ -224,13 +224,23 @@ fn slots_freed_on_the_loop_thread_reach_other_threads_by_the_end_of_the_pass() {
     let remote = handle.clone();
     let helper = thread::spawn(move || {
         go_rx.recv().unwrap();
-        // The local future is parked in its recv by now: the loop has ended that pass.
-        thread::sleep(Duration::from_millis(50));
-        let op = remote.nop().try_submit();
-        let submitted = op.is_ok();
-        if let Ok(op) = op {
-            op.wait().unwrap();
-        }
+        // The local future parks in its recv, which ends the loop's pass and hands the kept slot
+        // back; the loop then sleeps until this thread writes. No timing assumed: retry for a
+        // generous while. Without the hand-back the slot stays private for good (the loop has
+        // no further pass before the write below), so every try is `Full`.
+        let give_up = std::time::Instant::now() + Duration::from_secs(5);
+        let submitted = loop {
+            match remote.nop().try_submit() {
+                Ok(op) => {
+                    op.wait().unwrap();
+                    break true;
+                }
+                Err(Error::Full) if std::time::Instant::now() < give_up => {
+                    thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => break false,
+            }
+        };
         (&*a).write_all(b"x").unwrap();
         submitted
     });
@@ -640,4 +650,28 @@ fn loop_thread_and_remote_operations_mix_on_a_tiny_table() {
     }
     assert_eq!(pool.panics(), 0);
     assert_eq!(reader.get().pending_operations, 0);
+}
+
+/// The drain serves what is still in the loop thread's private queue: with one ring entry, the
+/// second of two durable writes dropped in the last poll waits there when the loop starts its
+/// drain; it must still land (a dropped `write_at` always runs), not be answered `Closed`.
+#[test]
+fn the_drain_serves_the_loop_threads_queue_too() {
+    let (handle, event_loop) = static_uring::new::<4, 1, 64>(config()).unwrap();
+    let file = TempFile::new();
+    let target = file.file.clone();
+    with_timeout(HANG, move || {
+        event_loop.block_on(async move {
+            for (at, bytes) in [(0, &b"first "[..]), (6, &b"second"[..])] {
+                let op = handle
+                    .write_at(target.clone(), at, static_uring::IoBuf::from(bytes))
+                    .try_submit()
+                    .expect("a free slot");
+                drop(op);
+            }
+            drop(handle);
+        })
+    })
+    .unwrap();
+    assert_eq!(file.contents(), b"first second");
 }

@@ -96,7 +96,6 @@ impl<const S: usize, const R: usize, const W: usize, L: local::Local> Sleeper
     }
 }
 
-/// Whether a lane of `t` holds a fresh request.
 /// Ends the private hand-off when serving ends (an error or a panic included): callers on the
 /// loop thread take the shared paths from then on (`Storage::close_loop` gives back what it
 /// still holds).
@@ -108,6 +107,7 @@ impl<const S: usize, const R: usize, const W: usize> Drop for Private<S, R, W> {
     }
 }
 
+/// Whether a lane of `t` holds a fresh request.
 pub(crate) fn lanes_ready<const S: usize, const R: usize, const W: usize>(
     t: &Table<S, R, W>,
 ) -> bool {
@@ -243,15 +243,16 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         unsafe { self.table.as_mut() }
     }
 
-    /// Whether a fresh request waits, in the shared ring or a lane ([`pop_fresh`] would give
-    /// one).
+    /// Whether a fresh request waits, in the loop thread's private queue, the shared ring or a
+    /// lane ([`pop_fresh`] would give one).
     ///
     /// [`pop_fresh`]: Self::pop_fresh
     fn fresh_ready(&self, t: &Table<S, R, W>) -> bool {
         self.storage.local.has_ready() || self.storage.queue.has_ready() || lanes_ready(t)
     }
 
-    /// The next fresh request: from the shared ring, else from the lanes in turn.
+    /// The next fresh request: from the loop thread's private queue, else the shared ring, else
+    /// the lanes in turn.
     pub(crate) fn pop_fresh(&mut self, t: &mut Table<S, R, W>) -> Option<u32> {
         // The loop thread's own submissions first (`loop_local.rs`; this is that thread).
         if let Some(index) = self.storage.local.pop() {

@@ -236,7 +236,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     fn admit(&mut self, t: &mut Table<S, R, W>, index: u32) {
         let slot = &self.storage.slots[index as usize];
         let live = slot.admit();
-        // Popped from the ring: ACTIVE or ORPHANED, the loop's.
+        // Popped from a submission queue: ACTIVE or ORPHANED, the loop's.
         t.take(index);
         let r = owned_request(&mut t.flags, &self.storage.slots, index);
         let (kind, deadline) = (r.kind(), r.deadline);

@@ -56,7 +56,10 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
 
     /// Nothing admitted and nothing queued (no sender is left, so nothing more can come).
     fn idle_for_good(&self, t: &Table<S, R, W>) -> bool {
-        t.admitted() == 0 && self.storage.queue.len() == 0 && !super::lanes_ready(t)
+        t.admitted() == 0
+            && !self.storage.local.has_ready()
+            && self.storage.queue.len() == 0
+            && !super::lanes_ready(t)
     }
 
     /// Budget gone (or the loop failed or unwinds): cancel what is in the kernel, collect what it

@@ -20,8 +20,9 @@ use crate::op::MsgHeader;
 /// never touches memory the caller may own.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct SlotFlags {
-    /// The loop owns the request: popped from the submission ring (the slot is then `ACTIVE` or
-    /// `ORPHANED`, the loop's phases) and not yet handed back or freed.
+    /// The loop owns the request: popped from a submission queue (the shared ring, a lane or the
+    /// loop thread's private queue; the slot is then `ACTIVE` or `ORPHANED`, the loop's phases)
+    /// and not yet handed back or freed.
     owned: bool,
     /// Counted in the loop's admitted requests (in flight, ready-queued or cancelling).
     pub(crate) admitted: bool,
@@ -90,8 +91,8 @@ pub(crate) fn owned_request<'a, const S: usize>(
         flags[index as usize].owned,
         "the loop touches only the requests it owns"
     );
-    // SAFETY: `owned` is set by `Table::take` only for a request the loop popped from the
-    // submission ring, whose slot phase (`ACTIVE` or `ORPHANED`) gives the request to the loop
+    // SAFETY: `owned` is set by `Table::take` only for a request the loop popped from a
+    // submission queue (the caller does not touch it after the push), whose slot phase (`ACTIVE` or `ORPHANED`) gives the request to the loop
     // (slot.rs), and cleared by `Table::release` before the loop publishes it to its caller
     // (`DONE`), frees the slot or abandons it; no other thread touches it meanwhile. The borrow
     // of `flags` (`&'a mut`, every flag) outlives the reference, so this function cannot hand out
@@ -160,7 +161,7 @@ impl<const S: usize, const R: usize, const W: usize> Table<S, R, W> {
         }
     }
 
-    /// The loop popped request `index` from the submission ring: it is the loop's now.
+    /// The loop popped request `index` from a submission queue: it is the loop's now.
     #[inline]
     pub(crate) fn take(&mut self, index: u32) {
         self.flags[index as usize] = SlotFlags {

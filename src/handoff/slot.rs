@@ -205,7 +205,9 @@ impl<T> Slot<T> {
 
     /// `FILLED -> ACTIVE` by a caller on the loop thread, which queues the index in the loop's
     /// private queue next: the loop owns the request from here, as after `admit`, with no
-    /// compare-exchange (nobody else can see the slot: it is not in any shared queue).
+    /// compare-exchange (nobody else can see the slot: it is not in any shared queue). Release,
+    /// as `mark_queued`: the loop reads it on this same thread, but a caller that moves the `Op`
+    /// to another thread afterwards passes it on through its own synchronisation anyway.
     #[inline]
     pub(crate) fn mark_admitted_here(&self) {
         self.phase.store(ACTIVE, Ordering::Release);
@@ -259,6 +261,10 @@ impl<T> Slot<T> {
     /// loop thread's private cell (the `Op` moved threads), the loop must look at `waker` from
     /// now on. The read-modify-write orders this against the loop's `finish`: either the loop
     /// sees the bit gone and takes `waker`, or this sees `DONE` (the caller's next check).
+    ///
+    /// The first load may be Relaxed: the bit was set on the loop thread before the `Op` moved
+    /// here, and the move (a channel, a join) orders that store before this load; the loop only
+    /// ever clears it (by `finish`), which the RMW then sees.
     #[inline]
     pub(crate) fn clear_local_waker(&self) {
         if self.phase.load(Ordering::Relaxed) & LOCAL_WAKER != 0 {
