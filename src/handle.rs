@@ -489,6 +489,112 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Future for Op
         let this = unsafe { self.get_unchecked_mut() };
         // Whether this thread serves the operation's loop: read once per poll (a thread-local).
         let serving = crate::event_loop::local::serves_here(this.storage.key());
+        if serving && this.lane.is_none() && this.storage.local.is_active() {
+            if let Some(poll) = this.poll_here(cx) {
+                return poll;
+            }
+        }
+        this.poll_shared(cx, serving)
+    }
+}
+
+/// The loop thread's own path (`loop_local.rs`): an operation polled on the thread that runs
+/// its loop, while it serves, outside a lane. A private slot admitted at once, a private waker
+/// cell, plain stores; the rare cases (waiting for a slot, a closed loop, a poll before the
+/// result) go to the shared path, which handles the loop thread too.
+impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W> {
+    /// `None`: a case for the shared path.
+    #[inline]
+    fn poll_here(&mut self, cx: &mut Context<'_>) -> Option<Poll<OpResult<O>>> {
+        match self.state {
+            State::Submitted(index) => {
+                if self.storage.slots[index as usize].is_done() {
+                    return Some(Poll::Ready(self.take_here(index)));
+                }
+                None
+            }
+            State::Start(_) if !self.queued => match self.submit_here(cx.waker()) {
+                Ok(true) => Some(Poll::Pending),
+                Ok(false) => None,
+                Err(result) => Some(Poll::Ready(result)),
+            },
+            _ => None,
+        }
+    }
+
+    /// Checks the operation, takes a free slot (the private stack first) while nobody waits
+    /// for one and the loop is open, writes the request, keeps `waker` in the private cell and
+    /// admits the request into the private queue: `Ok(true)`. `Ok(false)`: no slot at hand
+    /// (the checked operation waits in `State::Checked` for the shared path); `Err`: its result
+    /// without the loop.
+    #[inline]
+    #[allow(clippy::result_large_err)] // the caller's buffer comes back by value
+    fn submit_here(&mut self, waker: &Waker) -> Result<bool, OpResult<O>> {
+        let State::Start(start) = std::mem::replace(&mut self.state, State::Finished) else {
+            unreachable!("matched by poll_here")
+        };
+        let start = start.check()?;
+        let storage = &self.storage;
+        let here = &storage.local;
+        // The loop cannot close while its thread runs this poll: the check holds until the
+        // request is in the private queue, which the close sweeps.
+        let claimed = match storage.waiters.is_empty() && !storage.is_closed(self.epoch) {
+            true => here.pop_free().or_else(|| storage.free.pop()),
+            false => None,
+        };
+        let Some(index) = claimed else {
+            self.state = State::Checked(start);
+            return Ok(false);
+        };
+        let slot = &storage.slots[index as usize];
+        slot.mark_filled();
+        let Start {
+            mut op,
+            held,
+            fd,
+            deadline,
+        } = start;
+        op.attach(held, &storage.vectors[index as usize]);
+        // SAFETY: FILLED: we own the request; a free slot's request owns nothing (see `submit`).
+        unsafe { slot.with_request(|r| std::ptr::write(r, Request::new(op.into(), fd, deadline))) };
+        let replaced = here.register_waker(index, waker);
+        slot.mark_admitted_here_with_local_waker();
+        here.push(index);
+        self.state = State::Submitted(index);
+        self.registered_here = true;
+        if let Some(old) = replaced {
+            storage.run_user(move || drop(old));
+        }
+        Ok(true)
+    }
+
+    /// The result of the finished (`DONE`) request in slot `index`; the slot goes back to the
+    /// private stack. What the request still holds (its descriptor, a waker we left) is
+    /// dropped after, contained.
+    #[inline]
+    fn take_here(&mut self, index: u32) -> OpResult<O> {
+        let storage = &self.storage;
+        let slot = &storage.slots[index as usize];
+        // SAFETY: DONE (Acquire): the caller owns the request; its work is the `O` this `Op`
+        // submitted, taken out once. Taking the descriptor too leaves a request that owns
+        // nothing, as a free slot's must.
+        let (op, outcome, fd) =
+            unsafe { slot.with_request(|r| (r.work.take::<O>(), r.outcome.take(), r.fd.take())) };
+        self.state = State::Finished;
+        let wakers = self.take_wakers_back(index, Some(&storage.local));
+        // Built before the slot is free (a vectored request's buffers leave its cell).
+        let result = op.output(outcome.unwrap_or(Err(Error::Closed)));
+        storage.free_here(index);
+        if fd.is_some() || wakers.0.is_some() || wakers.1.is_some() {
+            storage.run_user(move || drop((fd, wakers)));
+        }
+        result
+    }
+
+    /// `poll` by any thread, for any state (the loop thread too: in a lane, while the loop
+    /// does not serve, or a case `poll_here` leaves).
+    fn poll_shared(&mut self, cx: &mut Context<'_>, serving: bool) -> Poll<OpResult<O>> {
+        let this = self;
         if let State::Submitted(_) = this.state {
             // Woken (or polled again): look first, and skip the waker when done.
             if let Some(result) = this.try_take(serving) {

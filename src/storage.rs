@@ -525,12 +525,16 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         // dropping it, so no copy out and no drop glue.
         // A vectored request's buffers leave the slot's cell before the slot does: its next
         // owner may fill the cell as soon as the slot is free, before the request is dropped.
-        let request = unsafe {
+        // The descriptor alone (a finished request whose result was taken holds nothing else)
+        // is taken out by itself: no 128-byte copy of the request.
+        let (fd, request) = unsafe {
             slot.with_request(|request| {
-                (!request.is_empty()).then(|| {
+                let fd = request.fd.take();
+                let rest = (!request.is_empty()).then(|| {
                     request.work.drop_vectors();
                     std::mem::replace(request, Request::EMPTY)
-                })
+                });
+                (fd, rest)
             })
         };
         slot.release();
@@ -542,9 +546,29 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
             }
         };
         self.metrics.count_panics(panics);
-        if let Some(request) = request {
-            self.run_user(move || drop(request));
+        if fd.is_some() || request.is_some() {
+            self.run_user(move || drop((fd, request)));
         }
+    }
+
+    /// Frees slot `index`, whose request owns nothing, on the loop thread while it serves: onto
+    /// the private stack while nobody waits for a slot, else to the shared list and its waiters.
+    #[inline]
+    pub(crate) fn free_here(&self, index: u32) {
+        self.slots[index as usize].release();
+        if self.waiters.is_empty() {
+            self.local.push_free(index);
+        } else {
+            self.free_to_waiters(index);
+        }
+    }
+
+    /// Frees slot `index` (released) to the shared list and serves the waiters.
+    #[cold]
+    fn free_to_waiters(&self, index: u32) {
+        self.free.push(index);
+        let panics = self.waiters.wake_waiters(&self.free);
+        self.metrics.count_panics(panics);
     }
 
     /// Runs user code (a waker, the `Drop` of what a request held) once the crate's state is
@@ -557,6 +581,7 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
 
     /// Tells the caller of a request that just left `QUEUED`/`ACTIVE` (its state is final):
     /// unparks a `.wait()` thread, then wakes the registered waker, contained.
+    #[inline]
     pub(crate) fn wake_caller(&self, index: u32, caller: Caller) {
         let slot = &self.slots[index as usize];
         if caller.parked {

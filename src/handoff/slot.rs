@@ -213,6 +213,14 @@ impl<T> Slot<T> {
         self.phase.store(ACTIVE, Ordering::Release);
     }
 
+    /// [`mark_admitted_here`](Self::mark_admitted_here) by a caller that has already put its
+    /// waker in the loop thread's private cell: `ACTIVE` with `LOCAL_WAKER` in one store
+    /// (what [`mark_local_waker`](Self::mark_local_waker) would add next).
+    #[inline]
+    pub(crate) fn mark_admitted_here_with_local_waker(&self) {
+        self.phase.store(ACTIVE | LOCAL_WAKER, Ordering::Release);
+    }
+
     /// `QUEUED -> ACTIVE` (loop, when it admits the request), or already `ACTIVE` (admitted by
     /// its caller on the loop thread, `mark_admitted_here`: a load is enough). Returns false if
     /// the caller orphaned it first (the phase is then `ORPHANED`, owned by the loop). A caller
