@@ -10,7 +10,6 @@ use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
-use std::thread::ThreadId;
 
 use super::ring::EventFd;
 use super::EventLoop;
@@ -73,7 +72,10 @@ struct Flag {
     woken: AtomicBool,
     /// `block_on` returned: wakes do nothing.
     over: AtomicBool,
-    loop_thread: ThreadId,
+    /// The storage's key: a wake on the thread that serves it (`serves_here`) is the loop's
+    /// own and needs no eventfd write. A thread-local read, where comparing thread ids would
+    /// clone and drop the current thread's handle (two locked RMWs per wake).
+    key: usize,
     /// A duplicate of the loop's eventfd, owned by the waker: never a number another file reuses.
     eventfd: OwnedFd,
 }
@@ -88,7 +90,7 @@ impl Wake for Flag {
         self.woken.store(true, Ordering::Release);
         // Relaxed: a late wake that still rings only wakes a loop spuriously; the descriptor is
         // ours either way.
-        if !self.over.load(Ordering::Relaxed) && std::thread::current().id() != self.loop_thread {
+        if !self.over.load(Ordering::Relaxed) && !serves_here(self.key) {
             EventFd::from_raw(self.eventfd.as_raw_fd()).ring();
         }
     }
@@ -159,7 +161,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         let flag = Arc::new(Flag {
             woken: AtomicBool::new(true),
             over: AtomicBool::new(false),
-            loop_thread: std::thread::current().id(),
+            key: self.storage.key(),
             eventfd,
         });
         let mut task = Task {
