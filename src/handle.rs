@@ -70,6 +70,17 @@ enum State<O: Operation> {
     Finished,
 }
 
+impl<O: Operation> State<O> {
+    /// Moves to `next` from a state that owns nothing (`Submitted`, or the `Finished` left
+    /// while a start is taken out), without the drop glue a plain assignment calls.
+    #[inline]
+    fn settle(&mut self, next: State<O>) {
+        let old = std::mem::replace(self, next);
+        debug_assert!(matches!(old, State::Submitted(_) | State::Finished));
+        std::mem::forget(old);
+    }
+}
+
 /// An operation not submitted yet, with what its request needs.
 struct Start<O: Operation> {
     op: O,
@@ -246,12 +257,12 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         };
         match self.claim(notify, serving) {
             Poll::Pending => {
-                self.state = State::Checked(start);
+                self.state.settle(State::Checked(start));
                 Poll::Pending
             }
             Poll::Ready(Ok(index)) => match self.submit(index, start, notify.blocks(), serving) {
                 Ok(index) => {
-                    self.state = State::Submitted(index);
+                    self.state.settle(State::Submitted(index));
                     Poll::Ready(None)
                 }
                 Err(result) => Poll::Ready(Some(result)),
@@ -380,7 +391,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
             // Finished before the slot is freed (freeing runs other callers' wakers). A waker we
             // registered may still be in the cell (the loop woke before we registered): take it
             // back so the next request of the slot starts empty; dropped after the slot is free.
-            self.state = State::Finished;
+            self.state.settle(State::Finished);
             let here = self.storage.loop_here_if(serving);
             let wakers = self.take_wakers_back(index, here);
             // The result (a vectored request's buffers out of the slot's cell) is built before
@@ -394,7 +405,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         }
         if slot.is_abandoned() {
             // The kernel may still write the buffer: it stays parked in the slot for good.
-            self.state = State::Finished;
+            self.state.settle(State::Finished);
             return Some(Err(O::lost(Error::Abandoned)));
         }
         None
@@ -543,7 +554,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
             false => None,
         };
         let Some(index) = claimed else {
-            self.state = State::Checked(start);
+            self.state.settle(State::Checked(start));
             return Ok(false);
         };
         let slot = &storage.slots[index as usize];
@@ -560,7 +571,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         let replaced = here.register_waker(index, waker);
         slot.mark_admitted_here_with_local_waker();
         here.push(index);
-        self.state = State::Submitted(index);
+        self.state.settle(State::Submitted(index));
         self.registered_here = true;
         if let Some(old) = replaced {
             storage.run_user(move || drop(old));
@@ -580,7 +591,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         // nothing, as a free slot's must.
         let (op, outcome, fd) =
             unsafe { slot.with_request(|r| (r.work.take::<O>(), r.outcome.take(), r.fd.take())) };
-        self.state = State::Finished;
+        self.state.settle(State::Finished);
         let wakers = self.take_wakers_back(index, Some(&storage.local));
         // Built before the slot is free (a vectored request's buffers leave its cell).
         let result = op.output(outcome.unwrap_or(Err(Error::Closed)));
@@ -650,7 +661,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Drop for Op<O
             }
         }
         if let State::Submitted(index) = self.state {
-            self.state = State::Finished;
+            self.state.settle(State::Finished);
             let slot = &self.storage.slots[index as usize];
             // Take our wakers back first: once orphaned, the slot may be retired and reused, and
             // its cells then belong to the next request. Dropped last, after the slot is settled.

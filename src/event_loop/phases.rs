@@ -38,7 +38,6 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
 
     /// One CQE. A cancel CQE never decides anything, and a CQE whose request is gone (slot
     /// freed or reused) is ignored.
-    #[inline]
     fn on_cqe(&mut self, t: &mut Table<S, R, W>, user_data: u64, result: i32, flags: u32) {
         let id = match Cqe::decode(user_data) {
             Cqe::Wake => return self.on_wake(result, flags),
@@ -278,7 +277,6 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     }
 
     /// Produces the next SQE of an admitted request, or ends it. The SQ has room.
-    #[inline]
     fn stage_one(&mut self, t: &mut Table<S, R, W>, index: u32) {
         let slots = &self.storage.slots;
         let slot = &slots[index as usize];
@@ -325,7 +323,6 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     }
 
     /// Takes an admitted request out of the table and the admitted count.
-    #[inline]
     pub(super) fn end_entry(&mut self, t: &mut Table<S, R, W>, index: u32) {
         t.end(index);
         // The gauge is current before the caller can see the result.
@@ -333,7 +330,6 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     }
 
     /// Ends an admitted request whose outcome is stored.
-    #[inline]
     pub(super) fn finish(&mut self, t: &mut Table<S, R, W>, index: u32) {
         self.end_entry(t, index);
         self.deliver(t, index);

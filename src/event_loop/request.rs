@@ -125,7 +125,6 @@ impl Request {
     /// bytes (`u32::MAX` but for injected short I/O), tagged `user_data`. A descriptor or pool
     /// buffer that `reg` holds is named by its registered index; an operation that needs a
     /// message header takes one from `headers`. `Err`: the request ends without an SQE.
-    #[inline]
     pub(crate) fn sqe(
         &mut self,
         user_data: u64,
@@ -149,7 +148,6 @@ impl Request {
 
     /// The descriptor an SQE names: the registered index (and true) if `reg` holds it, else
     /// the descriptor number (`-1` for none).
-    #[inline]
     fn target(&self, reg: &Registry) -> (types::Fd, bool) {
         match &self.fd {
             None => (types::Fd(-1), false),
@@ -167,7 +165,6 @@ impl Request {
 
     /// After its CQE: lets the operation read the message header it held and gives the header
     /// back (returns its index), if it held one.
-    #[inline]
     pub(crate) fn msg_done(&mut self, headers: &[crate::op::MsgHeader]) -> Option<u16> {
         self.work.msg_done(headers)
     }
@@ -175,7 +172,6 @@ impl Request {
     /// Applies one op CQE result; `cancel_requested` says whether the deadline fired while the
     /// SQE was in the kernel. Returns true when the request is finished (`outcome` set), false
     /// when it needs another SQE (requeue).
-    #[inline]
     pub(crate) fn complete(&mut self, result: i32, cancel_requested: bool) -> bool {
         let outcome = match result {
             r if r == -libc::EAGAIN || r == -libc::EINTR => {

@@ -40,6 +40,7 @@ impl Kernel for SendTo {
         }
     }
 
+    #[inline]
     fn output(self, outcome: Result<usize, Error>) -> OpResult<Self> {
         buf_back(self.buf, outcome)
     }
@@ -103,6 +104,7 @@ impl Kernel for RecvFrom {
         self.from = header.sender();
     }
 
+    #[inline]
     fn output(self, outcome: Result<usize, Error>) -> OpResult<Self> {
         let mut buf = self.buf;
         match outcome {

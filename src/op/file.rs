@@ -69,6 +69,7 @@ impl Kernel for ReadAt {
     type Held = ();
 
     /// The bytes fit the buffer, at offsets the kernel reads as positions.
+    #[inline]
     fn check(mut self, held: ()) -> Result<(Self, ()), OpResult<Self>> {
         if self.end > self.buf.capacity() || !positioned(self.at, self.end) {
             return Err(Err(BufError::new(self.buf, Error::InvalidInput)));
@@ -107,6 +108,7 @@ impl Kernel for ReadAt {
         transfer(&mut self.pos, self.end, n, until, cancel_requested)
     }
 
+    #[inline]
     fn output(self, outcome: Result<usize, Error>) -> OpResult<Self> {
         let (mut buf, read) = (self.buf, self.pos);
         match outcome {
@@ -159,6 +161,7 @@ impl Kernel for WriteAt {
     type Held = ();
 
     /// Offsets the kernel reads as positions; an empty buffer is written at once.
+    #[inline]
     fn check(self, held: ()) -> Result<(Self, ()), OpResult<Self>> {
         if !positioned(self.at, self.end) {
             return Err(Err(BufError::new(self.buf, Error::InvalidInput)));
@@ -191,6 +194,7 @@ impl Kernel for WriteAt {
         transfer(&mut self.pos, self.end, n, Until::Whole, cancel_requested)
     }
 
+    #[inline]
     fn output(self, outcome: Result<usize, Error>) -> OpResult<Self> {
         buf_back(self.buf, outcome)
     }

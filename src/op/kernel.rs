@@ -104,6 +104,7 @@ pub trait Kernel: Tagged + Sized + core::marker::Send + 'static {
     /// Validates the operation before it takes a slot: `Err` is its result without the loop
     /// (invalid input, or nothing to transfer). The one place an operation's arguments are
     /// checked, whether it is awaited, waited on or `try_submit`ted.
+    #[inline]
     fn check(self, held: Self::Held) -> Result<(Self, Self::Held), OpResult<Self>> {
         Ok((self, held))
     }

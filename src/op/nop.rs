@@ -20,6 +20,7 @@ impl Kernel for Nop {
         Ok((opcode::Nop::new().build(), false))
     }
 
+    #[inline]
     fn output(self, outcome: Result<usize, Error>) -> OpResult<Self> {
         unit(outcome)
     }

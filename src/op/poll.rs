@@ -74,6 +74,7 @@ impl Kernel for Poll {
         Step::Done(Ok(n))
     }
 
+    #[inline]
     fn output(self, outcome: Result<usize, Error>) -> OpResult<Self> {
         outcome.map(|events| Readiness(events as u32))
     }

@@ -39,6 +39,7 @@ impl Kernel for Accept {
         }
     }
 
+    #[inline]
     fn output(self, outcome: Result<usize, Error>) -> OpResult<Self> {
         // SAFETY: an accept's `Ok` is the descriptor the kernel created for this request; the
         // outcome was taken out of the slot, so only this `OwnedFd` owns it.
@@ -67,6 +68,7 @@ impl Kernel for Connect {
         Ok((entry, false))
     }
 
+    #[inline]
     fn output(self, outcome: Result<usize, Error>) -> OpResult<Self> {
         unit(outcome)
     }

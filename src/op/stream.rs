@@ -33,6 +33,7 @@ impl Kernel for Send {
     type Held = ();
 
     /// An empty buffer is sent at once.
+    #[inline]
     fn check(self, held: ()) -> Result<(Self, ()), OpResult<Self>> {
         match self.end {
             0 => Err(Ok(self.buf)),
@@ -61,6 +62,7 @@ impl Kernel for Send {
         }
     }
 
+    #[inline]
     fn output(self, outcome: Result<usize, Error>) -> OpResult<Self> {
         buf_back(self.buf, outcome)
     }
@@ -142,6 +144,7 @@ impl Kernel for Recv {
 
     /// `start <= end <= capacity`; the bytes below `start` are defined before the kernel sees
     /// the buffer (the result sets the length past them).
+    #[inline]
     fn check(mut self, held: ()) -> Result<(Self, ()), OpResult<Self>> {
         if self.start > self.end || self.end > self.buf.capacity() {
             return Err(Err(BufError::new(self.buf, Error::InvalidInput)));
@@ -176,6 +179,7 @@ impl Kernel for Recv {
         transfer(&mut self.pos, self.end, n, until, cancel_requested)
     }
 
+    #[inline]
     fn output(self, outcome: Result<usize, Error>) -> OpResult<Self> {
         let mut buf = self.buf;
         match outcome {

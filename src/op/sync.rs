@@ -29,6 +29,7 @@ impl Kernel for Sync {
         Ok((opcode::Fsync::new(fd).flags(flags).build(), false))
     }
 
+    #[inline]
     fn output(self, outcome: Result<usize, Error>) -> OpResult<Self> {
         unit(outcome)
     }

@@ -61,6 +61,7 @@ impl Kernel for SendVectored {
     type Held = IoBufs;
 
     /// Empty buffers (or none) complete at once.
+    #[inline]
     fn check(mut self, held: IoBufs) -> Result<(Self, IoBufs), OpResult<Self>> {
         let (end, held) = checked_len(None, held)?;
         self.end = end;
@@ -93,6 +94,7 @@ impl Kernel for SendVectored {
         Some(&mut self.bufs)
     }
 
+    #[inline]
     fn output(self, outcome: Result<usize, Error>) -> OpResult<Self> {
         buf_back(self.bufs.take(), outcome)
     }
@@ -141,6 +143,7 @@ impl Kernel for WriteAtVectored {
     type Held = IoBufs;
 
     /// A range beyond `i64::MAX` is invalid; empty buffers (or none) complete at once.
+    #[inline]
     fn check(mut self, held: IoBufs) -> Result<(Self, IoBufs), OpResult<Self>> {
         let (end, held) = checked_len(Some(self.at), held)?;
         self.end = end;
@@ -168,6 +171,7 @@ impl Kernel for WriteAtVectored {
         Some(&mut self.bufs)
     }
 
+    #[inline]
     fn output(self, outcome: Result<usize, Error>) -> OpResult<Self> {
         buf_back(self.bufs.take(), outcome)
     }
