@@ -289,7 +289,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         slot.mark_filled();
         // On the loop's own thread (a `block_on` future, a pool task, a waker the loop runs) the
         // loop is awake (it is running this code) and cannot start its drain or close before
-        // this returns: no submit count on the life word and no wake word are needed, and the
+        // this returns: no submit count on the life word (and so no wake) is needed, and the
         // check that it still takes requests was made by the claim just before, in this same
         // call (`claim`, `try_submit`), with no code of the loop's or the caller's in between.
         let local = serving;
@@ -336,9 +336,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
             }
         }
         if !local {
-            if storage.wake.publish() {
-                storage.eventfd().ring();
-            }
+            // Wakes the loop if it may be asleep (the wake rides on this release).
             storage.end_submit(self.epoch);
         }
         Ok(index)

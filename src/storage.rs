@@ -4,7 +4,7 @@
 //! # Lifetime word
 //!
 //! ```text
-//! life: AtomicU64 = [ LOOP:1 | CLOSED:1 | unused | submitting:24 | handles:32 ]
+//! life: AtomicU64 = [ LOOP:1 | CLOSED:1 | INTENT:1 | unused | submitting:24 | handles:32 ]
 //! ```
 //! * `handles`: live `Handle` clones. The loop shuts down when it reaches 0.
 //! * `submitting`: callers between "may I submit?" and "my index is in the ring". The loop treats
@@ -12,6 +12,8 @@
 //!   waits for them before sweeping the ring.
 //! * `CLOSED`: the loop is gone (or going) for good; nothing new may be submitted.
 //! * `LOOP`: an `EventLoop` value exists for the current claim.
+//! * `INTENT`: the loop may be asleep in the kernel; a caller whose release after its push sees
+//!   it writes the eventfd (the wake protocol, `handoff/wake.rs`).
 //!
 //! The claim is released (and the storage can be claimed again) by whichever read-modify-write
 //! leaves `handles == 0`, `submitting == 0` and `LOOP` clear.
@@ -28,7 +30,7 @@ use crate::handoff::loop_local::LoopLocal;
 use crate::handoff::slot::{Caller, Slot};
 use crate::handoff::submit_queue::SubmitQueue;
 use crate::handoff::wait_list::WaitList;
-use crate::handoff::wake::WakeState;
+use crate::handoff::wake;
 use crate::loom::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering, UnsafeCell};
 use crate::metrics::Counters;
 use crate::vectored::VectorCell;
@@ -65,15 +67,14 @@ const LOOP: u64 = 1 << 63;
 #[repr(C)]
 pub struct Storage<const SLOTS: usize, const RING: usize, const WHEEL: usize> {
     // `repr(C)` fixes this order, which keeps words written by different threads on different
-    // cache lines: the slots; then what submitters write (free list, wake word, wait list, life
-    // word) and read on every call (with the claim's epoch and flags); then the submission ring,
+    // cache lines: the slots; then what submitters write (free list, wait list, life word with
+    // the wake intent) and read on every call (with the claim's epoch and flags); then the submission ring,
     // whose tail submitters write first and whose head the loop writes last; then what only the
     // loop writes (counters, loop state), last, so nothing a caller reads follows it.
     pub(crate) slots: [Slot<Request>; SLOTS],
     /// Per slot, room for a vectored request's buffers (see `vectored.rs`).
     pub(crate) vectors: [VectorCell; SLOTS],
     pub(crate) free: FreeList<SLOTS>,
-    pub(crate) wake: WakeState,
     pub(crate) waiters: WaitList,
     life: AtomicU64,
     /// `.wait()` spin: the claim's `idle_spin` (high 32 bits) and the adaptive budget (low),
@@ -140,7 +141,6 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
                 vectors: [const { VectorCell::new() }; SLOTS],
                 free: FreeList::new(),
                 queue: SubmitQueue::new(),
-                wake: WakeState::new(),
                 waiters: WaitList::new(),
                 metrics: Counters::new(),
                 local: LoopLocal::new(),
@@ -191,7 +191,6 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
             }
             std::ptr::addr_of_mut!((*ptr).free).write(FreeList::new());
             SubmitQueue::init_at(std::ptr::addr_of_mut!((*ptr).queue));
-            std::ptr::addr_of_mut!((*ptr).wake).write(WakeState::new());
             std::ptr::addr_of_mut!((*ptr).waiters).write(WaitList::new());
             std::ptr::addr_of_mut!((*ptr).metrics).write(Counters::new());
             LoopLocal::init_at(std::ptr::addr_of_mut!((*ptr).local));
@@ -236,7 +235,6 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
             self.initialized.store(true, Ordering::Relaxed);
         }
         self.queue.reset();
-        self.wake.reset();
         self.metrics.reset();
         #[cfg(feature = "fault-injection")]
         crate::fault::clear(self.fault_key());
@@ -432,11 +430,21 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         true
     }
 
-    /// The index is in the ring (or the attempt was abandoned); `epoch` is the claim's.
+    /// The index is in the ring (or the attempt was abandoned); `epoch` is the claim's. Wakes
+    /// the loop if it declared the intent to sleep (`handoff/wake.rs`): the wake rides on this
+    /// release, one read-modify-write for both.
+    #[inline]
     pub(crate) fn end_submit(&self, epoch: u32) {
-        // AcqRel: Release publishes the push to the loop's Acquire in `senders`.
-        let after = self.life.fetch_sub(SUBMIT, Ordering::AcqRel) - SUBMIT;
+        let (after, ring) = wake::release(&self.life, SUBMIT);
+        if ring {
+            self.eventfd().ring();
+        }
         self.after_release(after, epoch);
+    }
+
+    /// The word the wake protocol's intent lives in (the loop's arm and disarm).
+    pub(crate) fn life_word(&self) -> &AtomicU64 {
+        &self.life
     }
 
     /// Shared tail of the releases: the last sender wakes the loop and closes the slot waiters

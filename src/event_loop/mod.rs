@@ -45,7 +45,7 @@ use crate::config::Checked;
 use crate::error::Error;
 use crate::fd::Fd;
 use crate::handoff::lane::Lane;
-use crate::handoff::wake::{decide_sleep, Sleeper, WakeState};
+use crate::handoff::wake::{self, decide_sleep, Sleeper};
 use crate::metrics::Counters;
 use crate::spin::Spin;
 use crate::storage::StorageRef;
@@ -87,8 +87,8 @@ struct Idle<'a, const S: usize, const R: usize, const W: usize, L> {
 impl<const S: usize, const R: usize, const W: usize, L: local::Local> Sleeper
     for Idle<'_, S, R, W, L>
 {
-    fn wake(&self) -> &WakeState {
-        &self.event_loop.storage.wake
+    fn word(&self) -> &crate::loom::AtomicU64 {
+        self.event_loop.storage.life_word()
     }
 
     fn has_work(&mut self) -> bool {
@@ -577,7 +577,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             return Ok(());
         }
         let slept = self.enter(1, self.next_deadline(t));
-        self.storage.wake.disarm();
+        wake::disarm(self.storage.life_word());
         slept
     }
 

@@ -267,13 +267,12 @@ impl Ring {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::handoff::wake::{WakeState, WAKE_TOKEN};
+    use crate::handoff::wake::WAKE_TOKEN;
 
     #[test]
-    fn ring_and_acknowledge_keep_sequence_and_drain_counter() {
-        // Ports of the model's waker.rs tests 2 and 4: ringing and acknowledging (also when empty
-        // or saturated) never change the sequence.
-        let w = WakeState::new();
+    fn ring_and_acknowledge_drain_the_counter() {
+        // Ports of the model's waker.rs tests 2 and 4: acknowledging reads what was rung, also
+        // when empty or saturated.
         let fd = EventFd::new().unwrap();
         fd.ring();
         fd.ring();
@@ -284,7 +283,6 @@ mod tests {
         unsafe { libc::write(fd.raw(), (&max as *const u64).cast(), 8) };
         fd.ring(); // saturated: EAGAIN is "already pending"
         assert_eq!(fd.acknowledge(), max);
-        assert_eq!(w.submitted(), 0);
         fd.close();
     }
 

@@ -27,8 +27,9 @@ use crate::handoff::free_list::FreeList;
 use crate::handoff::slot::{Caller, Finish, Leave, Slot, DONE, FREE};
 use crate::handoff::submit_queue::SubmitQueue;
 use crate::handoff::wait_list::{Notify, WaitList, WaitState, Waiter};
-use crate::handoff::wake::{decide_sleep, Sleeper, WakeState};
+use crate::handoff::wake::{self, decide_sleep, Sleeper};
 use crate::handoff::waker_cell::WakerCell;
+use crate::loom::AtomicU64;
 use ::loom::sync::Arc;
 use ::loom::thread;
 use std::sync::atomic::{AtomicBool as StdBool, AtomicUsize as StdUsize, Ordering::SeqCst};
@@ -562,15 +563,18 @@ fn loom_waker_cell_two_wakers_deliver_once() {
     });
 }
 
-/// The loop of a wake model: its submission ring and wake word.
+/// One producer's share of `submitting` in a wake model's life word (as `Storage`'s).
+const ONE_SUBMIT: u64 = 1 << 32;
+
+/// The loop of a wake model: its submission ring and the life word the producers release.
 struct ModelLoop<'a, const N: usize> {
     queue: &'a SubmitQueue<N>,
-    wake: &'a WakeState,
+    word: &'a AtomicU64,
 }
 
 impl<const N: usize> Sleeper for ModelLoop<'_, N> {
-    fn wake(&self) -> &WakeState {
-        self.wake
+    fn word(&self) -> &AtomicU64 {
+        self.word
     }
     fn has_work(&mut self) -> bool {
         self.queue.has_ready()
@@ -582,13 +586,13 @@ impl<const N: usize> Sleeper for ModelLoop<'_, N> {
 /// Returns (slept, queue.len() seen when deciding to sleep).
 fn loop_once<const N: usize>(
     queue: &SubmitQueue<N>,
-    wake: &WakeState,
+    word: &AtomicU64,
     consumed: &mut Vec<u32>,
 ) -> (bool, usize) {
     while let Some(index) = queue.pop() {
         consumed.push(index);
     }
-    if decide_sleep(&mut ModelLoop { queue, wake }) {
+    if decide_sleep(&mut ModelLoop { queue, word }) {
         (true, queue.len())
     } else {
         while let Some(index) = queue.pop() {
@@ -621,28 +625,29 @@ fn check_no_lost_wakeup<const N: usize>(
     assert_eq!(consumed, expected, "every push is consumed exactly once");
 }
 
-/// **Wake protocol, one producer (no lost wake-up).** Producer: `queue.push(0)` then
-/// `publish()`, ringing the eventfd when it returns true. Loop: drain, `arm()`, recheck
-/// `has_ready()`, sleep if nothing is ready. Proves: in every interleaving and every value the
-/// memory model allows the recheck to read, if the loop goes to sleep without the push, the
-/// producer's publish saw the intent bit and rang.
+/// **Wake protocol, one producer (no lost wake-up).** Producer (counted in the life word's
+/// `submitting`, as `begin_submit` leaves it): `queue.push(0)` then its release
+/// (`wake::release`, `Storage::end_submit`), ringing the eventfd when it saw the intent. Loop:
+/// drain, `arm()`, recheck `has_ready()`, sleep if nothing is ready. Proves: in every
+/// interleaving and every value the memory model allows the recheck to read, if the loop goes to
+/// sleep without the push, the producer's release saw the intent bit and rang.
 #[test]
 fn loom_wake_no_lost_wakeup_single_producer() {
     model(3, || {
         let queue = Arc::new(SubmitQueue::<2>::new());
         queue.reset();
-        let wake = Arc::new(WakeState::new());
+        let word = Arc::new(AtomicU64::new(ONE_SUBMIT));
         let producer = {
-            let (queue, wake) = (queue.clone(), wake.clone());
+            let (queue, word) = (queue.clone(), word.clone());
             thread::spawn(move || {
                 queue.push(0);
-                wake.publish()
+                wake::release(&word, ONE_SUBMIT).1
             })
         };
         let mut consumed = Vec::new();
-        let (slept, _) = loop_once(&queue, &wake, &mut consumed);
+        let (slept, _) = loop_once(&queue, &word, &mut consumed);
         let rang = producer.join().unwrap();
-        assert_eq!(wake.submitted(), 1);
+        assert_eq!(word.load(SeqCst) & !wake::INTENT, 0, "the producer left");
         check_no_lost_wakeup(&queue, consumed, slept, rang, &[0]);
     });
 }
@@ -651,10 +656,10 @@ fn loom_wake_no_lost_wakeup_single_producer() {
 /// position was claimed but unwritten (the stalled-producer shape).
 static STALLED_SHAPES: StdUsize = StdUsize::new(0);
 
-/// **Wake protocol, stalled producer.** Two producers push and publish while the loop runs once.
+/// **Wake protocol, stalled producer.** Two producers push and release while the loop runs once.
 /// Among the interleavings is the one where producer 0 has claimed its ring position but not
-/// written it while producer 1 finishes its push and publishes (before the loop arms, so its
-/// publish does not ring): the head position is unwritten, the loop sees nothing ready and sleeps
+/// written it while producer 1 finishes its push and releases (before the loop arms, so its
+/// release does not ring): the head position is unwritten, the loop sees nothing ready and sleeps
 /// without spinning. Proves: in every interleaving, a loop that sleeps with pushes unconsumed has
 /// been rung by some producer (here, the stalled one after it resumes), and after the ring the
 /// loop gets both indices. The model also counts that the stalled shape (the loop sleeping with
@@ -665,18 +670,18 @@ fn loom_wake_stalled_producer_does_not_need_spin() {
     model(3, || {
         let queue = Arc::new(SubmitQueue::<2>::new());
         queue.reset();
-        let wake = Arc::new(WakeState::new());
+        let word = Arc::new(AtomicU64::new(2 * ONE_SUBMIT));
         let producers: Vec<_> = (0..2u32)
             .map(|i| {
-                let (queue, wake) = (queue.clone(), wake.clone());
+                let (queue, word) = (queue.clone(), word.clone());
                 thread::spawn(move || {
                     queue.push(i);
-                    wake.publish()
+                    wake::release(&word, ONE_SUBMIT).1
                 })
             })
             .collect();
         let mut consumed = Vec::new();
-        let (slept, len_when_sleeping) = loop_once(&queue, &wake, &mut consumed);
+        let (slept, len_when_sleeping) = loop_once(&queue, &word, &mut consumed);
         if slept && len_when_sleeping > 0 {
             STALLED_SHAPES.fetch_add(1, SeqCst);
         }
@@ -684,7 +689,7 @@ fn loom_wake_stalled_producer_does_not_need_spin() {
         for p in producers {
             rang |= p.join().unwrap();
         }
-        assert_eq!(wake.submitted(), 2);
+        assert_eq!(word.load(SeqCst) & !wake::INTENT, 0, "both producers left");
         check_no_lost_wakeup(&queue, consumed, slept, rang, &[0, 1]);
     });
     assert!(

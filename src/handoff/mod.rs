@@ -3,7 +3,7 @@
 //! that the loom models below check the code that ships.
 //!
 //! ```text
-//! caller: free_list.pop ─▶ slot (FILLED ─▶ QUEUED) ─▶ submit_queue.push ─▶ wake.publish
+//! caller: free_list.pop ─▶ slot (FILLED ─▶ QUEUED) ─▶ submit_queue.push ─▶ wake::release
 //!         (none free: wait_list, FIFO hand-over)                             │ eventfd if armed
 //!         (a LaneHandle: lane.push instead, one producer, no claim on the shared ring)
 //! loop:   submit_queue.pop ─▶ slot (ACTIVE ─▶ DONE) ─▶ waker_cell / futex ─▶ caller takes the
