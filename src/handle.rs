@@ -98,6 +98,34 @@ impl<O: Operation> Start<O> {
         Ok(Start { op, held, ..self })
     }
 
+    /// Moves the request into slot `index`, which the caller claimed and marked `FILLED`.
+    #[inline]
+    fn fill<const S: usize, const R: usize, const W: usize>(
+        self,
+        storage: &crate::storage::Storage<S, R, W>,
+        index: u32,
+    ) {
+        let Start {
+            mut op,
+            held,
+            fd,
+            deadline,
+        } = self;
+        op.attach(held, &storage.vectors[index as usize]);
+        // SAFETY: FILLED: the caller owns the request. A slot leaves FREE holding a request that
+        // owns nothing (`Storage::free_slot` sees to it), so writing over it without dropping it
+        // leaks nothing and skips its drop glue.
+        unsafe {
+            storage.slots[index as usize].with_request(|r| {
+                debug_assert!(
+                    r.is_empty(),
+                    "a claimed slot holds a request that owns nothing"
+                );
+                std::ptr::write(r, Request::new(op.into(), fd, deadline))
+            })
+        };
+    }
+
     /// The result when the request never reached a slot.
     fn unsubmitted(self, error: Error) -> OpResult<O> {
         self.op.unsubmitted(self.held, error)
@@ -298,25 +326,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
             storage.free_slot(index);
             return Err(start.unsubmitted(Error::Closed));
         }
-        let Start {
-            mut op,
-            held,
-            fd,
-            deadline,
-        } = start;
-        op.attach(held, &storage.vectors[index as usize]);
-        // SAFETY: FILLED: the caller owns the request. A slot leaves FREE holding a request that
-        // owns nothing (`Storage::free_slot` sees to it), so writing over it without dropping it
-        // leaks nothing and skips its drop glue.
-        unsafe {
-            slot.with_request(|r| {
-                debug_assert!(
-                    r.is_empty(),
-                    "a claimed slot holds a request that owns nothing"
-                );
-                std::ptr::write(r, Request::new(op.into(), fd, deadline))
-            })
-        };
+        start.fill(storage, index);
         match (self.lane, storage.loop_here_if(local)) {
             // The lane's one producer is this thread (`LaneHandle` is not `Sync`, `LaneOp` not
             // `Send`), so its push needs no claim.
@@ -557,21 +567,15 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         };
         let slot = &storage.slots[index as usize];
         slot.mark_filled();
-        let Start {
-            mut op,
-            held,
-            fd,
-            deadline,
-        } = start;
-        op.attach(held, &storage.vectors[index as usize]);
-        // SAFETY: FILLED: we own the request; a free slot's request owns nothing (see `submit`).
-        unsafe { slot.with_request(|r| std::ptr::write(r, Request::new(op.into(), fd, deadline))) };
-        let replaced = here.register_waker(index, waker);
+        start.fill(storage, index);
+        // Admitted and ours (`Submitted`) before the waker's clone, which is user code: if it
+        // panics, our `Drop` orphans the request like any other. Until then the private cell
+        // may hold nothing: the loop, not running now, finds it empty at worst.
         slot.mark_admitted_here_with_local_waker();
         here.push(index);
         self.state.settle(State::Submitted(index));
         self.registered_here = true;
-        if let Some(old) = replaced {
+        if let Some(old) = here.register_waker(index, waker) {
             storage.run_user(move || drop(old));
         }
         Ok(true)

@@ -122,7 +122,11 @@ mod tests {
         );
         assert_eq!(arm(&word), 2 * ONE + 1);
         assert!(is_armed(&word));
-        assert_eq!(release(&word, ONE), ((ONE + 1) | INTENT, true), "armed: ring");
+        assert_eq!(
+            release(&word, ONE),
+            ((ONE + 1) | INTENT, true),
+            "armed: ring"
+        );
         disarm(&word);
         assert!(!is_armed(&word));
         assert_eq!(
