@@ -339,6 +339,51 @@ fn a_panic_on_the_loop_thread_strands_no_privately_kept_slot() {
     thread.join().unwrap().unwrap();
 }
 
+/// A waker whose clone panics (user code is hostile).
+fn waker_whose_clone_panics() -> std::task::Waker {
+    use std::task::{RawWaker, RawWakerVTable, Waker};
+    fn clone(_: *const ()) -> RawWaker {
+        panic!("this waker's clone panics")
+    }
+    fn ignore(_: *const ()) {}
+    static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, ignore, ignore, ignore);
+    // SAFETY: every function of the vtable ignores the data pointer, which is never read.
+    unsafe { Waker::from_raw(RawWaker::new(std::ptr::null(), &VTABLE)) }
+}
+
+/// The first poll of an operation on the loop thread clones the task's waker; if the clone
+/// panics, the request is already admitted and owned by the operation, whose drop orphans it:
+/// no slot is left half-owned (a static storage claimed again has both slots free).
+#[test]
+fn a_panicking_waker_clone_on_the_loop_thread_strands_no_slot() {
+    static STORAGE: static_uring::Storage<2, 2, 64> = static_uring::Storage::new();
+    let (handle, event_loop) = static_uring::with_storage(&STORAGE, config()).unwrap();
+    let panics = with_timeout(HANG, move || {
+        event_loop
+            .block_on(async move {
+                let waker = waker_whose_clone_panics();
+                let mut panics = 0;
+                for _ in 0..2 {
+                    let mut op = std::pin::pin!(handle.nop());
+                    let mut cx = std::task::Context::from_waker(&waker);
+                    let poll = std::panic::AssertUnwindSafe(|| op.as_mut().poll(&mut cx));
+                    panics += usize::from(std::panic::catch_unwind(poll).is_err());
+                }
+                panics
+            })
+            .unwrap()
+    });
+    assert_eq!(panics, 2, "each first poll cloned the waker");
+    let (handle, event_loop) = static_uring::with_storage(&STORAGE, config()).unwrap();
+    let a = handle.nop().try_submit().expect("slot 1 free again");
+    let b = handle.nop().try_submit().expect("slot 2 free again");
+    let thread = thread::spawn(move || event_loop.run());
+    assert_eq!(a.wait(), Ok(()));
+    assert_eq!(b.wait(), Ok(()));
+    drop(handle);
+    thread.join().unwrap().unwrap();
+}
+
 /// An operation first polled on the loop thread leaves its waker in the loop's private cell; if
 /// it then moves to another thread and is awaited there, the loop wakes that thread's waker (the
 /// move clears the private mark with an RMW), not the stale one. A lost wake shows as a timeout.
