@@ -99,7 +99,8 @@ impl<O: Operation> Start<O> {
     }
 
     /// Moves the request into slot `index`, which the caller claimed and marked `FILLED`.
-    #[inline]
+    /// Inlined into both submit paths: called, it moves the whole request through memory.
+    #[inline(always)]
     fn fill<const S: usize, const R: usize, const W: usize>(
         self,
         storage: &crate::storage::Storage<S, R, W>,
