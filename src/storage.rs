@@ -68,9 +68,10 @@ const LOOP: u64 = 1 << 63;
 pub struct Storage<const SLOTS: usize, const RING: usize, const WHEEL: usize> {
     // `repr(C)` fixes this order, which keeps words written by different threads on different
     // cache lines: the slots; then what submitters write (free list, wait list, life word with
-    // the wake intent) and read on every call (with the claim's epoch and flags); then the submission ring,
-    // whose tail submitters write first and whose head the loop writes last; then what only the
-    // loop writes (counters, loop state), last, so nothing a caller reads follows it.
+    // the wake intent) and read on every call (with the claim's epoch and flags); then the
+    // submission ring, whose tail submitters write first and whose head the loop writes last;
+    // then what only the loop writes (counters, loop state), last, so nothing a caller reads
+    // follows it.
     pub(crate) slots: [Slot<Request>; SLOTS],
     /// Per slot, room for a vectored request's buffers (see `vectored.rs`).
     pub(crate) vectors: [VectorCell; SLOTS],
