@@ -26,6 +26,7 @@
 //! The loop-private [`Table`] is borrowed once, when `run` starts, and passed as `&mut` to every
 //! phase.
 
+mod batch;
 pub(crate) mod id;
 pub(crate) mod local;
 mod phases;
@@ -145,6 +146,8 @@ pub struct EventLoop<const SLOTS: usize, const RING: usize, const WHEEL: usize> 
     spin_budget: u64,
     /// `idle_spin` in nanoseconds: the most the budget grows to.
     spin_max: u64,
+    /// Batched enters: requests callers on other threads are about to submit (`batch.rs`).
+    batch: batch::Batch,
 }
 
 // SAFETY: `table` points into the storage, which the loop keeps alive through `storage`; the
@@ -194,6 +197,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             placed: false,
             spin_budget,
             spin_max: spin_budget,
+            batch: batch::Batch::default(),
         })
     }
 
@@ -259,6 +263,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             return Some(index);
         }
         if let Some(index) = self.storage.queue.pop() {
+            self.batch.received();
             return Some(index);
         }
         let n = t.lanes.len();
@@ -266,6 +271,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             let i = (t.next_lane + k) % n;
             if let Some(index) = t.lanes[i].pop() {
                 t.next_lane = (i + 1) % n;
+                self.batch.received();
                 return Some(index);
             }
         }
@@ -520,6 +526,14 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         let mut spin = None;
         if !budget.is_zero() {
             if !self.ring.sq_empty() {
+                // Callers on other threads are about to submit again: gather their requests
+                // into this enter (a bounded wait; none when nothing is owed, `batch.rs`).
+                while self.batch.wait(self.ring.sq_len()) {
+                    if self.fresh_ready(t) || self.ring.has_completions() {
+                        return Ok(());
+                    }
+                    std::hint::spin_loop();
+                }
                 self.enter(0, None)?;
             }
             let spinning = spin.insert(Spin::new(budget));
@@ -591,6 +605,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
 
     /// `io_uring_enter`, counted when the syscall is made.
     fn enter(&mut self, want: usize, timeout: Option<Duration>) -> Result<(), Error> {
+        self.batch.entered();
         if self.ring.enter(want, timeout)? {
             Counters::bump(&self.storage.metrics.enters);
         }

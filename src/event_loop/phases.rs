@@ -349,7 +349,12 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         // Published below: the loop lets go of it first.
         t.release(index);
         match slot.finish() {
-            Finish::Delivered(caller) => self.storage.wake_caller(index, caller),
+            Finish::Delivered(caller) => {
+                if !caller.local {
+                    self.batch.delivered();
+                }
+                self.storage.wake_caller(index, caller)
+            }
             Finish::Orphaned => {
                 Counters::bump(&metrics.orphaned);
                 self.storage.free_slot(index);

@@ -172,6 +172,12 @@ impl Ring {
         self.uring.submission().is_empty()
     }
 
+    /// SQEs pushed and not yet submitted.
+    #[inline]
+    pub(crate) fn sq_len(&mut self) -> usize {
+        self.uring.submission().len()
+    }
+
     /// Whether CQEs are waiting.
     #[inline]
     pub(crate) fn has_completions(&mut self) -> bool {
