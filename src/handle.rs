@@ -393,24 +393,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         };
         let slot = &self.storage.slots[index as usize];
         if slot.is_done() {
-            // SAFETY: DONE (Acquire): the caller owns the request now; its work is the one this
-            // `Op` submitted, built from an `O` (`submit`), and is taken out (emptied) once.
-            let (op, outcome) =
-                unsafe { slot.with_request(|r| (r.work.take::<O>(), r.outcome.take())) };
-            // Finished before the slot is freed (freeing runs other callers' wakers). A waker we
-            // registered may still be in the cell (the loop woke before we registered): take it
-            // back so the next request of the slot starts empty; dropped after the slot is free.
-            self.state.settle(State::Finished);
-            let here = self.storage.loop_here_if(serving);
-            let wakers = self.take_wakers_back(index, here);
-            // The result (a vectored request's buffers out of the slot's cell) is built before
-            // the slot is freed: the slot's next owner may fill the cell at once.
-            let result = op.output(outcome.unwrap_or(Err(Error::Closed)));
-            self.storage.free_slot_to(index, here);
-            if wakers.0.is_some() || wakers.1.is_some() {
-                self.storage.run_user(move || drop(wakers));
-            }
-            return Some(result);
+            return Some(self.take_done(index, serving));
         }
         if slot.is_abandoned() {
             // The kernel may still write the buffer: it stays parked in the slot for good.
@@ -529,7 +512,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         match self.state {
             State::Submitted(index) => {
                 if self.storage.slots[index as usize].is_done() {
-                    return Some(Poll::Ready(self.take_here(index)));
+                    return Some(Poll::Ready(self.take_done(index, true)));
                 }
                 None
             }
@@ -582,25 +565,30 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         Ok(true)
     }
 
-    /// The result of the finished (`DONE`) request in slot `index`; the slot goes back to the
-    /// private stack. What the request still holds (its descriptor, a waker we left) is
-    /// dropped after, contained.
-    #[inline]
-    fn take_here(&mut self, index: u32) -> OpResult<O> {
-        let storage = &self.storage;
-        let slot = &storage.slots[index as usize];
+    /// The result of the finished (`DONE`) request in slot `index`, which this `Op` owns now.
+    /// The slot is freed (onto the loop thread's private stack when this thread serves the
+    /// loop, `serving`); what the request still held (its descriptor, a waker we left) is
+    /// dropped after, contained. Inlined into both callers, as the two copies it replaces were.
+    #[inline(always)]
+    fn take_done(&mut self, index: u32, serving: bool) -> OpResult<O> {
+        let slot = &self.storage.slots[index as usize];
         // SAFETY: DONE (Acquire): the caller owns the request; its work is the `O` this `Op`
-        // submitted, taken out once. Taking the descriptor too leaves a request that owns
-        // nothing, as a free slot's must.
+        // submitted (`Start::fill`), taken out once. Taking the descriptor too leaves a request
+        // that owns nothing, as a free slot's must.
         let (op, outcome, fd) =
             unsafe { slot.with_request(|r| (r.work.take::<O>(), r.outcome.take(), r.fd.take())) };
+        // Finished before the slot is freed (freeing runs other callers' wakers). A waker we
+        // registered may still be in a cell (the loop woke before we registered): taken back so
+        // the slot's next request starts empty, dropped after the slot is free.
         self.state.settle(State::Finished);
-        let wakers = self.take_wakers_back(index, Some(&storage.local));
-        // Built before the slot is free (a vectored request's buffers leave its cell).
+        let here = self.storage.loop_here_if(serving);
+        let wakers = self.take_wakers_back(index, here);
+        // Built before the slot is free: the slot's next owner may fill a vectored request's
+        // buffer cell at once.
         let result = op.output(outcome.unwrap_or(Err(Error::Closed)));
-        storage.free_here(index);
+        self.storage.free_empty(index, here);
         if fd.is_some() || wakers.0.is_some() || wakers.1.is_some() {
-            storage.run_user(move || drop((fd, wakers)));
+            self.storage.run_user(move || drop((fd, wakers)));
         }
         result
     }

@@ -546,7 +546,18 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
                 (fd, rest)
             })
         };
-        slot.release();
+        self.free_empty(index, here);
+        if fd.is_some() || request.is_some() {
+            self.run_user(move || drop((fd, request)));
+        }
+    }
+
+    /// [`free_slot_to`](Self::free_slot_to) for a slot whose request owns nothing (its owner
+    /// took everything out): released, then kept on the loop thread's private stack (`here`)
+    /// while nobody waits for a slot, else pushed to the shared list, whose waiters are served.
+    #[inline]
+    pub(crate) fn free_empty(&self, index: u32, here: Option<&LoopLocal<SLOTS>>) {
+        self.slots[index as usize].release();
         let panics = match here {
             Some(local) => local.free_to(index, &self.free, &self.waiters),
             None => {
@@ -554,29 +565,6 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
                 self.waiters.wake_waiters(&self.free)
             }
         };
-        self.metrics.count_panics(panics);
-        if fd.is_some() || request.is_some() {
-            self.run_user(move || drop((fd, request)));
-        }
-    }
-
-    /// Frees slot `index`, whose request owns nothing, on the loop thread while it serves: onto
-    /// the private stack while nobody waits for a slot, else to the shared list and its waiters.
-    #[inline]
-    pub(crate) fn free_here(&self, index: u32) {
-        self.slots[index as usize].release();
-        if self.waiters.is_empty() {
-            self.local.push_free(index);
-        } else {
-            self.free_to_waiters(index);
-        }
-    }
-
-    /// Frees slot `index` (released) to the shared list and serves the waiters.
-    #[cold]
-    fn free_to_waiters(&self, index: u32) {
-        self.free.push(index);
-        let panics = self.waiters.wake_waiters(&self.free);
         self.metrics.count_panics(panics);
     }
 

@@ -45,7 +45,14 @@ fn spawn_starts_a_named_loop_thread() {
     let (handle, event_loop) = static_uring::new::<8, 4, 64>(config).unwrap();
     let thread = event_loop.spawn("su-named").expect("CPU 0 exists");
     assert_eq!(thread.thread().name(), Some("su-named"));
-    assert!(thread_names().iter().any(|n| n == "su-named"));
+    // The listing can skip a live thread while other tests' threads come and go: look again.
+    assert!((0..100).any(|_| {
+        let seen = thread_names().iter().any(|n| n == "su-named");
+        if !seen {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        seen
+    }));
     serves_then_ends(handle, thread);
 }
 
@@ -132,6 +139,19 @@ fn spawn_with_locked_memory_runs_or_reports_the_limit() {
 
 /// The scheduling policy of this process's thread named `name` (field 41 of its stat line).
 fn fifo_policy_of(name: &str) -> Option<i32> {
+    // Listing /proc/self/task while other tests' threads start and exit can skip a live entry
+    // (procfs walks the task list by position): look again, a bounded number of times.
+    (0..100).find_map(|_| {
+        let found = policy_of(name);
+        if found.is_none() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        found
+    })
+}
+
+/// One look through /proc/self/task for the thread called `name`: its scheduling policy.
+fn policy_of(name: &str) -> Option<i32> {
     for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
         // Threads of other tests come and go: skip what cannot be read.
         let path = task.path();

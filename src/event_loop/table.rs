@@ -92,8 +92,9 @@ pub(crate) fn owned_request<'a, const S: usize>(
         "the loop touches only the requests it owns"
     );
     // SAFETY: `owned` is set by `Table::take` only for a request the loop popped from a
-    // submission queue (the caller does not touch it after the push), whose slot phase (`ACTIVE` or `ORPHANED`) gives the request to the loop
-    // (slot.rs), and cleared by `Table::release` before the loop publishes it to its caller
+    // submission queue (the caller does not touch it after the push), whose slot phase
+    // (`ACTIVE` or `ORPHANED`) gives the request to the loop (slot.rs), and cleared by
+    // `Table::release` before the loop publishes it to its caller
     // (`DONE`), frees the slot or abandons it; no other thread touches it meanwhile. The borrow
     // of `flags` (`&'a mut`, every flag) outlives the reference, so this function cannot hand out
     // a second one while it lives, and the loop has no other way in.

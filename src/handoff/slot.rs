@@ -215,7 +215,8 @@ impl<T> Slot<T> {
 
     /// [`mark_admitted_here`](Self::mark_admitted_here) by a caller that has already put its
     /// waker in the loop thread's private cell: `ACTIVE` with `LOCAL_WAKER` in one store
-    /// (what [`mark_local_waker`](Self::mark_local_waker) would add next).
+    /// (what [`mark_local_waker`](Self::mark_local_waker) would add next). Release, for the
+    /// reason `mark_admitted_here` gives.
     #[inline]
     pub(crate) fn mark_admitted_here_with_local_waker(&self) {
         self.phase.store(ACTIVE | LOCAL_WAKER, Ordering::Release);
