@@ -578,11 +578,13 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         let (op, outcome, fd) =
             unsafe { slot.with_request(|r| (r.work.take::<O>(), r.outcome.take(), r.fd.take())) };
         // Finished before the slot is freed (freeing runs other callers' wakers). A waker we
-        // registered may still be in a cell (the loop woke before we registered): taken back so
-        // the slot's next request starts empty, dropped after the slot is free.
+        // registered in the slot's cell may still be there (the loop woke before we
+        // registered): taken back so the slot's next request starts empty, dropped after the
+        // slot is free. The loop thread's private cell is empty by now: the loop takes what it
+        // holds whenever it finishes a request (`wake_caller`) and when it closes.
         self.state.settle(State::Finished);
         let here = self.storage.loop_here_if(serving);
-        let wakers = self.take_wakers_back(index, here);
+        let wakers = self.take_wakers_back(index, None);
         // Built before the slot is free: the slot's next owner may fill a vectored request's
         // buffer cell at once.
         let result = op.output(outcome.unwrap_or(Err(Error::Closed)));

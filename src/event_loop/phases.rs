@@ -296,22 +296,26 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         let key = self.storage.fault_key();
         let limit = fault::sqe_limit(key, kind);
         let mut headers = Headers::new(&mut t.msgs, t.free_msgs.as_mut_view());
-        let staged = match r.sqe(id, limit, &t.registry, &mut headers) {
+        // Matched by reference: the SQE is copied once, from where `sqe` built it into the ring.
+        let built = r.sqe(id, limit, &t.registry, &mut headers);
+        let staged = match &built {
             Ok(staged) => staged,
             Err(e) => {
+                let e = *e;
                 // No SQE (every message header parked with the kernel by abandoned requests).
                 r.outcome = Some(Err(e));
                 self.finish(t, index);
                 return;
             }
         };
-        let mut sqe = staged.entry;
-        if let Some(result) = fault::sqe_result(key, kind) {
-            fault::override_result(key, id, result);
-            sqe = opcode::Nop::new().build().user_data(id);
-        }
         t.flags[index as usize].in_flight = true;
-        self.ring.push(&sqe);
+        match fault::sqe_result(key, kind) {
+            None => self.ring.push(&staged.entry),
+            Some(result) => {
+                fault::override_result(key, id, result);
+                self.ring.push(&opcode::Nop::new().build().user_data(id));
+            }
+        }
         let metrics = &self.storage.metrics;
         Counters::bump(&metrics.submitted);
         if staged.fixed_file {
