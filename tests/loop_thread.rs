@@ -110,6 +110,34 @@ fn block_on_with_spin_and_single_issuer() {
     }
 }
 
+/// A future that wakes itself on the loop thread (a yield) is polled again without sleeping
+/// and without an eventfd write: the loop's own wakes are a plain flag the loop reads before it
+/// decides to sleep. With `idle_spin` 0 and nothing in the kernel, a loop that missed the flag
+/// would sleep for good (the bounded wait fails the test instead).
+#[test]
+fn a_future_that_wakes_itself_on_the_loop_thread_runs_on_without_the_eventfd() {
+    let (handle, event_loop) = static_uring::new::<8, 8, 64>(config()).unwrap();
+    let reader = event_loop.metrics_reader();
+    let mut handle = Some(handle);
+    let mut polls = 0u32;
+    let polled = with_timeout(HANG, move || {
+        event_loop
+            .block_on(std::future::poll_fn(move |cx| {
+                polls += 1;
+                if polls == 1000 {
+                    drop(handle.take());
+                    return std::task::Poll::Ready(polls);
+                }
+                cx.waker().wake_by_ref();
+                std::task::Poll::Pending
+            }))
+            .unwrap()
+    });
+    assert_eq!(polled, 1000);
+    // At most the one the last handle's exit rings; none of the 999 self-wakes.
+    assert!(reader.get().wakeups <= 1, "{:?}", reader.get());
+}
+
 /// Temp files opened after a loop is gone: the lowest free descriptors, so one of them reuses
 /// the number the loop's eventfd had.
 fn reuse_descriptors() -> Vec<TempFile> {

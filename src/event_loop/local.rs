@@ -69,7 +69,13 @@ impl Local for Nothing {
 /// (and its eventfd) are gone: it writes only through its own duplicate of the eventfd, which
 /// lives as long as the last waker, and not at all once `block_on` is over.
 struct Flag {
+    /// Woken from another thread (Release, with an eventfd write).
     woken: AtomicBool,
+    /// Woken on the thread that serves the loop (a completion the loop delivered, a task
+    /// waking another): written and cleared with plain loads and stores, no read-modify-write.
+    /// Only that thread touches it while `block_on` runs: `serves_here` checks the thread, and
+    /// the storage serves one loop at a time.
+    woken_here: AtomicBool,
     /// `block_on` returned: wakes do nothing.
     over: AtomicBool,
     /// The storage's key: a wake on the thread that serves it (`serves_here`) is the loop's
@@ -86,11 +92,16 @@ impl Wake for Flag {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
+        if serves_here(self.key) {
+            // The loop's own thread: it polls next in program order (Relaxed suffices).
+            self.woken_here.store(true, Ordering::Relaxed);
+            return;
+        }
         // Release: what the waker did before is visible to the poll that follows.
         self.woken.store(true, Ordering::Release);
         // Relaxed: a late wake that still rings only wakes a loop spuriously; the descriptor is
         // ours either way.
-        if !self.over.load(Ordering::Relaxed) && !serves_here(self.key) {
+        if !self.over.load(Ordering::Relaxed) {
             EventFd::from_raw(self.eventfd.as_raw_fd()).ring();
         }
     }
@@ -106,8 +117,7 @@ struct Task<'a, F: Future> {
 
 impl<F: Future> Local for Task<'_, F> {
     fn poll(&mut self) {
-        // Acquire: pairs with the waker's Release.
-        if self.output.is_some() || !self.flag.woken.swap(false, Ordering::Acquire) {
+        if self.output.is_some() || !self.take_wake() {
             return;
         }
         let Some(future) = self.future.as_mut().as_pin_mut() else {
@@ -123,7 +133,27 @@ impl<F: Future> Local for Task<'_, F> {
     }
 
     fn woken(&self) -> bool {
-        self.output.is_none() && self.flag.woken.load(Ordering::Acquire)
+        // Relaxed for the loop thread's own flag (this thread wrote it); Acquire: pairs with a
+        // remote waker's Release.
+        self.output.is_none()
+            && (self.flag.woken_here.load(Ordering::Relaxed)
+                || self.flag.woken.load(Ordering::Acquire))
+    }
+}
+
+impl<F: Future> Task<'_, F> {
+    /// Whether a wake came since the last poll; clears it. A read-modify-write only when a
+    /// remote wake is seen: a wake missed by the first load rang the eventfd, whose CQE sends
+    /// the loop round again.
+    fn take_wake(&self) -> bool {
+        let here = self.flag.woken_here.load(Ordering::Relaxed);
+        if here {
+            self.flag.woken_here.store(false, Ordering::Relaxed);
+        }
+        // Acquire: pairs with the remote waker's Release.
+        let remote = self.flag.woken.load(Ordering::Relaxed)
+            && self.flag.woken.swap(false, Ordering::Acquire);
+        here || remote
     }
 }
 
@@ -160,6 +190,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         let eventfd = self.eventfd.duplicate().map_err(|e| Error::from_io(&e))?;
         let flag = Arc::new(Flag {
             woken: AtomicBool::new(true),
+            woken_here: AtomicBool::new(false),
             over: AtomicBool::new(false),
             key: self.storage.key(),
             eventfd,
