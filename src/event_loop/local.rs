@@ -72,9 +72,10 @@ struct Flag {
     /// Woken from another thread (Release, with an eventfd write).
     woken: AtomicBool,
     /// Woken on the thread that serves the loop (a completion the loop delivered, a task
-    /// waking another): written and cleared with plain loads and stores, no read-modify-write.
-    /// Only that thread touches it while `block_on` runs: `serves_here` checks the thread, and
-    /// the storage serves one loop at a time.
+    /// waking another): set and cleared with plain loads and stores, no read-modify-write.
+    /// While `block_on` runs only its thread touches it (`serves_here`: a storage serves one
+    /// loop at a time); a waker kept past `block_on` may still set it from the thread of the
+    /// storage's next loop, which never reads it.
     woken_here: AtomicBool,
     /// `block_on` returned: wakes do nothing.
     over: AtomicBool,
