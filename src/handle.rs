@@ -321,14 +321,13 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         // this returns: no submit count on the life word (and so no wake) is needed, and the
         // check that it still takes requests was made by the claim just before, in this same
         // call (`claim`, `try_submit`), with no code of the loop's or the caller's in between.
-        let local = serving;
-        let open = local || storage.begin_submit(self.epoch);
+        let open = serving || storage.begin_submit(self.epoch);
         if !open {
             storage.free_slot(index);
             return Err(start.unsubmitted(Error::Closed));
         }
         start.fill(storage, index);
-        match (self.lane, storage.loop_here_if(local)) {
+        match (self.lane, storage.loop_here_if(serving)) {
             // The lane's one producer is this thread (`LaneHandle` is not `Sync`, `LaneOp` not
             // `Send`), so its push needs no claim.
             (Some(lane), _) => {
@@ -346,7 +345,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
                 storage.queue.push(index);
             }
         }
-        if !local {
+        if !serving {
             // Wakes the loop if it may be asleep (the wake rides on this release).
             storage.end_submit(self.epoch);
         }
@@ -410,15 +409,19 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         index: u32,
         here: Option<&LoopLocal<S>>,
     ) -> (Option<Waker>, Option<Waker>) {
-        let shared = match self.registered {
-            true => self.storage.slots[index as usize].waker.take_back(),
-            false => None,
-        };
         let private = match (self.registered_here, here) {
             (true, Some(here)) => here.take_waker(index),
             _ => None,
         };
-        (shared, private)
+        (self.take_shared_waker_back(index), private)
+    }
+
+    /// Takes back the waker this `Op` left in slot `index`'s cell, if the loop did not take it.
+    fn take_shared_waker_back(&self, index: u32) -> Option<Waker> {
+        match self.registered {
+            true => self.storage.slots[index as usize].waker.take_back(),
+            false => None,
+        }
     }
 
     fn take_ready(&mut self) -> Option<OpResult<O>> {
@@ -583,14 +586,14 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         // slot is free. The loop thread's private cell is empty by now: the loop takes what it
         // holds whenever it finishes a request (`wake_caller`) and when it closes.
         self.state.settle(State::Finished);
-        let here = self.storage.loop_here_if(serving);
-        let wakers = self.take_wakers_back(index, None);
+        let waker = self.take_shared_waker_back(index);
         // Built before the slot is free: the slot's next owner may fill a vectored request's
         // buffer cell at once.
         let result = op.output(outcome.unwrap_or(Err(Error::Closed)));
-        self.storage.free_empty(index, here);
-        if fd.is_some() || wakers.0.is_some() || wakers.1.is_some() {
-            self.storage.run_user(move || drop((fd, wakers)));
+        self.storage
+            .free_empty(index, self.storage.loop_here_if(serving));
+        if fd.is_some() || waker.is_some() {
+            self.storage.run_user(move || drop((fd, waker)));
         }
         result
     }
