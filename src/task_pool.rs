@@ -23,7 +23,10 @@
 //! waker of a finished task at most marks a free slot ready (the runner skips it) or wakes the
 //! slot's next task once, spuriously. The runner registers its own waker, *then* swaps the
 //! words; a waker sets its bit, *then* wakes the runner: no wake is lost (the contract of
-//! `WakerCell`).
+//! `WakerCell`). When the runner is [`block_on`](crate::EventLoop::block_on) and the wake
+//! comes on its own thread (a completion the loop delivers), the waker sets `block_on`'s flag
+//! in place and the runner's waker stays in its cell, so the next pass need not register it
+//! again: no waker clone, take or reference count per pass.
 //!
 //! [`spawn`]: TaskPool::spawn
 
@@ -84,6 +87,9 @@ pub struct TaskPool<F, const N: usize> {
 struct PoolHead {
     /// The waker of the future that runs the pool.
     runner: WakerCell,
+    /// Names the `block_on` whose waker the runner registered last (`block_on_here`), or
+    /// null for any other waker: a wake on that `block_on`'s thread sets its flag in place.
+    runner_token: AtomicPtr<()>,
     /// A runner is polling (two at once would race for the same futures).
     polling: AtomicBool,
     /// Tasks whose poll or drop panicked (contained; the task ended).
@@ -132,6 +138,7 @@ impl<F: Future<Output = ()>, const N: usize> TaskPool<F, N> {
             TaskPool {
                 head: PoolHead {
                     runner: WakerCell::new(),
+                    runner_token: AtomicPtr::new(std::ptr::null_mut()),
                     polling: AtomicBool::new(false),
                     panics: AtomicU64::new(0),
                 },
@@ -289,10 +296,37 @@ impl<F: Future<Output = ()>, const N: usize> TaskPool<F, N> {
 
 impl PoolHead {
     /// Wakes the runner (a waker that turned a ready word from 0 does, after setting its bit).
+    /// When the runner is the `block_on` of this very thread (a completion the loop delivers
+    /// to a pool task), its flag is set in place and its waker stays registered: no take, no
+    /// reference count. Relaxed: a runner registered since (on another executor) stored its
+    /// token before its swap of the ready words; if our bit came after that swap, our
+    /// `fetch_or` read from it (AcqRel) and we see the new token; if before, the swap sees the
+    /// bit, so waking the old runner by mistake loses nothing.
     fn wake_runner(&self) {
+        let token = self.runner_token.load(Ordering::Relaxed);
+        if crate::event_loop::local::wake_block_on_here(token.cast_const()) {
+            return;
+        }
         if let Some(waker) = self.runner.take() {
             waker.wake();
         }
+    }
+
+    /// Registers the runner's waker. Skipped when the cell still holds the same `block_on`
+    /// waker of this thread (registered by an earlier poll and not taken since): registering
+    /// it again would change nothing but cost a clone and four read-modify-writes per pass.
+    /// The token names a live flag of that `block_on`, which the waker in the cell keeps alive,
+    /// so an equal token means the same waker.
+    fn register_runner(&self, waker: &Waker) {
+        let token = crate::event_loop::local::block_on_here(waker);
+        if !token.is_null()
+            && self.runner_token.load(Ordering::Relaxed).cast_const() == token
+            && self.runner.holds()
+        {
+            return;
+        }
+        self.runner_token.store(token.cast_mut(), Ordering::Relaxed);
+        self.runner.register(waker);
     }
 }
 
@@ -318,7 +352,7 @@ impl<F: Future<Output = ()>, const N: usize, M: Future> Future for Run<F, N, M> 
             "a TaskPool is run by one future at a time"
         );
         let _release = ReleasePolling(head);
-        head.runner.register(cx.waker());
+        head.register_runner(cx.waker());
         if let Some(main) = this.main.as_mut() {
             // SAFETY: `main` lives pinned inside `self` and is only dropped in place.
             if let Poll::Ready(out) = unsafe { Pin::new_unchecked(main) }.poll(cx) {
@@ -341,6 +375,8 @@ impl<F: Future<Output = ()>, const N: usize, M: Future> Future for Run<F, N, M> 
             if let Some(out) = this.output.take() {
                 // The pool outlives this runner: it keeps no waker of an executor that is done.
                 // The waker's drop is the executor's code: a panic in it is contained (counted).
+                head.runner_token
+                    .store(std::ptr::null_mut(), Ordering::Relaxed);
                 let waker = head.runner.take();
                 if crate::contain::run(move || drop(waker)) {
                     head.panics.fetch_add(1, Ordering::Relaxed);

@@ -748,3 +748,90 @@ fn the_drain_serves_the_loop_threads_queue_too() {
     .unwrap();
     assert_eq!(file.contents(), b"first second");
 }
+
+/// A future that is pending until `open` is set, keeping the waker it was last polled with
+/// for whoever opens it.
+struct Gate {
+    open: Arc<std::sync::atomic::AtomicBool>,
+    waker: Arc<Mutex<Option<std::task::Waker>>>,
+}
+
+impl Future for Gate {
+    type Output = ();
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        *self.waker.lock().unwrap() = Some(cx.waker().clone());
+        if self.open.load(std::sync::atomic::Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+use std::task::Poll;
+
+/// A pool run by `block_on` keeps its runner's waker registered while the loop's completions
+/// wake its tasks on the loop thread (the pool sets `block_on`'s flag in place). Between runs of
+/// nops, a task waits for a wake from another thread, twice: the first remote wake takes the
+/// kept waker out of the pool's cell, so the runner must register it again before the second
+/// (a runner that kept skipping its registration would sleep through that one: the bounded
+/// wait fails the test). With `idle_spin` 0 every nop's completion is delivered while the loop
+/// would otherwise sleep, so a completion wake lost on the loop thread hangs too.
+#[test]
+fn a_pool_on_block_on_is_woken_by_completions_here_and_by_other_threads_again_and_again() {
+    let (handle, event_loop) = static_uring::new::<8, 8, 64>(config()).unwrap();
+    let reader = event_loop.metrics_reader();
+    let gates: Vec<_> = (0..2)
+        .map(|_| {
+            (
+                Arc::new(std::sync::atomic::AtomicBool::new(false)),
+                Arc::new(Mutex::new(None::<std::task::Waker>)),
+            )
+        })
+        .collect();
+    let opener = {
+        let gates = gates.clone();
+        thread::spawn(move || {
+            for (open, waker) in &gates {
+                // Wait for the task to park on this gate, then open it from here.
+                let waker = loop {
+                    if let Some(waker) = waker.lock().unwrap().take() {
+                        break waker;
+                    }
+                    thread::sleep(Duration::from_millis(1));
+                };
+                open.store(true, std::sync::atomic::Ordering::Release);
+                waker.wake();
+            }
+        })
+    };
+    let nops = with_timeout(HANG, move || {
+        let pool = static_uring::TaskPool::<_, 2>::leak();
+        let counted = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let c = counted.clone();
+        event_loop
+            .block_on(pool.run(async move {
+                let (io, c) = (handle.clone(), c.clone());
+                let task = async move {
+                    for (open, waker) in gates {
+                        for _ in 0..200 {
+                            io.nop().await.unwrap();
+                            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Gate { open, waker }.await;
+                    }
+                    for _ in 0..200 {
+                        io.nop().await.unwrap();
+                        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                };
+                assert!(pool.spawn(task).is_ok());
+                drop(handle);
+            }))
+            .unwrap();
+        counted.load(std::sync::atomic::Ordering::Relaxed)
+    });
+    opener.join().unwrap();
+    assert_eq!(nops, 600);
+    assert_eq!(reader.get().completed, 600);
+}

@@ -20,6 +20,58 @@ thread_local! {
     static SERVING: Cell<usize> = const { Cell::new(0) };
 }
 
+thread_local! {
+    /// The `block_on` running on this thread, if any: its waker and its flag. Set while that
+    /// call holds both, so the pointers are live whenever they are set.
+    static BLOCK_ON: Cell<(*const Waker, *const Flag)> =
+        const { Cell::new((std::ptr::null(), std::ptr::null())) };
+}
+
+/// Names the `block_on` running on this thread if `waker` wakes it (`will_wake`): a token for
+/// [`wake_block_on_here`], null for any other waker.
+#[inline]
+pub(crate) fn block_on_here(waker: &Waker) -> *const () {
+    let (here, flag) = BLOCK_ON.with(Cell::get);
+    // SAFETY: `here` is set by the `block_on` running on this thread, which keeps its waker in
+    // place until it clears the pointer (`BlockOnHere`).
+    if !here.is_null() && waker.will_wake(unsafe { &*here }) {
+        flag.cast()
+    } else {
+        std::ptr::null()
+    }
+}
+
+/// Wakes the `block_on` running on this thread if `token` names it ([`block_on_here`]), as its
+/// waker would but by reference: plain stores when this thread serves its loop, no reference
+/// count, no waker taken out of a cell. False (nothing done) for any other token.
+#[inline]
+pub(crate) fn wake_block_on_here(token: *const ()) -> bool {
+    let flag = BLOCK_ON.with(Cell::get).1;
+    if token.is_null() || flag.cast() != token {
+        return false;
+    }
+    // SAFETY: `flag` is set by the `block_on` running on this thread, which holds the `Arc` it
+    // points into until it clears the pointer (`BlockOnHere`).
+    unsafe { &*flag }.wake_here_or_remote();
+    true
+}
+
+/// Marks `block_on`'s waker and flag as this thread's while it lives; restores the previous
+/// (a `block_on` of another loop nested inside a poll) when dropped.
+struct BlockOnHere((*const Waker, *const Flag));
+
+impl BlockOnHere {
+    fn begin(waker: &Waker, flag: &Arc<Flag>) -> BlockOnHere {
+        BlockOnHere(BLOCK_ON.with(|b| b.replace((waker, Arc::as_ptr(flag)))))
+    }
+}
+
+impl Drop for BlockOnHere {
+    fn drop(&mut self) {
+        BLOCK_ON.with(|b| b.set(self.0));
+    }
+}
+
 /// Whether the calling thread is running the loop of the storage at `key`: a `.wait()` for one
 /// of its operations would block the only thread that can complete it.
 #[inline]
@@ -93,6 +145,14 @@ impl Wake for Flag {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
+        self.wake_here_or_remote();
+    }
+}
+
+impl Flag {
+    /// Marks the future woken: a plain store on the thread that serves the loop, else the
+    /// remote flag and an eventfd write.
+    fn wake_here_or_remote(&self) {
         if serves_here(self.key) {
             // The loop's own thread: it polls next in program order (Relaxed suffices).
             self.woken_here.store(true, Ordering::Relaxed);
@@ -202,7 +262,9 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             flag,
             output: None,
         };
+        let here = BlockOnHere::begin(&task.waker, &task.flag);
         let result = self.run_local(&mut task);
+        drop(here);
         task.flag.over.store(true, Ordering::Relaxed);
         result?;
         task.output.ok_or(Error::Closed)

@@ -486,6 +486,52 @@ fn loom_waker_cell_no_lost_wake() {
     });
 }
 
+/// **A registrant that skips registering again while the cell holds its waker** (the task
+/// pool's runner on `block_on`, `register_runner`). The registrant registered once; the waker
+/// side wakes it (emptying the cell), then sets the condition and takes again. The registrant,
+/// once woken, registers again only if `holds` says the cell was emptied, then checks the
+/// condition. Proves: a registrant that sees the condition unset is woken again (a skip never
+/// leaves it waiting on an empty cell); fails if `holds` answers true for an emptied cell.
+#[test]
+fn loom_waker_cell_holds_lets_a_registrant_skip_without_losing_a_wake() {
+    model(3, || {
+        let cell = Arc::new(WakerCell::new());
+        let done = Arc::new(::loom::sync::atomic::AtomicBool::new(false));
+        let (flag, waker) = flag_waker();
+        cell.register(&waker);
+        let event_loop = {
+            let (cell, done) = (cell.clone(), done.clone());
+            thread::spawn(move || {
+                if let Some(w) = cell.take() {
+                    w.wake();
+                }
+                done.store(true, std::sync::atomic::Ordering::Release);
+                if let Some(w) = cell.take() {
+                    w.wake();
+                }
+            })
+        };
+        // Parked until the first wake (or until the work is done anyway).
+        while flag.0.load(std::sync::atomic::Ordering::SeqCst) == 0
+            && !done.load(std::sync::atomic::Ordering::Acquire)
+        {
+            thread::yield_now();
+        }
+        let woken_before = flag.0.load(std::sync::atomic::Ordering::SeqCst);
+        if !cell.holds() {
+            cell.register(&waker);
+        }
+        let saw_done = done.load(std::sync::atomic::Ordering::Acquire);
+        event_loop.join().unwrap();
+        let woken = flag.0.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            saw_done || woken > woken_before,
+            "lost wake-up: the condition unseen and the waker not woken again"
+        );
+        drop(cell);
+    });
+}
+
 /// **A caller that registered on the loop thread, then moved to another.** The caller first
 /// registered on the loop thread (its waker in the loop's private cell, the phase bit
 /// `LOCAL_WAKER` set with plain stores); its `Op` then moved to another thread, which clears the

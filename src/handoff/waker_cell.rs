@@ -155,6 +155,14 @@ impl WakerCell {
         self.take()
     }
 
+    /// Whether the cell holds the registrant's last waker, untaken. Only the registrant may
+    /// ask (as for `take_back`): a waker may empty the cell at any time after, and wakes it.
+    #[inline]
+    pub(crate) fn holds(&self) -> bool {
+        // Acquire: pairs with the registrant's own Release (its registration is complete).
+        self.state.load(Ordering::Acquire) == FULL
+    }
+
     /// Wakes the registered task, if any (tests and models; the crate itself goes through
     /// `Storage::wake_caller`, which contains a panicking waker).
     #[cfg(test)]
