@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use crate::buf::{IoBuf, IoBufMut};
 use crate::error::Error;
 use crate::event_loop::request::Request;
+use crate::event_loop::EventLoop;
 use crate::fd::Fd;
 use crate::handoff::lane::Lane;
 use crate::handoff::loop_local::LoopLocal;
@@ -559,7 +560,14 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         // panics, our `Drop` orphans the request like any other. Until then the private cell
         // may hold nothing: the loop, not running now, finds it empty at worst.
         slot.mark_admitted_here_with_local_waker();
-        here.push(index);
+        // Staged at once if the loop is polling us from its window (its SQE then waits in the
+        // SQ for the pass's enter), else queued for the pass's staging.
+        // SAFETY: read on the loop's thread (`loop_here`) during this poll, which runs no user
+        // code until the call returns.
+        let staged = unsafe { EventLoop::<S, R, W>::stage_in_window::<O>(here.window(), index) };
+        if !staged {
+            here.push(index);
+        }
         self.state.settle(State::Submitted(index));
         self.registered_here = true;
         if let Some(old) = here.register_waker(index, waker) {

@@ -480,9 +480,10 @@ fn poll_only_when_woken<F: Future + Unpin>(mut fut: F) -> F::Output {
     }
 }
 
-/// A loop-thread request is admitted when it is submitted (into the loop's private queue); one
-/// dropped before the loop stages it follows its operation's drop rule: a `recv` is retired
-/// without ever reaching the kernel (it consumes nothing), a `write_at` still runs.
+/// A loop-thread request the loop cannot stage at its first poll (here: it has a deadline, which
+/// the loop's staging schedules) is admitted into the loop's private queue; one dropped before
+/// the loop stages it follows its operation's drop rule: a `recv` is retired without ever
+/// reaching the kernel (it consumes nothing), a `write_at` still runs.
 #[test]
 fn a_loop_thread_request_dropped_before_staging_follows_its_drop_rule() {
     let (handle, event_loop) = static_uring::new::<4, 4, 64>(config()).unwrap();
@@ -492,8 +493,14 @@ fn a_loop_thread_request_dropped_before_staging_follows_its_drop_rule() {
     let got = with_timeout(HANG, move || {
         event_loop.block_on(async move {
             let before = handle.metrics();
-            // Polled once (submitted, not yet staged), then dropped in the same poll.
-            let mut recv = Box::pin(handle.recv(b.clone(), IoBufMut::with_capacity(1)).exact(1));
+            // Polled once (submitted, not yet staged: it has a deadline), then dropped in the
+            // same poll.
+            let mut recv = Box::pin(
+                handle
+                    .recv(b.clone(), IoBufMut::with_capacity(1))
+                    .exact(1)
+                    .timeout(Duration::from_secs(60)),
+            );
             let mut write =
                 Box::pin(handle.write_at(path_file, 0, static_uring::IoBuf::from(&b"kept"[..])));
             std::future::poll_fn(|cx| {
@@ -520,6 +527,51 @@ fn a_loop_thread_request_dropped_before_staging_follows_its_drop_rule() {
     wait_until(HANG, "the dropped write to land", || {
         file.contents() == b"kept"
     });
+}
+
+/// A loop-thread request without a deadline is staged at its first poll (its SQE goes into the
+/// SQ at once, submitted with the pass): dropping it after that poll is dropping a request in
+/// flight. With `cancel_on_drop` the loop cancels it in the same pass (the AsyncCancel follows
+/// the recv into the kernel), so with no data to receive yet it consumes nothing: the byte
+/// written afterwards reaches the next recv, and the orphan's slot is free again.
+#[test]
+fn a_loop_thread_request_is_in_flight_after_its_first_poll_and_a_dropped_one_is_cancelled() {
+    let config = Config {
+        cancel_on_drop: true,
+        ..config()
+    };
+    let (handle, event_loop) = static_uring::new::<4, 4, 64>(config).unwrap();
+    let (a, b) = socket_pair();
+    let reader = event_loop.metrics_reader();
+    let got = with_timeout(HANG, move || {
+        event_loop.block_on(async move {
+            let before = handle.metrics();
+            let mut recv = Box::pin(handle.recv(b.clone(), IoBufMut::with_capacity(1)).exact(1));
+            std::future::poll_fn(|cx| {
+                assert!(recv.as_mut().poll(cx).is_pending());
+                std::task::Poll::Ready(())
+            })
+            .await;
+            let staged = handle.metrics().submitted - before.submitted;
+            drop(recv);
+            // A nop round trip: the pass that submits the recv and its cancel has run.
+            handle.nop().await.unwrap();
+            (&*a).write_all(b"x").unwrap();
+            let (buf, _) = handle
+                .recv(b, IoBufMut::with_capacity(1))
+                .exact(1)
+                .await
+                .unwrap();
+            (buf.to_vec(), staged)
+        })
+    })
+    .unwrap();
+    assert_eq!(got.1, 1, "the recv's SQE was staged at its first poll");
+    assert_eq!(got.0, b"x", "the cancelled recv consumed nothing");
+    let metrics = reader.get();
+    assert_eq!(metrics.cancel_sqes, 1, "{metrics:?}");
+    assert_eq!(metrics.orphaned, 1, "{metrics:?}");
+    assert_eq!(metrics.pending_operations, 0, "{metrics:?}");
 }
 
 /// Deadlines hold for loop-thread operations as for any: a recv with nothing to receive ends

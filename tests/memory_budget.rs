@@ -56,7 +56,7 @@ fn exact_formula(s: usize, r: usize, w: usize) -> usize {
         + (8 + r8(4 * s))
         + (16 + 16 * s)
         + 184
-        + (16 + 24 * s)
+        + (24 + 24 * s)
         + r8((16 * s + 8 * w + 2072)
             + r8(4 * r + 17)
             + (8 * r + 24)
@@ -194,7 +194,7 @@ fn size_tables_match_size_of() {
                 let parts: Vec<usize> = row[1..].iter().map(|c| number(c)).collect();
                 let expected = [
                     296 * s,
-                    50 * s + 40,
+                    50 * s + 48,
                     16 * s + 8 * w + 2072,
                     166 * r + 56,
                     256,

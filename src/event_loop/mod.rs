@@ -46,6 +46,7 @@ use crate::config::Checked;
 use crate::error::Error;
 use crate::fd::Fd;
 use crate::handoff::lane::Lane;
+use crate::handoff::loop_local::Window;
 use crate::handoff::wake::{self, decide_sleep, Sleeper};
 use crate::metrics::Counters;
 use crate::spin::Spin;
@@ -239,6 +240,31 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         Ok(())
     }
 
+    /// Stages fresh request `index` of operation `O` through the loop whose window is open
+    /// (`stage_fresh`); false if none is or it cannot take the request now.
+    ///
+    /// # Safety
+    /// `window` is `LoopLocal::window()` of this loop's storage, read on the loop's thread
+    /// while the window is open: the loop serving it is an `EventLoop<S, R, W>` that holds no
+    /// borrow of itself or its table until the window closes, and nothing else borrows them
+    /// before this call returns (it runs no user code).
+    #[inline]
+    pub(crate) unsafe fn stage_in_window<O: crate::op::Operation>(
+        window: *mut (),
+        index: u32,
+    ) -> bool {
+        if window.is_null() {
+            return false;
+        }
+        // SAFETY: the contract: the loop and its claimed table are ours alone for this call.
+        let (el, t) = unsafe {
+            let el = &mut *window.cast::<Self>();
+            let t = &mut *el.table.as_ptr();
+            (el, t)
+        };
+        el.stage_fresh::<O>(t, index)
+    }
+
     /// The table, outside `run` (registration before it, `close` after it).
     pub(super) fn table_mut(&mut self) -> &mut Table<S, R, W> {
         // SAFETY: the claim makes this loop the table's only user until `close` gives it back;
@@ -350,16 +376,21 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// `run` and `block_on`: prepare the thread, serve (polling `local` in each iteration),
     /// drain, give the claim back.
     fn run_local<L: local::Local>(&mut self, local: &mut L) -> Result<(), Error> {
-        // SAFETY: the claim makes this loop the table's only user until `close` gives the claim
-        // back (below, or in `Drop`); this is the only borrow while the loop runs.
-        let table = unsafe { self.table.as_mut() };
         let _serving = local::Serving::begin(self.storage.key());
         self.running = true;
         let result = self
             .prepare()
-            .and_then(|()| self.serve(table, local))
-            .and_then(|()| self.drain(table));
+            .and_then(|()| Self::serve(self, local))
+            .and_then(|()| {
+                // SAFETY: the claim makes this loop the table's only user until `close` gives
+                // the claim back (below, or in `Drop`); serving has ended, so this is the only
+                // borrow.
+                let table = unsafe { self.table.as_mut() };
+                self.drain(table)
+            });
         if result.is_err() {
+            // SAFETY: as above; the drain's borrow has ended too.
+            let table = unsafe { self.table.as_mut() };
             self.abandon_all(table);
         }
         self.running = false;
@@ -479,30 +510,40 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// Iterations until no handle is left. `local` is the future `block_on` runs on this thread
     /// (nothing for `run`): it is polled after the completions are delivered and before staging,
     /// so what it submits goes into the kernel in the same iteration, with no eventfd.
-    fn serve<L: local::Local>(
-        &mut self,
-        t: &mut Table<S, R, W>,
-        local: &mut L,
-    ) -> Result<(), Error> {
+    ///
+    /// While `local` is polled no reference to the loop or its table is live: an operation
+    /// polled there stages its SQE through the loop (`Storage::stage_here`, behind the pointer
+    /// the window publishes), so each phase borrows both afresh from the pointers.
+    fn serve<L: local::Local>(this: &mut Self, local: &mut L) -> Result<(), Error> {
         // Operations on this thread may use the private hand-off while the loop serves.
-        let private = Private(self.storage.clone());
+        let private = Private(this.storage.clone());
         private.0.local.activate();
+        let table = this.table;
+        let this: *mut Self = this;
         loop {
-            self.reap(t);
-            self.expire(t);
+            // SAFETY: `this` comes from our `&mut` and `table` is the claim's table (only this
+            // loop uses it, see `run_local`); no other borrow of either is live while these
+            // are (the window below is closed).
+            let (el, t) = unsafe { (&mut *this, &mut *table.as_ptr()) };
+            el.reap(t);
+            el.expire(t);
+            let window = Window::open(&private.0.local, this.cast());
             local.poll();
-            let pass = self.stage(t, Mode::Serve);
+            drop(window);
+            // SAFETY: as above; the window is closed, so nothing else holds either pointer.
+            let (el, t) = unsafe { (&mut *this, &mut *table.as_ptr()) };
+            let pass = el.stage(t, Mode::Serve);
             // Before the loop can sleep: slots the loop thread kept go back to everyone.
-            self.storage.flush_local_free();
-            self.storage.metrics.set_pending(t.admitted());
+            el.storage.flush_local_free();
+            el.storage.metrics.set_pending(t.admitted());
             match pass {
                 Pass::Disconnected => return Ok(()),
-                Pass::SqFull => self.enter(0, None)?,
-                Pass::WaiterFull if local.woken() || self.checked.config.io_poll => {
-                    self.enter(0, None)?
+                Pass::SqFull => el.enter(0, None)?,
+                Pass::WaiterFull if local.woken() || el.checked.config.io_poll => {
+                    el.enter(0, None)?
                 }
-                Pass::WaiterFull => self.enter(1, self.next_deadline(t))?,
-                Pass::Drained => self.idle(t, local)?,
+                Pass::WaiterFull => el.enter(1, el.next_deadline(t))?,
+                Pass::Drained => el.idle(t, local)?,
             }
         }
     }

@@ -5,6 +5,7 @@ use io_uring::{cqueue, opcode};
 use std::time::Instant;
 
 use super::id::{Cqe, RequestId};
+use super::request::Staged;
 use super::table::{owned_request, Table};
 use super::wheel::{ceil_tick, floor_tick, Target};
 use super::{EventLoop, Mode, Pass};
@@ -308,10 +309,62 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                 return;
             }
         };
+        self.push_staged(t, index, kind, staged);
+    }
+
+    /// Stages fresh request `index`, which the loop thread has just written into its slot and
+    /// admitted with plain stores (`Op::submit_here`), from inside the poll of `block_on`'s
+    /// future (the window, `stage_in_window`): its SQE goes straight into the SQ and is
+    /// submitted with the rest of the pass. `O` is the operation in the slot, so the SQE is
+    /// built without matching on the kind, and a fresh request on its caller's thread needs none
+    /// of `admit`'s and `stage_one`'s checks (not orphaned, no deadline, not cancelled). False,
+    /// touching nothing, when the request has a deadline or staging it now would change the
+    /// order of the pass (the table or the SQ full, retries, cancels or the loop thread's
+    /// earlier requests waiting), or it gets no SQE: the caller then queues it as before.
+    pub(crate) fn stage_fresh<O: crate::op::Operation>(
+        &mut self,
+        t: &mut Table<S, R, W>,
+        index: u32,
+    ) -> bool {
+        if t.admitted() >= R
+            || !t.ready.is_empty()
+            || !t.cancels.is_empty()
+            || self.storage.local.has_ready()
+            || self.ring.sq_full()
+        {
+            return false;
+        }
+        t.take(index);
+        let slots = &self.storage.slots;
+        let r = owned_request(&mut t.flags, slots, index);
+        if r.deadline.is_some() {
+            t.release(index);
+            return false;
+        }
+        let id = RequestId::new(index, slots[index as usize].generation()).op_data();
+        let limit = fault::sqe_limit(self.storage.fault_key(), O::KIND);
+        let mut headers = Headers::new(&mut t.msgs, t.free_msgs.as_mut_view());
+        // SAFETY: `Start::fill` wrote an `O` into this slot just now.
+        let Ok(staged) = (unsafe { r.sqe_of::<O>(id, limit, &t.registry, &mut headers) }) else {
+            // No SQE (no message header free): the ordinary path ends it.
+            t.release(index);
+            return false;
+        };
+        t.admit(index);
+        self.push_staged(t, index, O::KIND, &staged);
+        true
+    }
+
+    /// Pushes the SQE `staged` of admitted request `index` (of `kind`), which is then in flight.
+    /// The SQ has room.
+    #[inline]
+    fn push_staged(&mut self, t: &mut Table<S, R, W>, index: u32, kind: OpKind, staged: &Staged) {
         t.flags[index as usize].in_flight = true;
+        let key = self.storage.fault_key();
         match fault::sqe_result(key, kind) {
             None => self.ring.push(&staged.entry),
             Some(result) => {
+                let id = staged.entry.get_user_data();
                 fault::override_result(key, id, result);
                 self.ring.push(&opcode::Nop::new().build().user_data(id));
             }

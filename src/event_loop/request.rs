@@ -132,8 +132,39 @@ impl Request {
         reg: &Registry,
         headers: &mut Headers<'_>,
     ) -> Result<Staged, Error> {
+        self.sqe_with(user_data, reg, |work, fd| work.sqe(fd, limit, reg, headers))
+    }
+
+    /// [`sqe`](Self::sqe) for a request known to hold an `O`: built without matching on the
+    /// kind.
+    ///
+    /// # Safety
+    /// The request's work is an `O` (it was made from one).
+    #[inline]
+    pub(crate) unsafe fn sqe_of<O: crate::op::Operation>(
+        &mut self,
+        user_data: u64,
+        limit: u32,
+        reg: &Registry,
+        headers: &mut Headers<'_>,
+    ) -> Result<Staged, Error> {
+        self.sqe_with(user_data, reg, |work, fd| {
+            // SAFETY: the caller's contract.
+            unsafe { O::get(work) }.sqe(fd, limit, reg, headers)
+        })
+    }
+
+    /// The SQE `build` makes from the work for the request's descriptor, named as `reg` says,
+    /// tagged `user_data`.
+    #[inline(always)]
+    fn sqe_with(
+        &mut self,
+        user_data: u64,
+        reg: &Registry,
+        build: impl FnOnce(&mut Work, types::Fd) -> crate::op::Sqe,
+    ) -> Result<Staged, Error> {
         let (fd, fixed_file) = self.target(reg);
-        let (entry, fixed_buffer) = self.work.sqe(fd, limit, reg, headers)?;
+        let (entry, fixed_buffer) = build(&mut self.work, fd)?;
         let entry = if fixed_file {
             entry.flags(squeue::Flags::FIXED_FILE)
         } else {

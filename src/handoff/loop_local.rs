@@ -8,7 +8,9 @@
 //! touches. Requests from other threads keep the lock-free path; both coexist on one loop.
 //!
 //! ```text
-//! loop-thread caller: private free stack pop (else the shared list) ─▶ slot ─▶ private queue
+//! loop-thread caller: private free stack pop (else the shared list) ─▶ slot ─▶ SQ, staged
+//!                     through the loop's open window (`EventLoop::stage_fresh`), or else ─▶
+//!                     private queue
 //! loop:               private queue pop (before the shared ring) ─▶ admit ─▶ ... ─▶ DONE
 //! loop-thread caller: takes the result ─▶ private free stack push (no waiter: else shared)
 //! loop, every pass:   private free stack ─▶ shared free list, waiters served (`flush`)
@@ -47,12 +49,19 @@ pub(crate) struct LoopLocal<const N: usize> {
     /// Per slot, the waker of a caller that registered on the loop thread (`Slot` phase bit
     /// `LOCAL_WAKER`): the loop wakes it without the slot's atomic waker cell.
     wakers: [Cell<Option<Waker>>; N],
+    /// The serving loop (an `EventLoop` of this storage, type-erased) while it polls
+    /// `block_on`'s future and holds no borrow of itself or its table: a request submitted then
+    /// is staged through it at once (`EventLoop::stage_in_window`). Null otherwise.
+    window: Cell<*mut ()>,
 }
 
 // SAFETY: only the thread running the current claim's loop touches a `LoopLocal` (module doc:
 // callers check `Storage::loop_here` first, the loop is that thread), one at a time; the claim
 // hand-off orders one loop's accesses before the next one's.
 unsafe impl<const N: usize> Sync for LoopLocal<N> {}
+// SAFETY: as above; the window pointer is only set (and read) by the loop's thread while that
+// thread serves, and is null whenever no loop serves.
+unsafe impl<const N: usize> Send for LoopLocal<N> {}
 
 impl<const N: usize> LoopLocal<N> {
     /// Empty and inactive.
@@ -68,6 +77,7 @@ impl<const N: usize> LoopLocal<N> {
             head: Cell::new(0),
             tail: Cell::new(0),
             wakers: [NO_WAKER; N],
+            window: Cell::new(std::ptr::null_mut()),
         }
     }
 
@@ -82,6 +92,7 @@ impl<const N: usize> LoopLocal<N> {
             std::ptr::addr_of_mut!((*ptr).free_len).write(Cell::new(0));
             std::ptr::addr_of_mut!((*ptr).head).write(Cell::new(0));
             std::ptr::addr_of_mut!((*ptr).tail).write(Cell::new(0));
+            std::ptr::addr_of_mut!((*ptr).window).write(Cell::new(std::ptr::null_mut()));
             let free = std::ptr::addr_of_mut!((*ptr).free).cast::<Cell<u32>>();
             let queue = std::ptr::addr_of_mut!((*ptr).queue).cast::<Cell<u32>>();
             let wakers = std::ptr::addr_of_mut!((*ptr).wakers).cast::<Cell<Option<Waker>>>();
@@ -107,6 +118,13 @@ impl<const N: usize> LoopLocal<N> {
     /// The loop stops serving (drain, close): callers take the shared paths from now on.
     pub(crate) fn deactivate(&self) {
         self.active.set(false);
+        self.window.set(std::ptr::null_mut());
+    }
+
+    /// The open window's loop, or null (see the field).
+    #[inline]
+    pub(crate) fn window(&self) -> *mut () {
+        self.window.get()
     }
 
     /// Keeps free slot `index` for the loop thread's next claim.
@@ -214,6 +232,25 @@ impl<const N: usize> LoopLocal<N> {
     #[inline]
     pub(crate) fn has_ready(&self) -> bool {
         self.head.get() != self.tail.get()
+    }
+}
+
+/// The window open while the serving loop polls `block_on`'s future (see `LoopLocal::window`);
+/// closed when dropped, a panic included.
+pub(crate) struct Window<'a, const N: usize>(&'a LoopLocal<N>);
+
+impl<'a, const N: usize> Window<'a, N> {
+    /// Publishes `event_loop`, which holds no borrow of itself or its table until the window
+    /// closes.
+    pub(crate) fn open(local: &'a LoopLocal<N>, event_loop: *mut ()) -> Self {
+        local.window.set(event_loop);
+        Window(local)
+    }
+}
+
+impl<const N: usize> Drop for Window<'_, N> {
+    fn drop(&mut self) {
+        self.0.window.set(std::ptr::null_mut());
     }
 }
 

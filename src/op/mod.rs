@@ -31,7 +31,7 @@ mod vectored;
 pub(crate) use addr::RawAddr;
 pub use datagram::{RecvFrom, SendTo};
 pub use file::{ReadAt, WriteAt};
-pub(crate) use kernel::{Kernel, Step};
+pub(crate) use kernel::{Kernel, Sqe, Step};
 pub(crate) use msg_header::{Headers, MsgHeader, NO_MSG};
 pub use nop::Nop;
 pub use poll::{Poll, Readiness};
