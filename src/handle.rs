@@ -1064,6 +1064,28 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         self.op(op::Poll { events }, Some(fd.into()))
     }
 
+    /// Starts the loop's shutdown now, as if every `Handle` were dropped: from this call on no
+    /// request is taken (an operation submitted later, or waiting for a slot, ends `Closed`);
+    /// requests already submitted drain as at the last handle's exit (in-flight ones finish or
+    /// meet their deadline, under `Config::shutdown_timeout`, then are abandoned), and `run`
+    /// returns. In loop-thread mode the `block_on` future is still polled while the loop
+    /// drains, so tasks whose operations end can return; `block_on` gives its output if it
+    /// finishes by then. Callable from any thread or task, any number of times; handles stay
+    /// valid (their operations end `Closed`).
+    ///
+    /// ```
+    /// use static_uring::{Config, Error};
+    /// let (handle, event_loop) = static_uring::new::<8, 8, 64>(Config::default()).unwrap();
+    /// let thread = event_loop.spawn("io").unwrap();
+    /// handle.nop().wait().unwrap();
+    /// handle.shutdown();
+    /// thread.join().unwrap().unwrap(); // the loop ended though `handle` is alive
+    /// assert_eq!(handle.nop().wait(), Err(Error::Closed));
+    /// ```
+    pub fn shutdown(&self) {
+        self.storage.shutdown(self.epoch);
+    }
+
     /// A snapshot of the loop's counters (no allocation).
     pub fn metrics(&self) -> Metrics {
         self.storage.metrics.snapshot()

@@ -39,6 +39,9 @@ const HANDLE: u64 = 1;
 const HANDLES: u64 = 0xffff_ffff;
 const SUBMIT: u64 = 1 << 32;
 const SUBMITTING: u64 = 0xff_ffff << 32;
+/// `Handle::shutdown` was called: the loop drains as if no handle were left, and no request is
+/// taken from then on.
+const SHUTDOWN: u64 = 1 << 60;
 const CLOSED: u64 = 1 << 62;
 const LOOP: u64 = 1 << 63;
 
@@ -382,7 +385,30 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
     pub(crate) fn is_closed(&self, epoch: u32) -> bool {
         // Acquire: a caller that sees the claim open also sees the claim's resets.
         let life = self.life.load(Ordering::Acquire);
-        life & CLOSED != 0 || life & HANDLES == 0 || self.epoch() != epoch
+        life & (CLOSED | SHUTDOWN) != 0 || life & HANDLES == 0 || self.epoch() != epoch
+    }
+
+    /// Whether the loop should stop serving and drain: no sender is left, or a handle asked
+    /// for it (`Handle::shutdown`).
+    pub(crate) fn serving_over(&self) -> bool {
+        self.senders() == 0 || self.life.load(Ordering::Acquire) & SHUTDOWN != 0
+    }
+
+    /// `Handle::shutdown` of claim `epoch`: no request is taken from now on, callers waiting for
+    /// a slot get `Closed`, and the loop is woken to start its drain. Idempotent.
+    pub(crate) fn shutdown(&self, epoch: u32) {
+        // AcqRel: after this no `begin_submit` succeeds (its CAS sees the bit), as for CLOSED.
+        let before = self.life.fetch_or(SHUTDOWN, Ordering::AcqRel);
+        // A handle keeps its claim alive, so `epoch` is the current one; only the first call
+        // does the rest.
+        if before & SHUTDOWN != 0 || self.epoch() != epoch {
+            return;
+        }
+        let panics = self.waiters.close_all(epoch);
+        self.metrics.count_panics(panics);
+        // The wake CQE makes the loop read `serving_over` (a loop that has not started yet reads
+        // it in its first pass).
+        self.eventfd().ring();
     }
 
     /// Live handles plus callers mid-submit: zero means the loop may start its drain.
@@ -409,7 +435,7 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
     pub(crate) fn begin_submit(&self, epoch: u32) -> bool {
         let mut life = self.life.load(Ordering::Relaxed);
         loop {
-            if life & CLOSED != 0 || life & HANDLES == 0 {
+            if life & (CLOSED | SHUTDOWN) != 0 || life & HANDLES == 0 {
                 return false;
             }
             // Acquire: sees the claim's resets (and, below, its epoch).

@@ -53,6 +53,9 @@ use crate::spin::Spin;
 use crate::storage::StorageRef;
 use ring::{EventFd, Ring};
 
+/// Polls of `block_on`'s future after the loop closed, while it is woken (`run_local`).
+const FINAL_POLLS: usize = 1024;
+
 /// With `busy_poll`, the longest spin between two passes of the loop (which fire deadlines).
 const BUSY_POLL_PASS: Duration = Duration::from_millis(1);
 use table::Table;
@@ -386,7 +389,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                 // the claim back (below, or in `Drop`); serving has ended, so this is the only
                 // borrow.
                 let table = unsafe { self.table.as_mut() };
-                self.drain(table)
+                self.drain(table, local)
             });
         if result.is_err() {
             // SAFETY: as above; the drain's borrow has ended too.
@@ -395,6 +398,14 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         }
         self.running = false;
         self.close();
+        // What the drain and the close ended (abandoned, `Closed`) woke its callers: `block_on`'s
+        // tasks may now return. Bounded, for a future that keeps waking itself.
+        for _ in 0..FINAL_POLLS {
+            if !local.woken() {
+                break;
+            }
+            local.poll();
+        }
         result
     }
 
@@ -639,7 +650,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// Something the loop should act on without sleeping.
     fn has_work(&mut self, t: &Table<S, R, W>) -> bool {
         self.fresh_ready(t)
-            || self.storage.senders() == 0
+            || self.storage.serving_over()
             || self.ring.has_completions()
             || (self.checked.config.cancel_on_drop && self.storage.has_dropped())
     }

@@ -172,9 +172,10 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             }
         }
         // Read only after a wake CQE (`check_senders`); the pre-sleep recheck reads it too. No
-        // sender left: drain, whatever is still queued (the drain admits it).
+        // sender left, or a shutdown asked for: drain, whatever is still queued (the drain
+        // admits it).
         if mode == Mode::Serve && self.check_senders {
-            if self.storage.senders() != 0 {
+            if !self.storage.serving_over() {
                 // Without a wake poll (a polled ring), read it on every pass.
                 self.check_senders = self.checked.config.io_poll;
             } else {

@@ -17,14 +17,21 @@ const COLLECT_WAIT: Duration = Duration::from_millis(2);
 const COLLECT_ROUNDS: usize = 16;
 
 impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
-    /// The drain after the last handle: in-flight and ready requests go on, deadlines fire,
-    /// queued requests are admitted as entries free up, all under the budget, which is charged
-    /// for waiting time only. When it runs out, `abandon_all`; requests still queued are then
-    /// answered `Closed` by `close`.
-    pub(super) fn drain(&mut self, t: &mut Table<S, R, W>) -> Result<(), Error> {
+    /// The drain after the last handle (or `Handle::shutdown`): in-flight and ready requests go
+    /// on, deadlines fire, queued requests are admitted as entries free up, all under the
+    /// budget, which is charged for waiting time only. When it runs out, `abandon_all`; requests
+    /// still queued are then answered `Closed` by `close`. `local` (`block_on`'s future) is
+    /// still polled when woken, so its tasks see their requests end (and new ones answered
+    /// `Closed`) and can return; nothing it submits now is taken.
+    pub(super) fn drain<L: super::local::Local>(
+        &mut self,
+        t: &mut Table<S, R, W>,
+        local: &mut L,
+    ) -> Result<(), Error> {
         let mut remaining = self.checked.config.shutdown_timeout;
         loop {
             self.reap(t);
+            local.poll();
             if self.idle_for_good(t) {
                 break;
             }

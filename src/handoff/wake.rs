@@ -4,7 +4,7 @@
 //! # State
 //!
 //! ```text
-//! life: AtomicU64 = [ LOOP | CLOSED | INTENT | unused | submitting:24 | handles:32 ]
+//! life: AtomicU64 = [ LOOP | CLOSED | INTENT | SHUTDOWN | unused | submitting:24 | handles:32 ]
 //! ```
 //! (`storage.rs` describes the other fields.) A caller from another thread counts itself in
 //! `submitting` before it pushes its index into the submission ring and leaves with a
