@@ -672,7 +672,11 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Drop for Op<O
             let waker = self.take_wakers_back(index, self.storage.loop_here());
             match slot.orphan() {
                 Leave::Orphaned => {
-                    if O::KIND.dropped().cancelled() && self.storage.cancels_dropped() {
+                    if O::KIND == op::OpKind::Sleep {
+                        // Its slot is freed at the loop's next pass, not at the timer's end.
+                        let serving = crate::event_loop::local::serves_here(self.storage.key());
+                        self.storage.note_dropped_timer(index, serving);
+                    } else if O::KIND.dropped().cancelled() && self.storage.cancels_dropped() {
                         self.storage.note_dropped();
                     }
                 }
@@ -1062,6 +1066,65 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// ```
     pub fn poll(&self, fd: impl Into<Fd>, events: Readiness) -> Op<op::Poll, S, R, W> {
         self.op(op::Poll { events }, Some(fd.into()))
+    }
+
+    /// A timer that ends `after` from now ([`sleep_until`](Self::sleep_until)).
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use static_uring::Config;
+    /// let (handle, event_loop) = static_uring::new::<8, 8, 64>(Config::default()).unwrap();
+    /// let thread = event_loop.spawn("io").unwrap();
+    /// let start = Instant::now();
+    /// handle.sleep(Duration::from_millis(20)).wait().unwrap();
+    /// assert!(start.elapsed() >= Duration::from_millis(20)); // never early
+    /// # drop(handle);
+    /// # thread.join().unwrap().unwrap();
+    /// ```
+    pub fn sleep(&self, after: Duration) -> Op<op::Sleep, S, R, W> {
+        // Past `Instant`'s range: no end (it waits until dropped or the loop stops).
+        self.op(op::Sleep, None)
+            .deadline(Instant::now().checked_add(after))
+    }
+
+    /// A timer on the loop's wheel that ends `Ok(())` at `at`, never before (semantics A4: a
+    /// deadline never fires early; it may fire up to a tick late, `Config::timeout_wheel_tick`).
+    /// No kernel request: it holds a slot while it waits, but none of the `RING` entries. An
+    /// instant already past ends it at once. Its deadline is its end (`Op::deadline` moves it;
+    /// `None` waits until it is dropped or the loop stops). Dropped, its slot is free again at
+    /// the loop's next pass. At shutdown the drain waits for it like a request in flight, and
+    /// it ends `Abandoned` if the budget runs out first. From any thread, or on the loop thread.
+    pub fn sleep_until(&self, at: Instant) -> Op<op::Sleep, S, R, W> {
+        self.op(op::Sleep, None).deadline(at)
+    }
+
+    /// Bounds `future` by a timer that ends `after` from now: its output, or
+    /// `Err(Error::Timeout)` if the time is up first ([`Timeout`](crate::Timeout)). Several
+    /// operations awaited inside one `future` share the one deadline.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use static_uring::{Config, Error};
+    /// let (io, event_loop) = static_uring::new::<8, 8, 64>(Config::default()).unwrap();
+    /// event_loop
+    ///     .block_on(async move {
+    ///         let quick = io.timeout(Duration::from_secs(5), async {
+    ///             io.nop().await?;
+    ///             io.nop().await
+    ///         });
+    ///         assert_eq!(quick.await, Ok(Ok(())));
+    ///         let slow = io.timeout(Duration::from_millis(10), io.sleep(Duration::from_secs(60)));
+    ///         assert_eq!(slow.await, Err(Error::Timeout));
+    ///     }) // `io` is dropped when the future ends: the loop drains and returns
+    ///     .unwrap();
+    /// ```
+    pub fn timeout<F: Future>(&self, after: Duration, future: F) -> crate::Timeout<F, S, R, W> {
+        crate::Timeout::new(future, self.sleep(after))
+    }
+
+    /// Bounds `future` by a timer that ends at `at` (see [`timeout`](Self::timeout)).
+    pub fn timeout_at<F: Future>(&self, at: Instant, future: F) -> crate::Timeout<F, S, R, W> {
+        crate::Timeout::new(future, self.sleep_until(at))
     }
 
     /// Starts the loop's shutdown now, as if every `Handle` were dropped: from this call on no

@@ -17,6 +17,7 @@ mod metrics;
 mod spin;
 mod storage;
 mod task_pool;
+mod timeout;
 mod vectored;
 // Caller -> loop hand-off: slots, free list, submission ring, waker cell, wake state, wait list.
 mod handoff;
@@ -49,6 +50,7 @@ pub use metrics::Metrics;
 pub use op::{OpResult, Readiness};
 pub use storage::Storage;
 pub use task_pool::{Busy, Run, TaskPool};
+pub use timeout::Timeout;
 pub use vectored::{IoBufs, MAX_IOVECS};
 
 /// Builds a loop whose storage is allocated on the heap, once, here.
@@ -88,6 +90,7 @@ fn start<const S: usize, const R: usize, const W: usize>(
 // Guarantees stated at compile time.
 static_assertions::assert_impl_all!(Handle<4, 2, 8>: Send, Sync, Clone);
 static_assertions::assert_impl_all!(Op<op::Nop, 4, 2, 8>: Send);
+static_assertions::assert_impl_all!(Timeout<std::future::Ready<()>, 4, 2, 8>: Send);
 static_assertions::assert_impl_all!(EventLoop<4, 2, 8>: Send);
 static_assertions::assert_impl_all!(Storage<4, 2, 8>: Send, Sync);
 static_assertions::assert_impl_all!(Error: Send, Sync, Copy, std::error::Error);

@@ -95,10 +95,16 @@ pub struct Storage<const SLOTS: usize, const RING: usize, const WHEEL: usize> {
     cancel_on_drop: AtomicBool,
     /// A caller dropped an in-flight request to be cancelled (cancel on drop): the loop scans.
     dropped: AtomicBool,
+    /// Some bit of `dropped_timers` is set.
+    timer_dropped: AtomicBool,
     pub(crate) queue: SubmitQueue<SLOTS>,
     pub(crate) metrics: Counters,
     /// The loop thread's private free stack and queue (`loop_local.rs`).
     pub(crate) local: LoopLocal<SLOTS>,
+    /// Timers whose callers left, a bit per slot (slot `i` is bit `i % 64` of word `i / 64`;
+    /// only the first `SLOTS.div_ceil(64)` words are used, a stable const generic cannot size
+    /// the array by them): the loop retires them at its next pass, not at their end.
+    dropped_timers: [AtomicU64; SLOTS],
     /// Last: what the loop writes on every operation must not share a cache line with what
     /// callers read on every call (`epoch` above).
     loop_state: UnsafeCell<Table<SLOTS, RING, WHEEL>>,
@@ -156,6 +162,8 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
                 wait_spin_ns: AtomicU64::new(0),
                 cancel_on_drop: AtomicBool::new(false),
                 dropped: AtomicBool::new(false),
+                timer_dropped: AtomicBool::new(false),
+                dropped_timers: crate::loom::const_array!(AtomicU64::new(0); SLOTS),
                 loop_state: UnsafeCell::new(Table::new()),
             }
         }
@@ -205,6 +213,11 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
             std::ptr::addr_of_mut!((*ptr).initialized).write(AtomicBool::new(false));
             std::ptr::addr_of_mut!((*ptr).cancel_on_drop).write(AtomicBool::new(false));
             std::ptr::addr_of_mut!((*ptr).dropped).write(AtomicBool::new(false));
+            std::ptr::addr_of_mut!((*ptr).timer_dropped).write(AtomicBool::new(false));
+            let bits = std::ptr::addr_of_mut!((*ptr).dropped_timers).cast::<AtomicU64>();
+            for i in 0..SLOTS {
+                bits.add(i).write(AtomicU64::new(0));
+            }
             std::ptr::addr_of_mut!((*ptr).wait_spin_ns).write(AtomicU64::new(0));
             crate::loom::init_cell_at(std::ptr::addr_of_mut!((*ptr).loop_state), |table| {
                 // SAFETY: `table` is valid for writes of the table (`init_cell_at`).
@@ -334,6 +347,10 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
     pub(crate) fn set_cancel_on_drop(&self, on: bool) {
         self.cancel_on_drop.store(on, Ordering::Relaxed);
         self.dropped.store(false, Ordering::Relaxed);
+        self.timer_dropped.store(false, Ordering::Relaxed);
+        for word in &self.dropped_timers[..SLOTS.div_ceil(64)] {
+            word.store(0, Ordering::Relaxed);
+        }
     }
 
     /// Whether dropped in-flight requests are cancelled (the claim's config). Relaxed: set before
@@ -362,6 +379,48 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
     /// Loop side, before sleeping: whether a drop is pending (not consumed).
     pub(crate) fn has_dropped(&self) -> bool {
         self.dropped.load(Ordering::Acquire)
+    }
+
+    /// The caller of timer `index` left it (orphaned): the loop retires it at its next pass.
+    /// Off the loop thread the loop may be asleep: the same release as a submission's (one
+    /// read-modify-write of the life word) writes the eventfd when its sleep intent is set.
+    pub(crate) fn note_dropped_timer(&self, index: u32, serving: bool) {
+        let bit = 1u64 << (index % 64);
+        // Release (both): a loop that sees the bit also sees the slot's ORPHANED phase.
+        self.dropped_timers[index as usize / 64].fetch_or(bit, Ordering::Release);
+        self.timer_dropped.store(true, Ordering::Release);
+        if !serving {
+            let (_, ring) = wake::release(&self.life, 0);
+            if ring {
+                self.eventfd().ring();
+            }
+        }
+    }
+
+    /// Loop side: hands each timer noted dropped since the last call to `retire`.
+    pub(crate) fn take_dropped_timers(&self, mut retire: impl FnMut(u32)) {
+        // As `take_dropped`: no read-modify-write while nothing was dropped.
+        if !(self.timer_dropped.load(Ordering::Relaxed)
+            && self.timer_dropped.swap(false, Ordering::Acquire))
+        {
+            return;
+        }
+        for (w, word) in self.dropped_timers[..SLOTS.div_ceil(64)].iter().enumerate() {
+            if word.load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            // Acquire: pairs with the callers' Release.
+            let mut bits = word.swap(0, Ordering::Acquire);
+            while bits != 0 {
+                retire((w * 64) as u32 + bits.trailing_zeros());
+                bits &= bits - 1;
+            }
+        }
+    }
+
+    /// Loop side, before sleeping: whether a dropped timer waits to be retired.
+    pub(crate) fn has_dropped_timers(&self) -> bool {
+        self.timer_dropped.load(Ordering::Acquire)
     }
 
     /// Sets the claim's `.wait()` spin: at most `spin` (clamped to `u32::MAX` ns, 4.3 s), and

@@ -29,6 +29,7 @@
 //! | after the deadline was processed: whole / short / `0` (recv on a socket, read_at on a pipe) | real, `Stall` ordering | whole: `Ok` (success wins); short: `Timeout`; `0`: `UnexpectedEof` (the kernel's answer wins) | `results_after_a_requested_cancel` |
 //! | `io_uring_enter` `EBUSY` (CQ overflow) / `EINTR` / `EAGAIN` | injected `Fault::Enter` | nothing: in-flight and new requests complete | `transient_enter_errors_let_the_loop_carry_on` |
 //! | `io_uring_enter` `EFAULT` / `EINVAL` while serving | injected `Fault::Enter` | `run` is `Err(Os(errno))`; in the kernel (thread `.wait()`, async, `try_*`, admitted in the failing pass): `Abandoned`; already completed: `Ok`; queued, waiting for a slot, later calls: `Closed` | `unexpected_enter_error_stops_the_loop_and_wakes_every_caller` |
+//! | `io_uring_enter` `EFAULT`, or a panic on the loop thread, while timers wait (`sleep`: no kernel request, no SQE or CQE to inject into) | injected `Fault::Enter`, `Fault::Panic { op: Nop }` | the waiting timers (thread `.wait()`, async) end `Abandoned` at once, never `Ok` early; later timers `Closed` | `timers_waiting_when_the_loop_stops_on_a_fault_end_abandoned` |
 //! | `io_uring_enter` `EFAULT` during the drain | injected `Fault::Enter` | `run` is `Err(Os(EFAULT))` at once; the recv in the kernel `Abandoned` | `unexpected_enter_error_during_the_drain_ends_it` |
 //! | terminal CQE during the abandonment (`shutdown_timeout: Some(0)`) | real (`ENOTSOCK`, `EBADF`, `EPIPE`, `0`, data, EOF) and injected (`EIO` for recv and sync) | the kernel's answer is kept; stopped by the shutdown (cancelled, short): `Abandoned` (bug regression a) | `kernel_answers_during_the_abandonment_are_kept` |
 //! | error CQE of a request resubmitted in the disconnect pass, during the abandonment | injected `EIO` after a real short exact recv, `Stall` ordering | `Os(EIO)`, not `Abandoned` (bug regression a) | `a_resubmitted_request_failing_during_the_abandonment_keeps_its_error` |
@@ -98,8 +99,14 @@ fn traits(kind: OpKind) -> Traits {
         }
         OpKind::SendTo | OpKind::RecvFrom => t(true, false, false, false),
         OpKind::Nop | OpKind::Sync | OpKind::Connect => t(false, false, true, false),
-        OpKind::Accept | OpKind::Poll => t(false, false, false, false),
+        OpKind::Accept | OpKind::Poll | OpKind::Sleep => t(false, false, false, false),
     }
+}
+
+/// The operations whose requests reach the kernel: every kind but the timer, which lives in the
+/// loop's wheel (no SQE, no CQE), so no injected result, short transfer or CQE reaches it.
+fn kernel_kinds() -> impl Iterator<Item = OpKind> {
+    OpKind::ALL.iter().copied().filter(|&k| k != OpKind::Sleep)
 }
 
 fn transfers(kind: OpKind) -> bool {
@@ -220,7 +227,7 @@ fn effect(kind: OpKind, fx: &Fixture) -> Vec<u8> {
         OpKind::RecvFrom => Fixture::datagrams(&fx.udp),
         OpKind::Connect => fx.connections(),
         OpKind::Poll => drain_socket(&fx.polled.1),
-        OpKind::ReadAt | OpKind::Sync | OpKind::Nop | OpKind::Accept => Vec::new(),
+        OpKind::ReadAt | OpKind::Sync | OpKind::Nop | OpKind::Accept | OpKind::Sleep => Vec::new(),
     }
 }
 
@@ -242,7 +249,8 @@ fn prepare(kind: OpKind, fx: &Fixture) {
         | OpKind::Nop
         | OpKind::Connect
         | OpKind::SendTo
-        | OpKind::SendVectored => {}
+        | OpKind::SendVectored
+        | OpKind::Sleep => {}
     }
 }
 
@@ -269,7 +277,7 @@ fn done(kind: OpKind) -> (Got, Vec<u8>) {
         | OpKind::WriteAtVectored => MSG.to_vec(),
         OpKind::ReadAt => FILE[AT as usize..AT as usize + 8].to_vec(),
         OpKind::Poll => b"readable".to_vec(),
-        OpKind::Sync | OpKind::Nop | OpKind::Accept | OpKind::Connect => Vec::new(),
+        OpKind::Sync | OpKind::Nop | OpKind::Accept | OpKind::Connect | OpKind::Sleep => Vec::new(),
     };
     let effect = match kind {
         OpKind::Send
@@ -284,7 +292,8 @@ fn done(kind: OpKind) -> (Got, Vec<u8>) {
         | OpKind::RecvFrom
         | OpKind::Sync
         | OpKind::Nop
-        | OpKind::Accept => Vec::new(),
+        | OpKind::Accept
+        | OpKind::Sleep => Vec::new(),
     };
     (Ok(bytes), effect)
 }
@@ -305,7 +314,8 @@ fn failed(kind: OpKind, e: Error) -> (Got, Vec<u8>) {
         | OpKind::Sync
         | OpKind::Nop
         | OpKind::Accept
-        | OpKind::Connect => Vec::new(),
+        | OpKind::Connect
+        | OpKind::Sleep => Vec::new(),
     };
     (Err((e, returned)), effect)
 }
@@ -481,6 +491,14 @@ fn submit<const S: usize, const R: usize, const W: usize>(
                 .map_err(|e| (e, 0))
             },
         ),
+        // A timer whose deadline, if any, is its end.
+        OpKind::Sleep => Pending::new(
+            h.sleep(Duration::from_millis(1))
+                .deadline(deadline.or(Some(Instant::now() + Duration::from_millis(1))))
+                .try_submit()
+                .unwrap(),
+            unit,
+        ),
     }
 }
 
@@ -646,7 +664,7 @@ fn stall_in_stage<const S: usize, const R: usize, const W: usize>(
 fn retry_results_are_resubmitted_until_the_request_succeeds() {
     let (h, lp) = start::<8, 8, 64>(config());
     let fx = Fixture::new();
-    for &kind in OpKind::ALL {
+    for kind in kernel_kinds() {
         let before = h.metrics();
         h.inject_fault(Fault::Result {
             op: kind.into(),
@@ -674,9 +692,8 @@ fn retry_results_are_resubmitted_until_the_request_succeeds() {
 /// the loop drains CQEs before it advances the wheel. `event_loop::request::tests` pins it.
 #[test]
 fn retry_after_the_deadline_fired_is_timeout() {
-    let runs = OpKind::ALL
-        .iter()
-        .map(|&k| (k, libc::EAGAIN))
+    let runs = kernel_kinds()
+        .map(|k| (k, libc::EAGAIN))
         .chain([(OpKind::Recv, libc::EINTR)]);
     for (kind, errno) in runs {
         let (h, lp) = start::<8, 8, 64>(config());
@@ -799,7 +816,7 @@ fn deadline_while_in_the_kernel_is_timeout_through_async_cancel() {
 fn ecanceled_without_a_deadline_is_an_os_error() {
     let (h, lp) = start::<8, 8, 64>(config());
     let fx = Fixture::new();
-    for &kind in OpKind::ALL {
+    for kind in kernel_kinds() {
         h.inject_fault(Fault::Result {
             op: kind.into(),
             result: -libc::ECANCELED,
@@ -828,7 +845,7 @@ fn injected_errors_are_os_errors_and_epipe_on_send_is_eof() {
     let (h, lp) = start::<8, 8, 64>(config());
     let fx = Fixture::new();
     for errno in [libc::EBADF, libc::ECONNRESET, libc::EPIPE, libc::EIO] {
-        for &kind in OpKind::ALL {
+        for kind in kernel_kinds() {
             h.inject_fault(Fault::Result {
                 op: kind.into(),
                 result: -errno,
@@ -846,7 +863,7 @@ fn injected_errors_are_os_errors_and_epipe_on_send_is_eof() {
         }
     }
     // Every request after the faults is undisturbed.
-    for &kind in OpKind::ALL {
+    for kind in kernel_kinds() {
         assert_eq!(exercise(&h, kind, &fx), done(kind), "{kind:?}");
     }
     drop(h);
@@ -1903,4 +1920,47 @@ fn short_vectored_transfers_resume_across_buffers() {
     }
     drop(h);
     lp.join(HANG).unwrap();
+}
+
+/// Timers (`sleep`) meet none of the kernel's faults themselves (no SQE, no CQE), but a loop that
+/// stops on one must end them like any request it holds: a timer waited on by another thread
+/// and one polled as a future end `Abandoned` at once (long before their end, and not `Ok`),
+/// whether the loop stopped on an unexpected enter error or a panic; a later one is `Closed`.
+#[test]
+fn timers_waiting_when_the_loop_stops_on_a_fault_end_abandoned() {
+    for panic in [false, true] {
+        let (h, event_loop) = static_uring::new::<8, 4, 64>(config()).unwrap();
+        let lp = thread::spawn(move || event_loop.run());
+        let op = h.sleep(Duration::from_secs(60));
+        let waiting = Background::spawn(move || op.wait());
+        let mut polled = Box::pin(h.sleep(Duration::from_secs(60)));
+        assert!(poll_once(polled.as_mut()).is_none());
+        thread::sleep(Duration::from_millis(20));
+        let started = Instant::now();
+        if panic {
+            h.inject_fault(Fault::Panic { op: FaultOp::Nop });
+        } else {
+            h.inject_fault(Fault::Enter {
+                errno: libc::EFAULT,
+            });
+        }
+        // A nop: its enter fails, or its CQE panics the loop.
+        let trigger = h.nop().try_submit().unwrap();
+        let joined = with_timeout(HANG, move || lp.join());
+        match panic {
+            true => assert!(joined.is_err(), "the loop thread panicked"),
+            false => assert_eq!(joined.unwrap(), Err(Error::Os(libc::EFAULT))),
+        }
+        assert_eq!(waiting.join(HANG), Err(Error::Abandoned), "thread .wait()");
+        assert_eq!(block_on(HANG, polled), Err(Error::Abandoned), "async");
+        assert!(started.elapsed() < Duration::from_secs(30));
+        // The nop's own answer: abandoned with the loop, or completed by the abandonment's
+        // last enter (the kernel's answer is kept).
+        let trigger = wait(trigger);
+        assert!(
+            matches!(trigger, Ok(()) | Err(Error::Abandoned)),
+            "{trigger:?}"
+        );
+        assert_eq!(wait(h.sleep(Duration::ZERO)), Err(Error::Closed));
+    }
 }

@@ -1691,6 +1691,10 @@ enum Act {
     Poll {
         writable: bool,
     },
+    /// A timer of `ms` milliseconds (no descriptor: the kind is irrelevant).
+    Sleep {
+        ms: u64,
+    },
 }
 
 /// Where `Act::Connect` and `Act::SendTo` go: the discard port on loopback (refused or dropped).
@@ -1745,6 +1749,7 @@ fn act() -> impl Strategy<Value = Act> {
             OpKind::Poll => any::<bool>()
                 .prop_map(|writable| Act::Poll { writable })
                 .boxed(),
+            OpKind::Sleep => (0u64..=5).prop_map(|ms| Act::Sleep { ms }).boxed(),
         }
     })
 }
@@ -1767,7 +1772,8 @@ impl Act {
             | Act::SendTo { .. }
             | Act::RecvFrom { .. }
             | Act::SendVectored { .. }
-            | Act::Poll { .. } => false,
+            | Act::Poll { .. }
+            | Act::Sleep { .. } => false,
         }
     }
 
@@ -1783,7 +1789,8 @@ impl Act {
             | Act::Connect
             | Act::SendTo { .. }
             | Act::RecvFrom { .. }
-            | Act::Poll { .. } => false,
+            | Act::Poll { .. }
+            | Act::Sleep { .. } => false,
         }
     }
 
@@ -1798,7 +1805,8 @@ impl Act {
             | Act::Nop
             | Act::SendTo { .. }
             | Act::SendVectored { .. }
-            | Act::WriteAtVectored { .. } => false,
+            | Act::WriteAtVectored { .. }
+            | Act::Sleep { .. } => false,
         }
     }
 }
@@ -1923,6 +1931,8 @@ fn perform(
             };
             drive(h.poll(fd, events).deadline(deadline), true).map(drop)
         }
+        // A timer's deadline is its end: the test's deadline does not apply.
+        Act::Sleep { ms } => drive(h.sleep(Duration::from_millis(ms)), false),
     })
 }
 
@@ -1934,6 +1944,15 @@ fn fd_kind_property(kind: Kind, act: Act, dl: Dl, flavor: Flavor, seen: &Seen) -
         let called = Instant::now();
         let outcome = perform(h, &subject.fd, &act, deadline)?;
         let returned = Instant::now();
+        if let Act::Sleep { ms } = act {
+            prop_assert_eq!(outcome, Ok(()), "a timer ends Ok, whatever the descriptor");
+            prop_assert!(
+                returned - called >= Duration::from_millis(ms),
+                "never early"
+            );
+            seen.note("ok");
+            return Ok(());
+        }
         let submitted = h.metrics().submitted - metrics.submitted;
         if act.invalid() {
             prop_assert_eq!(outcome, Err(Error::InvalidInput));

@@ -324,7 +324,8 @@ fn weight(kind: OpKind) -> u64 {
         | OpKind::RecvFrom
         | OpKind::SendVectored
         | OpKind::WriteAtVectored
-        | OpKind::Poll => 4,
+        | OpKind::Poll
+        | OpKind::Sleep => 4,
     }
 }
 
@@ -470,6 +471,7 @@ any_op! {
     Accept(op::Accept) => Res::unit,
     Connect(op::Connect) => Res::unit,
     Poll(op::Poll) => Res::unit,
+    Sleep(op::Sleep) => Res::U,
 }
 
 /// A fixed buffer for short `Debug` texts.
@@ -674,6 +676,7 @@ fn random_spec(rng: &mut Rng, pid: usize) -> Spec {
         OpKind::Accept | OpKind::Connect => Target::Listener,
         // Readable once the pump writes.
         OpKind::Poll => Target::Fed,
+        OpKind::Sleep => Target::None,
     };
     let edge = match (kind, rng.range(0, 99)) {
         (
@@ -781,7 +784,12 @@ fn random_spec(rng: &mut Rng, pid: usize) -> Spec {
         }
         OpKind::SendTo => spec.len = rng.range(0, DATAGRAM as u64) as usize,
         OpKind::RecvFrom => spec.cap = DATAGRAM,
-        OpKind::Nop | OpKind::Sync | OpKind::Accept | OpKind::Connect | OpKind::Poll => {}
+        OpKind::Nop
+        | OpKind::Sync
+        | OpKind::Accept
+        | OpKind::Connect
+        | OpKind::Poll
+        | OpKind::Sleep => {}
     }
     spec
 }
@@ -969,6 +977,14 @@ fn build(
         OpKind::Poll => {
             let op = h.poll(res.fed[pid].b.clone(), Readiness::READABLE);
             go(op.deadline(d), t, AnyOp::Poll, |e| Res::U(Err(e)))
+        }
+        // A timer's deadline is its end (it ends `Ok` then); without one, a short sleep.
+        OpKind::Sleep => {
+            let op = match d {
+                Some(end) => h.sleep_until(end),
+                None => h.sleep(Duration::from_millis(rng.range(0, 20))),
+            };
+            go(op, t, AnyOp::Sleep, |e| Res::U(Err(e)))
         }
     }
 }

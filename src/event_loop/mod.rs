@@ -653,6 +653,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             || self.storage.serving_over()
             || self.ring.has_completions()
             || (self.checked.config.cancel_on_drop && self.storage.has_dropped())
+            || self.storage.has_dropped_timers()
     }
 
     /// `io_uring_enter`, counted when the syscall is made.

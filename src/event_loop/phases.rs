@@ -5,7 +5,7 @@ use io_uring::{cqueue, opcode};
 use std::time::Instant;
 
 use super::id::{Cqe, RequestId};
-use super::request::Staged;
+use super::request::{Deadline, Staged};
 use super::table::{owned_request, Table};
 use super::wheel::{ceil_tick, floor_tick, Target};
 use super::{EventLoop, Mode, Pass};
@@ -113,11 +113,23 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             wheel,
             cancels,
             flags,
+            fired,
             ..
         } = t;
         let slots = &self.storage.slots;
         wheel.advance_rearming(now, |index, _| {
             let entry = flags[index as usize];
+            if entry.timer {
+                // Never early, whatever the cap: re-armed until its end.
+                let deadline = owned_request(flags, slots, index).deadline;
+                let due = deadline.map_or(0, |d| ceil_tick(d.ns_after(origin_ns), tick_ns));
+                if due > now {
+                    return Some(due.min(now + horizon));
+                }
+                // Cannot fail: one entry per slot at most.
+                let _ = fired.push(index);
+                return None;
+            }
             if !entry.admitted || entry.cancel_requested {
                 return None;
             }
@@ -136,6 +148,11 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             }
             None
         });
+        for i in 0..t.fired.len() {
+            let index = t.fired[i];
+            self.fire_timer(t, index);
+        }
+        t.fired.clear();
     }
 
     /// One staging pass: wake-poll rearm (serving only), pending cancels, the ready queue, then
@@ -152,6 +169,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         if self.checked.config.cancel_on_drop && self.storage.take_dropped() {
             self.queue_drop_cancels(t);
         }
+        self.retire_dropped_timers(t);
         if let Some(pass) = self.stage_cancels(t) {
             return pass;
         }
@@ -249,14 +267,11 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             self.storage.free_slot(index);
             return;
         }
+        if kind == OpKind::Sleep {
+            return self.admit_timer(t, index, deadline);
+        }
         if let Some(deadline) = deadline {
-            if t.wheel.len() == 0 {
-                // Align the idle wheel with now (nothing can expire: it is empty).
-                let tick = floor_tick(self.elapsed_ns(Instant::now()), self.checked.tick_ns);
-                t.wheel.advance_rearming(tick, |_, _| None);
-            }
-            let deadline_tick = ceil_tick(deadline.ns_after(self.origin_ns), self.checked.tick_ns);
-            let target = t.wheel.target(deadline_tick, self.checked.horizon);
+            let (deadline_tick, target) = self.wheel_target(t, deadline);
             if matches!(target, Target::At(tick) if tick < deadline_tick)
                 && self.checked.config.max_request_timeout.is_some()
             {
@@ -276,6 +291,63 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         }
         t.admit(index);
         self.stage_one(t, index);
+    }
+
+    /// The tick of `deadline` and where the wheel puts it now (an idle wheel is first aligned
+    /// with now: nothing can expire from it, it is empty).
+    fn wheel_target(&mut self, t: &mut Table<S, R, W>, deadline: Deadline) -> (u64, Target) {
+        if t.wheel.len() == 0 {
+            let tick = floor_tick(self.elapsed_ns(Instant::now()), self.checked.tick_ns);
+            t.wheel.advance_rearming(tick, |_, _| None);
+        }
+        let deadline_tick = ceil_tick(deadline.ns_after(self.origin_ns), self.checked.tick_ns);
+        (
+            deadline_tick,
+            t.wheel.target(deadline_tick, self.checked.horizon),
+        )
+    }
+
+    /// Holds timer `index` (a `sleep`) in the wheel until its end; without one, until its caller
+    /// leaves or the loop stops. Not admitted: it takes none of the `RING` entries and no SQE.
+    /// An end already past ends it now. An end beyond the horizon is re-armed until due, cap or
+    /// not (`expire`): a timer never fires early.
+    fn admit_timer(&mut self, t: &mut Table<S, R, W>, index: u32, deadline: Option<Deadline>) {
+        t.hold_timer(index);
+        let Some(deadline) = deadline else {
+            return;
+        };
+        match self.wheel_target(t, deadline).1 {
+            Target::Expired => self.fire_timer(t, index),
+            Target::At(tick) => t.wheel.schedule(index, tick),
+        }
+    }
+
+    /// Timer `index` reached its end: `Ok` to its caller (or its slot freed if it left).
+    fn fire_timer(&mut self, t: &mut Table<S, R, W>, index: u32) {
+        t.end_timer(index);
+        owned_request(&mut t.flags, &self.storage.slots, index).outcome = Some(Ok(0));
+        self.deliver(t, index);
+    }
+
+    /// Retires the timers whose callers left (noted by their `Op`'s drop) before their end.
+    fn retire_dropped_timers(&mut self, t: &mut Table<S, R, W>) {
+        let fired = &mut t.fired;
+        // Cannot fail: one entry per slot at most (the list is empty between calls).
+        self.storage.take_dropped_timers(|index| {
+            let _ = fired.push(index);
+        });
+        for i in 0..t.fired.len() {
+            let index = t.fired[i];
+            // A bit may be stale: the timer already ended and its slot moved on.
+            if t.flags[index as usize].timer && self.storage.slots[index as usize].is_orphaned() {
+                t.end_timer(index);
+                Counters::bump(&self.storage.metrics.completed);
+                Counters::bump(&self.storage.metrics.orphaned);
+                t.release(index);
+                self.storage.free_slot(index);
+            }
+        }
+        t.fired.clear();
     }
 
     /// Produces the next SQE of an admitted request, or ends it. The SQ has room.
@@ -395,7 +467,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
 
     /// Hands the stored outcome to the caller, or frees the slot if the caller left.
     #[inline]
-    fn deliver(&mut self, t: &mut Table<S, R, W>, index: u32) {
+    pub(super) fn deliver(&mut self, t: &mut Table<S, R, W>, index: u32) {
         let metrics = &self.storage.metrics;
         let slot = &self.storage.slots[index as usize];
         Counters::bump(&metrics.completed);

@@ -268,6 +268,7 @@ mod tests {
                 events: op::Readiness::READABLE,
             }
             .into(),
+            OpKind::Sleep => op::Sleep.into(),
         };
         Request::new(work, None, None)
     }

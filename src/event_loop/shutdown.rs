@@ -64,6 +64,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// Nothing admitted and nothing queued (no sender is left, so nothing more can come).
     fn idle_for_good(&self, t: &Table<S, R, W>) -> bool {
         t.admitted() == 0
+            && t.timers == 0
             && !self.storage.local.has_ready()
             && self.storage.queue.len() == 0
             && !super::lanes_ready(t)
@@ -81,6 +82,14 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         }
         for index in 0..S as u32 {
             let flags = t.flags[index as usize];
+            if flags.timer {
+                // Nothing in the kernel: ended now.
+                t.end_timer(index);
+                owned_request(&mut t.flags, &self.storage.slots, index).outcome =
+                    Some(Err(Error::Abandoned));
+                self.deliver(t, index);
+                continue;
+            }
             if !flags.admitted {
                 continue;
             }

@@ -34,6 +34,8 @@ pub(crate) struct SlotFlags {
     pub(crate) abandoning: bool,
     /// Its caller dropped it and an AsyncCancel was queued for it (cancel on drop).
     pub(crate) drop_cancelled: bool,
+    /// A timer (`sleep`): kept in the wheel (when it has an end), never admitted or staged.
+    pub(crate) timer: bool,
 }
 
 impl SlotFlags {
@@ -45,6 +47,7 @@ impl SlotFlags {
         cancel_requested: false,
         abandoning: false,
         drop_cancelled: false,
+        timer: false,
     };
 }
 
@@ -65,6 +68,10 @@ pub(crate) struct Table<const SLOTS: usize, const RING: usize, const WHEEL: usiz
     pub(crate) free_msgs: heapless::Vec<u16, RING>,
     /// Requests counted in the table: in flight, ready-queued or cancelling (<= RING).
     admitted: usize,
+    /// Timers the loop holds (`SlotFlags::timer`): not admitted, but the drain waits for them.
+    pub(crate) timers: usize,
+    /// Timers the wheel found due in this advance, ended right after it.
+    pub(crate) fired: heapless::Vec<u32, SLOTS>,
     /// Single-producer lanes polled beside the shared ring (`register_lane`).
     pub(crate) lanes: Vec<&'static Lane<SLOTS>>,
     /// The lane the next fresh request is taken from first (round robin).
@@ -112,6 +119,8 @@ impl<const S: usize, const R: usize, const W: usize> Table<S, R, W> {
             msgs: [const { MsgHeader::new() }; R],
             free_msgs: heapless::Vec::new(),
             admitted: 0,
+            timers: 0,
+            fired: heapless::Vec::new(),
             lanes: Vec::new(),
             next_lane: 0,
             registry: Registry::NONE,
@@ -140,6 +149,8 @@ impl<const S: usize, const R: usize, const W: usize> Table<S, R, W> {
             }
             addr_of_mut!((*ptr).free_msgs).write(heapless::Vec::new());
             addr_of_mut!((*ptr).admitted).write(0);
+            addr_of_mut!((*ptr).timers).write(0);
+            addr_of_mut!((*ptr).fired).write(heapless::Vec::new());
             addr_of_mut!((*ptr).lanes).write(Vec::new());
             addr_of_mut!((*ptr).next_lane).write(0);
             addr_of_mut!((*ptr).registry).write(Registry::NONE);
@@ -153,6 +164,8 @@ impl<const S: usize, const R: usize, const W: usize> Table<S, R, W> {
         self.cancels.clear();
         self.flags.fill(SlotFlags::NONE);
         self.admitted = 0;
+        self.timers = 0;
+        self.fired.clear();
         self.lanes = Vec::new();
         self.next_lane = 0;
         self.registry = Registry::NONE;
@@ -197,6 +210,25 @@ impl<const S: usize, const R: usize, const W: usize> Table<S, R, W> {
             ..SlotFlags::NONE
         };
         self.admitted -= 1;
+    }
+
+    /// Holds the loop's request `index` as a timer (not admitted).
+    #[inline]
+    pub(crate) fn hold_timer(&mut self, index: u32) {
+        let flags = &mut self.flags[index as usize];
+        debug_assert!(flags.owned && !flags.admitted);
+        flags.timer = true;
+        self.timers += 1;
+    }
+
+    /// Takes timer `index` out of the count and the wheel; the loop still owns it.
+    #[inline]
+    pub(crate) fn end_timer(&mut self, index: u32) {
+        self.wheel.remove(index);
+        let flags = &mut self.flags[index as usize];
+        debug_assert!(flags.timer);
+        flags.timer = false;
+        self.timers -= 1;
     }
 
     /// The loop gives request `index` up (to its caller, to the free list, or to the kernel

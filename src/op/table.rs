@@ -8,7 +8,7 @@ use io_uring::types;
 use super::kernel::{Kernel, Sqe, Step, Tagged};
 use super::{
     Accept, Connect, Headers, MsgHeader, Nop, Poll, ReadAt, Recv, RecvFrom, Send, SendTo,
-    SendVectored, Sync, WriteAt, WriteAtVectored, NO_MSG,
+    SendVectored, Sleep, Sync, WriteAt, WriteAtVectored, NO_MSG,
 };
 use crate::error::Error;
 use crate::event_loop::registry::Registry;
@@ -230,6 +230,8 @@ operations! {
     WriteAtVectored(WriteAtVectored) { dropped: Finish },
     /// `poll` (readiness).
     Poll(Poll) { dropped: Cancel },
+    /// `sleep` and `sleep_until` (a timer on the wheel, no kernel request).
+    Sleep(Sleep) { dropped: Retire },
 }
 
 impl Work {
