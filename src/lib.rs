@@ -14,6 +14,7 @@ mod error;
 mod fd;
 mod handle;
 mod metrics;
+pub mod net;
 mod spin;
 mod storage;
 mod task_pool;
