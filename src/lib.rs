@@ -15,6 +15,7 @@ mod fd;
 mod handle;
 mod metrics;
 pub mod net;
+pub mod signal;
 mod spin;
 mod storage;
 mod task_pool;
