@@ -259,16 +259,29 @@ fn push<'a>(args: &mut Args<'a>, item: &'a [u8]) {
     }
 }
 
-/// The decimal number at `buf[from..]` up to `\r\n`, and where the next line starts.
+/// The decimal number at `buf[from..]` up to `\r\n` (-1 if it is not one), and where the next
+/// line starts.
 fn number(buf: &[u8], from: usize) -> Option<(i64, usize)> {
     let end = from + find_crlf(buf.get(from..)?)?;
-    let text = std::str::from_utf8(&buf[from..end]).ok();
-    let value = text.and_then(|t| t.parse().ok()).unwrap_or(-1);
+    let digits = &buf[from..end];
+    let valid = !digits.is_empty() && digits.len() <= 18 && digits.iter().all(u8::is_ascii_digit);
+    let value = match valid {
+        true => digits.iter().fold(0, |n, &d| n * 10 + i64::from(d - b'0')),
+        false => -1,
+    };
     Some((value, end + 2))
 }
 
+/// Where the first `\r\n` starts.
 fn find_crlf(buf: &[u8]) -> Option<usize> {
-    buf.windows(2).position(|w| w == b"\r\n")
+    let mut from = 0;
+    loop {
+        let at = from + buf[from..].iter().position(|&b| b == b'\r')?;
+        if buf.get(at + 1) == Some(&b'\n') {
+            return Some(at);
+        }
+        from = at + 1;
+    }
 }
 
 /// Writes the reply to one command. `output` has room for the largest reply.
