@@ -305,7 +305,9 @@ impl<const S: usize, const R: usize, const W: usize> FromAccepted<S, R, W> for U
 
 /// An accept through the loop that yields a socket type `T` ([`TcpListener::accept`],
 /// [`UnixListener::accept`]): an operation like the others (`.await`, `.wait()`,
-/// `.deadline()`, `.timeout()`, `.try_submit()`), resolving to `Result<T, Error>`.
+/// `.deadline()`, `.timeout()`, `.try_submit()`), resolving to `Result<T, Error>`. Unlike a
+/// bare [`Op`], it holds a handle clone (for the socket it yields), so it keeps the loop serving
+/// until it is dropped, as the listener does.
 #[must_use = "operations do nothing until polled or waited on"]
 pub struct Accept<T, const S: usize, const R: usize, const W: usize> {
     op: Op<op::Accept, S, R, W>,
@@ -375,7 +377,8 @@ impl<T, const S: usize, const R: usize, const W: usize> std::fmt::Debug for Acce
 
 /// A TCP connect through the loop ([`TcpStream::connect`]) that yields the [`TcpStream`]: an
 /// operation like the others, resolving to `Result<TcpStream, Error>`. A socket that could not
-/// be created ends it with the kernel's errno at its first poll.
+/// be created ends it with the kernel's errno at its first poll. It holds the stream it connects
+/// (and so a handle clone): it keeps the loop serving until it is dropped.
 #[must_use = "operations do nothing until polled or waited on"]
 pub struct Connect<const S: usize, const R: usize, const W: usize> {
     /// The connect (`Err`: the socket could not be created). Structurally pinned.

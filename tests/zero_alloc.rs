@@ -136,6 +136,11 @@ struct Fixture {
     listen_addr: std::net::SocketAddr,
     clients: Vec<Fd>,
     exec: Executor,
+    /// A connected pair of the crate's socket type.
+    unix: (
+        static_uring::net::UnixStream<16, 16, 64>,
+        static_uring::net::UnixStream<16, 16, 64>,
+    ),
 }
 
 impl Fixture {
@@ -343,6 +348,30 @@ impl Fixture {
         self.recv_buf = Some(inb);
     }
 
+    /// `pairs` through the socket types (`net::UnixStream`, made before measuring): the same
+    /// operations, reached as methods.
+    fn net_pairs(&mut self, n: usize, blocking: bool) {
+        let mut out = self.send_buf.take().unwrap();
+        let mut inb = self.recv_buf.take().unwrap();
+        let (a, b) = &self.unix;
+        for _ in 0..n {
+            let len = out.len();
+            let (send, recv) = (a.send(out), b.recv(inb).exact(len));
+            let (sent, received) = if blocking {
+                (send.wait(), recv.wait())
+            } else {
+                self.exec.join(send, recv)
+            };
+            out = sent.unwrap_or_else(|_| panic!("send failed"));
+            inb = match received {
+                Ok((buf, filled)) if filled == len && buf[..] == out[..] => buf,
+                _ => panic!("recv failed"),
+            };
+        }
+        self.send_buf = Some(out);
+        self.recv_buf = Some(inb);
+    }
+
     fn pairs(&mut self, n: usize, blocking: bool) {
         let mut out = self.send_buf.take().unwrap();
         let mut inb = self.recv_buf.take().unwrap();
@@ -456,6 +485,7 @@ fn run_workloads(
     let loop_thread = thread::spawn(move || event_loop.run());
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let listen_addr = listener.local_addr().unwrap();
+    let handle_for_net = handle.clone();
     let mut fx = Fixture {
         handle,
         file,
@@ -480,6 +510,7 @@ fn run_workloads(
                 .collect(),
         ),
         exec: Executor::new(),
+        unix: static_uring::net::UnixStream::pair(&handle_for_net).unwrap(),
     };
 
     // Warm-up: first-use initialisation (thread handles, lazily created state) happens here.
@@ -503,10 +534,13 @@ fn run_workloads(
     fx.timeouts(2, false);
     fx.timers(2, true);
     fx.timers(2, false);
+    fx.net_pairs(100, true);
+    fx.net_pairs(100, false);
+    drop(handle_for_net);
 
     let (nops, reads, pairs) = (NOPS / divide, READS / divide, PAIRS / divide);
     let conns = CONNECTIONS / divide;
-    let phases: [Phase; 22] = [
+    let phases: [Phase; 24] = [
         ("nop .wait()", &mut |fx| fx.nops_wait(nops)),
         ("nop async", &mut |fx| fx.nops_async(nops)),
         ("read_at 4 KiB .wait()", &mut |fx| fx.reads(reads, true)),
@@ -543,6 +577,12 @@ fn run_workloads(
         ("send_to/recv_from 64 B async", &mut |fx| {
             fx.datagrams(pairs, false)
         }),
+        ("net::UnixStream send/recv .wait()", &mut |fx| {
+            fx.net_pairs(pairs, true)
+        }),
+        ("net::UnixStream send/recv async", &mut |fx| {
+            fx.net_pairs(pairs, false)
+        }),
         ("sleep .wait()", &mut |fx| fx.timers(TIMERS, true)),
         ("sleep and timeout async", &mut |fx| {
             fx.timers(TIMERS, false)
@@ -572,7 +612,9 @@ fn run_workloads(
         + 4
         + 4 * TIMERS
         + 1
-        + 9) as u64
+        + 9
+        + 4 * pairs
+        + 400) as u64
         + 2 * (pairs.div_ceil(64) + 2) as u64;
     assert_eq!(
         m.completed, expected,
