@@ -523,7 +523,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// so what it submits goes into the kernel in the same iteration, with no eventfd.
     ///
     /// While `local` is polled no reference to the loop or its table is live: an operation
-    /// polled there stages its SQE through the loop (`Storage::stage_here`, behind the pointer
+    /// polled there stages its SQE through the loop (`EventLoop::stage_in_window`, behind the pointer
     /// the window publishes), so each phase borrows both afresh from the pointers.
     fn serve<L: local::Local>(this: &mut Self, local: &mut L) -> Result<(), Error> {
         // Operations on this thread may use the private hand-off while the loop serves.
