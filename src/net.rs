@@ -152,7 +152,7 @@ stream_ops!(UnixStream);
 stream_ops!(UnixDatagram);
 
 impl<const S: usize, const R: usize, const W: usize> TcpListener<S, R, W> {
-    /// Binds a listener to `addr` (std `bind` and `listen`, 128 pending connections).
+    /// Binds a listener to `addr` (std `bind` and `listen`).
     pub fn bind(handle: &Handle<S, R, W>, addr: SocketAddr) -> io::Result<Self> {
         Ok(Self::from_std(handle, std::net::TcpListener::bind(addr)?))
     }
