@@ -14,35 +14,17 @@
 //! bytes) and is allocated once at start, as are the connections' buffers: serving a request
 //! allocates nothing (an accepted connection costs one `Arc` for its descriptor).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use static_uring::net::{TcpListener, TcpStream};
 use static_uring::signal::{Signals, SIGINT, SIGTERM};
 use static_uring::{BufError, Config, Error, IoBuf, IoBufMut, Storage, TaskPool};
 
-/// Counts the process's allocations (reported at exit, per request).
-struct Counting;
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call to `System` unchanged; the counter is an atomic.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the caller's contract, forwarded.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: the caller's contract, forwarded.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+/// The tests' counting global allocator: the process's allocations, reported at exit per request.
+#[path = "../tests/support/counting_alloc.rs"]
+mod counting_alloc;
 
 /// Connections served at once (more are accepted and closed: the pool is full).
 const CONNECTIONS: usize = 128;
@@ -88,7 +70,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     println!("kv: listening on 127.0.0.1:{port} (RESP: PING, GET, SET, DEL, ECHO)");
 
-    let start_allocs = ALLOCATIONS.load(Ordering::Relaxed);
+    let start_allocs = counting_alloc::AllocCount::now();
     let conns = TaskPool::<_, CONNECTIONS>::leak();
     let acceptor = TaskPool::<_, 1>::leak();
     let s = state.clone();
@@ -124,7 +106,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     drop(io);
     event_loop.block_on(conns.run(acceptor.run(main)))?;
 
-    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - start_allocs;
+    let allocations = counting_alloc::AllocCount::now().since(start_allocs).allocs;
     let requests = state.requests.get();
     println!(
         "kv: {requests} requests, {allocations} allocations while serving ({:.4} per request)",

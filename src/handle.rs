@@ -24,6 +24,7 @@ use crate::handoff::loop_local::LoopLocal;
 use crate::handoff::slot::Leave;
 use crate::handoff::wait_list::{Notify, WaitState, Waiter};
 use crate::metrics::Metrics;
+use crate::op::table::Dropped;
 use crate::op::{self, OpResult, Operation, RawAddr, Readiness};
 use crate::storage::StorageRef;
 use crate::vectored::IoBufs;
@@ -541,6 +542,8 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
             unreachable!("matched by poll_here")
         };
         let start = start.check()?;
+        // Staged at once only without a deadline (the wheel's scheduling is the loop's staging).
+        let direct = start.deadline.is_none();
         let storage = &self.storage;
         let here = &storage.local;
         // The loop cannot close while its thread runs this poll: the check holds until the
@@ -564,7 +567,8 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         // SQ for the pass's enter), else queued for the pass's staging.
         // SAFETY: read on the loop's thread (`loop_here`) during this poll, which runs no user
         // code until the call returns.
-        let staged = unsafe { EventLoop::<S, R, W>::stage_in_window::<O>(here.window(), index) };
+        let staged =
+            direct && unsafe { EventLoop::<S, R, W>::stage_in_window::<O>(here.window(), index) };
         if !staged {
             here.push(index);
         }
@@ -671,15 +675,17 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Drop for Op<O
             // its cells then belong to the next request. Dropped last, after the slot is settled.
             let waker = self.take_wakers_back(index, self.storage.loop_here());
             match slot.orphan() {
-                Leave::Orphaned => {
-                    if O::KIND == op::OpKind::Sleep {
-                        // Its slot is freed at the loop's next pass, not at the timer's end.
+                Leave::Orphaned => match O::KIND.dropped() {
+                    // Its slot is freed at the loop's next pass, not at the timer's end.
+                    Dropped::Timer => {
                         let serving = crate::event_loop::local::serves_here(self.storage.key());
                         self.storage.note_dropped_timer(index, serving);
-                    } else if O::KIND.dropped().cancelled() && self.storage.cancels_dropped() {
+                    }
+                    rule if rule.cancelled() && self.storage.cancels_dropped() => {
                         self.storage.note_dropped();
                     }
-                }
+                    _ => {}
+                },
                 Leave::Abandoned => {}
                 // We own the finished request: drop its result and free the slot.
                 Leave::Done => self.storage.free_slot(index),

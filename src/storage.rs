@@ -447,10 +447,13 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         life & (CLOSED | SHUTDOWN) != 0 || life & HANDLES == 0 || self.epoch() != epoch
     }
 
-    /// Whether the loop should stop serving and drain: no sender is left, or a handle asked
-    /// for it (`Handle::shutdown`).
+    /// Whether the loop should stop serving and drain: no sender is left (no live handle, no
+    /// caller mid-submit), or a handle asked for it (`Handle::shutdown`).
     pub(crate) fn serving_over(&self) -> bool {
-        self.senders() == 0 || self.life.load(Ordering::Acquire) & SHUTDOWN != 0
+        // Acquire: pairs with the Release of the last release of a handle or a submit, so every
+        // push made before it is visible to the loop's check of the ring that follows.
+        let life = self.life.load(Ordering::Acquire);
+        life & (HANDLES | SUBMITTING) == 0 || life & SHUTDOWN != 0
     }
 
     /// `Handle::shutdown` of claim `epoch`: no request is taken from now on, callers waiting for
@@ -470,14 +473,6 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         self.eventfd().ring();
     }
 
-    /// Live handles plus callers mid-submit: zero means the loop may start its drain.
-    pub(crate) fn senders(&self) -> u64 {
-        // Acquire: pairs with the Release of the last `release_*`, so every push made before it
-        // is visible to the loop's check of the ring that follows.
-        let life = self.life.load(Ordering::Acquire);
-        (life & HANDLES) + ((life & SUBMITTING) >> 32)
-    }
-
     /// Registers one more `Handle` (the caller holds one, so the loop is open).
     pub(crate) fn add_handle(&self) {
         self.life.fetch_add(HANDLE, Ordering::Relaxed);
@@ -485,7 +480,7 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
 
     /// A `Handle` of claim `epoch` was dropped.
     pub(crate) fn drop_handle(&self, epoch: u32) {
-        // AcqRel: Release publishes this thread's pushes to the loop's Acquire in `senders`.
+        // AcqRel: Release publishes this thread's pushes to the loop's Acquire in `serving_over`.
         let after = self.life.fetch_sub(HANDLE, Ordering::AcqRel) - HANDLE;
         self.after_release(after, epoch);
     }

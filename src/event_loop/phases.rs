@@ -261,11 +261,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         let r = owned_request(&mut t.flags, &self.storage.slots, index);
         let (kind, deadline) = (r.kind(), r.deadline);
         if !live && self.orphanable(kind) {
-            Counters::bump(&self.storage.metrics.completed);
-            Counters::bump(&self.storage.metrics.orphaned);
-            t.release(index);
-            self.storage.free_slot(index);
-            return;
+            return self.free_orphan(t, index);
         }
         if kind == OpKind::Sleep {
             return self.admit_timer(t, index, deadline);
@@ -324,8 +320,18 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
 
     /// Timer `index` reached its end: `Ok` to its caller (or its slot freed if it left).
     fn fire_timer(&mut self, t: &mut Table<S, R, W>, index: u32) {
+        self.end_timer(t, index, Ok(0));
+    }
+
+    /// Ends timer `index` with `outcome`, delivered (or its slot freed if its caller left).
+    pub(super) fn end_timer(
+        &mut self,
+        t: &mut Table<S, R, W>,
+        index: u32,
+        outcome: Result<usize, Error>,
+    ) {
         t.end_timer(index);
-        owned_request(&mut t.flags, &self.storage.slots, index).outcome = Some(Ok(0));
+        owned_request(&mut t.flags, &self.storage.slots, index).outcome = Some(outcome);
         self.deliver(t, index);
     }
 
@@ -341,10 +347,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             // A bit may be stale: the timer already ended and its slot moved on.
             if t.flags[index as usize].timer && self.storage.slots[index as usize].is_orphaned() {
                 t.end_timer(index);
-                Counters::bump(&self.storage.metrics.completed);
-                Counters::bump(&self.storage.metrics.orphaned);
-                t.release(index);
-                self.storage.free_slot(index);
+                self.free_orphan(t, index);
             }
         }
         t.fired.clear();
@@ -391,9 +394,10 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// submitted with the rest of the pass. `O` is the operation in the slot, so the SQE is
     /// built without matching on the kind, and a fresh request on its caller's thread needs none
     /// of `admit`'s and `stage_one`'s checks (not orphaned, no deadline, not cancelled). False,
-    /// touching nothing, when the request has a deadline or staging it now would change the
-    /// order of the pass (the table or the SQ full, retries, cancels or the loop thread's
-    /// earlier requests waiting), or it gets no SQE: the caller then queues it as before.
+    /// touching nothing, when staging it now would change the order of the pass (the table or
+    /// the SQ full, retries, cancels or the loop thread's earlier requests waiting), or it gets
+    /// no SQE: the caller then queues it as before. The caller passes only requests without a
+    /// deadline (the wheel's scheduling is `admit`'s).
     pub(crate) fn stage_fresh<O: crate::op::Operation>(
         &mut self,
         t: &mut Table<S, R, W>,
@@ -410,10 +414,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         t.take(index);
         let slots = &self.storage.slots;
         let r = owned_request(&mut t.flags, slots, index);
-        if r.deadline.is_some() {
-            t.release(index);
-            return false;
-        }
+        debug_assert!(r.deadline.is_none(), "admit schedules deadlines");
         let id = RequestId::new(index, slots[index as usize].generation()).op_data();
         let limit = fault::sqe_limit(self.storage.fault_key(), O::KIND);
         let mut headers = Headers::new(&mut t.msgs, t.free_msgs.as_mut_view());
@@ -502,6 +503,11 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// Retires an admitted orphan without an outcome (not in flight).
     fn retire(&mut self, t: &mut Table<S, R, W>, index: u32) {
         self.end_entry(t, index);
+        self.free_orphan(t, index);
+    }
+
+    /// Frees the slot of orphan `index`, which the loop owns and no longer counts anywhere.
+    fn free_orphan(&mut self, t: &mut Table<S, R, W>, index: u32) {
         Counters::bump(&self.storage.metrics.completed);
         Counters::bump(&self.storage.metrics.orphaned);
         t.release(index);

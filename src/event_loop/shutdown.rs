@@ -84,10 +84,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             let flags = t.flags[index as usize];
             if flags.timer {
                 // Nothing in the kernel: ended now.
-                t.end_timer(index);
-                owned_request(&mut t.flags, &self.storage.slots, index).outcome =
-                    Some(Err(Error::Abandoned));
-                self.deliver(t, index);
+                self.end_timer(t, index, Err(Error::Abandoned));
                 continue;
             }
             if !flags.admitted {

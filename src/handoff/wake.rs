@@ -58,7 +58,7 @@ pub(crate) const INTENT: u64 = 1 << 61;
 #[must_use]
 #[inline]
 pub(crate) fn release(word: &AtomicU64, count: u64) -> (u64, bool) {
-    // AcqRel: Release carries the push to the loop's arm (module doc) and to its `senders`
+    // AcqRel: Release carries the push to the loop's arm (module doc) and to its `serving_over`
     // check; Acquire orders our eventfd write after seeing the intent.
     let before = word.fetch_sub(count, Ordering::AcqRel);
     (before - count, before & INTENT != 0)

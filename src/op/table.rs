@@ -28,13 +28,15 @@ pub enum Dropped {
     Finish,
     /// Retired at its next completion in both modes.
     Retire,
+    /// A timer (no kernel request): retired at the loop's next pass in both modes.
+    Timer,
 }
 
 impl Dropped {
     /// Whether a dropped caller lets the loop retire the request early, at its next completion.
     pub(crate) const fn orphanable(self, cancel_on_drop: bool) -> bool {
         match self {
-            Dropped::Cancel | Dropped::Retire => true,
+            Dropped::Cancel | Dropped::Retire | Dropped::Timer => true,
             Dropped::FinishWhenCancelling => !cancel_on_drop,
             Dropped::Finish => false,
         }
@@ -231,7 +233,7 @@ operations! {
     /// `poll` (readiness).
     Poll(Poll) { dropped: Cancel },
     /// `sleep` and `sleep_until` (a timer on the wheel, no kernel request).
-    Sleep(Sleep) { dropped: Retire },
+    Sleep(Sleep) { dropped: Timer },
 }
 
 impl Work {
