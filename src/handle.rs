@@ -247,6 +247,39 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         Ok(self)
     }
 
+    /// An operation `op` (no descriptor) on the same loop and claim: a stream's `next`.
+    pub(crate) fn sibling<P: Operation<Held = ()>>(&self, op: P) -> Op<P, S, R, W> {
+        Op {
+            storage: self.storage.clone(),
+            epoch: self.epoch,
+            state: State::Start(Start {
+                op,
+                held: (),
+                fd: None,
+                deadline: None,
+            }),
+            waiter: Waiter::new(),
+            queued: false,
+            registered: false,
+            registered_here: false,
+            lane: None,
+        }
+    }
+
+    /// The identity (`RequestId::op_data`) of the request it submitted, while the loop has it.
+    pub(crate) fn request_data(&self) -> Option<u64> {
+        let State::Submitted(index) = self.state else {
+            return None;
+        };
+        let generation = self.storage.slots[index as usize].generation();
+        Some(crate::event_loop::id::RequestId::new(index, generation).op_data())
+    }
+
+    /// Whether the calling thread runs this operation's loop.
+    pub(crate) fn serves_here(&self) -> bool {
+        crate::event_loop::local::serves_here(self.storage.key())
+    }
+
     /// Which operation it is.
     pub fn kind(&self) -> crate::op::OpKind {
         O::KIND
@@ -388,7 +421,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
     }
 
     /// The result, if the loop has finished with the request.
-    fn try_take(&mut self, serving: bool) -> Option<OpResult<O>> {
+    pub(crate) fn try_take(&mut self, serving: bool) -> Option<OpResult<O>> {
         let State::Submitted(index) = self.state else {
             return self.take_ready();
         };
@@ -542,8 +575,9 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
             unreachable!("matched by poll_here")
         };
         let start = start.check()?;
-        // Staged at once only without a deadline (the wheel's scheduling is the loop's staging).
-        let direct = start.deadline.is_none();
+        // Staged at once only without a deadline (the wheel's scheduling is the loop's staging)
+        // and with an SQE (the loop holds the others).
+        let direct = start.deadline.is_none() && !O::KIND.is_held();
         let storage = &self.storage;
         let here = &storage.local;
         // The loop cannot close while its thread runs this poll: the check holds until the
@@ -681,7 +715,9 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Drop for Op<O
                         let serving = crate::event_loop::local::serves_here(self.storage.key());
                         self.storage.note_dropped_timer(index, serving);
                     }
-                    rule if rule.cancelled() && self.storage.cancels_dropped() => {
+                    rule if rule.always_cancelled()
+                        || rule.cancelled() && self.storage.cancels_dropped() =>
+                    {
                         self.storage.note_dropped();
                     }
                     _ => {}
@@ -911,6 +947,56 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// ```
     pub fn accept(&self, listener: impl Into<Fd>) -> Op<op::Accept, S, R, W> {
         self.op(op::Accept, Some(listener.into()))
+    }
+
+    /// Accepts connections on `listener` until the stream is dropped: one multishot request
+    /// (`IORING_ACCEPT_MULTISHOT`, Linux 5.19) that yields each connection (`OwnedFd`, close on
+    /// exec) to [`next`](crate::Multishot::next). Submitted now, like
+    /// [`try_submit`](Op::try_submit): `Error::Full` without a free slot, `Error::Closed` once
+    /// the loop is gone. See [`Multishot`](crate::Multishot) for the queue, the pause and the
+    /// end.
+    ///
+    /// ```
+    /// # use static_uring::Config;
+    /// # let (handle, event_loop) = static_uring::new::<8, 8, 64>(Config::default()).unwrap();
+    /// # let thread = std::thread::spawn(move || event_loop.run());
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    /// let addr = listener.local_addr().unwrap();
+    /// let mut connections = handle.accept_multi(listener).unwrap();
+    /// let clients: Vec<_> = (0..3).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+    /// for _ in &clients {
+    ///     let conn: std::os::fd::OwnedFd = connections.next().wait().unwrap();
+    /// #   drop(conn);
+    /// }
+    /// # drop((connections, handle));
+    /// # thread.join().unwrap().unwrap();
+    /// ```
+    pub fn accept_multi(
+        &self,
+        listener: impl Into<Fd>,
+    ) -> Result<crate::AcceptStream<S, R, W>, Error> {
+        let op = self.op(op::AcceptMulti::new(), Some(listener.into()));
+        crate::multishot::start(op, None)
+    }
+
+    /// Receives on a connected socket into the buffers of `ring` until the stream is dropped:
+    /// one multishot request (`IORING_RECV_MULTISHOT` with a provided-buffer ring, Linux 6.0)
+    /// that yields each received chunk as a [`BufLease`](crate::BufLease) to
+    /// [`next`](crate::Multishot::next), with no buffer held while the socket is idle. The
+    /// ring must be registered with this loop (`EventLoop::register_buf_ring`, else
+    /// `Error::Config`). Submitted now, like [`try_submit`](Op::try_submit). End of file ends
+    /// the stream with `Error::UnexpectedEof`. See [`BufRing`](crate::BufRing) for an example.
+    pub fn recv_multi<const COUNT: usize, const SIZE: usize>(
+        &self,
+        socket: impl Into<Fd>,
+        ring: &'static crate::BufRing<COUNT, SIZE>,
+    ) -> Result<crate::RecvStream<S, R, W>, Error> {
+        use crate::buf_ring::Provided;
+        let group = ring.group_of(self.storage.key()).ok_or(Error::Config(
+            "the BufRing is not registered with this handle's loop (EventLoop::register_buf_ring)",
+        ))?;
+        let op = self.op(op::RecvMulti::new(ring, group), Some(socket.into()));
+        crate::multishot::start(op, Some(ring))
     }
 
     /// Connects a socket to `addr`. A refused or unreachable peer is the kernel's errno

@@ -90,6 +90,16 @@ counters! {
     /// Operation SQEs that used a registered buffer (`READ_FIXED`/`WRITE_FIXED` on a buffer of
     /// the pool given to `EventLoop::register_buffers`).
     fixed_buffers,
+    /// Multishot streams (`accept_multi`, `recv_multi`) armed again after the kernel ended
+    /// their SQE without ending the stream (it does so now and then, and after a pause).
+    stream_rearms,
+    /// Connections an `accept_multi` stream closed because its queue was full
+    /// (`op::ACCEPT_QUEUE` waiting for `next`): the kernel accepted them before
+    /// the stream's pause took effect.
+    stream_refused,
+    /// Times a `recv_multi` stream found its `BufRing` empty (`ENOBUFS`): it waits, without
+    /// losing data, until a lease is dropped, and is then armed again.
+    buf_ring_dry,
 }
 
 impl Counters {

@@ -51,6 +51,11 @@ impl RequestId {
         self.generation == generation & GENERATION_MASK
     }
 
+    /// The request whose operation SQEs carry `data` ([`op_data`](Self::op_data)).
+    pub(crate) fn from_data(data: u64) -> Self {
+        RequestId::new(data as u32, (data >> 32) as u32)
+    }
+
     /// `user_data` of the request's operation SQEs.
     pub(crate) fn op_data(self) -> u64 {
         self.index as u64 | (self.generation as u64) << 32

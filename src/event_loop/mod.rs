@@ -29,6 +29,7 @@
 mod batch;
 pub(crate) mod id;
 pub(crate) mod local;
+mod multishot;
 mod phases;
 pub(crate) mod registry;
 pub(crate) mod request;
@@ -367,6 +368,38 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         Ok(())
     }
 
+    /// Registers a provided-buffer ring with this loop (`IORING_REGISTER_PBUF_RING`, Linux 5.19)
+    /// for its `recv_multi` streams: every buffer of the ring goes to the kernel. Before the loop
+    /// runs; up to 64 rings per loop.
+    ///
+    /// `Error::InUse` while another loop has the ring, or while a buffer of it is still held (a
+    /// lease, or a stream of an earlier loop); `Error::Config` for a 65th ring; the kernel's
+    /// refusal otherwise (`Error::Os(EINVAL)` on a kernel without provided-buffer rings).
+    pub fn register_buf_ring<const COUNT: usize, const SIZE: usize>(
+        &mut self,
+        ring: &'static crate::BufRing<COUNT, SIZE>,
+    ) -> Result<(), Error> {
+        const MAX_RINGS: usize = 64;
+        let group = self.table_mut().registry.rings.len();
+        if group == MAX_RINGS {
+            return Err(Error::Config("at most 64 buffer rings per loop"));
+        }
+        let wake_fd = self.storage.eventfd().raw();
+        ring.claim(self.storage.key(), group as u16, wake_fd)?;
+        let (addr, entries) = ring.ring_memory();
+        // SAFETY: the ring's entries are `'static`, page-aligned, `entries` long, and written
+        // only by this loop from now on (`claim`); its buffers are `'static` too.
+        if let Err(e) = unsafe { self.ring.register_buf_ring(addr, entries, group as u16) } {
+            crate::buf_ring::Provided::release(ring);
+            return Err(Error::from_io(&e));
+        }
+        let registry = &mut self.table_mut().registry;
+        registry.rings.push(ring);
+        // One entry per stream admitted at once, at most: no allocation while serving.
+        registry.starved.reserve(R);
+        Ok(())
+    }
+
     /// Runs the loop on the calling thread until every `Handle` is dropped and the drain has
     /// finished. The config's placement (`cpu`, `priority`, `lock_memory`) is applied to the
     /// calling thread first; what the process may not use is the kernel's error. Returns `Err`
@@ -652,7 +685,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         self.fresh_ready(t)
             || self.storage.serving_over()
             || self.ring.has_completions()
-            || (self.checked.config.cancel_on_drop && self.storage.has_dropped())
+            || self.storage.has_dropped()
             || self.storage.has_dropped_timers()
     }
 

@@ -61,6 +61,10 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         let id32 = id.index();
         #[cfg(feature = "fault-injection")]
         fault::cqe_panic(key, owned_request(&mut t.flags, slots, id32).kind());
+        let r = owned_request(&mut t.flags, slots, id32);
+        if r.kind().is_stream() {
+            return self.on_stream_cqe(t, id32, result, flags);
+        }
         let flags = &mut t.flags[index];
         flags.in_flight = false;
         let (cancel, abandoning) = (flags.cancel_requested, flags.abandoning);
@@ -166,10 +170,13 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                 .push(&super::ring::wake_poll_sqe(self.eventfd.raw()));
             self.rearm = false;
         }
-        if self.checked.config.cancel_on_drop && self.storage.take_dropped() {
+        if self.storage.take_dropped() {
             self.queue_drop_cancels(t);
         }
         self.retire_dropped_timers(t);
+        if !t.registry.rings.is_empty() {
+            self.replenish(t);
+        }
         if let Some(pass) = self.stage_cancels(t) {
             return pass;
         }
@@ -208,22 +215,33 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     }
 
     /// Cancel on drop: queues an AsyncCancel for every admitted request in the kernel whose
-    /// caller dropped it (at most one cancel per request; a deadline's cancel counts).
+    /// caller dropped it (at most one cancel per request; a deadline's cancel counts). A
+    /// dropped stream is cancelled whatever the config, or retired at once if paused.
     fn queue_drop_cancels(&mut self, t: &mut Table<S, R, W>) {
+        let config = self.checked.config.cancel_on_drop;
         for index in 0..S as u32 {
             let flags = t.flags[index as usize];
-            if !flags.in_flight || flags.cancel_requested || flags.drop_cancelled {
+            if !flags.admitted || flags.cancel_requested || flags.drop_cancelled {
                 continue;
             }
             let slot = &self.storage.slots[index as usize];
-            let kind = owned_request(&mut t.flags, &self.storage.slots, index).kind();
-            if slot.is_orphaned() && kind.dropped().cancelled() {
-                t.flags[index as usize].drop_cancelled = true;
-                // Cannot fail: at most one entry per admitted request, and admitted <= RING.
-                let _ = t
-                    .cancels
-                    .push_back(RequestId::new(index, slot.generation()));
+            let r = owned_request(&mut t.flags, &self.storage.slots, index);
+            let rule = r.kind().dropped();
+            if !slot.is_orphaned() || !(rule.always_cancelled() || config && rule.cancelled()) {
+                continue;
             }
+            if !flags.in_flight {
+                // A paused stream (a request waiting in the ready queue is retired there).
+                if r.work.stream().is_some_and(|s| s.multi().paused) {
+                    self.retire(t, index);
+                }
+                continue;
+            }
+            t.flags[index as usize].drop_cancelled = true;
+            // Cannot fail: at most one entry per admitted request, and admitted <= RING.
+            let _ = t
+                .cancels
+                .push_back(RequestId::new(index, slot.generation()));
         }
     }
 
@@ -263,7 +281,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         if !live && self.orphanable(kind) {
             return self.free_orphan(t, index);
         }
-        if kind == OpKind::Sleep {
+        if kind.is_held() {
             return self.admit_timer(t, index, deadline);
         }
         if let Some(deadline) = deadline {
@@ -307,20 +325,29 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// leaves or the loop stops. Not admitted: it takes none of the `RING` entries and no SQE.
     /// An end already past ends it now. An end beyond the horizon is re-armed until due, cap or
     /// not (`expire`): a timer never fires early.
+    /// A stream's `next` is held the same way, with its deadline, and then linked to its
+    /// stream (`link_next`).
     fn admit_timer(&mut self, t: &mut Table<S, R, W>, index: u32, deadline: Option<Deadline>) {
         t.hold_timer(index);
-        let Some(deadline) = deadline else {
-            return;
-        };
-        match self.wheel_target(t, deadline).1 {
-            Target::Expired => self.fire_timer(t, index),
-            Target::At(tick) => t.wheel.schedule(index, tick),
+        if let Some(deadline) = deadline {
+            match self.wheel_target(t, deadline).1 {
+                Target::Expired => return self.fire_timer(t, index),
+                Target::At(tick) => t.wheel.schedule(index, tick),
+            }
+        }
+        if owned_request(&mut t.flags, &self.storage.slots, index).kind() == OpKind::Next {
+            self.link_next(t, index);
         }
     }
 
-    /// Timer `index` reached its end: `Ok` to its caller (or its slot freed if it left).
+    /// Timer `index` reached its end: `Ok` to its caller (or its slot freed if it left); a
+    /// stream's `next` reached its deadline: `Timeout`.
     fn fire_timer(&mut self, t: &mut Table<S, R, W>, index: u32) {
-        self.end_timer(t, index, Ok(0));
+        let outcome = match owned_request(&mut t.flags, &self.storage.slots, index).kind() {
+            OpKind::Next => Err(Error::Timeout),
+            _ => Ok(0),
+        };
+        self.end_timer(t, index, outcome);
     }
 
     /// Ends timer `index` with `outcome`, delivered (or its slot freed if its caller left).
@@ -330,6 +357,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         index: u32,
         outcome: Result<usize, Error>,
     ) {
+        self.unlink_next(t, index);
         t.end_timer(index);
         owned_request(&mut t.flags, &self.storage.slots, index).outcome = Some(outcome);
         self.deliver(t, index);
@@ -346,6 +374,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             let index = t.fired[i];
             // A bit may be stale: the timer already ended and its slot moved on.
             if t.flags[index as usize].timer && self.storage.slots[index as usize].is_orphaned() {
+                self.unlink_next(t, index);
                 t.end_timer(index);
                 self.free_orphan(t, index);
             }
@@ -501,7 +530,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     }
 
     /// Retires an admitted orphan without an outcome (not in flight).
-    fn retire(&mut self, t: &mut Table<S, R, W>, index: u32) {
+    pub(super) fn retire(&mut self, t: &mut Table<S, R, W>, index: u32) {
         self.end_entry(t, index);
         self.free_orphan(t, index);
     }

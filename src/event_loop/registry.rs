@@ -9,15 +9,23 @@
 use std::ptr::NonNull;
 
 use crate::buf::PoolSlot;
+use crate::buf_ring::Provided;
 use crate::fd::Fd;
 
-/// The loop's registered files and buffer pool.
+/// The loop's registered files, buffer pool and provided-buffer rings.
 #[derive(Default)]
 pub struct Registry {
     /// `files[i]` is registered-file index `i`.
     files: Vec<Fd>,
     /// The registered pool's identity (its free list's address).
     pool: Option<NonNull<()>>,
+    /// Provided-buffer rings: `rings[g]` is buffer group `g`.
+    pub(crate) rings: Vec<&'static dyn Provided>,
+    /// Streams paused until their ring has buffers again (capacity reserved at registration:
+    /// at most one entry per admitted stream).
+    pub(crate) starved: Vec<u32>,
+    /// A receive stream was parked with the kernel: its ring stays claimed for good.
+    pub(crate) keep_rings: bool,
 }
 
 impl Registry {
@@ -25,6 +33,9 @@ impl Registry {
     pub(crate) const NONE: Registry = Registry {
         files: Vec::new(),
         pool: None,
+        rings: Vec::new(),
+        starved: Vec::new(),
+        keep_rings: false,
     };
 
     /// The descriptors a new file table holds once `fd` joins it.

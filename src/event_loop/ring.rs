@@ -133,6 +133,25 @@ impl Ring {
         Ok(Ring { uring, fault_key })
     }
 
+    /// Registers a provided-buffer ring of `entries` entries at `addr` as buffer group `group`.
+    ///
+    /// # Safety
+    /// The memory at `addr` stays valid (and is written only as the kernel's ABI says) for as
+    /// long as the ring lives.
+    pub(crate) unsafe fn register_buf_ring(
+        &mut self,
+        addr: u64,
+        entries: u16,
+        group: u16,
+    ) -> io::Result<()> {
+        // SAFETY: the caller's contract.
+        unsafe {
+            self.uring
+                .submitter()
+                .register_buf_ring_with_flags(addr, entries, group, 0)
+        }
+    }
+
     /// Registers `raws` as the ring's file table, replacing the current one if `replace`.
     pub(crate) fn register_files(&mut self, raws: &[i32], replace: bool) -> io::Result<()> {
         let submitter = self.uring.submitter();

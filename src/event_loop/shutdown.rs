@@ -141,6 +141,12 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// A request the kernel did not release: its slot (and buffer) stays with the kernel for
     /// good; its caller gets `Abandoned`.
     fn park(&mut self, t: &mut Table<S, R, W>, index: u32) {
+        if owned_request(&mut t.flags, &self.storage.slots, index).kind()
+            == crate::op::OpKind::RecvMulti
+        {
+            // The kernel may still pick and fill its ring's buffers.
+            t.registry.keep_rings = true;
+        }
         self.end_entry(t, index);
         // The kernel's for good: the loop lets go of it.
         t.release(index);
@@ -181,9 +187,15 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             storage.free_slot(index);
         });
         // Swept: the lanes are free for another loop. The registered descriptors' owners are
-        // dropped as user code is (contained), now the loop is done with them.
+        // dropped as user code is (contained), now the loop is done with them. Buffer rings are
+        // free for another loop too, unless a parked receive may still fill them.
         for lane in lanes {
             lane.unbind(storage.key());
+        }
+        if !registry.keep_rings {
+            for ring in &registry.rings {
+                ring.release();
+            }
         }
         storage.run_user(move || drop(registry));
     }

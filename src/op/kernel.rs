@@ -144,7 +144,7 @@ pub trait Kernel: Tagged + Sized + core::marker::Send + 'static {
     fn msg_done(&mut self, _header: &MsgHeader) {}
 
     /// Releases what an outcome nobody takes owns (an accepted connection).
-    fn discard(_outcome: Result<usize, Error>) {}
+    fn discard(&self, _outcome: Result<usize, Error>) {}
 
     /// The caller's result.
     fn output(self, outcome: Result<usize, Error>) -> OpResult<Self>;

@@ -31,7 +31,7 @@ impl Kernel for Accept {
 
     /// A connection accepted for a request nobody takes (an orphan retired, a result dropped)
     /// is closed, not leaked.
-    fn discard(outcome: Result<usize, Error>) {
+    fn discard(&self, outcome: Result<usize, Error>) {
         if let Ok(fd) = outcome {
             // SAFETY: the kernel gave this descriptor to this request and nothing else owns it:
             // a caller that takes the result takes the outcome out first.

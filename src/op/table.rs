@@ -7,8 +7,8 @@ use io_uring::types;
 
 use super::kernel::{Kernel, Sqe, Step, Tagged};
 use super::{
-    Accept, Connect, Headers, MsgHeader, Nop, Poll, ReadAt, Recv, RecvFrom, Send, SendTo,
-    SendVectored, Sleep, Sync, WriteAt, WriteAtVectored, NO_MSG,
+    Accept, AcceptMulti, Connect, Headers, MsgHeader, Next, Nop, Poll, ReadAt, Recv, RecvFrom,
+    RecvMulti, Send, SendTo, SendVectored, Sleep, Sync, WriteAt, WriteAtVectored, NO_MSG,
 };
 use crate::error::Error;
 use crate::event_loop::registry::Registry;
@@ -30,13 +30,15 @@ pub enum Dropped {
     Retire,
     /// A timer (no kernel request): retired at the loop's next pass in both modes.
     Timer,
+    /// A multishot stream: always cancelled, its slot freed once the kernel lets go of it.
+    Multishot,
 }
 
 impl Dropped {
     /// Whether a dropped caller lets the loop retire the request early, at its next completion.
     pub(crate) const fn orphanable(self, cancel_on_drop: bool) -> bool {
         match self {
-            Dropped::Cancel | Dropped::Retire | Dropped::Timer => true,
+            Dropped::Cancel | Dropped::Retire | Dropped::Timer | Dropped::Multishot => true,
             Dropped::FinishWhenCancelling => !cancel_on_drop,
             Dropped::Finish => false,
         }
@@ -45,6 +47,12 @@ impl Dropped {
     /// Whether `cancel_on_drop` sends an AsyncCancel for it.
     pub(crate) const fn cancelled(self) -> bool {
         matches!(self, Dropped::Cancel)
+    }
+
+    /// Whether a dropped request is cancelled whatever the config (a multishot stream, which
+    /// would otherwise never end).
+    pub(crate) const fn always_cancelled(self) -> bool {
+        matches!(self, Dropped::Multishot)
     }
 }
 
@@ -170,7 +178,7 @@ macro_rules! operations {
             /// Releases what `outcome` owns when nobody takes it (see [`Kernel::discard`]).
             pub(crate) fn discard(&self, outcome: Result<usize, Error>) {
                 match self {
-                    $(Work::$kind(_) => <$ty as Kernel>::discard(outcome),)*
+                    $(Work::$kind(op) => op.discard(outcome),)*
                 }
             }
         }
@@ -234,6 +242,26 @@ operations! {
     Poll(Poll) { dropped: Cancel },
     /// `sleep` and `sleep_until` (a timer on the wheel, no kernel request).
     Sleep(Sleep) { dropped: Timer },
+    /// `accept_multi` (the stream's request).
+    AcceptMulti(AcceptMulti) { dropped: Multishot },
+    /// `recv_multi` (the stream's request).
+    RecvMulti(RecvMulti) { dropped: Multishot },
+    /// A stream's `next` (held by the loop, no kernel request).
+    Next(Next) { dropped: Timer },
+}
+
+impl OpKind {
+    /// A multishot stream's request.
+    #[inline]
+    pub(crate) fn is_stream(self) -> bool {
+        matches!(self, OpKind::AcceptMulti | OpKind::RecvMulti)
+    }
+
+    /// Held by the loop without a kernel request (a timer, a stream's `next`).
+    #[inline]
+    pub(crate) fn is_held(self) -> bool {
+        matches!(self, OpKind::Sleep | OpKind::Next)
+    }
 }
 
 impl Work {
@@ -281,6 +309,15 @@ impl Work {
     pub(crate) fn drop_vectors(&mut self) {
         if let Some(vectors) = self.vectors() {
             drop(std::mem::replace(vectors, Vectors::DETACHED));
+        }
+    }
+
+    /// The stream of a multishot request.
+    pub(crate) fn stream(&mut self) -> Option<&mut dyn super::multishot::Stream> {
+        match self {
+            Work::AcceptMulti(op) => Some(op),
+            Work::RecvMulti(op) => Some(op),
+            _ => None,
         }
     }
 

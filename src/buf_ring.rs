@@ -1,0 +1,402 @@
+//! [`BufRing`]: a provided-buffer ring (`IORING_REGISTER_PBUF_RING`, Linux 5.19), and
+//! [`BufLease`], one received buffer lent to the caller.
+//!
+//! A ring is `COUNT` buffers of `SIZE` bytes and the ring of their descriptions the kernel reads,
+//! in one `'static` value: all zero bytes when created, so a `static` ring sits in `.bss`. A loop
+//! registers it ([`EventLoop::register_buf_ring`]); a multishot receive
+//! ([`Handle::recv_multi`]) then lets the kernel pick a free buffer for each message it
+//! receives, so an idle connection holds no buffer at all. The received bytes come back as a
+//! [`BufLease`], which gives its buffer back to the ring when dropped: no copy, no allocation.
+//!
+//! Who holds a buffer: the kernel (in the ring, free to fill), or exactly one of a stream's list
+//! of received buffers, a lease, or the return queue. The loop alone writes the kernel's ring: a
+//! dropped lease pushes its buffer's index onto a lock-free queue (the submission ring's type,
+//! `SubmitQueue`), and the loop moves what it finds there back into the kernel's ring at its next
+//! pass. While a stream waits for buffers (the ring ran dry), a returned buffer also wakes the
+//! loop through its eventfd.
+//!
+//! [`EventLoop::register_buf_ring`]: crate::EventLoop::register_buf_ring
+//! [`Handle::recv_multi`]: crate::Handle::recv_multi
+
+use std::cell::UnsafeCell;
+use std::mem::MaybeUninit;
+use std::sync::atomic::AtomicU16;
+
+use crate::error::Error;
+use crate::handoff::submit_queue::SubmitQueue;
+use crate::loom::{fence, AtomicBool, AtomicI32, AtomicU32, AtomicUsize, Ordering};
+
+/// The most buffers one ring may hold (the kernel's limit on a provided-buffer ring).
+pub const MAX_RING_BUFFERS: usize = 1 << 15;
+
+/// One entry of the kernel's ring (`struct io_uring_buf`). The ring's tail is the `resv` field
+/// of entry 0, so entries are written field by field and entry 0's `resv` is never written as a
+/// field.
+#[repr(C)]
+struct Entry {
+    addr: u64,
+    len: u32,
+    bid: u16,
+    resv: u16,
+}
+
+/// Where a buffer of a stream's list points next, and how many bytes it holds.
+#[derive(Clone, Copy)]
+pub struct Link {
+    pub next: u16,
+    pub len: u32,
+}
+
+#[repr(C, align(4096))]
+struct Entries<const COUNT: usize>(UnsafeCell<MaybeUninit<[Entry; COUNT]>>);
+
+#[repr(C, align(4096))]
+struct Bytes<const COUNT: usize, const SIZE: usize>(UnsafeCell<MaybeUninit<[[u8; SIZE]; COUNT]>>);
+
+/// `COUNT` receive buffers of `SIZE` bytes that the kernel fills as messages arrive.
+///
+/// ```
+/// use static_uring::{BufRing, Config};
+///
+/// static RING: BufRing<64, 2048> = BufRing::new();
+///
+/// let (handle, mut event_loop) = static_uring::new::<8, 8, 64>(Config::default()).unwrap();
+/// event_loop.register_buf_ring(&RING).unwrap();
+/// let thread = std::thread::spawn(move || event_loop.run());
+///
+/// let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+/// let mut messages = handle.recv_multi(b, &RING).unwrap();
+/// std::io::Write::write_all(&mut &a, b"hello").unwrap();
+/// let lease = messages.next().wait().unwrap(); // the kernel picked a buffer of RING
+/// assert_eq!(&lease[..], b"hello");
+/// drop(lease); // back to the ring
+/// # drop((messages, handle));
+/// # thread.join().unwrap().unwrap();
+/// ```
+///
+/// `COUNT` is a power of two, at most 32,768 (the kernel's rule); `SIZE` at least 1. A ring
+/// serves one loop at a time. Create it in a `static`: on the stack it would be as large as its
+/// buffers.
+pub struct BufRing<const COUNT: usize, const SIZE: usize> {
+    entries: Entries<COUNT>,
+    bytes: Bytes<COUNT, SIZE>,
+    /// Per buffer, its place in the list of the stream that received it (owned by whoever holds
+    /// the buffer).
+    links: UnsafeCell<MaybeUninit<[Link; COUNT]>>,
+    /// Buffers given back by their holders, for the loop to hand to the kernel again.
+    returned: SubmitQueue<COUNT>,
+    /// The storage key of the loop it is registered with (0: none).
+    owner: AtomicUsize,
+    /// Its buffer group id with that loop.
+    group: AtomicU32,
+    /// A duplicate of the loop's eventfd (`watch`), written by a returned buffer while
+    /// `starving`; -1 before the first claim.
+    wake_fd: AtomicI32,
+    /// A stream of the loop waits for buffers.
+    starving: AtomicBool,
+    /// The loop's shadow of the kernel ring's tail (loop only).
+    tail: AtomicU32,
+    /// Buffers the loop took from the kernel, and buffers it took back from `returned` (loop
+    /// only; their difference is what streams, leases and the queue hold).
+    taken: AtomicUsize,
+    given: AtomicUsize,
+}
+
+// SAFETY: a buffer's bytes and link are reached only by the one holder of the buffer (module
+// doc: the kernel, one stream list, one lease, or the return queue), handed over with
+// Release/Acquire (the CQ, the slot's phases, the queue's stamps); the entries and the loop-only
+// fields are written by the registered loop's thread alone; the rest is atomic.
+unsafe impl<const COUNT: usize, const SIZE: usize> Sync for BufRing<COUNT, SIZE> {}
+
+impl<const COUNT: usize, const SIZE: usize> BufRing<COUNT, SIZE> {
+    /// Compile-time check of the two sizes.
+    const VALID: () = assert!(
+        COUNT.is_power_of_two()
+            && COUNT <= MAX_RING_BUFFERS
+            && SIZE >= 1
+            && SIZE <= u32::MAX as usize,
+        "BufRing needs COUNT a power of two <= 32768 and 1 <= SIZE <= u32::MAX"
+    );
+
+    crate::loom::maybe_const_fn! {
+        /// A ring with every buffer free, all zero bytes: in a `static` it needs no
+        /// initialisation and takes no room in the binary.
+        #[allow(clippy::new_without_default)]
+        pub fn new() -> Self {
+            #[allow(clippy::let_unit_value)]
+            let () = Self::VALID;
+            BufRing {
+                entries: Entries(UnsafeCell::new(MaybeUninit::zeroed())),
+                bytes: Bytes(UnsafeCell::new(MaybeUninit::zeroed())),
+                links: UnsafeCell::new(MaybeUninit::zeroed()),
+                returned: SubmitQueue::new(),
+                owner: AtomicUsize::new(0),
+                group: AtomicU32::new(0),
+                wake_fd: AtomicI32::new(-1),
+                starving: AtomicBool::new(false),
+                tail: AtomicU32::new(0),
+                taken: AtomicUsize::new(0),
+                given: AtomicUsize::new(0),
+            }
+        }
+    }
+
+    /// Bytes of buffer memory: what the ring costs (the entries and links are on top:
+    /// 24 bytes a buffer).
+    pub const BYTES: usize = COUNT * SIZE;
+
+    fn entry(&self, index: usize) -> *mut Entry {
+        self.entries.0.get().cast::<Entry>().wrapping_add(index)
+    }
+
+    fn buffer(&self, bid: u16) -> *mut u8 {
+        self.bytes
+            .0
+            .get()
+            .cast::<u8>()
+            .wrapping_add(bid as usize * SIZE)
+    }
+
+    /// The kernel ring's tail (entry 0's `resv`).
+    fn shared_tail(&self) -> &AtomicU16 {
+        // SAFETY: entry 0's `resv` is 2-aligned, inside the ring, lives as long as `self`, and
+        // is only ever accessed atomically (by us and by the kernel).
+        unsafe { &*std::ptr::addr_of_mut!((*self.entry(0)).resv).cast::<AtomicU16>() }
+    }
+
+    /// Loop side: puts buffer `bid` into the kernel's ring (published by `publish`).
+    fn stage(&self, bid: u16) {
+        let tail = self.tail.load(Ordering::Relaxed);
+        let entry = self.entry(tail as usize & (COUNT - 1));
+        // SAFETY: the loop alone writes entries; `entry` is in the ring and not one the kernel
+        // may read (between its head and the published tail there are fewer than COUNT buffers,
+        // and this one is not among them: we hold `bid`). Entry 0's `resv` is not written.
+        unsafe {
+            std::ptr::addr_of_mut!((*entry).addr).write(self.buffer(bid) as u64);
+            std::ptr::addr_of_mut!((*entry).len).write(SIZE as u32);
+            std::ptr::addr_of_mut!((*entry).bid).write(bid);
+        }
+        self.tail.store(tail.wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// Loop side: lets the kernel see the staged entries.
+    fn publish(&self) {
+        // Release: the entries written before are visible to the kernel before the tail.
+        self.shared_tail()
+            .store(self.tail.load(Ordering::Relaxed) as u16, Ordering::Release);
+    }
+
+    /// Registers the ring as buffer group `group` of the loop `owner` (its storage key), whose
+    /// eventfd is `wake_fd`: every buffer into the kernel's ring. `Err(InUse)` while another loop
+    /// has it, or while a buffer is still held (a lease, a stream's list) from an earlier loop.
+    pub(crate) fn claim(&self, owner: usize, group: u16, wake_fd: i32) -> Result<(), Error> {
+        if self
+            .owner
+            .compare_exchange(0, owner, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return Err(Error::InUse);
+        }
+        // Buffers given back since the last loop are free again.
+        let mut given = self.given.load(Ordering::Relaxed);
+        while self.returned.pop().is_some() {
+            given += 1;
+        }
+        if given != self.taken.load(Ordering::Relaxed) || self.returned.len() != 0 {
+            self.owner.store(0, Ordering::Release);
+            return Err(Error::InUse);
+        }
+        // Nobody holds a buffer, so nobody can be pushing one: the queue starts a new lap 0.
+        self.returned.reset();
+        self.taken.store(0, Ordering::Relaxed);
+        self.given.store(0, Ordering::Relaxed);
+        if let Err(e) = self.watch(wake_fd) {
+            self.owner.store(0, Ordering::Release);
+            return Err(e);
+        }
+        self.group.store(group as u32, Ordering::Relaxed);
+        self.starving.store(false, Ordering::Relaxed);
+        self.tail.store(0, Ordering::Relaxed);
+        for bid in 0..COUNT as u16 {
+            self.stage(bid);
+        }
+        self.publish();
+        Ok(())
+    }
+
+    /// Makes `wake_fd` (the loop's eventfd) the descriptor a returned buffer writes to wake the
+    /// loop: a duplicate the ring owns. It is never closed: a later claim makes the same number
+    /// name the new loop's eventfd (`dup3`, atomic), so a buffer given back late never writes to
+    /// a number reused by an unrelated file.
+    fn watch(&self, wake_fd: i32) -> Result<(), Error> {
+        let current = self.wake_fd.load(Ordering::Relaxed);
+        // SAFETY: plain descriptor syscalls on descriptors we own (or -1); results checked.
+        let fd = unsafe {
+            match current {
+                -1 => libc::fcntl(wake_fd, libc::F_DUPFD_CLOEXEC, 0),
+                _ => libc::dup3(wake_fd, current, libc::O_CLOEXEC),
+            }
+        };
+        if fd < 0 {
+            return Err(Error::Os(
+                std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+            ));
+        }
+        self.wake_fd.store(fd, Ordering::Release);
+        Ok(())
+    }
+
+    /// The address of the kernel's ring (page-aligned) and its entry count, for registration.
+    pub(crate) fn ring_memory(&self) -> (u64, u16) {
+        (self.entries.0.get() as u64, COUNT as u16)
+    }
+}
+
+/// What the loop, its streams and the leases need from a ring, whatever its sizes.
+pub trait Provided: Sync {
+    /// The first `len` bytes of buffer `bid`.
+    ///
+    /// # Safety
+    /// The caller holds `bid` (no one else, the kernel included, writes it) for as long as the
+    /// slice lives, and `len` is at most the buffer's size.
+    unsafe fn bytes(&self, bid: u16, len: u32) -> &[u8];
+
+    /// Gives buffer `bid` back (its holder lets go of it); wakes the loop if a stream waits for
+    /// buffers.
+    fn give_back(&self, bid: u16);
+
+    /// The list link of buffer `bid`, for its holder.
+    fn link(&self, bid: u16) -> *mut Link;
+
+    /// Loop side: the kernel handed buffer `bid` over in a CQE.
+    fn took(&self);
+
+    /// Loop side: moves given-back buffers into the kernel's ring; true if there were some.
+    fn replenish(&self) -> bool;
+
+    /// Loop side: a stream waits for buffers (`true`), or none does.
+    fn set_starving(&self, starving: bool);
+
+    /// Whether loop `owner` registered it; its group id then.
+    fn group_of(&self, owner: usize) -> Option<u16>;
+
+    /// Loop side, at the loop's end: no longer registered.
+    fn release(&self);
+
+    /// Buffers and bytes each (for errors and metrics).
+    fn size(&self) -> (usize, usize);
+}
+
+impl<const COUNT: usize, const SIZE: usize> Provided for BufRing<COUNT, SIZE> {
+    unsafe fn bytes(&self, bid: u16, len: u32) -> &[u8] {
+        debug_assert!((bid as usize) < COUNT && len as usize <= SIZE);
+        // SAFETY: the caller's contract: nobody writes the buffer while the slice lives.
+        unsafe { std::slice::from_raw_parts(self.buffer(bid), len as usize) }
+    }
+
+    fn give_back(&self, bid: u16) {
+        self.returned.push(bid as u32);
+        // The fences (here and in `set_starving`) order each side's store before its load:
+        // either the loop's `replenish` after `set_starving(true)` finds this push, or this load
+        // sees the flag and the eventfd wakes the loop.
+        fence(Ordering::SeqCst);
+        if self.starving.load(Ordering::Relaxed) {
+            let fd = self.wake_fd.load(Ordering::Acquire);
+            if fd >= 0 {
+                let one = 1u64.to_ne_bytes();
+                // SAFETY: plain write of 8 bytes from a live buffer; a closed or reused
+                // descriptor only makes the write fail or wake a reader early.
+                unsafe { libc::write(fd, one.as_ptr().cast(), 8) };
+            }
+        }
+    }
+
+    fn link(&self, bid: u16) -> *mut Link {
+        self.links.get().cast::<Link>().wrapping_add(bid as usize)
+    }
+
+    fn took(&self) {
+        let taken = self.taken.load(Ordering::Relaxed);
+        self.taken.store(taken + 1, Ordering::Relaxed);
+    }
+
+    fn replenish(&self) -> bool {
+        let mut any = false;
+        while let Some(bid) = self.returned.pop() {
+            self.stage(bid as u16);
+            let given = self.given.load(Ordering::Relaxed);
+            self.given.store(given + 1, Ordering::Relaxed);
+            any = true;
+        }
+        if any {
+            self.publish();
+        }
+        any
+    }
+
+    fn set_starving(&self, starving: bool) {
+        self.starving.store(starving, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+    }
+
+    fn group_of(&self, owner: usize) -> Option<u16> {
+        (self.owner.load(Ordering::Acquire) == owner)
+            .then(|| self.group.load(Ordering::Relaxed) as u16)
+    }
+
+    fn release(&self) {
+        self.starving.store(false, Ordering::Relaxed);
+        // Release: the loop's bookkeeping is visible to the next claimer.
+        self.owner.store(0, Ordering::Release);
+    }
+
+    fn size(&self) -> (usize, usize) {
+        (COUNT, SIZE)
+    }
+}
+
+/// A received buffer of a [`BufRing`], lent to the caller: the bytes the kernel wrote
+/// (`Deref<Target = [u8]>`). Dropping it gives the buffer back to the ring, from any thread,
+/// without allocating; it stays valid after its loop has stopped.
+pub struct BufLease {
+    ring: &'static dyn Provided,
+    bid: u16,
+    len: u32,
+}
+
+impl BufLease {
+    /// A lease of buffer `bid` (which the caller holds) with `len` bytes.
+    pub(crate) fn new(ring: &'static dyn Provided, bid: u16, len: u32) -> Self {
+        BufLease { ring, bid, len }
+    }
+
+    /// The buffer's index in its ring.
+    pub fn buffer_id(&self) -> u16 {
+        self.bid
+    }
+}
+
+impl std::ops::Deref for BufLease {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the lease holds `bid` until it drops; `len` came from the kernel's CQE, checked
+        // against the buffer size when the loop received it.
+        unsafe { self.ring.bytes(self.bid, self.len) }
+    }
+}
+
+impl Drop for BufLease {
+    fn drop(&mut self) {
+        self.ring.give_back(self.bid);
+    }
+}
+
+impl std::fmt::Debug for BufLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BufLease")
+            .field("buffer_id", &self.bid)
+            .field("len", &self.len)
+            .finish()
+    }
+}

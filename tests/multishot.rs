@@ -1,0 +1,297 @@
+//! Multishot streams (`Handle::accept_multi`, `Handle::recv_multi` into a `BufRing`): results in
+//! order, queued while nobody asks, the ring running dry without losing data, the accept queue's
+//! pause, `next` deadlines, dropped streams (cancelled, leases still valid, buffers back), the
+//! end of a stream (end of file, the shutdown), and the ring's registration rules.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+use static_uring::{BufRing, Config, Error, TaskPool};
+
+type H = static_uring::Handle<16, 8, 64>;
+
+/// A loop with `ring` registered, on its own thread.
+fn start_with<const C: usize, const Z: usize>(
+    ring: &'static BufRing<C, Z>,
+    config: Config,
+) -> (H, LoopThread) {
+    let (handle, mut event_loop) = static_uring::new::<16, 8, 64>(config).unwrap();
+    event_loop.register_buf_ring(ring).unwrap();
+    (handle, LoopThread::spawn(event_loop))
+}
+
+/// Everything `stream` yields until it ends, with the error it ends with.
+fn drain(stream: &mut static_uring::RecvStream<16, 8, 64>) -> (Vec<u8>, Error) {
+    let mut bytes = Vec::new();
+    loop {
+        match stream.next().timeout(HANG).wait() {
+            Ok(lease) => bytes.extend_from_slice(&lease),
+            Err(e) => return (bytes, e),
+        }
+    }
+}
+
+#[test]
+fn recv_multi_yields_every_byte_in_order_then_end_of_file() {
+    static RING: BufRing<8, 64> = BufRing::new();
+    let (handle, lt) = start_with(&RING, config());
+    let (a, b) = UnixStream::pair().unwrap();
+    let mut stream = handle.recv_multi(b, &RING).unwrap();
+    let mut sent = Vec::new();
+    for i in 0..200u32 {
+        let msg = format!("message {i};");
+        (&a).write_all(msg.as_bytes()).unwrap();
+        sent.extend_from_slice(msg.as_bytes());
+        if i % 3 == 0 {
+            // Some taken at once, the rest queued while nobody asks.
+            let lease = stream.next().timeout(HANG).wait().unwrap();
+            assert!(!lease.is_empty() && lease.len() <= 64);
+            let got = lease.to_vec();
+            drop(lease);
+            sent.drain(..got.len())
+                .zip(got)
+                .for_each(|(s, g)| assert_eq!(s, g));
+        }
+    }
+    drop(a);
+    let (rest, end) = drain(&mut stream);
+    assert_eq!(rest, sent, "every byte once, in order");
+    assert_eq!(end, Error::UnexpectedEof);
+    // Ended: it stays ended.
+    assert_eq!(stream.next().wait().unwrap_err(), Error::UnexpectedEof);
+    drop((stream, handle));
+    lt.join(HANG).unwrap();
+}
+
+#[test]
+fn a_dry_ring_waits_for_leases_and_loses_nothing() {
+    static RING: BufRing<2, 16> = BufRing::new();
+    let (handle, lt) = start_with(&RING, config());
+    let (a, b) = UnixStream::pair().unwrap();
+    let mut stream = handle.recv_multi(b, &RING).unwrap();
+    let data: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
+    let writer = Background::spawn(move || {
+        (&a).write_all(&data).unwrap();
+        data
+    });
+    // Hold both buffers: the ring runs dry while the writer still has bytes to send.
+    let first = stream.next().timeout(HANG).wait().unwrap();
+    let second = stream.next().timeout(HANG).wait().unwrap();
+    wait_until(HANG, "the ring ran dry", || {
+        handle.metrics().buf_ring_dry > 0
+    });
+    let mut got = first.to_vec();
+    got.extend_from_slice(&second);
+    drop((first, second));
+    while got.len() < 4096 {
+        let lease = stream.next().timeout(HANG).wait().unwrap();
+        got.extend_from_slice(&lease);
+    }
+    assert_eq!(got, writer.join(HANG));
+    assert!(
+        handle.metrics().stream_rearms > 0,
+        "armed again after the dry spell"
+    );
+    drop((stream, handle));
+    lt.join(HANG).unwrap();
+}
+
+#[test]
+fn a_dropped_stream_is_cancelled_its_leases_stay_valid_and_its_buffers_come_back() {
+    static RING: BufRing<4, 32> = BufRing::new();
+    let (handle, lt) = start_with(&RING, config());
+    let (a, b) = UnixStream::pair().unwrap();
+    let mut stream = handle.recv_multi(b, &RING).unwrap();
+    (&a).write_all(b"kept").unwrap();
+    let lease = stream.next().timeout(HANG).wait().unwrap();
+    // Most likely received into a buffer and queued in the stream before the drop (else the
+    // cancel leaves it in the socket): either way no buffer may be lost.
+    (&a).write_all(b"queued").unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    drop(stream);
+    assert_eq!(&lease[..], b"kept", "a lease outlives its stream");
+    // The stream's slot comes back once the kernel lets go (cancelled whatever the config).
+    wait_until(HANG, "the stream retired", || {
+        handle.metrics().orphaned >= 1
+    });
+    drop(lease);
+    // All four buffers are back: a new stream gets four messages without one being dropped.
+    let (a, b) = UnixStream::pair().unwrap();
+    let mut stream = handle.recv_multi(b, &RING).unwrap();
+    let mut leases = Vec::new();
+    for i in 0..4u8 {
+        (&a).write_all(&[i]).unwrap();
+        let lease = stream.next().timeout(HANG).wait().unwrap();
+        assert_eq!(&lease[..], &[i]);
+        leases.push(lease);
+    }
+    assert_eq!(handle.metrics().buf_ring_dry, 0);
+    drop((leases, stream, handle));
+    lt.join(HANG).unwrap();
+}
+
+#[test]
+fn next_has_its_own_deadline_and_the_stream_goes_on_after_it() {
+    static RING: BufRing<4, 32> = BufRing::new();
+    let (handle, lt) = start_with(&RING, config());
+    let (a, b) = UnixStream::pair().unwrap();
+    let mut stream = handle.recv_multi(b, &RING).unwrap();
+    let start = Instant::now();
+    let waited = stream.next().timeout(Duration::from_millis(30)).wait();
+    assert_eq!(waited.unwrap_err(), Error::Timeout);
+    assert!(start.elapsed() >= Duration::from_millis(30));
+    (&a).write_all(b"late").unwrap();
+    assert_eq!(&stream.next().timeout(HANG).wait().unwrap()[..], b"late");
+    drop((stream, handle));
+    lt.join(HANG).unwrap();
+}
+
+#[test]
+fn accept_multi_yields_each_connection_and_pauses_when_its_queue_is_full() {
+    let (handle, lt) = start::<16, 8, 64>(config());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut stream = handle.accept_multi(listener).unwrap();
+    let total = static_uring::op::ACCEPT_QUEUE * 3;
+    let mut clients = Vec::new();
+    for _ in 0..total {
+        clients.push(std::net::TcpStream::connect(addr).unwrap());
+    }
+    // Nobody took any: the stream queued what fits and paused.
+    std::thread::sleep(Duration::from_millis(50));
+    let mut accepted = Vec::new();
+    while accepted.len() + handle.metrics().stream_refused as usize != total {
+        let conn = stream.next().timeout(HANG).wait().unwrap();
+        accepted.push(std::net::TcpStream::from(conn));
+    }
+    assert!(accepted.len() >= static_uring::op::ACCEPT_QUEUE);
+    assert!(
+        handle.metrics().stream_rearms >= 1,
+        "paused when full, armed again"
+    );
+    // Each accepted connection is a live one: a byte from its client arrives.
+    for (i, client) in clients.iter_mut().enumerate() {
+        let _ = client.write_all(&[i as u8]);
+    }
+    for conn in &mut accepted {
+        let mut byte = [0u8];
+        conn.set_read_timeout(Some(HANG)).unwrap();
+        conn.read_exact(&mut byte).unwrap();
+    }
+    drop((stream, handle));
+    lt.join(HANG).unwrap();
+}
+
+#[test]
+fn streams_serve_pool_tasks_on_the_loop_thread() {
+    static RING: BufRing<16, 128> = BufRing::new();
+    let (handle, mut event_loop) = static_uring::new::<16, 8, 64>(config()).unwrap();
+    event_loop.register_buf_ring(&RING).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let clients = Background::spawn(move || {
+        for i in 0..3u8 {
+            let mut c = std::net::TcpStream::connect(addr).unwrap();
+            c.write_all(&[b'a' + i; 100]).unwrap();
+            let mut echo = [0u8; 100];
+            c.read_exact(&mut echo).unwrap();
+            assert_eq!(echo, [b'a' + i; 100]);
+        }
+    });
+    let served = with_timeout(HANG, move || {
+        let pool = TaskPool::<_, 4>::leak();
+        let done = std::rc::Rc::new(std::cell::Cell::new(0));
+        let main = async move {
+            let mut conns = handle.accept_multi(listener).unwrap();
+            for _ in 0..3 {
+                let conn = std::sync::Arc::new(conns.next().await.unwrap());
+                let h = handle.clone();
+                let done = done.clone();
+                let task = async move {
+                    let mut rx = h.recv_multi(conn.clone(), &RING).unwrap();
+                    let mut echoed = 0;
+                    while echoed < 100 {
+                        let lease = rx.next().await.unwrap();
+                        echoed += lease.len();
+                        let buf = static_uring::IoBuf::from(lease.to_vec());
+                        h.send(conn.clone(), buf).await.unwrap();
+                    }
+                    done.set(done.get() + 1);
+                };
+                assert!(pool.spawn(task).is_ok());
+            }
+            while done.get() < 3 {
+                handle.sleep(Duration::from_millis(1)).await.unwrap();
+            }
+            done.get()
+        };
+        event_loop.block_on(pool.run(main)).unwrap()
+    });
+    assert_eq!(served, 3);
+    clients.join(HANG);
+}
+
+#[test]
+fn shutdown_ends_a_waiting_next_and_the_stream() {
+    static RING: BufRing<4, 32> = BufRing::new();
+    let config = Config {
+        shutdown_timeout: Some(Duration::ZERO),
+        ..config()
+    };
+    let (handle, lt) = start_with(&RING, config);
+    let (_a, b) = UnixStream::pair().unwrap();
+    let mut stream = handle.recv_multi(b, &RING).unwrap();
+    let h = handle.clone();
+    let stopper = Background::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        h.shutdown();
+    });
+    let end = stream.next().timeout(HANG).wait().unwrap_err();
+    assert!(matches!(end, Error::Abandoned | Error::Closed), "{end:?}");
+    let again = stream.next().timeout(HANG).wait().unwrap_err();
+    assert!(
+        matches!(again, Error::Abandoned | Error::Closed),
+        "{again:?}"
+    );
+    stopper.join(HANG);
+    lt.join(HANG).unwrap();
+    drop((stream, handle));
+}
+
+#[test]
+fn a_ring_serves_one_loop_and_comes_back_once_no_buffer_is_held() {
+    static RING: BufRing<4, 32> = BufRing::new();
+    let (handle, lt) = start_with(&RING, config());
+    let (_, mut second) = static_uring::new::<16, 8, 64>(config()).unwrap();
+    assert_eq!(
+        second.register_buf_ring(&RING),
+        Err(Error::InUse),
+        "one loop at a time"
+    );
+    let (a, b) = UnixStream::pair().unwrap();
+    let mut stream = handle.recv_multi(b, &RING).unwrap();
+    (&a).write_all(b"held").unwrap();
+    let lease = stream.next().timeout(HANG).wait().unwrap();
+    drop((stream, handle));
+    lt.join(HANG).unwrap();
+    assert_eq!(&lease[..], b"held", "valid after its loop is gone");
+    assert_eq!(
+        second.register_buf_ring(&RING),
+        Err(Error::InUse),
+        "a lease is out"
+    );
+    drop(lease);
+    second.register_buf_ring(&RING).unwrap();
+    // Not registered with a loop: a clear error.
+    static OTHER: BufRing<4, 32> = BufRing::new();
+    let (h3, _l3) = static_uring::new::<16, 8, 64>(config()).unwrap();
+    let (_x, y) = UnixStream::pair().unwrap();
+    assert!(matches!(
+        h3.recv_multi(y, &OTHER).unwrap_err(),
+        Error::Config(_)
+    ));
+}
