@@ -274,6 +274,10 @@ pub trait Provided: Sync {
     /// Loop side: moves given-back buffers into the kernel's ring; true if there were some.
     fn replenish(&self) -> bool;
 
+    /// Loop side: buffers in the kernel's ring as far as the CQEs reaped so far tell (the
+    /// kernel may have taken some whose CQEs are still in the queue).
+    fn available(&self) -> usize;
+
     /// Loop side: a stream waits for buffers (`true`), or none does.
     fn set_starving(&self, starving: bool);
 
@@ -332,6 +336,11 @@ impl<const COUNT: usize, const SIZE: usize> Provided for BufRing<COUNT, SIZE> {
             self.publish();
         }
         any
+    }
+
+    fn available(&self) -> usize {
+        let staged = COUNT + self.given.load(Ordering::Relaxed);
+        staged - self.taken.load(Ordering::Relaxed)
     }
 
     fn set_starving(&self, starving: bool) {

@@ -100,13 +100,23 @@ fn traits(kind: OpKind) -> Traits {
         OpKind::SendTo | OpKind::RecvFrom => t(true, false, false, false),
         OpKind::Nop | OpKind::Sync | OpKind::Connect => t(false, false, true, false),
         OpKind::Accept | OpKind::Poll | OpKind::Sleep => t(false, false, false, false),
+        OpKind::AcceptMulti | OpKind::RecvMulti | OpKind::Next => t(false, false, false, false),
     }
 }
 
 /// The operations whose requests reach the kernel: every kind but the timer, which lives in the
 /// loop's wheel (no SQE, no CQE), so no injected result, short transfer or CQE reaches it.
 fn kernel_kinds() -> impl Iterator<Item = OpKind> {
-    OpKind::ALL.iter().copied().filter(|&k| k != OpKind::Sleep)
+    kinds().filter(|&k| k != OpKind::Sleep)
+}
+
+/// Every single-shot operation: the matrix's rows. A multishot stream (its request and its
+/// `next`) yields many results and has rows of its own (`stream_*` tests below).
+fn kinds() -> impl Iterator<Item = OpKind> {
+    OpKind::ALL
+        .iter()
+        .copied()
+        .filter(|k| !matches!(k, OpKind::AcceptMulti | OpKind::RecvMulti | OpKind::Next))
 }
 
 fn transfers(kind: OpKind) -> bool {
@@ -127,7 +137,7 @@ fn epipe_is_eof(kind: OpKind) -> bool {
 
 /// The operations that move a stream of bytes.
 fn stream_kinds() -> impl Iterator<Item = OpKind> {
-    OpKind::ALL.iter().copied().filter(|&k| streams(k))
+    kinds().filter(|&k| streams(k))
 }
 
 /// The file read_at reads from.
@@ -228,6 +238,7 @@ fn effect(kind: OpKind, fx: &Fixture) -> Vec<u8> {
         OpKind::Connect => fx.connections(),
         OpKind::Poll => drain_socket(&fx.polled.1),
         OpKind::ReadAt | OpKind::Sync | OpKind::Nop | OpKind::Accept | OpKind::Sleep => Vec::new(),
+        OpKind::AcceptMulti | OpKind::RecvMulti | OpKind::Next => unreachable!("not in kinds()"),
     }
 }
 
@@ -251,6 +262,7 @@ fn prepare(kind: OpKind, fx: &Fixture) {
         | OpKind::SendTo
         | OpKind::SendVectored
         | OpKind::Sleep => {}
+        OpKind::AcceptMulti | OpKind::RecvMulti | OpKind::Next => unreachable!("not in kinds()"),
     }
 }
 
@@ -278,6 +290,7 @@ fn done(kind: OpKind) -> (Got, Vec<u8>) {
         OpKind::ReadAt => FILE[AT as usize..AT as usize + 8].to_vec(),
         OpKind::Poll => b"readable".to_vec(),
         OpKind::Sync | OpKind::Nop | OpKind::Accept | OpKind::Connect | OpKind::Sleep => Vec::new(),
+        OpKind::AcceptMulti | OpKind::RecvMulti | OpKind::Next => unreachable!("not in kinds()"),
     };
     let effect = match kind {
         OpKind::Send
@@ -294,6 +307,7 @@ fn done(kind: OpKind) -> (Got, Vec<u8>) {
         | OpKind::Nop
         | OpKind::Accept
         | OpKind::Sleep => Vec::new(),
+        OpKind::AcceptMulti | OpKind::RecvMulti | OpKind::Next => unreachable!("not in kinds()"),
     };
     (Ok(bytes), effect)
 }
@@ -316,6 +330,7 @@ fn failed(kind: OpKind, e: Error) -> (Got, Vec<u8>) {
         | OpKind::Accept
         | OpKind::Connect
         | OpKind::Sleep => Vec::new(),
+        OpKind::AcceptMulti | OpKind::RecvMulti | OpKind::Next => unreachable!("not in kinds()"),
     };
     (Err((e, returned)), effect)
 }
@@ -499,6 +514,7 @@ fn submit<const S: usize, const R: usize, const W: usize>(
                 .unwrap(),
             unit,
         ),
+        OpKind::AcceptMulti | OpKind::RecvMulti | OpKind::Next => unreachable!("not in kinds()"),
     }
 }
 
@@ -1049,7 +1065,7 @@ fn truncated_file_read_is_eof_also_after_partial_progress() {
 fn zero_or_positive_result_is_ok_for_sync_and_nop() {
     let (h, lp) = start::<8, 8, 64>(config());
     let fx = Fixture::new();
-    for kind in OpKind::ALL.iter().copied().filter(|&k| any_result_is_ok(k)) {
+    for kind in kinds().filter(|&k| any_result_is_ok(k)) {
         for result in [0, 1, 4096, i32::MAX] {
             h.inject_fault(Fault::Result {
                 op: kind.into(),
@@ -1084,7 +1100,7 @@ fn short_transfers_are_resubmitted_until_whole() {
         assert_eq!((m.submitted, m.requeued), (3, 2), "{kind:?}: {m:?}");
     }
     // A byte limit on sync and nop (nothing to transfer) changes nothing.
-    for kind in OpKind::ALL.iter().copied().filter(|&k| any_result_is_ok(k)) {
+    for kind in kinds().filter(|&k| any_result_is_ok(k)) {
         h.inject_fault(Fault::Short {
             op: kind.into(),
             max: 1,
@@ -1149,7 +1165,7 @@ fn tiny_send_buffer_gives_short_sends_resubmitted_until_whole() {
 fn over_reported_byte_count_is_eio_not_a_panic() {
     let (h, lp) = start::<8, 8, 64>(config());
     let fx = Fixture::new();
-    for kind in OpKind::ALL.iter().copied().filter(|&k| transfers(k)) {
+    for kind in kinds().filter(|&k| transfers(k)) {
         h.inject_fault(Fault::Result {
             op: kind.into(),
             result: 9,
@@ -1195,7 +1211,7 @@ fn over_reported_byte_count_is_eio_not_a_panic() {
         "after 3 real bytes"
     );
     assert_eq!(delta(before, h.metrics()).requeued, 1);
-    for &kind in OpKind::ALL {
+    for kind in kinds() {
         assert_eq!(exercise(&h, kind, &fx), done(kind), "{kind:?}");
     }
     drop(h);
@@ -1332,7 +1348,7 @@ fn transient_enter_errors_let_the_loop_carry_on() {
     for errno in [libc::EBUSY, libc::EINTR, libc::EAGAIN, libc::EBUSY] {
         h.inject_fault(Fault::Enter { errno });
     }
-    for &kind in OpKind::ALL {
+    for kind in kinds() {
         assert_eq!(exercise(&h, kind, &fx), done(kind), "{kind:?}");
     }
     drop(h);
@@ -1868,7 +1884,7 @@ fn a_static_storage_after_a_loop_panic_is_claimable_and_keeps_counting_parked_sl
             assert_eq!(wait(op), Ok(()));
         }
         let fx = Fixture::new();
-        for &kind in OpKind::ALL {
+        for kind in kinds() {
             assert_eq!(exercise(&h, kind, &fx), done(kind), "{kind:?}");
         }
         drop(h);
@@ -1963,4 +1979,149 @@ fn timers_waiting_when_the_loop_stops_on_a_fault_end_abandoned() {
         );
         assert_eq!(wait(h.sleep(Duration::ZERO)), Err(Error::Closed));
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Multishot streams: the rows of a request that yields many results.
+
+/// The receive streams' ring of these tests (one loop at a time: the tests that use it hold
+/// `STREAM_LOCK`).
+static STREAM_RING: static_uring::BufRing<4, 64> = static_uring::BufRing::new();
+static STREAM_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn stream_loop() -> (
+    std::sync::MutexGuard<'static, ()>,
+    Handle<8, 4, 64>,
+    static_uring::EventLoop<8, 4, 64>,
+) {
+    let guard = STREAM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let (h, mut event_loop) = static_uring::new::<8, 4, 64>(config()).unwrap();
+    event_loop.register_buf_ring(&STREAM_RING).unwrap();
+    (guard, h, event_loop)
+}
+
+/// The kernel ends a receive stream with an error (injected: its SQE becomes a NOP whose CQE,
+/// without `F_MORE`, carries the errno), or with a byte count and no buffer (a kernel surprise):
+/// `next` gives what was queued first, then the error, for good; the loop carries on.
+#[test]
+fn stream_ended_by_the_kernel_gives_its_queue_then_the_error() {
+    for (result, expected) in [
+        (-libc::ECONNRESET, Error::Os(libc::ECONNRESET)),
+        (-libc::EIO, Error::Os(libc::EIO)),
+        (5, Error::Os(libc::EIO)),
+        (0, Error::UnexpectedEof),
+    ] {
+        let (_guard, h, event_loop) = stream_loop();
+        let lp = LoopThread::spawn(event_loop);
+        h.inject_fault(Fault::Result {
+            op: FaultOp::RecvMulti,
+            result,
+        });
+        let (_a, b) = socket_pair();
+        let mut stream = h.recv_multi(b, &STREAM_RING).unwrap();
+        assert_eq!(stream.next().timeout(HANG).wait().unwrap_err(), expected);
+        assert_eq!(
+            stream.next().timeout(HANG).wait().unwrap_err(),
+            expected,
+            "for good"
+        );
+        still_serves(&h);
+        drop((stream, h));
+        lp.join(HANG).unwrap();
+    }
+}
+
+/// `ENOBUFS` while the ring still has buffers (injected; in real life: buffers given back
+/// before the CQE was read): the stream is armed again at once, not left waiting for a lease
+/// that may never come; the data then flows.
+#[test]
+fn stream_told_the_ring_is_dry_while_it_is_not_arms_again_at_once() {
+    let (_guard, h, event_loop) = stream_loop();
+    let lp = LoopThread::spawn(event_loop);
+    h.inject_fault(Fault::Result {
+        op: FaultOp::RecvMulti,
+        result: -libc::ENOBUFS,
+    });
+    let (a, b) = socket_pair();
+    let mut stream = h.recv_multi(b, &STREAM_RING).unwrap();
+    wait_until(HANG, "the dry answer", || h.metrics().buf_ring_dry == 1);
+    (&*a).write_all(MSG).unwrap();
+    assert_eq!(&stream.next().timeout(HANG).wait().unwrap()[..], MSG);
+    assert!(h.metrics().stream_rearms >= 1);
+    drop((stream, h));
+    lp.join(HANG).unwrap();
+}
+
+/// An accept error the listener can recover from (injected `EMFILE`) is one result: the stream
+/// goes on; one it cannot (`EINVAL`: not listening) ends it.
+#[test]
+fn stream_accept_errors_are_results_or_ends() {
+    let (h, lp) = start::<8, 4, 64>(config());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    h.inject_fault(Fault::Result {
+        op: FaultOp::AcceptMulti,
+        result: -libc::EMFILE,
+    });
+    let mut stream = h.accept_multi(listener).unwrap();
+    assert_eq!(
+        stream.next().timeout(HANG).wait().unwrap_err(),
+        Error::Os(libc::EMFILE)
+    );
+    let _client = TcpStream::connect(addr).unwrap();
+    assert!(
+        stream.next().timeout(HANG).wait().is_ok(),
+        "the stream went on"
+    );
+    h.inject_fault(Fault::Result {
+        op: FaultOp::AcceptMulti,
+        result: -libc::EINVAL,
+    });
+    // Armed again (a pause and a re-arm) so that the fault reaches an SQE.
+    let _more: Vec<_> = (0..op::ACCEPT_QUEUE + 1)
+        .map(|_| TcpStream::connect(addr).unwrap())
+        .collect();
+    let mut end = None;
+    for _ in 0..op::ACCEPT_QUEUE * 2 + 2 {
+        if let Err(e) = stream.next().timeout(HANG).wait() {
+            end = Some(e);
+            break;
+        }
+    }
+    assert_eq!(end, Some(Error::Os(libc::EINVAL)), "ended for good");
+    drop((stream, h));
+    lp.join(HANG).unwrap();
+}
+
+/// The loop stops on an enter error while a stream is armed and a `next` waits: the waiting
+/// `next` ends `Abandoned`, the stream afterwards `Abandoned` or `Closed`; leases taken before
+/// stay valid; no buffer the kernel may fill is handed out.
+#[test]
+fn stream_live_when_the_loop_stops_on_a_fault() {
+    let (_guard, h, event_loop) = stream_loop();
+    let lp = LoopThread::spawn(event_loop);
+    let (a, b) = socket_pair();
+    let mut stream = h.recv_multi(b, &STREAM_RING).unwrap();
+    (&*a).write_all(MSG).unwrap();
+    let lease = stream.next().timeout(HANG).wait().unwrap();
+    let h2 = h.clone();
+    let trigger = Background::spawn(move || {
+        thread::sleep(Duration::from_millis(30));
+        h2.inject_fault(Fault::Enter {
+            errno: libc::EFAULT,
+        });
+        // Any completion makes the loop enter again.
+        let _ = h2.nop().try_submit();
+    });
+    let waiting = stream.next().timeout(HANG).wait();
+    assert_eq!(waiting.unwrap_err(), Error::Abandoned);
+    assert_eq!(lp.join(HANG), Err(Error::Os(libc::EFAULT)));
+    let after = stream.next().timeout(HANG).wait().unwrap_err();
+    assert!(
+        matches!(after, Error::Abandoned | Error::Closed),
+        "{after:?}"
+    );
+    assert_eq!(&lease[..], MSG);
+    trigger.join(HANG);
+    drop((stream, lease, h));
 }

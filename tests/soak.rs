@@ -326,6 +326,8 @@ fn weight(kind: OpKind) -> u64 {
         | OpKind::WriteAtVectored
         | OpKind::Poll
         | OpKind::Sleep => 4,
+        // Multishot streams are not single requests; tests/multishot.rs drives them.
+        OpKind::AcceptMulti | OpKind::RecvMulti | OpKind::Next => 0,
     }
 }
 
@@ -677,6 +679,7 @@ fn random_spec(rng: &mut Rng, pid: usize) -> Spec {
         // Readable once the pump writes.
         OpKind::Poll => Target::Fed,
         OpKind::Sleep => Target::None,
+        OpKind::AcceptMulti | OpKind::RecvMulti | OpKind::Next => unreachable!("weight 0"),
     };
     let edge = match (kind, rng.range(0, 99)) {
         (
@@ -790,6 +793,7 @@ fn random_spec(rng: &mut Rng, pid: usize) -> Spec {
         | OpKind::Connect
         | OpKind::Poll
         | OpKind::Sleep => {}
+        OpKind::AcceptMulti | OpKind::RecvMulti | OpKind::Next => unreachable!("weight 0"),
     }
     spec
 }
@@ -986,6 +990,7 @@ fn build(
             };
             go(op, t, AnyOp::Sleep, |e| Res::U(Err(e)))
         }
+        OpKind::AcceptMulti | OpKind::RecvMulti | OpKind::Next => unreachable!("weight 0"),
     }
 }
 

@@ -136,6 +136,12 @@ struct Fixture {
     listen_addr: std::net::SocketAddr,
     clients: Vec<Fd>,
     exec: Executor,
+    /// A multishot receive (into `RING`) on one end of a pair whose other end is `sa`, and a
+    /// multishot accept on a second listener at `multi_addr`.
+    sa: Fd,
+    rx: static_uring::RecvStream<16, 16, 64>,
+    acceptor: static_uring::AcceptStream<16, 16, 64>,
+    multi_addr: std::net::SocketAddr,
     /// A connected pair of the crate's socket type.
     unix: (
         static_uring::net::UnixStream<16, 16, 64>,
@@ -397,6 +403,44 @@ impl Fixture {
         self.recv_buf = Some(inb);
     }
 
+    /// 64 bytes sent on `sa` and taken from the multishot receive (leases of `RING`, dropped).
+    fn stream_pairs(&mut self, n: usize, blocking: bool) {
+        let mut out = self.send_buf.take().unwrap();
+        let (handle, exec, rx) = (&self.handle, &self.exec, &mut self.rx);
+        for _ in 0..n {
+            let send = handle.send(&self.sa, out);
+            let (sent, lease) = if blocking {
+                (send.wait(), rx.next().wait())
+            } else {
+                exec.join(send, rx.next())
+            };
+            out = sent.unwrap_or_else(|_| panic!("send failed"));
+            let mut got = lease.unwrap_or_else(|e| panic!("next failed: {e}")).len();
+            while got < out.len() {
+                got += rx.next().wait().unwrap_or_else(|e| panic!("{e}")).len();
+            }
+        }
+        self.send_buf = Some(out);
+    }
+
+    /// `connect` of a fresh client socket and the multishot accept's `next`; the accepted
+    /// socket is closed at once.
+    fn stream_accepts(&mut self, n: usize, blocking: bool) {
+        let (handle, exec, acceptor) = (&self.handle, &self.exec, &mut self.acceptor);
+        for _ in 0..n {
+            let client = self.clients.pop().expect("enough client sockets");
+            let connect = handle.connect(&client, self.multi_addr);
+            let (connected, accepted) = if blocking {
+                (connect.wait(), acceptor.next().wait())
+            } else {
+                exec.join(connect, acceptor.next())
+            };
+            if connected.is_err() || accepted.is_err() {
+                panic!("connect/accept_multi failed");
+            }
+        }
+    }
+
     /// `connect` of a fresh client socket and `accept` of it on the listener; the accepted
     /// socket (an `OwnedFd`) is closed at once.
     fn connections(&mut self, n: usize, blocking: bool) {
@@ -444,6 +488,8 @@ impl Fixture {
 static STORAGE: Storage<16, 16, 64> = Storage::new();
 static SLEEPY_STORAGE: Storage<16, 16, 64> = Storage::new();
 static POOL: BufPool<2, BLOCK> = BufPool::new();
+/// The multishot receive's ring (one loop at a time: the runs are sequential).
+static RING: static_uring::BufRing<16, 64> = static_uring::BufRing::new();
 
 /// Runs every workload (the full counts divided by `divide`) on a loop built with `config`;
 /// returns the allocations counted across all phases.
@@ -482,10 +528,16 @@ fn run_workloads(
     let file = Fd::from(Arc::new(file));
     let fixed = event_loop.register_file(&file).unwrap();
     event_loop.register_buffers(&POOL).unwrap();
+    event_loop.register_buf_ring(&RING).unwrap();
     let loop_thread = thread::spawn(move || event_loop.run());
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let listen_addr = listener.local_addr().unwrap();
     let handle_for_net = handle.clone();
+    let (sa, sb) = UnixStream::pair().unwrap();
+    let rx = handle.recv_multi(Arc::new(sb), &RING).unwrap();
+    let multi_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let multi_addr = multi_listener.local_addr().unwrap();
+    let acceptor = handle.accept_multi(multi_listener).unwrap();
     let mut fx = Fixture {
         handle,
         file,
@@ -501,7 +553,7 @@ fn run_workloads(
         pool_buf: Some(POOL.take().unwrap()),
         listener: Fd::from(listener),
         listen_addr,
-        clients: (0..2 * (CONNECTIONS + 100))
+        clients: (0..4 * (CONNECTIONS + 100))
             .map(|_| Fd::from(tcp_socket()))
             .collect(),
         vec_bufs: Some(
@@ -510,6 +562,10 @@ fn run_workloads(
                 .collect(),
         ),
         exec: Executor::new(),
+        sa: Fd::from(Arc::new(sa)),
+        rx,
+        acceptor,
+        multi_addr,
         unix: static_uring::net::UnixStream::pair(&handle_for_net).unwrap(),
     };
 
@@ -536,11 +592,15 @@ fn run_workloads(
     fx.timers(2, false);
     fx.net_pairs(100, true);
     fx.net_pairs(100, false);
+    fx.stream_pairs(100, true);
+    fx.stream_pairs(100, false);
+    fx.stream_accepts(100, true);
+    fx.stream_accepts(100, false);
     drop(handle_for_net);
 
     let (nops, reads, pairs) = (NOPS / divide, READS / divide, PAIRS / divide);
     let conns = CONNECTIONS / divide;
-    let phases: [Phase; 24] = [
+    let phases: [Phase; 28] = [
         ("nop .wait()", &mut |fx| fx.nops_wait(nops)),
         ("nop async", &mut |fx| fx.nops_async(nops)),
         ("read_at 4 KiB .wait()", &mut |fx| fx.reads(reads, true)),
@@ -597,6 +657,18 @@ fn run_workloads(
             fx.timeouts(TIMEOUTS, true)
         }),
         ("recv timeout async", &mut |fx| fx.timeouts(TIMEOUTS, false)),
+        ("recv_multi next (BufRing lease) .wait()", &mut |fx| {
+            fx.stream_pairs(pairs, true)
+        }),
+        ("recv_multi next (BufRing lease) async", &mut |fx| {
+            fx.stream_pairs(pairs, false)
+        }),
+        ("accept_multi next .wait()", &mut |fx| {
+            fx.stream_accepts(conns, true)
+        }),
+        ("accept_multi next async", &mut |fx| {
+            fx.stream_accepts(conns, false)
+        }),
     ];
     let mut total = 0;
     for (name, phase) in phases {
@@ -615,7 +687,9 @@ fn run_workloads(
         + 9
         + 4 * pairs
         + 400) as u64
-        + 2 * (pairs.div_ceil(64) + 2) as u64;
+        + 2 * (pairs.div_ceil(64) + 2) as u64
+        // The streams: a send or connect and a `next` each (their own requests are still live).
+        + (4 * (pairs + conns) + 800) as u64;
     assert_eq!(
         m.completed, expected,
         "every request went through the loop: {m:?}"

@@ -79,11 +79,14 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             self.feed(t, index);
             return self.finish(t, index);
         }
-        let multi = s.multi();
-        multi.pausing = false;
+        s.multi().pausing = false;
+        let ring = s.ring();
         match got {
+            // The kernel found the ring empty, but buffers came back since (or their CQEs are
+            // still queued): tried again at once; it ends up waiting once the count is exact.
+            Got::Dry if ring.is_some_and(|r| r.available() > 0) => self.rearm(t, index),
             Got::Dry => {
-                multi.paused = true;
+                s.multi().paused = true;
                 self.starve(t, index);
             }
             _ if !s.has_room() => s.multi().paused = true,
@@ -185,17 +188,18 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             .then_some(stream)
     }
 
-    /// A fresh `next` request `index`, now held (its deadline scheduled): answered at once
-    /// with the stream's oldest result or its end, else named as the stream's waiter. A `next`
-    /// whose stream the loop does not hold (handed back, or not taken yet) is answered "gone":
-    /// its stream then looks at itself.
-    pub(super) fn link_next(&mut self, t: &mut Table<S, R, W>, index: u32) {
+    /// A fresh `next` request `index`, now held: answered at once with the stream's oldest
+    /// result or its end (true), else named as the stream's waiter (false; its deadline is
+    /// scheduled next). A `next` whose stream the loop does not hold (handed back, or not taken
+    /// yet) is answered "gone": its stream then looks at itself.
+    pub(super) fn link_next(&mut self, t: &mut Table<S, R, W>, index: u32) -> bool {
         let Some(stream) = self.stream_of_next(t, index) else {
             let r = owned_request(&mut t.flags, &self.storage.slots, index);
             if let Work::Next(next) = &mut r.work {
                 next.gone = true;
             }
-            return self.end_timer(t, index, Ok(0));
+            self.end_timer(t, index, Ok(0));
+            return true;
         };
         let s = stream_of(t, &self.storage.slots, stream);
         let outcome = match (s.pop(), s.multi().end, s.multi().waiter) {
@@ -205,11 +209,12 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             (None, None, waiter) if waiter != NO_WAITER => Err(Error::InUse),
             (None, None, _) => {
                 s.multi().waiter = index;
-                return;
+                return false;
             }
         };
         self.resume_if_room(t, stream);
         self.end_timer(t, index, outcome);
+        true
     }
 
     /// Held request `index` is ending: if it is a stream's waiting `next`, the stream forgets

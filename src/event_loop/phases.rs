@@ -329,14 +329,17 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// stream (`link_next`).
     fn admit_timer(&mut self, t: &mut Table<S, R, W>, index: u32, deadline: Option<Deadline>) {
         t.hold_timer(index);
-        if let Some(deadline) = deadline {
-            match self.wheel_target(t, deadline).1 {
-                Target::Expired => return self.fire_timer(t, index),
-                Target::At(tick) => t.wheel.schedule(index, tick),
-            }
+        // A result already there wins over a deadline already past.
+        let kind = owned_request(&mut t.flags, &self.storage.slots, index).kind();
+        if kind == OpKind::Next && self.link_next(t, index) {
+            return;
         }
-        if owned_request(&mut t.flags, &self.storage.slots, index).kind() == OpKind::Next {
-            self.link_next(t, index);
+        let Some(deadline) = deadline else {
+            return;
+        };
+        match self.wheel_target(t, deadline).1 {
+            Target::Expired => self.fire_timer(t, index),
+            Target::At(tick) => t.wheel.schedule(index, tick),
         }
     }
 

@@ -269,6 +269,17 @@ mod tests {
             }
             .into(),
             OpKind::Sleep => op::Sleep.into(),
+            OpKind::AcceptMulti => op::AcceptMulti::new().into(),
+            OpKind::RecvMulti => {
+                static RING: crate::BufRing<2, 8> = crate::BufRing::new();
+                op::RecvMulti::new(&RING, 0).into()
+            }
+            OpKind::Next => op::Next {
+                stream: 0,
+                ring: None,
+                gone: false,
+            }
+            .into(),
         };
         Request::new(work, None, None)
     }

@@ -106,8 +106,13 @@ impl Stream for AcceptMulti {
     }
 
     fn on_cqe(&mut self, result: i32, _: u32) -> Got {
-        if result == -libc::ECANCELED {
-            return Got::Cancelled;
+        match -result {
+            libc::ECANCELED => return Got::Cancelled,
+            // Not a listening socket: no later accept can succeed.
+            libc::EBADF | libc::ENOTSOCK | libc::EINVAL | libc::EOPNOTSUPP => {
+                return Got::End(Error::Os(-result))
+            }
+            _ => {}
         }
         if !self.has_room() {
             if result >= 0 {
