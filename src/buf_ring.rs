@@ -121,7 +121,6 @@ impl<const COUNT: usize, const SIZE: usize> BufRing<COUNT, SIZE> {
     crate::loom::maybe_const_fn! {
         /// A ring with every buffer free, all zero bytes: in a `static` it needs no
         /// initialisation and takes no room in the binary.
-        #[allow(clippy::new_without_default)]
         pub fn new() -> Self {
             #[allow(clippy::let_unit_value)]
             let () = Self::VALID;
@@ -246,9 +245,26 @@ impl<const COUNT: usize, const SIZE: usize> BufRing<COUNT, SIZE> {
         Ok(())
     }
 
+    /// Queues buffer `bid` for the loop; true if the loop must be woken (a stream starves).
+    fn push_back(&self, bid: u16) -> bool {
+        self.returned.push(bid as u32);
+        // The fences (here and in `set_starving`) order each side's store before its load:
+        // either the loop's `replenish` after `set_starving(true)` finds this push, or this load
+        // sees the flag and the eventfd wakes the loop.
+        fence(Ordering::SeqCst);
+        self.starving.load(Ordering::Relaxed)
+    }
+
     /// The address of the kernel's ring (page-aligned) and its entry count, for registration.
     pub(crate) fn ring_memory(&self) -> (u64, u16) {
         (self.entries.0.get() as u64, COUNT as u16)
+    }
+}
+
+impl<const COUNT: usize, const SIZE: usize> Default for BufRing<COUNT, SIZE> {
+    /// [`BufRing::new`].
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -299,12 +315,7 @@ impl<const COUNT: usize, const SIZE: usize> Provided for BufRing<COUNT, SIZE> {
     }
 
     fn give_back(&self, bid: u16) {
-        self.returned.push(bid as u32);
-        // The fences (here and in `set_starving`) order each side's store before its load:
-        // either the loop's `replenish` after `set_starving(true)` finds this push, or this load
-        // sees the flag and the eventfd wakes the loop.
-        fence(Ordering::SeqCst);
-        if self.starving.load(Ordering::Relaxed) {
+        if self.push_back(bid) {
             let fd = self.wake_fd.load(Ordering::Acquire);
             if fd >= 0 {
                 let one = 1u64.to_ne_bytes();
@@ -407,5 +418,51 @@ impl std::fmt::Debug for BufLease {
             .field("buffer_id", &self.bid)
             .field("len", &self.len)
             .finish()
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    //! The starving protocol: a buffer given back while a stream starves is never lost.
+
+    use super::*;
+    use ::loom::sync::Arc;
+    use ::loom::thread;
+
+    /// The loop notes a starving stream and then replenishes; a holder gives a buffer back at
+    /// the same time: either the loop's replenish finds the buffer, or the holder sees the flag
+    /// (and writes the eventfd). Fails if either fence goes (each side's store may then pass
+    /// its load).
+    #[test]
+    fn loom_buf_ring_starving_stream_never_misses_a_returned_buffer() {
+        let mut builder = ::loom::model::Builder::new();
+        builder.preemption_bound = Some(builder.preemption_bound.map_or(3, |p| p.min(3)));
+        builder.check(|| {
+            // The ring is two page-aligned blocks: more than a model thread's default stack.
+            let big = || thread::Builder::new().stack_size(1 << 20);
+            let ring = big()
+                .spawn(|| Arc::new(BufRing::<2, 8>::new()))
+                .unwrap()
+                .join()
+                .unwrap();
+            ring.returned.reset();
+            let holder = {
+                let ring = ring.clone();
+                thread::spawn(move || ring.push_back(1))
+            };
+            let looped = {
+                let ring = ring.clone();
+                big().spawn(move || {
+                    ring.set_starving(true);
+                    ring.replenish()
+                })
+            };
+            let found = looped.unwrap().join().unwrap();
+            let woke = holder.join().unwrap();
+            assert!(
+                found || woke,
+                "the returned buffer and the starving stream missed each other"
+            );
+        });
     }
 }

@@ -271,8 +271,8 @@ mod tests {
             OpKind::Sleep => op::Sleep.into(),
             OpKind::AcceptMulti => op::AcceptMulti::new().into(),
             OpKind::RecvMulti => {
-                static RING: crate::BufRing<2, 8> = crate::BufRing::new();
-                op::RecvMulti::new(&RING, 0).into()
+                let ring: &'static crate::BufRing<2, 8> = Box::leak(Box::default());
+                op::RecvMulti::new(ring, 0).into()
             }
             OpKind::Next => op::Next {
                 stream: 0,
