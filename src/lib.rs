@@ -97,6 +97,10 @@ fn start<const S: usize, const R: usize, const W: usize>(
 static_assertions::assert_impl_all!(Handle<4, 2, 8>: Send, Sync, Clone);
 static_assertions::assert_impl_all!(Op<op::Nop, 4, 2, 8>: Send);
 static_assertions::assert_impl_all!(Timeout<std::future::Ready<()>, 4, 2, 8>: Send);
+static_assertions::assert_impl_all!(RecvStream<4, 2, 8>: Send, Unpin);
+static_assertions::assert_impl_all!(AcceptStream<4, 2, 8>: Send, Unpin);
+static_assertions::assert_impl_all!(BufRing<2, 8>: Send, Sync);
+static_assertions::assert_impl_all!(BufLease: Send, Sync);
 static_assertions::assert_impl_all!(EventLoop<4, 2, 8>: Send);
 static_assertions::assert_impl_all!(Storage<4, 2, 8>: Send, Sync);
 static_assertions::assert_impl_all!(Error: Send, Sync, Copy, std::error::Error);

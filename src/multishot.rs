@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use crate::buf_ring::{BufLease, Provided};
 use crate::error::Error;
 use crate::handle::Op;
-use crate::op::{self, Operation};
+use crate::op;
 
 mod sealed {
     /// What a stream kind gives and how its raw results become items.
@@ -109,6 +109,8 @@ impl<K: MultiKind, const S: usize, const R: usize, const W: usize> Multishot<K, 
 
     /// The next result: a future (`.await`) with `.wait()`, and a deadline or timeout of its
     /// own (none by default). `Err` once the stream has ended, after its queued results.
+    // Not `Iterator::next`: it returns a future, which is what an async stream's `next` does.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Next<'_, K, S, R, W> {
         Next {
             stream: self,
@@ -256,9 +258,6 @@ impl<K: MultiKind, const S: usize, const R: usize, const W: usize> std::fmt::Deb
 pub(crate) fn start<K: MultiKind, const S: usize, const R: usize, const W: usize>(
     op: Op<K, S, R, W>,
     ring: Option<&'static dyn Provided>,
-) -> Result<Multishot<K, S, R, W>, Error>
-where
-    K: Operation<Error = Error>,
-{
+) -> Result<Multishot<K, S, R, W>, Error> {
     Ok(Multishot::new(op.try_submit()?, ring))
 }

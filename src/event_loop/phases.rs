@@ -488,6 +488,10 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// Takes an admitted request out of the table and the admitted count.
     pub(super) fn end_entry(&mut self, t: &mut Table<S, R, W>, index: u32) {
         t.end(index);
+        // A stream waiting for buffers leaves the list (which then never outgrows `RING`).
+        if !t.registry.starved.is_empty() {
+            t.registry.starved.retain(|&i| i != index);
+        }
         // The gauge is current before the caller can see the result.
         self.storage.metrics.set_pending(t.admitted());
     }
