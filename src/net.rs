@@ -112,6 +112,28 @@ macro_rules! stream_ops {
             pub fn send_vectored(&self, bufs: IoBufs) -> Op<op::SendVectored, S, R, W> {
                 self.io.send_vectored(&self.fd, bufs)
             }
+
+            /// A multishot receive into `ring`'s buffers ([`Handle::recv_multi`]).
+            pub fn recv_multi<const COUNT: usize, const SIZE: usize>(
+                &self,
+                ring: &'static crate::BufRing<COUNT, SIZE>,
+            ) -> Result<crate::RecvStream<S, R, W>, Error> {
+                self.io.recv_multi(&self.fd, ring)
+            }
+        }
+    };
+}
+
+/// Listener operations.
+macro_rules! listener_ops {
+    ($name:ident, $stream:ident) => {
+        impl<const S: usize, const R: usize, const W: usize> $name<S, R, W> {
+            /// A multishot accept ([`Handle::accept_multi`]): a stream of accepted descriptors;
+            #[doc = concat!("[`", stringify!($stream), "::from_accepted`](FromAccepted::from_accepted)")]
+            /// binds one to the loop.
+            pub fn accept_multi(&self) -> Result<crate::AcceptStream<S, R, W>, Error> {
+                self.io.accept_multi(&self.fd)
+            }
         }
     };
 }
@@ -147,6 +169,8 @@ socket_type!(
     unix::UnixDatagram
 );
 
+listener_ops!(TcpListener, TcpStream);
+listener_ops!(UnixListener, UnixStream);
 stream_ops!(TcpStream);
 stream_ops!(UnixStream);
 stream_ops!(UnixDatagram);

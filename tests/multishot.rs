@@ -295,3 +295,29 @@ fn a_ring_serves_one_loop_and_comes_back_once_no_buffer_is_held() {
         Error::Config(_)
     ));
 }
+
+#[test]
+fn net_sockets_have_the_multishot_forms() {
+    use static_uring::net::{FromAccepted, TcpListener, TcpStream};
+    static RING: BufRing<8, 256> = BufRing::new();
+    let (handle, lt) = start_with(&RING, config());
+    let listener = TcpListener::bind(&handle, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut incoming = listener.accept_multi().unwrap();
+    let mut client = std::net::TcpStream::connect(addr).unwrap();
+    let conn = TcpStream::from_accepted(&handle, incoming.next().timeout(HANG).wait().unwrap());
+    let mut chunks = conn.recv_multi(&RING).unwrap();
+    client.write_all(b"over tcp").unwrap();
+    let mut got = Vec::new();
+    while got.len() < 8 {
+        got.extend_from_slice(&chunks.next().timeout(HANG).wait().unwrap());
+    }
+    assert_eq!(got, b"over tcp");
+    drop(client);
+    assert_eq!(
+        chunks.next().timeout(HANG).wait().unwrap_err(),
+        Error::UnexpectedEof
+    );
+    drop((chunks, conn, incoming, listener, handle));
+    lt.join(HANG).unwrap();
+}
