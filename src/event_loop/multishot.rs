@@ -58,7 +58,9 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             Got::Item | Got::Cancelled => {}
         }
         if more {
-            if !s.has_room() && !s.multi().pausing && !orphaned && !abandoning {
+            // Full, or ended while the kernel goes on (a surprise): stopped with a cancel.
+            let stop = !s.has_room() || s.multi().end.is_some();
+            if stop && !s.multi().pausing && !orphaned && !abandoning {
                 self.pause(t, index);
             }
             return self.feed(t, index);
@@ -95,8 +97,8 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         self.feed(t, index);
     }
 
-    /// Stops stream `index` (in flight, its queue full) with our own AsyncCancel; it is
-    /// re-armed once `next` makes room.
+    /// Stops stream `index` (in flight: its queue full, or ended) with our own AsyncCancel; a
+    /// full one is re-armed once `next` makes room.
     fn pause(&mut self, t: &mut Table<S, R, W>, index: u32) {
         let flags = &mut t.flags[index as usize];
         if flags.drop_cancelled {
