@@ -2105,7 +2105,7 @@ fn descriptor_kinds_give_the_kernels_answer() {
     use libc::{EBADF, EINVAL, EISDIR, ENOTCONN, ENOTSOCK, EPIPE, ESPIPE};
     let _serial = serial();
     // Long enough that a loaded machine stalling the loop cannot turn an immediate kernel answer
-    // into a Timeout (five rows wait for it to pass).
+    // into a Timeout (three rows wait for it to pass).
     let soon = || Some(Instant::now() + Duration::from_millis(500));
     let read = |offset| Act::ReadAt {
         offset,
