@@ -90,6 +90,12 @@ counters! {
     /// Operation SQEs that used a registered buffer (`READ_FIXED`/`WRITE_FIXED` on a buffer of
     /// the pool given to `EventLoop::register_buffers`).
     fixed_buffers,
+    /// Messages other loops posted to this one (`Handle::post`) that arrived.
+    messages_received,
+    /// Messages this loop accepted that no `recv_message` took before it closed: queued at its
+    /// close, or reserved by a sender and not arrived by then (at most: such a sender may yet
+    /// fail and be told so).
+    messages_unread,
 }
 
 impl Counters {
@@ -98,6 +104,12 @@ impl Counters {
     #[inline]
     pub(crate) fn bump(counter: &AtomicU64) {
         counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+
+    /// Adds `n` (the loop thread only, as `bump`).
+    #[inline]
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
     }
 
     /// Sets the gauge.

@@ -326,6 +326,8 @@ fn weight(kind: OpKind) -> u64 {
         | OpKind::WriteAtVectored
         | OpKind::Poll
         | OpKind::Sleep => 4,
+        // Messages need a second loop's mailbox: tests/messages.rs drives them, not the soak.
+        OpKind::Post | OpKind::RecvMessage => 0,
     }
 }
 
@@ -676,7 +678,7 @@ fn random_spec(rng: &mut Rng, pid: usize) -> Spec {
         OpKind::Accept | OpKind::Connect => Target::Listener,
         // Readable once the pump writes.
         OpKind::Poll => Target::Fed,
-        OpKind::Sleep => Target::None,
+        OpKind::Sleep | OpKind::Post | OpKind::RecvMessage => Target::None,
     };
     let edge = match (kind, rng.range(0, 99)) {
         (
@@ -789,7 +791,9 @@ fn random_spec(rng: &mut Rng, pid: usize) -> Spec {
         | OpKind::Accept
         | OpKind::Connect
         | OpKind::Poll
-        | OpKind::Sleep => {}
+        | OpKind::Sleep
+        | OpKind::Post
+        | OpKind::RecvMessage => {}
     }
     spec
 }
@@ -986,6 +990,7 @@ fn build(
             };
             go(op, t, AnyOp::Sleep, |e| Res::U(Err(e)))
         }
+        OpKind::Post | OpKind::RecvMessage => unreachable!("weight 0: never picked"),
     }
 }
 

@@ -43,6 +43,9 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         let id = match Cqe::decode(user_data) {
             Cqe::Wake => return self.on_wake(result, flags),
             Cqe::Cancel(_) => return,
+            Cqe::Message => {
+                return self.on_message(t, super::id::message_value(user_data, result));
+            }
             Cqe::Op(id) => id,
         };
         let index = id.index() as usize;
@@ -266,6 +269,9 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         if kind == OpKind::Sleep {
             return self.admit_timer(t, index, deadline);
         }
+        if kind == OpKind::RecvMessage {
+            return self.admit_receiver(t, index, deadline);
+        }
         if let Some(deadline) = deadline {
             let (deadline_tick, target) = self.wheel_target(t, deadline);
             if matches!(target, Target::At(tick) if tick < deadline_tick)
@@ -307,7 +313,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// leaves or the loop stops. Not admitted: it takes none of the `RING` entries and no SQE.
     /// An end already past ends it now. An end beyond the horizon is re-armed until due, cap or
     /// not (`expire`): a timer never fires early.
-    fn admit_timer(&mut self, t: &mut Table<S, R, W>, index: u32, deadline: Option<Deadline>) {
+    pub(super) fn admit_timer(&mut self, t: &mut Table<S, R, W>, index: u32, deadline: Option<Deadline>) {
         t.hold_timer(index);
         let Some(deadline) = deadline else {
             return;
@@ -318,21 +324,27 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         }
     }
 
-    /// Timer `index` reached its end: `Ok` to its caller (or its slot freed if it left).
+    /// Timer `index` reached its end: `Ok` to a sleep's caller, `Timeout` to a waiting
+    /// `recv_message`'s (or its slot freed if its caller left).
     fn fire_timer(&mut self, t: &mut Table<S, R, W>, index: u32) {
-        self.end_timer(t, index, Ok(0));
+        let outcome = match owned_request(&mut t.flags, &self.storage.slots, index).kind() {
+            OpKind::RecvMessage => Err(Error::Timeout),
+            _ => Ok(0),
+        };
+        self.end_timer(t, index, outcome);
     }
 
-    /// Ends timer `index` with `outcome`, delivered (or its slot freed if its caller left).
+    /// Ends timer `index` with `outcome`, delivered (or its slot freed if its caller left:
+    /// false).
     pub(super) fn end_timer(
         &mut self,
         t: &mut Table<S, R, W>,
         index: u32,
         outcome: Result<usize, Error>,
-    ) {
+    ) -> bool {
         t.end_timer(index);
         owned_request(&mut t.flags, &self.storage.slots, index).outcome = Some(outcome);
-        self.deliver(t, index);
+        self.deliver(t, index)
     }
 
     /// Retires the timers whose callers left (noted by their `Op`'s drop) before their end.
@@ -466,9 +478,9 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         self.deliver(t, index);
     }
 
-    /// Hands the stored outcome to the caller, or frees the slot if the caller left.
+    /// Hands the stored outcome to the caller, or frees the slot if the caller left (false).
     #[inline]
-    pub(super) fn deliver(&mut self, t: &mut Table<S, R, W>, index: u32) {
+    pub(super) fn deliver(&mut self, t: &mut Table<S, R, W>, index: u32) -> bool {
         let metrics = &self.storage.metrics;
         let slot = &self.storage.slots[index as usize];
         Counters::bump(&metrics.completed);
@@ -484,11 +496,13 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                 if !caller.local {
                     self.batch.delivered();
                 }
-                self.storage.wake_caller(index, caller)
+                self.storage.wake_caller(index, caller);
+                true
             }
             Finish::Orphaned => {
                 Counters::bump(&metrics.orphaned);
                 self.storage.free_slot(index);
+                false
             }
         }
     }

@@ -269,6 +269,13 @@ mod tests {
             }
             .into(),
             OpKind::Sleep => op::Sleep.into(),
+            OpKind::Post => {
+                let ring = std::fs::File::open("/dev/null").unwrap();
+                let inbox = crate::mailbox::Inbox::new(ring.into(), 8);
+                let mailbox = crate::Mailbox::new(std::sync::Arc::new(inbox));
+                op::Post::new(&mailbox, 7).into()
+            }
+            OpKind::RecvMessage => op::RecvMessage { value: 0 }.into(),
         };
         Request::new(work, None, None)
     }

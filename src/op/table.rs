@@ -7,8 +7,8 @@ use io_uring::types;
 
 use super::kernel::{Kernel, Sqe, Step, Tagged};
 use super::{
-    Accept, Connect, Headers, MsgHeader, Nop, Poll, ReadAt, Recv, RecvFrom, Send, SendTo,
-    SendVectored, Sleep, Sync, WriteAt, WriteAtVectored, NO_MSG,
+    Accept, Connect, Headers, MsgHeader, Nop, Poll, Post, ReadAt, Recv, RecvFrom, RecvMessage,
+    Send, SendTo, SendVectored, Sleep, Sync, WriteAt, WriteAtVectored, NO_MSG,
 };
 use crate::error::Error;
 use crate::event_loop::registry::Registry;
@@ -234,6 +234,10 @@ operations! {
     Poll(Poll) { dropped: Cancel },
     /// `sleep` and `sleep_until` (a timer on the wheel, no kernel request).
     Sleep(Sleep) { dropped: Timer },
+    /// `post` (a message to another loop).
+    Post(Post) { dropped: Finish },
+    /// `recv_message` (held by the loop until a message comes, no kernel request).
+    RecvMessage(RecvMessage) { dropped: Timer },
 }
 
 impl Work {
