@@ -96,11 +96,19 @@ fn main() {
     let round_trip = driver.join().unwrap().unwrap();
     let [msg, eventfd] = receiver.join().unwrap().unwrap();
     let m = r_metrics.get();
-    println!("{rounds} rounds of each, interleaved; receiving loop asleep before each (idle_spin 0)");
-    println!("receiving loop: {} eventfd wake-ups, {} messages", m.wakeups, m.messages_received);
+    println!(
+        "{rounds} rounds of each, interleaved; receiving loop asleep before each (idle_spin 0)"
+    );
+    println!(
+        "receiving loop: {} eventfd wake-ups, {} messages",
+        m.wakeups, m.messages_received
+    );
     for (name, h) in [
         ("msg_ring one-way (post from a loop)", &msg),
-        ("eventfd one-way (post through the receiver's handle)", &eventfd),
+        (
+            "eventfd one-way (post through the receiver's handle)",
+            &eventfd,
+        ),
         ("nop .await round trip to the sleeping loop", &round_trip),
     ] {
         let us = |q: f64| h.quantile(q).unwrap_or(0) as f64 / 1000.0;

@@ -62,9 +62,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         mailboxes.push(event_loop.mailbox()?);
         shard_handles.push(io.clone());
         let load = load.clone();
-        loops.push(event_loop.spawn_with(&format!("shard-{cpu}"), move || {
-            serve_shard(io, load, cpu)
-        })?);
+        loops.push(
+            event_loop.spawn_with(&format!("shard-{cpu}"), move || serve_shard(io, load, cpu))?,
+        );
     }
 
     // The acceptor: its own loop, on a thread of its own.
@@ -139,8 +139,10 @@ async fn serve_shard(io: Io, load: Arc<Vec<AtomicUsize>>, shard: usize) -> Resul
             let stream = Fd::from(unsafe { OwnedFd::from_raw_fd(fd) });
             let (task_io, load) = (io.clone(), load.clone());
             let task = async move {
-                if let Err(e) = echo(&task_io, &stream).await {
-                    eprintln!("shard {shard}: connection: {e}");
+                match echo(&task_io, &stream).await {
+                    // `Closed`: the shard stopped between two messages of a finished client.
+                    Ok(()) | Err(Error::Closed) => {}
+                    Err(e) => eprintln!("shard {shard}: connection: {e}"),
                 }
                 load[shard].fetch_sub(1, Ordering::Relaxed);
             };

@@ -140,7 +140,11 @@ fn a_full_inbox_refuses_posts_with_full_and_takes_them_again_once_read() {
     for i in 1..=8 {
         assert_eq!(rx.recv_message().wait(), Ok(i));
     }
-    assert_eq!(rx.metrics().messages_received, 9, "the refused posts never arrived");
+    assert_eq!(
+        rx.metrics().messages_received,
+        9,
+        "the refused posts never arrived"
+    );
     drop((rx, tx));
     rx_loop.join(HANG).unwrap();
     tx_loop.join(HANG).unwrap();
@@ -163,7 +167,11 @@ fn a_post_to_a_stopped_loop_is_closed() {
         Err(Error::Closed)
     );
     assert!(start.elapsed() < HANG);
-    assert_eq!(tx.metrics().submitted, 1, "nothing sent to the stopped loop");
+    assert_eq!(
+        tx.metrics().submitted,
+        1,
+        "nothing sent to the stopped loop"
+    );
     drop(tx);
     tx_loop.join(HANG).unwrap();
 }
@@ -261,9 +269,7 @@ fn receivers_end_closed_at_the_drain_timeout_at_their_deadline_and_need_a_mailbo
     let (rx, _mailbox, rx_loop) = mail_loop(config());
     let began = Instant::now();
     assert_eq!(
-        rx.recv_message()
-            .timeout(Duration::from_millis(20))
-            .wait(),
+        rx.recv_message().timeout(Duration::from_millis(20)).wait(),
         Err(Error::Timeout)
     );
     assert!(began.elapsed() >= Duration::from_millis(20), "never early");

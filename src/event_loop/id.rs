@@ -126,7 +126,15 @@ mod tests {
     #[test]
     fn message_cqes_carry_every_u64_and_are_told_from_every_other_cqe() {
         // A message must never be routed to a request (or the wake), and no bit may be lost.
-        for value in [0, 1, u64::MAX, 1 << 63, 0xffff_ffff, 0xffff_ffff_0000_0000, 0x8000_0000] {
+        for value in [
+            0,
+            1,
+            u64::MAX,
+            1 << 63,
+            0xffff_ffff,
+            0xffff_ffff_0000_0000,
+            0x8000_0000,
+        ] {
             let (user_data, result) = message_data(value);
             assert_eq!(Cqe::decode(user_data), Cqe::Message, "{value:#x}");
             assert_eq!(message_value(user_data, result), value);

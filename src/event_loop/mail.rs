@@ -199,13 +199,17 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         t.flags[index as usize].timer
             && id.is_current(slot.generation())
             && !slot.is_orphaned()
-            && owned_request(&mut t.flags, &self.storage.slots, index).kind()
-                == OpKind::RecvMessage
+            && owned_request(&mut t.flags, &self.storage.slots, index).kind() == OpKind::RecvMessage
     }
 
     /// Ends held receiver `index` with a message (`Ok(value)`) or an error; false if its caller
     /// had left (the slot is freed, nothing delivered).
-    fn end_receiver(&mut self, t: &mut Table<S, R, W>, index: u32, outcome: Result<u64, Error>) -> bool {
+    fn end_receiver(
+        &mut self,
+        t: &mut Table<S, R, W>,
+        index: u32,
+        outcome: Result<u64, Error>,
+    ) -> bool {
         let r = owned_request(&mut t.flags, &self.storage.slots, index);
         if let Ok(value) = outcome {
             debug_assert_eq!(r.kind(), OpKind::RecvMessage);

@@ -313,7 +313,12 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// leaves or the loop stops. Not admitted: it takes none of the `RING` entries and no SQE.
     /// An end already past ends it now. An end beyond the horizon is re-armed until due, cap or
     /// not (`expire`): a timer never fires early.
-    pub(super) fn admit_timer(&mut self, t: &mut Table<S, R, W>, index: u32, deadline: Option<Deadline>) {
+    pub(super) fn admit_timer(
+        &mut self,
+        t: &mut Table<S, R, W>,
+        index: u32,
+        deadline: Option<Deadline>,
+    ) {
         t.hold_timer(index);
         let Some(deadline) = deadline else {
             return;
