@@ -1114,7 +1114,8 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// `Error::Closed` when the receiving loop is draining or gone (nothing is sent);
     /// `Error::Full` when it already holds `SLOTS` messages (its queue's capacity) that nobody
     /// took yet, counting those on their way: refused before sending, never dropped after. A
-    /// dropped post that was submitted is still sent.
+    /// post to a single-issuer loop that is not running yet waits until it runs. A dropped post
+    /// that was submitted is still sent.
     ///
     /// ```
     /// # use static_uring::Config;

@@ -108,6 +108,13 @@ impl Inbox {
         self.tickets.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// Takes a ticket back whatever the count: a message handed to a receiver whose caller left
+    /// at that moment stays with the loop (rare; the count may then pass the capacity by one
+    /// until it is taken).
+    pub(crate) fn retake(&self) {
+        self.tickets.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Receiving loop: accepts nothing more from now on.
     pub(crate) fn seal(&self) {
         self.tickets.fetch_or(SEALED, Ordering::Relaxed);

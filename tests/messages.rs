@@ -71,6 +71,44 @@ fn two_loops_exchange_messages_both_ways_in_order() {
     }
 }
 
+/// A single-issuer ring is disabled until its loop thread starts, and the kernel refuses
+/// messages to it (`EBADFD`) until then: a post made before the receiving loop runs waits for it
+/// (tries again on the kernel's timer) instead of failing, and one to a loop dropped without
+/// running ends `Closed`.
+#[test]
+fn a_post_to_a_single_issuer_loop_that_is_not_running_yet_waits_for_it() {
+    let config = Config {
+        single_issuer: true,
+        ..config()
+    };
+    let (rx, mut rx_loop) = static_uring::new::<8, 8, 64>(config.clone()).unwrap();
+    let mailbox = rx_loop.mailbox().unwrap();
+    let (tx, tx_loop) = start::<8, 8, 64>(config.clone());
+    let post = {
+        let (tx, mailbox) = (tx.clone(), mailbox.clone());
+        Background::spawn(move || tx.post(&mailbox, 5).wait())
+    };
+    thread::sleep(Duration::from_millis(30));
+    assert!(!post.is_finished(), "it waits for the receiving loop");
+    let rx_loop = LoopThread::spawn(rx_loop);
+    assert_eq!(post.join(HANG), Ok(()));
+    assert_eq!(rx.recv_message().wait(), Ok(5));
+    drop(rx);
+    rx_loop.join(HANG).unwrap();
+
+    let (never, mut never_loop) = static_uring::new::<8, 8, 64>(config).unwrap();
+    let mailbox = never_loop.mailbox().unwrap();
+    let post = {
+        let tx = tx.clone();
+        Background::spawn(move || tx.post(&mailbox, 6).wait())
+    };
+    thread::sleep(Duration::from_millis(10));
+    drop((never, never_loop));
+    assert_eq!(post.join(HANG), Err(Error::Closed));
+    drop(tx);
+    tx_loop.join(HANG).unwrap();
+}
+
 /// Every bit of the value gets through: the high half travels in `user_data`, the low half in
 /// the CQE's result (which may read as negative).
 #[test]
@@ -255,7 +293,9 @@ fn a_message_posted_during_the_drain_is_delivered_or_reported() {
             sent,
             "round {round}: every accepted post is taken or counted"
         );
-        assert_eq!(m.messages_received, sent);
+        // A post the kernel made after the close (its sender preempted between reserving and
+        // entering) is one of the unread: counted, though it never arrived.
+        assert!(m.messages_received <= sent);
         drop(tx);
         tx_loop.join(HANG).unwrap();
     }

@@ -21,6 +21,9 @@ use crate::mailbox::{Inbox, Mailbox, GRACE};
 use crate::metrics::Counters;
 use crate::op::{OpKind, RecvMessage, Tagged};
 
+/// At the close, the most enters that collect messages the kernel still holds for the loop.
+const COLLECT_ROUNDS: usize = 16;
+
 /// A fixed FIFO of `N` (a power of two) `u64`s: a ring buffer with a mask.
 pub(crate) struct Fifo<const N: usize> {
     items: [u64; N],
@@ -167,11 +170,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// A message CQE: to the oldest waiting receiver, else queued.
     pub(super) fn on_message(&mut self, t: &mut Table<S, R, W>, value: u64) {
         Counters::bump(&self.storage.metrics.messages_received);
-        if self.hand_message(t, value) {
-            if let Some(inbox) = &t.mail.inbox {
-                inbox.release();
-            }
-        } else if t.mail.queue.push_back(value).is_err() {
+        if !self.hand_message(t, value) && t.mail.queue.push_back(value).is_err() {
             // Only a sender that bypassed the tickets (none of this crate's) can overflow it.
             Counters::bump(&self.storage.metrics.messages_unread);
         }
@@ -184,7 +183,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             if !self.is_waiting(t, id) {
                 continue;
             }
-            if self.end_receiver(t, id.index(), Ok(value)) {
+            if self.give(t, id.index(), value) {
                 return true;
             }
             // Its caller left at this very moment: its slot is freed; the next one gets it.
@@ -200,6 +199,32 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             && id.is_current(slot.generation())
             && !slot.is_orphaned()
             && owned_request(&mut t.flags, &self.storage.slots, index).kind() == OpKind::RecvMessage
+    }
+
+    /// Ends receiver `index` (held, or being admitted) with message `value`; false if its
+    /// caller had left. The message's ticket goes back first, so a caller woken by it may post
+    /// to this inbox again at once; it is taken back if the caller left at this very moment
+    /// (the message then stays with the loop).
+    fn give(&mut self, t: &mut Table<S, R, W>, index: u32, value: u64) -> bool {
+        if let Some(inbox) = &t.mail.inbox {
+            inbox.release();
+        }
+        let held = t.flags[index as usize].timer;
+        let delivered = if held {
+            self.end_receiver(t, index, Ok(value))
+        } else {
+            let r = owned_request(&mut t.flags, &self.storage.slots, index);
+            // SAFETY: `admit` calls `admit_receiver` for a `RecvMessage` only.
+            unsafe { RecvMessage::get(&mut r.work) }.value = value;
+            r.outcome = Some(Ok(0));
+            self.deliver(t, index)
+        };
+        if !delivered {
+            if let Some(inbox) = &t.mail.inbox {
+                inbox.retake();
+            }
+        }
+        delivered
     }
 
     /// Ends held receiver `index` with a message (`Ok(value)`) or an error; false if its caller
@@ -228,16 +253,8 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         index: u32,
         deadline: Option<Deadline>,
     ) {
-        let r = owned_request(&mut t.flags, &self.storage.slots, index);
         if let Some(value) = t.mail.queue.pop_front() {
-            // SAFETY: `admit` calls this for a `RecvMessage` only.
-            unsafe { RecvMessage::get(&mut r.work) }.value = value;
-            r.outcome = Some(Ok(0));
-            if self.deliver(t, index) {
-                if let Some(inbox) = &t.mail.inbox {
-                    inbox.release();
-                }
-            } else {
+            if !self.give(t, index, value) {
                 // Its caller left already: the message stays first in line.
                 t.mail.queue.push_front(value);
             }
@@ -319,14 +336,25 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         Some(GRACE.saturating_sub(at.elapsed()))
     }
 
-    /// The loop closes: sealed for good; the messages accepted and not taken (queued, or still
-    /// on their way) are counted unread.
+    /// The loop closes: sealed for good; messages the kernel holds for it are collected, and
+    /// the messages accepted and not taken (queued, or still on their way) are counted unread.
     pub(super) fn close_inbox(&mut self, t: &mut Table<S, R, W>) {
         self.seal_inbox(t);
-        if let Some(inbox) = &t.mail.inbox {
-            let unread = &self.storage.metrics.messages_unread;
-            Counters::add(unread, inbox.tickets());
+        let Some(inbox) = t.mail.inbox.clone() else {
+            return;
+        };
+        // Messages the kernel posted that the CQ does not show yet: in its overflow list (more
+        // arrived than the CQ's 2 x RING entries hold) or, on a single-issuer ring, in task work.
+        // An enter with GETEVENTS brings them in.
+        for _ in 0..COLLECT_ROUNDS {
+            if inbox.tickets() <= t.mail.queue.len() as u64 || self.ring.run_task_work().is_err() {
+                break;
+            }
+            if self.reap(t) == 0 {
+                break;
+            }
         }
+        Counters::add(&self.storage.metrics.messages_unread, inbox.tickets());
         t.mail.queue.head = 0;
         t.mail.queue.len = 0;
         t.mail.waiting.head = 0;

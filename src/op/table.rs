@@ -146,6 +146,14 @@ macro_rules! operations {
                 }
             }
 
+            /// Whether a CQE error asks for another SQE (see [`Kernel::retries`]).
+            #[inline]
+            pub(crate) fn retries(&self, errno: i32) -> bool {
+                match self {
+                    $(Work::$kind(_) => <$ty as Kernel>::retries(errno),)*
+                }
+            }
+
             /// The message header cell of an operation that uses one.
             fn msg(&mut self) -> Option<&mut u16> {
                 match self {
