@@ -20,7 +20,9 @@ pub enum Error {
     /// it comes back with this error; if the kernel may still write it, it stays parked in the
     /// storage for good and an empty buffer comes back instead.
     Abandoned,
-    /// [`Op::try_submit`](crate::Op::try_submit) only: no free slot right now.
+    /// [`Op::try_submit`](crate::Op::try_submit): no free slot right now; or
+    /// [`Handle::post`](crate::Handle::post): the receiving loop already holds as many messages
+    /// as its queue takes (nothing was sent).
     Full,
     /// Arguments that cannot describe an operation (for example `recv` with `offset > len`).
     InvalidInput,
@@ -41,7 +43,7 @@ impl fmt::Display for Error {
             Error::Timeout => f.write_str("request timed out"),
             Error::Closed => f.write_str("event loop closed"),
             Error::Abandoned => f.write_str("request abandoned at shutdown while in the kernel"),
-            Error::Full => f.write_str("no free request slot"),
+            Error::Full => f.write_str("no free request slot, or the receiving inbox is full"),
             Error::InvalidInput => f.write_str("invalid operation arguments"),
             Error::UnexpectedEof => f.write_str("unexpected end of file or closed peer"),
             Error::Os(errno) => write!(f, "{}", io::Error::from_raw_os_error(*errno)),

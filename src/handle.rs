@@ -1190,6 +1190,45 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         self.op(op::Sleep, None).deadline(at)
     }
 
+    /// Posts `value` to the loop `mailbox` addresses (another loop, or this one) with
+    /// `IORING_OP_MSG_RING`: an SQE on this handle's loop that puts a CQE into the receiving
+    /// loop's completion queue, where a [`recv_message`](Self::recv_message) of that loop takes
+    /// it; no eventfd and no shared queue. `Ok(())` once the kernel posted it. Every `u64` gets
+    /// through. Messages from one loop to one mailbox arrive in the order they were posted when
+    /// each post is awaited before the next (the kernel may reorder SQEs in flight together).
+    ///
+    /// `Error::Closed` when the receiving loop is draining or gone (nothing is sent);
+    /// `Error::Full` when it already holds `SLOTS` messages (its queue's capacity) that nobody
+    /// took yet, counting those on their way: refused before sending, never dropped after. A
+    /// post to a single-issuer loop that is not running yet waits until it runs. A dropped post
+    /// that was submitted is still sent.
+    ///
+    /// ```
+    /// # use static_uring::Config;
+    /// let (receiver, mut receiving_loop) = static_uring::new::<8, 8, 64>(Config::default()).unwrap();
+    /// let mailbox = receiving_loop.mailbox().unwrap();
+    /// let thread = receiving_loop.spawn("rx").unwrap();
+    /// // This loop posts to itself here; any other loop's handle posts the same way.
+    /// receiver.post(&mailbox, 42).wait().unwrap();
+    /// assert_eq!(receiver.recv_message().wait(), Ok(42));
+    /// # drop(receiver);
+    /// # thread.join().unwrap().unwrap();
+    /// ```
+    pub fn post(&self, mailbox: &crate::Mailbox, value: u64) -> Op<op::Post, S, R, W> {
+        self.op(op::Post::new(mailbox, value), None)
+    }
+
+    /// Takes the next message posted to this handle's loop (see [`post`](Self::post)): one
+    /// queued already at once, else the first to arrive (waiting receivers are served oldest
+    /// first). No kernel request: it holds a slot while it waits, none of the `RING` entries.
+    /// With a deadline, none within it is `Error::Timeout`. When the loop drains, a waiting
+    /// receiver gets the messages still on their way, then `Error::Closed`.
+    /// `Error::InvalidInput` if the loop has no mailbox (`EventLoop::mailbox` was never
+    /// called): no message could come.
+    pub fn recv_message(&self) -> Op<op::RecvMessage, S, R, W> {
+        self.op(op::RecvMessage { value: 0 }, None)
+    }
+
     /// Bounds `future` by a timer that ends `after` from now: its output, or
     /// `Err(Error::Timeout)` if the time is up first ([`Timeout`](crate::Timeout)). Several
     /// operations awaited inside one `future` share the one deadline.

@@ -100,6 +100,12 @@ counters! {
     /// Times a `recv_multi` stream found its `BufRing` empty (`ENOBUFS`): it waits, without
     /// losing data, until a lease is dropped, and is then armed again.
     buf_ring_dry,
+    /// Messages other loops posted to this one (`Handle::post`) that arrived.
+    messages_received,
+    /// Messages this loop accepted that no `recv_message` took before it closed: queued at its
+    /// close, or reserved by a sender and not arrived by then (at most: such a sender may yet
+    /// fail and be told so).
+    messages_unread,
 }
 
 impl Counters {
@@ -108,6 +114,12 @@ impl Counters {
     #[inline]
     pub(crate) fn bump(counter: &AtomicU64) {
         counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+
+    /// Adds `n` (the loop thread only, as `bump`).
+    #[inline]
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
     }
 
     /// Sets the gauge.

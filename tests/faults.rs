@@ -101,22 +101,32 @@ fn traits(kind: OpKind) -> Traits {
         OpKind::Nop | OpKind::Sync | OpKind::Connect => t(false, false, true, false),
         OpKind::Accept | OpKind::Poll | OpKind::Sleep => t(false, false, false, false),
         OpKind::AcceptMulti | OpKind::RecvMulti | OpKind::Next => t(false, false, false, false),
+        OpKind::Post | OpKind::RecvMessage => t(false, false, false, false),
     }
 }
 
 /// The operations whose requests reach the kernel: every kind but the timer, which lives in the
-/// loop's wheel (no SQE, no CQE), so no injected result, short transfer or CQE reaches it.
+/// loop's wheel (no SQE, no CQE), so no injected result, short transfer or CQE reaches it, and
+/// the messages (a waiting `recv_message` is held like the timer; `post` needs a second loop's
+/// mailbox, and tests/messages.rs covers it).
 fn kernel_kinds() -> impl Iterator<Item = OpKind> {
     kinds().filter(|&k| k != OpKind::Sleep)
 }
 
 /// Every single-shot operation: the matrix's rows. A multishot stream (its request and its
-/// `next`) yields many results and has rows of its own (`stream_*` tests below).
+/// `next`) yields many results and has rows of its own (`stream_*` tests below); messages need
+/// a second loop's mailbox (tests/messages.rs).
 fn kinds() -> impl Iterator<Item = OpKind> {
-    OpKind::ALL
-        .iter()
-        .copied()
-        .filter(|k| !matches!(k, OpKind::AcceptMulti | OpKind::RecvMulti | OpKind::Next))
+    OpKind::ALL.iter().copied().filter(|k| {
+        !matches!(
+            k,
+            OpKind::AcceptMulti
+                | OpKind::RecvMulti
+                | OpKind::Next
+                | OpKind::Post
+                | OpKind::RecvMessage
+        )
+    })
 }
 
 fn transfers(kind: OpKind) -> bool {
@@ -238,7 +248,11 @@ fn effect(kind: OpKind, fx: &Fixture) -> Vec<u8> {
         OpKind::Connect => fx.connections(),
         OpKind::Poll => drain_socket(&fx.polled.1),
         OpKind::ReadAt | OpKind::Sync | OpKind::Nop | OpKind::Accept | OpKind::Sleep => Vec::new(),
-        OpKind::AcceptMulti | OpKind::RecvMulti | OpKind::Next => unreachable!("not in kinds()"),
+        OpKind::AcceptMulti
+        | OpKind::RecvMulti
+        | OpKind::Next
+        | OpKind::Post
+        | OpKind::RecvMessage => unreachable!("not in kinds()"),
     }
 }
 
@@ -262,7 +276,11 @@ fn prepare(kind: OpKind, fx: &Fixture) {
         | OpKind::SendTo
         | OpKind::SendVectored
         | OpKind::Sleep => {}
-        OpKind::AcceptMulti | OpKind::RecvMulti | OpKind::Next => unreachable!("not in kinds()"),
+        OpKind::AcceptMulti
+        | OpKind::RecvMulti
+        | OpKind::Next
+        | OpKind::Post
+        | OpKind::RecvMessage => unreachable!("not in kinds()"),
     }
 }
 
@@ -290,7 +308,11 @@ fn done(kind: OpKind) -> (Got, Vec<u8>) {
         OpKind::ReadAt => FILE[AT as usize..AT as usize + 8].to_vec(),
         OpKind::Poll => b"readable".to_vec(),
         OpKind::Sync | OpKind::Nop | OpKind::Accept | OpKind::Connect | OpKind::Sleep => Vec::new(),
-        OpKind::AcceptMulti | OpKind::RecvMulti | OpKind::Next => unreachable!("not in kinds()"),
+        OpKind::AcceptMulti
+        | OpKind::RecvMulti
+        | OpKind::Next
+        | OpKind::Post
+        | OpKind::RecvMessage => unreachable!("not in kinds()"),
     };
     let effect = match kind {
         OpKind::Send
@@ -307,7 +329,11 @@ fn done(kind: OpKind) -> (Got, Vec<u8>) {
         | OpKind::Nop
         | OpKind::Accept
         | OpKind::Sleep => Vec::new(),
-        OpKind::AcceptMulti | OpKind::RecvMulti | OpKind::Next => unreachable!("not in kinds()"),
+        OpKind::AcceptMulti
+        | OpKind::RecvMulti
+        | OpKind::Next
+        | OpKind::Post
+        | OpKind::RecvMessage => unreachable!("not in kinds()"),
     };
     (Ok(bytes), effect)
 }
@@ -330,7 +356,11 @@ fn failed(kind: OpKind, e: Error) -> (Got, Vec<u8>) {
         | OpKind::Accept
         | OpKind::Connect
         | OpKind::Sleep => Vec::new(),
-        OpKind::AcceptMulti | OpKind::RecvMulti | OpKind::Next => unreachable!("not in kinds()"),
+        OpKind::AcceptMulti
+        | OpKind::RecvMulti
+        | OpKind::Next
+        | OpKind::Post
+        | OpKind::RecvMessage => unreachable!("not in kinds()"),
     };
     (Err((e, returned)), effect)
 }
@@ -514,7 +544,11 @@ fn submit<const S: usize, const R: usize, const W: usize>(
                 .unwrap(),
             unit,
         ),
-        OpKind::AcceptMulti | OpKind::RecvMulti | OpKind::Next => unreachable!("not in kinds()"),
+        OpKind::AcceptMulti
+        | OpKind::RecvMulti
+        | OpKind::Next
+        | OpKind::Post
+        | OpKind::RecvMessage => unreachable!("not in kinds()"),
     }
 }
 

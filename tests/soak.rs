@@ -328,6 +328,8 @@ fn weight(kind: OpKind) -> u64 {
         | OpKind::Sleep => 4,
         // Multishot streams are not single requests; tests/multishot.rs drives them.
         OpKind::AcceptMulti | OpKind::RecvMulti | OpKind::Next => 0,
+        // Messages need a second loop's mailbox: tests/messages.rs drives them, not the soak.
+        OpKind::Post | OpKind::RecvMessage => 0,
     }
 }
 
@@ -679,7 +681,11 @@ fn random_spec(rng: &mut Rng, pid: usize) -> Spec {
         // Readable once the pump writes.
         OpKind::Poll => Target::Fed,
         OpKind::Sleep => Target::None,
-        OpKind::AcceptMulti | OpKind::RecvMulti | OpKind::Next => unreachable!("weight 0"),
+        OpKind::AcceptMulti
+        | OpKind::RecvMulti
+        | OpKind::Next
+        | OpKind::Post
+        | OpKind::RecvMessage => unreachable!("weight 0"),
     };
     let edge = match (kind, rng.range(0, 99)) {
         (
@@ -793,7 +799,11 @@ fn random_spec(rng: &mut Rng, pid: usize) -> Spec {
         | OpKind::Connect
         | OpKind::Poll
         | OpKind::Sleep => {}
-        OpKind::AcceptMulti | OpKind::RecvMulti | OpKind::Next => unreachable!("weight 0"),
+        OpKind::AcceptMulti
+        | OpKind::RecvMulti
+        | OpKind::Next
+        | OpKind::Post
+        | OpKind::RecvMessage => unreachable!("weight 0"),
     }
     spec
 }
@@ -990,7 +1000,11 @@ fn build(
             };
             go(op, t, AnyOp::Sleep, |e| Res::U(Err(e)))
         }
-        OpKind::AcceptMulti | OpKind::RecvMulti | OpKind::Next => unreachable!("weight 0"),
+        OpKind::AcceptMulti
+        | OpKind::RecvMulti
+        | OpKind::Next
+        | OpKind::Post
+        | OpKind::RecvMessage => unreachable!("weight 0"),
     }
 }
 

@@ -142,6 +142,9 @@ struct Fixture {
     rx: static_uring::RecvStream<16, 16, 64>,
     acceptor: static_uring::AcceptStream<16, 16, 64>,
     multi_addr: std::net::SocketAddr,
+    /// The loop's own mailbox (messages to itself: the same SQE, CQE and queue as from another
+    /// loop).
+    mailbox: static_uring::Mailbox,
     /// A connected pair of the crate's socket type.
     unix: (
         static_uring::net::UnixStream<16, 16, 64>,
@@ -179,6 +182,22 @@ impl Fixture {
             };
             if result.is_err() {
                 panic!("nop failed");
+            }
+        }
+    }
+
+    /// Messages (`post` and `recv_message`): blocking, the message arrives before its receiver
+    /// and waits in the loop's queue; async, the receiver is submitted first and mostly waits
+    /// for it. Two requests each.
+    fn messages(&mut self, n: usize, blocking: bool) {
+        for i in 0..n as u64 {
+            if blocking {
+                assert_eq!(self.handle.post(&self.mailbox, i).wait(), Ok(()));
+                assert_eq!(self.handle.recv_message().wait(), Ok(i));
+            } else {
+                let recv = self.handle.recv_message();
+                let post = self.handle.post(&self.mailbox, !i);
+                assert_eq!(self.exec.join(recv, post), (Ok(!i), Ok(())));
             }
         }
     }
@@ -529,6 +548,7 @@ fn run_workloads(
     let fixed = event_loop.register_file(&file).unwrap();
     event_loop.register_buffers(&POOL).unwrap();
     event_loop.register_buf_ring(&RING).unwrap();
+    let mailbox = event_loop.mailbox().unwrap();
     let loop_thread = thread::spawn(move || event_loop.run());
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let listen_addr = listener.local_addr().unwrap();
@@ -566,6 +586,7 @@ fn run_workloads(
         rx,
         acceptor,
         multi_addr,
+        mailbox,
         unix: static_uring::net::UnixStream::pair(&handle_for_net).unwrap(),
     };
 
@@ -596,11 +617,13 @@ fn run_workloads(
     fx.stream_pairs(100, false);
     fx.stream_accepts(100, true);
     fx.stream_accepts(100, false);
+    fx.messages(100, true);
+    fx.messages(100, false);
     drop(handle_for_net);
 
     let (nops, reads, pairs) = (NOPS / divide, READS / divide, PAIRS / divide);
     let conns = CONNECTIONS / divide;
-    let phases: [Phase; 28] = [
+    let phases: [Phase; 30] = [
         ("nop .wait()", &mut |fx| fx.nops_wait(nops)),
         ("nop async", &mut |fx| fx.nops_async(nops)),
         ("read_at 4 KiB .wait()", &mut |fx| fx.reads(reads, true)),
@@ -669,6 +692,12 @@ fn run_workloads(
         ("accept_multi next async", &mut |fx| {
             fx.stream_accepts(conns, false)
         }),
+        ("post/recv_message .wait()", &mut |fx| {
+            fx.messages(pairs, true)
+        }),
+        ("post/recv_message async", &mut |fx| {
+            fx.messages(pairs, false)
+        }),
     ];
     let mut total = 0;
     for (name, phase) in phases {
@@ -685,6 +714,8 @@ fn run_workloads(
         + 4 * TIMERS
         + 1
         + 9
+        + 4 * pairs
+        + 400
         + 4 * pairs
         + 400) as u64
         + 2 * (pairs.div_ceil(64) + 2) as u64

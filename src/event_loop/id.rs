@@ -8,10 +8,19 @@
 //! two CQEs are told apart. The wake poll uses `u64::MAX`, which no request can produce: slot
 //! indices are below 2^24, so the low 32 bits are never all ones. The generation is bumped each
 //! time a slot is freed, so a CQE for an earlier request of the same slot is recognised as stale.
+//!
+//! A message another loop posts (`IORING_OP_MSG_RING`, `mailbox.rs`) arrives as a CQE whose
+//! fields the sender chose:
+//! ```text
+//! user_data = [ value's high half : 32 | MESSAGE_TAG = 0xffff_fffe : 32 ]    result = value's low half
+//! ```
+//! The tag is no slot index (those are below 2^24) and not the wake token's low half.
 
 use crate::handoff::wake::WAKE_TOKEN;
 
 const CANCEL_TAG: u64 = 1 << 63;
+/// The low half of a message CQE's `user_data`.
+const MESSAGE_TAG: u64 = 0xffff_fffe;
 const GENERATION_MASK: u32 = 0x7fff_ffff;
 
 /// One request: slot index and (31-bit) generation.
@@ -30,6 +39,18 @@ pub(crate) enum Cqe {
     Op(RequestId),
     /// The AsyncCancel issued for a request (never decides anything).
     Cancel(RequestId),
+    /// A message from another loop (its value: [`message_value`]).
+    Message,
+}
+
+/// The `user_data` and `result` a message SQE sets so that its CQE carries `value`.
+pub(crate) fn message_data(value: u64) -> (u64, i32) {
+    (value & !0xffff_ffff | MESSAGE_TAG, value as u32 as i32)
+}
+
+/// The value a message CQE carries (see [`message_data`]).
+pub(crate) fn message_value(user_data: u64, result: i32) -> u64 {
+    user_data & !0xffff_ffff | u64::from(result as u32)
 }
 
 impl RequestId {
@@ -73,6 +94,9 @@ impl Cqe {
         if user_data == WAKE_TOKEN {
             return Cqe::Wake;
         }
+        if user_data & 0xffff_ffff == MESSAGE_TAG {
+            return Cqe::Message;
+        }
         let id = RequestId::new(user_data as u32, (user_data >> 32) as u32);
         if user_data & CANCEL_TAG != 0 {
             Cqe::Cancel(id)
@@ -102,5 +126,27 @@ mod tests {
         );
         assert!(id.is_current(5) && id.is_current(0x8000_0005) && !id.is_current(6));
         assert_eq!(id.index(), 7);
+    }
+
+    #[test]
+    fn message_cqes_carry_every_u64_and_are_told_from_every_other_cqe() {
+        // A message must never be routed to a request (or the wake), and no bit may be lost.
+        for value in [
+            0,
+            1,
+            u64::MAX,
+            1 << 63,
+            0xffff_ffff,
+            0xffff_ffff_0000_0000,
+            0x8000_0000,
+        ] {
+            let (user_data, result) = message_data(value);
+            assert_eq!(Cqe::decode(user_data), Cqe::Message, "{value:#x}");
+            assert_eq!(message_value(user_data, result), value);
+        }
+        let last = RequestId::new((1 << 24) - 1, u32::MAX);
+        for data in [last.op_data(), last.cancel_data(), WAKE_TOKEN] {
+            assert_ne!(Cqe::decode(data), Cqe::Message);
+        }
     }
 }

@@ -29,6 +29,7 @@
 mod batch;
 pub(crate) mod id;
 pub(crate) mod local;
+mod mail;
 mod multishot;
 mod phases;
 pub(crate) mod registry;

@@ -43,6 +43,9 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         let id = match Cqe::decode(user_data) {
             Cqe::Wake => return self.on_wake(result, flags),
             Cqe::Cancel(_) => return,
+            Cqe::Message => {
+                return self.on_message(t, super::id::message_value(user_data, result));
+            }
             Cqe::Op(id) => id,
         };
         let index = id.index() as usize;
@@ -281,6 +284,9 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         if !live && self.orphanable(kind) {
             return self.free_orphan(t, index);
         }
+        if kind == OpKind::RecvMessage {
+            return self.admit_receiver(t, index, deadline);
+        }
         if kind.is_held() {
             return self.admit_timer(t, index, deadline);
         }
@@ -327,7 +333,12 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// not (`expire`): a timer never fires early.
     /// A stream's `next` is held the same way, with its deadline, and then linked to its
     /// stream (`link_next`).
-    fn admit_timer(&mut self, t: &mut Table<S, R, W>, index: u32, deadline: Option<Deadline>) {
+    pub(super) fn admit_timer(
+        &mut self,
+        t: &mut Table<S, R, W>,
+        index: u32,
+        deadline: Option<Deadline>,
+    ) {
         t.hold_timer(index);
         // A result already there wins over a deadline already past.
         let kind = owned_request(&mut t.flags, &self.storage.slots, index).kind();
@@ -343,27 +354,28 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         }
     }
 
-    /// Timer `index` reached its end: `Ok` to its caller (or its slot freed if it left); a
-    /// stream's `next` reached its deadline: `Timeout`.
+    /// Timer `index` reached its end: `Ok` to a sleep's caller, `Timeout` to a stream's `next`
+    /// or a waiting `recv_message` (or its slot freed if its caller left).
     fn fire_timer(&mut self, t: &mut Table<S, R, W>, index: u32) {
         let outcome = match owned_request(&mut t.flags, &self.storage.slots, index).kind() {
-            OpKind::Next => Err(Error::Timeout),
+            OpKind::Next | OpKind::RecvMessage => Err(Error::Timeout),
             _ => Ok(0),
         };
         self.end_timer(t, index, outcome);
     }
 
-    /// Ends timer `index` with `outcome`, delivered (or its slot freed if its caller left).
+    /// Ends timer `index` with `outcome`, delivered (or its slot freed if its caller left:
+    /// false).
     pub(super) fn end_timer(
         &mut self,
         t: &mut Table<S, R, W>,
         index: u32,
         outcome: Result<usize, Error>,
-    ) {
+    ) -> bool {
         self.unlink_next(t, index);
         t.end_timer(index);
         owned_request(&mut t.flags, &self.storage.slots, index).outcome = Some(outcome);
-        self.deliver(t, index);
+        self.deliver(t, index)
     }
 
     /// Retires the timers whose callers left (noted by their `Op`'s drop) before their end.
@@ -502,9 +514,9 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         self.deliver(t, index);
     }
 
-    /// Hands the stored outcome to the caller, or frees the slot if the caller left.
+    /// Hands the stored outcome to the caller, or frees the slot if the caller left (false).
     #[inline]
-    pub(super) fn deliver(&mut self, t: &mut Table<S, R, W>, index: u32) {
+    pub(super) fn deliver(&mut self, t: &mut Table<S, R, W>, index: u32) -> bool {
         let metrics = &self.storage.metrics;
         let slot = &self.storage.slots[index as usize];
         Counters::bump(&metrics.completed);
@@ -520,11 +532,13 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                 if !caller.local {
                     self.batch.delivered();
                 }
-                self.storage.wake_caller(index, caller)
+                self.storage.wake_caller(index, caller);
+                true
             }
             Finish::Orphaned => {
                 Counters::bump(&metrics.orphaned);
                 self.storage.free_slot(index);
+                false
             }
         }
     }

@@ -4,7 +4,7 @@
 //!
 //! | CQE class \ op                 | send, recv, read_at, write_at                       | sync, nop        |
 //! |--------------------------------|-----------------------------------------------------|------------------|
-//! | `-EAGAIN`/`-EINTR`             | requeue; `Timeout` if cancel was requested           | same             |
+//! | `-EAGAIN`/`-EINTR` (and the operation's own retries, `Kernel::retries`) | requeue; `Timeout` if cancel was requested | same |
 //! | `-ECANCELED`, cancel requested | `Timeout`                                           | `Timeout`        |
 //! | other negative                 | `Os(errno)` (send: `EPIPE` is `UnexpectedEof`)      | `Os(errno)`      |
 //! | `0`                            | `UnexpectedEof` (peer closed, end of file)          | `Ok`             |
@@ -205,7 +205,7 @@ impl Request {
     /// when it needs another SQE (requeue).
     pub(crate) fn complete(&mut self, result: i32, cancel_requested: bool) -> bool {
         let outcome = match result {
-            r if r == -libc::EAGAIN || r == -libc::EINTR => {
+            r if r == -libc::EAGAIN || r == -libc::EINTR || (r < 0 && self.work.retries(-r)) => {
                 if !cancel_requested {
                     return false;
                 }
@@ -280,6 +280,13 @@ mod tests {
                 gone: false,
             }
             .into(),
+            OpKind::Post => {
+                let ring = std::fs::File::open("/dev/null").unwrap();
+                let inbox = crate::mailbox::Inbox::new(ring.into(), 8);
+                let mailbox = crate::Mailbox::new(std::sync::Arc::new(inbox));
+                op::Post::new(&mailbox, 7).into()
+            }
+            OpKind::RecvMessage => op::RecvMessage { value: 0 }.into(),
         };
         Request::new(work, None, None)
     }

@@ -152,6 +152,26 @@ impl Ring {
         }
     }
 
+    /// A close-on-exec duplicate of the ring's descriptor, owned by the caller: it keeps the
+    /// ring's kernel context (and so the descriptor number) alive for as long as it lives.
+    pub(crate) fn duplicate(&self) -> io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        // SAFETY: plain syscall on the ring's open descriptor.
+        let fd = unsafe { libc::fcntl(self.uring.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by F_DUPFD_CLOEXEC: open, and owned by nobody else.
+        Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// Whether the kernel supports `opcode` on this ring (`IORING_REGISTER_PROBE`).
+    pub(crate) fn supports(&self, opcode: u8) -> io::Result<bool> {
+        let mut probe = io_uring::Probe::new();
+        self.uring.submitter().register_probe(&mut probe)?;
+        Ok(probe.is_supported(opcode))
+    }
+
     /// Registers `raws` as the ring's file table, replacing the current one if `replace`.
     pub(crate) fn register_files(&mut self, raws: &[i32], replace: bool) -> io::Result<()> {
         let submitter = self.uring.submitter();

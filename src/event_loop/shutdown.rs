@@ -29,8 +29,10 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         local: &mut L,
     ) -> Result<(), Error> {
         let mut remaining = self.checked.config.shutdown_timeout;
+        self.seal_inbox(t);
         loop {
             self.reap(t);
+            self.settle_receivers(t);
             local.poll();
             if self.idle_for_good(t) {
                 break;
@@ -49,10 +51,10 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                 self.enter(0, None)?;
                 continue;
             }
-            let wait = match (remaining, self.next_deadline(t)) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let wait = [remaining, self.next_deadline(t), self.mail_wait(t)]
+                .into_iter()
+                .flatten()
+                .min();
             let start = Instant::now();
             self.enter(1, wait)?;
             remaining = remaining.map(|r| r.saturating_sub(start.elapsed()));
@@ -166,6 +168,10 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         }
         self.closed = true;
         let storage = self.storage.clone();
+        // SAFETY: as in `table_mut`: the claim is ours and `close` runs outside `run`'s borrow of
+        // the table, so this is its only borrow while the inbox closes.
+        let table = unsafe { self.table.as_mut() };
+        self.close_inbox(table);
         let t = self.table_mut();
         let lanes = std::mem::take(&mut t.lanes);
         let registry = std::mem::replace(&mut t.registry, Registry::NONE);

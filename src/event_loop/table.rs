@@ -9,6 +9,7 @@
 //! one place the loop reaches into a slot.
 
 use crate::event_loop::id::RequestId;
+use crate::event_loop::mail::Mail;
 use crate::event_loop::registry::Registry;
 use crate::event_loop::request::Request;
 use crate::event_loop::wheel::Wheel;
@@ -78,6 +79,8 @@ pub(crate) struct Table<const SLOTS: usize, const RING: usize, const WHEEL: usiz
     pub(crate) next_lane: usize,
     /// Registered files and buffer pool.
     pub(crate) registry: Registry,
+    /// Messages from other loops and the receivers waiting for them (`mail.rs`).
+    pub(crate) mail: Mail<SLOTS>,
 }
 
 /// The request in slot `index`, which the loop owns (`Table::take`).
@@ -124,6 +127,7 @@ impl<const S: usize, const R: usize, const W: usize> Table<S, R, W> {
             lanes: Vec::new(),
             next_lane: 0,
             registry: Registry::NONE,
+            mail: Mail::new(),
         }
     }
 
@@ -154,6 +158,7 @@ impl<const S: usize, const R: usize, const W: usize> Table<S, R, W> {
             addr_of_mut!((*ptr).lanes).write(Vec::new());
             addr_of_mut!((*ptr).next_lane).write(0);
             addr_of_mut!((*ptr).registry).write(Registry::NONE);
+            Mail::init_at(addr_of_mut!((*ptr).mail));
         }
     }
 
@@ -169,6 +174,7 @@ impl<const S: usize, const R: usize, const W: usize> Table<S, R, W> {
         self.lanes = Vec::new();
         self.next_lane = 0;
         self.registry = Registry::NONE;
+        self.mail.reset();
         self.free_msgs.clear();
         for index in (0..R as u16).rev() {
             let _ = self.free_msgs.push(index);

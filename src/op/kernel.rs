@@ -127,6 +127,13 @@ pub trait Kernel: Tagged + Sized + core::marker::Send + 'static {
         Error::Os(errno)
     }
 
+    /// Whether a negative CQE result of `errno` asks for another SQE, as `EAGAIN` and `EINTR` do
+    /// for every operation (a deadline that fired meanwhile still ends it `Timeout`). None by
+    /// default.
+    fn retries(_errno: i32) -> bool {
+        false
+    }
+
     /// The cell naming the message header it holds while in the kernel (`NO_MSG` when none),
     /// for operations that use one.
     fn msg(&mut self) -> Option<&mut u16> {

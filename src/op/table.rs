@@ -7,8 +7,9 @@ use io_uring::types;
 
 use super::kernel::{Kernel, Sqe, Step, Tagged};
 use super::{
-    Accept, AcceptMulti, Connect, Headers, MsgHeader, Next, Nop, Poll, ReadAt, Recv, RecvFrom,
-    RecvMulti, Send, SendTo, SendVectored, Sleep, Sync, WriteAt, WriteAtVectored, NO_MSG,
+    Accept, AcceptMulti, Connect, Headers, MsgHeader, Next, Nop, Poll, Post, ReadAt, Recv,
+    RecvFrom, RecvMessage, RecvMulti, Send, SendTo, SendVectored, Sleep, Sync, WriteAt,
+    WriteAtVectored, NO_MSG,
 };
 use crate::error::Error;
 use crate::event_loop::registry::Registry;
@@ -154,6 +155,14 @@ macro_rules! operations {
                 }
             }
 
+            /// Whether a CQE error asks for another SQE (see [`Kernel::retries`]).
+            #[inline]
+            pub(crate) fn retries(&self, errno: i32) -> bool {
+                match self {
+                    $(Work::$kind(_) => <$ty as Kernel>::retries(errno),)*
+                }
+            }
+
             /// The message header cell of an operation that uses one.
             fn msg(&mut self) -> Option<&mut u16> {
                 match self {
@@ -248,6 +257,10 @@ operations! {
     RecvMulti(RecvMulti) { dropped: Multishot },
     /// A stream's `next` (held by the loop, no kernel request).
     Next(Next) { dropped: Timer },
+    /// `post` (a message to another loop).
+    Post(Post) { dropped: Finish },
+    /// `recv_message` (held by the loop until a message comes, no kernel request).
+    RecvMessage(RecvMessage) { dropped: Timer },
 }
 
 impl OpKind {
@@ -257,10 +270,11 @@ impl OpKind {
         matches!(self, OpKind::AcceptMulti | OpKind::RecvMulti)
     }
 
-    /// Held by the loop without a kernel request (a timer, a stream's `next`).
+    /// Held by the loop without a kernel request (a timer, a stream's `next`, a waiting
+    /// `recv_message`).
     #[inline]
     pub(crate) fn is_held(self) -> bool {
-        matches!(self, OpKind::Sleep | OpKind::Next)
+        matches!(self, OpKind::Sleep | OpKind::Next | OpKind::RecvMessage)
     }
 }
 
