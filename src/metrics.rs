@@ -90,6 +90,13 @@ counters! {
     /// Operation SQEs that used a registered buffer (`READ_FIXED`/`WRITE_FIXED` on a buffer of
     /// the pool given to `EventLoop::register_buffers`).
     fixed_buffers,
+    /// Notifications of zero-copy sends (`send_zc`, `send_vectored_zc`): one per SQE the kernel
+    /// ran, when it let go of the buffer.
+    zero_copy_notifications,
+    /// Of those, the ones whose bytes the kernel copied after all (Linux 6.2+ reports it): every
+    /// send to a local peer (loopback) is copied, as is one through a device that cannot
+    /// scatter-gather.
+    zero_copy_copied,
 }
 
 impl Counters {

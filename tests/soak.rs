@@ -326,6 +326,9 @@ fn weight(kind: OpKind) -> u64 {
         | OpKind::WriteAtVectored
         | OpKind::Poll
         | OpKind::Sleep => 4,
+        // Never picked: the soak's pairs are Unix sockets, which cannot send zero-copy (every
+        // one would end `Os(EOPNOTSUPP)`); tests/send_zc.rs drives them over TCP.
+        OpKind::SendZc | OpKind::SendVectoredZc => 0,
     }
 }
 
@@ -677,6 +680,7 @@ fn random_spec(rng: &mut Rng, pid: usize) -> Spec {
         // Readable once the pump writes.
         OpKind::Poll => Target::Fed,
         OpKind::Sleep => Target::None,
+        OpKind::SendZc | OpKind::SendVectoredZc => unreachable!("weight 0: never picked"),
     };
     let edge = match (kind, rng.range(0, 99)) {
         (
@@ -790,6 +794,7 @@ fn random_spec(rng: &mut Rng, pid: usize) -> Spec {
         | OpKind::Connect
         | OpKind::Poll
         | OpKind::Sleep => {}
+        OpKind::SendZc | OpKind::SendVectoredZc => unreachable!("weight 0: never picked"),
     }
     spec
 }
@@ -986,6 +991,7 @@ fn build(
             };
             go(op, t, AnyOp::Sleep, |e| Res::U(Err(e)))
         }
+        OpKind::SendZc | OpKind::SendVectoredZc => unreachable!("weight 0: never picked"),
     }
 }
 

@@ -61,6 +61,10 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         let id32 = id.index();
         #[cfg(feature = "fault-injection")]
         fault::cqe_panic(key, owned_request(&mut t.flags, slots, id32).kind());
+        // A zero-copy send's result waits in flight for its notification (zero_copy.rs).
+        let Some(result) = self.zero_copy_cqe(t, id32, result, flags) else {
+            return;
+        };
         let flags = &mut t.flags[index];
         flags.in_flight = false;
         let (cancel, abandoning) = (flags.cancel_requested, flags.abandoning);

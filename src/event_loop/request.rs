@@ -269,6 +269,12 @@ mod tests {
             }
             .into(),
             OpKind::Sleep => op::Sleep.into(),
+            OpKind::SendZc => op::SendZc::new(IoBuf::from(vec![7u8; end])).into(),
+            OpKind::SendVectoredZc => {
+                let mut op = op::SendVectoredZc::new();
+                op.send.end = end;
+                op.into()
+            }
         };
         Request::new(work, None, None)
     }

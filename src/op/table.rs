@@ -8,7 +8,7 @@ use io_uring::types;
 use super::kernel::{Kernel, Sqe, Step, Tagged};
 use super::{
     Accept, Connect, Headers, MsgHeader, Nop, Poll, ReadAt, Recv, RecvFrom, Send, SendTo,
-    SendVectored, Sleep, Sync, WriteAt, WriteAtVectored, NO_MSG,
+    SendVectored, SendVectoredZc, SendZc, Sleep, Sync, WriteAt, WriteAtVectored, NO_MSG,
 };
 use crate::error::Error;
 use crate::event_loop::registry::Registry;
@@ -234,6 +234,10 @@ operations! {
     Poll(Poll) { dropped: Cancel },
     /// `sleep` and `sleep_until` (a timer on the wheel, no kernel request).
     Sleep(Sleep) { dropped: Timer },
+    /// `send_zc`.
+    SendZc(SendZc) { dropped: FinishWhenCancelling },
+    /// `send_vectored_zc`.
+    SendVectoredZc(SendVectoredZc) { dropped: FinishWhenCancelling },
 }
 
 impl Work {
