@@ -1,11 +1,12 @@
-//! `send` against `send_zc` over TCP loopback: throughput at 64 B, 4 KiB and 64 KiB, with one
+//! `send` against `send_zc` over TCP loopback: throughput at 64 B, 4, 16 and 64 KiB, with one
 //! request in flight and with a window of 16, and how many notifications said the kernel copied.
 //!
 //! ```text
-//! cargo run --release -p static-uring-bench --bin zc -- [--secs S]
+//! cargo run --release -p static-uring-bench --bin zc -- [--secs S] [--reps N]
 //! ```
-//! A receiver thread reads and discards everything. Each row runs `S` seconds (default 1) on a
-//! fresh connection (`TCP_NODELAY` on the sender); the window keeps `depth` requests in the loop,
+//! A receiver thread reads and discards everything. Each row runs `N` times (default 3, `send`
+//! and `send_zc` alternating; the median by throughput is printed), `S` seconds each (default 1),
+//! on a fresh connection (`TCP_NODELAY` on the sender); the window keeps `depth` requests in the loop,
 //! each awaited in submission order and its buffer resubmitted at once. Prints one line per row.
 //!
 //! What to expect on loopback: the kernel copies every zero-copy send to a local peer (at
@@ -90,14 +91,21 @@ where
     }
 }
 
+/// The row of median throughput.
+fn median(mut rows: Vec<Row>) -> Row {
+    rows.sort_by(|a, b| (a.bytes as f64 / a.secs).total_cmp(&(b.bytes as f64 / b.secs)));
+    rows.swap_remove(rows.len() / 2)
+}
+
 fn main() {
-    let mut secs = 1.0;
+    let (mut secs, mut reps) = (1.0, 3usize);
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--secs" => secs = it.next().and_then(|s| s.parse().ok()).expect("--secs S"),
+            "--reps" => reps = it.next().and_then(|s| s.parse().ok()).expect("--reps N"),
             "--bench" => {}
-            other => panic!("unknown argument {other}; usage: zc [--secs S]"),
+            other => panic!("unknown argument {other}; usage: zc [--secs S] [--reps N]"),
         }
     }
     let config = Config {
@@ -110,10 +118,26 @@ fn main() {
         "{:>6} {:>5} {:>8} {:>12} {:>10} {:>14}",
         "size", "depth", "op", "ops/s", "MB/s", "copied/notif"
     );
-    for size in [64usize, 4096, 65536] {
+    for size in [64usize, 4096, 16384, 65536] {
         for depth in [1usize, 16] {
-            let plain = run(&handle, |h, fd, buf| h.send(fd, buf), size, depth, secs);
-            let zc = run(&handle, |h, fd, buf| h.send_zc(fd, buf), size, depth, secs);
+            let (mut plains, mut zcs) = (Vec::new(), Vec::new());
+            for _ in 0..reps.max(1) {
+                plains.push(run(
+                    &handle,
+                    |h, fd, buf| h.send(fd, buf),
+                    size,
+                    depth,
+                    secs,
+                ));
+                zcs.push(run(
+                    &handle,
+                    |h, fd, buf| h.send_zc(fd, buf),
+                    size,
+                    depth,
+                    secs,
+                ));
+            }
+            let (plain, zc) = (median(plains), median(zcs));
             for (name, row) in [("send", &plain), ("send_zc", &zc)] {
                 println!(
                     "{:>6} {:>5} {:>8} {:>12.0} {:>10.1} {:>14}",

@@ -1038,12 +1038,20 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// had: the kernel has no `SEND_ZC` (probed when the loop is built), or the socket cannot
     /// send zero-copy (a Unix socket: only TCP and UDP can). Use `send` there.
     ///
-    /// Worth it only for large sends to a real network device: the pinning and the second CQE
-    /// cost more than a copy of a few kilobytes (published figures put the crossover near
-    /// 3,000 bytes on real NICs). On loopback the kernel copies anyway, at delivery
-    /// ([`Metrics::zero_copy_copied`](crate::Metrics::zero_copy_copied) counts those sends), so
-    /// there `send_zc` is never faster than `send`: measured on TCP loopback (`benches/zc.rs`),
-    /// ZC_MEASURED.
+    /// Over TCP the kernel lets go of the buffer when the peer has acknowledged the bytes (the
+    /// socket's write queue holds the pages until then). So a request waits for the peer's ACK,
+    /// which a one-way flow may delay (Linux delays ACKs by up to 40 ms), and a deadline that
+    /// cancels a send blocked on a full socket ends it `Error::Timeout` only once the bytes
+    /// already queued are acknowledged (or the connection is torn down).
+    ///
+    /// Worth it only for large sends through a real network device: below a few kilobytes the
+    /// page pinning and the second CQE cost more than the copy they save (published figures put
+    /// the crossover near 3,000 bytes on real NICs). On loopback the kernel copies anyway, at
+    /// delivery ([`Metrics::zero_copy_copied`](crate::Metrics::zero_copy_copied) counts those
+    /// sends), so there is nothing to win there: on TCP loopback (`benches/zc.rs`, medians of 3,
+    /// two shared cores) `send_zc` measured 0.2-0.7x `send`'s throughput at 64 B, 0.5-0.96x at 4
+    /// and 16 KiB and 0.4-1.7x at 64 KiB across runs, with one request in flight or 16: no
+    /// dependable crossover on loopback.
     ///
     /// ```
     /// # use static_uring::{Config, IoBuf};
