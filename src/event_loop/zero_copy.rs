@@ -143,7 +143,47 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use crate::error::Error;
+    use crate::event_loop::Mode;
     use crate::op::Notice;
+    use crate::{Config, IoBuf, IoBufs};
+
+    #[test]
+    fn a_kernel_without_the_opcodes_fails_them_with_eopnotsupp_and_no_sqe() {
+        let (handle, mut el) = crate::new::<8, 2, 64>(Config {
+            idle_spin: std::time::Duration::ZERO,
+            ..Config::default()
+        })
+        .expect("loop");
+        // This kernel (6.0+) has both, and 6.2's usage report.
+        let probed = el.table_mut().registry.zero_copy;
+        assert!(probed.send && probed.send_msg, "{probed:?}");
+        // As the probe of an older kernel would find it.
+        el.table_mut().registry.zero_copy = ZeroCopy {
+            send: false,
+            send_msg: false,
+            report_usage: false,
+        };
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let a = std::sync::Arc::new(a);
+        let single = handle
+            .send_zc(a.clone(), IoBuf::from(&b"zc"[..]))
+            .try_submit()
+            .unwrap();
+        let bufs: IoBufs = [IoBuf::from(&b"zc"[..])].into_iter().collect();
+        let vectored = handle.send_vectored_zc(a, bufs).try_submit().unwrap();
+        // SAFETY: the test thread plays the loop thread; nothing else uses this table.
+        let t = unsafe { el.table.as_mut() };
+        el.stage(t, Mode::Serve);
+        assert_eq!(el.storage.metrics.snapshot().submitted, 0, "no SQE");
+        let e = single.wait().unwrap_err();
+        assert_eq!(
+            (e.error, &e.buf[..]),
+            (Error::Os(libc::EOPNOTSUPP), &b"zc"[..])
+        );
+        let e = vectored.wait().unwrap_err();
+        assert_eq!((e.error, e.buf.len()), (Error::Os(libc::EOPNOTSUPP), 1));
+    }
 
     #[test]
     fn a_result_waits_for_its_notification_in_either_order() {
@@ -160,7 +200,7 @@ mod tests {
     }
 
     #[test]
-    fn the_probe_sees_this_kernels_zero_copy_and_the_release_parser_compares_versions() {
+    fn the_release_parser_compares_versions_and_usage_reports_set_their_flag() {
         assert!(
             release_at_least(2, 6),
             "any kernel with io_uring is past 2.6"
