@@ -321,7 +321,7 @@ fn shutdown_with_no_budget_abandons_a_blocked_send_zc_without_a_crash() {
     let single = Background::spawn(move || single.wait());
     let bufs: IoBufs = [IoBuf::from(pattern(8 << 20))].into_iter().collect();
     let vectored = handle.send_vectored_zc(a, bufs);
-    let vectored = Background::spawn(move || vectored.wait());
+    let vectored = Background::spawn(move || vectored.wait().map(drop).map_err(|e| e.error));
     wait_until(HANG, "both sends in flight", || {
         handle.metrics().pending_operations == 2
     });
@@ -332,10 +332,13 @@ fn shutdown_with_no_budget_abandons_a_blocked_send_zc_without_a_crash() {
     assert_eq!(e.error, Error::Abandoned);
     // Back whole if the kernel released it in time, else parked (an empty buffer back).
     assert!(e.buf.is_empty() || e.buf[..] == pattern(8 << 20)[..]);
-    let e = vectored.join(HANG).unwrap_err();
-    assert_eq!(e.error, Error::Abandoned);
+    assert_eq!(vectored.join(HANG), Err(Error::Abandoned));
     let m = handle.metrics();
     assert_eq!(m.abandoned, 2, "{m:?}");
+    // Typically one is parked (its bytes wait in the socket's write queue for an ACK that never
+    // comes, so its notification does not either) and the other released (cancelled while it
+    // waited for room, nothing queued): both ends of the abandonment.
+    assert!(m.parked <= 2, "{m:?}");
     drop(b);
 }
 
