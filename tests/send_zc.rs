@@ -337,8 +337,7 @@ fn shutdown_with_no_budget_abandons_a_blocked_send_zc_without_a_crash() {
     assert_eq!(m.abandoned, 2, "{m:?}");
     // Typically one is parked (its bytes wait in the socket's write queue for an ACK that never
     // comes, so its notification does not either) and the other released (cancelled while it
-    // waited for room, nothing queued): both ends of the abandonment.
-    assert!(m.parked <= 2, "{m:?}");
+    // waited for room, nothing queued): both ends of the abandonment, under ASan too.
     drop(b);
 }
 
