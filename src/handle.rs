@@ -1048,10 +1048,11 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// page pinning and the second CQE cost more than the copy they save (published figures put
     /// the crossover near 3,000 bytes on real NICs). On loopback the kernel copies anyway, at
     /// delivery ([`Metrics::zero_copy_copied`](crate::Metrics::zero_copy_copied) counts those
-    /// sends), so there is nothing to win there: on TCP loopback (`benches/zc.rs`, medians of 3,
-    /// two shared cores) `send_zc` measured 0.2-0.7x `send`'s throughput at 64 B, 0.5-0.96x at 4
-    /// and 16 KiB and 0.4-1.7x at 64 KiB across runs, with one request in flight or 16: no
-    /// dependable crossover on loopback.
+    /// sends), so the copy is saved only on the sending side: on TCP loopback (`benches/zc.rs`,
+    /// medians of 3, the quietest run on two shared cores) `send_zc` gave 0.59x `send`'s
+    /// throughput at 64 B, 0.60-0.64x at 4 KiB, 0.73-0.83x at 16 KiB, and at 64 KiB 0.83x with
+    /// one request in flight, 1.16x with 16: a crossover near 64 KiB there (busier runs spread
+    /// from 0.2x to 1.7x).
     ///
     /// ```
     /// # use static_uring::{Config, IoBuf};
