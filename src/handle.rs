@@ -1110,6 +1110,87 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         self.op_with(op::SendVectored::new(), Some(fd.into()), bufs)
     }
 
+    /// [`send`](Self::send) without copying: the kernel sends from `buf` itself
+    /// (`IORING_OP_SEND_ZC`, Linux 6.0). The rules are `send`'s (the whole buffer, short sends
+    /// resubmitted, `MSG_NOSIGNAL`, a closed peer is `Error::UnexpectedEof`, a deadline is
+    /// `Error::Timeout`, the buffer back on success and on every error, a dropped future's
+    /// request still runs), except that the buffer comes back only once the kernel has let go
+    /// of it: each SQE's notification CQE ends its turn, so the request holds its slot (and
+    /// the next SQE of a short send waits) until then. A buffer of the pool given to
+    /// [`EventLoop::register_buffers`](crate::EventLoop::register_buffers) is sent as a
+    /// registered buffer (no page pinning per send).
+    ///
+    /// `Error::Os(libc::EOPNOTSUPP)` (buffer back, nothing sent) when zero copy is not to be
+    /// had: the kernel has no `SEND_ZC` (probed when the loop is built), or the socket cannot
+    /// send zero-copy (a Unix socket: only TCP and UDP can). Use `send` there.
+    ///
+    /// Over TCP the kernel lets go of the buffer when the peer has acknowledged the bytes (the
+    /// socket's write queue holds the pages until then). So a request waits for the peer's ACK,
+    /// which a one-way flow may delay (Linux delays ACKs by up to 40 ms), and a deadline that
+    /// cancels a send blocked on a full socket ends it `Error::Timeout` only once the bytes
+    /// already queued are acknowledged (or the connection is torn down).
+    ///
+    /// Worth it only for large sends through a real network device: below a few kilobytes the
+    /// page pinning and the second CQE cost more than the copy they save (published figures put
+    /// the crossover near 3,000 bytes on real NICs). On loopback the kernel copies anyway, at
+    /// delivery ([`Metrics::zero_copy_copied`](crate::Metrics::zero_copy_copied) counts those
+    /// sends), so the copy is saved only on the sending side: on TCP loopback (`benches/zc.rs`,
+    /// medians of 3, the quietest run on two shared cores) `send_zc` gave 0.59x `send`'s
+    /// throughput at 64 B, 0.60-0.64x at 4 KiB, 0.73-0.83x at 16 KiB, and at 64 KiB 0.83x with
+    /// one request in flight, 1.16x with 16: a crossover near 64 KiB there (busier runs spread
+    /// from 0.2x to 1.7x).
+    ///
+    /// ```
+    /// # use static_uring::{Config, IoBuf};
+    /// # use std::io::Read;
+    /// # let (handle, event_loop) = static_uring::new::<8, 8, 64>(Config::default()).unwrap();
+    /// # let thread = std::thread::spawn(move || event_loop.run());
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    /// let a = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    /// let (mut b, _) = listener.accept().unwrap();
+    /// let sent = handle.send_zc(a, IoBuf::from(&b"hello"[..])).wait().unwrap();
+    /// assert_eq!(&sent[..], b"hello"); // back once the kernel let go of it
+    /// let mut got = [0u8; 5];
+    /// b.read_exact(&mut got).unwrap();
+    /// assert_eq!(&got, b"hello");
+    /// # drop(handle);
+    /// # thread.join().unwrap().unwrap();
+    /// ```
+    pub fn send_zc(&self, fd: impl Into<Fd>, buf: IoBuf) -> Op<op::SendZc, S, R, W> {
+        self.op(op::SendZc::new(buf), Some(fd.into()))
+    }
+
+    /// [`send_vectored`](Self::send_vectored) without copying (`IORING_OP_SENDMSG_ZC`, Linux
+    /// 6.1): every byte of `bufs`, in order, as one stream, under [`send_zc`](Self::send_zc)'s
+    /// rules (the buffers back only once the kernel has let go of them;
+    /// `Error::Os(libc::EOPNOTSUPP)`, buffers back, where the kernel or the socket cannot send
+    /// zero-copy).
+    ///
+    /// ```
+    /// # use static_uring::{Config, IoBuf, IoBufs};
+    /// # use std::io::Read;
+    /// # let (handle, event_loop) = static_uring::new::<8, 8, 64>(Config::default()).unwrap();
+    /// # let thread = std::thread::spawn(move || event_loop.run());
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    /// let a = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    /// let (mut b, _) = listener.accept().unwrap();
+    /// let bufs: IoBufs = [IoBuf::from(&b"head:"[..]), IoBuf::from(&b"body"[..])].into_iter().collect();
+    /// let bufs = handle.send_vectored_zc(a, bufs).wait().unwrap();
+    /// assert_eq!(bufs.len(), 2, "the buffers come back");
+    /// let mut got = [0u8; 9];
+    /// b.read_exact(&mut got).unwrap();
+    /// assert_eq!(&got, b"head:body");
+    /// # drop(handle);
+    /// # thread.join().unwrap().unwrap();
+    /// ```
+    pub fn send_vectored_zc(
+        &self,
+        fd: impl Into<Fd>,
+        bufs: IoBufs,
+    ) -> Op<op::SendVectoredZc, S, R, W> {
+        self.op_with(op::SendVectoredZc::new(), Some(fd.into()), bufs)
+    }
+
     /// Writes every byte of `bufs`, in order, at file `offset` (`writev`; short writes are
     /// resubmitted from where the kernel stopped). The rules are `write_at`'s: it runs to
     /// completion even if the future is dropped; a range beyond `i64::MAX` is

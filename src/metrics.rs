@@ -106,6 +106,13 @@ counters! {
     /// close, or reserved by a sender and not arrived by then (at most: such a sender may yet
     /// fail and be told so).
     messages_unread,
+    /// Notifications of zero-copy sends (`send_zc`, `send_vectored_zc`): one per SQE the kernel
+    /// ran, when it let go of the buffer.
+    zero_copy_notifications,
+    /// Of those, the ones whose bytes the kernel copied after all (Linux 6.2+ reports it): every
+    /// send to a local peer (loopback) is copied, as is one through a device that cannot
+    /// scatter-gather.
+    zero_copy_copied,
 }
 
 impl Counters {

@@ -144,7 +144,8 @@ socket_type!(
     std::net::TcpListener
 );
 socket_type!(
-    /// A connected TCP stream: `recv`, `send`, `send_vectored` through the loop.
+    /// A connected TCP stream: `recv`, `send`, `send_vectored` and the zero-copy `send_zc`,
+    /// `send_vectored_zc` through the loop.
     TcpStream,
     std::net::TcpStream
 );
@@ -174,6 +175,21 @@ listener_ops!(UnixListener, UnixStream);
 stream_ops!(TcpStream);
 stream_ops!(UnixStream);
 stream_ops!(UnixDatagram);
+
+/// The zero-copy sends, on TCP only (a Unix socket cannot send zero-copy).
+impl<const S: usize, const R: usize, const W: usize> TcpStream<S, R, W> {
+    /// Sends all of `buf` without copying it ([`Handle::send_zc`]: the buffer comes back once
+    /// the kernel has let go of it, after the peer's ACK).
+    pub fn send_zc(&self, buf: IoBuf) -> Op<op::SendZc, S, R, W> {
+        self.io.send_zc(&self.fd, buf)
+    }
+
+    /// Sends up to four buffers as one request without copying them
+    /// ([`Handle::send_vectored_zc`]).
+    pub fn send_vectored_zc(&self, bufs: IoBufs) -> Op<op::SendVectoredZc, S, R, W> {
+        self.io.send_vectored_zc(&self.fd, bufs)
+    }
+}
 
 impl<const S: usize, const R: usize, const W: usize> TcpListener<S, R, W> {
     /// Binds a listener to `addr` (std `bind` and `listen`).

@@ -36,6 +36,12 @@
 //! | panic on the loop thread (heap storage) | injected `Fault::Panic { op: Nop }` | join `Err`; in the kernel: `Abandoned`; queued, waiting for a slot: `Closed`; the slot whose CQE died with the thread parked, its descriptor owner leaked on purpose (bug regression b) | `a_loop_thread_panic_wakes_every_caller_and_frees_no_kernel_owned_memory` |
 //! | panic on the loop thread (static storage) | injected `Fault::Panic { op: Nop }` | as above; the storage is claimable again, `parked` still counted, every other slot works (bug regression b) | `a_static_storage_after_a_loop_panic_is_claimable_and_keeps_counting_parked_slots` |
 //!
+//! The zero-copy sends (`send_zc`, `send_vectored_zc`) ride every row that loops over the kinds,
+//! on a TCP loopback pair (a Unix socket cannot send zero-copy): an injected result replaces
+//! their SQE by a NOP, whose single CQE carries no `F_MORE`, so it is applied at once; a real SQE
+//! is applied at its notification. Their own rows (the notification, deadlines, orphans, the
+//! abandonment) are in `tests/send_zc.rs`.
+//!
 //! Injection notes: a `Fault::Result` replaces the SQE by a NOP (the kernel does nothing), so its
 //! effect is checked too (nothing sent, received or written). A `Short` and a `Result` pending for
 //! the same op both apply to the same (next) SQE.
@@ -93,7 +99,9 @@ fn traits(kind: OpKind) -> Traits {
         epipe_is_eof,
     };
     match kind {
-        OpKind::Send | OpKind::SendVectored => t(true, true, false, true),
+        OpKind::Send | OpKind::SendVectored | OpKind::SendZc | OpKind::SendVectoredZc => {
+            t(true, true, false, true)
+        }
         OpKind::Recv | OpKind::ReadAt | OpKind::WriteAt | OpKind::WriteAtVectored => {
             t(true, true, false, false)
         }
@@ -178,6 +186,9 @@ struct Fixture {
     udp_peer: UdpSocket,
     /// `poll` waits on `polled.1` for the byte written on `polled.0`.
     polled: (Arc<UnixStream>, Arc<UnixStream>),
+    /// The zero-copy sends go from `zc.0` to `zc.1`, a TCP loopback pair (a Unix socket cannot
+    /// send zero-copy).
+    zc: (Arc<TcpStream>, TcpStream),
 }
 
 impl Fixture {
@@ -200,7 +211,31 @@ impl Fixture {
             udp: Arc::new(udp),
             udp_peer,
             polled: socket_pair(),
+            zc: {
+                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+                let out = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+                out.set_nodelay(true).unwrap();
+                (Arc::new(out), listener.accept().unwrap().0)
+            },
         }
+    }
+
+    /// Everything readable on the zero-copy pair's receiving end now.
+    fn zc_received(&self) -> Vec<u8> {
+        let sock = &self.zc.1;
+        sock.set_nonblocking(true).unwrap();
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 64];
+        loop {
+            match (&*sock).read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("reading the socket: {e}"),
+            }
+        }
+        sock.set_nonblocking(false).unwrap();
+        out
     }
 
     /// The datagrams waiting at `socket`, concatenated.
@@ -242,6 +277,7 @@ fn msg_bufs() -> IoBufs {
 fn effect(kind: OpKind, fx: &Fixture) -> Vec<u8> {
     match kind {
         OpKind::Send | OpKind::Recv | OpKind::SendVectored => drain_socket(&fx.b),
+        OpKind::SendZc | OpKind::SendVectoredZc => fx.zc_received(),
         OpKind::WriteAt | OpKind::WriteAtVectored => fx.write.contents(),
         OpKind::SendTo => Fixture::datagrams(&fx.udp_peer),
         OpKind::RecvFrom => Fixture::datagrams(&fx.udp),
@@ -275,6 +311,8 @@ fn prepare(kind: OpKind, fx: &Fixture) {
         | OpKind::Connect
         | OpKind::SendTo
         | OpKind::SendVectored
+        | OpKind::SendZc
+        | OpKind::SendVectoredZc
         | OpKind::Sleep => {}
         OpKind::AcceptMulti
         | OpKind::RecvMulti
@@ -304,6 +342,8 @@ fn done(kind: OpKind) -> (Got, Vec<u8>) {
         | OpKind::SendTo
         | OpKind::RecvFrom
         | OpKind::SendVectored
+        | OpKind::SendZc
+        | OpKind::SendVectoredZc
         | OpKind::WriteAtVectored => MSG.to_vec(),
         OpKind::ReadAt => FILE[AT as usize..AT as usize + 8].to_vec(),
         OpKind::Poll => b"readable".to_vec(),
@@ -319,6 +359,8 @@ fn done(kind: OpKind) -> (Got, Vec<u8>) {
         | OpKind::WriteAt
         | OpKind::SendTo
         | OpKind::SendVectored
+        | OpKind::SendZc
+        | OpKind::SendVectoredZc
         | OpKind::WriteAtVectored => MSG.to_vec(),
         OpKind::Connect => b"connected".to_vec(),
         OpKind::Poll => READY.to_vec(),
@@ -350,6 +392,8 @@ fn failed(kind: OpKind, e: Error) -> (Got, Vec<u8>) {
         | OpKind::WriteAt
         | OpKind::SendTo
         | OpKind::SendVectored
+        | OpKind::SendZc
+        | OpKind::SendVectoredZc
         | OpKind::WriteAtVectored
         | OpKind::Sync
         | OpKind::Nop
@@ -536,6 +580,20 @@ fn submit<const S: usize, const R: usize, const W: usize>(
                 .map_err(|e| (e, 0))
             },
         ),
+        OpKind::SendZc => Pending::new(
+            h.send_zc(fx.zc.0.clone(), IoBuf::from(MSG))
+                .deadline(deadline)
+                .try_submit()
+                .unwrap(),
+            written,
+        ),
+        OpKind::SendVectoredZc => Pending::new(
+            h.send_vectored_zc(fx.zc.0.clone(), msg_bufs())
+                .deadline(deadline)
+                .try_submit()
+                .unwrap(),
+            vectored,
+        ),
         // A timer whose deadline, if any, is its end.
         OpKind::Sleep => Pending::new(
             h.sleep(Duration::from_millis(1))
@@ -577,6 +635,8 @@ fn delta(before: Metrics, after: Metrics) -> Metrics {
     d.user_panics -= before.user_panics;
     d.fixed_files -= before.fixed_files;
     d.fixed_buffers -= before.fixed_buffers;
+    d.zero_copy_notifications -= before.zero_copy_notifications;
+    d.zero_copy_copied -= before.zero_copy_copied;
     d
 }
 

@@ -1714,6 +1714,14 @@ enum Act {
     SendVectored {
         lens: (usize, usize),
     },
+    /// `send_zc`.
+    SendZc {
+        len: usize,
+    },
+    /// `send_vectored_zc`.
+    SendVectoredZc {
+        lens: (usize, usize),
+    },
     WriteAtVectored {
         offset: u64,
         lens: (usize, usize),
@@ -1798,6 +1806,10 @@ fn act() -> impl Strategy<Value = Act> {
             // Messages need a second loop's mailbox: tests/messages.rs drives them; here they
             // take the place of a nop.
             OpKind::Post | OpKind::RecvMessage => Just(Act::Nop).boxed(),
+            OpKind::SendZc => len().prop_map(|len| Act::SendZc { len }).boxed(),
+            OpKind::SendVectoredZc => (len(), len())
+                .prop_map(|lens| Act::SendVectoredZc { lens })
+                .boxed(),
         }
     })
 }
@@ -1820,6 +1832,8 @@ impl Act {
             | Act::SendTo { .. }
             | Act::RecvFrom { .. }
             | Act::SendVectored { .. }
+            | Act::SendZc { .. }
+            | Act::SendVectoredZc { .. }
             | Act::Poll { .. }
             | Act::Stream { .. }
             | Act::Sleep { .. } => false,
@@ -1829,9 +1843,14 @@ impl Act {
     /// A zero-length operation (completes at once when valid).
     fn empty(&self) -> bool {
         match *self {
-            Act::ReadAt { len, .. } | Act::WriteAt { len, .. } | Act::Send { len } => len == 0,
+            Act::ReadAt { len, .. }
+            | Act::WriteAt { len, .. }
+            | Act::Send { len }
+            | Act::SendZc { len } => len == 0,
             Act::Recv { offset, len, .. } => offset == len,
-            Act::SendVectored { lens } | Act::WriteAtVectored { lens, .. } => lens.0 + lens.1 == 0,
+            Act::SendVectored { lens }
+            | Act::SendVectoredZc { lens }
+            | Act::WriteAtVectored { lens, .. } => lens.0 + lens.1 == 0,
             Act::Sync
             | Act::Nop
             | Act::Accept
@@ -1859,6 +1878,8 @@ impl Act {
             | Act::Nop
             | Act::SendTo { .. }
             | Act::SendVectored { .. }
+            | Act::SendZc { .. }
+            | Act::SendVectoredZc { .. }
             | Act::WriteAtVectored { .. }
             | Act::Sleep { .. } => false,
         }
@@ -1916,6 +1937,13 @@ fn perform(
             let result = drive(h.send(fd, buf).deadline(deadline), false);
             sent_back(result, &bytes, id)?
         }
+        Act::SendZc { len } => {
+            let bytes = pattern(len, 17);
+            let buf = IoBuf::from(bytes.clone());
+            let id = identity(&buf);
+            let result = drive(h.send_zc(fd, buf).deadline(deadline), true);
+            sent_back(result, &bytes, id)?
+        }
         Act::Recv {
             offset,
             len,
@@ -1963,7 +1991,9 @@ fn perform(
             }
             result.map(drop).map_err(|e| e.error)
         }
-        Act::SendVectored { lens } | Act::WriteAtVectored { lens, .. } => {
+        Act::SendVectored { lens }
+        | Act::SendVectoredZc { lens }
+        | Act::WriteAtVectored { lens, .. } => {
             let parts = [pattern(lens.0, 11), pattern(lens.1, 13)];
             let bufs: IoBufs = parts.iter().map(|p| IoBuf::from(p.clone())).collect();
             let ids: Vec<_> = bufs.iter().map(identity).collect();
@@ -1972,6 +2002,9 @@ fn perform(
                     h.write_at_vectored(fd, offset, bufs).deadline(deadline),
                     true,
                 ),
+                Act::SendVectoredZc { .. } => {
+                    drive(h.send_vectored_zc(fd, bufs).deadline(deadline), false)
+                }
                 _ => drive(h.send_vectored(fd, bufs).deadline(deadline), false),
             };
             let (bufs, e) = match op {

@@ -39,6 +39,20 @@ fn tcp_connect_accept_send_recv_with_wait() {
         .wait()
         .unwrap();
     assert_eq!(&buf[..], b"world");
+    // The zero-copy sends, as methods of the stream.
+    let sent = client.send_zc(IoBuf::from(&b"zc"[..])).wait().unwrap();
+    assert_eq!(&sent[..], b"zc", "the buffer comes back");
+    let bufs = [IoBuf::from(&b"z"[..]), IoBuf::from(&b"c!"[..])]
+        .into_iter()
+        .collect();
+    assert_eq!(client.send_vectored_zc(bufs).wait().unwrap().len(), 2);
+    client.send_zc(IoBuf::from(&b"?"[..])).wait().unwrap();
+    let (buf, _) = stream
+        .recv(IoBufMut::with_capacity(6))
+        .exact(6)
+        .wait()
+        .unwrap();
+    assert_eq!(&buf[..], b"zczc!?");
     drop(client);
     let eof = stream
         .recv(IoBufMut::with_capacity(5))

@@ -330,6 +330,9 @@ fn weight(kind: OpKind) -> u64 {
         OpKind::AcceptMulti | OpKind::RecvMulti | OpKind::Next => 0,
         // Messages need a second loop's mailbox: tests/messages.rs drives them, not the soak.
         OpKind::Post | OpKind::RecvMessage => 0,
+        // Never picked: the soak's pairs are Unix sockets, which cannot send zero-copy (every
+        // one would end `Os(EOPNOTSUPP)`); tests/send_zc.rs drives them over TCP.
+        OpKind::SendZc | OpKind::SendVectoredZc => 0,
     }
 }
 
@@ -685,7 +688,9 @@ fn random_spec(rng: &mut Rng, pid: usize) -> Spec {
         | OpKind::RecvMulti
         | OpKind::Next
         | OpKind::Post
-        | OpKind::RecvMessage => unreachable!("weight 0"),
+        | OpKind::RecvMessage
+        | OpKind::SendZc
+        | OpKind::SendVectoredZc => unreachable!("weight 0"),
     };
     let edge = match (kind, rng.range(0, 99)) {
         (
@@ -803,7 +808,9 @@ fn random_spec(rng: &mut Rng, pid: usize) -> Spec {
         | OpKind::RecvMulti
         | OpKind::Next
         | OpKind::Post
-        | OpKind::RecvMessage => unreachable!("weight 0"),
+        | OpKind::RecvMessage
+        | OpKind::SendZc
+        | OpKind::SendVectoredZc => unreachable!("weight 0"),
     }
     spec
 }
@@ -1004,7 +1011,9 @@ fn build(
         | OpKind::RecvMulti
         | OpKind::Next
         | OpKind::Post
-        | OpKind::RecvMessage => unreachable!("weight 0"),
+        | OpKind::RecvMessage
+        | OpKind::SendZc
+        | OpKind::SendVectoredZc => unreachable!("weight 0"),
     }
 }
 

@@ -38,6 +38,7 @@ pub(crate) mod ring;
 mod shutdown;
 pub(crate) mod table;
 pub(crate) mod wheel;
+pub(crate) mod zero_copy;
 
 use std::future::Future;
 use std::ptr::NonNull;
@@ -186,7 +187,8 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         let _ = request::epoch();
         let origin = Instant::now();
         let io_poll = checked.config.io_poll;
-        Ok(EventLoop {
+        let zero_copy = zero_copy::ZeroCopy::probe(&ring);
+        let mut event_loop = EventLoop {
             table: storage.loop_table(),
             storage,
             ring,
@@ -204,7 +206,9 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             spin_budget,
             spin_max: spin_budget,
             batch: batch::Batch::default(),
-        })
+        };
+        event_loop.table_mut().registry.zero_copy = zero_copy;
+        Ok(event_loop)
     }
 
     /// A reader of this loop's counters that, unlike a `Handle`, does not keep the loop alive:

@@ -68,6 +68,10 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         if r.kind().is_stream() {
             return self.on_stream_cqe(t, id32, result, flags);
         }
+        // A zero-copy send's result waits in flight for its notification (zero_copy.rs).
+        let Some(result) = self.zero_copy_cqe(t, id32, result, flags) else {
+            return;
+        };
         let flags = &mut t.flags[index];
         flags.in_flight = false;
         let (cancel, abandoning) = (flags.cancel_requested, flags.abandoning);

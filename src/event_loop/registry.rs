@@ -1,6 +1,9 @@
 //! What a loop registered with its ring: descriptors (fixed files) and one buffer pool (fixed
 //! buffers), and how staging picks the fixed form of an SQE from them.
 //!
+//! It also carries what the ring's kernel supports of the operations that need a probe (the
+//! zero-copy sends), since staging reads it from the same place.
+//!
 //! Registration happens before the loop runs (it needs `&mut EventLoop`) and lasts as long as
 //! the ring, so nothing registered can be unregistered while a request uses it. The registry
 //! keeps each registered descriptor's `Fd`, so the descriptor stays open as long as the table
@@ -8,12 +11,12 @@
 
 use std::ptr::NonNull;
 
+use super::zero_copy::ZeroCopy;
 use crate::buf::PoolSlot;
 use crate::buf_ring::Provided;
 use crate::fd::Fd;
 
 /// The loop's registered files, buffer pool and provided-buffer rings.
-#[derive(Default)]
 pub struct Registry {
     /// `files[i]` is registered-file index `i`.
     files: Vec<Fd>,
@@ -26,6 +29,8 @@ pub struct Registry {
     pub(crate) starved: Vec<u32>,
     /// A receive stream was parked with the kernel: its ring stays claimed for good.
     pub(crate) keep_rings: bool,
+    /// The zero-copy sends the ring's kernel runs (probed when the loop is built).
+    pub(crate) zero_copy: ZeroCopy,
 }
 
 impl Registry {
@@ -36,6 +41,7 @@ impl Registry {
         rings: Vec::new(),
         starved: Vec::new(),
         keep_rings: false,
+        zero_copy: ZeroCopy::ASSUMED,
     };
 
     /// The descriptors a new file table holds once `fd` joins it.

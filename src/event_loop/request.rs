@@ -287,6 +287,12 @@ mod tests {
                 op::Post::new(&mailbox, 7).into()
             }
             OpKind::RecvMessage => op::RecvMessage { value: 0 }.into(),
+            OpKind::SendZc => op::SendZc::new(IoBuf::from(vec![7u8; end])).into(),
+            OpKind::SendVectoredZc => {
+                let mut op = op::SendVectoredZc::new();
+                op.send.end = end;
+                op.into()
+            }
         };
         Request::new(work, None, None)
     }

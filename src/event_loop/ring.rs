@@ -191,6 +191,14 @@ impl Ring {
         unsafe { self.uring.submitter().register_buffers(iovecs) }
     }
 
+    /// The kernel's table of supported opcodes (`None`: it has none to give, before Linux 5.6).
+    /// Allocates: called once, when the loop is built.
+    pub(crate) fn probe(&self) -> Option<io_uring::Probe> {
+        let mut probe = io_uring::Probe::new();
+        self.uring.submitter().register_probe(&mut probe).ok()?;
+        Some(probe)
+    }
+
     /// Enables a ring created disabled (single issuer): the calling thread becomes its submitter.
     pub(crate) fn enable(&mut self) -> Result<(), Error> {
         self.uring

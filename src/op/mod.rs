@@ -30,6 +30,7 @@ mod stream;
 mod sync;
 pub(crate) mod table;
 mod vectored;
+mod zero_copy;
 
 pub(crate) use addr::RawAddr;
 pub use datagram::{RecvFrom, SendTo};
@@ -47,6 +48,9 @@ pub use sync::Sync;
 pub use table::OpKind;
 pub(crate) use table::Work;
 pub use vectored::{SendVectored, WriteAtVectored};
+#[cfg(test)]
+pub(crate) use zero_copy::Notice;
+pub use zero_copy::{SendVectoredZc, SendZc};
 
 /// An operation of this crate: a type of this module, built by a method of
 /// [`Handle`](crate::Handle) and run by an [`Op`](crate::Op). `O::Output` is what it gives on

@@ -8,8 +8,8 @@ use io_uring::types;
 use super::kernel::{Kernel, Sqe, Step, Tagged};
 use super::{
     Accept, AcceptMulti, Connect, Headers, MsgHeader, Next, Nop, Poll, Post, ReadAt, Recv,
-    RecvFrom, RecvMessage, RecvMulti, Send, SendTo, SendVectored, Sleep, Sync, WriteAt,
-    WriteAtVectored, NO_MSG,
+    RecvFrom, RecvMessage, RecvMulti, Send, SendTo, SendVectored, SendVectoredZc, SendZc, Sleep,
+    Sync, WriteAt, WriteAtVectored, NO_MSG,
 };
 use crate::error::Error;
 use crate::event_loop::registry::Registry;
@@ -261,6 +261,10 @@ operations! {
     Post(Post) { dropped: Finish },
     /// `recv_message` (held by the loop until a message comes, no kernel request).
     RecvMessage(RecvMessage) { dropped: Timer },
+    /// `send_zc`.
+    SendZc(SendZc) { dropped: FinishWhenCancelling },
+    /// `send_vectored_zc`.
+    SendVectoredZc(SendVectoredZc) { dropped: FinishWhenCancelling },
 }
 
 impl OpKind {
