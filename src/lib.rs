@@ -37,6 +37,7 @@ pub mod fault;
 mod fault;
 mod loom;
 mod placement;
+mod ring_features;
 
 /// `arrayvec::ArrayVec`, re-exported: [`IoBufs`] is one, so callers need no dependency of their own.
 pub use arrayvec::ArrayVec;
@@ -50,6 +51,7 @@ pub use handle::{Handle, LaneHandle, LaneOp, Op};
 pub use handoff::lane::Lane;
 pub use metrics::Metrics;
 pub use op::{OpResult, Readiness};
+pub use ring_features::RingFeatures;
 pub use storage::Storage;
 pub use task_pool::{Busy, Run, TaskPool};
 pub use timeout::Timeout;
