@@ -16,7 +16,14 @@
 //! * [`Fault::Enter`]: the next `io_uring_enter` fails with `errno` without entering the kernel
 //!   (`EBUSY` is what a full completion queue gives; others are unexpected and stop the loop);
 //! * [`Fault::Panic`]: the loop thread panics when it processes the next completion of an
-//!   operation (the unwind path).
+//!   operation (the unwind path);
+//! * [`Fault::RegisterRing`]: registering the ring's descriptor with the loop thread, when the
+//!   loop starts running, fails with `errno` (a kernel before 5.18, or a thread with all 16
+//!   registered rings in use): the loop must enter with the plain descriptor.
+//!
+//! [`refuse_setup`] is not per storage (the ring is set up before its storage's handle exists):
+//! it makes the next ring the calling thread sets up see an optional setup flag refused with
+//! `EINVAL`, as an older kernel refuses a flag it does not know.
 //!
 //! A pending `Short` and a pending `Result` for the same operation both apply to its next SQE (the
 //! result wins); to shorten one SQE and fail the next, inject the second fault once the first SQE
@@ -53,6 +60,46 @@ pub enum Fault {
         /// Which operation.
         op: FaultOp,
     },
+    /// Registering the ring's descriptor (`Config::registered_ring`, when the loop starts
+    /// running) fails with `errno`.
+    RegisterRing {
+        /// The errno.
+        errno: i32,
+    },
+}
+
+/// An optional ring setup flag (see [`refuse_setup`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetupFlag {
+    /// `IORING_SETUP_NO_SQARRAY` (`Config::no_sqarray`).
+    NoSqArray,
+    /// `IORING_SETUP_COOP_TASKRUN` with `IORING_SETUP_TASKRUN_FLAG` (`Config::coop_taskrun`).
+    CoopTaskrun,
+}
+
+impl SetupFlag {
+    /// Its bit in the set `take_refused_setup` returns.
+    pub(crate) const fn bit(self) -> u8 {
+        match self {
+            SetupFlag::NoSqArray => 1,
+            SetupFlag::CoopTaskrun => 2,
+        }
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+thread_local! {
+    /// The setup flags the next ring set up on this thread sees refused.
+    static REFUSED_SETUP: std::cell::Cell<u8> = const { std::cell::Cell::new(0) };
+}
+
+/// Testing only: the next ring the calling thread sets up (`static_uring::new`,
+/// `static_uring::with_storage`) is built as if the kernel refused `flag` with `EINVAL`: every
+/// setup attempt that asks for it fails without entering the kernel, so the ring falls back to
+/// a setup without it. Calls add up (refuse both flags with two calls).
+#[cfg(feature = "fault-injection")]
+pub fn refuse_setup(flag: SetupFlag) {
+    REFUSED_SETUP.with(|refused| refused.set(refused.get() | flag.bit()));
 }
 
 #[cfg(feature = "fault-injection")]
@@ -205,6 +252,28 @@ pub(crate) fn enter_errno(_key: usize) -> Option<i32> {
     #[cfg(feature = "fault-injection")]
     return table::take(_key, |f| match *f {
         Fault::Enter { errno } => Some(errno),
+        _ => None,
+    });
+    #[cfg(not(feature = "fault-injection"))]
+    None
+}
+
+/// The setup flags (`SetupFlag::bit`s) the ring being set up on this thread must see refused;
+/// taking them clears them.
+#[inline]
+pub(crate) fn take_refused_setup() -> u8 {
+    #[cfg(feature = "fault-injection")]
+    return REFUSED_SETUP.with(|refused| refused.replace(0));
+    #[cfg(not(feature = "fault-injection"))]
+    0
+}
+
+/// The errno registering the ring's descriptor must fail with, if one was injected.
+#[inline]
+pub(crate) fn register_ring_errno(_key: usize) -> Option<i32> {
+    #[cfg(feature = "fault-injection")]
+    return table::take(_key, |f| match *f {
+        Fault::RegisterRing { errno } => Some(errno),
         _ => None,
     });
     #[cfg(not(feature = "fault-injection"))]

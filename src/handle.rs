@@ -1366,6 +1366,12 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         self.storage.metrics.snapshot()
     }
 
+    /// Which optional ring setup features the loop uses ([`RingFeatures`](crate::RingFeatures)):
+    /// the setup flags from the loop's construction, `registered_ring` once the loop runs.
+    pub fn ring_features(&self) -> crate::RingFeatures {
+        self.storage.features.get()
+    }
+
     /// Testing only (cargo feature `fault-injection`): makes this loop's next matching event
     /// fail as `fault` says (see [`fault`](crate::fault)).
     #[cfg(feature = "fault-injection")]

@@ -40,6 +40,7 @@ pub mod fault;
 mod fault;
 mod loom;
 mod placement;
+mod ring_features;
 
 /// `arrayvec::ArrayVec`, re-exported: [`IoBufs`] is one, so callers need no dependency of their own.
 pub use arrayvec::ArrayVec;
@@ -56,6 +57,7 @@ pub use mailbox::Mailbox;
 pub use metrics::Metrics;
 pub use multishot::{AcceptStream, MultiKind, Multishot, Next, RecvStream};
 pub use op::{OpResult, Readiness};
+pub use ring_features::RingFeatures;
 pub use storage::Storage;
 pub use task_pool::{Busy, Run, TaskPool};
 pub use timeout::Timeout;

@@ -79,6 +79,10 @@ counters! {
     /// Calls of `io_uring_enter` (syscalls made; with SQPOLL, a submission the awake poller takes
     /// costs none).
     enters,
+    /// Of `enters`, those that named the ring by its registered index
+    /// (`IORING_ENTER_REGISTERED_RING`, `Config::registered_ring`): all of them while the
+    /// registration is in effect (`RingFeatures::registered_ring`), none without it.
+    registered_enters,
     /// Wake-up CQEs of the eventfd poll.
     wakeups,
     /// Panics caught in user code the crate ran (a waker's `wake`, or the `Drop` of a

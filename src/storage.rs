@@ -33,6 +33,7 @@ use crate::handoff::wait_list::WaitList;
 use crate::handoff::wake;
 use crate::loom::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering, UnsafeCell};
 use crate::metrics::Counters;
+use crate::ring_features::LiveFeatures;
 use crate::vectored::VectorCell;
 
 const HANDLE: u64 = 1;
@@ -99,6 +100,8 @@ pub struct Storage<const SLOTS: usize, const RING: usize, const WHEEL: usize> {
     timer_dropped: AtomicBool,
     pub(crate) queue: SubmitQueue<SLOTS>,
     pub(crate) metrics: Counters,
+    /// The optional ring setup features the current loop uses (`ring_features.rs`).
+    pub(crate) features: LiveFeatures,
     /// The loop thread's private free stack and queue (`loop_local.rs`).
     pub(crate) local: LoopLocal<SLOTS>,
     /// Timers whose callers left, a bit per slot (slot `i` is bit `i % 64` of word `i / 64`;
@@ -153,6 +156,7 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
                 queue: SubmitQueue::new(),
                 waiters: WaitList::new(),
                 metrics: Counters::new(),
+                features: LiveFeatures::new(),
                 local: LoopLocal::new(),
                 eventfd: AtomicI32::new(-1),
                 life: AtomicU64::new(0),
@@ -205,6 +209,7 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
             SubmitQueue::init_at(std::ptr::addr_of_mut!((*ptr).queue));
             std::ptr::addr_of_mut!((*ptr).waiters).write(WaitList::new());
             std::ptr::addr_of_mut!((*ptr).metrics).write(Counters::new());
+            std::ptr::addr_of_mut!((*ptr).features).write(LiveFeatures::new());
             LoopLocal::init_at(std::ptr::addr_of_mut!((*ptr).local));
             std::ptr::addr_of_mut!((*ptr).eventfd).write(AtomicI32::new(-1));
             std::ptr::addr_of_mut!((*ptr).life).write(AtomicU64::new(0));

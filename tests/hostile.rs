@@ -2528,33 +2528,51 @@ fn any_config() -> impl Strategy<Value = Config> {
         prop::bool::weighted(0.5),
         prop::bool::weighted(0.1),
     );
-    (any_tick(), cpu, shutdown, spin, sqpoll, (flags, priority)).prop_flat_map(
-        |(tick, cpu, shutdown_timeout, idle_spin, sqpoll_idle, (flags, priority))| {
-            let (io_poll, single_issuer, cancel_on_drop, lock_memory, busy_poll) = flags;
-            let max = prop_oneof![
-                6 => Just(None),
-                1 => Just(Some(Duration::ZERO)),
-                4 => (1u32..=70).prop_map(move |k| Some(tick.saturating_mul(k))),
-                1 => duration_ns(1..=u64::MAX).prop_map(Some),
-                1 => Just(Some(Duration::MAX)),
-            ];
-            // Every field is listed: a field added later must be added to this property too.
-            max.prop_map(move |max_request_timeout| Config {
-                io_poll,
-                single_issuer,
-                max_request_timeout,
-                shutdown_timeout,
-                timeout_wheel_tick: tick,
-                idle_spin,
-                busy_poll,
-                sqpoll_idle,
-                cpu,
-                cancel_on_drop,
-                priority,
-                lock_memory,
-            })
-        },
+    // The ring setup features (on by default; each probed).
+    let setup = (
+        prop::bool::weighted(0.75),
+        prop::bool::weighted(0.75),
+        prop::bool::weighted(0.75),
+    );
+    (
+        any_tick(),
+        cpu,
+        shutdown,
+        spin,
+        sqpoll,
+        (flags, priority, setup),
     )
+        .prop_flat_map(
+            |(tick, cpu, shutdown_timeout, idle_spin, sqpoll_idle, (flags, priority, setup))| {
+                let (io_poll, single_issuer, cancel_on_drop, lock_memory, busy_poll) = flags;
+                let (no_sqarray, coop_taskrun, registered_ring) = setup;
+                let max = prop_oneof![
+                    6 => Just(None),
+                    1 => Just(Some(Duration::ZERO)),
+                    4 => (1u32..=70).prop_map(move |k| Some(tick.saturating_mul(k))),
+                    1 => duration_ns(1..=u64::MAX).prop_map(Some),
+                    1 => Just(Some(Duration::MAX)),
+                ];
+                // Every field is listed: a field added later must be added to this property too.
+                max.prop_map(move |max_request_timeout| Config {
+                    io_poll,
+                    single_issuer,
+                    max_request_timeout,
+                    shutdown_timeout,
+                    timeout_wheel_tick: tick,
+                    idle_spin,
+                    busy_poll,
+                    sqpoll_idle,
+                    cpu,
+                    cancel_on_drop,
+                    priority,
+                    lock_memory,
+                    no_sqarray,
+                    coop_taskrun,
+                    registered_ring,
+                })
+            },
+        )
 }
 
 fn nanos(d: Duration) -> u64 {

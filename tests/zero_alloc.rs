@@ -803,6 +803,12 @@ fn run_workloads(
         m.fixed_files >= (4 * pairs) as u64 && m.fixed_buffers >= (4 * pairs) as u64,
         "the fixed forms were used: {m:?}"
     );
+    // The default ring setup was in force, so its enters (through the registered ring, where
+    // the kernel has it) were the ones measured.
+    let features = fx.handle.ring_features();
+    if features.registered_ring {
+        assert_eq!(m.registered_enters, m.enters, "{m:?}");
+    }
     drop(fx);
     loop_thread.join().unwrap().unwrap();
     let _ = std::fs::remove_file(&path);

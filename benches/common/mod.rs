@@ -23,6 +23,7 @@ pub mod paired;
 pub mod parking;
 pub mod rt;
 pub mod sched;
+pub mod setup;
 pub mod su;
 pub mod tasks;
 pub mod vectored;

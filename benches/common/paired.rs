@@ -16,6 +16,10 @@
 //! - `rt_lane_nop` at 1 and 64 outstanding (`lanes.rs`): nops from one producer thread through
 //!   the shared submission ring of a loop without lanes, through a registered `Lane`, and through
 //!   the shared ring of the loop that has the lane registered.
+//! - `ring_setup_nop` at 1 and 64 outstanding, `ring_setup_nop_loop_thread` at 1 (`setup.rs`):
+//!   the ring setup features (`no_sqarray`, `coop_taskrun`, `registered_ring`) on, each off, and
+//!   all off; `ring_setup_enter@1`: one `io_uring_enter` (submit a nop and wait for it) on a
+//!   bare ring, by descriptor and by registered index.
 //! - `exec_nop` at 1 and 64 outstanding, `exec_read_at_4k_hot` at 1 and 32 (`parking.rs`):
 //!   `.wait()` (at 1) and the harness executor against `futures::executor::block_on` and a tokio
 //!   multi-thread runtime driving the same futures on one loop.
@@ -62,6 +66,11 @@ pub enum Case {
     /// Nops (`read` false) or 4 KiB reads from the page cache driven by parking executors
     /// (`parking.rs`).
     Parking { read: bool, depth: usize },
+    /// Nops with the ring setup features on and off (`setup.rs`): from the benchmark thread at
+    /// `depth`, or in loop-thread mode one at a time (`local`).
+    Setup { depth: usize, local: bool },
+    /// One `io_uring_enter` alone, by descriptor and by registered index (`setup.rs`).
+    SetupEnter,
 }
 
 impl Case {
@@ -77,6 +86,19 @@ impl Case {
         for (read, depth) in PARKING {
             cases.push(Case::Parking { read, depth });
         }
+        cases.push(Case::Setup {
+            depth: 1,
+            local: false,
+        });
+        cases.push(Case::Setup {
+            depth: 64,
+            local: false,
+        });
+        cases.push(Case::Setup {
+            depth: 1,
+            local: true,
+        });
+        cases.push(Case::SetupEnter);
         cases
     }
 
@@ -90,12 +112,15 @@ impl Case {
             Case::Lane { .. } => "rt_lane_nop",
             Case::Parking { read: false, .. } => "exec_nop",
             Case::Parking { read: true, .. } => "exec_read_at_4k_hot",
+            Case::Setup { local: false, .. } => "ring_setup_nop",
+            Case::Setup { local: true, .. } => "ring_setup_nop_loop_thread",
+            Case::SetupEnter => "ring_setup_enter",
         }
     }
 
     pub fn outstanding(self) -> usize {
         match self {
-            Case::Lane { depth } | Case::Parking { depth, .. } => depth,
+            Case::Lane { depth } | Case::Parking { depth, .. } | Case::Setup { depth, .. } => depth,
             _ => 1,
         }
     }
@@ -113,6 +138,8 @@ impl Case {
             Case::Sync => &["write_at + sync", "write_at + sync_data"],
             Case::Lane { .. } => &["shared ring", "lane", "shared ring, lane registered"],
             Case::Parking { depth, .. } => super::parking::variants(depth),
+            Case::Setup { .. } => &super::setup::VARIANTS,
+            Case::SetupEnter => &super::setup::ENTER_VARIANTS,
         }
     }
 
@@ -140,6 +167,8 @@ impl Case {
             Case::Sync => super::vectored::sync(env),
             Case::Lane { depth } => super::lanes::make(depth),
             Case::Parking { read, depth } => super::parking::make(read, depth, env),
+            Case::Setup { depth, local } => super::setup::make(depth, local),
+            Case::SetupEnter => super::setup::make_enter(),
         }
     }
 }
@@ -157,6 +186,11 @@ impl Counters {
             metrics,
             rusage: super::rt::rusage(),
         }
+    }
+
+    /// The loop's counters at that instant.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Adds the per-op deltas since `self` to `sample.extra`.

@@ -52,6 +52,7 @@ use crate::handoff::lane::Lane;
 use crate::handoff::loop_local::Window;
 use crate::handoff::wake::{self, decide_sleep, Sleeper};
 use crate::metrics::Counters;
+use crate::ring_features::RingFeatures;
 use crate::spin::Spin;
 use crate::storage::StorageRef;
 use ring::{EventFd, Ring};
@@ -176,6 +177,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                 return Err(e);
             }
         };
+        storage.features.set(ring.features());
         storage.set_wait_spin(checked.config.idle_spin);
         let spin_budget = checked
             .config
@@ -217,6 +219,12 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         MetricsReader {
             storage: self.storage.clone(),
         }
+    }
+
+    /// Which optional ring setup features this loop uses ([`RingFeatures`]): the setup flags
+    /// are known now; `registered_ring` once the loop has started running on its thread.
+    pub fn ring_features(&self) -> RingFeatures {
+        self.storage.features.get()
     }
 
     /// Adds a single-producer lane to this loop (before it runs): the loop polls it beside the
@@ -436,6 +444,8 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         }
         self.running = false;
         self.close();
+        // Before the thread may go on to other things: the registration is this thread's.
+        self.ring.unregister_fd();
         // What the drain and the close ended (abandoned, `Closed`) woke its callers: `block_on`'s
         // tasks may now return. Bounded, for a future that keeps waking itself.
         for _ in 0..FINAL_POLLS {
@@ -448,7 +458,8 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     }
 
     /// Thread setup: apply the placement (unless `spawn` did), enable a single-issuer ring on
-    /// this thread.
+    /// this thread, register the ring's descriptor with it (`registered_ring`; a refusal leaves
+    /// the plain descriptor in use).
     fn prepare(&mut self) -> Result<(), Error> {
         if !self.placed {
             crate::placement::apply(&self.checked.config).map_err(|e| Error::from_io(&e))?;
@@ -456,6 +467,9 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         }
         if self.checked.config.single_issuer {
             self.ring.enable()?;
+        }
+        if self.checked.config.registered_ring && self.ring.register_fd() {
+            self.storage.features.set(self.ring.features());
         }
         Ok(())
     }
@@ -638,11 +652,12 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                     }
                     return Ok(());
                 }
-                if self.checked.config.single_issuer && self.ring.needs_task_work() {
+                if self.ring.needs_task_work() {
                     // DEFER_TASKRUN posts completions that need task work (sockets, polls, the
-                    // wake poll) only inside an enter with GETEVENTS; IORING_SQ_TASKRUN says some
-                    // are pending. Run them now instead of spinning out the budget.
-                    Counters::bump(&self.storage.metrics.enters);
+                    // wake poll) only inside an enter with GETEVENTS, COOP_TASKRUN at the loop
+                    // thread's next kernel entry (no IPI interrupts the spin); IORING_SQ_TASKRUN
+                    // says some are pending. Run them now instead of spinning out the budget.
+                    self.count_enter();
                     self.ring.run_task_work()?;
                     continue;
                 }
@@ -698,9 +713,18 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     fn enter(&mut self, want: usize, timeout: Option<Duration>) -> Result<(), Error> {
         self.batch.entered();
         if self.ring.enter(want, timeout)? {
-            Counters::bump(&self.storage.metrics.enters);
+            self.count_enter();
         }
         Ok(())
+    }
+
+    /// Counts one `io_uring_enter` syscall (and whether it named the registered ring).
+    #[inline]
+    fn count_enter(&self) {
+        Counters::bump(&self.storage.metrics.enters);
+        if self.ring.registered() {
+            Counters::bump(&self.storage.metrics.registered_enters);
+        }
     }
 
     /// Time until the earliest deadline, counted from the last advanced tick.
@@ -749,6 +773,12 @@ impl<const S: usize, const R: usize, const W: usize> MetricsReader<S, R, W> {
     /// loop, this reads the new loop's counters.
     pub fn get(&self) -> crate::Metrics {
         self.storage.metrics.snapshot()
+    }
+
+    /// The loop's [`RingFeatures`] (as [`EventLoop::ring_features`]; after the storage is
+    /// claimed again, the new loop's).
+    pub fn ring_features(&self) -> RingFeatures {
+        self.storage.features.get()
     }
 }
 

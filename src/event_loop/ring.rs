@@ -3,14 +3,15 @@
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
-use io_uring::{cqueue, squeue, types, IoUring};
+use io_uring::{cqueue, squeue, IoUring};
 
 use crate::config::Checked;
 use crate::error::Error;
 use crate::fault;
+use crate::ring_features::RingFeatures;
 
 /// A non-blocking, close-on-exec eventfd in counter mode.
 #[derive(Debug)]
@@ -96,41 +97,211 @@ pub(crate) fn wake_poll_sqe(fd: RawFd) -> io_uring::squeue::Entry {
 /// CQEs copied out of the ring per batch.
 pub(crate) const BATCH: usize = 64;
 
+/// `IORING_REGISTER_RING_FDS` and `IORING_UNREGISTER_RING_FDS` (io_uring_register opcodes).
+const REGISTER_RING_FDS: libc::c_uint = 20;
+const UNREGISTER_RING_FDS: libc::c_uint = 21;
+
+/// `struct io_uring_rsrc_update`: one entry of a ring-descriptor (un)registration.
+#[repr(C)]
+struct RsrcUpdate {
+    offset: u32,
+    resv: u32,
+    data: u64,
+}
+
+/// `struct __kernel_timespec`.
+#[repr(C)]
+struct KernelTimespec {
+    tv_sec: i64,
+    tv_nsec: i64,
+}
+
+/// `struct io_uring_getevents_arg` (`IORING_ENTER_EXT_ARG`): no signal mask, a timeout.
+#[repr(C)]
+struct GeteventsArg {
+    sigmask: u64,
+    sigmask_sz: u32,
+    min_wait_usec: u32,
+    ts: u64,
+}
+
 /// The loop's ring.
 pub(crate) struct Ring {
     uring: IoUring,
     /// The storage's key for injected faults (tests only; see `fault.rs`).
     fault_key: usize,
+    /// What `io_uring_enter` names the ring by: its descriptor, or, once registered with the
+    /// loop thread, its index in that thread's registered rings.
+    enter_fd: RawFd,
+    /// `IORING_ENTER_REGISTERED_RING` while `enter_fd` is an index, else 0.
+    enter_flags: u32,
+    /// The thread (tid) that registered the ring, 0 if none: the index means something only to it.
+    registered_tid: libc::pid_t,
+    /// `IORING_SETUP_TASKRUN_FLAG` (with DEFER_TASKRUN or COOP_TASKRUN): the kernel flags pending
+    /// task work in the SQ ring.
+    taskrun_flag: bool,
+    sqpoll: bool,
+    iopoll: bool,
+    /// The probed setup features in use (`registered_ring` is set by `register_fd`).
+    features: RingFeatures,
 }
 
 impl Ring {
-    /// Creates the ring (`entries` SQEs, twice as many CQEs); refusals become `Error::Config`
-    /// with the reason.
+    /// Creates the ring (`entries` SQEs, twice as many CQEs) with the optional setup flags the
+    /// config asks for and the kernel takes: an attempt refused with `EINVAL` is retried
+    /// without `NO_SQARRAY`, then without `COOP_TASKRUN`, then without both. Refusals of the
+    /// config itself become `Error::Config` with the reason.
     pub(crate) fn build(checked: &Checked, entries: u32, fault_key: usize) -> Result<Ring, Error> {
         let config = &checked.config;
-        let mut builder = IoUring::builder();
+        let mut base = IoUring::builder();
         if config.single_issuer {
-            builder
-                .setup_single_issuer()
+            base.setup_single_issuer()
                 .setup_defer_taskrun()
                 // IORING_SQ_TASKRUN tells the spinning loop that deferred completions wait.
                 .setup_taskrun_flag()
                 .setup_r_disabled();
         }
         if let Some(idle) = config.sqpoll_idle {
-            builder.setup_sqpoll(idle.as_millis() as u32);
+            base.setup_sqpoll(idle.as_millis() as u32);
         }
         if config.io_poll {
-            builder.setup_iopoll();
+            base.setup_iopoll();
         }
-        let uring = builder.build(entries).map_err(|e| match e.raw_os_error() {
+        // DEFER_TASKRUN already keeps task work for the loop's enters; the SQPOLL thread runs
+        // its own, and the kernel refuses COOP_TASKRUN with it.
+        let coop = config.coop_taskrun && !config.single_issuer && config.sqpoll_idle.is_none();
+        let refused = fault::take_refused_setup();
+        let attempts = [
+            (config.no_sqarray, coop),
+            (false, coop),
+            (config.no_sqarray, false),
+            (false, false),
+        ];
+        let mut result = Err(io::Error::from_raw_os_error(libc::EINVAL));
+        for (k, &(no_sqarray, coop)) in attempts.iter().enumerate() {
+            if attempts[..k].contains(&(no_sqarray, coop)) {
+                continue;
+            }
+            let mut builder = base.clone();
+            let mut asked = 0;
+            if no_sqarray {
+                builder.setup_no_sqarray();
+                asked |= fault::SetupFlag::NoSqArray.bit();
+            }
+            if coop {
+                builder.setup_coop_taskrun().setup_taskrun_flag();
+                asked |= fault::SetupFlag::CoopTaskrun.bit();
+            }
+            result = if asked & refused != 0 {
+                Err(io::Error::from_raw_os_error(libc::EINVAL))
+            } else {
+                builder.build(entries)
+            }
+            .map(|uring| (uring, no_sqarray, coop));
+            match &result {
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => continue,
+                _ => break,
+            }
+        }
+        let (uring, no_sqarray, coop) = result.map_err(|e| match e.raw_os_error() {
             Some(libc::EINVAL) => Error::Config("the kernel rejected the ring setup flags (EINVAL): single_issuer needs Linux 6.1+ and excludes sqpoll"),
             Some(libc::ENOMEM) => Error::Config("not enough locked memory for the ring (ENOMEM): lower RING or raise RLIMIT_MEMLOCK"),
             Some(libc::EPERM) => Error::Config("io_uring is not permitted here (EPERM): see kernel.io_uring_disabled"),
             Some(libc::ENOSYS) => Error::Config("io_uring is not available in this kernel (ENOSYS)"),
             _ => Error::from_io(&e),
         })?;
-        Ok(Ring { uring, fault_key })
+        Ok(Ring {
+            enter_fd: uring.as_raw_fd(),
+            uring,
+            fault_key,
+            enter_flags: 0,
+            registered_tid: 0,
+            taskrun_flag: config.single_issuer || coop,
+            sqpoll: config.sqpoll_idle.is_some(),
+            iopoll: config.io_poll,
+            features: RingFeatures {
+                no_sqarray,
+                coop_taskrun: coop,
+                registered_ring: false,
+            },
+        })
+    }
+
+    /// The optional setup features in use.
+    pub(crate) fn features(&self) -> RingFeatures {
+        self.features
+    }
+
+    /// Whether `io_uring_enter` names the ring by its registered index.
+    #[inline]
+    pub(crate) fn registered(&self) -> bool {
+        self.enter_flags != 0
+    }
+
+    /// Registers the ring's descriptor with the calling thread (which must be the one that
+    /// enters the ring from now on: the index is that thread's) and enters through it from then
+    /// on. A refusal (a kernel before 5.18, the thread's 16 slots in use) leaves the plain
+    /// descriptor in use; returns whether the registration took effect.
+    pub(crate) fn register_fd(&mut self) -> bool {
+        if self.registered() {
+            return true;
+        }
+        let mut update = RsrcUpdate {
+            // -1: the kernel picks a free index and writes it here.
+            offset: u32::MAX,
+            resv: 0,
+            data: self.uring.as_raw_fd() as u64,
+        };
+        let registered = match fault::register_ring_errno(self.fault_key) {
+            Some(_) => false,
+            // SAFETY: `update` is a valid io_uring_rsrc_update for the one entry the call names;
+            // the kernel reads it and writes its `offset` during the call only.
+            None => unsafe {
+                libc::syscall(
+                    libc::SYS_io_uring_register,
+                    self.uring.as_raw_fd(),
+                    REGISTER_RING_FDS,
+                    &mut update as *mut RsrcUpdate,
+                    1,
+                ) == 1
+            },
+        };
+        if registered {
+            self.enter_fd = update.offset as RawFd;
+            self.enter_flags = io_uring::EnterFlags::REGISTERED_RING.bits();
+            // SAFETY: plain syscall.
+            self.registered_tid = unsafe { libc::gettid() };
+            self.features.registered_ring = true;
+        }
+        registered
+    }
+
+    /// Undoes `register_fd` on the thread that made it (elsewhere the index means nothing; the
+    /// registration then ends with that thread). From then on enters name the descriptor.
+    pub(crate) fn unregister_fd(&mut self) {
+        // SAFETY: plain syscall.
+        if !self.registered() || self.registered_tid != unsafe { libc::gettid() } {
+            return;
+        }
+        let update = RsrcUpdate {
+            offset: self.enter_fd as u32,
+            resv: 0,
+            data: 0,
+        };
+        // SAFETY: `update` is a valid io_uring_rsrc_update for the one entry the call names,
+        // read by the kernel during the call only.
+        unsafe {
+            libc::syscall(
+                libc::SYS_io_uring_register,
+                self.uring.as_raw_fd(),
+                UNREGISTER_RING_FDS,
+                &update as *const RsrcUpdate,
+                1,
+            )
+        };
+        self.enter_fd = self.uring.as_raw_fd();
+        self.enter_flags = 0;
+        self.registered_tid = 0;
     }
 
     /// Registers a provided-buffer ring of `entries` entries at `addr` as buffer group `group`.
@@ -231,10 +402,12 @@ impl Ring {
         !self.uring.completion().is_empty()
     }
 
-    /// With DEFER_TASKRUN: completions wait for task work that only an enter runs.
+    /// With DEFER_TASKRUN or COOP_TASKRUN (both set up with TASKRUN_FLAG): completions wait for
+    /// task work that only the loop thread's next kernel entry runs. Always false on a ring
+    /// without the flag (nothing is read).
     #[inline]
     pub(crate) fn needs_task_work(&mut self) -> bool {
-        self.uring.submission().taskrun()
+        self.taskrun_flag && self.uring.submission().taskrun()
     }
 
     /// Pushes an SQE; the caller checked for room.
@@ -256,39 +429,103 @@ impl Ring {
         self.uring.completion().fill(batch)
     }
 
-    /// Whether an `enter(want, ..)` now makes the syscall. With SQPOLL and the poller awake,
-    /// submitting needs none (the submitter skips it, as decided here); waiting always does.
-    fn needs_syscall(&mut self, want: usize) -> bool {
-        if want > 0 || !self.uring.params().is_setup_sqpoll() {
-            return true;
-        }
+    /// The `to_submit` and flags of an `enter(want, ..)` now, or `None` if it needs no syscall:
+    /// with SQPOLL and the poller awake, submitting needs none (waiting always does). As the
+    /// io-uring crate's submitter decides: GETEVENTS to wait, poll (IOPOLL), flush an overflowed
+    /// CQ or run pending task work; SQ_WAKEUP for a sleeping poller.
+    #[inline]
+    fn enter_args(&mut self, want: usize) -> Option<(u32, u32)> {
+        use io_uring::EnterFlags;
+        let (sqpoll, iopoll, registered) = (self.sqpoll, self.iopoll, self.enter_flags);
         let sq = self.uring.submission();
-        sq.need_wakeup() || sq.cq_overflow() || sq.taskrun()
+        let overflow = sq.cq_overflow();
+        let taskrun = sq.taskrun();
+        let mut flags = registered;
+        if want > 0 || iopoll || overflow || taskrun {
+            flags |= EnterFlags::GETEVENTS.bits();
+        }
+        if sqpoll {
+            // `need_wakeup` orders our SQ tail store before its load (SeqCst), as the kernel's
+            // poller does the reverse, so that one of us sees the other.
+            if sq.need_wakeup() {
+                flags |= EnterFlags::SQ_WAKEUP.bits();
+            } else if want == 0 && !overflow && !taskrun {
+                return None;
+            }
+        }
+        Some((sq.len() as u32, flags))
+    }
+
+    /// The `io_uring_enter` syscall on the ring's descriptor or registered index; `arg` is
+    /// `IORING_ENTER_EXT_ARG`'s when `flags` has it.
+    #[inline]
+    fn syscall(
+        &self,
+        to_submit: u32,
+        want: usize,
+        flags: u32,
+        arg: Option<&GeteventsArg>,
+    ) -> io::Result<()> {
+        let (arg, size) = match arg {
+            Some(arg) => (
+                arg as *const GeteventsArg as *const libc::c_void,
+                std::mem::size_of::<GeteventsArg>(),
+            ),
+            None => (std::ptr::null(), 0),
+        };
+        // SAFETY: `enter_fd` names this ring (its descriptor, or with REGISTERED_RING its index
+        // in this thread's registered rings: `register_fd` ran on this thread, which is the only
+        // one that enters); the SQEs it submits were pushed under `push`'s invariant; `arg` is
+        // null or a getevents_arg (whose timespec) outlives the call.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_io_uring_enter,
+                self.enter_fd,
+                to_submit,
+                want as u32,
+                flags,
+                arg,
+                size,
+            )
+        };
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// `io_uring_enter`: submits, and waits for `want` completions at most `timeout` (SQPOLL's
-    /// wake-up flag is handled by the crate's submitter). A timeout or a transient error
-    /// (EINTR, EAGAIN, EBUSY: the CQ is full) returns `Ok`: the loop drains and enters again.
-    /// Returns whether the syscall was made (with SQPOLL, a submission to an awake poller is
-    /// not), for the `enters` metric.
+    /// wake-up flag included). A timeout or a transient error (EINTR, EAGAIN, EBUSY: the CQ is
+    /// full) returns `Ok`: the loop drains and enters again. Returns whether the syscall was
+    /// made (with SQPOLL, a submission to an awake poller is not), for the `enters` metric.
     pub(crate) fn enter(&mut self, want: usize, timeout: Option<Duration>) -> Result<bool, Error> {
-        let syscall = self.needs_syscall(want);
         let result = match fault::enter_errno(self.fault_key) {
             Some(errno) => Err(std::io::Error::from_raw_os_error(errno)),
             None => {
-                let submitter = self.uring.submitter();
+                let Some((to_submit, flags)) = self.enter_args(want) else {
+                    return Ok(false);
+                };
                 match timeout {
-                    None => submitter.submit_and_wait(want),
+                    None => self.syscall(to_submit, want, flags, None),
                     Some(timeout) => {
-                        let ts = types::Timespec::from(timeout);
-                        let args = types::SubmitArgs::new().timespec(&ts);
-                        submitter.submit_with_args(want, &args)
+                        let ts = KernelTimespec {
+                            tv_sec: timeout.as_secs().min(i64::MAX as u64) as i64,
+                            tv_nsec: i64::from(timeout.subsec_nanos()),
+                        };
+                        let arg = GeteventsArg {
+                            sigmask: 0,
+                            sigmask_sz: 0,
+                            min_wait_usec: 0,
+                            ts: &ts as *const KernelTimespec as u64,
+                        };
+                        let flags = flags | io_uring::EnterFlags::EXT_ARG.bits();
+                        self.syscall(to_submit, want, flags, Some(&arg))
                     }
                 }
             }
         };
         match result {
-            Ok(_) => Ok(syscall),
+            Ok(()) => Ok(true),
             Err(e) => match e.raw_os_error() {
                 Some(libc::ETIME | libc::EINTR | libc::EAGAIN | libc::EBUSY) => Ok(true),
                 _ => Err(Error::from_io(&e)),
@@ -296,24 +533,24 @@ impl Ring {
         }
     }
 
-    /// `io_uring_enter(0, 0, GETEVENTS)`: runs deferred task work, posting its CQEs; no wait.
+    /// `io_uring_enter(0, 0, GETEVENTS)`: runs pending task work, posting its CQEs; no wait.
     pub(crate) fn run_task_work(&mut self) -> Result<(), Error> {
-        // SAFETY: no SQEs and no extra argument; the flags are the kernel's.
-        let result = unsafe {
-            self.uring.submitter().enter::<libc::sigset_t>(
-                0,
-                0,
-                io_uring::EnterFlags::GETEVENTS.bits(),
-                None,
-            )
-        };
-        match result {
-            Ok(_) => Ok(()),
+        let flags = self.enter_flags | io_uring::EnterFlags::GETEVENTS.bits();
+        match self.syscall(0, 0, flags, None) {
+            Ok(()) => Ok(()),
             Err(e) => match e.raw_os_error() {
                 Some(libc::EINTR | libc::EAGAIN | libc::EBUSY) => Ok(()),
                 _ => Err(Error::from_io(&e)),
             },
         }
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        // A registration left by a loop that never reached its end (on this thread) would keep
+        // the ring alive as long as the thread: end it here if we can.
+        self.unregister_fd();
     }
 }
 
