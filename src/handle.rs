@@ -949,9 +949,11 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         self.op(op::Accept, Some(listener.into()))
     }
 
-    /// Accepts connections on `listener` until the stream is dropped: one multishot request
-    /// (`IORING_ACCEPT_MULTISHOT`, Linux 5.19) that yields each connection (`OwnedFd`, close on
-    /// exec) to [`next`](crate::Multishot::next). Submitted now, like
+    /// Accepts connections on `listener` until the stream is dropped: one request that yields
+    /// each connection (`OwnedFd`, close on exec) to [`next`](crate::Multishot::next). The loop
+    /// keeps one accept armed while the stream's queue has room, so the listen backlog stays in
+    /// the kernel and no connection is refused (`IORING_ACCEPT_MULTISHOT` would hand the whole
+    /// backlog over at once, more than a bounded queue holds). Submitted now, like
     /// [`try_submit`](Op::try_submit): `Error::Full` without a free slot, `Error::Closed` once
     /// the loop is gone. See [`Multishot`](crate::Multishot) for the queue, the pause and the
     /// end.

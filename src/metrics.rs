@@ -98,8 +98,8 @@ counters! {
     /// their SQE without ending the stream (it does so now and then, and after a pause).
     stream_rearms,
     /// Connections an `accept_multi` stream closed because its queue was full
-    /// (`op::ACCEPT_QUEUE` waiting for `next`): the kernel accepted them before
-    /// the stream's pause took effect.
+    /// (`op::ACCEPT_QUEUE` waiting for `next`). It keeps one accept armed only while its queue
+    /// has room, so this stays 0 unless the kernel hands over more than asked.
     stream_refused,
     /// Times a `recv_multi` stream found its `BufRing` empty (`ENOBUFS`): it waits, without
     /// losing data, until a lease is dropped, and is then armed again.

@@ -7,7 +7,7 @@
 //! ordinary request with its own slot and optional deadline, answered as soon as the stream has a
 //! result (so `next().timeout(d)` is an idle timeout). Results that arrive while no `next` waits
 //! are queued: up to [`ACCEPT_QUEUE`](crate::op::ACCEPT_QUEUE) connections (then the
-//! loop pauses the accept until one is taken), or any number of received buffers (the ring bounds
+//! loop stops accepting, leaving the rest in the listen backlog, until one is taken), or any number of received buffers (the ring bounds
 //! them; when it runs dry the loop waits for leases to be dropped, counted in
 //! `Metrics::buf_ring_dry`, and loses nothing).
 //!

@@ -222,20 +222,7 @@ impl Fixture {
 
     /// Everything readable on the zero-copy pair's receiving end now.
     fn zc_received(&self) -> Vec<u8> {
-        let sock = &self.zc.1;
-        sock.set_nonblocking(true).unwrap();
-        let mut out = Vec::new();
-        let mut chunk = [0u8; 64];
-        loop {
-            match (&*sock).read(&mut chunk) {
-                Ok(0) => break,
-                Ok(n) => out.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => panic!("reading the socket: {e}"),
-            }
-        }
-        sock.set_nonblocking(false).unwrap();
-        out
+        drain_socket(&self.zc.1)
     }
 
     /// The datagrams waiting at `socket`, concatenated.
@@ -2171,7 +2158,7 @@ fn stream_accept_errors_are_results_or_ends() {
         op: FaultOp::AcceptMulti,
         result: -libc::EINVAL,
     });
-    // Armed again (a pause and a re-arm) so that the fault reaches an SQE.
+    // Connections to re-arm it (once each) so that the fault reaches an SQE.
     let _more: Vec<_> = (0..op::ACCEPT_QUEUE + 1)
         .map(|_| TcpStream::connect(addr).unwrap())
         .collect();

@@ -23,22 +23,6 @@ fn tcp_pair() -> (Arc<TcpStream>, TcpStream) {
     (Arc::new(a), b)
 }
 
-/// Shrinks a socket's send buffer (the kernel doubles it and keeps a floor of a few KiB), so a
-/// large send is short and resumed many times.
-fn set_sndbuf(sock: &impl AsRawFd, bytes: i32) {
-    // SAFETY: setsockopt with a valid int option on a live socket.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            std::ptr::from_ref(&bytes).cast(),
-            std::mem::size_of::<i32>() as u32,
-        )
-    };
-    assert_eq!(rc, 0);
-}
-
 /// Waits for `op`, bounded by `HANG`.
 fn wait<O: static_uring::op::Operation>(op: static_uring::Op<O, 4, 4, 64>) -> OpResult<O>
 where

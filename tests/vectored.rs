@@ -5,7 +5,6 @@
 mod common;
 
 use std::io::Read;
-use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,20 +14,6 @@ use static_uring::{BufPool, Error, IoBuf, IoBufs, MAX_IOVECS};
 
 fn bufs(parts: &[&[u8]]) -> IoBufs {
     parts.iter().map(|p| IoBuf::from(p.to_vec())).collect()
-}
-
-fn set_sndbuf(sock: &UnixStream, bytes: i32) {
-    // SAFETY: setsockopt with a valid int option on a live socket.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            std::ptr::from_ref(&bytes).cast(),
-            std::mem::size_of::<i32>() as u32,
-        )
-    };
-    assert_eq!(rc, 0);
 }
 
 #[test]

@@ -379,22 +379,47 @@ impl Wake for Stall {
     }
 }
 
-/// Everything readable on `sock` right now (up to the end of stream), without blocking.
-pub fn drain_socket(sock: &UnixStream) -> Vec<u8> {
-    use std::io::Read;
-    sock.set_nonblocking(true).unwrap();
+/// Everything readable on socket `sock` right now (up to the end of stream), without blocking.
+pub fn drain_socket(sock: &impl std::os::fd::AsRawFd) -> Vec<u8> {
+    let fd = sock.as_raw_fd();
     let mut out = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
-        match (&*sock).read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => out.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) => panic!("reading the socket: {e}"),
+        // SAFETY: reads into a live buffer of `chunk.len()` bytes from a live descriptor.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                chunk.as_mut_ptr().cast(),
+                chunk.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        match n {
+            0 => break,
+            n if n > 0 => out.extend_from_slice(&chunk[..n as usize]),
+            _ => match std::io::Error::last_os_error() {
+                e if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                e => panic!("reading the socket: {e}"),
+            },
         }
     }
-    sock.set_nonblocking(false).unwrap();
     out
+}
+
+/// Shrinks a socket's send buffer (the kernel doubles it and keeps a floor of a few KiB), so a
+/// large send is short and resumed many times.
+pub fn set_sndbuf(sock: &impl std::os::fd::AsRawFd, bytes: i32) {
+    // SAFETY: setsockopt with a valid int option on a live socket.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            std::ptr::from_ref(&bytes).cast(),
+            std::mem::size_of::<i32>() as u32,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt: {}", std::io::Error::last_os_error());
 }
 
 /// A recv that receives up to buffer length `len`: exactly, or at least one byte.
