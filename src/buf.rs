@@ -25,6 +25,14 @@ enum Owner {
         index: u16,
         size: u32,
     },
+    /// Buffer `bid` of a [`BufRing`](crate::BufRing) (`len` bytes received into it), taken from
+    /// a [`BufLease`](crate::BufLease); dropping the buffer gives it back to the ring, which
+    /// `ring` names (a thin pointer to the ring's own `&'static dyn` handle).
+    Lease {
+        ring: NonNull<&'static dyn crate::buf_ring::Provided>,
+        bid: u16,
+        len: u32,
+    },
 }
 
 /// Where a pool buffer came from: its pool (by free-list address) and its index there.
@@ -94,6 +102,7 @@ impl Raw {
         match self.owner {
             Owner::Vec(cap) | Owner::Boxed(cap) | Owner::Static(cap) => cap,
             Owner::Pool { size, .. } => size as usize,
+            Owner::Lease { len, .. } => len as usize,
         }
     }
 
@@ -119,7 +128,9 @@ impl Raw {
             Owner::Vec(cap) | Owner::Boxed(cap) => unsafe {
                 Ok(Vec::from_raw_parts(this.ptr.as_ptr(), this.len, cap))
             },
-            Owner::Static(_) | Owner::Pool { .. } => Err(std::mem::ManuallyDrop::into_inner(this)),
+            Owner::Static(_) | Owner::Pool { .. } | Owner::Lease { .. } => {
+                Err(std::mem::ManuallyDrop::into_inner(this))
+            }
         }
     }
 }
@@ -142,6 +153,9 @@ impl Drop for Raw {
             Owner::Pool { list, index, .. } => unsafe {
                 crate::handoff::free_list::push_erased(list.as_ptr(), u32::from(index));
             },
+            // SAFETY: `ring` points into a `'static` ring, at its handle, set before any lease
+            // of it existed and never written again.
+            Owner::Lease { ring, bid, .. } => unsafe { ring.as_ref() }.give_back(bid),
         }
     }
 }
@@ -183,7 +197,7 @@ impl IoBuf {
     /// they may be read-only.
     pub fn into_mut(self) -> Result<IoBufMut, IoBuf> {
         match self.0.owner {
-            Owner::Static(_) => Err(self),
+            Owner::Static(_) | Owner::Lease { .. } => Err(self),
             _ => Ok(IoBufMut(self.0)),
         }
     }
@@ -239,6 +253,22 @@ impl From<&'static [u8]> for IoBuf {
 impl From<&'static str> for IoBuf {
     fn from(text: &'static str) -> Self {
         IoBuf::from(text.as_bytes())
+    }
+}
+
+impl From<crate::BufLease> for IoBuf {
+    /// The received bytes as a buffer to send (no copy); dropping it gives the ring buffer back.
+    fn from(lease: crate::BufLease) -> Self {
+        let (ring, bid, bytes) = lease.into_parts();
+        IoBuf(Raw {
+            ptr: NonNull::from(bytes).cast::<u8>(),
+            len: bytes.len(),
+            owner: Owner::Lease {
+                ring,
+                bid,
+                len: bytes.len() as u32,
+            },
+        })
     }
 }
 

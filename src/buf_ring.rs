@@ -100,6 +100,9 @@ pub struct BufRing<const COUNT: usize, const SIZE: usize> {
     /// only; their difference is what streams, leases and the queue hold).
     taken: AtomicUsize,
     given: AtomicUsize,
+    /// The ring as `&'static dyn Provided`, written by the first claim (before any lease of it
+    /// exists) and never again: an `IoBuf` made from a lease names it with a thin pointer.
+    this: UnsafeCell<Option<&'static dyn Provided>>,
 }
 
 // SAFETY: a buffer's bytes and link are reached only by the one holder of the buffer (module
@@ -136,6 +139,7 @@ impl<const COUNT: usize, const SIZE: usize> BufRing<COUNT, SIZE> {
                 tail: AtomicU32::new(0),
                 taken: AtomicUsize::new(0),
                 given: AtomicUsize::new(0),
+                this: UnsafeCell::new(None),
             }
         }
     }
@@ -188,7 +192,12 @@ impl<const COUNT: usize, const SIZE: usize> BufRing<COUNT, SIZE> {
     /// Registers the ring as buffer group `group` of the loop `owner` (its storage key), whose
     /// eventfd is `wake_fd`: every buffer into the kernel's ring. `Err(InUse)` while another loop
     /// has it, or while a buffer is still held (a lease, a stream's list) from an earlier loop.
-    pub(crate) fn claim(&self, owner: usize, group: u16, wake_fd: i32) -> Result<(), Error> {
+    pub(crate) fn claim(
+        &'static self,
+        owner: usize,
+        group: u16,
+        wake_fd: i32,
+    ) -> Result<(), Error> {
         if self
             .owner
             .compare_exchange(0, owner, Ordering::Acquire, Ordering::Relaxed)
@@ -207,6 +216,13 @@ impl<const COUNT: usize, const SIZE: usize> BufRing<COUNT, SIZE> {
         }
         // Nobody holds a buffer, so nobody can be pushing one: the queue starts a new lap 0.
         self.returned.reset();
+        // SAFETY: we hold the claim, and no lease (the only reader) exists; once written it
+        // never changes, so later claims leave it alone.
+        unsafe {
+            if (*self.this.get()).is_none() {
+                *self.this.get() = Some(self);
+            }
+        }
         self.taken.store(0, Ordering::Relaxed);
         self.given.store(0, Ordering::Relaxed);
         if let Err(e) = self.watch(wake_fd) {
@@ -305,6 +321,16 @@ pub trait Provided: Sync {
 
     /// Buffers and bytes each (for errors and metrics).
     fn size(&self) -> (usize, usize);
+
+    /// The ring's own `&'static dyn` handle (set by its first claim, before any lease).
+    fn handle(&self) -> std::ptr::NonNull<&'static dyn Provided>;
+
+    /// The first `len` bytes of buffer `bid`, for an `IoBuf` that holds the buffer until it
+    /// drops (the ring is `'static`; the holder's exclusive hold keeps writers away).
+    fn bytes_static(&'static self, bid: u16, len: u32) -> &'static [u8] {
+        // SAFETY: the caller holds `bid` until the returned slice's owner gives it back.
+        unsafe { self.bytes(bid, len) }
+    }
 }
 
 impl<const COUNT: usize, const SIZE: usize> Provided for BufRing<COUNT, SIZE> {
@@ -373,6 +399,13 @@ impl<const COUNT: usize, const SIZE: usize> Provided for BufRing<COUNT, SIZE> {
     fn size(&self) -> (usize, usize) {
         (COUNT, SIZE)
     }
+
+    fn handle(&self) -> std::ptr::NonNull<&'static dyn Provided> {
+        // SAFETY: the field is never null; `claim` filled it before any lease existed.
+        let cell = unsafe { &*self.this.get() };
+        debug_assert!(cell.is_some(), "a lease exists only after a claim");
+        std::ptr::NonNull::from(cell).cast()
+    }
 }
 
 /// A received buffer of a [`BufRing`], lent to the caller: the bytes the kernel wrote
@@ -388,6 +421,16 @@ impl BufLease {
     /// A lease of buffer `bid` (which the caller holds) with `len` bytes.
     pub(crate) fn new(ring: &'static dyn Provided, bid: u16, len: u32) -> Self {
         BufLease { ring, bid, len }
+    }
+
+    /// Its ring's handle, buffer and bytes, for an `IoBuf` that takes the lease over (it gives
+    /// the buffer back when dropped).
+    pub(crate) fn into_parts(
+        self,
+    ) -> (std::ptr::NonNull<&'static dyn Provided>, u16, &'static [u8]) {
+        let this = std::mem::ManuallyDrop::new(self);
+        let bytes = this.ring.bytes_static(this.bid, this.len);
+        (this.ring.handle(), this.bid, bytes)
     }
 
     /// The buffer's index in its ring.

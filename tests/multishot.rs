@@ -322,3 +322,35 @@ fn net_sockets_have_the_multishot_forms() {
     drop((chunks, conn, incoming, listener, handle));
     lt.join(HANG).unwrap();
 }
+
+/// A lease becomes the buffer of a send without a copy (an echo): the ring buffer goes back
+/// when the send hands the `IoBuf` back and it is dropped, so a small ring serves a long echo.
+#[test]
+fn a_lease_is_sent_back_without_a_copy_and_its_buffer_returns() {
+    static RING: BufRing<2, 64> = BufRing::new();
+    let (handle, lt) = start_with(&RING, config());
+    let (a, b) = UnixStream::pair().unwrap();
+    let b = std::sync::Arc::new(b);
+    let mut stream = handle.recv_multi(b.clone(), &RING).unwrap();
+    for i in 0..100u32 {
+        let msg = format!("echo {i}");
+        (&a).write_all(msg.as_bytes()).unwrap();
+        let lease = stream.next().timeout(HANG).wait().unwrap();
+        let addr = lease.as_ptr();
+        let buf = static_uring::IoBuf::from(lease);
+        assert_eq!(buf.as_ptr(), addr, "no copy");
+        let sent = handle.send(b.clone(), buf).wait().unwrap();
+        assert_eq!(&sent[..], msg.as_bytes());
+        drop(sent); // the ring buffer goes back here
+        let mut back = vec![0u8; msg.len()];
+        (&a).read_exact(&mut back).unwrap();
+        assert_eq!(back, msg.as_bytes());
+    }
+    assert_eq!(
+        handle.metrics().buf_ring_dry,
+        0,
+        "two buffers served every message"
+    );
+    drop((stream, handle));
+    lt.join(HANG).unwrap();
+}
