@@ -74,7 +74,8 @@ unsafe impl GlobalAlloc for Counting {
     }
 }
 
-fn alloc_counts() -> (u64, u64) {
+/// Allocations and bytes requested so far, process-wide.
+pub fn alloc_counts() -> (u64, u64) {
     (ALLOCS.load(Relaxed), BYTES.load(Relaxed))
 }
 
