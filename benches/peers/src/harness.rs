@@ -95,6 +95,7 @@ pub struct Options {
 
 pub const USAGE: &str = "\
 usage: peers [--quick] [--secs S] [--warmup-secs S] [--workload NAME[,NAME..]] [--peer TEXT[,TEXT..]]
+       peers echo-server --runtime monoio|compio --port P --size M   (scripts/echo-bench)
 
   --quick            ~1 s per cell (0.25 s warm-up); the default is ~5 s (1 s warm-up)
   --secs S           measured seconds per cell (overrides --quick)

@@ -5,6 +5,9 @@
 //! one and two workers) in process, then commonware-runtime 2026.4.0 through the separately built
 //! `peers-2026-4` binary (Cargo cannot resolve two semver-compatible versions of one crate in one
 //! lockfile, so that version lives in its own workspace, `cw-2026-4/`).
+//!
+//! `peers echo-server ...` instead runs one echo server (monoio or compio) for
+//! scripts/echo-bench (src/echo.rs).
 
 mod echo;
 mod harness;
