@@ -74,7 +74,8 @@ unsafe impl GlobalAlloc for Counting {
     }
 }
 
-fn alloc_counts() -> (u64, u64) {
+/// Allocations and bytes requested so far, process-wide.
+pub fn alloc_counts() -> (u64, u64) {
     (ALLOCS.load(Relaxed), BYTES.load(Relaxed))
 }
 
@@ -94,6 +95,7 @@ pub struct Options {
 
 pub const USAGE: &str = "\
 usage: peers [--quick] [--secs S] [--warmup-secs S] [--workload NAME[,NAME..]] [--peer TEXT[,TEXT..]]
+       peers echo-server --runtime monoio|compio --port P --size M   (scripts/echo-bench)
 
   --quick            ~1 s per cell (0.25 s warm-up); the default is ~5 s (1 s warm-up)
   --secs S           measured seconds per cell (overrides --quick)

@@ -5,7 +5,11 @@
 //! one and two workers) in process, then commonware-runtime 2026.4.0 through the separately built
 //! `peers-2026-4` binary (Cargo cannot resolve two semver-compatible versions of one crate in one
 //! lockfile, so that version lives in its own workspace, `cw-2026-4/`).
+//!
+//! `peers echo-server ...` instead runs one echo server (monoio or compio) for
+//! scripts/echo-bench (src/echo.rs).
 
+mod echo;
 mod harness;
 
 use harness::Counting;
@@ -14,6 +18,10 @@ use harness::Counting;
 static ALLOCATOR: Counting = Counting;
 
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("echo-server") {
+        echo::run(&args[1..]);
+    }
     let opts = harness::Options::from_args();
     tokio_uring_peer::run(&opts);
     monoio_peer::run(&opts);
