@@ -180,7 +180,11 @@ async fn multishot(io: &Io, socket: &Fd) -> Result<(), Error> {
     loop {
         let lease = chunks.next().await?;
         ECHOED.with(|n| n.set(n.get() + lease.len() as u64));
-        drop(io.send(socket, IoBuf::from(lease)).await.map_err(|e| e.error)?);
+        drop(
+            io.send(socket, IoBuf::from(lease))
+                .await
+                .map_err(|e| e.error)?,
+        );
     }
 }
 
