@@ -280,6 +280,19 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         crate::event_loop::local::serves_here(self.storage.key())
     }
 
+    /// The oldest result a stream (this submitted request) queues, taken here without a `next`
+    /// request: only on the loop's thread while it polls `block_on`'s future (its window), when
+    /// the loop holds the stream and no `next` of it waits.
+    pub(crate) fn stream_item_here(&self) -> Option<Result<usize, Error>> {
+        let data = self.request_data()?;
+        if !self.serves_here() || !self.storage.local.is_active() {
+            return None;
+        }
+        // SAFETY: read on the loop's thread (`serves_here`) during this poll, which runs no
+        // user code until the call returns.
+        unsafe { EventLoop::<S, R, W>::stream_item_in_window(self.storage.local.window(), data) }
+    }
+
     /// Which operation it is.
     pub fn kind(&self) -> crate::op::OpKind {
         O::KIND

@@ -119,6 +119,16 @@ impl<K: MultiKind, const S: usize, const R: usize, const W: usize> Multishot<K, 
         }
     }
 
+    /// The oldest queued result, taken without a request when this thread serves the loop and
+    /// polls inside its window (loop-thread mode).
+    fn queued_here(&mut self) -> Option<Result<K::Item, Error>> {
+        let Inner::Live(op) = &self.inner else {
+            return None;
+        };
+        let ring = self.ring;
+        Some(op.stream_item_here()?.map(|raw| K::item(raw, ring)))
+    }
+
     /// The next result if the loop handed the stream back (it ended): served here.
     fn ended_result(&mut self) -> Option<Result<K::Item, Error>> {
         if let Inner::Live(op) = &mut self.inner {
@@ -219,6 +229,9 @@ impl<K: MultiKind, const S: usize, const R: usize, const W: usize> Future for Ne
         loop {
             if this.op.is_none() {
                 if let Some(result) = this.stream.ended_result() {
+                    return Poll::Ready(result);
+                }
+                if let Some(result) = this.stream.queued_here() {
                     return Poll::Ready(result);
                 }
                 this.op = this.request();

@@ -354,3 +354,38 @@ fn a_lease_is_sent_back_without_a_copy_and_its_buffer_returns() {
     drop((stream, handle));
     lt.join(HANG).unwrap();
 }
+
+/// On the loop thread, a `next` whose result is already queued takes it without a request of
+/// its own (no slot, no pass); the others still wait through the loop.
+#[test]
+fn on_the_loop_thread_a_queued_result_is_taken_without_a_request() {
+    static RING: BufRing<4, 64> = BufRing::new();
+    let (handle, mut event_loop) = static_uring::new::<16, 8, 64>(config()).unwrap();
+    event_loop.register_buf_ring(&RING).unwrap();
+    let (a, b) = UnixStream::pair().unwrap();
+    let taken = with_timeout(HANG, move || {
+        event_loop
+            .block_on(async move {
+                let mut stream = handle.recv_multi(b, &RING).unwrap();
+                for msg in [&b"one"[..], b"two"] {
+                    (&a).write_all(msg).unwrap();
+                    // Received and queued by the loop while this task sleeps.
+                    handle.sleep(Duration::from_millis(30)).await.unwrap();
+                }
+                let before = handle.metrics().completed;
+                let one = stream.next().await.unwrap().to_vec();
+                let two = stream.next().await.unwrap().to_vec();
+                let requests = handle.metrics().completed - before;
+                // Nothing queued now: this one waits through the loop.
+                (&a).write_all(b"three").unwrap();
+                let three = stream.next().timeout(HANG).await.unwrap().to_vec();
+                (one, two, three, requests)
+            })
+            .unwrap()
+    });
+    assert_eq!(
+        (&taken.0[..], &taken.1[..], &taken.2[..]),
+        (&b"one"[..], &b"two"[..], &b"three"[..])
+    );
+    assert_eq!(taken.3, 0, "queued results taken without a request");
+}

@@ -282,6 +282,30 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         el.stage_fresh::<O>(t, index)
     }
 
+    /// The oldest result queued in the stream whose request is `stream` (`RequestId::op_data`),
+    /// taken from inside the poll of `block_on`'s future (the window): a `next` answered without
+    /// a request of its own. `None` (touching nothing) outside the window, when the loop does
+    /// not hold the stream, when it queues nothing, or when a `next` of it waits.
+    ///
+    /// # Safety
+    /// As [`stage_in_window`](Self::stage_in_window).
+    #[inline]
+    pub(crate) unsafe fn stream_item_in_window(
+        window: *mut (),
+        stream: u64,
+    ) -> Option<Result<usize, Error>> {
+        if window.is_null() {
+            return None;
+        }
+        // SAFETY: the contract: the loop and its claimed table are ours alone for this call.
+        let (el, t) = unsafe {
+            let el = &mut *window.cast::<Self>();
+            let t = &mut *el.table.as_ptr();
+            (el, t)
+        };
+        el.take_queued(t, stream)
+    }
+
     /// The table, outside `run` (registration before it, `close` after it).
     pub(super) fn table_mut(&mut self) -> &mut Table<S, R, W> {
         // SAFETY: the claim makes this loop the table's only user until `close` gives it back;

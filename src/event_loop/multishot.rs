@@ -219,6 +219,29 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         true
     }
 
+    /// The oldest result queued in stream `stream` (`RequestId::op_data`), if the loop holds
+    /// it and no `next` of it waits (`stream_item_in_window`).
+    pub(super) fn take_queued(
+        &mut self,
+        t: &mut Table<S, R, W>,
+        stream: u64,
+    ) -> Option<Result<usize, Error>> {
+        let id = RequestId::from_data(stream);
+        let index = id.index();
+        let flags = t.flags.get(index as usize)?;
+        if !flags.admitted || !id.is_current(self.storage.slots[index as usize].generation()) {
+            return None;
+        }
+        let r = owned_request(&mut t.flags, &self.storage.slots, index);
+        let s = r.work.stream()?;
+        if s.multi().waiter != NO_WAITER {
+            return None;
+        }
+        let item = s.pop()?;
+        self.resume_if_room(t, index);
+        Some(item)
+    }
+
     /// Held request `index` is ending: if it is a stream's waiting `next`, the stream forgets
     /// it.
     pub(super) fn unlink_next(&mut self, t: &mut Table<S, R, W>, index: u32) {
