@@ -1,10 +1,13 @@
 //! Bounded soak: one `static` storage serves loop after loop while eight producer threads throw a
-//! random mix of every operation of the crate's table (`OpKind::ALL`) at it and the last handle is
+//! random mix of the operations of the crate's table (`OpKind::ALL`) at it and the last handle is
 //! dropped in the middle of traffic.
 //!
 //! Every kind is picked (by weight; `weight` is an exhaustive match, so an operation added to the
 //! crate does not compile here until it is given a weight, a target and a request), each plain and
-//! through `try_submit`, and the summary asserts that every kind was resolved. The variants of
+//! through `try_submit`, and the summary asserts that every kind was resolved. The exceptions have
+//! weight 0 and suites of their own: multishot streams (tests/multishot.rs), messages between
+//! loops (tests/messages.rs) and zero-copy sends, which the soak's Unix pairs cannot make
+//! (tests/send_zc.rs). The variants of
 //! kinds (`read_some_at`, `sync_data`) have their own tests (`semantics.rs`, `registered.rs`).
 //!
 //! Run it with
@@ -2036,8 +2039,9 @@ fn soak() {
     );
     let per_kind: Vec<_> = OpKind::ALL.iter().map(|&k| (k, totals.kind(k))).collect();
     println!("soak resolved per operation: {per_kind:?}");
+    // Every kind the producers pick (weight > 0); the others have their own suites (weight()).
     assert!(
-        per_kind.iter().all(|&(_, n)| n > 0),
+        per_kind.iter().all(|&(k, n)| n > 0 || weight(k) == 0),
         "seed {seed:#x}: every operation of the table is driven: {per_kind:?}"
     );
 }
