@@ -205,3 +205,69 @@ mod tests {
         assert_eq!(inbox.reserve(), Err(Error::Closed));
     }
 }
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    //! The ticket word under every interleaving: never more reservations than the capacity, a
+    //! sealed inbox refuses, and the count always equals the reservations not given back.
+
+    use super::*;
+    use ::loom::sync::Arc;
+    use ::loom::thread;
+
+    fn inbox(capacity: usize) -> Arc<Inbox> {
+        let fd = std::fs::File::open("/dev/null").unwrap();
+        Arc::new(Inbox::new(fd.into(), capacity))
+    }
+
+    fn model(f: impl Fn() + Sync + Send + 'static) {
+        let mut builder = ::loom::model::Builder::new();
+        builder.preemption_bound = Some(builder.preemption_bound.map_or(3, |p| p.min(3)));
+        builder.check(f);
+    }
+
+    /// Two senders race for the last ticket: exactly one gets it, the other is `Full`.
+    #[test]
+    fn loom_inbox_two_senders_one_ticket() {
+        model(|| {
+            let inbox = inbox(1);
+            let other = {
+                let inbox = inbox.clone();
+                thread::spawn(move || inbox.reserve())
+            };
+            let mine = inbox.reserve();
+            let theirs = other.join().unwrap();
+            let oks = [mine, theirs].iter().filter(|r| r.is_ok()).count();
+            assert_eq!(oks, 1, "{mine:?} {theirs:?}");
+            assert!(mine == Err(Error::Full) || theirs == Err(Error::Full));
+            assert_eq!(inbox.tickets(), 1);
+        });
+    }
+
+    /// A receiver gives a ticket back while a sender reserves at capacity, and the loop seals:
+    /// the count is the reservations held, and once sealed nothing more is accepted.
+    #[test]
+    fn loom_inbox_release_reserve_and_seal() {
+        model(|| {
+            let inbox = inbox(1);
+            assert_eq!(inbox.reserve(), Ok(()));
+            let receiver = {
+                let inbox = inbox.clone();
+                thread::spawn(move || inbox.release())
+            };
+            let sealer = {
+                let inbox = inbox.clone();
+                thread::spawn(move || inbox.seal())
+            };
+            let sent = inbox.reserve();
+            receiver.join().unwrap();
+            sealer.join().unwrap();
+            assert!(matches!(
+                sent,
+                Ok(()) | Err(Error::Full) | Err(Error::Closed)
+            ));
+            assert_eq!(inbox.tickets(), u64::from(sent.is_ok()));
+            assert_eq!(inbox.reserve(), Err(Error::Closed), "sealed: nothing more");
+        });
+    }
+}

@@ -389,3 +389,42 @@ fn on_the_loop_thread_a_queued_result_is_taken_without_a_request() {
     );
     assert_eq!(taken.3, 0, "queued results taken without a request");
 }
+
+/// Leases dropped on four other threads at once while a writer keeps a small ring running dry:
+/// every returned buffer reaches the kernel again (the lock-free return queue and the starving
+/// wake under contention), and every byte arrives once, in order.
+#[test]
+fn leases_dropped_on_many_threads_keep_a_small_ring_going() {
+    static RING: BufRing<8, 256> = BufRing::new();
+    let (handle, lt) = start_with(&RING, config());
+    let (a, b) = UnixStream::pair().unwrap();
+    let mut stream = handle.recv_multi(b, &RING).unwrap();
+    const TOTAL: usize = 1 << 20;
+    let writer = Background::spawn(move || {
+        let data: Vec<u8> = (0..TOTAL).map(|i| (i % 253) as u8).collect();
+        (&a).write_all(&data).unwrap();
+        data
+    });
+    let droppers: Vec<_> = (0..4)
+        .map(|_| {
+            let (tx, rx) = std::sync::mpsc::channel::<static_uring::BufLease>();
+            let thread = std::thread::spawn(move || rx.into_iter().for_each(drop));
+            (tx, thread)
+        })
+        .collect();
+    let mut got = Vec::with_capacity(TOTAL);
+    let mut i = 0;
+    while got.len() < TOTAL {
+        let lease = stream.next().timeout(HANG).wait().unwrap();
+        got.extend_from_slice(&lease);
+        droppers[i % 4].0.send(lease).unwrap();
+        i += 1;
+    }
+    for (tx, thread) in droppers {
+        drop(tx);
+        thread.join().unwrap();
+    }
+    assert_eq!(got, writer.join(HANG));
+    drop((stream, handle));
+    lt.join(HANG).unwrap();
+}
