@@ -65,7 +65,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         #[cfg(feature = "fault-injection")]
         fault::cqe_panic(key, owned_request(&mut t.flags, slots, id32).kind());
         let r = owned_request(&mut t.flags, slots, id32);
-        if r.kind().is_stream() {
+        if r.work.is_stream() {
             return self.on_stream_cqe(t, id32, result, flags);
         }
         // A zero-copy send's result waits in flight for its notification (zero_copy.rs).

@@ -330,6 +330,13 @@ impl Work {
         }
     }
 
+    /// Whether it is a multishot stream's request: one compare of the tag, for `on_cqe`'s
+    /// every CQE (`kind()` is a call there).
+    #[inline(always)]
+    pub(crate) fn is_stream(&self) -> bool {
+        matches!(self, Work::AcceptMulti(_) | Work::RecvMulti(_))
+    }
+
     /// The stream of a multishot request.
     pub(crate) fn stream(&mut self) -> Option<&mut dyn super::multishot::Stream> {
         match self {
