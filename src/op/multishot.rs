@@ -178,10 +178,7 @@ impl Kernel for AcceptMulti {
     /// measured here, a burst of 64 connects arrived as 64 CQEs before the loop could pause
     /// it, so a bounded queue would have to close most of them.)
     fn sqe(&mut self, fd: types::Fd, _: u32, _: &Registry, _: &mut Headers<'_>) -> Sqe {
-        let entry = opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
-            .flags(libc::SOCK_CLOEXEC)
-            .build();
-        Ok((entry, false))
+        super::socket::accept_sqe(fd)
     }
 
     fn output(self, outcome: Result<usize, Error>) -> OpResult<Self> {

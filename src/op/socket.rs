@@ -18,10 +18,7 @@ impl Kernel for Accept {
     type Held = ();
 
     fn sqe(&mut self, fd: types::Fd, _: u32, _: &Registry, _: &mut Headers<'_>) -> Sqe {
-        let entry = opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
-            .flags(libc::SOCK_CLOEXEC)
-            .build();
-        Ok((entry, false))
+        accept_sqe(fd)
     }
 
     /// The result is the accepted descriptor.
@@ -49,6 +46,15 @@ impl Kernel for Accept {
     fn lost(error: Error) -> Error {
         error
     }
+}
+
+/// One accept (`accept4` with `SOCK_CLOEXEC`, no peer address) on listener `fd`: `accept`'s
+/// SQE, and each of an `accept_multi` stream's.
+pub(crate) fn accept_sqe(fd: types::Fd) -> Sqe {
+    let entry = opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
+        .flags(libc::SOCK_CLOEXEC)
+        .build();
+    Ok((entry, false))
 }
 
 /// Connects to `addr`, kept here (stable) until the CQE
