@@ -678,7 +678,18 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
             (false, false) => slot.waker.take(),
         };
         if let Some(waker) = current {
-            self.run_user(move || waker.wake());
+            match crate::task_pool::TaskRef::of(&waker) {
+                // A pool task: its ready bit set here (crate code, one read-modify-write); only
+                // the runner's wake, when the pool was idle, may be user code. The waker owns
+                // nothing (its drop does nothing), so it is forgotten, not dropped.
+                Some(task) => {
+                    std::mem::forget(waker);
+                    if task.set_ready() {
+                        self.run_user(move || task.wake_runner());
+                    }
+                }
+                None => self.run_user(move || waker.wake()),
+            }
         }
         if let Some(stale) = private {
             self.run_user(move || drop(stale));

@@ -427,18 +427,67 @@ impl TaskHead {
     /// Marks the task ready: one RMW on its word; the setter that finds the word 0 wakes the
     /// runner. Release: what the waker did before is seen by the runner's swap (AcqRel).
     fn mark_ready(&self) {
+        if self.set_ready() {
+            self.wake_runner();
+        }
+    }
+
+    /// [`mark_ready`](Self::mark_ready)'s read-modify-write: true if the word was 0, when the
+    /// setter must wake the runner ([`wake_runner`](Self::wake_runner)).
+    #[inline]
+    fn set_ready(&self) -> bool {
         // Relaxed: set at spawn before the state's Release, which the waker's caller acquired
         // through whatever handed it the waker (or the spawner wrote them itself).
         let word = self.word.load(Ordering::Relaxed);
         let bit = self.bit.load(Ordering::Relaxed);
         // SAFETY: `word` points into the `'static` pool's `ready` array (set at spawn, never
         // changed but to the same value).
-        let before = unsafe { &*word }.fetch_or(bit, Ordering::AcqRel);
-        if before == 0 {
-            let pool = self.pool.load(Ordering::Relaxed);
-            // SAFETY: set at spawn, as `word`, pointing into the `'static` pool.
-            unsafe { &*pool }.wake_runner();
+        unsafe { &*word }.fetch_or(bit, Ordering::AcqRel) == 0
+    }
+
+    /// Wakes the runner of the task's pool (its waker may be user code).
+    fn wake_runner(&self) {
+        let pool = self.pool.load(Ordering::Relaxed);
+        // SAFETY: set at spawn, as `word`, pointing into the `'static` pool.
+        unsafe { &*pool }.wake_runner();
+    }
+}
+
+/// A pool task, named by its waker: what the loop keeps for an operation a pool task awaits on
+/// the loop thread, instead of a clone of the generic waker (no call through the waker's
+/// vtable to clone, wake or drop it). Copy, and valid for ever (the pool is `'static`).
+#[derive(Clone, Copy)]
+pub(crate) struct TaskRef(&'static TaskHead);
+
+impl TaskRef {
+    /// The task `waker` wakes, if it is a pool task's waker.
+    #[inline]
+    pub(crate) fn of(waker: &Waker) -> Option<TaskRef> {
+        if !std::ptr::eq(waker.vtable(), &TASK_VTABLE) {
+            return None;
         }
+        // SAFETY: a waker with the pool's vtable was made by `task_waker` (or copied from one
+        // by `clone_task`): its data is a `&'static TaskHead`.
+        Some(TaskRef(unsafe { &*waker.data().cast::<TaskHead>() }))
+    }
+
+    /// Marks the task ready (one read-modify-write). True if the runner must be woken
+    /// ([`wake_runner`](Self::wake_runner)): the caller runs that, which may be user code (the
+    /// runner's waker), contained.
+    #[inline]
+    pub(crate) fn set_ready(self) -> bool {
+        self.0.set_ready()
+    }
+
+    /// Wakes the runner of the task's pool.
+    pub(crate) fn wake_runner(self) {
+        self.0.wake_runner();
+    }
+
+    /// The task's waker: what cloning one of its wakers gives, without the call.
+    #[inline]
+    pub(crate) fn waker(self) -> Waker {
+        task_waker(self.0)
     }
 }
 

@@ -190,7 +190,11 @@ impl<const N: usize> LoopLocal<N> {
         if same {
             return None;
         }
-        let fresh = waker.clone();
+        // A pool task's waker is copied without the call through its vtable (crate code).
+        let fresh = match crate::task_pool::TaskRef::of(waker) {
+            Some(task) => task.waker(),
+            None => waker.clone(),
+        };
         cell.replace(Some(fresh))
     }
 
