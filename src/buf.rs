@@ -25,8 +25,9 @@ enum Owner {
         index: u16,
         size: u32,
     },
-    /// Buffer `bid` of a [`BufRing`](crate::BufRing) (`len` bytes received into it), taken from
-    /// a [`BufLease`](crate::BufLease); dropping the buffer gives it back to the ring, which
+    /// A piece of buffer `bid` of a [`BufRing`](crate::BufRing) (`len` bytes received into it),
+    /// taken from a [`BufLease`](crate::BufLease); dropping it gives the piece back to the ring,
+    /// which
     /// `ring` names (a thin pointer to the ring's own `&'static dyn` handle).
     Lease {
         ring: NonNull<&'static dyn crate::buf_ring::Provided>,

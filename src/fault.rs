@@ -75,6 +75,9 @@ pub enum SetupFlag {
     NoSqArray,
     /// `IORING_SETUP_COOP_TASKRUN` with `IORING_SETUP_TASKRUN_FLAG` (`Config::coop_taskrun`).
     CoopTaskrun,
+    /// `IOU_PBUF_RING_INC` (`EventLoop::register_buf_ring_incremental`): refused at the next
+    /// such registration on the calling thread, which then registers the ring whole.
+    IncrementalBufRing,
 }
 
 impl SetupFlag {
@@ -83,6 +86,7 @@ impl SetupFlag {
         match self {
             SetupFlag::NoSqArray => 1,
             SetupFlag::CoopTaskrun => 2,
+            SetupFlag::IncrementalBufRing => 4,
         }
     }
 }
@@ -258,14 +262,27 @@ pub(crate) fn enter_errno(_key: usize) -> Option<i32> {
     None
 }
 
-/// The setup flags (`SetupFlag::bit`s) the ring being set up on this thread must see refused;
-/// taking them clears them.
+/// The setup flags among `flags` (`SetupFlag::bit`s) that what is being set up on this thread
+/// must see refused; taking them clears them.
+#[inline]
+pub(crate) fn take_refused(flags: u8) -> u8 {
+    #[cfg(feature = "fault-injection")]
+    return REFUSED_SETUP.with(|refused| {
+        let all = refused.get();
+        refused.set(all & !flags);
+        all & flags
+    });
+    #[cfg(not(feature = "fault-injection"))]
+    {
+        let _ = flags;
+        0
+    }
+}
+
+/// The ring setup flags the ring being set up on this thread must see refused.
 #[inline]
 pub(crate) fn take_refused_setup() -> u8 {
-    #[cfg(feature = "fault-injection")]
-    return REFUSED_SETUP.with(|refused| refused.replace(0));
-    #[cfg(not(feature = "fault-injection"))]
-    0
+    take_refused(SetupFlag::NoSqArray.bit() | SetupFlag::CoopTaskrun.bit())
 }
 
 /// The errno registering the ring's descriptor must fail with, if one was injected.

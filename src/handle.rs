@@ -1001,6 +1001,11 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// ring must be registered with this loop (`EventLoop::register_buf_ring`, else
     /// `Error::Config`). Submitted now, like [`try_submit`](Op::try_submit). End of file ends
     /// the stream with `Error::UnexpectedEof`. See [`BufRing`](crate::BufRing) for an example.
+    ///
+    /// On a ring registered incremental
+    /// ([`register_buf_ring_incremental`](crate::EventLoop::register_buf_ring_incremental)),
+    /// each lease is a piece of a buffer the kernel fills with several receives, and the stream
+    /// keeps one single-shot receive armed while nothing it received waits for `next`.
     pub fn recv_multi<const COUNT: usize, const SIZE: usize>(
         &self,
         socket: impl Into<Fd>,

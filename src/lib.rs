@@ -46,7 +46,7 @@ mod ring_features;
 pub use arrayvec::ArrayVec;
 pub use buf::{IoBuf, IoBufMut};
 pub use buf_pool::BufPool;
-pub use buf_ring::{BufLease, BufRing};
+pub use buf_ring::{BufLease, BufRing, MAX_INCREMENTAL_SIZE, MAX_RING_BUFFERS};
 pub use config::Config;
 pub use error::{BufError, Error};
 pub use event_loop::{EventLoop, MetricsReader};

@@ -7,9 +7,10 @@
 //! ordinary request with its own slot and optional deadline, answered as soon as the stream has a
 //! result (so `next().timeout(d)` is an idle timeout). Results that arrive while no `next` waits
 //! are queued: up to [`ACCEPT_QUEUE`](crate::op::ACCEPT_QUEUE) connections (then the
-//! loop stops accepting, leaving the rest in the listen backlog, until one is taken), or any number of received buffers (the ring bounds
-//! them; when it runs dry the loop waits for leases to be dropped, counted in
-//! `Metrics::buf_ring_dry`, and loses nothing).
+//! loop stops accepting, leaving the rest in the listen backlog, until one is taken), or any
+//! number of received buffers (the ring bounds them; when it runs dry the loop waits for leases
+//! to be dropped, counted in `Metrics::buf_ring_dry`, and loses nothing), or one piece of a
+//! buffer on a ring registered incremental (the next receive is armed once it is taken).
 //!
 //! A stream ends with an error, after its queued results: end of file is
 //! `Error::UnexpectedEof` (receive), the shutdown `Error::Abandoned` or `Error::Closed`, a
@@ -39,8 +40,8 @@ mod sealed {
     {
         /// One result.
         type Item;
-        /// The item for raw result `raw` (a descriptor, or a buffer as `bid | len << 16` of
-        /// `ring`), which the caller now owns.
+        /// The item for raw result `raw` (a descriptor, or a piece of a buffer of `ring`, as
+        /// `Provided::item` encodes it), which the caller now owns.
         fn item(raw: usize, ring: Option<&'static dyn crate::buf_ring::Provided>) -> Self::Item;
     }
 }
@@ -65,7 +66,8 @@ impl sealed::Kind for op::RecvMulti {
 
     fn item(raw: usize, ring: Option<&'static dyn Provided>) -> BufLease {
         let ring = ring.expect("a receive stream's ring");
-        BufLease::new(ring, raw as u16, (raw >> 16) as u32)
+        let (bid, off, len) = ring.piece(raw);
+        BufLease::new(ring, bid, off, len)
     }
 }
 

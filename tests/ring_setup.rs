@@ -320,6 +320,46 @@ mod refused {
         assert_eq!(event_loop.ring_features().coop_taskrun, all);
     }
 
+    /// A kernel without incremental buffer rings (`IOU_PBUF_RING_INC` refused) gets the ring
+    /// registered whole: `Ok(false)`, every lease a buffer of its own, and the next ring
+    /// incremental again (the refusal is taken once).
+    #[test]
+    fn a_refused_incremental_buf_ring_is_registered_whole() {
+        use std::io::Write;
+        static RING: static_uring::BufRing<4, 4096> = static_uring::BufRing::new();
+        static NEXT: static_uring::BufRing<4, 4096> = static_uring::BufRing::new();
+        let (handle, mut event_loop) = static_uring::new::<16, 16, 64>(config()).unwrap();
+        refuse_setup(SetupFlag::IncrementalBufRing);
+        assert_eq!(event_loop.register_buf_ring_incremental(&RING), Ok(false));
+        let kernel_has_it = event_loop.register_buf_ring_incremental(&NEXT).unwrap();
+        let thread = LoopThread::spawn(event_loop);
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut stream = handle.recv_multi(b, &RING).unwrap();
+        let mut held = Vec::new();
+        for i in 0..3u8 {
+            (&a).write_all(&[i; 10]).unwrap();
+            let lease = stream.next().timeout(HANG).wait().unwrap();
+            assert_eq!(&lease[..], &[i; 10]);
+            assert_eq!(lease.offset(), 0, "a whole buffer");
+            held.push(lease);
+        }
+        let mut ids: Vec<u16> = held.iter().map(|l| l.buffer_id()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(
+            ids.len(),
+            3,
+            "one buffer per message while the leases are held"
+        );
+        drop((held, stream, handle));
+        thread.join(HANG).unwrap();
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        let mut v = release
+            .split(['.', '-'])
+            .map(|p| p.parse::<u32>().unwrap_or(0));
+        assert_eq!(kernel_has_it, (v.next(), v.next()) >= (Some(6), Some(12)));
+    }
+
     #[test]
     fn a_refused_ring_registration_falls_back_to_the_descriptor() {
         for mode in [Mode::Spawned, Mode::BlockOn] {

@@ -144,6 +144,9 @@ struct Fixture {
     /// multishot accept on a second listener at `multi_addr`.
     sa: Fd,
     rx: static_uring::RecvStream<16, 16, 64>,
+    /// The same on a ring registered incremental (pieces of shared buffers).
+    sa_inc: Fd,
+    rx_inc: static_uring::RecvStream<16, 16, 64>,
     acceptor: static_uring::AcceptStream<16, 16, 64>,
     multi_addr: std::net::SocketAddr,
     /// The loop's own mailbox (messages to itself: the same SQE, CQE and queue as from another
@@ -427,11 +430,15 @@ impl Fixture {
     }
 
     /// 64 bytes sent on `sa` and taken from the multishot receive (leases of `RING`, dropped).
-    fn stream_pairs(&mut self, n: usize, blocking: bool) {
+    fn stream_pairs(&mut self, n: usize, blocking: bool, incremental: bool) {
         let mut out = self.send_buf.take().unwrap();
-        let (handle, exec, rx) = (&self.handle, &self.exec, &mut self.rx);
+        let (sa, rx) = match incremental {
+            true => (&self.sa_inc, &mut self.rx_inc),
+            false => (&self.sa, &mut self.rx),
+        };
+        let (handle, exec) = (&self.handle, &self.exec);
         for _ in 0..n {
-            let send = handle.send(&self.sa, out);
+            let send = handle.send(sa, out);
             let (sent, lease) = if blocking {
                 (send.wait(), rx.next().wait())
             } else {
@@ -554,6 +561,8 @@ static SLEEPY_STORAGE: Storage<16, 16, 64> = Storage::new();
 static POOL: BufPool<2, BLOCK> = BufPool::new();
 /// The multishot receive's ring (one loop at a time: the runs are sequential).
 static RING: static_uring::BufRing<16, 64> = static_uring::BufRing::new();
+/// The incremental ring's: small messages fill its buffers piece by piece.
+static INC_RING: static_uring::BufRing<4, 4096> = static_uring::BufRing::new();
 
 /// Runs every workload (the full counts divided by `divide`) on a loop built with `config`;
 /// returns the allocations counted across all phases.
@@ -593,6 +602,7 @@ fn run_workloads(
     let fixed = event_loop.register_file(&file).unwrap();
     event_loop.register_buffers(&POOL).unwrap();
     event_loop.register_buf_ring(&RING).unwrap();
+    event_loop.register_buf_ring_incremental(&INC_RING).unwrap();
     let mailbox = event_loop.mailbox().unwrap();
     let loop_thread = thread::spawn(move || event_loop.run());
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -605,6 +615,8 @@ fn run_workloads(
     let handle_for_net = handle.clone();
     let (sa, sb) = UnixStream::pair().unwrap();
     let rx = handle.recv_multi(Arc::new(sb), &RING).unwrap();
+    let (sa_inc, sb_inc) = UnixStream::pair().unwrap();
+    let rx_inc = handle.recv_multi(Arc::new(sb_inc), &INC_RING).unwrap();
     let multi_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let multi_addr = multi_listener.local_addr().unwrap();
     let acceptor = handle.accept_multi(multi_listener).unwrap();
@@ -635,6 +647,8 @@ fn run_workloads(
         exec: Executor::new(),
         sa: Fd::from(Arc::new(sa)),
         rx,
+        sa_inc: Fd::from(Arc::new(sa_inc)),
+        rx_inc,
         acceptor,
         multi_addr,
         mailbox,
@@ -664,8 +678,10 @@ fn run_workloads(
     fx.timers(2, false);
     fx.net_pairs(100, true);
     fx.net_pairs(100, false);
-    fx.stream_pairs(100, true);
-    fx.stream_pairs(100, false);
+    fx.stream_pairs(100, true, false);
+    fx.stream_pairs(100, false, false);
+    fx.stream_pairs(100, true, true);
+    fx.stream_pairs(100, false, true);
     fx.stream_accepts(100, true);
     fx.stream_accepts(100, false);
     fx.messages(100, true);
@@ -676,7 +692,7 @@ fn run_workloads(
 
     let (nops, reads, pairs) = (NOPS / divide, READS / divide, PAIRS / divide);
     let conns = CONNECTIONS / divide;
-    let phases: [Phase; 32] = [
+    let phases: [Phase; 34] = [
         ("nop .wait()", &mut |fx| fx.nops_wait(nops)),
         ("nop async", &mut |fx| fx.nops_async(nops)),
         ("read_at 4 KiB .wait()", &mut |fx| fx.reads(reads, true)),
@@ -740,11 +756,19 @@ fn run_workloads(
         }),
         ("recv timeout async", &mut |fx| fx.timeouts(TIMEOUTS, false)),
         ("recv_multi next (BufRing lease) .wait()", &mut |fx| {
-            fx.stream_pairs(pairs, true)
+            fx.stream_pairs(pairs, true, false)
         }),
         ("recv_multi next (BufRing lease) async", &mut |fx| {
-            fx.stream_pairs(pairs, false)
+            fx.stream_pairs(pairs, false, false)
         }),
+        (
+            "recv_multi next (incremental BufRing piece) .wait()",
+            &mut |fx| fx.stream_pairs(pairs, true, true),
+        ),
+        (
+            "recv_multi next (incremental BufRing piece) async",
+            &mut |fx| fx.stream_pairs(pairs, false, true),
+        ),
         ("accept_multi next .wait()", &mut |fx| {
             fx.stream_accepts(conns, true)
         }),
@@ -781,8 +805,11 @@ fn run_workloads(
         + 8 * pairs
         + 800) as u64
         + 2 * (pairs.div_ceil(64) + 2) as u64
-        // The streams: a send or connect and a `next` each (their own requests are still live).
-        + (4 * (pairs + conns) + 800) as u64;
+        // The streams: a send or connect and a `next` each (their own requests are still live;
+        // the incremental ring's messages of 64 bytes fill its 4 KiB buffers exactly, one piece
+        // each).
+        + (4 * (pairs + conns) + 800) as u64
+        + (4 * pairs + 400) as u64;
     assert_eq!(
         m.completed, expected,
         "every request went through the loop: {m:?}"

@@ -47,6 +47,7 @@ use std::time::{Duration, Instant};
 use crate::buf_pool::BufPool;
 use crate::config::Checked;
 use crate::error::Error;
+use crate::fault;
 use crate::fd::Fd;
 use crate::handoff::lane::Lane;
 use crate::handoff::loop_local::Window;
@@ -416,25 +417,86 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         &mut self,
         ring: &'static crate::BufRing<COUNT, SIZE>,
     ) -> Result<(), Error> {
+        self.register_ring_of_buffers(ring, false).map(|_| ())
+    }
+
+    /// [`register_buf_ring`](Self::register_buf_ring), filled incrementally where the kernel
+    /// can (`IOU_PBUF_RING_INC`, Linux 6.12): the kernel puts several receives into one buffer,
+    /// one after the other, so a small message takes its own bytes, not a whole buffer (each
+    /// lease is a piece: [`BufLease::offset`](crate::BufLease::offset) says where it starts).
+    /// A `recv_multi` stream on such a ring keeps one single-shot receive armed while nothing
+    /// it received waits for a `next` (the kernel's multishot could post more pieces than a
+    /// bounded queue holds). Returns whether the ring is incremental: on an older kernel it is
+    /// registered whole (`Ok(false)`), and everything works as with `register_buf_ring`.
+    ///
+    /// `Error::Config` for buffers of 16 MiB or more ([`MAX_INCREMENTAL_SIZE`]); the other
+    /// errors as `register_buf_ring`.
+    ///
+    /// [`MAX_INCREMENTAL_SIZE`]: crate::MAX_INCREMENTAL_SIZE
+    pub fn register_buf_ring_incremental<const COUNT: usize, const SIZE: usize>(
+        &mut self,
+        ring: &'static crate::BufRing<COUNT, SIZE>,
+    ) -> Result<bool, Error> {
+        if SIZE > crate::buf_ring::MAX_INCREMENTAL_SIZE {
+            return Err(Error::Config(
+                "an incremental BufRing's buffers are under 16 MiB (MAX_INCREMENTAL_SIZE)",
+            ));
+        }
+        self.register_ring_of_buffers(ring, true)
+    }
+
+    /// Registers `ring`, incremental if asked and the kernel accepts it (true then).
+    fn register_ring_of_buffers<const COUNT: usize, const SIZE: usize>(
+        &mut self,
+        ring: &'static crate::BufRing<COUNT, SIZE>,
+        incremental: bool,
+    ) -> Result<bool, Error> {
+        /// `IOU_PBUF_RING_INC` (`struct io_uring_buf_reg`'s flags, Linux 6.12).
+        const IOU_PBUF_RING_INC: u16 = 2;
         const MAX_RINGS: usize = 64;
         let group = self.table_mut().registry.rings.len();
         if group == MAX_RINGS {
             return Err(Error::Config("at most 64 buffer rings per loop"));
         }
         let wake_fd = self.storage.eventfd().raw();
-        ring.claim(self.storage.key(), group as u16, wake_fd)?;
+        ring.claim(group as u16, wake_fd)?;
         let (addr, entries) = ring.ring_memory();
-        // SAFETY: the ring's entries are `'static`, page-aligned, `entries` long, and written
-        // only by this loop from now on (`claim`); its buffers are `'static` too.
-        if let Err(e) = unsafe { self.ring.register_buf_ring(addr, entries, group as u16) } {
-            crate::buf_ring::Provided::release(ring);
-            return Err(Error::from_io(&e));
-        }
+        let mut register = |flags: u16| {
+            // SAFETY: the ring's entries are `'static`, page-aligned, `entries` long, and
+            // written only by this loop (and, incremental, as the kernel's ABI says) from now
+            // on (`claim`); its buffers are `'static` too.
+            unsafe {
+                self.ring
+                    .register_buf_ring(addr, entries, group as u16, flags)
+            }
+        };
+        let refused = |e: &std::io::Error| e.raw_os_error() == Some(libc::EINVAL);
+        let result = match incremental {
+            true => match fault::take_refused(fault::SetupFlag::IncrementalBufRing.bit()) {
+                0 => register(IOU_PBUF_RING_INC),
+                _ => Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
+            }
+            .map(|()| true)
+            // A kernel without incremental rings refuses the flag: registered whole instead.
+            .or_else(|e| match refused(&e) {
+                true => register(0).map(|()| false),
+                false => Err(e),
+            }),
+            false => register(0).map(|()| false),
+        };
+        let incremental = match result {
+            Ok(incremental) => incremental,
+            Err(e) => {
+                crate::buf_ring::Provided::release(ring);
+                return Err(Error::from_io(&e));
+            }
+        };
+        ring.open(self.storage.key(), incremental);
         let registry = &mut self.table_mut().registry;
         registry.rings.push(ring);
         // One entry per stream admitted at once, at most: no allocation while serving.
         registry.starved.reserve(R);
-        Ok(())
+        Ok(incremental)
     }
 
     /// Runs the loop on the calling thread until every `Handle` is dropped and the drain has

@@ -154,7 +154,8 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         self.end_timer(t, waiter, outcome);
     }
 
-    /// A paused accept stream `index` with room again is re-armed.
+    /// A paused stream `index` that is re-armed per result (accept; receive on an incremental
+    /// ring) and has room again is re-armed.
     fn resume_if_room(&mut self, t: &mut Table<S, R, W>, index: u32) {
         let flags = t.flags[index as usize];
         let s = stream_of(t, &self.storage.slots, index);
@@ -162,7 +163,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         if multi.paused
             && multi.end.is_none()
             && s.has_room()
-            && s.ring().is_none()
+            && s.rearms_on_room()
             && !flags.in_flight
             && !flags.abandoning
         {

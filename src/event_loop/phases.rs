@@ -187,20 +187,27 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         if let Some(pass) = self.stage_cancels(t) {
             return pass;
         }
-        while let Some(&index) = t.ready.front() {
-            if self.ring.sq_full() {
-                return Pass::SqFull;
+        loop {
+            while let Some(&index) = t.ready.front() {
+                if self.ring.sq_full() {
+                    return Pass::SqFull;
+                }
+                t.ready.pop_front();
+                self.stage_one(t, index);
             }
-            t.ready.pop_front();
-            self.stage_one(t, index);
-        }
-        while t.admitted() < R {
-            if self.ring.sq_full() {
-                return Pass::SqFull;
+            while t.admitted() < R {
+                if self.ring.sq_full() {
+                    return Pass::SqFull;
+                }
+                match self.pop_fresh(t) {
+                    Some(index) => self.admit(t, index),
+                    None => break,
+                }
             }
-            match self.pop_fresh(t) {
-                Some(index) => self.admit(t, index),
-                None => break,
+            // A fresh request can ready another: a stream's `next` that takes a queued result
+            // re-arms its stream (room again). Staged in this pass, not left for the next wake.
+            if t.ready.is_empty() {
+                break;
             }
         }
         // Read only after a wake CQE (`check_senders`); the pre-sleep recheck reads it too. No

@@ -304,7 +304,8 @@ impl Ring {
         self.registered_tid = 0;
     }
 
-    /// Registers a provided-buffer ring of `entries` entries at `addr` as buffer group `group`.
+    /// Registers a provided-buffer ring of `entries` entries at `addr` as buffer group `group`,
+    /// with `flags` (`IOU_PBUF_RING_INC` or 0).
     ///
     /// # Safety
     /// The memory at `addr` stays valid (and is written only as the kernel's ABI says) for as
@@ -314,12 +315,13 @@ impl Ring {
         addr: u64,
         entries: u16,
         group: u16,
+        flags: u16,
     ) -> io::Result<()> {
         // SAFETY: the caller's contract.
         unsafe {
             self.uring
                 .submitter()
-                .register_buf_ring_with_flags(addr, entries, group, 0)
+                .register_buf_ring_with_flags(addr, entries, group, flags)
         }
     }
 

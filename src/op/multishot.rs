@@ -8,8 +8,14 @@
 //! holds (like a timer: no SQE) until the stream has a result for it. When the stream ends (end
 //! of file, an error, the shutdown), the loop hands it back to its owner with what it still
 //! queues, and the owner serves the rest itself.
+//!
+//! A receive stream on a ring registered incremental is re-armed as an accept stream is: one
+//! single-shot receive (with buffer selection) at a time, and none while the piece it received
+//! waits for a `next`. With multishot, the kernel could post any number of pieces before a
+//! pause took effect, and pieces, unlike whole buffers, cannot be linked through their buffer
+//! (several may share one), so they could not be queued in bounded memory.
 
-use io_uring::{cqueue, opcode, types};
+use io_uring::{cqueue, opcode, squeue, types};
 
 use super::kernel::{Kernel, Sqe};
 use super::{Headers, OpResult};
@@ -71,6 +77,9 @@ pub trait Stream {
     fn pop(&mut self) -> Option<Result<usize, Error>>;
     /// Whether another result fits.
     fn has_room(&self) -> bool;
+    /// Whether the loop re-arms it once a `next` makes room (one SQE per result), rather than
+    /// keeping it armed (multishot).
+    fn rearms_on_room(&self) -> bool;
     /// The ring its results come from (receives).
     fn ring(&self) -> Option<&'static dyn Provided>;
 }
@@ -151,6 +160,10 @@ impl Stream for AcceptMulti {
         (self.len as usize) < ACCEPT_QUEUE
     }
 
+    fn rearms_on_room(&self) -> bool {
+        true
+    }
+
     fn ring(&self) -> Option<&'static dyn Provided> {
         None
     }
@@ -195,10 +208,13 @@ impl Kernel for AcceptMulti {
 pub struct RecvMulti {
     ring: &'static dyn Provided,
     group: u16,
-    /// The received buffers, oldest first, linked through the ring (`count` of them).
-    head: u16,
-    tail: u16,
-    count: u16,
+    /// The ring is incremental: one piece queued at most, re-armed per result.
+    incremental: bool,
+    /// What it received and no `next` took yet. Whole buffers: linked through the ring, oldest
+    /// first, `head | tail << 16 | count << 32`. Incremental ring: the one piece (its raw item,
+    /// `Provided::item`), 0 for none (a piece is never empty). One word: the request must stay
+    /// within its 128 bytes.
+    queue: u64,
     pub(crate) multi: Multi,
 }
 
@@ -207,9 +223,8 @@ impl RecvMulti {
         RecvMulti {
             ring,
             group,
-            head: 0,
-            tail: 0,
-            count: 0,
+            incremental: ring.incremental(),
+            queue: 0,
             multi: Multi::NEW,
         }
     }
@@ -219,21 +234,47 @@ impl RecvMulti {
         self.group
     }
 
-    fn push(&mut self, bid: u16, len: u32) {
+    /// Results queued.
+    fn count(&self) -> usize {
+        match self.incremental {
+            true => usize::from(self.queue != 0),
+            false => (self.queue >> 32) as usize,
+        }
+    }
+
+    /// A whole-buffer list's `(head, tail, count)`.
+    fn list(&self) -> (u16, u16, u64) {
+        (
+            self.queue as u16,
+            (self.queue >> 16) as u16,
+            self.queue >> 32,
+        )
+    }
+
+    fn set_list(&mut self, head: u16, tail: u16, count: u64) {
+        self.queue = u64::from(head) | u64::from(tail) << 16 | count << 32;
+    }
+
+    fn push(&mut self, bid: u16, off: u32, len: u32) {
+        if self.incremental {
+            debug_assert_eq!(self.queue, 0, "armed only with room for the piece");
+            self.queue = self.ring.item(bid, off, len) as u64;
+            return;
+        }
         // SAFETY: the stream holds `bid` (the kernel handed it over in this CQE).
         unsafe {
             self.ring
                 .link(bid)
                 .write(crate::buf_ring::Link { next: 0, len })
         };
-        if self.count == 0 {
-            self.head = bid;
+        let (head, tail, count) = self.list();
+        if count == 0 {
+            self.set_list(bid, bid, 1);
         } else {
             // SAFETY: `tail` is in the stream's list, which it holds.
-            unsafe { (*self.ring.link(self.tail)).next = bid };
+            unsafe { (*self.ring.link(tail)).next = bid };
+            self.set_list(head, bid, count + 1);
         }
-        self.tail = bid;
-        self.count += 1;
     }
 }
 
@@ -245,13 +286,14 @@ impl Stream for RecvMulti {
     fn on_cqe(&mut self, result: i32, flags: u32) -> Got {
         let bid = cqueue::buffer_select(flags);
         if let Some(bid) = bid {
-            self.ring.took();
+            let len = result.max(0) as u32;
+            let off = self.ring.took(bid, len, cqueue::buffer_more(flags));
             let size = self.ring.size().1;
-            if result <= 0 || result as usize > size {
-                // Not a message: the buffer goes back.
+            if result <= 0 || off as usize + len as usize > size {
+                // Not a message: the piece goes back.
                 self.ring.give_back(bid);
             } else {
-                self.push(bid, result as u32);
+                self.push(bid, off, len);
                 return Got::Item;
             }
         }
@@ -265,19 +307,25 @@ impl Stream for RecvMulti {
     }
 
     fn pop(&mut self) -> Option<Result<usize, Error>> {
-        if self.count == 0 {
+        if self.count() == 0 {
             return None;
         }
-        let bid = self.head;
+        if self.incremental {
+            return Some(Ok(std::mem::take(&mut self.queue) as usize));
+        }
+        let (bid, tail, count) = self.list();
         // SAFETY: `bid` is in the stream's list, which it holds.
         let link = unsafe { *self.ring.link(bid) };
-        self.head = link.next;
-        self.count -= 1;
-        Some(Ok(bid as usize | (link.len as usize) << 16))
+        self.set_list(link.next, tail, count - 1);
+        Some(Ok(self.ring.item(bid, 0, link.len)))
     }
 
     fn has_room(&self) -> bool {
-        true
+        !self.incremental || self.queue == 0
+    }
+
+    fn rearms_on_room(&self) -> bool {
+        self.incremental
     }
 
     fn ring(&self) -> Option<&'static dyn Provided> {
@@ -298,7 +346,7 @@ impl std::fmt::Debug for RecvMulti {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RecvMulti")
             .field("group", &self.group)
-            .field("queued", &self.count)
+            .field("queued", &self.count())
             .finish()
     }
 }
@@ -317,7 +365,16 @@ impl Kernel for RecvMulti {
     type Held = ();
 
     fn sqe(&mut self, fd: types::Fd, _: u32, _: &Registry, _: &mut Headers<'_>) -> Sqe {
-        Ok((opcode::RecvMulti::new(fd, self.group).build(), false))
+        if !self.incremental {
+            return Ok((opcode::RecvMulti::new(fd, self.group).build(), false));
+        }
+        // One receive into whatever room the kernel's current buffer has left (or the next).
+        let size = self.ring.size().1.min(u32::MAX as usize) as u32;
+        let entry = opcode::Recv::new(fd, std::ptr::null_mut(), size)
+            .buf_group(self.group)
+            .build()
+            .flags(squeue::Flags::BUFFER_SELECT);
+        Ok((entry, false))
     }
 
     fn output(self, outcome: Result<usize, Error>) -> OpResult<Self> {
