@@ -608,9 +608,7 @@ mod loom_tests {
     /// its load).
     #[test]
     fn loom_buf_ring_starving_stream_never_misses_a_returned_buffer() {
-        let mut builder = ::loom::model::Builder::new();
-        builder.preemption_bound = Some(builder.preemption_bound.map_or(3, |p| p.min(3)));
-        builder.check(|| {
+        model(|| {
             // The ring is two page-aligned blocks: more than a model thread's default stack.
             let big = || thread::Builder::new().stack_size(1 << 20);
             let ring = big()
@@ -639,6 +637,13 @@ mod loom_tests {
         });
     }
 
+    /// Checks `f` under loom, at most 3 preemptions (whatever LOOM_MAX_PREEMPTIONS says).
+    fn model(f: impl Fn() + Sync + Send + 'static) {
+        let mut builder = ::loom::model::Builder::new();
+        builder.preemption_bound = Some(builder.preemption_bound.map_or(3, |p| p.min(3)));
+        builder.check(f);
+    }
+
     /// A ring of two page-aligned blocks, built on a thread with room for it.
     fn ring() -> Arc<BufRing<2, 8>> {
         let ring = thread::Builder::new()
@@ -656,9 +661,7 @@ mod loom_tests {
     /// is decremented with a load and a store (a lost update sends it back twice or never).
     #[test]
     fn loom_pieces_and_the_kernels_hold_send_a_buffer_back_once() {
-        let mut builder = ::loom::model::Builder::new();
-        builder.preemption_bound = Some(builder.preemption_bound.map_or(3, |p| p.min(3)));
-        builder.check(|| {
+        model(|| {
             let ring = ring();
             ring.open(1, true);
             assert_eq!(ring.took(1, 2, true), 0);
@@ -683,9 +686,7 @@ mod loom_tests {
     /// piece is dropped too, and it goes back once.
     #[test]
     fn loom_a_buffer_goes_back_after_its_last_piece_whatever_the_order() {
-        let mut builder = ::loom::model::Builder::new();
-        builder.preemption_bound = Some(builder.preemption_bound.map_or(3, |p| p.min(3)));
-        builder.check(|| {
+        model(|| {
             let ring = ring();
             ring.open(1, true);
             assert_eq!(ring.took(0, 4, true), 0);

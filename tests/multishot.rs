@@ -477,6 +477,27 @@ fn start_incremental<const C: usize, const Z: usize>(
     (handle, LoopThread::spawn(event_loop), incremental)
 }
 
+/// A stream on `ring`, registered incremental with a fresh loop, and the socket that feeds it;
+/// `None` (the loop stopped) on a kernel without incremental rings.
+fn incremental_stream<const C: usize, const Z: usize>(
+    ring: &'static BufRing<C, Z>,
+) -> Option<(
+    H,
+    LoopThread,
+    UnixStream,
+    static_uring::RecvStream<16, 8, 64>,
+)> {
+    let (handle, lt, incremental) = start_incremental(ring);
+    if !incremental {
+        drop(handle);
+        lt.join(HANG).unwrap();
+        return None;
+    }
+    let (a, b) = UnixStream::pair().unwrap();
+    let stream = handle.recv_multi(b, ring).unwrap();
+    Some((handle, lt, a, stream))
+}
+
 /// One message of `len` bytes, all `byte`.
 fn message(byte: u8, len: usize) -> Vec<u8> {
     vec![byte; len]
@@ -615,14 +636,10 @@ fn a_small_incremental_ring_carries_a_long_stream_in_order() {
 #[test]
 fn a_next_that_makes_room_rearms_its_stream_in_the_same_pass() {
     static RING: BufRing<4, 4096> = BufRing::new();
-    let (handle, lt, incremental) = start_incremental(&RING);
-    if !incremental {
-        // Multishot receives are never re-armed on room; nothing to show here.
-        drop(handle);
-        return lt.join(HANG).unwrap();
-    }
-    let (a, b) = UnixStream::pair().unwrap();
-    let mut stream = handle.recv_multi(b, &RING).unwrap();
+    // Without incremental rings, receives are multishot (never re-armed on room).
+    let Some((handle, lt, a, mut stream)) = incremental_stream(&RING) else {
+        return;
+    };
     (&a).write_all(b"first").unwrap();
     assert_eq!(&stream.next().timeout(HANG).wait().unwrap()[..], b"first");
     // Queued with no `next` waiting: the stream pauses (no room for a second piece).
@@ -643,14 +660,11 @@ fn a_next_that_makes_room_rearms_its_stream_in_the_same_pass() {
 #[test]
 fn a_dry_incremental_ring_waits_for_the_last_piece_and_loses_nothing() {
     static RING: BufRing<1, 256> = BufRing::new();
-    let (handle, lt, incremental) = start_incremental(&RING);
-    if !incremental {
-        // One whole buffer held by the first lease would stall the second `next`.
-        drop(handle);
-        return lt.join(HANG).unwrap();
-    }
-    let (a, b) = UnixStream::pair().unwrap();
-    let mut stream = handle.recv_multi(b, &RING).unwrap();
+    // Without incremental rings, one whole buffer held by the first lease would stall the
+    // second `next`.
+    let Some((handle, lt, a, mut stream)) = incremental_stream(&RING) else {
+        return;
+    };
     (&a).write_all(&[1; 200]).unwrap();
     let first = stream.next().timeout(HANG).wait().unwrap();
     assert_eq!((first.offset(), first.len()), (0, 200));
