@@ -584,10 +584,18 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
     #[inline]
     #[allow(clippy::result_large_err)] // the caller's buffer comes back by value
     fn submit_here(&mut self, waker: &Waker) -> Result<bool, OpResult<O>> {
-        let State::Start(start) = std::mem::replace(&mut self.state, State::Finished) else {
+        // An operation `check` would pass through as it is stays where it is: its request is
+        // written into the slot straight from the future (no moves through `check`).
+        if !matches!(&self.state, State::Start(start) if start.op.valid()) {
+            let State::Start(start) = std::mem::replace(&mut self.state, State::Finished) else {
+                unreachable!("matched by poll_here")
+            };
+            let start = start.check()?;
+            self.state.settle(State::Start(start));
+        }
+        let State::Start(start) = &self.state else {
             unreachable!("matched by poll_here")
         };
-        let start = start.check()?;
         // Staged at once only without a deadline (the wheel's scheduling is the loop's staging)
         // and with an SQE (the loop holds the others).
         let direct = start.deadline.is_none() && !O::KIND.is_held();
@@ -600,11 +608,19 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
             false => None,
         };
         let Some(index) = claimed else {
+            let State::Start(start) = std::mem::replace(&mut self.state, State::Finished) else {
+                unreachable!("matched above")
+            };
             self.state.settle(State::Checked(start));
             return Ok(false);
         };
         let slot = &storage.slots[index as usize];
         slot.mark_filled();
+        // SAFETY: the start is moved out of the state once, and the state is overwritten
+        // without its drop glue before anything else can read it.
+        let start = unsafe { std::ptr::read(start) };
+        // SAFETY: as above: the old value was moved out just now.
+        unsafe { std::ptr::write(&mut self.state, State::Submitted(index)) };
         start.fill(storage, index);
         // Admitted and ours (`Submitted`) before the waker's clone, which is user code: if it
         // panics, our `Drop` orphans the request like any other. Until then the private cell
@@ -619,7 +635,6 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         if !staged {
             here.push(index);
         }
-        self.state.settle(State::Submitted(index));
         self.registered_here = true;
         if let Some(old) = here.register_waker(index, waker) {
             storage.run_user(move || drop(old));

@@ -52,34 +52,31 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         if index >= S {
             return;
         }
-        let slot = &self.storage.slots[index];
         // Only an admitted request with an SQE in flight can own this CQE (its slot is ACTIVE or
         // ORPHANED, so the loop owns the request and the generation is stable).
-        if !t.flags[index].in_flight || !id.is_current(slot.generation()) {
+        let plain = t.flags[index].plain;
+        if !t.flags[index].in_flight || !id.is_current(self.storage.slots[index].generation()) {
             return;
         }
         let key = self.storage.fault_key();
         let result = fault::cqe_result(key, user_data, result);
-        let slots = &self.storage.slots;
         let id32 = id.index();
         #[cfg(feature = "fault-injection")]
-        fault::cqe_panic(key, owned_request(&mut t.flags, slots, id32).kind());
-        let r = owned_request(&mut t.flags, slots, id32);
-        if r.work.is_stream() {
-            return self.on_stream_cqe(t, id32, result, flags);
-        }
-        // A zero-copy send's result waits in flight for its notification (zero_copy.rs).
-        let Some(result) = self.zero_copy_cqe(t, id32, result, flags) else {
-            return;
+        fault::cqe_panic(
+            key,
+            owned_request(&mut t.flags, &self.storage.slots, id32).kind(),
+        );
+        let result = match plain {
+            true => result,
+            false => match self.special_cqe(t, id32, result, flags) {
+                Some(result) => result,
+                None => return,
+            },
         };
         let flags = &mut t.flags[index];
         flags.in_flight = false;
         let (cancel, abandoning) = (flags.cancel_requested, flags.abandoning);
-        let r = owned_request(&mut t.flags, slots, id32);
-        if let Some(msg) = r.msg_done(&t.msgs) {
-            // Cannot fail: it came from this list, which holds at most RING.
-            let _ = t.free_msgs.push(msg);
-        }
+        let r = owned_request(&mut t.flags, &self.storage.slots, id32);
         let finished = r.complete(result, cancel);
         if abandoning && (!finished || (result == -libc::ECANCELED && !cancel)) {
             // Stopped by the shutdown: the kernel released the buffer, but the request did not
@@ -90,13 +87,38 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         let (finished, kind) = (finished || abandoning, r.kind());
         if finished {
             self.finish(t, id.index());
-        } else if self.orphanable(kind) && slot.is_orphaned() {
+        } else if self.orphanable(kind) && self.storage.slots[index].is_orphaned() {
             self.retire(t, id.index());
         } else {
             // Cannot fail: at most one entry per admitted request, and admitted <= RING.
             let _ = t.ready.push_back(id.index());
             Counters::bump(&self.storage.metrics.requeued);
         }
+    }
+
+    /// The special cases of a CQE whose request is not plain (`OpKind::is_plain`): a stream's
+    /// (handled here: `None`), a zero-copy send's (its result may wait for the notification:
+    /// `None`), and a message header to read and give back. `Some(result)`: go on as for any.
+    fn special_cqe(
+        &mut self,
+        t: &mut Table<S, R, W>,
+        index: u32,
+        result: i32,
+        flags: u32,
+    ) -> Option<i32> {
+        let r = owned_request(&mut t.flags, &self.storage.slots, index);
+        if r.work.is_stream() {
+            self.on_stream_cqe(t, index, result, flags);
+            return None;
+        }
+        // A zero-copy send's result waits in flight for its notification (zero_copy.rs).
+        let result = self.zero_copy_cqe(t, index, result, flags)?;
+        let r = owned_request(&mut t.flags, &self.storage.slots, index);
+        if let Some(msg) = r.msg_done(&t.msgs) {
+            // Cannot fail: it came from this list, which holds at most RING.
+            let _ = t.free_msgs.push(msg);
+        }
+        Some(result)
     }
 
     /// A wake CQE: the next pass reads the sender count; a poll that ended is reinstalled.
@@ -488,7 +510,9 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// The SQ has room.
     #[inline]
     fn push_staged(&mut self, t: &mut Table<S, R, W>, index: u32, kind: OpKind, staged: &Staged) {
-        t.flags[index as usize].in_flight = true;
+        let flags = &mut t.flags[index as usize];
+        flags.in_flight = true;
+        flags.plain = kind.is_plain();
         let key = self.storage.fault_key();
         match fault::sqe_result(key, kind) {
             None => self.ring.push(&staged.entry),

@@ -29,6 +29,9 @@ pub(crate) struct SlotFlags {
     pub(crate) admitted: bool,
     /// An op SQE is in the kernel.
     pub(crate) in_flight: bool,
+    /// Its operation's CQEs need none of the reap's special cases (`OpKind::is_plain`); set
+    /// with `in_flight`.
+    pub(crate) plain: bool,
     /// The deadline fired; the next CQE or staging ends the request with `Timeout`.
     pub(crate) cancel_requested: bool,
     /// Cancelled at shutdown: unless the kernel gives a terminal answer, `Abandoned`.
@@ -45,6 +48,7 @@ impl SlotFlags {
         owned: false,
         admitted: false,
         in_flight: false,
+        plain: false,
         cancel_requested: false,
         abandoning: false,
         drop_cancelled: false,

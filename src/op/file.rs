@@ -81,6 +81,11 @@ impl Kernel for ReadAt {
         Ok((self, held))
     }
 
+    #[inline]
+    fn valid(&self) -> bool {
+        self.end != 0 && self.end <= self.buf.capacity() && positioned(self.at, self.end)
+    }
+
     fn sqe(&mut self, fd: types::Fd, limit: u32, reg: &Registry, _: &mut Headers<'_>) -> Sqe {
         // SAFETY: pos <= end <= the buffer's capacity (`check`, kept by `transfer`).
         let ptr = unsafe { self.buf.as_mut_ptr().add(self.pos) };
@@ -170,6 +175,11 @@ impl Kernel for WriteAt {
             0 => Err(Ok(self.buf)),
             _ => Ok((self, held)),
         }
+    }
+
+    #[inline]
+    fn valid(&self) -> bool {
+        self.end != 0 && positioned(self.at, self.end)
     }
 
     fn sqe(&mut self, fd: types::Fd, limit: u32, reg: &Registry, _: &mut Headers<'_>) -> Sqe {

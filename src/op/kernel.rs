@@ -109,6 +109,16 @@ pub trait Kernel: Tagged + Sized + core::marker::Send + 'static {
         Ok((self, held))
     }
 
+    /// Whether [`check`](Self::check) would hand the operation back unchanged, read in place:
+    /// lets the loop thread's submission write the request into its slot straight from the
+    /// future, without moving it through `check`. `false` (the default) only means "ask
+    /// `check`": an operation that overrides `check` answers `true` exactly when its `check`
+    /// passes it through untouched.
+    #[inline]
+    fn valid(&self) -> bool {
+        false
+    }
+
     /// The SQE that moves it forward, transferring at most `limit` bytes (`u32::MAX` but for
     /// injected short I/O), on descriptor `fd`. An operation that needs stable memory for a
     /// message header takes one from `headers` and holds it until its CQE.

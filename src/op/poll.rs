@@ -65,6 +65,12 @@ impl Kernel for Poll {
     type Error = Error;
     type Held = ();
 
+    /// No `check` of its own: always submitted as built.
+    #[inline]
+    fn valid(&self) -> bool {
+        true
+    }
+
     fn sqe(&mut self, fd: types::Fd, _: u32, _: &Registry, _: &mut Headers<'_>) -> Sqe {
         Ok((opcode::PollAdd::new(fd, self.events.0).build(), false))
     }

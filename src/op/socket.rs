@@ -17,6 +17,12 @@ impl Kernel for Accept {
     type Error = Error;
     type Held = ();
 
+    /// No `check` of its own: always submitted as built.
+    #[inline]
+    fn valid(&self) -> bool {
+        true
+    }
+
     fn sqe(&mut self, fd: types::Fd, _: u32, _: &Registry, _: &mut Headers<'_>) -> Sqe {
         accept_sqe(fd)
     }
@@ -68,6 +74,12 @@ impl Kernel for Connect {
     type Output = ();
     type Error = Error;
     type Held = ();
+
+    /// No `check` of its own: always submitted as built.
+    #[inline]
+    fn valid(&self) -> bool {
+        true
+    }
 
     fn sqe(&mut self, fd: types::Fd, _: u32, _: &Registry, _: &mut Headers<'_>) -> Sqe {
         let entry = opcode::Connect::new(fd, self.addr.as_ptr(), self.addr.len()).build();

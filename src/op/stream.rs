@@ -41,6 +41,11 @@ impl Kernel for Send {
         }
     }
 
+    #[inline]
+    fn valid(&self) -> bool {
+        self.end != 0
+    }
+
     fn sqe(&mut self, fd: types::Fd, limit: u32, _: &Registry, _: &mut Headers<'_>) -> Sqe {
         // SAFETY: pos <= end = the buffer's length (kept by `transfer`).
         let ptr = unsafe { self.buf.as_ptr().add(self.pos) };
@@ -161,6 +166,12 @@ impl Kernel for Recv {
             return Err(Ok((self.buf, 0)));
         }
         Ok((self, held))
+    }
+
+    /// `check` changes nothing when the bytes below `start` are defined already.
+    #[inline]
+    fn valid(&self) -> bool {
+        self.start < self.end && self.end <= self.buf.capacity() && self.buf.len() >= self.start
     }
 
     fn sqe(&mut self, fd: types::Fd, limit: u32, _: &Registry, _: &mut Headers<'_>) -> Sqe {

@@ -274,6 +274,25 @@ impl OpKind {
         matches!(self, OpKind::AcceptMulti | OpKind::RecvMulti)
     }
 
+    /// Its CQEs need none of the reap's special cases: not a stream, no zero-copy notice, no
+    /// message header. Set in the request's flags when its SQE is pushed, so the reap skips the
+    /// checks (`on_cqe`).
+    #[inline]
+    pub(crate) const fn is_plain(self) -> bool {
+        matches!(
+            self,
+            OpKind::Nop
+                | OpKind::Sync
+                | OpKind::Send
+                | OpKind::Recv
+                | OpKind::ReadAt
+                | OpKind::WriteAt
+                | OpKind::Accept
+                | OpKind::Connect
+                | OpKind::Poll
+        )
+    }
+
     /// Held by the loop without a kernel request (a timer, a stream's `next`, a waiting
     /// `recv_message`).
     #[inline]
