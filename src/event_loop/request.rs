@@ -18,7 +18,7 @@
 use crate::error::Error;
 use crate::event_loop::registry::Registry;
 use crate::fd::Fd;
-use crate::op::{Headers, OpKind, Step, Work};
+use crate::op::{Headers, OpKind, Work};
 use io_uring::{squeue, types};
 use std::time::Instant;
 
@@ -204,22 +204,13 @@ impl Request {
     /// SQE was in the kernel. Returns true when the request is finished (`outcome` set), false
     /// when it needs another SQE (requeue).
     pub(crate) fn complete(&mut self, result: i32, cancel_requested: bool) -> bool {
-        let outcome = match result {
-            r if r == -libc::EAGAIN || r == -libc::EINTR || (r < 0 && self.work.retries(-r)) => {
-                if !cancel_requested {
-                    return false;
-                }
-                Err(Error::Timeout)
+        match self.work.complete(result, cancel_requested) {
+            Some(outcome) => {
+                self.outcome = Some(outcome);
+                true
             }
-            r if r == -libc::ECANCELED && cancel_requested => Err(Error::Timeout),
-            r if r < 0 => Err(self.work.error(-r)),
-            n => match self.work.advance(n as usize, cancel_requested) {
-                Step::Done(outcome) => outcome,
-                Step::Again => return false,
-            },
-        };
-        self.outcome = Some(outcome);
-        true
+            None => false,
+        }
     }
 }
 

@@ -88,6 +88,33 @@ pub enum Step {
     Again,
 }
 
+/// What CQE `result` does to `op`: `None` asks for another SQE, `Some(outcome)` finishes it.
+/// `cancel_requested`: the deadline fired while the SQE was in the kernel. The rules every
+/// operation shares (`EAGAIN` and `EINTR` retry, a cancel after the deadline is `Timeout`),
+/// then the operation's own (`retries`, `error`, `advance`); monomorphised per operation, so
+/// the loop dispatches once per CQE (`Work::complete`).
+#[inline(always)]
+pub(crate) fn complete<K: Kernel>(
+    op: &mut K,
+    result: i32,
+    cancel_requested: bool,
+) -> Option<Result<usize, Error>> {
+    if result >= 0 {
+        return match op.advance(result as usize, cancel_requested) {
+            Step::Done(outcome) => Some(outcome),
+            Step::Again => None,
+        };
+    }
+    let errno = -result;
+    if errno == libc::EAGAIN || errno == libc::EINTR || K::retries(errno) {
+        return cancel_requested.then_some(Err(Error::Timeout));
+    }
+    if errno == libc::ECANCELED && cancel_requested {
+        return Some(Err(Error::Timeout));
+    }
+    Some(Err(K::error(errno)))
+}
+
 /// What one operation is to the loop and to its future. The loop calls `sqe`, `advance`,
 /// `error`, `msg`, `msg_done` and `discard` through [`Work`]; the future the rest, with the
 /// operation's own type.

@@ -5,7 +5,7 @@
 
 use io_uring::types;
 
-use super::kernel::{Kernel, Sqe, Step, Tagged};
+use super::kernel::{Kernel, Sqe, Tagged};
 use super::{
     Accept, AcceptMulti, Connect, Headers, MsgHeader, Next, Nop, Poll, Post, ReadAt, Recv,
     RecvFrom, RecvMessage, RecvMulti, Send, SendTo, SendVectored, SendVectoredZc, SendZc, Sleep,
@@ -139,27 +139,16 @@ macro_rules! operations {
                 }
             }
 
-            /// A non-negative CQE result (see [`Kernel::advance`]).
+            /// What one CQE result does (see [`complete`](super::kernel::complete)): one
+            /// match on the variant, whose arm applies every rule for that operation.
             #[inline]
-            pub(crate) fn advance(&mut self, n: usize, cancel_requested: bool) -> Step {
+            pub(crate) fn complete(
+                &mut self,
+                result: i32,
+                cancel_requested: bool,
+            ) -> Option<Result<usize, Error>> {
                 match self {
-                    $(Work::$kind(op) => op.advance(n, cancel_requested),)*
-                }
-            }
-
-            /// The error of a negative CQE result (see [`Kernel::error`]).
-            #[inline]
-            pub(crate) fn error(&self, errno: i32) -> Error {
-                match self {
-                    $(Work::$kind(_) => <$ty as Kernel>::error(errno),)*
-                }
-            }
-
-            /// Whether a CQE error asks for another SQE (see [`Kernel::retries`]).
-            #[inline]
-            pub(crate) fn retries(&self, errno: i32) -> bool {
-                match self {
-                    $(Work::$kind(_) => <$ty as Kernel>::retries(errno),)*
+                    $(Work::$kind(op) => super::kernel::complete(op, result, cancel_requested),)*
                 }
             }
 
