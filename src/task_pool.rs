@@ -200,9 +200,14 @@ impl<F: Future<Output = ()>, const N: usize> TaskPool<F, N> {
             .count()
     }
 
-    /// True when no task runs (a snapshot).
+    /// True when no task runs (a snapshot). Stops at the first task found: the runner asks
+    /// on every pass.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        // Relaxed: as `len`.
+        !self
+            .slots
+            .iter()
+            .any(|s| s.head.state.load(Ordering::Relaxed) & OCCUPIED != 0)
     }
 
     /// Panics the pool contained: a task whose poll or drop panicked (it was ended, its future
