@@ -480,11 +480,15 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         t: &mut Table<S, R, W>,
         index: u32,
     ) -> bool {
+        // A plain operation's SQE is built without side effects, so a full SQ is found by the
+        // push itself (one view of the SQ instead of two). Injected faults are taken when the
+        // SQE is built: with them, the room is checked first, so none is used up in vain.
+        let room_first = cfg!(feature = "fault-injection") || !O::KIND.is_plain();
         if t.admitted() >= R
             || !t.ready.is_empty()
             || !t.cancels.is_empty()
             || self.storage.local.has_ready()
-            || self.ring.sq_full()
+            || (room_first && self.ring.sq_full())
         {
             return false;
         }
@@ -501,8 +505,13 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             t.release(index);
             return false;
         };
+        if !self.push_entry(O::KIND, &staged) {
+            // The SQ is full (a plain operation, `room_first`): the ordinary path stages it.
+            t.release(index);
+            return false;
+        }
         t.admit(index);
-        self.push_staged(t, index, O::KIND, &staged);
+        self.mark_pushed(t, index, O::KIND, &staged);
         true
     }
 
@@ -510,18 +519,35 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// The SQ has room.
     #[inline]
     fn push_staged(&mut self, t: &mut Table<S, R, W>, index: u32, kind: OpKind, staged: &Staged) {
+        let pushed = self.push_entry(kind, staged);
+        debug_assert!(pushed, "callers check for SQ room first");
+        self.mark_pushed(t, index, kind, staged);
+    }
+
+    /// Pushes `staged`'s SQE (an injected result's stand-in NOP instead); false, changing
+    /// nothing but a fault taken, if the SQ is full.
+    #[inline]
+    fn push_entry(&mut self, kind: OpKind, staged: &Staged) -> bool {
+        let key = self.storage.fault_key();
+        match fault::sqe_result(key, kind) {
+            None => self.ring.try_push(&staged.entry),
+            Some(result) => {
+                let id = staged.entry.get_user_data();
+                let pushed = self
+                    .ring
+                    .try_push(&opcode::Nop::new().build().user_data(id));
+                fault::override_result(key, id, result);
+                pushed
+            }
+        }
+    }
+
+    /// Request `index` (of `kind`) has its SQE `staged` in the SQ: in flight, counted.
+    #[inline]
+    fn mark_pushed(&mut self, t: &mut Table<S, R, W>, index: u32, kind: OpKind, staged: &Staged) {
         let flags = &mut t.flags[index as usize];
         flags.in_flight = true;
         flags.plain = kind.is_plain();
-        let key = self.storage.fault_key();
-        match fault::sqe_result(key, kind) {
-            None => self.ring.push(&staged.entry),
-            Some(result) => {
-                let id = staged.entry.get_user_data();
-                fault::override_result(key, id, result);
-                self.ring.push(&opcode::Nop::new().build().user_data(id));
-            }
-        }
         let metrics = &self.storage.metrics;
         Counters::bump(&metrics.submitted);
         if staged.fixed_file {
@@ -649,6 +675,35 @@ mod tests {
         for op in ops {
             assert_eq!(op.wait(), Ok(()));
         }
+    }
+
+    #[test]
+    fn stage_fresh_of_a_plain_request_finds_a_full_sq_by_its_push_and_changes_nothing() {
+        // RING = 2 SQ entries, both taken by stand-in NOPs: the fresh nop is not staged, the
+        // loop lets go of it (not admitted, not owned), and it is staged once the SQ drained.
+        let (handle, mut el) = setup();
+        let t = table(&mut el);
+        let filler = opcode::Nop::new().build().user_data(u64::MAX - 1);
+        el.ring.push(&filler);
+        el.ring.push(&filler);
+        assert!(el.ring.sq_full());
+        let op = handle.nop().try_submit().unwrap();
+        let index = el.storage.queue.pop().expect("queued");
+        assert!(el.storage.slots[index as usize].admit());
+        assert!(!el.stage_fresh::<crate::op::Nop>(t, index));
+        assert_eq!(
+            t.flags[index as usize],
+            super::super::table::SlotFlags::NONE
+        );
+        assert_eq!((t.admitted(), el.ring.sq_len()), (0, 2));
+        el.ring.enter(0, None).unwrap();
+        assert!(el.stage_fresh::<crate::op::Nop>(t, index));
+        assert!(t.flags[index as usize].in_flight && t.flags[index as usize].plain);
+        assert_eq!(t.admitted(), 1);
+        el.ring.enter(1, None).unwrap();
+        el.reap(t);
+        assert_eq!(t.admitted(), 0);
+        assert_eq!(op.wait(), Ok(()));
     }
 
     #[test]

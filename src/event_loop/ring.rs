@@ -415,11 +415,17 @@ impl Ring {
     /// Pushes an SQE; the caller checked for room.
     #[inline]
     pub(crate) fn push(&mut self, sqe: &squeue::Entry) {
+        let pushed = self.try_push(sqe);
+        debug_assert!(pushed, "callers check for SQ room first");
+    }
+
+    /// Pushes an SQE if the SQ has room (false: full, nothing pushed).
+    #[inline]
+    pub(crate) fn try_push(&mut self, sqe: &squeue::Entry) -> bool {
         // SAFETY: the loop's invariant: every buffer and descriptor an SQE names lives in its
         // slot (or the storage's eventfd) until the matching CQE is processed, or forever if the
         // request is abandoned; nothing the kernel may use is freed, moved or handed back.
-        let pushed = unsafe { self.uring.submission().push(sqe) };
-        debug_assert!(pushed.is_ok(), "callers check for SQ room first");
+        unsafe { self.uring.submission().push(sqe) }.is_ok()
     }
 
     /// Copies up to [`BATCH`] CQEs out of the ring into `batch` (once) and returns them; the
