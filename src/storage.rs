@@ -663,6 +663,7 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
 
     /// Tells the caller of a request that just left `QUEUED`/`ACTIVE` (its state is final):
     /// unparks a `.wait()` thread, then wakes the registered waker, contained.
+    #[inline(always)]
     pub(crate) fn wake_caller(&self, index: u32, caller: Caller) {
         let slot = &self.slots[index as usize];
         if caller.parked {

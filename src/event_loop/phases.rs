@@ -217,7 +217,9 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                 t.ready.pop_front();
                 self.stage_one(t, index);
             }
-            while t.admitted() < R {
+            // Peeked first: most passes find nothing fresh (the loop thread's own requests are
+            // staged as they are made), and the peek is cheaper than a look at the SQ.
+            while t.admitted() < R && self.fresh_ready(t) {
                 if self.ring.sq_full() {
                     return Pass::SqFull;
                 }
