@@ -84,10 +84,9 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             // (success, an error, end of file) is kept.
             r.outcome = Some(Err(Error::Abandoned));
         }
-        let (finished, kind) = (finished || abandoning, r.kind());
-        if finished {
+        if finished || abandoning {
             self.finish(t, id.index());
-        } else if self.orphanable(kind) && self.storage.slots[index].is_orphaned() {
+        } else if self.orphanable(r.kind()) && self.storage.slots[index].is_orphaned() {
             self.retire(t, id.index());
         } else {
             // Cannot fail: at most one entry per admitted request, and admitted <= RING.
