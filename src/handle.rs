@@ -183,6 +183,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
     ///
     /// # Panics
     /// After [`try_submit`](Self::try_submit): the request is already in the loop's hands.
+    #[inline]
     pub fn deadline(mut self, at: impl Into<Option<Instant>>) -> Self {
         self.start().deadline = at.into();
         self
@@ -192,6 +193,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
     ///
     /// # Panics
     /// After [`try_submit`](Self::try_submit).
+    #[inline]
     pub fn timeout(self, after: Duration) -> Self {
         // A duration too long for the clock is as good as none.
         match Instant::now().checked_add(after) {
@@ -825,6 +827,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// # drop(handle);
     /// # thread.join().unwrap().unwrap();
     /// ```
+    #[inline]
     pub fn send(&self, fd: impl Into<Fd>, buf: IoBuf) -> Op<op::Send, S, R, W> {
         self.op(op::Send::new(buf), Some(fd.into()))
     }
@@ -847,6 +850,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// # drop(handle);
     /// # thread.join().unwrap().unwrap();
     /// ```
+    #[inline]
     pub fn recv(&self, fd: impl Into<Fd>, buf: IoBufMut) -> Op<op::Recv, S, R, W> {
         self.op(op::Recv::new(buf), Some(fd.into()))
     }
@@ -869,6 +873,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// # drop(handle);
     /// # thread.join().unwrap().unwrap();
     /// ```
+    #[inline]
     pub fn read_at(
         &self,
         fd: impl Into<Fd>,
@@ -899,6 +904,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// # drop(handle);
     /// # thread.join().unwrap().unwrap();
     /// ```
+    #[inline]
     pub fn read_some_at(
         &self,
         fd: impl Into<Fd>,
@@ -926,6 +932,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// # drop(handle);
     /// # thread.join().unwrap().unwrap();
     /// ```
+    #[inline]
     pub fn write_at(&self, fd: impl Into<Fd>, offset: u64, buf: IoBuf) -> Op<op::WriteAt, S, R, W> {
         self.op(op::WriteAt::new(offset, buf), Some(fd.into()))
     }
@@ -1114,6 +1121,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// # drop(handle);
     /// # thread.join().unwrap().unwrap();
     /// ```
+    #[inline]
     pub fn nop(&self) -> Op<op::Nop, S, R, W> {
         self.op(op::Nop, None)
     }

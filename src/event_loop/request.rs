@@ -179,6 +179,7 @@ impl Request {
 
     /// The descriptor an SQE names: the registered index (and true) if `reg` holds it, else
     /// the descriptor number (`-1` for none).
+    #[inline]
     fn target(&self, reg: &Registry) -> (types::Fd, bool) {
         match &self.fd {
             None => (types::Fd(-1), false),

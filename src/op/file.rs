@@ -56,6 +56,7 @@ impl<const S: usize, const R: usize, const W: usize> Op<ReadAt, S, R, W> {
     ///
     /// # Panics
     /// After [`try_submit`](Op::try_submit): the request is already in the loop's hands.
+    #[inline]
     pub fn limit(mut self, len: usize) -> Self {
         self.operation().end = len;
         self

@@ -110,6 +110,7 @@ impl<const S: usize, const R: usize, const W: usize> Op<Recv, S, R, W> {
     ///
     /// # Panics
     /// After [`try_submit`](Op::try_submit): the request is already in the loop's hands.
+    #[inline]
     pub fn exact(mut self, len: usize) -> Self {
         let recv = self.operation();
         (recv.end, recv.exact) = (len, true);
@@ -121,6 +122,7 @@ impl<const S: usize, const R: usize, const W: usize> Op<Recv, S, R, W> {
     ///
     /// # Panics
     /// After [`try_submit`](Op::try_submit).
+    #[inline]
     pub fn limit(mut self, len: usize) -> Self {
         let recv = self.operation();
         (recv.end, recv.exact) = (len, false);
@@ -134,6 +136,7 @@ impl<const S: usize, const R: usize, const W: usize> Op<Recv, S, R, W> {
     ///
     /// # Panics
     /// After [`try_submit`](Op::try_submit).
+    #[inline]
     pub fn offset(mut self, offset: usize) -> Self {
         let recv = self.operation();
         (recv.start, recv.pos) = (offset, offset);
