@@ -938,6 +938,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     }
 
     /// `fsync` of the descriptor. Runs to completion even if the future is dropped.
+    #[inline]
     pub fn sync(&self, fd: impl Into<Fd>) -> Op<op::Sync, S, R, W> {
         self.op(op::Sync { data_only: false }, Some(fd.into()))
     }
@@ -957,6 +958,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// # drop(handle);
     /// # thread.join().unwrap().unwrap();
     /// ```
+    #[inline]
     pub fn sync_data(&self, fd: impl Into<Fd>) -> Op<op::Sync, S, R, W> {
         self.op(op::Sync { data_only: true }, Some(fd.into()))
     }
@@ -980,6 +982,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// # drop(handle);
     /// # thread.join().unwrap().unwrap();
     /// ```
+    #[inline]
     pub fn accept(&self, listener: impl Into<Fd>) -> Op<op::Accept, S, R, W> {
         self.op(op::Accept, Some(listener.into()))
     }
@@ -1063,6 +1066,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// # drop(handle);
     /// # thread.join().unwrap().unwrap();
     /// ```
+    #[inline]
     pub fn connect(
         &self,
         socket: impl Into<Fd>,
@@ -1089,6 +1093,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// # drop(handle);
     /// # thread.join().unwrap().unwrap();
     /// ```
+    #[inline]
     pub fn send_to(
         &self,
         socket: impl Into<Fd>,
@@ -1103,6 +1108,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// `recvfrom` does) and returns the buffer with its length set, the length, and the sender's
     /// address (`0.0.0.0:0` for a sender that is not an IP socket). No allocation: the address
     /// comes back by value; the loop keeps the message header in its own table.
+    #[inline]
     pub fn recv_from(&self, socket: impl Into<Fd>, buf: IoBufMut) -> Op<op::RecvFrom, S, R, W> {
         self.op(op::RecvFrom::new(buf), Some(socket.into()))
     }
@@ -1149,6 +1155,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// # drop(handle);
     /// # thread.join().unwrap().unwrap();
     /// ```
+    #[inline]
     pub fn send_vectored(&self, fd: impl Into<Fd>, bufs: IoBufs) -> Op<op::SendVectored, S, R, W> {
         self.op_with(op::SendVectored::new(), Some(fd.into()), bufs)
     }
@@ -1199,6 +1206,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// # drop(handle);
     /// # thread.join().unwrap().unwrap();
     /// ```
+    #[inline]
     pub fn send_zc(&self, fd: impl Into<Fd>, buf: IoBuf) -> Op<op::SendZc, S, R, W> {
         self.op(op::SendZc::new(buf), Some(fd.into()))
     }
@@ -1226,6 +1234,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// # drop(handle);
     /// # thread.join().unwrap().unwrap();
     /// ```
+    #[inline]
     pub fn send_vectored_zc(
         &self,
         fd: impl Into<Fd>,
@@ -1252,6 +1261,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// # drop(handle);
     /// # thread.join().unwrap().unwrap();
     /// ```
+    #[inline]
     pub fn write_at_vectored(
         &self,
         fd: impl Into<Fd>,
@@ -1280,6 +1290,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// # drop(handle);
     /// # thread.join().unwrap().unwrap();
     /// ```
+    #[inline]
     pub fn poll(&self, fd: impl Into<Fd>, events: Readiness) -> Op<op::Poll, S, R, W> {
         self.op(op::Poll { events }, Some(fd.into()))
     }
@@ -1297,6 +1308,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// # drop(handle);
     /// # thread.join().unwrap().unwrap();
     /// ```
+    #[inline]
     pub fn sleep(&self, after: Duration) -> Op<op::Sleep, S, R, W> {
         // Past `Instant`'s range: no end (it waits until dropped or the loop stops).
         self.op(op::Sleep, None)
@@ -1310,6 +1322,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// `None` waits until it is dropped or the loop stops). Dropped, its slot is free again at
     /// the loop's next pass. At shutdown the drain waits for it like a request in flight, and
     /// it ends `Abandoned` if the budget runs out first. From any thread, or on the loop thread.
+    #[inline]
     pub fn sleep_until(&self, at: Instant) -> Op<op::Sleep, S, R, W> {
         self.op(op::Sleep, None).deadline(at)
     }
@@ -1338,6 +1351,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// # drop(receiver);
     /// # thread.join().unwrap().unwrap();
     /// ```
+    #[inline]
     pub fn post(&self, mailbox: &crate::Mailbox, value: u64) -> Op<op::Post, S, R, W> {
         self.op(op::Post::new(mailbox, value), None)
     }
@@ -1349,6 +1363,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
     /// receiver gets the messages still on their way, then `Error::Closed`.
     /// `Error::InvalidInput` if the loop has no mailbox (`EventLoop::mailbox` was never
     /// called): no message could come.
+    #[inline]
     pub fn recv_message(&self) -> Op<op::RecvMessage, S, R, W> {
         self.op(op::RecvMessage { value: 0 }, None)
     }
@@ -1478,6 +1493,7 @@ impl<const S: usize, const R: usize, const W: usize> LaneHandle<S, R, W> {
     /// # drop((lane, handle));
     /// # thread.join().unwrap().unwrap();
     /// ```
+    #[inline]
     pub fn submit<O: Operation>(&self, mut op: Op<O, S, R, W>) -> LaneOp<'_, O, S, R, W> {
         let ours = op.storage.key() == self.key && op.epoch == self.epoch;
         if ours && matches!(op.state, State::Start(..)) {
