@@ -108,12 +108,41 @@ impl<O: Operation> Start<O> {
         storage: &crate::storage::Storage<S, R, W>,
         index: u32,
     ) {
-        let Start {
-            mut op,
-            held,
-            fd,
-            deadline,
-        } = self;
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is read once and never dropped.
+        unsafe { Self::fill_from(&*this, storage, index) }
+    }
+
+    /// [`fill`](Self::fill) from a start read in place: each field is moved from `*start`
+    /// straight into the slot.
+    ///
+    /// # Safety
+    /// `*start` is moved out: the caller neither uses nor drops it afterwards.
+    #[inline(always)]
+    unsafe fn fill_from<const S: usize, const R: usize, const W: usize>(
+        start: *const Start<O>,
+        storage: &crate::storage::Storage<S, R, W>,
+        index: u32,
+    ) {
+        // SAFETY: the contract: each field is moved out of `*start` once.
+        let fields = unsafe {
+            (
+                std::ptr::read(std::ptr::addr_of!((*start).op)),
+                std::ptr::read(std::ptr::addr_of!((*start).held)),
+                std::ptr::read(std::ptr::addr_of!((*start).fd)),
+                (*start).deadline,
+            )
+        };
+        Self::fill_fields(fields, storage, index);
+    }
+
+    /// Writes the request made of `start`'s fields into slot `index` (see `fill`).
+    #[inline(always)]
+    fn fill_fields<const S: usize, const R: usize, const W: usize>(
+        (mut op, held, fd, deadline): (O, O::Held, Option<Fd>, Option<Instant>),
+        storage: &crate::storage::Storage<S, R, W>,
+        index: u32,
+    ) {
         op.attach(held, &storage.vectors[index as usize]);
         // SAFETY: FILLED: the caller owns the request. A slot leaves FREE holding a request that
         // owns nothing (`Storage::free_slot` sees to it), so writing over it without dropping it
@@ -124,7 +153,7 @@ impl<O: Operation> Start<O> {
                     r.is_empty(),
                     "a claimed slot holds a request that owns nothing"
                 );
-                std::ptr::write(r, Request::new(op.into(), fd, deadline))
+                Request::write_fresh(r, op.into(), fd, deadline)
             })
         };
     }
@@ -618,12 +647,20 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         };
         let slot = &storage.slots[index as usize];
         slot.mark_filled();
-        // SAFETY: the start is moved out of the state once, and the state is overwritten
-        // without its drop glue before anything else can read it.
-        let start = unsafe { std::ptr::read(start) };
+        // SAFETY: the start's fields are moved out of the state once, and the state is
+        // overwritten without its drop glue before anything can panic (the fields are then ours
+        // alone, dropped by the unwinding if the fill panics).
+        let fields = unsafe {
+            (
+                std::ptr::read(&start.op),
+                std::ptr::read(&start.held),
+                std::ptr::read(&start.fd),
+                start.deadline,
+            )
+        };
         // SAFETY: as above: the old value was moved out just now.
         unsafe { std::ptr::write(&mut self.state, State::Submitted(index)) };
-        start.fill(storage, index);
+        Start::fill_fields(fields, storage, index);
         // Admitted and ours (`Submitted`) before the waker's clone, which is user code: if it
         // panics, our `Drop` orphans the request like any other. Until then the private cell
         // may hold nothing: the loop, not running now, finds it empty at worst.

@@ -99,8 +99,29 @@ impl Request {
         outcome: None,
     };
 
-    /// A fresh request.
-    #[inline]
+    /// Writes a fresh request into `r` field by field, so no whole request is built on the
+    /// stack and copied (measured: a `Recv` went through four stack copies on its way in).
+    ///
+    /// # Safety
+    /// `r` is valid for writes, and what it holds owns nothing (it is overwritten, not dropped).
+    #[inline(always)]
+    pub(crate) unsafe fn write_fresh(
+        r: *mut Request,
+        work: Work,
+        fd: Option<Fd>,
+        deadline: Option<Instant>,
+    ) {
+        // SAFETY: the caller's contract; each write targets one field of `*r`.
+        unsafe {
+            std::ptr::addr_of_mut!((*r).work).write(work);
+            std::ptr::addr_of_mut!((*r).fd).write(fd);
+            std::ptr::addr_of_mut!((*r).deadline).write(deadline.map(Deadline::new));
+            std::ptr::addr_of_mut!((*r).outcome).write(None);
+        }
+    }
+
+    /// A fresh request (tests build requests with it; submissions use `write_fresh`).
+    #[cfg(test)]
     pub(crate) fn new(work: Work, fd: Option<Fd>, deadline: Option<Instant>) -> Self {
         Request {
             work,
