@@ -12,7 +12,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 ///
 /// `AssertUnwindSafe` is sound here because the crate's state is final before any call (module
 /// doc): a panic inside `f` can only leave the user's own data half-updated.
-#[inline]
+#[inline(always)]
 pub(crate) fn run(f: impl FnOnce()) -> bool {
     catch_unwind(AssertUnwindSafe(f)).is_err()
 }
