@@ -87,6 +87,7 @@ impl Kernel for ReadAt {
         self.end != 0 && self.end <= self.buf.capacity() && positioned(self.at, self.end)
     }
 
+    #[inline]
     fn sqe(&mut self, fd: types::Fd, limit: u32, reg: &Registry, _: &mut Headers<'_>) -> Sqe {
         // SAFETY: pos <= end <= the buffer's capacity (`check`, kept by `transfer`).
         let ptr = unsafe { self.buf.as_mut_ptr().add(self.pos) };
@@ -105,6 +106,7 @@ impl Kernel for ReadAt {
         }
     }
 
+    #[inline]
     fn advance(&mut self, n: usize, cancel_requested: bool) -> Step {
         let until = if self.exact {
             Until::Whole
@@ -133,6 +135,7 @@ impl Kernel for ReadAt {
         }
     }
 
+    #[inline]
     fn lost(error: Error) -> BufError<IoBufMut> {
         lost_buf(error)
     }
@@ -183,6 +186,7 @@ impl Kernel for WriteAt {
         self.end != 0 && positioned(self.at, self.end)
     }
 
+    #[inline]
     fn sqe(&mut self, fd: types::Fd, limit: u32, reg: &Registry, _: &mut Headers<'_>) -> Sqe {
         // SAFETY: pos <= end = the buffer's length (kept by `transfer`).
         let ptr = unsafe { self.buf.as_ptr().add(self.pos) };
@@ -201,6 +205,7 @@ impl Kernel for WriteAt {
         }
     }
 
+    #[inline]
     fn advance(&mut self, n: usize, cancel_requested: bool) -> Step {
         transfer(&mut self.pos, self.end, n, Until::Whole, cancel_requested)
     }
@@ -210,6 +215,7 @@ impl Kernel for WriteAt {
         buf_back(self.buf, outcome)
     }
 
+    #[inline]
     fn lost(error: Error) -> BufError<IoBuf> {
         lost_buf(error)
     }

@@ -154,12 +154,14 @@ pub trait Kernel: Tagged + Sized + core::marker::Send + 'static {
     /// A non-negative CQE result: moves the cursor; `cancel_requested` says the deadline fired
     /// while the SQE was in the kernel (a transfer still short then ends `Timeout`). By default
     /// (an operation that moves no bytes) any non-negative result finishes it, `Ok(0)`.
+    #[inline]
     fn advance(&mut self, _n: usize, _cancel_requested: bool) -> Step {
         Step::Done(Ok(0))
     }
 
     /// The error for a negative CQE result (other than the retries and cancels every operation
     /// shares): the kernel's errno by default.
+    #[inline]
     fn error(errno: i32) -> Error {
         Error::Os(errno)
     }
@@ -167,6 +169,7 @@ pub trait Kernel: Tagged + Sized + core::marker::Send + 'static {
     /// Whether a negative CQE result of `errno` asks for another SQE, as `EAGAIN` and `EINTR` do
     /// for every operation (a deadline that fired meanwhile still ends it `Timeout`). None by
     /// default.
+    #[inline]
     fn retries(_errno: i32) -> bool {
         false
     }

@@ -22,6 +22,7 @@ impl Kernel for Nop {
         true
     }
 
+    #[inline]
     fn sqe(&mut self, _: types::Fd, _: u32, _: &Registry, _: &mut Headers<'_>) -> Sqe {
         Ok((opcode::Nop::new().build(), false))
     }
@@ -31,6 +32,7 @@ impl Kernel for Nop {
         unit(outcome)
     }
 
+    #[inline]
     fn lost(error: Error) -> Error {
         error
     }

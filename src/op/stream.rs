@@ -46,6 +46,7 @@ impl Kernel for Send {
         self.end != 0
     }
 
+    #[inline]
     fn sqe(&mut self, fd: types::Fd, limit: u32, _: &Registry, _: &mut Headers<'_>) -> Sqe {
         // SAFETY: pos <= end = the buffer's length (kept by `transfer`).
         let ptr = unsafe { self.buf.as_ptr().add(self.pos) };
@@ -55,11 +56,13 @@ impl Kernel for Send {
         Ok((entry, false))
     }
 
+    #[inline]
     fn advance(&mut self, n: usize, cancel_requested: bool) -> Step {
         transfer(&mut self.pos, self.end, n, Until::Whole, cancel_requested)
     }
 
     /// A closed peer is end of stream, not an errno.
+    #[inline]
     fn error(errno: i32) -> Error {
         match errno {
             libc::EPIPE => Error::UnexpectedEof,
@@ -72,6 +75,7 @@ impl Kernel for Send {
         buf_back(self.buf, outcome)
     }
 
+    #[inline]
     fn lost(error: Error) -> BufError<IoBuf> {
         lost_buf(error)
     }
@@ -177,6 +181,7 @@ impl Kernel for Recv {
         self.start < self.end && self.end <= self.buf.capacity() && self.buf.len() >= self.start
     }
 
+    #[inline]
     fn sqe(&mut self, fd: types::Fd, limit: u32, _: &Registry, _: &mut Headers<'_>) -> Sqe {
         // SAFETY: pos <= end <= the buffer's capacity (`check`, kept by `transfer`).
         let ptr = unsafe { self.buf.as_mut_ptr().add(self.pos) };
@@ -184,6 +189,7 @@ impl Kernel for Recv {
         Ok((entry, false))
     }
 
+    #[inline]
     fn advance(&mut self, n: usize, cancel_requested: bool) -> Step {
         let until = if self.exact {
             Until::Whole
@@ -207,6 +213,7 @@ impl Kernel for Recv {
         }
     }
 
+    #[inline]
     fn lost(error: Error) -> BufError<IoBufMut> {
         lost_buf(error)
     }
