@@ -225,6 +225,7 @@ impl Request {
     /// Applies one op CQE result; `cancel_requested` says whether the deadline fired while the
     /// SQE was in the kernel. Returns true when the request is finished (`outcome` set), false
     /// when it needs another SQE (requeue).
+    #[inline]
     pub(crate) fn complete(&mut self, result: i32, cancel_requested: bool) -> bool {
         match self.work.complete(result, cancel_requested) {
             Some(outcome) => {
