@@ -762,7 +762,18 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
 }
 
 impl<O: Operation, const S: usize, const R: usize, const W: usize> Drop for Op<O, S, R, W> {
+    /// Inlined for the common case, an `Op` whose result was taken: nothing to do.
+    #[inline]
     fn drop(&mut self) {
+        if self.queued || matches!(self.state, State::Submitted(_)) {
+            self.leave();
+        }
+    }
+}
+
+impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W> {
+    /// `Drop` of an `Op` still waiting for a slot or still in the loop's hands.
+    fn leave(&mut self) {
         if self.queued {
             // SAFETY: `waiter` is still in place (we are in its owner's drop).
             if let Some(index) = unsafe { self.storage.waiters.cancel(&self.waiter) } {

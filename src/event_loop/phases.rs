@@ -205,8 +205,10 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         if !t.registry.rings.is_empty() {
             self.replenish(t);
         }
-        if let Some(pass) = self.stage_cancels(t) {
-            return pass;
+        if !t.cancels.is_empty() {
+            if let Some(pass) = self.stage_cancels(t) {
+                return pass;
+            }
         }
         loop {
             while let Some(&index) = t.ready.front() {

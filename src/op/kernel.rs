@@ -50,6 +50,7 @@ pub fn transfer(
 }
 
 /// The byte count of an SQE over `pos..end`, at most `limit`.
+#[inline]
 pub fn sqe_len(pos: usize, end: usize, limit: u32) -> u32 {
     (end - pos).min(limit as usize) as u32
 }
