@@ -713,6 +713,9 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             self.next_deadline(t)
                 .unwrap_or(BUSY_POLL_PASS)
                 .min(BUSY_POLL_PASS)
+        } else if self.spin_budget == 0 {
+            // `idle_spin = 0`: no division to find out.
+            Duration::ZERO
         } else {
             Duration::from_nanos(self.spin_budget)
         };
