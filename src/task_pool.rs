@@ -307,6 +307,7 @@ impl PoolHead {
     /// token before its swap of the ready words; if our bit came after that swap, our
     /// `fetch_or` read from it (AcqRel) and we see the new token; if before, the swap sees the
     /// bit, so waking the old runner by mistake loses nothing.
+    #[inline]
     fn wake_runner(&self) {
         let token = self.runner_token.load(Ordering::Relaxed);
         if crate::event_loop::local::wake_block_on_here(token.cast_const()) {
@@ -322,6 +323,7 @@ impl PoolHead {
     /// it again would change nothing but cost a clone and four read-modify-writes per pass.
     /// The token names a live flag of that `block_on`, which the waker in the cell keeps alive,
     /// so an equal token means the same waker.
+    #[inline]
     fn register_runner(&self, waker: &Waker) {
         let token = crate::event_loop::local::block_on_here(waker);
         if !token.is_null()

@@ -152,12 +152,18 @@ impl Wake for Flag {
 impl Flag {
     /// Marks the future woken: a plain store on the thread that serves the loop, else the
     /// remote flag and an eventfd write.
+    #[inline]
     fn wake_here_or_remote(&self) {
         if serves_here(self.key) {
             // The loop's own thread: it polls next in program order (Relaxed suffices).
             self.woken_here.store(true, Ordering::Relaxed);
             return;
         }
+        self.wake_remote();
+    }
+
+    /// [`wake_here_or_remote`](Self::wake_here_or_remote) from another thread.
+    fn wake_remote(&self) {
         // Release: what the waker did before is visible to the poll that follows.
         self.woken.store(true, Ordering::Release);
         // Relaxed: a late wake that still rings only wakes a loop spuriously; the descriptor is
