@@ -579,7 +579,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     }
 
     /// Hands the stored outcome to the caller, or frees the slot if the caller left (false).
-    #[inline]
+    #[inline(always)]
     pub(super) fn deliver(&mut self, t: &mut Table<S, R, W>, index: u32) -> bool {
         let metrics = &self.storage.metrics;
         let slot = &self.storage.slots[index as usize];
