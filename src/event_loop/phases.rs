@@ -563,7 +563,13 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
 
     /// Takes an admitted request out of the table and the admitted count.
     pub(super) fn end_entry(&mut self, t: &mut Table<S, R, W>, index: u32) {
-        t.end(index);
+        // Only a request with a deadline was scheduled (`admit`): the others skip the wheel
+        // (and its memory).
+        let scheduled = !t.flags[index as usize].is_owned()
+            || owned_request(&mut t.flags, &self.storage.slots, index)
+                .deadline
+                .is_some();
+        t.end(index, scheduled);
         // A stream waiting for buffers leaves the list (which then never outgrows `RING`).
         if !t.registry.starved.is_empty() {
             t.registry.starved.retain(|&i| i != index);
@@ -707,6 +713,33 @@ mod tests {
         el.reap(t);
         assert_eq!(t.admitted(), 0);
         assert_eq!(op.wait(), Ok(()));
+    }
+
+    #[test]
+    fn only_a_request_with_a_deadline_is_in_the_wheel_and_it_leaves_it_when_it_ends() {
+        let (handle, mut el) = setup();
+        let t = table(&mut el);
+        let timed = handle
+            .nop()
+            .timeout(Duration::from_secs(30))
+            .try_submit()
+            .unwrap();
+        let plain = handle.nop().try_submit().unwrap();
+        // RING = 2: the wake poll and the first nop fill the SQ; submitted, the second goes in.
+        assert_eq!(el.stage(t, Mode::Serve), Pass::SqFull);
+        el.ring.enter(0, None).unwrap();
+        el.stage(t, Mode::Serve);
+        assert_eq!((t.admitted(), t.wheel.len()), (2, 1));
+        for _ in 0..100 {
+            el.ring.enter(1, None).unwrap();
+            el.reap(t);
+            if t.admitted() == 0 {
+                break;
+            }
+        }
+        assert_eq!((t.admitted(), t.wheel.len()), (0, 0));
+        assert_eq!(timed.wait(), Ok(()));
+        assert_eq!(plain.wait(), Ok(()));
     }
 
     #[test]

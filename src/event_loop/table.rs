@@ -43,6 +43,12 @@ pub(crate) struct SlotFlags {
 }
 
 impl SlotFlags {
+    /// Whether the loop owns the request (see `owned`).
+    #[inline]
+    pub(crate) fn is_owned(&self) -> bool {
+        self.owned
+    }
+
     /// Not admitted.
     pub(crate) const NONE: SlotFlags = SlotFlags {
         owned: false,
@@ -209,10 +215,13 @@ impl<const S: usize, const R: usize, const W: usize> Table<S, R, W> {
         self.admitted
     }
 
-    /// Takes admitted request `index` out of the count and the wheel; the loop still owns it.
+    /// Takes admitted request `index` out of the count, and out of the wheel if `scheduled`
+    /// (it has a deadline); the loop still owns it.
     #[inline]
-    pub(crate) fn end(&mut self, index: u32) {
-        self.wheel.remove(index);
+    pub(crate) fn end(&mut self, index: u32, scheduled: bool) {
+        if scheduled {
+            self.wheel.remove(index);
+        }
         let flags = &mut self.flags[index as usize];
         debug_assert!(flags.admitted);
         *flags = SlotFlags {
