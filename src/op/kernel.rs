@@ -223,3 +223,98 @@ pub trait Tagged: Sized + Into<Work> {
     /// `work` holds this operation (it was made from one by `Work::from`).
     unsafe fn get(work: &mut Work) -> &mut Self;
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    //! `Kernel::valid` lets the loop thread skip `check`: where it says yes, `check` must hand
+    //! the operation back exactly as it was (an operation that reaches the kernel unchecked
+    //! could name memory past its buffer).
+
+    use super::*;
+    use crate::buf::{IoBuf, IoBufMut};
+    use crate::op::{ReadAt, Recv, Send, WriteAt};
+
+    const AT: [u64; 4] = [0, 4096, i64::MAX as u64 - 8, u64::MAX - 4];
+    const N: [usize; 6] = [0, 5, 10, 63, 64, 65];
+
+    fn filled(capacity: usize, len: usize) -> IoBufMut {
+        let mut buf = IoBufMut::with_capacity(capacity);
+        assert!(buf.extend_from_slice(&vec![7; len]));
+        buf
+    }
+
+    #[test]
+    fn recv_valid_means_check_changes_nothing() {
+        let mut valid = 0;
+        for len in [0, 5, 64] {
+            for start in N {
+                for end in N {
+                    let op = Recv {
+                        buf: filled(64, len),
+                        start,
+                        pos: start,
+                        end,
+                        exact: false,
+                    };
+                    if !op.valid() {
+                        continue;
+                    }
+                    valid += 1;
+                    let ptr = op.buf.as_ptr();
+                    let Ok((op, ())) = op.check(()) else {
+                        panic!("valid but refused: len {len} start {start} end {end}")
+                    };
+                    assert_eq!((op.start, op.pos, op.end), (start, start, end));
+                    assert_eq!((op.buf.len(), op.buf.as_ptr()), (len, ptr));
+                }
+            }
+        }
+        assert!(valid > 0);
+    }
+
+    #[test]
+    fn read_at_valid_means_check_changes_nothing() {
+        let mut valid = 0;
+        for at in AT {
+            for end in N {
+                let mut op = ReadAt::new(at, filled(64, 0), true);
+                op.end = end;
+                if !op.valid() {
+                    continue;
+                }
+                valid += 1;
+                let Ok((op, ())) = op.check(()) else {
+                    panic!("valid but refused: at {at} end {end}")
+                };
+                assert_eq!((op.at, op.pos, op.end, op.buf.len()), (at, 0, end, 0));
+            }
+        }
+        assert!(valid > 0);
+    }
+
+    #[test]
+    fn write_at_and_send_valid_means_check_changes_nothing() {
+        let mut valid = 0;
+        for len in [0, 10] {
+            for at in AT {
+                let op = WriteAt::new(at, IoBuf::from(vec![1; len]));
+                if op.valid() {
+                    valid += 1;
+                    let Ok((op, ())) = op.check(()) else {
+                        panic!("valid but refused: at {at} len {len}")
+                    };
+                    assert_eq!((op.at, op.pos, op.end), (at, 0, len));
+                }
+            }
+            let op = Send::new(IoBuf::from(vec![1; len]));
+            if op.valid() {
+                valid += 1;
+                let Ok((op, ())) = op.check(()) else {
+                    panic!("valid but refused: len {len}")
+                };
+                assert_eq!((op.pos, op.end), (0, len));
+            }
+        }
+        assert!(valid > 0);
+    }
+}
