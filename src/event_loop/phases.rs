@@ -18,10 +18,6 @@ use crate::op::{Headers, OpKind};
 impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// Drains the CQ; returns the number of CQEs handled.
     pub(super) fn reap(&mut self, t: &mut Table<S, R, W>) -> usize {
-        // Most passes of an idle or lightly loaded loop find the CQ empty: skip the batch setup.
-        if !self.ring.has_completions() {
-            return 0;
-        }
         let mut batch = [const { std::mem::MaybeUninit::uninit() }; super::ring::BATCH];
         let mut handled = 0;
         loop {
