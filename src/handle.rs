@@ -575,9 +575,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Future for Op
         // Whether this thread serves the operation's loop: read once per poll (a thread-local).
         let serving = crate::event_loop::local::serves_here(this.storage.key());
         if serving && this.lane.is_none() && this.storage.local.is_active() {
-            if let Some(poll) = this.poll_here(cx) {
-                return poll;
-            }
+            return this.poll_here(cx);
         }
         this.poll_shared(cx, serving)
     }
@@ -588,23 +586,28 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Future for Op
 /// cell, plain stores; the rare cases (waiting for a slot, a closed loop, a poll before the
 /// result) go to the shared path, which handles the loop thread too.
 impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W> {
-    /// `None`: a case for the shared path.
+    /// The rare cases go to the shared path (`poll_shared`, out of line), so that the result
+    /// is built where the caller wants it.
     #[inline]
-    fn poll_here(&mut self, cx: &mut Context<'_>) -> Option<Poll<OpResult<O>>> {
+    fn poll_here(&mut self, cx: &mut Context<'_>) -> Poll<OpResult<O>> {
         match self.state {
-            State::Submitted(index) => {
-                if self.storage.slots[index as usize].is_done() {
-                    return Some(Poll::Ready(self.take_done(index, true)));
-                }
-                None
+            State::Submitted(index) if self.storage.slots[index as usize].is_done() => {
+                Poll::Ready(self.take_done(index, true))
             }
             State::Start(_) if !self.queued => match self.submit_here(cx.waker()) {
-                Ok(true) => Some(Poll::Pending),
-                Ok(false) => None,
-                Err(result) => Some(Poll::Ready(result)),
+                Ok(true) => Poll::Pending,
+                Ok(false) => self.poll_shared_here(cx),
+                Err(result) => Poll::Ready(result),
             },
-            _ => None,
+            _ => self.poll_shared_here(cx),
         }
+    }
+
+    /// [`poll_shared`](Self::poll_shared) for the loop thread's rare cases, out of line: the
+    /// loop thread's path in `poll` then keeps a small frame.
+    #[inline(never)]
+    fn poll_shared_here(&mut self, cx: &mut Context<'_>) -> Poll<OpResult<O>> {
+        self.poll_shared(cx, true)
     }
 
     /// Checks the operation, takes a free slot (the private stack first) while nobody waits

@@ -225,19 +225,13 @@ async fn pingpong_task(
 ) {
     let mut rbuf = rbufs.borrow_mut().pop().expect("a buffer per task");
     let mut sbuf = sbufs.borrow_mut().pop().expect("a buffer per task");
-    let send = |io: &H, sbuf: IoBuf| {
-        let fut = io.send(&fd, sbuf);
-        async move {
-            match fut.await {
-                Ok(buf) => buf,
-                Err(e) => panic!("send: {e}"),
-            }
-        }
-    };
     for _ in 0..rounds {
         if client {
             let start = Instant::now();
-            sbuf = send(&io, sbuf).await;
+            sbuf = match io.send(&fd, sbuf).await {
+                Ok(buf) => buf,
+                Err(e) => panic!("send: {e}"),
+            };
             rbuf = match io.recv(&fd, rbuf).exact(PING).await {
                 Ok((buf, _)) => buf,
                 Err(e) => panic!("recv: {e}"),
@@ -248,7 +242,10 @@ async fn pingpong_task(
                 Ok((buf, _)) => buf,
                 Err(e) => panic!("recv: {e}"),
             };
-            sbuf = send(&io, sbuf).await;
+            sbuf = match io.send(&fd, sbuf).await {
+                Ok(buf) => buf,
+                Err(e) => panic!("send: {e}"),
+            };
         }
     }
     rbufs.borrow_mut().push(rbuf);
