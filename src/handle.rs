@@ -198,6 +198,9 @@ pub struct Op<O: Operation, const SLOTS: usize, const RING: usize, const WHEEL: 
     /// Whether a waker was registered in the loop thread's private cell of the slot (polled on
     /// the loop thread; taken back there).
     registered_here: bool,
+    /// Whether it can never leave the thread it is polled on (wrapped in a `LocalOp`): its
+    /// request, admitted on the loop thread, is then finished without a compare-exchange.
+    pinned: bool,
     /// The single-producer lane it is submitted through (`LaneHandle::submit`), else the
     /// shared ring.
     lane: Option<&'static Lane<SLOTS>>,
@@ -293,6 +296,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
             queued: false,
             registered: false,
             registered_here: false,
+            pinned: false,
             lane: None,
         }
     }
@@ -327,6 +331,26 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
     /// Which operation it is.
     pub fn kind(&self) -> crate::op::OpKind {
         O::KIND
+    }
+
+    /// The same operation as a [`LocalOp`](crate::LocalOp): a future that never leaves the
+    /// thread it is made on (`!Send`). Awaited on the loop's own thread (a `block_on` future or
+    /// a pool task there), the loop hands its result over without a locked read-modify-write:
+    /// the one an `Op` needs because it might be dropped on another thread at the moment the
+    /// loop finishes it. Set the other options first.
+    ///
+    /// ```
+    /// use static_uring::Config;
+    /// let (handle, event_loop) = static_uring::new::<8, 8, 64>(Config::default()).unwrap();
+    /// let done = event_loop
+    ///     .block_on(async move { handle.nop().local().await })
+    ///     .unwrap();
+    /// assert!(done.is_ok());
+    /// ```
+    #[inline]
+    pub fn local(mut self) -> crate::LocalOp<O, S, R, W> {
+        self.pinned = true;
+        crate::LocalOp::new(self)
     }
 
     /// The operation, to set one of its options.
@@ -667,7 +691,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         // Admitted and ours (`Submitted`) before the waker's clone, which is user code: if it
         // panics, our `Drop` orphans the request like any other. Until then the private cell
         // may hold nothing: the loop, not running now, finds it empty at worst.
-        slot.mark_admitted_here_with_local_waker();
+        slot.mark_admitted_here_with_local_waker(self.pinned);
         // Staged at once if the loop is polling us from its window (its SQE then waits in the
         // SQ for the pass's enter), else queued for the pass's staging.
         // SAFETY: read on the loop's thread (`loop_here`) during this poll, which runs no user
@@ -859,6 +883,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
             queued: false,
             registered: false,
             registered_here: false,
+            pinned: false,
             lane: None,
         }
     }

@@ -26,7 +26,9 @@ type Io = Handle<16, 16, 64>;
 async fn echo(io: Io, stream: Fd) -> Result<(), Error> {
     let mut buf = IoBufMut::with_capacity(64);
     loop {
-        match io.recv(&stream, buf).exact(64).await {
+        // The receive as a `LocalOp` (finished without a compare-exchange), the send as a plain
+        // `Op`: both paths are measured.
+        match io.recv(&stream, buf).exact(64).local().await {
             Ok((data, _)) => {
                 let data = io.send(&stream, IoBuf::from(data)).await;
                 buf = data.map_err(|e| e.error)?.into_mut().expect("owned buffer");

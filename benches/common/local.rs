@@ -2,7 +2,9 @@
 //! `EventLoop::block_on(pool.run(main))` with a `TaskPool` of one task per outstanding request
 //! (per ping-pong end; a sender and a receiver for streaming), so every operation is staged in
 //! the iteration that polled its task and submitted with the others in one `io_uring_enter`: no
-//! hand-off, no eventfd. (The two-producer nop row is nop@64 here: one thread.)
+//! hand-off, no eventfd. (The two-producer nop row is nop@64 here: one thread.) Each operation
+//! is awaited as a `LocalOp` (`Op::local`), as a loop-thread service would write it: the loop
+//! then hands its result over without a locked read-modify-write.
 //!
 //! `block_on` consumes the loop, so each `run` builds a fresh loop on one `static` storage,
 //! claimed again (and leaks a fresh pool, a few KiB), before the timed region; the timed region
@@ -154,7 +156,7 @@ impl LoopThread {
 async fn nop_task(io: H, run: Rc<Run>) {
     while run.take() {
         let start = run.now.get();
-        io.nop().await.expect("nop");
+        io.nop().local().await.expect("nop");
         run.record_since(start);
     }
 }
@@ -171,7 +173,12 @@ async fn read_task(
     let mut rng = Rng::new(seed);
     while run.take() {
         let start = run.now.get();
-        buf = match io.read_at(&fd, rng.offset(blocks), buf).limit(BLOCK).await {
+        buf = match io
+            .read_at(&fd, rng.offset(blocks), buf)
+            .limit(BLOCK)
+            .local()
+            .await
+        {
             Ok(buf) => buf,
             Err(e) => panic!("read_at: {e}"),
         };
@@ -194,7 +201,7 @@ async fn stream_task(
     if sender {
         let mut buf = sbufs.borrow_mut().pop().expect("a send buffer");
         for _ in 0..messages {
-            buf = match io.send(&fd, buf).await {
+            buf = match io.send(&fd, buf).local().await {
                 Ok(buf) => buf,
                 Err(e) => panic!("send: {e}"),
             };
@@ -204,7 +211,7 @@ async fn stream_task(
         let mut buf = rbufs.borrow_mut().pop().expect("a receive buffer");
         for _ in 0..messages {
             buf.clear();
-            buf = match io.recv(&fd, buf).exact(MSG).await {
+            buf = match io.recv(&fd, buf).exact(MSG).local().await {
                 Ok((buf, _)) => buf,
                 Err(e) => panic!("recv: {e}"),
             };
@@ -228,21 +235,21 @@ async fn pingpong_task(
     for _ in 0..rounds {
         if client {
             let start = Instant::now();
-            sbuf = match io.send(&fd, sbuf).await {
+            sbuf = match io.send(&fd, sbuf).local().await {
                 Ok(buf) => buf,
                 Err(e) => panic!("send: {e}"),
             };
-            rbuf = match io.recv(&fd, rbuf).exact(PING).await {
+            rbuf = match io.recv(&fd, rbuf).exact(PING).local().await {
                 Ok((buf, _)) => buf,
                 Err(e) => panic!("recv: {e}"),
             };
             run.hist.borrow_mut().record(start.elapsed());
         } else {
-            rbuf = match io.recv(&fd, rbuf).exact(PING).await {
+            rbuf = match io.recv(&fd, rbuf).exact(PING).local().await {
                 Ok((buf, _)) => buf,
                 Err(e) => panic!("recv: {e}"),
             };
-            sbuf = match io.send(&fd, sbuf).await {
+            sbuf = match io.send(&fd, sbuf).local().await {
                 Ok(buf) => buf,
                 Err(e) => panic!("send: {e}"),
             };

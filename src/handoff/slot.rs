@@ -27,6 +27,11 @@
 //! wins, the loop sees `ORPHANED` and frees it. Either way the slot is freed once, by the side
 //! that owns it at that moment.
 //!
+//! A caller that can never leave the loop thread (a `LocalOp`, `!Send`) adds `PINNED` when it
+//! admits its own request there: then no other thread can ever touch the phase while the request
+//! is `ACTIVE`, the race above cannot happen, and the loop finishes it with a plain load and
+//! store. Dropping such a caller still takes the compare-exchange (it is the rare side).
+//!
 //! # Blocking waits
 //!
 //! A thread with no executor (`.wait()`) sets the `PARKED` bit next to the phase and sleeps on the
@@ -56,7 +61,11 @@ const LOCAL_WAKER: u32 = 1 << 9;
 /// registers a waker): the loop skips the waker cell.
 const BLOCKING: u32 = 1 << 10;
 /// The bits that stay with the phase while it is `QUEUED` or `ACTIVE`.
-const CALLER_BITS: u32 = PARKED | LOCAL_WAKER | BLOCKING;
+/// Set beside `ACTIVE` by a caller that can never leave the loop thread (a `LocalOp`, which is
+/// `!Send`), when it admits its own request there: while the request is `ACTIVE` only the loop
+/// thread touches the phase, so the loop finishes it with a plain store (no compare-exchange).
+const PINNED: u32 = 1 << 11;
+const CALLER_BITS: u32 = PARKED | LOCAL_WAKER | BLOCKING | PINNED;
 const PHASE: u32 = 0xff;
 
 /// How to tell a waiting caller.
@@ -215,11 +224,14 @@ impl<T> Slot<T> {
 
     /// [`mark_admitted_here`](Self::mark_admitted_here) by a caller that has already put its
     /// waker in the loop thread's private cell: `ACTIVE` with `LOCAL_WAKER` in one store
-    /// (what [`mark_local_waker`](Self::mark_local_waker) would add next). Release, for the
-    /// reason `mark_admitted_here` gives.
+    /// (what [`mark_local_waker`](Self::mark_local_waker) would add next), and `PINNED` for a
+    /// caller that can never leave this thread (`pinned`: a `LocalOp`). Release, for the reason
+    /// `mark_admitted_here` gives.
     #[inline]
-    pub(crate) fn mark_admitted_here_with_local_waker(&self) {
-        self.phase.store(ACTIVE | LOCAL_WAKER, Ordering::Release);
+    pub(crate) fn mark_admitted_here_with_local_waker(&self, pinned: bool) {
+        let pinned = if pinned { PINNED } else { 0 };
+        self.phase
+            .store(ACTIVE | LOCAL_WAKER | pinned, Ordering::Release);
     }
 
     /// `QUEUED -> ACTIVE` (loop, when it admits the request), or already `ACTIVE` (admitted by
@@ -237,8 +249,17 @@ impl<T> Slot<T> {
 
     /// `ACTIVE -> DONE` (loop, after storing the result) or, if the caller left, report that the
     /// loop owns the orphan. Release: publishes the stored result to the caller.
+    ///
+    /// A `PINNED` request's phase is only ever touched on the loop's thread (its caller cannot
+    /// leave it, and the loop's thread does one thing at a time), so nothing can come between
+    /// the load and the store: no compare-exchange.
     #[inline]
     pub(crate) fn finish(&self) -> Finish {
+        let word = self.phase.load(Ordering::Relaxed);
+        if word & (PINNED | PHASE) == PINNED | ACTIVE {
+            self.phase.store(DONE, Ordering::Release);
+            return Finish::Delivered(Caller::of(word));
+        }
         match self.transition(|phase| (phase == ACTIVE).then_some(DONE)) {
             Ok(previous) => Finish::Delivered(Caller::of(previous)),
             Err(_) => Finish::Orphaned,
@@ -394,6 +415,44 @@ mod tests {
         slot.mark_queued(true);
         assert!(slot.admit());
         assert_eq!(slot.finish(), Finish::Delivered(blocking));
+    }
+
+    #[test]
+    fn a_pinned_request_is_finished_and_left_like_any_other() {
+        // Finished by a plain store: the caller learns it is local, a later drop owns the
+        // result, and the bit does not outlive the request.
+        let slot = Slot::new(());
+        slot.mark_filled();
+        slot.mark_admitted_here_with_local_waker(true);
+        assert!(slot.admit(), "admitted by its caller");
+        let local = Caller {
+            local: true,
+            ..Caller::default()
+        };
+        assert_eq!(slot.finish(), Finish::Delivered(local));
+        assert_eq!(
+            slot.phase.load(Ordering::Relaxed),
+            DONE,
+            "no caller bit left"
+        );
+        assert_eq!(slot.orphan(), Leave::Done);
+        slot.release();
+        assert_eq!(slot.phase(), FREE);
+        // Dropped first: orphaned (the compare-exchange), and then the loop owns it.
+        slot.mark_filled();
+        slot.mark_admitted_here_with_local_waker(true);
+        assert_eq!(slot.orphan(), Leave::Orphaned);
+        assert_eq!(slot.finish(), Finish::Orphaned);
+        // Abandoned at shutdown while the caller waits: the caller is told.
+        let slot = Slot::new(());
+        slot.mark_filled();
+        slot.mark_admitted_here_with_local_waker(true);
+        assert_eq!(slot.abandon(), Some(local));
+        assert_eq!(
+            slot.finish(),
+            Finish::Orphaned,
+            "an abandoned request is not finished"
+        );
     }
 
     #[test]

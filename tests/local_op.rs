@@ -1,0 +1,297 @@
+//! `LocalOp` (`Op::local`): an operation that never leaves its thread. On the loop thread the
+//! loop finishes its request with a plain store instead of a compare-exchange; everything a
+//! caller sees (results, deadlines, drop rules, the loop closing under it) is an `Op`'s.
+
+mod common;
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use static_uring::{Config, Error, IoBuf, IoBufMut, LocalOp, TaskPool};
+
+type Recv = LocalOp<static_uring::op::Recv, 4, 4, 64>;
+
+/// Local operations of several kinds complete with the results an `Op` gives, one after the
+/// other and many in flight at once.
+#[test]
+fn local_operations_give_the_results_of_ops() {
+    let (handle, event_loop) = static_uring::new::<16, 16, 64>(config()).unwrap();
+    let (a, b) = socket_pair();
+    let file = TempFile::with_contents(b"local bytes");
+    let target = file.read_only();
+    let reader = event_loop.metrics_reader();
+    let got = with_timeout(HANG, move || {
+        event_loop.block_on(async move {
+            let nops: Vec<_> = (0..12).map(|_| handle.nop().local()).collect();
+            let nops = join_all(nops).await;
+            let sent = handle
+                .send(a, IoBuf::from(&b"ping"[..]))
+                .local()
+                .await
+                .unwrap();
+            let (received, _) = handle
+                .recv(b, IoBufMut::with_capacity(4))
+                .exact(4)
+                .local()
+                .await
+                .unwrap();
+            let read = handle
+                .read_at(target, 6, IoBufMut::with_capacity(5))
+                .local()
+                .await
+                .unwrap();
+            (nops, sent.to_vec(), received.to_vec(), read.to_vec())
+        })
+    })
+    .unwrap();
+    assert!(got.0.iter().all(|r| *r == Ok(())), "{:?}", got.0);
+    assert_eq!(got.1, b"ping", "the send's buffer comes back");
+    assert_eq!(got.2, b"ping");
+    assert_eq!(got.3, b"bytes");
+    let metrics = reader.get();
+    assert_eq!(metrics.completed, 15, "{metrics:?}");
+    assert_eq!(metrics.pending_operations, 0, "{metrics:?}");
+}
+
+/// A local recv dropped in flight follows the `Op` drop rule: with `cancel_on_drop` it is
+/// cancelled, consumes nothing, and its slot is retired and reused.
+#[test]
+fn a_dropped_local_operation_is_cancelled_and_its_slot_reused() {
+    let config = Config {
+        cancel_on_drop: true,
+        ..config()
+    };
+    let (handle, event_loop) = static_uring::new::<4, 4, 64>(config).unwrap();
+    let (a, b) = socket_pair();
+    let reader = event_loop.metrics_reader();
+    let got = with_timeout(HANG, move || {
+        event_loop.block_on(async move {
+            let mut recv = Box::pin(
+                handle
+                    .recv(b.clone(), IoBufMut::with_capacity(1))
+                    .exact(1)
+                    .local(),
+            );
+            assert!(poll_once(recv.as_mut()).is_none(), "nothing to receive yet");
+            // Its SQE goes in with the pass; one more round trip and it is in the kernel.
+            handle.nop().local().await.unwrap();
+            drop(recv);
+            // Every slot again, more than once: the orphan's slot came back.
+            for _ in 0..8 {
+                handle.nop().local().await.unwrap();
+            }
+            (&*a).write_all(b"x").unwrap();
+            let (buf, _) = handle
+                .recv(b, IoBufMut::with_capacity(1))
+                .exact(1)
+                .local()
+                .await
+                .unwrap();
+            buf.to_vec()
+        })
+    })
+    .unwrap();
+    assert_eq!(got, b"x", "the cancelled recv consumed nothing");
+    let metrics = reader.get();
+    assert_eq!(metrics.orphaned, 1, "{metrics:?}");
+    assert_eq!(metrics.cancel_sqes, 1, "{metrics:?}");
+    assert_eq!(metrics.pending_operations, 0, "{metrics:?}");
+}
+
+/// A deadline holds for a local operation: `Timeout` no earlier than the deadline, buffer back,
+/// and the loop goes on.
+#[test]
+fn a_local_deadline_fires_and_hands_the_buffer_back() {
+    let (handle, event_loop) = static_uring::new::<4, 4, 64>(config()).unwrap();
+    let (_a, b) = socket_pair();
+    let (waited, error, cap, after) = with_timeout(HANG, move || {
+        event_loop.block_on(async move {
+            let start = Instant::now();
+            let err = handle
+                .recv(b, IoBufMut::with_capacity(8))
+                .timeout(Duration::from_millis(30))
+                .local()
+                .await
+                .expect_err("nothing to receive");
+            let waited = start.elapsed();
+            let after = handle.nop().local().await;
+            (waited, err.error, err.buf.capacity(), after)
+        })
+    })
+    .unwrap();
+    assert_eq!(error, Error::Timeout);
+    assert!(
+        waited >= Duration::from_millis(30),
+        "fired early: {waited:?}"
+    );
+    assert_eq!(cap, 8, "the buffer comes back");
+    assert_eq!(after, Ok(()));
+}
+
+/// A local operation still in flight when `block_on`'s future ends is finished by the drain,
+/// and its result is there when it is polled after `block_on` returned (same thread).
+#[test]
+fn a_local_operation_outlives_block_on_and_gets_its_result() {
+    let (handle, event_loop) = static_uring::new::<4, 4, 64>(config()).unwrap();
+    let (a, b) = socket_pair();
+    let got = with_timeout(HANG, move || {
+        let kept: Rc<RefCell<Option<Pin<Box<Recv>>>>> = Rc::new(RefCell::new(None));
+        let inside = kept.clone();
+        event_loop
+            .block_on(async move {
+                let mut recv = Box::pin(handle.recv(b, IoBufMut::with_capacity(3)).local());
+                assert!(poll_once(recv.as_mut()).is_none());
+                handle.nop().local().await.unwrap();
+                (&*a).write_all(b"abc").unwrap();
+                *inside.borrow_mut() = Some(recv);
+                // The last handle goes with the future: the drain completes the recv.
+            })
+            .unwrap();
+        let mut recv = kept.borrow_mut().take().expect("kept");
+        let result = poll_once(recv.as_mut()).expect("finished by the drain");
+        result.map(|(buf, _)| buf.to_vec()).map_err(|e| e.error)
+    });
+    assert_eq!(got, Ok(b"abc".to_vec()));
+}
+
+/// With a zero shutdown timeout, a local recv still in the kernel when the handles are gone is
+/// cancelled at the close; kept past `block_on`, it reports an error (its buffer back unless
+/// the kernel kept it) and its slot is owned once.
+#[test]
+fn a_local_operation_cut_off_by_the_close_reports_an_error() {
+    let config = Config {
+        shutdown_timeout: Some(Duration::ZERO),
+        ..config()
+    };
+    let (handle, event_loop) = static_uring::new::<4, 4, 64>(config).unwrap();
+    let reader = event_loop.metrics_reader();
+    let (_a, b) = socket_pair();
+    let error = with_timeout(HANG, move || {
+        let kept: Rc<RefCell<Option<Pin<Box<Recv>>>>> = Rc::new(RefCell::new(None));
+        let inside = kept.clone();
+        event_loop
+            .block_on(async move {
+                let mut recv = Box::pin(handle.recv(b, IoBufMut::with_capacity(8)).local());
+                assert!(poll_once(recv.as_mut()).is_none());
+                handle.nop().local().await.unwrap();
+                *inside.borrow_mut() = Some(recv);
+            })
+            .unwrap();
+        let mut recv = kept.borrow_mut().take().expect("kept");
+        let result = poll_once(recv.as_mut()).expect("ended by the close");
+        result.map(|_| ()).map_err(|e| e.error)
+    });
+    let error = error.expect_err("nothing was received");
+    assert!(
+        matches!(error, Error::Abandoned | Error::Closed),
+        "{error:?}"
+    );
+    let metrics = reader.get();
+    assert_eq!(metrics.pending_operations, 0, "{metrics:?}");
+    assert_eq!(metrics.orphaned, 0, "it was never dropped: {metrics:?}");
+}
+
+/// Off the loop thread a `LocalOp` is an `Op` (the compare-exchange path): awaited on another
+/// thread, it completes.
+#[test]
+fn a_local_operation_on_another_thread_works_as_an_op() {
+    let (handle, event_loop) = static_uring::new::<8, 8, 64>(config()).unwrap();
+    let loop_thread = thread::spawn(move || event_loop.run());
+    let results: Vec<_> = (0..16)
+        .map(|_| block_on(HANG, handle.nop().local()))
+        .collect();
+    assert!(results.iter().all(|r| *r == Ok(())));
+    drop(handle);
+    loop_thread.join().unwrap().unwrap();
+}
+
+/// Stress: pool tasks on the loop thread await local operations (nops, deadlined recvs that
+/// time out, some dropped after one poll) while two other threads submit and drop plain `Op`s
+/// on the same small table. Everything completes, every slot comes back, nothing hangs.
+#[test]
+fn local_and_remote_operations_mix_on_a_small_table() {
+    const TASKS: usize = 6;
+    const ROUNDS: usize = 300;
+    let (handle, event_loop) = static_uring::new::<8, 8, 64>(config()).unwrap();
+    let reader = event_loop.metrics_reader();
+    let remote_done = Arc::new(AtomicUsize::new(0));
+    let remotes: Vec<_> = (0..2)
+        .map(|k| {
+            let (io, done) = (handle.clone(), remote_done.clone());
+            thread::spawn(move || {
+                for i in 0..ROUNDS {
+                    if (i + k) % 5 == 0 {
+                        let mut op = Box::pin(io.nop());
+                        let _ = poll_once(op.as_mut());
+                    } else {
+                        io.nop().wait().unwrap();
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    let local_done = with_timeout(Duration::from_secs(60), move || {
+        let pool = TaskPool::<_, TASKS>::leak();
+        let done = Rc::new(std::cell::Cell::new(0usize));
+        let count = done.clone();
+        let main = async move {
+            for t in 0..TASKS {
+                let (io, done) = (handle.clone(), count.clone());
+                let (a, b) = socket_pair();
+                let task = async move {
+                    // The peer stays open: a recv then waits (and times out) instead of ending.
+                    let _peer = a;
+                    for i in 0..ROUNDS {
+                        match (i + t) % 7 {
+                            0 => {
+                                let err = io
+                                    .recv(b.clone(), IoBufMut::with_capacity(4))
+                                    .timeout(Duration::from_millis(1))
+                                    .local()
+                                    .await
+                                    .expect_err("nothing to receive");
+                                assert_eq!(err.error, Error::Timeout);
+                                assert_eq!(err.buf.capacity(), 4);
+                            }
+                            1 => {
+                                let mut op = Box::pin(io.nop().local());
+                                let _ = poll_once(op.as_mut());
+                            }
+                            _ => {
+                                io.nop().local().await.unwrap();
+                                done.set(done.get() + 1);
+                            }
+                        }
+                    }
+                };
+                assert!(pool.spawn(task).is_ok());
+            }
+            drop(handle);
+        };
+        event_loop.block_on(pool.run(main)).unwrap();
+        assert_eq!(pool.panics(), 0, "no task panicked");
+        done.get()
+    });
+    for remote in remotes {
+        remote.join().unwrap();
+    }
+    let local_expected = (0..TASKS)
+        .map(|t| (0..ROUNDS).filter(|i| (i + t) % 7 >= 2).count())
+        .sum::<usize>();
+    assert_eq!(local_done, local_expected);
+    let remote_expected = (0..2)
+        .map(|k| (0..ROUNDS).filter(|i| (i + k) % 5 != 0).count())
+        .sum::<usize>();
+    assert_eq!(remote_done.load(Ordering::Relaxed), remote_expected);
+    let metrics = reader.get();
+    assert_eq!(metrics.pending_operations, 0, "{metrics:?}");
+    assert!(metrics.timed_out > 0, "{metrics:?}");
+}
