@@ -21,13 +21,15 @@ static STORAGE: Storage<64, 64, 1024> = Storage::new();
 /// The most connections served at once (more are accepted and closed: the pool is `Busy`).
 const TASKS: usize = 16;
 
-/// Echoes 64-byte messages until the peer closes.
+/// Echoes 64-byte messages until the peer closes. Each operation is awaited as a `LocalOp`
+/// (`.local()`): it stays on the loop thread, so the loop hands its result over without a
+/// locked read-modify-write.
 async fn echo(io: Io, stream: Fd) -> Result<(), Error> {
     let mut buf = IoBufMut::with_capacity(64);
     loop {
-        match io.recv(&stream, buf).exact(64).await {
+        match io.recv(&stream, buf).exact(64).local().await {
             Ok((data, _)) => {
-                let sent = io.send(&stream, IoBuf::from(data)).await;
+                let sent = io.send(&stream, IoBuf::from(data)).local().await;
                 buf = sent
                     .map_err(|e| e.error)?
                     .into_mut()
