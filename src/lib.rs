@@ -61,7 +61,7 @@ pub use multishot::{AcceptStream, MultiKind, Multishot, Next, RecvStream};
 pub use op::{OpResult, Readiness};
 pub use ring_features::RingFeatures;
 pub use storage::Storage;
-pub use task_pool::{Busy, Run, TaskPool};
+pub use task_pool::{Busy, Run, RunLocal, TaskPool};
 pub use timeout::Timeout;
 pub use vectored::{IoBufs, MAX_IOVECS};
 

@@ -28,9 +28,18 @@
 //! in place and the runner's waker stays in its cell, so the next pass need not register it
 //! again: no waker clone, take or reference count per pass.
 //!
+//! A runner that stays on its thread ([`TaskPool::run_local`], a `!Send` future, as under
+//! `block_on`) holds the pool from its first poll to its end, and names its thread in `owner`:
+//! a wake on that thread then sets the task's bit in a second, private bitmap (`local`) with a
+//! load and a store, and the runner takes those bits the same way. Only the owner thread ever
+//! touches them; a wake from any other thread takes the shared bitmap as above. When the runner
+//! ends (or is dropped) it clears `owner` first and moves what is left in the private bits to the
+//! shared ones, so the next runner loses no wake.
+//!
 //! [`spawn`]: TaskPool::spawn
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
@@ -80,6 +89,9 @@ pub struct TaskPool<F, const N: usize> {
     /// Ready bits: task `i` is bit `i % 64` of word `i / 64`. Only the first `N.div_ceil(64)`
     /// words are used (a stable const generic cannot size the array by them; 8 bytes a task).
     ready: [AtomicU64; N],
+    /// The owner thread's ready bits (laid out as `ready`): touched only on the thread that
+    /// `owner` names, with a load and a store (no read-modify-write).
+    local: [AtomicU64; N],
     slots: [TaskSlot<F>; N],
 }
 
@@ -90,8 +102,12 @@ struct PoolHead {
     /// Names the `block_on` whose waker the runner registered last (`block_on_here`), or
     /// null for any other waker: a wake on that `block_on`'s thread sets its flag in place.
     runner_token: AtomicPtr<()>,
-    /// A runner is polling (two at once would race for the same futures).
+    /// A runner is polling (two at once would race for the same futures); a [`RunLocal`]
+    /// holds it from its first poll until it ends.
     polling: AtomicBool,
+    /// The thread (`thread_token`) whose [`RunLocal`] holds the pool, else null: wakes on that
+    /// thread mark tasks ready in `local` with plain stores.
+    owner: AtomicPtr<()>,
     /// Tasks whose poll or drop panicked (contained; the task ended).
     panics: AtomicU64,
 }
@@ -111,6 +127,8 @@ struct TaskHead {
     /// The word of `ready` that holds this task's bit, and the bit; set at spawn (before the
     /// state publishes the task), the same for every task of the slot.
     word: AtomicPtr<AtomicU64>,
+    /// The same word of the pool's `local` bits.
+    local_word: AtomicPtr<AtomicU64>,
     bit: AtomicU64,
 }
 
@@ -140,14 +158,17 @@ impl<F: Future<Output = ()>, const N: usize> TaskPool<F, N> {
                     runner: WakerCell::new(),
                     runner_token: AtomicPtr::new(std::ptr::null_mut()),
                     polling: AtomicBool::new(false),
+                    owner: AtomicPtr::new(std::ptr::null_mut()),
                     panics: AtomicU64::new(0),
                 },
                 ready: crate::loom::const_array!(AtomicU64::new(0); N),
+                local: crate::loom::const_array!(AtomicU64::new(0); N),
                 slots: crate::loom::const_array!(TaskSlot {
                     head: TaskHead {
                         state: AtomicU32::new(0),
                         pool: AtomicPtr::new(std::ptr::null_mut()),
                         word: AtomicPtr::new(std::ptr::null_mut()),
+                        local_word: AtomicPtr::new(std::ptr::null_mut()),
                         bit: AtomicU64::new(0),
                     },
                     future: UnsafeCell::new(MaybeUninit::uninit()),
@@ -178,6 +199,8 @@ impl<F: Future<Output = ()>, const N: usize> TaskPool<F, N> {
             slot.head.pool.store(head, Ordering::Relaxed);
             let word = std::ptr::from_ref(&self.ready[i / 64]).cast_mut();
             slot.head.word.store(word, Ordering::Relaxed);
+            let local = std::ptr::from_ref(&self.local[i / 64]).cast_mut();
+            slot.head.local_word.store(local, Ordering::Relaxed);
             slot.head.bit.store(1 << (i % 64), Ordering::Relaxed);
             // SAFETY: OCCUPIED | RUNNING by our CAS: the slot's future cell is ours alone.
             slot.future.with_mut(|cell| unsafe { (*cell).write(task) });
@@ -227,27 +250,56 @@ impl<F: Future<Output = ()>, const N: usize> TaskPool<F, N> {
         }
     }
 
+    /// [`run`](Self::run) for a runner that stays on this thread, as a
+    /// [`block_on`](crate::EventLoop::block_on) future does: it holds the pool from its first
+    /// poll until it finishes or is dropped (another runner polled meanwhile panics), and a task
+    /// woken on this thread (a completion the loop delivers, a task waking another) is marked
+    /// ready with a plain load and store instead of a read-modify-write. Wakes from other
+    /// threads work as with `run`. The future is `!Send`.
+    pub fn run_local<M: Future>(&'static self, main: M) -> RunLocal<F, N, M> {
+        RunLocal {
+            run: self.run(main),
+            held: false,
+            _here: PhantomData,
+        }
+    }
+
     /// The words of `ready` in use.
     const WORDS: usize = N.div_ceil(64);
 
-    /// Whether some task is marked ready. Acquire: pairs with the wakers' Release.
+    /// Whether some task is marked ready. Acquire: pairs with the wakers' Release. (The owner
+    /// thread's own bits, Relaxed: only this thread writes them, when it holds the pool.)
     fn any_ready(&self) -> bool {
-        self.ready[..Self::WORDS]
-            .iter()
-            .any(|word| word.load(Ordering::Acquire) != 0)
+        (0..Self::WORDS).any(|w| {
+            self.ready[w].load(Ordering::Acquire) != 0 || self.local[w].load(Ordering::Relaxed) != 0
+        })
+    }
+
+    /// The ready bits of word `w`, taken: the owner thread's (a load and a store: only the
+    /// runner's thread writes them while it holds the pool, and nothing else does), and the
+    /// shared ones (a swap, when the load sees any).
+    #[inline]
+    fn take_ready(&self, w: usize) -> u64 {
+        let local = &self.local[w];
+        let mut bits = local.load(Ordering::Relaxed);
+        if bits != 0 {
+            local.store(0, Ordering::Relaxed);
+        }
+        let word = &self.ready[w];
+        // Relaxed: a word seen 0 here but set meanwhile was set by a waker that found it 0,
+        // which wakes the runner (another pass).
+        if word.load(Ordering::Relaxed) != 0 {
+            // AcqRel: sees what each waker published before its bit (Release: pairs with the
+            // next setter, who must see the word as we left it).
+            bits |= word.swap(0, Ordering::AcqRel);
+        }
+        bits
     }
 
     /// One pass: polls every task marked ready once.
     fn poll_tasks(&'static self) {
-        for (w, word) in self.ready[..Self::WORDS].iter().enumerate() {
-            // Relaxed: a word seen 0 here but set meanwhile was set by a waker that found it 0,
-            // which wakes the runner (another pass).
-            if word.load(Ordering::Relaxed) == 0 {
-                continue;
-            }
-            // AcqRel: sees what each waker published before its bit (Release: pairs with the
-            // next setter, who must see the word as we left it).
-            let mut bits = word.swap(0, Ordering::AcqRel);
+        for w in 0..Self::WORDS {
+            let mut bits = self.take_ready(w);
             while bits != 0 {
                 let i = w * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
@@ -351,17 +403,24 @@ impl<F: Future<Output = ()>, const N: usize, M: Future> Future for Run<F, N, M> 
         // SAFETY: `main` is structurally pinned: never moved, only dropped in place (by assigning
         // `None` over it); the other fields are not pinned.
         let this = unsafe { self.get_unchecked_mut() };
+        let head = &this.pool.head;
+        head.claim();
+        let _release = ReleasePolling(head);
+        this.pass(cx)
+    }
+}
+
+impl<F: Future<Output = ()>, const N: usize, M: Future> Run<F, N, M> {
+    /// One poll's work, with the pool held (`polling`): `main`, then a bounded number of passes
+    /// over the ready tasks; `Ready` once `main` is done and no task is left.
+    fn pass(&mut self, cx: &mut Context<'_>) -> Poll<M::Output> {
+        let this = self;
         let pool = this.pool;
         let head = &pool.head;
-        // Acquire: pairs with the previous runner's Release in `ReleasePolling`.
-        assert!(
-            !head.polling.swap(true, Ordering::Acquire),
-            "a TaskPool is run by one future at a time"
-        );
-        let _release = ReleasePolling(head);
         head.register_runner(cx.waker());
         if let Some(main) = this.main.as_mut() {
-            // SAFETY: `main` lives pinned inside `self` and is only dropped in place.
+            // SAFETY: `main` lives pinned inside `self`, which is pinned (`pass` is only called
+            // from `Run::poll` and `RunLocal::poll`), and is only dropped in place.
             if let Poll::Ready(out) = unsafe { Pin::new_unchecked(main) }.poll(cx) {
                 this.output = Some(out);
                 this.main = None; // drops it in place
@@ -392,6 +451,96 @@ impl<F: Future<Output = ()>, const N: usize, M: Future> Future for Run<F, N, M> 
             }
         }
         Poll::Pending
+    }
+}
+
+impl PoolHead {
+    /// Takes the pool for a runner (`polling`); panics if another runner holds it. Acquire:
+    /// pairs with the previous runner's Release (`ReleasePolling`, `RunLocal::release`).
+    fn claim(&self) {
+        assert!(
+            !self.polling.swap(true, Ordering::Acquire),
+            "a TaskPool is run by one future at a time"
+        );
+    }
+}
+
+/// The future of [`TaskPool::run_local`]: [`Run`], holding the pool on this thread from its
+/// first poll until it finishes or is dropped.
+pub struct RunLocal<F: 'static, const N: usize, M: Future> {
+    run: Run<F, N, M>,
+    /// Whether it holds the pool (`polling`, and `owner` names this thread).
+    held: bool,
+    /// `!Send`: the pool's `owner` names the thread it is polled on.
+    _here: PhantomData<*const ()>,
+}
+
+impl<F: Future<Output = ()>, const N: usize, M: Future> Future for RunLocal<F, N, M> {
+    type Output = M::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<M::Output> {
+        // SAFETY: `run` is structurally pinned (its `main` is never moved: `Run::pass` drops it
+        // in place); `held` is not.
+        let this = unsafe { self.get_unchecked_mut() };
+        if !this.held {
+            let head = &this.run.pool.head;
+            head.claim();
+            head.owner.store(thread_token(), Ordering::Relaxed);
+            this.held = true;
+        }
+        let polled = this.run.pass(cx);
+        if polled.is_ready() {
+            this.release();
+        }
+        polled
+    }
+}
+
+impl<F, const N: usize, M: Future> RunLocal<F, N, M> {
+    /// Lets go of the pool: tasks this thread marked ready in the private bits move to the
+    /// shared ones (for whichever runner comes next), then `owner` and `polling` clear.
+    fn release(&mut self) {
+        if !std::mem::take(&mut self.held) {
+            return;
+        }
+        let pool = self.run.pool;
+        // From here on, wakes on this thread take the shared bits.
+        pool.head
+            .owner
+            .store(std::ptr::null_mut(), Ordering::Relaxed);
+        for (local, shared) in pool.local.iter().zip(&pool.ready) {
+            let bits = local.load(Ordering::Relaxed);
+            if bits != 0 {
+                local.store(0, Ordering::Relaxed);
+                shared.fetch_or(bits, Ordering::AcqRel);
+            }
+        }
+        // Release: the next runner sees our slot states.
+        pool.head.polling.store(false, Ordering::Release);
+    }
+}
+
+impl<F, const N: usize, M: Future> Drop for RunLocal<F, N, M> {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// A token naming the calling thread (the address of one of its thread-locals): what
+/// `PoolHead::owner` holds. Null under loom, whose threads share the OS thread's locals: the
+/// owner's path is then never taken (a `RunLocal` runs as a `Run`).
+#[inline]
+fn thread_token() -> *mut () {
+    #[cfg(not(loom))]
+    {
+        thread_local! {
+            static TOKEN: u8 = const { 0 };
+        }
+        TOKEN.with(|token| std::ptr::from_ref(token).cast_mut().cast())
+    }
+    #[cfg(loom)]
+    {
+        std::ptr::null_mut()
     }
 }
 
@@ -445,8 +594,21 @@ impl TaskHead {
     fn set_ready(&self) -> bool {
         // Relaxed: set at spawn before the state's Release, which the waker's caller acquired
         // through whatever handed it the waker (or the spawner wrote them itself).
-        let word = self.word.load(Ordering::Relaxed);
         let bit = self.bit.load(Ordering::Relaxed);
+        // SAFETY: set at spawn, as `word`, pointing into the `'static` pool.
+        let pool = unsafe { &*self.pool.load(Ordering::Relaxed) };
+        // Relaxed: only this thread can have stored its own token there, and only this thread
+        // clears it again (`RunLocal::release`), so a match cannot be stale.
+        let owner = pool.owner.load(Ordering::Relaxed);
+        if !owner.is_null() && owner == thread_token() {
+            // The pool's runner holds it on this thread: nothing else touches these bits.
+            // SAFETY: `local_word` points into the `'static` pool's `local` array (set at spawn).
+            let local = unsafe { &*self.local_word.load(Ordering::Relaxed) };
+            let before = local.load(Ordering::Relaxed);
+            local.store(before | bit, Ordering::Relaxed);
+            return before == 0;
+        }
+        let word = self.word.load(Ordering::Relaxed);
         // SAFETY: `word` points into the `'static` pool's `ready` array (set at spawn, never
         // changed but to the same value).
         unsafe { &*word }.fetch_or(bit, Ordering::AcqRel) == 0
@@ -615,6 +777,96 @@ mod tests {
             "a finished task's slot is free again"
         );
         block_on(pool.run(async {}));
+    }
+
+    /// A task that yields `left` times, waking itself (on the runner's thread) each time.
+    struct SelfWaking {
+        left: u32,
+    }
+
+    impl Future for SelfWaking {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            if self.left == 0 {
+                return Poll::Ready(());
+            }
+            self.left -= 1;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+
+    #[test]
+    fn run_local_takes_wakes_on_its_thread_and_from_others() {
+        // Tasks that wake themselves on the runner's thread (the owner's private bits) and
+        // gates opened from another thread (the shared bits) all finish; then the pool is free
+        // for another runner.
+        let pool = TaskPool::<Pin<Box<dyn Future<Output = ()> + Send>>, 70>::leak();
+        let open = Arc::new(AtomicBool::new(false));
+        let waker = Arc::new(std::sync::Mutex::new(None));
+        for _ in 0..64 {
+            assert!(pool.spawn(Box::pin(SelfWaking { left: 20 })).is_ok());
+        }
+        let gate = Gate {
+            open: open.clone(),
+            waker: waker.clone(),
+        };
+        assert!(pool.spawn(Box::pin(gate)).is_ok());
+        let opener = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            open.store(true, Ordering::Release);
+            if let Some(w) = waker.lock().unwrap().take() {
+                w.wake();
+            }
+        });
+        block_on(pool.run_local(async {}));
+        opener.join().unwrap();
+        assert!(pool.is_empty());
+        assert!(pool.head.owner.load(Ordering::Relaxed).is_null());
+        block_on(pool.run(async {}));
+    }
+
+    #[test]
+    fn a_run_local_holds_the_pool_until_it_ends() {
+        let pool = TaskPool::<Gate, 2>::leak();
+        let open = Arc::new(AtomicBool::new(false));
+        let waker = Arc::new(std::sync::Mutex::new(None));
+        let gate = Gate {
+            open: open.clone(),
+            waker: waker.clone(),
+        };
+        assert!(pool.spawn(gate).is_ok());
+        let mut local = Box::pin(pool.run_local(async {}));
+        let noop = Waker::noop();
+        let mut cx = Context::from_waker(noop);
+        assert!(local.as_mut().poll(&mut cx).is_pending());
+        // Between its polls it still holds the pool: another runner panics.
+        let other = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut run = std::pin::pin!(pool.run(async {}));
+            let _ = run.as_mut().poll(&mut cx);
+        }));
+        assert!(
+            other.is_err(),
+            "a second runner while a RunLocal holds the pool"
+        );
+        // Woken on this thread (the owner's bits) and then dropped before it ran the task:
+        // the wake is handed on, and the next runner finishes the task.
+        open.store(true, Ordering::Release);
+        waker.lock().unwrap().take().expect("registered").wake();
+        assert_ne!(
+            pool.local[0].load(Ordering::Relaxed),
+            0,
+            "marked in the owner's bits"
+        );
+        drop(local);
+        assert!(pool.head.owner.load(Ordering::Relaxed).is_null());
+        assert_ne!(
+            pool.ready[0].load(Ordering::Relaxed),
+            0,
+            "handed to the shared bits"
+        );
+        block_on(pool.run(async {}));
+        assert!(pool.is_empty());
     }
 
     #[test]

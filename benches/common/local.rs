@@ -1,5 +1,5 @@
 //! Loop-thread mode, every workload: the workload's tasks run on the loop thread itself, inside
-//! `EventLoop::block_on(pool.run(main))` with a `TaskPool` of one task per outstanding request
+//! `EventLoop::block_on(pool.run_local(main))` with a `TaskPool` of one task per outstanding request
 //! (per ping-pong end; a sender and a receiver for streaming), so every operation is staged in
 //! the iteration that polled its task and submitted with the others in one `io_uring_enter`: no
 //! hand-off, no eventfd. (The two-producer nop row is nop@64 here: one thread.) Each operation
@@ -8,7 +8,7 @@
 //!
 //! `block_on` consumes the loop, so each `run` builds a fresh loop on one `static` storage,
 //! claimed again (and leaks a fresh pool, a few KiB), before the timed region; the timed region
-//! is `pool.run(main)` inside `block_on`: `main`
+//! is `pool.run_local(main)` inside `block_on`: `main`
 //! spawns the tasks (allocation-free), and it ends when every task has finished. The loop then
 //! drains once the tasks drop the last handles (untimed). Sockets, the file and the buffers are
 //! made once and reused by every run.
@@ -277,7 +277,7 @@ impl Bench for LoopThread {
                         assert!(pool.spawn(nop_task(io.clone(), r.clone())).is_ok());
                     }
                 };
-                event_loop.block_on(timed_async(&reader, clocked(&run, pool.run(main))))
+                event_loop.block_on(timed_async(&reader, clocked(&run, pool.run_local(main))))
             }
             Workload::ReadAt { depth, .. } => {
                 let pool = TaskPool::<_, READ_TASKS>::leak();
@@ -299,7 +299,7 @@ impl Bench for LoopThread {
                         assert!(pool.spawn(task).is_ok());
                     }
                 };
-                event_loop.block_on(timed_async(&reader, clocked(&run, pool.run(main))))
+                event_loop.block_on(timed_async(&reader, clocked(&run, pool.run_local(main))))
             }
             Workload::PingPong { .. } => {
                 let pool = TaskPool::<_, 2>::leak();
@@ -319,7 +319,7 @@ impl Bench for LoopThread {
                         assert!(pool.spawn(task).is_ok());
                     }
                 };
-                event_loop.block_on(timed_async(&reader, pool.run(main)))
+                event_loop.block_on(timed_async(&reader, pool.run_local(main)))
             }
             Workload::Stream => {
                 let pool = TaskPool::<_, 2>::leak();
@@ -332,7 +332,7 @@ impl Bench for LoopThread {
                         assert!(pool.spawn(task).is_ok());
                     }
                 };
-                event_loop.block_on(timed_async(&reader, pool.run(main)))
+                event_loop.block_on(timed_async(&reader, pool.run_local(main)))
             }
         }
         .expect("block_on");
