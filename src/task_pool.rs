@@ -527,21 +527,18 @@ impl<F, const N: usize, M: Future> Drop for RunLocal<F, N, M> {
 }
 
 /// A token naming the calling thread (the address of one of its thread-locals): what
-/// `PoolHead::owner` holds. Null under loom, whose threads share the OS thread's locals: the
-/// owner's path is then never taken (a `RunLocal` runs as a `Run`).
+/// `PoolHead::owner` holds. Under loom, a loom thread-local: each modelled thread has its own.
 #[inline]
 fn thread_token() -> *mut () {
     #[cfg(not(loom))]
-    {
-        thread_local! {
-            static TOKEN: u8 = const { 0 };
-        }
-        TOKEN.with(|token| std::ptr::from_ref(token).cast_mut().cast())
+    std::thread_local! {
+        static TOKEN: u8 = const { 0 };
     }
     #[cfg(loom)]
-    {
-        std::ptr::null_mut()
+    loom::thread_local! {
+        static TOKEN: u8 = 0;
     }
+    TOKEN.with(|token| std::ptr::from_ref(token).cast_mut().cast())
 }
 
 /// Clears `polling` when a runner's poll ends, panics included.
@@ -1056,6 +1053,75 @@ mod loom_models {
                     pool.slots[0].head.state.load(Ordering::Acquire)
                 );
             }
+        });
+    }
+
+    #[test]
+    fn loom_owner_and_remote_wakes_during_a_pass_are_never_lost() {
+        // A runner holding the pool on its thread (`RunLocal`: `owner` names it) runs a pass
+        // that takes task 0's bit, set on its own thread (the private bits, plain stores),
+        // while task 1 is woken from another thread (the shared bits). Afterwards each has
+        // finished or its wake is recorded. Task 2, woken here after the pass and left
+        // unpolled when the runner lets go (`release`), reaches the next runner.
+        loom::model(|| {
+            let pool: &'static TaskPool<Gate, 3> = Box::leak(Box::new(TaskPool::new()));
+            let mut gates = Vec::new();
+            for _ in 0..3 {
+                let open = Arc::new(AtomicBool::new(false));
+                let waker = Arc::new(Mutex::new(None::<Waker>));
+                let gate = Gate {
+                    open: open.clone(),
+                    waker: waker.clone(),
+                };
+                assert!(pool.spawn(gate).is_ok());
+                gates.push((open, waker));
+            }
+            let wake_here = |(open, waker): (Arc<AtomicBool>, Arc<Mutex<Option<Waker>>>)| {
+                open.store(true, Ordering::Release);
+                let w = waker.lock().unwrap().take();
+                w.expect("polled once").wake();
+            };
+            let mut local = pool.run_local(std::future::ready(()));
+            // `RunLocal::poll`'s first step: hold the pool, name this thread.
+            pool.head.claim();
+            pool.head.owner.store(thread_token(), Ordering::Relaxed);
+            local.held = true;
+            let flag = Arc::new(Flag(AtomicBool::new(false)));
+            let runner = Waker::from(flag.clone());
+            pool.head.runner.register(&runner);
+            pool.poll_tasks();
+            let later = gates.pop().unwrap();
+            let remote = gates.pop().unwrap();
+            let opener = loom::thread::spawn(move || {
+                remote.0.store(true, Ordering::Release);
+                let w = remote.1.lock().unwrap().take();
+                if let Some(w) = w {
+                    w.wake();
+                }
+            });
+            wake_here(gates.pop().unwrap());
+            flag.0.store(false, Ordering::Release);
+            pool.head.runner.register(&runner);
+            pool.poll_tasks();
+            let self_wake = pool.any_ready();
+            opener.join().unwrap();
+            for i in 0..2 {
+                let done = pool.slots[i].head.state.load(Ordering::Acquire) == 0;
+                let recorded = self_wake || flag.0.load(Ordering::Acquire);
+                assert!(done || recorded, "task {i}'s wake was lost");
+            }
+            // Task 2 woken here after the pass: the private bits, and a wake for the runner
+            // (unless the remote wake already took its waker, which leaves one pending too).
+            wake_here(later);
+            assert!(
+                flag.0.load(Ordering::Acquire),
+                "the runner has a wake pending"
+            );
+            // The runner lets go unpolled: whatever is still marked reaches the next runner.
+            drop(local);
+            assert!(pool.head.owner.load(Ordering::Relaxed).is_null());
+            pool.poll_tasks();
+            assert!(pool.is_empty(), "the recorded wakes finish every task");
         });
     }
 

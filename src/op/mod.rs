@@ -49,6 +49,7 @@ pub use table::OpKind;
 pub(crate) use table::Work;
 pub use vectored::{SendVectored, WriteAtVectored};
 #[cfg(test)]
+#[cfg_attr(loom, allow(unused_imports))] // used by code the loom build leaves out
 pub(crate) use zero_copy::Notice;
 pub use zero_copy::{SendVectoredZc, SendZc};
 
