@@ -953,6 +953,81 @@ mod tests {
         assert!(pool.is_empty());
     }
 
+    /// A `Turns` task's turn counter and the waker it left.
+    type TurnsHandle = (Arc<AtomicU32>, Arc<std::sync::Mutex<Option<Waker>>>);
+
+    /// Gives each of `tasks` a turn per poll, `rounds` times, waking itself in between: wakes
+    /// made on the runner's own thread.
+    struct TurnGiver {
+        tasks: Vec<TurnsHandle>,
+        rounds: u32,
+    }
+
+    impl Future for TurnGiver {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            if self.rounds == 0 {
+                return Poll::Ready(());
+            }
+            self.rounds -= 1;
+            for (turns, waker) in &self.tasks {
+                turns.fetch_add(1, Ordering::AcqRel);
+                if let Some(w) = waker.lock().unwrap().clone() {
+                    w.wake();
+                }
+            }
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+
+    #[test]
+    fn run_local_takes_every_wake_from_its_thread_and_two_others() {
+        // Stress for the owner's private bits: 130 tasks (three ready words), a third woken 400
+        // times by `main` on the runner's thread (private bits), the rest by two other threads
+        // (shared bits), all at once. Every wake must reach its task.
+        const TASKS: usize = 130;
+        let pool = TaskPool::<Turns, TASKS>::leak();
+        let mut groups = vec![Vec::new(), Vec::new(), Vec::new()];
+        for i in 0..TASKS {
+            let turns = Arc::new(AtomicU32::new(0));
+            let waker = Arc::new(std::sync::Mutex::new(None::<Waker>));
+            let task = Turns {
+                left: 400,
+                turn: turns.clone(),
+                waker: waker.clone(),
+            };
+            pool.spawn(task).ok().unwrap();
+            groups[i % 3].push((turns, waker));
+        }
+        let here = groups.pop().unwrap();
+        let threads: Vec<_> = groups
+            .into_iter()
+            .map(|mine| {
+                std::thread::spawn(move || {
+                    for _ in 0..400 {
+                        for (turns, waker) in &mine {
+                            turns.fetch_add(1, Ordering::AcqRel);
+                            if let Some(w) = waker.lock().unwrap().clone() {
+                                w.wake();
+                            }
+                        }
+                        std::thread::yield_now();
+                    }
+                })
+            })
+            .collect();
+        block_on(pool.run_local(TurnGiver {
+            tasks: here,
+            rounds: 400,
+        }));
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(pool.is_empty());
+        assert!(pool.head.owner.load(Ordering::Relaxed).is_null());
+    }
+
     #[test]
     fn wakes_from_many_threads_are_never_lost() {
         // 4 tasks, each waiting 2,000 times for a wake from its own thread.
