@@ -776,23 +776,6 @@ mod tests {
         block_on(pool.run(async {}));
     }
 
-    /// A task that yields `left` times, waking itself (on the runner's thread) each time.
-    struct SelfWaking {
-        left: u32,
-    }
-
-    impl Future for SelfWaking {
-        type Output = ();
-        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-            if self.left == 0 {
-                return Poll::Ready(());
-            }
-            self.left -= 1;
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-    }
-
     #[test]
     fn run_local_takes_wakes_on_its_thread_and_from_others() {
         // Tasks that wake themselves on the runner's thread (the owner's private bits) and
@@ -802,7 +785,12 @@ mod tests {
         let open = Arc::new(AtomicBool::new(false));
         let waker = Arc::new(std::sync::Mutex::new(None));
         for _ in 0..64 {
-            assert!(pool.spawn(Box::pin(SelfWaking { left: 20 })).is_ok());
+            // Wakes itself (on the runner's thread) 20 times.
+            let task = TurnGiver {
+                tasks: Vec::new(),
+                rounds: 20,
+            };
+            assert!(pool.spawn(Box::pin(task)).is_ok());
         }
         let gate = Gate {
             open: open.clone(),
@@ -914,27 +902,52 @@ mod tests {
         // 50 wakes from one of two threads; every wake must reach its task.
         const TASKS: usize = 130;
         let pool = TaskPool::<Turns, TASKS>::leak();
-        let mut tasks = Vec::new();
-        for _ in 0..TASKS {
-            let turns = Arc::new(AtomicU32::new(0));
-            let waker = Arc::new(std::sync::Mutex::new(None::<Waker>));
-            let task = Turns {
-                left: 50,
-                turn: turns.clone(),
-                waker: waker.clone(),
-            };
-            pool.spawn(task).ok().unwrap();
-            tasks.push((turns, waker));
-        }
+        let tasks = spawn_turns(pool, 50);
         let halves: Vec<Vec<_>> = vec![
             tasks.iter().step_by(2).cloned().collect(),
             tasks.iter().skip(1).step_by(2).cloned().collect(),
         ];
-        let threads: Vec<_> = halves
+        let threads = give_turns_from_threads(halves, 50);
+        block_on(pool.run(async {}));
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(pool.is_empty());
+    }
+
+    /// A `Turns` task's turn counter and the waker it left.
+    type TurnsHandle = (Arc<AtomicU32>, Arc<std::sync::Mutex<Option<Waker>>>);
+
+    /// Fills `pool` with `Turns` tasks that each wait for `turns` turns: their handles.
+    fn spawn_turns<const N: usize>(
+        pool: &'static TaskPool<Turns, N>,
+        turns: u32,
+    ) -> Vec<TurnsHandle> {
+        (0..N)
+            .map(|_| {
+                let turn = Arc::new(AtomicU32::new(0));
+                let waker = Arc::new(std::sync::Mutex::new(None::<Waker>));
+                let task = Turns {
+                    left: turns,
+                    turn: turn.clone(),
+                    waker: waker.clone(),
+                };
+                pool.spawn(task).ok().unwrap();
+                (turn, waker)
+            })
+            .collect()
+    }
+
+    /// One thread per group, each giving its tasks `rounds` turns (a wake each).
+    fn give_turns_from_threads(
+        groups: Vec<Vec<TurnsHandle>>,
+        rounds: u32,
+    ) -> Vec<std::thread::JoinHandle<()>> {
+        groups
             .into_iter()
             .map(|mine| {
                 std::thread::spawn(move || {
-                    for _ in 0..50 {
+                    for _ in 0..rounds {
                         for (turns, waker) in &mine {
                             turns.fetch_add(1, Ordering::AcqRel);
                             if let Some(w) = waker.lock().unwrap().clone() {
@@ -945,16 +958,8 @@ mod tests {
                     }
                 })
             })
-            .collect();
-        block_on(pool.run(async {}));
-        for t in threads {
-            t.join().unwrap();
-        }
-        assert!(pool.is_empty());
+            .collect()
     }
-
-    /// A `Turns` task's turn counter and the waker it left.
-    type TurnsHandle = (Arc<AtomicU32>, Arc<std::sync::Mutex<Option<Waker>>>);
 
     /// Gives each of `tasks` a turn per poll, `rounds` times, waking itself in between: wakes
     /// made on the runner's own thread.
@@ -989,34 +994,11 @@ mod tests {
         const TASKS: usize = 130;
         let pool = TaskPool::<Turns, TASKS>::leak();
         let mut groups = vec![Vec::new(), Vec::new(), Vec::new()];
-        for i in 0..TASKS {
-            let turns = Arc::new(AtomicU32::new(0));
-            let waker = Arc::new(std::sync::Mutex::new(None::<Waker>));
-            let task = Turns {
-                left: 400,
-                turn: turns.clone(),
-                waker: waker.clone(),
-            };
-            pool.spawn(task).ok().unwrap();
-            groups[i % 3].push((turns, waker));
+        for (i, task) in spawn_turns(pool, 400).into_iter().enumerate() {
+            groups[i % 3].push(task);
         }
         let here = groups.pop().unwrap();
-        let threads: Vec<_> = groups
-            .into_iter()
-            .map(|mine| {
-                std::thread::spawn(move || {
-                    for _ in 0..400 {
-                        for (turns, waker) in &mine {
-                            turns.fetch_add(1, Ordering::AcqRel);
-                            if let Some(w) = waker.lock().unwrap().clone() {
-                                w.wake();
-                            }
-                        }
-                        std::thread::yield_now();
-                    }
-                })
-            })
-            .collect();
+        let threads = give_turns_from_threads(groups, 400);
         block_on(pool.run_local(TurnGiver {
             tasks: here,
             rounds: 400,
@@ -1067,6 +1049,25 @@ mod loom_models {
     use crate::loom::Mutex;
     use std::sync::Arc;
 
+    /// A gate task's switch and the waker it left.
+    type GateHandle = (Arc<AtomicBool>, Arc<Mutex<Option<Waker>>>);
+
+    /// Fills `pool` with closed gates: their switches and wakers.
+    fn spawn_gates<const N: usize>(pool: &'static TaskPool<Gate, N>) -> Vec<GateHandle> {
+        (0..N)
+            .map(|_| {
+                let open = Arc::new(AtomicBool::new(false));
+                let waker = Arc::new(Mutex::new(None::<Waker>));
+                let gate = Gate {
+                    open: open.clone(),
+                    waker: waker.clone(),
+                };
+                assert!(pool.spawn(gate).is_ok());
+                (open, waker)
+            })
+            .collect()
+    }
+
     /// The runner's waker: a flag.
     struct Flag(AtomicBool);
 
@@ -1084,13 +1085,7 @@ mod loom_models {
         // it. A lost wake leaves the task pending and the runner asleep.
         loom::model(|| {
             let pool: &'static TaskPool<Gate, 1> = Box::leak(Box::new(TaskPool::new()));
-            let open = Arc::new(AtomicBool::new(false));
-            let waker = Arc::new(Mutex::new(None::<Waker>));
-            let gate = Gate {
-                open: open.clone(),
-                waker: waker.clone(),
-            };
-            assert!(pool.spawn(gate).is_ok());
+            let (open, waker) = spawn_gates(pool).pop().unwrap();
             let flag = Arc::new(Flag(AtomicBool::new(false)));
             let runner = Waker::from(flag.clone());
             // First pass: polls the task once (it stores its waker, pending).
@@ -1140,18 +1135,8 @@ mod loom_models {
         // unpolled when the runner lets go (`release`), reaches the next runner.
         loom::model(|| {
             let pool: &'static TaskPool<Gate, 3> = Box::leak(Box::new(TaskPool::new()));
-            let mut gates = Vec::new();
-            for _ in 0..3 {
-                let open = Arc::new(AtomicBool::new(false));
-                let waker = Arc::new(Mutex::new(None::<Waker>));
-                let gate = Gate {
-                    open: open.clone(),
-                    waker: waker.clone(),
-                };
-                assert!(pool.spawn(gate).is_ok());
-                gates.push((open, waker));
-            }
-            let wake_here = |(open, waker): (Arc<AtomicBool>, Arc<Mutex<Option<Waker>>>)| {
+            let mut gates = spawn_gates(pool);
+            let wake_here = |(open, waker): GateHandle| {
                 open.store(true, Ordering::Release);
                 let w = waker.lock().unwrap().take();
                 w.expect("polled once").wake();
@@ -1208,17 +1193,7 @@ mod loom_models {
         loom::model(|| {
             let pool: &'static TaskPool<Gate, 2> = Box::leak(Box::new(TaskPool::new()));
             let mut openers = Vec::new();
-            let mut gates = Vec::new();
-            for _ in 0..2 {
-                let open = Arc::new(AtomicBool::new(false));
-                let waker = Arc::new(Mutex::new(None::<Waker>));
-                let gate = Gate {
-                    open: open.clone(),
-                    waker: waker.clone(),
-                };
-                assert!(pool.spawn(gate).is_ok());
-                gates.push((open, waker));
-            }
+            let gates = spawn_gates(pool);
             let flag = Arc::new(Flag(AtomicBool::new(false)));
             let runner = Waker::from(flag.clone());
             // First pass: both tasks store their wakers and stay pending.

@@ -1,6 +1,7 @@
 //! `LocalOp` (`Op::local`): an operation that never leaves its thread. On the loop thread the
 //! loop finishes its request with a plain store instead of a compare-exchange; everything a
 //! caller sees (results, deadlines, drop rules, the loop closing under it) is an `Op`'s.
+//! (Deadlines: the stress test below; loop_thread.rs has the same for a plain `Op`.)
 
 mod common;
 
@@ -14,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use static_uring::{Config, Error, IoBuf, IoBufMut, LocalOp, TaskPool};
+use static_uring::{Config, Error, IoBuf, IoBufMut, LocalOp, Metrics, TaskPool};
 
 type Recv = LocalOp<static_uring::op::Recv, 4, 4, 64>;
 
@@ -60,105 +61,107 @@ fn local_operations_give_the_results_of_ops() {
     assert_eq!(metrics.pending_operations, 0, "{metrics:?}");
 }
 
-/// A local recv dropped in flight follows the `Op` drop rule: with `cancel_on_drop` it is
-/// cancelled, consumes nothing, and its slot is retired and reused.
-#[test]
-fn a_dropped_local_operation_is_cancelled_and_its_slot_reused() {
-    let config = Config {
-        cancel_on_drop: true,
-        ..config()
-    };
-    let (handle, event_loop) = static_uring::new::<4, 4, 64>(config).unwrap();
+/// A one-byte local recv dropped once it is in the kernel; then every slot is used again (the
+/// orphan's came back), the peer writes "xy" and another local recv takes one byte: the byte
+/// it got, and the loop's metrics.
+fn drop_in_flight_then_receive(cancel_on_drop: bool) -> (Vec<u8>, Metrics) {
     let (a, b) = socket_pair();
+    let (handle, event_loop) = static_uring::new::<4, 4, 64>(Config {
+        cancel_on_drop,
+        ..config()
+    })
+    .unwrap();
     let reader = event_loop.metrics_reader();
+    let one = move |io: &static_uring::Handle<4, 4, 64>| {
+        io.recv(b.clone(), IoBufMut::with_capacity(1))
+            .exact(1)
+            .local()
+    };
     let got = with_timeout(HANG, move || {
         event_loop.block_on(async move {
-            let mut recv = Box::pin(
-                handle
-                    .recv(b.clone(), IoBufMut::with_capacity(1))
-                    .exact(1)
-                    .local(),
+            let mut dropped = Box::pin(one(&handle));
+            assert!(
+                poll_once(dropped.as_mut()).is_none(),
+                "nothing to receive yet"
             );
-            assert!(poll_once(recv.as_mut()).is_none(), "nothing to receive yet");
             // Its SQE goes in with the pass; one more round trip and it is in the kernel.
             handle.nop().local().await.unwrap();
-            drop(recv);
-            // Every slot again, more than once: the orphan's slot came back.
+            drop(dropped);
             for _ in 0..8 {
                 handle.nop().local().await.unwrap();
             }
-            (&*a).write_all(b"x").unwrap();
-            let (buf, _) = handle
-                .recv(b, IoBufMut::with_capacity(1))
-                .exact(1)
-                .local()
-                .await
-                .unwrap();
+            (&*a).write_all(b"xy").unwrap();
+            let (buf, _) = one(&handle).await.unwrap();
             buf.to_vec()
         })
     })
     .unwrap();
+    (got, reader.get())
+}
+
+/// With `cancel_on_drop` a dropped local recv is cancelled and consumes nothing.
+#[test]
+fn a_dropped_local_operation_is_cancelled_and_its_slot_reused() {
+    let (got, metrics) = drop_in_flight_then_receive(true);
     assert_eq!(got, b"x", "the cancelled recv consumed nothing");
-    let metrics = reader.get();
     assert_eq!(metrics.orphaned, 1, "{metrics:?}");
     assert_eq!(metrics.cancel_sqes, 1, "{metrics:?}");
     assert_eq!(metrics.pending_operations, 0, "{metrics:?}");
 }
 
-/// A deadline holds for a local operation: `Timeout` no earlier than the deadline, buffer back,
-/// and the loop goes on.
+/// By default a dropped local recv stays in the kernel and consumes what comes first (the
+/// drop rule of a `recv`), then its slot is retired.
 #[test]
-fn a_local_deadline_fires_and_hands_the_buffer_back() {
-    let (handle, event_loop) = static_uring::new::<4, 4, 64>(config()).unwrap();
-    let (_a, b) = socket_pair();
-    let (waited, error, cap, after) = with_timeout(HANG, move || {
-        event_loop.block_on(async move {
-            let start = Instant::now();
-            let err = handle
-                .recv(b, IoBufMut::with_capacity(8))
-                .timeout(Duration::from_millis(30))
-                .local()
-                .await
-                .expect_err("nothing to receive");
-            let waited = start.elapsed();
-            let after = handle.nop().local().await;
-            (waited, err.error, err.buf.capacity(), after)
-        })
-    })
-    .unwrap();
-    assert_eq!(error, Error::Timeout);
-    assert!(
-        waited >= Duration::from_millis(30),
-        "fired early: {waited:?}"
-    );
-    assert_eq!(cap, 8, "the buffer comes back");
-    assert_eq!(after, Ok(()));
+fn a_dropped_local_recv_runs_on_by_default() {
+    let (got, metrics) = drop_in_flight_then_receive(false);
+    assert_eq!(got, b"y", "the dropped recv took the first byte");
+    assert_eq!(metrics.orphaned, 1, "{metrics:?}");
+    assert_eq!(metrics.cancel_sqes, 0, "{metrics:?}");
+    assert_eq!(metrics.pending_operations, 0, "{metrics:?}");
+}
+
+/// A local recv submitted inside `block_on` and kept past it (same thread): the peer writes
+/// `data` (if any) before the future ends and drops the last handle; the recv is polled once
+/// after `block_on` returned. Its result, and the loop's metrics.
+fn recv_kept_past_block_on(
+    config: Config,
+    data: &'static [u8],
+) -> (Result<Vec<u8>, Error>, Metrics) {
+    let (handle, event_loop) = static_uring::new::<4, 4, 64>(config).unwrap();
+    let reader = event_loop.metrics_reader();
+    let (a, b) = socket_pair();
+    let result = with_timeout(HANG, move || {
+        let kept: Rc<RefCell<Option<Pin<Box<Recv>>>>> = Rc::new(RefCell::new(None));
+        let inside = kept.clone();
+        // The peer stays open until the recv was polled after `block_on`: no end of file.
+        let peer = a.clone();
+        event_loop
+            .block_on(async move {
+                let capacity = data.len().max(8);
+                let mut recv = Box::pin(handle.recv(b, IoBufMut::with_capacity(capacity)).local());
+                assert!(poll_once(recv.as_mut()).is_none());
+                handle.nop().local().await.unwrap();
+                if !data.is_empty() {
+                    (&*peer).write_all(data).unwrap();
+                }
+                *inside.borrow_mut() = Some(recv);
+            })
+            .unwrap();
+        let mut recv = kept.borrow_mut().take().expect("kept");
+        let result = poll_once(recv.as_mut()).expect("ended by the drain or the close");
+        drop(a);
+        result.map(|(buf, _)| buf.to_vec()).map_err(|e| e.error)
+    });
+    (result, reader.get())
 }
 
 /// A local operation still in flight when `block_on`'s future ends is finished by the drain,
 /// and its result is there when it is polled after `block_on` returned (same thread).
 #[test]
 fn a_local_operation_outlives_block_on_and_gets_its_result() {
-    let (handle, event_loop) = static_uring::new::<4, 4, 64>(config()).unwrap();
-    let (a, b) = socket_pair();
-    let got = with_timeout(HANG, move || {
-        let kept: Rc<RefCell<Option<Pin<Box<Recv>>>>> = Rc::new(RefCell::new(None));
-        let inside = kept.clone();
-        event_loop
-            .block_on(async move {
-                let mut recv = Box::pin(handle.recv(b, IoBufMut::with_capacity(3)).local());
-                assert!(poll_once(recv.as_mut()).is_none());
-                handle.nop().local().await.unwrap();
-                (&*a).write_all(b"abc").unwrap();
-                *inside.borrow_mut() = Some(recv);
-                // The last handle goes with the future: the drain completes the recv.
-            })
-            .unwrap();
-        let mut recv = kept.borrow_mut().take().expect("kept");
-        let result = poll_once(recv.as_mut()).expect("finished by the drain");
-        result.map(|(buf, _)| buf.to_vec()).map_err(|e| e.error)
-    });
-    assert_eq!(got, Ok(b"abc".to_vec()));
+    let (result, metrics) = recv_kept_past_block_on(config(), b"abc");
+    assert_eq!(result, Ok(b"abc".to_vec()));
+    assert_eq!(metrics.pending_operations, 0, "{metrics:?}");
 }
 
 /// With a zero shutdown timeout, a local recv still in the kernel when the handles are gone is
@@ -170,30 +173,12 @@ fn a_local_operation_cut_off_by_the_close_reports_an_error() {
         shutdown_timeout: Some(Duration::ZERO),
         ..config()
     };
-    let (handle, event_loop) = static_uring::new::<4, 4, 64>(config).unwrap();
-    let reader = event_loop.metrics_reader();
-    let (_a, b) = socket_pair();
-    let error = with_timeout(HANG, move || {
-        let kept: Rc<RefCell<Option<Pin<Box<Recv>>>>> = Rc::new(RefCell::new(None));
-        let inside = kept.clone();
-        event_loop
-            .block_on(async move {
-                let mut recv = Box::pin(handle.recv(b, IoBufMut::with_capacity(8)).local());
-                assert!(poll_once(recv.as_mut()).is_none());
-                handle.nop().local().await.unwrap();
-                *inside.borrow_mut() = Some(recv);
-            })
-            .unwrap();
-        let mut recv = kept.borrow_mut().take().expect("kept");
-        let result = poll_once(recv.as_mut()).expect("ended by the close");
-        result.map(|_| ()).map_err(|e| e.error)
-    });
-    let error = error.expect_err("nothing was received");
+    let (result, metrics) = recv_kept_past_block_on(config, b"");
+    let error = result.expect_err("nothing was received");
     assert!(
         matches!(error, Error::Abandoned | Error::Closed),
         "{error:?}"
     );
-    let metrics = reader.get();
     assert_eq!(metrics.pending_operations, 0, "{metrics:?}");
     assert_eq!(metrics.orphaned, 0, "it was never dropped: {metrics:?}");
 }
@@ -252,12 +237,15 @@ fn local_and_remote_operations_mix_on_a_small_table() {
                     for i in 0..ROUNDS {
                         match (i + t) % 7 {
                             0 => {
+                                // A deadline: `Timeout` no earlier than it, the buffer back.
+                                let start = Instant::now();
                                 let err = io
                                     .recv(b.clone(), IoBufMut::with_capacity(4))
                                     .timeout(Duration::from_millis(1))
                                     .local()
                                     .await
                                     .expect_err("nothing to receive");
+                                assert!(start.elapsed() >= Duration::from_millis(1));
                                 assert_eq!(err.error, Error::Timeout);
                                 assert_eq!(err.buf.capacity(), 4);
                             }
