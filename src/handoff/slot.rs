@@ -60,11 +60,11 @@ const LOCAL_WAKER: u32 = 1 << 9;
 /// Set with `QUEUED` by a caller that blocks in `.wait()` (it parks or spins, and never
 /// registers a waker): the loop skips the waker cell.
 const BLOCKING: u32 = 1 << 10;
-/// The bits that stay with the phase while it is `QUEUED` or `ACTIVE`.
 /// Set beside `ACTIVE` by a caller that can never leave the loop thread (a `LocalOp`, which is
 /// `!Send`), when it admits its own request there: while the request is `ACTIVE` only the loop
 /// thread touches the phase, so the loop finishes it with a plain store (no compare-exchange).
 const PINNED: u32 = 1 << 11;
+/// The bits that stay with the phase while it is `QUEUED` or `ACTIVE`.
 const CALLER_BITS: u32 = PARKED | LOCAL_WAKER | BLOCKING | PINNED;
 const PHASE: u32 = 0xff;
 
