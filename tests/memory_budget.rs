@@ -316,3 +316,52 @@ fn lane_formula_matches_size_of() {
     );
     assert_eq!(size_of::<Lane<256>>(), 1216);
 }
+
+/// The task pool's formula, as the document writes it, against `size_of`.
+#[test]
+fn task_pool_formula_matches_size_of() {
+    use static_uring::TaskPool;
+    use std::future::{Future, Ready};
+    use std::pin::Pin;
+    const FORMULA: &str =
+        "`size_of::<TaskPool<F, N>>() = 56 + N * (16 + round_up(40 + size_of::<F>(), 8))` bytes";
+    assert!(
+        DOC.contains(FORMULA),
+        "memory-budget.md states the task pool formula"
+    );
+    type Boxed = Pin<Box<dyn Future<Output = ()>>>;
+    let formula = |n: usize, f: usize| 56 + n * (16 + (40 + f).div_ceil(8) * 8);
+    let sizes = [
+        (
+            1,
+            size_of::<Ready<()>>(),
+            size_of::<TaskPool<Ready<()>, 1>>(),
+        ),
+        (
+            64,
+            size_of::<Ready<()>>(),
+            size_of::<TaskPool<Ready<()>, 64>>(),
+        ),
+        (
+            100,
+            size_of::<Ready<()>>(),
+            size_of::<TaskPool<Ready<()>, 100>>(),
+        ),
+        (1, size_of::<Boxed>(), size_of::<TaskPool<Boxed, 1>>()),
+        (64, size_of::<Boxed>(), size_of::<TaskPool<Boxed, 64>>()),
+        (
+            3,
+            size_of::<Ready<[u64; 5]>>(),
+            size_of::<TaskPool<Ready<[u64; 5]>, 3>>(),
+        ),
+    ];
+    for (n, f, bytes) in sizes {
+        assert_eq!(bytes, formula(n, f), "TaskPool of {n} futures of {f} bytes");
+    }
+    // The worked example in the text.
+    assert!(
+        DOC.contains("4 664 bytes"),
+        "memory-budget.md gives the 64-task pool's size"
+    );
+    assert_eq!(size_of::<TaskPool<Boxed, 64>>(), 4664);
+}
