@@ -19,6 +19,7 @@
 //! leaves `handles == 0`, `submitting == 0` and `LOOP` clear.
 
 use std::sync::Arc;
+use std::task::Waker;
 
 use crate::error::Error;
 use crate::event_loop::request::Request;
@@ -679,21 +680,36 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
             (false, false) => slot.waker.take(),
         };
         if let Some(waker) = current {
-            match crate::task_pool::TaskRef::of(&waker) {
-                // A pool task: its ready bit set here (crate code, one read-modify-write); only
-                // the runner's wake, when the pool was idle, may be user code. The waker owns
-                // nothing (its drop does nothing), so it is forgotten, not dropped.
-                Some(task) => {
-                    std::mem::forget(waker);
-                    if task.set_ready() {
-                        self.run_user(move || task.wake_runner());
-                    }
-                }
-                None => self.run_user(move || waker.wake()),
-            }
+            self.wake(waker);
         }
         if let Some(stale) = private {
             self.run_user(move || drop(stale));
+        }
+    }
+
+    /// Wakes the caller of pinned request `index` (`Slot::is_pinned_active` before it
+    /// finished): its waker is in the loop thread's private cell. Loop thread.
+    #[inline(always)]
+    pub(crate) fn wake_pinned(&self, index: u32) {
+        if let Some(waker) = self.local.take_waker(index) {
+            self.wake(waker);
+        }
+    }
+
+    /// Wakes `waker`, a caller's, contained.
+    #[inline(always)]
+    fn wake(&self, waker: Waker) {
+        match crate::task_pool::TaskRef::of(&waker) {
+            // A pool task: its ready bit set here (crate code, one read-modify-write); only
+            // the runner's wake, when the pool was idle, may be user code. The waker owns
+            // nothing (its drop does nothing), so it is forgotten, not dropped.
+            Some(task) => {
+                std::mem::forget(waker);
+                if task.set_ready() {
+                    self.run_user(move || task.wake_runner());
+                }
+            }
+            None => self.run_user(move || waker.wake()),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::id::{Cqe, RequestId};
 use super::request::{Deadline, Staged};
-use super::table::{owned_request, Table};
+use super::table::{owned_request, SlotFlags, Table};
 use super::wheel::{ceil_tick, floor_tick, Target};
 use super::{EventLoop, Mode, Pass};
 use crate::error::Error;
@@ -62,6 +62,9 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             key,
             owned_request(&mut t.flags, &self.storage.slots, id32).kind(),
         );
+        if t.flags[index] == SlotFlags::PINNED_IN_FLIGHT && self.finish_pinned(t, id32, result) {
+            return;
+        }
         let result = match plain {
             true => result,
             false => match self.special_cqe(t, id32, result, flags) {
@@ -89,6 +92,39 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             let _ = t.ready.push_back(id.index());
             Counters::bump(&self.storage.metrics.requeued);
         }
+    }
+
+    /// The CQE of a pinned request (`SlotFlags::PINNED_IN_FLIGHT`: a `LocalOp` staged through
+    /// the window, plain, no deadline), whose caller is still there (`Slot::is_pinned_active`):
+    /// the short ending of `on_cqe`'s general one, which it matches for such a request. Nothing
+    /// can time it out or abandon it, nothing else waits for its slot's phase, and its waker is
+    /// in the private cell. False, changing nothing, if the caller left (the general path).
+    #[inline]
+    fn finish_pinned(&mut self, t: &mut Table<S, R, W>, index: u32, result: i32) -> bool {
+        let slot = &self.storage.slots[index as usize];
+        if !slot.is_pinned_active() {
+            return false;
+        }
+        let finished =
+            owned_request(&mut t.flags, &self.storage.slots, index).complete(result, false);
+        let metrics = &self.storage.metrics;
+        if !finished {
+            // A short transfer: its next SQE, as the general path queues it.
+            t.flags[index as usize].in_flight = false;
+            // Cannot fail: at most one entry per admitted request, and admitted <= RING.
+            let _ = t.ready.push_back(index);
+            Counters::bump(&metrics.requeued);
+            return true;
+        }
+        // `end_entry` and `deliver`: never in the wheel or the starved streams, never timed out
+        // or abandoned.
+        t.end(index, false);
+        t.release(index);
+        metrics.set_pending(t.admitted());
+        Counters::bump(&metrics.completed);
+        slot.finish_pinned();
+        self.storage.wake_pinned(index);
+        true
     }
 
     /// The special cases of a CQE whose request is not plain (`OpKind::is_plain`): a stream's
@@ -473,11 +509,13 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// touching nothing, when staging it now would change the order of the pass (the table or
     /// the SQ full, retries, cancels or the loop thread's earlier requests waiting), or it gets
     /// no SQE: the caller then queues it as before. The caller passes only requests without a
-    /// deadline (the wheel's scheduling is `admit`'s).
+    /// deadline (the wheel's scheduling is `admit`'s). `pinned`: the caller is a `LocalOp` whose
+    /// slot it marked `PINNED` (a plain request then ends through `finish_pinned`).
     pub(crate) fn stage_fresh<O: crate::op::Operation>(
         &mut self,
         t: &mut Table<S, R, W>,
         index: u32,
+        pinned: bool,
     ) -> bool {
         // A plain operation's SQE is built without side effects, so a full SQ is found by the
         // push itself (one view of the SQ instead of two). Injected faults are taken when the
@@ -511,6 +549,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         }
         t.admit(index);
         self.mark_pushed(t, index, O::KIND, &staged);
+        t.flags[index as usize].pinned = pinned && O::KIND.is_plain();
         true
     }
 
@@ -695,14 +734,14 @@ mod tests {
         let op = handle.nop().try_submit().unwrap();
         let index = el.storage.queue.pop().expect("queued");
         assert!(el.storage.slots[index as usize].admit());
-        assert!(!el.stage_fresh::<crate::op::Nop>(t, index));
+        assert!(!el.stage_fresh::<crate::op::Nop>(t, index, false));
         assert_eq!(
             t.flags[index as usize],
             super::super::table::SlotFlags::NONE
         );
         assert_eq!((t.admitted(), el.ring.sq_len()), (0, 2));
         el.ring.enter(0, None).unwrap();
-        assert!(el.stage_fresh::<crate::op::Nop>(t, index));
+        assert!(el.stage_fresh::<crate::op::Nop>(t, index, false));
         assert!(t.flags[index as usize].in_flight && t.flags[index as usize].plain);
         assert_eq!(t.admitted(), 1);
         el.ring.enter(1, None).unwrap();

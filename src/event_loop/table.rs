@@ -40,6 +40,10 @@ pub(crate) struct SlotFlags {
     pub(crate) drop_cancelled: bool,
     /// A timer (`sleep`): kept in the wheel (when it has an end), never admitted or staged.
     pub(crate) timer: bool,
+    /// Staged through the window by a caller pinned to the loop thread (a `LocalOp`), with no
+    /// deadline, a plain operation and its waker in the private cell: while nothing else is
+    /// set, its CQE takes the short ending (`EventLoop::finish_pinned`).
+    pub(crate) pinned: bool,
 }
 
 impl SlotFlags {
@@ -59,6 +63,17 @@ impl SlotFlags {
         abandoning: false,
         drop_cancelled: false,
         timer: false,
+        pinned: false,
+    };
+
+    /// A pinned request in flight and nothing else: what `finish_pinned` handles.
+    pub(crate) const PINNED_IN_FLIGHT: SlotFlags = SlotFlags {
+        owned: true,
+        admitted: true,
+        in_flight: true,
+        plain: true,
+        pinned: true,
+        ..SlotFlags::NONE
     };
 }
 

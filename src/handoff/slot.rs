@@ -266,6 +266,23 @@ impl<T> Slot<T> {
         }
     }
 
+    /// Whether the request is `ACTIVE` for a pinned caller on the loop thread whose waker is in
+    /// the private cell, and nothing else (no caller left, moved or parked): the loop may then
+    /// end it with [`finish_pinned`](Self::finish_pinned). Loop thread, as `finish`'s plain load.
+    #[inline]
+    pub(crate) fn is_pinned_active(&self) -> bool {
+        self.phase.load(Ordering::Relaxed) == ACTIVE | LOCAL_WAKER | PINNED
+    }
+
+    /// `ACTIVE -> DONE` for a request [`is_pinned_active`](Self::is_pinned_active) found so:
+    /// nothing but the loop's thread can touch the phase meanwhile (see `PINNED`), so a store.
+    /// Release: publishes the stored result, as `finish`.
+    #[inline]
+    pub(crate) fn finish_pinned(&self) {
+        debug_assert!(self.is_pinned_active());
+        self.phase.store(DONE, Ordering::Release);
+    }
+
     /// `ACTIVE | ORPHANED -> ABANDONED` (loop at shutdown, the kernel may still own the buffers).
     /// Returns the caller to tell if one is waiting (it was `ACTIVE`).
     pub(crate) fn abandon(&self) -> Option<Caller> {
