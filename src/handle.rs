@@ -704,7 +704,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
             here.push(index);
         }
         self.registered_here = true;
-        if let Some(old) = here.register_waker(index, waker) {
+        if let Some(old) = here.register_first_waker(index, waker) {
             storage.run_user(move || drop(old));
         }
         Ok(true)

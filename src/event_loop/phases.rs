@@ -547,9 +547,9 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             t.release(index);
             return false;
         }
-        t.admit(index);
-        self.mark_pushed(t, index, O::KIND, &staged);
-        t.flags[index as usize].pinned = pinned && O::KIND.is_plain();
+        let plain = O::KIND.is_plain();
+        t.admit_in_flight(index, plain, pinned && plain);
+        self.count_pushed(&staged);
         true
     }
 
@@ -586,6 +586,12 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         let flags = &mut t.flags[index as usize];
         flags.in_flight = true;
         flags.plain = kind.is_plain();
+        self.count_pushed(staged);
+    }
+
+    /// Counts a pushed SQE.
+    #[inline]
+    fn count_pushed(&self, staged: &Staged) {
         let metrics = &self.storage.metrics;
         Counters::bump(&metrics.submitted);
         if staged.fixed_file {

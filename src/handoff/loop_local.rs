@@ -198,6 +198,18 @@ impl<const N: usize> LoopLocal<N> {
         cell.replace(Some(fresh))
     }
 
+    /// [`register_waker`](Self::register_waker) for the first poll of a request just
+    /// submitted: its cell was emptied when the slot's previous request ended, so there is
+    /// nothing to compare with (whatever it holds is still handed back, for the caller to drop).
+    #[inline]
+    pub(crate) fn register_first_waker(&self, index: u32, waker: &Waker) -> Option<Waker> {
+        let fresh = match crate::task_pool::TaskRef::of(waker) {
+            Some(task) => task.waker(),
+            None => waker.clone(),
+        };
+        self.wakers[index as usize].replace(Some(fresh))
+    }
+
     /// Takes the waker of slot `index` (the loop, to wake it, or its caller, taking it back).
     #[inline]
     pub(crate) fn take_waker(&self, index: u32) -> Option<Waker> {
