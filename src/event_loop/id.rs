@@ -22,6 +22,8 @@ const CANCEL_TAG: u64 = 1 << 63;
 /// The low half of a message CQE's `user_data`.
 const MESSAGE_TAG: u64 = 0xffff_fffe;
 const GENERATION_MASK: u32 = 0x7fff_ffff;
+/// The bits of the low half that no slot index sets (indices are below 2^24).
+const OUTSIDE_INDICES: u64 = 0xff00_0000;
 
 /// One request: slot index and (31-bit) generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +93,11 @@ impl RequestId {
 impl Cqe {
     /// Decodes a CQE's `user_data`.
     pub(crate) fn decode(user_data: u64) -> Cqe {
+        // The common case first, in one test: an operation's tag is clear and its index below
+        // 2^24, which neither the wake token's low half nor the message tag is.
+        if user_data & (CANCEL_TAG | OUTSIDE_INDICES) == 0 {
+            return Cqe::Op(RequestId::from_data(user_data));
+        }
         if user_data == WAKE_TOKEN {
             return Cqe::Wake;
         }
@@ -124,6 +131,8 @@ mod tests {
             WAKE_TOKEN,
             "no request collides with the wake token"
         );
+        assert_eq!(Cqe::decode(last.op_data()), Cqe::Op(last));
+        assert_eq!(Cqe::decode(last.cancel_data()), Cqe::Cancel(last));
         assert!(id.is_current(5) && id.is_current(0x8000_0005) && !id.is_current(6));
         assert_eq!(id.index(), 7);
     }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::id::{Cqe, RequestId};
 use super::request::{Deadline, Staged};
-use super::table::{owned_request, SlotFlags, Table};
+use super::table::{owned_request, Table};
 use super::wheel::{ceil_tick, floor_tick, Target};
 use super::{EventLoop, Mode, Pass};
 use crate::error::Error;
@@ -62,7 +62,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             key,
             owned_request(&mut t.flags, &self.storage.slots, id32).kind(),
         );
-        if t.flags[index] == SlotFlags::PINNED_IN_FLIGHT && self.finish_pinned(t, id32, result) {
+        if t.flags[index].ends_pinned() && self.finish_pinned(t, id32, result) {
             return;
         }
         let result = match plain {
@@ -94,7 +94,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         }
     }
 
-    /// The CQE of a pinned request (`SlotFlags::PINNED_IN_FLIGHT`: a `LocalOp` staged through
+    /// The CQE of a pinned request (`SlotFlags::ends_pinned`: a `LocalOp` staged through
     /// the window, plain, no deadline), whose caller is still there (`Slot::is_pinned_active`):
     /// the short ending of `on_cqe`'s general one, which it matches for such a request. Nothing
     /// can time it out or abandon it, nothing else waits for its slot's phase, and its waker is

@@ -66,15 +66,14 @@ impl SlotFlags {
         pinned: false,
     };
 
-    /// A pinned request in flight and nothing else: what `finish_pinned` handles.
-    pub(crate) const PINNED_IN_FLIGHT: SlotFlags = SlotFlags {
-        owned: true,
-        admitted: true,
-        in_flight: true,
-        plain: true,
-        pinned: true,
-        ..SlotFlags::NONE
-    };
+    /// A pinned request in flight (the caller of `on_cqe` checked `in_flight`) that nothing
+    /// has cancelled: what `finish_pinned` handles. A caller that dropped it shows in its slot's
+    /// phase, which `finish_pinned` checks.
+    #[inline]
+    pub(crate) fn ends_pinned(&self) -> bool {
+        debug_assert!(!self.pinned || (self.owned && self.admitted && self.plain && !self.timer));
+        self.pinned & !self.cancel_requested & !self.abandoning
+    }
 }
 
 /// The table. `RING` bounds both queues: each holds at most one entry per admitted request.
