@@ -594,6 +594,15 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Future for Op
     type Output = OpResult<O>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<OpResult<O>> {
+        self.poll_inline(cx)
+    }
+}
+
+impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W> {
+    /// `poll`, inlined into the caller: a `LocalOp`'s poll, so that the loop thread's path
+    /// lives in the task that awaits it (no call, no second frame).
+    #[inline(always)]
+    pub(crate) fn poll_inline(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<OpResult<O>> {
         // SAFETY: we never move the fields out of the pinned future; `waiter` stays in place.
         let this = unsafe { self.get_unchecked_mut() };
         // Whether this thread serves the operation's loop: read once per poll (a thread-local).

@@ -57,7 +57,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Future for Lo
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<OpResult<O>> {
         // SAFETY: `op` is structurally pinned: never moved out of the pinned `LocalOp`.
-        unsafe { self.map_unchecked_mut(|this| &mut this.op) }.poll(cx)
+        unsafe { self.map_unchecked_mut(|this| &mut this.op) }.poll_inline(cx)
     }
 }
 
