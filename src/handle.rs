@@ -520,6 +520,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
     }
 
     /// Takes back the waker this `Op` left in slot `index`'s cell, if the loop did not take it.
+    #[inline]
     fn take_shared_waker_back(&self, index: u32) -> Option<Waker> {
         match self.registered {
             true => self.storage.slots[index as usize].waker.take_back(),
