@@ -511,6 +511,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// no SQE: the caller then queues it as before. The caller passes only requests without a
     /// deadline (the wheel's scheduling is `admit`'s). `pinned`: the caller is a `LocalOp` whose
     /// slot it marked `PINNED` (a plain request then ends through `finish_pinned`).
+    #[inline]
     pub(crate) fn stage_fresh<O: crate::op::Operation>(
         &mut self,
         t: &mut Table<S, R, W>,
