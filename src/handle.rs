@@ -706,10 +706,8 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         // SQ for the pass's enter), else queued for the pass's staging.
         // SAFETY: read on the loop's thread (`loop_here`) during this poll, which runs no user
         // code until the call returns.
-        let staged = direct
-            && unsafe {
-                EventLoop::<S, R, W>::stage_in_window::<O>(here.window(), index, self.pinned)
-            };
+        let staged =
+            direct && unsafe { EventLoop::<S, R, W>::stage_in_window::<O>(here.window(), index) };
         if !staged {
             here.push(index);
         }

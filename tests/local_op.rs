@@ -61,6 +61,91 @@ fn local_operations_give_the_results_of_ops() {
     assert_eq!(metrics.pending_operations, 0, "{metrics:?}");
 }
 
+/// A local send longer than the socket's buffer goes out in several SQEs (the kernel takes a
+/// part at a time, the loop resubmits the rest, as for any `Op`), while a local receive of the
+/// whole length runs beside it: every byte arrives, in order, and both buffers come back.
+#[test]
+fn a_local_transfer_larger_than_the_socket_buffer_arrives_whole() {
+    const LEN: usize = 1 << 20;
+    let (handle, event_loop) = static_uring::new::<4, 4, 64>(config()).unwrap();
+    let (a, b) = socket_pair();
+    set_sndbuf(&*a, 16 * 1024);
+    let bytes: Vec<u8> = (0..LEN).map(|i| (i * 7 % 251) as u8).collect();
+    let reader = event_loop.metrics_reader();
+    let sent_bytes = IoBuf::from(bytes.clone());
+    let (sent, received) = with_timeout(HANG, move || {
+        event_loop.block_on(async move {
+            let send = handle.send(a, sent_bytes).local();
+            let recv = handle
+                .recv(b, IoBufMut::with_capacity(LEN))
+                .exact(LEN)
+                .local();
+            join2(send, recv).await
+        })
+    })
+    .unwrap();
+    assert_eq!(
+        sent.unwrap().len(),
+        LEN,
+        "the send's buffer comes back whole"
+    );
+    let (received, n) = received.unwrap();
+    assert_eq!(n, LEN);
+    assert!(received[..] == bytes[..], "the bytes arrive in order");
+    let metrics = reader.get();
+    assert_eq!(metrics.completed, 2, "{metrics:?}");
+    assert!(
+        metrics.requeued > 0 && metrics.submitted == 2 + metrics.requeued,
+        "a transfer this long takes more than one SQE, each short one resubmitted: {metrics:?}"
+    );
+}
+
+/// A local receive with a deadline that finishes before it leaves nothing behind: its slot's
+/// next request (no deadline), still waiting when the first deadline passes, gets its bytes
+/// and no `Timeout`.
+#[test]
+fn a_local_operation_finished_before_its_deadline_leaves_no_timer() {
+    let (handle, event_loop) = static_uring::new::<2, 2, 64>(config()).unwrap();
+    let (a, b) = socket_pair();
+    (&*a).write_all(b"x").unwrap();
+    let reader = event_loop.metrics_reader();
+    let writer = Arc::clone(&a);
+    let late = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(600));
+        (&*writer).write_all(b"y").unwrap();
+    });
+    let (first, second) = with_timeout(HANG, move || {
+        event_loop.block_on(async move {
+            let first = handle
+                .recv(Arc::clone(&b), IoBufMut::with_capacity(1))
+                .timeout(Duration::from_millis(200))
+                .local()
+                .await
+                .map(|(buf, _)| buf.to_vec());
+            let second = handle
+                .recv(b, IoBufMut::with_capacity(1))
+                .local()
+                .await
+                .map(|(buf, _)| buf.to_vec());
+            (first, second)
+        })
+    })
+    .unwrap();
+    late.join().unwrap();
+    assert_eq!(first.unwrap(), b"x");
+    assert_eq!(
+        second.unwrap(),
+        b"y",
+        "the slot's next request is not timed out"
+    );
+    let metrics = reader.get();
+    assert_eq!(
+        (metrics.completed, metrics.timed_out),
+        (2, 0),
+        "{metrics:?}"
+    );
+}
+
 /// A one-byte local recv dropped once it is in the kernel; then every slot is used again (the
 /// orphan's came back), the peer writes "xy" and another local recv takes one byte: the byte
 /// it got, and the loop's metrics.

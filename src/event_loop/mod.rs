@@ -259,8 +259,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     }
 
     /// Stages fresh request `index` of operation `O` through the loop whose window is open
-    /// (`stage_fresh`; `pinned`: its caller is a `LocalOp`, its slot `PINNED`); false if none
-    /// is or it cannot take the request now.
+    /// (`stage_fresh`); false if none is or it cannot take the request now.
     ///
     /// # Safety
     /// `window` is `LoopLocal::window()` of this loop's storage, read on the loop's thread
@@ -271,7 +270,6 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     pub(crate) unsafe fn stage_in_window<O: crate::op::Operation>(
         window: *mut (),
         index: u32,
-        pinned: bool,
     ) -> bool {
         if window.is_null() {
             return false;
@@ -282,7 +280,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             let t = &mut *el.table.as_ptr();
             (el, t)
         };
-        el.stage_fresh::<O>(t, index, pinned)
+        el.stage_fresh::<O>(t, index)
     }
 
     /// The oldest result queued in the stream whose request is `stream` (`RequestId::op_data`),

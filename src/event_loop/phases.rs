@@ -62,7 +62,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             key,
             owned_request(&mut t.flags, &self.storage.slots, id32).kind(),
         );
-        if t.flags[index].ends_pinned() && self.finish_pinned(t, id32, result) {
+        if t.flags[index].may_end_pinned() && self.finish_pinned(t, id32, result) {
             return;
         }
         let result = match plain {
@@ -94,19 +94,21 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         }
     }
 
-    /// The CQE of a pinned request (`SlotFlags::ends_pinned`: a `LocalOp` staged through
-    /// the window, plain, no deadline), whose caller is still there (`Slot::is_pinned_active`):
-    /// the short ending of `on_cqe`'s general one, which it matches for such a request. Nothing
-    /// can time it out or abandon it, nothing else waits for its slot's phase, and its waker is
-    /// in the private cell. False, changing nothing, if the caller left (the general path).
+    /// The CQE of a plain request not cancelled (`SlotFlags::may_end_pinned`) whose caller is
+    /// pinned to the loop thread and still there (a `LocalOp` admitted on the loop thread:
+    /// `Slot::is_pinned_active`): the short form of `on_cqe`'s general ending, which it matches
+    /// for such a request. Its deadline has not fired, nothing abandons it, nothing else waits
+    /// for its slot's phase, and its waker is in the private cell. False, changing nothing, for
+    /// any other request (the general path).
     #[inline]
     fn finish_pinned(&mut self, t: &mut Table<S, R, W>, index: u32, result: i32) -> bool {
         let slot = &self.storage.slots[index as usize];
         if !slot.is_pinned_active() {
             return false;
         }
-        let finished =
-            owned_request(&mut t.flags, &self.storage.slots, index).complete(result, false);
+        let r = owned_request(&mut t.flags, &self.storage.slots, index);
+        let scheduled = r.deadline.is_some();
+        let finished = r.complete(result, false);
         let metrics = &self.storage.metrics;
         if !finished {
             // A short transfer: its next SQE, as the general path queues it.
@@ -116,9 +118,9 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             Counters::bump(&metrics.requeued);
             return true;
         }
-        // `end_entry` and `deliver`: never in the wheel or the starved streams, never timed out
-        // or abandoned.
-        t.end(index, false);
+        // `end_entry` and `deliver`: never among the starved streams (plain), never timed out
+        // or abandoned (not cancelled).
+        t.end(index, scheduled);
         t.release(index);
         metrics.set_pending(t.admitted());
         Counters::bump(&metrics.completed);
@@ -509,14 +511,12 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// touching nothing, when staging it now would change the order of the pass (the table or
     /// the SQ full, retries, cancels or the loop thread's earlier requests waiting), or it gets
     /// no SQE: the caller then queues it as before. The caller passes only requests without a
-    /// deadline (the wheel's scheduling is `admit`'s). `pinned`: the caller is a `LocalOp` whose
-    /// slot it marked `PINNED` (a plain request then ends through `finish_pinned`).
+    /// deadline (the wheel's scheduling is `admit`'s).
     #[inline]
     pub(crate) fn stage_fresh<O: crate::op::Operation>(
         &mut self,
         t: &mut Table<S, R, W>,
         index: u32,
-        pinned: bool,
     ) -> bool {
         // A plain operation's SQE is built without side effects, so a full SQ is found by the
         // push itself (one view of the SQ instead of two). Injected faults are taken when the
@@ -548,8 +548,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             t.release(index);
             return false;
         }
-        let plain = O::KIND.is_plain();
-        t.admit_in_flight(index, plain, pinned && plain);
+        t.admit_in_flight(index, O::KIND.is_plain());
         self.count_pushed(&staged);
         true
     }
@@ -741,14 +740,14 @@ mod tests {
         let op = handle.nop().try_submit().unwrap();
         let index = el.storage.queue.pop().expect("queued");
         assert!(el.storage.slots[index as usize].admit());
-        assert!(!el.stage_fresh::<crate::op::Nop>(t, index, false));
+        assert!(!el.stage_fresh::<crate::op::Nop>(t, index));
         assert_eq!(
             t.flags[index as usize],
             super::super::table::SlotFlags::NONE
         );
         assert_eq!((t.admitted(), el.ring.sq_len()), (0, 2));
         el.ring.enter(0, None).unwrap();
-        assert!(el.stage_fresh::<crate::op::Nop>(t, index, false));
+        assert!(el.stage_fresh::<crate::op::Nop>(t, index));
         assert!(t.flags[index as usize].in_flight && t.flags[index as usize].plain);
         assert_eq!(t.admitted(), 1);
         el.ring.enter(1, None).unwrap();

@@ -40,10 +40,6 @@ pub(crate) struct SlotFlags {
     pub(crate) drop_cancelled: bool,
     /// A timer (`sleep`): kept in the wheel (when it has an end), never admitted or staged.
     pub(crate) timer: bool,
-    /// Staged through the window by a caller pinned to the loop thread (a `LocalOp`), with no
-    /// deadline, a plain operation and its waker in the private cell: while nothing else is
-    /// set, its CQE takes the short ending (`EventLoop::finish_pinned`).
-    pub(crate) pinned: bool,
 }
 
 impl SlotFlags {
@@ -63,16 +59,14 @@ impl SlotFlags {
         abandoning: false,
         drop_cancelled: false,
         timer: false,
-        pinned: false,
     };
 
-    /// A pinned request in flight (the caller of `on_cqe` checked `in_flight`) that nothing
-    /// has cancelled: what `finish_pinned` handles. A caller that dropped it shows in its slot's
-    /// phase, which `finish_pinned` checks.
+    /// A plain request in flight (the caller of `on_cqe` checked `in_flight`) that nothing has
+    /// cancelled: if its caller is pinned to the loop thread and still there (the slot's phase
+    /// says, `Slot::is_pinned_active`), `finish_pinned` ends it.
     #[inline]
-    pub(crate) fn ends_pinned(&self) -> bool {
-        debug_assert!(!self.pinned || (self.owned && self.admitted && self.plain && !self.timer));
-        self.pinned & !self.cancel_requested & !self.abandoning
+    pub(crate) fn may_end_pinned(&self) -> bool {
+        self.plain & !self.cancel_requested & !self.abandoning
     }
 }
 
@@ -224,9 +218,9 @@ impl<const S: usize, const R: usize, const W: usize> Table<S, R, W> {
     }
 
     /// [`admit`](Self::admit) of the loop's fresh request `index` whose SQE was just pushed:
-    /// in flight (and `plain`, `pinned`: see `SlotFlags`), its flags written at once.
+    /// in flight (and `plain`: see `SlotFlags`), its flags written at once.
     #[inline]
-    pub(crate) fn admit_in_flight(&mut self, index: u32, plain: bool, pinned: bool) {
+    pub(crate) fn admit_in_flight(&mut self, index: u32, plain: bool) {
         debug_assert!(
             self.flags[index as usize]
                 == SlotFlags {
@@ -239,7 +233,6 @@ impl<const S: usize, const R: usize, const W: usize> Table<S, R, W> {
             admitted: true,
             in_flight: true,
             plain,
-            pinned,
             ..SlotFlags::NONE
         };
         self.admitted += 1;
