@@ -30,7 +30,9 @@
 //! A caller that can never leave the loop thread (a `LocalOp`, `!Send`) adds `PINNED` when it
 //! admits its own request there: then no other thread can ever touch the phase while the request
 //! is `ACTIVE`, the race above cannot happen, and the loop finishes it with a plain load and
-//! store. Dropping such a caller still takes the compare-exchange (it is the rare side).
+//! store. Dropping such a caller still takes the compare-exchange (it is the rare side). The
+//! loop tells such a request by its phase word alone (`is_pinned_active`: `ACTIVE` with
+//! `LOCAL_WAKER` and `PINNED`, nothing else), and ends a plain one through `finish_pinned`.
 //!
 //! # Blocking waits
 //!
