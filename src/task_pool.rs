@@ -315,7 +315,8 @@ impl<F: Future<Output = ()>, const N: usize> TaskPool<F, N> {
 
     /// Polls the task in `slot` (OCCUPIED: the runner's while it polls) and settles its state.
     fn poll_slot(&'static self, slot: &'static TaskSlot<F>) {
-        let waker = task_waker(&slot.head);
+        // Its drop would call through the vtable to do nothing (`drop_task`): never dropped.
+        let waker = std::mem::ManuallyDrop::new(task_waker(&slot.head));
         let mut cx = Context::from_waker(&waker);
         let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             slot.future.with_mut(|cell| {
