@@ -255,7 +255,8 @@ impl<F: Future<Output = ()>, const N: usize> TaskPool<F, N> {
     /// poll until it finishes or is dropped (another runner polled meanwhile panics), and a task
     /// woken on this thread (a completion the loop delivers, a task waking another) is marked
     /// ready with a plain load and store instead of a read-modify-write. Wakes from other
-    /// threads work as with `run`. The future is `!Send`.
+    /// threads work as with `run`. The future is `!Send`. Forgetting it (`mem::forget`) leaves
+    /// the pool held for good: every later runner panics.
     pub fn run_local<M: Future>(&'static self, main: M) -> RunLocal<F, N, M> {
         RunLocal {
             run: self.run(main),
@@ -486,6 +487,8 @@ impl<F: Future<Output = ()>, const N: usize, M: Future> Future for RunLocal<F, N
         if !this.held {
             let head = &this.run.pool.head;
             head.claim();
+            // Relaxed: only this thread acts on a token equal to its own (`set_ready`), and it
+            // reads what it stored itself; other threads only need to see it unequal.
             head.owner.store(thread_token(), Ordering::Relaxed);
             this.held = true;
         }
@@ -505,7 +508,8 @@ impl<F, const N: usize, M: Future> RunLocal<F, N, M> {
             return;
         }
         let pool = self.run.pool;
-        // From here on, wakes on this thread take the shared bits.
+        // From here on, wakes on this thread take the shared bits. Relaxed: the only thread that
+        // could take the private path is this one, which sees its own store.
         pool.head
             .owner
             .store(std::ptr::null_mut(), Ordering::Relaxed);
@@ -513,6 +517,8 @@ impl<F, const N: usize, M: Future> RunLocal<F, N, M> {
             let bits = local.load(Ordering::Relaxed);
             if bits != 0 {
                 local.store(0, Ordering::Relaxed);
+                // AcqRel, as a waker's `fetch_or`: the next runner's swap sees these bits and
+                // what this thread did before them.
                 shared.fetch_or(bits, Ordering::AcqRel);
             }
         }

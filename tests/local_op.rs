@@ -111,14 +111,14 @@ fn a_local_operation_finished_before_its_deadline_leaves_no_timer() {
     let reader = event_loop.metrics_reader();
     let writer = Arc::clone(&a);
     let late = thread::spawn(move || {
-        thread::sleep(Duration::from_millis(600));
+        thread::sleep(Duration::from_millis(1500));
         (&*writer).write_all(b"y").unwrap();
     });
     let (first, second) = with_timeout(HANG, move || {
         event_loop.block_on(async move {
             let first = handle
                 .recv(Arc::clone(&b), IoBufMut::with_capacity(1))
-                .timeout(Duration::from_millis(200))
+                .timeout(Duration::from_millis(500))
                 .local()
                 .await
                 .map(|(buf, _)| buf.to_vec());

@@ -88,10 +88,17 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         } else if self.orphanable(r.kind()) && self.storage.slots[index].is_orphaned() {
             self.retire(t, id.index());
         } else {
-            // Cannot fail: at most one entry per admitted request, and admitted <= RING.
-            let _ = t.ready.push_back(id.index());
-            Counters::bump(&self.storage.metrics.requeued);
+            self.requeue(t, id.index());
         }
+    }
+
+    /// Queues admitted request `index` (its SQE no longer in flight) for its next SQE: a short
+    /// transfer or a retry.
+    #[inline]
+    fn requeue(&mut self, t: &mut Table<S, R, W>, index: u32) {
+        // Cannot fail: at most one entry per admitted request, and admitted <= RING.
+        let _ = t.ready.push_back(index);
+        Counters::bump(&self.storage.metrics.requeued);
     }
 
     /// The CQE of a plain request not cancelled (`SlotFlags::may_end_pinned`) whose caller is
@@ -109,15 +116,12 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         let r = owned_request(&mut t.flags, &self.storage.slots, index);
         let scheduled = r.deadline.is_some();
         let finished = r.complete(result, false);
-        let metrics = &self.storage.metrics;
         if !finished {
-            // A short transfer: its next SQE, as the general path queues it.
             t.flags[index as usize].in_flight = false;
-            // Cannot fail: at most one entry per admitted request, and admitted <= RING.
-            let _ = t.ready.push_back(index);
-            Counters::bump(&metrics.requeued);
+            self.requeue(t, index);
             return true;
         }
+        let metrics = &self.storage.metrics;
         // `end_entry` and `deliver`: never among the starved streams (plain), never timed out
         // or abandoned (not cancelled).
         t.end(index, scheduled);
@@ -548,8 +552,8 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             t.release(index);
             return false;
         }
-        t.admit_in_flight(index, O::KIND.is_plain());
-        self.count_pushed(&staged);
+        t.admit(index);
+        self.mark_pushed(t, index, O::KIND, &staged);
         true
     }
 
@@ -586,12 +590,6 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         let flags = &mut t.flags[index as usize];
         flags.in_flight = true;
         flags.plain = kind.is_plain();
-        self.count_pushed(staged);
-    }
-
-    /// Counts a pushed SQE.
-    #[inline]
-    fn count_pushed(&self, staged: &Staged) {
         let metrics = &self.storage.metrics;
         Counters::bump(&metrics.submitted);
         if staged.fixed_file {

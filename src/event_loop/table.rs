@@ -217,27 +217,6 @@ impl<const S: usize, const R: usize, const W: usize> Table<S, R, W> {
         self.admitted += 1;
     }
 
-    /// [`admit`](Self::admit) of the loop's fresh request `index` whose SQE was just pushed:
-    /// in flight (and `plain`: see `SlotFlags`), its flags written at once.
-    #[inline]
-    pub(crate) fn admit_in_flight(&mut self, index: u32, plain: bool) {
-        debug_assert!(
-            self.flags[index as usize]
-                == SlotFlags {
-                    owned: true,
-                    ..SlotFlags::NONE
-                }
-        );
-        self.flags[index as usize] = SlotFlags {
-            owned: true,
-            admitted: true,
-            in_flight: true,
-            plain,
-            ..SlotFlags::NONE
-        };
-        self.admitted += 1;
-    }
-
     /// Requests counted in: in flight, ready-queued or cancelling (at most `RING`).
     #[inline]
     pub(crate) fn admitted(&self) -> usize {

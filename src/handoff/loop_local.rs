@@ -190,12 +190,7 @@ impl<const N: usize> LoopLocal<N> {
         if same {
             return None;
         }
-        // A pool task's waker is copied without the call through its vtable (crate code).
-        let fresh = match crate::task_pool::TaskRef::of(waker) {
-            Some(task) => task.waker(),
-            None => waker.clone(),
-        };
-        cell.replace(Some(fresh))
+        cell.replace(Some(Self::own(waker)))
     }
 
     /// [`register_waker`](Self::register_waker) for the first poll of a request just
@@ -203,11 +198,17 @@ impl<const N: usize> LoopLocal<N> {
     /// nothing to compare with (whatever it holds is still handed back, for the caller to drop).
     #[inline]
     pub(crate) fn register_first_waker(&self, index: u32, waker: &Waker) -> Option<Waker> {
-        let fresh = match crate::task_pool::TaskRef::of(waker) {
+        self.wakers[index as usize].replace(Some(Self::own(waker)))
+    }
+
+    /// A waker of our own for `waker` (user code: its clone), or a pool task's copied without
+    /// the call through its vtable (crate code).
+    #[inline]
+    fn own(waker: &Waker) -> Waker {
+        match crate::task_pool::TaskRef::of(waker) {
             Some(task) => task.waker(),
             None => waker.clone(),
-        };
-        self.wakers[index as usize].replace(Some(fresh))
+        }
     }
 
     /// Takes the waker of slot `index` (the loop, to wake it, or its caller, taking it back).
