@@ -12,8 +12,8 @@
 //!   waits for them before sweeping the ring.
 //! * `CLOSED`: the loop is gone (or going) for good; nothing new may be submitted.
 //! * `LOOP`: an `EventLoop` value exists for the current claim.
-//! * `INTENT`: the loop may be asleep in the kernel; a caller whose release after its push sees
-//!   it writes the eventfd (the wake protocol, `handoff/wake.rs`).
+//! * `INTENT`: the loop may be asleep in the kernel; the first caller whose release after its
+//!   push sees it clears it and writes the eventfd (the wake protocol, `handoff/wake.rs`).
 //!
 //! The claim is released (and the storage can be claimed again) by whichever read-modify-write
 //! leaves `handles == 0`, `submitting == 0` and `LOOP` clear.

@@ -10,9 +10,11 @@
 //! `submitting` before it pushes its index into the submission ring and leaves with a
 //! read-modify-write after the push (`Storage::end_submit`); the wake rides on that last step.
 //! * **release** (caller, after its index is in the submission ring): subtract its count; if the
-//!   previous value had `INTENT` set, the loop may be asleep in `io_uring_enter`, so write the
-//!   eventfd. Without intent no syscall happens, and no read-modify-write beyond the one the
-//!   count needs anyway.
+//!   previous value had `INTENT` set, the loop may be asleep in `io_uring_enter`: **claim** the
+//!   intent (clear it) and write the eventfd if this caller is the one that cleared it. Without
+//!   intent no syscall happens, and no read-modify-write beyond the one the count needs anyway.
+//!   One sleep takes one write however many callers saw the intent: the others' pushes are in
+//!   the ring before their releases, and the woken loop rechecks before it sleeps again.
 //! * **arm** (loop, before sleeping): set `INTENT`; then **recheck** the submission ring; sleep
 //!   only if nothing is ready.
 //! * **disarm** (loop, after waking): clear `INTENT`.
@@ -31,8 +33,11 @@
 //! * if `P` comes before `A`, `A` reads a value at or after `P`'s in that order, and the chain of
 //!   read-modify-writes carries `P`'s Release to `A`'s Acquire: the push (which precedes `P`)
 //!   happens before the recheck, which therefore sees it. Contradiction, so this case cannot be;
-//! * so `P` comes after `A`, and `P` reads the intent bit `A` set: it writes the eventfd, the
-//!   armed poll posts a CQE, and `io_uring_enter(min_complete = 1)` returns.
+//! * so `P` comes after `A`, and `P` reads the intent bit `A` set. Either `P`'s claim clears
+//!   it and `P` writes the eventfd: the armed poll posts a CQE, and `io_uring_enter(min_complete
+//!   = 1)` returns; or another caller's claim (after `A`, so a caller that writes the eventfd)
+//!   cleared it first, or the loop's `disarm` did (the loop was awake again): either way the
+//!   loop wakes, and its next recheck comes after `P` in the order, so it sees `P`'s push.
 //!
 //! The loop sleeps on "nothing ready in the ring after arming", not on a count of pushes. So a
 //! producer preempted mid-push (its position claimed, its stamp not yet written) cannot make the
@@ -61,7 +66,17 @@ pub(crate) fn release(word: &AtomicU64, count: u64) -> (u64, bool) {
     // AcqRel: Release carries the push to the loop's arm (module doc) and to its `serving_over`
     // check; Acquire orders our eventfd write after seeing the intent.
     let before = word.fetch_sub(count, Ordering::AcqRel);
-    (before - count, before & INTENT != 0)
+    let ring = before & INTENT != 0 && claim(word);
+    (before - count, ring)
+}
+
+/// A caller that saw the intent takes it (clears it): true if this call cleared it, so that of
+/// the callers that saw one intent exactly one writes the eventfd (the others' pushes are seen
+/// by the woken loop, which rechecks before it sleeps again).
+#[cold]
+fn claim(word: &AtomicU64) -> bool {
+    // AcqRel: as `release`'s (the write that follows is ordered after it).
+    word.fetch_and(!INTENT, Ordering::AcqRel) & INTENT != 0
 }
 
 /// Declares the intent to sleep; returns the word as that same atomic step found it.
@@ -127,6 +142,7 @@ mod tests {
             ((ONE + 1) | INTENT, true),
             "armed: ring"
         );
+        assert!(!is_armed(&word), "the ringing caller took the intent");
         disarm(&word);
         assert!(!is_armed(&word));
         assert_eq!(
@@ -135,5 +151,20 @@ mod tests {
             "disarm keeps the counts"
         );
         assert_eq!(release(&word, ONE), (1, false));
+    }
+
+    #[test]
+    fn one_intent_rings_once() {
+        // Callers that release after one arm: the first writes the eventfd, the rest do not (the
+        // loop it woke sees their pushes); the next arm rings again.
+        const ONE: u64 = 1 << 32;
+        let word = AtomicU64::new(4 * ONE);
+        arm(&word);
+        let rings: Vec<bool> = (0..3).map(|_| release(&word, ONE).1).collect();
+        assert_eq!(rings, [true, false, false]);
+        disarm(&word);
+        arm(&word);
+        assert!(release(&word, ONE).1, "a new intent rings again");
+        assert_eq!(word.load(Ordering::Relaxed), 0, "every count taken back");
     }
 }
