@@ -2,7 +2,9 @@
 //! (and are about to submit their next requests), the loop waits a few polls for those requests
 //! before it enters, so that one `io_uring_enter` carries several SQEs. A loop whose callers owe
 //! nothing (one request outstanding, or callers on the loop thread, which submit within the
-//! pass) enters at once: the wait never adds latency to a lone request.
+//! pass) enters at once: the wait never adds latency to a lone request. A loop that does not
+//! spin (`idle_spin = 0`) uses the same estimate to submit without sleeping while callers owe
+//! requests (`EventLoop::submit_first`).
 
 /// Polls a batch waits at most, in total, before the loop enters.
 pub(super) const WAIT_POLLS: u32 = 64;
@@ -32,6 +34,13 @@ impl Batch {
         self.owed = self.owed.saturating_sub(1);
     }
 
+    /// Whether callers on other threads are about to submit (results delivered to them
+    /// outnumber the requests received since).
+    #[inline]
+    pub(super) fn owed(&self) -> bool {
+        self.owed != 0
+    }
+
     /// Whether to wait one more poll for requests before entering with `staged` SQEs.
     #[inline]
     pub(super) fn wait(&mut self, staged: usize) -> bool {
@@ -40,6 +49,15 @@ impl Batch {
         }
         self.waited += 1;
         true
+    }
+
+    /// The loop goes to sleep: nothing arrived while it had nothing to do, so the callers owed
+    /// nothing after all (they kept or dropped their results). Without this a stale estimate
+    /// would make every later idle pass of a loop that does not spin submit apart from its
+    /// wait (one enter more per sleep).
+    #[inline]
+    pub(super) fn sleeping(&mut self) {
+        self.owed = 0;
     }
 
     /// The loop entered: the next batch starts. A batch that waited out its polls found the
@@ -99,6 +117,22 @@ mod tests {
             0,
             "a batch that waited out its polls forgets the debt"
         );
+    }
+
+    #[test]
+    fn owed_says_whether_callers_are_about_to_submit_until_the_loop_sleeps() {
+        let mut batch = Batch::default();
+        assert!(!batch.owed(), "nothing delivered");
+        batch.delivered();
+        batch.delivered();
+        batch.received();
+        assert!(batch.owed(), "one caller has not submitted again");
+        batch.received();
+        assert!(!batch.owed(), "both have");
+        batch.delivered();
+        batch.sleeping();
+        assert!(!batch.owed(), "a loop that sleeps forgets the debt");
+        assert_eq!(waits(&mut batch, 1), 0, "and waits for nothing");
     }
 
     #[test]

@@ -719,6 +719,9 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         } else {
             Duration::from_nanos(self.spin_budget)
         };
+        if budget.is_zero() && self.submit_first() {
+            return self.enter(0, None);
+        }
         let mut spin = None;
         if !budget.is_zero() {
             if !self.ring.sq_empty() {
@@ -769,6 +772,18 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         slept
     }
 
+    /// Whether an idle loop that does not spin submits its staged SQEs without waiting and goes
+    /// round, instead of arming the intent and entering to submit and wait in one call: while
+    /// callers on other threads are about to submit again (`batch.rs`). Their releases then find
+    /// no intent and write no eventfd, and what completed at once is delivered and their next
+    /// requests staged before the loop sleeps: at 64 nops outstanding, eventfd writes per op
+    /// fell from 0.07 to under 0.001. A lone request is owed nothing, so it keeps the one call.
+    /// Not with SQPOLL, whose poller submits (going round would spin until it has).
+    #[inline]
+    fn submit_first(&mut self) -> bool {
+        self.batch.owed() && self.checked.config.sqpoll_idle.is_none() && !self.ring.sq_empty()
+    }
+
     /// The next spin budget after an idle period of `waited` (see `spin.rs`).
     fn adapt_spin(&mut self, waited: Duration, preempted: bool) {
         self.spin_budget = crate::spin::adapt(self.spin_budget, self.spin_max, waited, preempted);
@@ -787,6 +802,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             self.check_senders = true;
             return Ok(());
         }
+        self.batch.sleeping();
         let slept = self.enter(1, self.next_deadline(t));
         wake::disarm(self.storage.life_word());
         slept
