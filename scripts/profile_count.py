@@ -24,13 +24,32 @@ def locked_addresses(binary):
     return addrs
 
 
-def symbol(binary, name):
-    out = subprocess.run(["nm", binary], capture_output=True, text=True, check=True).stdout
+def symbols(binary):
+    """Demangled function name -> address, for names the binary defines once."""
+    out = subprocess.run(["nm", "-C", binary], capture_output=True, text=True, check=True).stdout
+    seen = {}
     for line in out.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[2] == name:
-            return int(parts[0], 16)
-    raise SystemExit(f"no symbol {name} in {binary}")
+        parts = line.split(maxsplit=2)
+        if len(parts) == 3 and parts[1] in "tT":
+            seen.setdefault(parts[2], []).append(int(parts[0], 16))
+    return {name: addrs[0] for name, addrs in seen.items() if len(addrs) == 1}
+
+
+def load_offset(binary, entries):
+    """Where the profile's addresses sit against the binary's: from the lowest executed
+    address of functions the binary defines once (`main` first; a thread other than the main
+    one never runs it), the most common difference."""
+    known = symbols(binary)
+    if "main" in entries and "main" in known:
+        return entries["main"] - known["main"]
+    diffs = {}
+    for name, addr in entries.items():
+        if name in known:
+            diff = addr - known[name]
+            diffs[diff] = diffs.get(diff, 0) + 1
+    if not diffs:
+        raise SystemExit(f"no function of the profile found in {binary}")
+    return max(diffs, key=diffs.get)
 
 
 def main():
@@ -40,7 +59,7 @@ def main():
     costs = {}
     ob = fn = None
     skip = False
-    main_entry = None
+    entries = {}
     npos = 1
     for line in open(profile):
         if line.startswith("positions:"):
@@ -61,9 +80,9 @@ def main():
             addr, cost = int(fields[0], 16), fields[npos] if len(fields) > npos else "0"
             if ob == binary:
                 costs[addr] = costs.get(addr, 0) + int(cost)
-                if fn == "main" and (main_entry is None or addr < main_entry):
-                    main_entry = addr
-    offset = main_entry - symbol(binary, "main")
+                if addr < entries.get(fn, addr + 1):
+                    entries[fn] = addr
+    offset = load_offset(binary, entries)
     rmw = sum(c for a, c in costs.items() if a - offset in locked)
     print(total, rmw)
 

@@ -583,9 +583,10 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
                 }
                 return result;
             }
-            spinning = spinning && spin.step();
+            let slot = &this.storage.slots[index as usize];
+            spinning = spinning && slot.spin_while_pending(&mut spin);
             if !spinning {
-                this.storage.slots[index as usize].park();
+                slot.park();
             }
         }
     }

@@ -157,6 +157,14 @@ pub fn default_spin() -> Duration {
     }
 }
 
+/// `Config::busy_poll` for the cross-thread static-uring rows when `STATIC_URING_BENCH_SPIN_US`
+/// is set (`scripts/profile`): under valgrind a spin that sees its thread descheduled (every
+/// thread switch looks so) stops and the loop sleeps in `io_uring_enter`, which valgrind runs as
+/// a non-blocking syscall (no other thread runs: a deadlock); a busy-polling loop never sleeps.
+pub fn profiling_busy_poll() -> bool {
+    std::env::var_os("STATIC_URING_BENCH_SPIN_US").is_some()
+}
+
 fn spin_label(spin: Duration) -> String {
     if spin.is_zero() {
         "0".to_string()

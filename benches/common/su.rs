@@ -38,6 +38,7 @@ impl SuIo {
         let config = Config {
             idle_spin: spin,
             single_issuer,
+            busy_poll: super::profiling_busy_poll(),
             ..Config::default()
         };
         let (handle, event_loop) = static_uring::new::<256, 128, 1024>(config).expect("loop");

