@@ -55,24 +55,27 @@ impl Spin {
         match &mut self.clock {
             None => self.clock = Some((now, now)),
             Some((start, last)) => {
-                if now - *last > PREEMPTED {
+                let step = now - std::mem::replace(last, now);
+                if step > PREEMPTED {
                     self.preempted = true;
                     return false;
                 }
                 if now - *start >= self.budget {
                     return false;
                 }
-                *last = now;
             }
         }
         crate::loom::spin_step(&mut self.step);
         true
     }
 
-    /// Time spent in the timed part of the spin (zero if it ended in the quick steps).
+    /// Time spent in the timed part of the spin, up to its last step (zero if it ended in the
+    /// quick steps). No clock read: a step is far shorter than the budgets this is compared
+    /// with (a longer one ends the spin as preempted), and the read would cost as much as the
+    /// rest of a waiter's bookkeeping.
     pub(crate) fn elapsed(&self) -> Duration {
         self.clock
-            .map_or(Duration::ZERO, |(start, _)| start.elapsed())
+            .map_or(Duration::ZERO, |(start, last)| last - start)
     }
 
     /// Whether the spin got past the quick polls (and read the clock).

@@ -737,8 +737,9 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             }
             let spinning = spin.insert(Spin::new(budget));
             if self.spin_for_work(t, local, spinning)? {
-                // A wait that ended in the quick polls leaves a full budget as it is.
-                if spinning.timed() || self.spin_budget != self.spin_max {
+                // A wait that ended in the quick polls leaves a full budget as it is; a busy
+                // loop's budget is the next deadline, not the adaptive one.
+                if !busy && (spinning.timed() || self.spin_budget != self.spin_max) {
                     self.adapt_spin(spinning.elapsed(), false);
                 }
                 return Ok(());

@@ -218,6 +218,9 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             }
             None
         });
+        if t.fired.is_empty() {
+            return;
+        }
         for i in 0..t.fired.len() {
             let index = t.fired[i];
             self.fire_timer(t, index);
