@@ -42,6 +42,35 @@ fn busy_poll_never_sleeps_and_keeps_deadlines_and_shutdown() {
 }
 
 #[test]
+fn busy_poll_without_deadlines_still_retires_a_dropped_timer() {
+    // A busy loop spins instead of making empty passes; what its polls do not watch must still
+    // reach it, with no other request to bring it round: here a dropped sleep, whose caller
+    // notes the drop without waking a loop that never sleeps.
+    let cfg = Config {
+        busy_poll: true,
+        idle_spin: Duration::ZERO,
+        ..Config::default()
+    };
+    let (handle, lp) = start::<8, 8, 64>(cfg);
+    handle.nop().wait().unwrap();
+    let mut sleep = Box::pin(handle.sleep(Duration::from_secs(3600)));
+    assert!(poll_once(sleep.as_mut()).is_none(), "an hour: pending");
+    // Time for the loop to take it (a sleep is the loop's own timer: no SQE to count).
+    std::thread::sleep(Duration::from_millis(20));
+    drop(sleep);
+    wait_until(HANG, "the busy loop retires the dropped sleep", || {
+        handle.metrics().orphaned == 1
+    });
+    assert_eq!(
+        handle.metrics().wakeups,
+        0,
+        "never woken: it found the drop itself"
+    );
+    drop(handle);
+    lp.join(HANG).unwrap();
+}
+
+#[test]
 fn adaptive_spin_serves_bursts_and_sparse_requests_alike() {
     // Budget grows during bursts and shrinks over long gaps; either way every request is served
     // and, after a long gap, the sleeping loop is woken through the eventfd.

@@ -736,7 +736,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                 self.enter(0, None)?;
             }
             let spinning = spin.insert(Spin::new(budget));
-            if self.spin_for_work(t, local, spinning)? {
+            if self.spin_for_work(t, local, spinning, busy)? {
                 // A wait that ended in the quick polls leaves a full budget as it is; a busy
                 // loop's budget is the next deadline, not the adaptive one.
                 if !busy && (spinning.timed() || self.spin_budget != self.spin_max) {
@@ -768,15 +768,19 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         self.batch.owed() && self.checked.config.sqpoll_idle.is_none() && !self.ring.sq_empty()
     }
 
-    /// Polls for work until `spinning` runs out (false) or work is found (true). Out of line:
-    /// an idle pass's polls are not the loop's work, and `scripts/profile` leaves this
-    /// function out of the loop's instruction count (callgrind's `--toggle-collect`).
+    /// Polls for work until `spinning` runs out (false) or work is found (true). A busy loop
+    /// (`busy`) spins on while no deadline is pending and nothing the polls do not watch is
+    /// waiting (`has_work`: a dropped request or timer, the last sender gone): going round
+    /// would only make an empty pass. Out of line: an idle loop's polls are not its work, and
+    /// `scripts/profile` leaves this function out of the loop's instruction count (callgrind's
+    /// `--toggle-collect`).
     #[inline(never)]
     fn spin_for_work<L: local::Local>(
         &mut self,
         t: &Table<S, R, W>,
         local: &L,
         spinning: &mut Spin,
+        busy: bool,
     ) -> Result<bool, Error> {
         loop {
             // Not `has_work`: the last sender's exit rings the eventfd, whose poll (armed by
@@ -795,6 +799,10 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                 continue;
             }
             if !spinning.step() {
+                if busy && t.wheel.len() == 0 && !self.has_work(t) {
+                    *spinning = Spin::new(BUSY_POLL_PASS);
+                    continue;
+                }
                 return Ok(false);
             }
         }

@@ -362,6 +362,9 @@ impl<T> Slot<T> {
 
 impl<T> Slot<T> {
     /// Sleeps until the phase leaves `QUEUED`/`ACTIVE` (or a spurious wake-up). Caller side.
+    /// Out of line (a syscall follows anyway): `scripts/profile` leaves waiting out of the
+    /// caller's count, as it does the spin before it.
+    #[inline(never)]
     pub(crate) fn park(&self) {
         let word = self.phase.load(Ordering::Acquire);
         if !matches!(word & PHASE, QUEUED | ACTIVE) {
@@ -394,7 +397,9 @@ impl<T> Slot<T> {
         }
     }
 
-    /// Wakes the thread sleeping in [`park`](Self::park). Loop side.
+    /// Wakes the thread sleeping in [`park`](Self::park). Loop side. Out of line, as `park`
+    /// (whether a caller parked depends on timing: `scripts/profile` leaves it out).
+    #[inline(never)]
     pub(crate) fn unpark(&self) {
         crate::loom::futex_wake(&self.phase);
     }
