@@ -575,13 +575,17 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         let mut spin = crate::spin::Spin::new(budget);
         let mut spinning = true;
         loop {
-            if let Some(result) = this.try_take(false) {
-                // A wait that ended in the quick polls leaves a full budget as it is.
-                if spin.timed() || !full {
-                    this.storage
-                        .adapt_wait_spin(spin.elapsed(), spin.preempted());
+            // Looked at first: a request just handed over is still pending, and the look is
+            // cheaper than the call.
+            if !this.storage.slots[index as usize].is_pending() {
+                if let Some(result) = this.try_take(false) {
+                    // A wait that ended in the quick polls leaves a full budget as it is.
+                    if spin.timed() || !full {
+                        this.storage
+                            .adapt_wait_spin(spin.elapsed(), spin.preempted());
+                    }
+                    return result;
                 }
-                return result;
             }
             let slot = &this.storage.slots[index as usize];
             spinning = spinning && slot.spin_while_pending(&mut spin);

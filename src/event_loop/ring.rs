@@ -430,6 +430,7 @@ impl Ring {
 
     /// Copies up to [`BATCH`] CQEs out of the ring into `batch` (once) and returns them; the
     /// slice borrows `batch`, not the ring, so the caller may push SQEs while handling them.
+    #[inline]
     pub(crate) fn fill<'a>(
         &mut self,
         batch: &'a mut [MaybeUninit<cqueue::Entry>; BATCH],

@@ -157,6 +157,13 @@ impl<T> Slot<T> {
         self.phase() == DONE
     }
 
+    /// `QUEUED` or `ACTIVE`: the loop has the request and has not finished it (Acquire, as
+    /// [`is_done`](Self::is_done)).
+    #[inline]
+    pub(crate) fn is_pending(&self) -> bool {
+        matches!(self.phase(), QUEUED | ACTIVE)
+    }
+
     /// `ABANDONED`: the kernel may still write the request's buffers; nobody owns it, ever.
     #[inline]
     pub(crate) fn is_abandoned(&self) -> bool {
@@ -388,7 +395,7 @@ impl<T> Slot<T> {
     #[inline(never)]
     pub(crate) fn spin_while_pending(&self, spin: &mut crate::spin::Spin) -> bool {
         loop {
-            if !matches!(self.phase(), QUEUED | ACTIVE) {
+            if !self.is_pending() {
                 return true;
             }
             if !spin.step() {
