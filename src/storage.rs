@@ -429,6 +429,14 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         self.timer_dropped.load(Ordering::Acquire)
     }
 
+    /// Loop side, at each pass: whether `take_dropped_timers` may find a timer (Relaxed, as its
+    /// own first look: a flag set meanwhile is seen at the next pass, which the setter's wake
+    /// brings).
+    #[inline]
+    pub(crate) fn may_have_dropped_timers(&self) -> bool {
+        self.timer_dropped.load(Ordering::Relaxed)
+    }
+
     /// Sets the claim's `.wait()` spin: at most `spin` (clamped to `u32::MAX` ns, 4.3 s), and
     /// that much to begin with.
     pub(crate) fn set_wait_spin(&self, spin: std::time::Duration) {

@@ -118,6 +118,7 @@ impl<const S: usize, const R: usize, const W: usize> Drop for Private<S, R, W> {
 }
 
 /// Whether a lane of `t` holds a fresh request.
+#[inline]
 pub(crate) fn lanes_ready<const S: usize, const R: usize, const W: usize>(
     t: &Table<S, R, W>,
 ) -> bool {
@@ -319,6 +320,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// lane ([`pop_fresh`] would give one).
     ///
     /// [`pop_fresh`]: Self::pop_fresh
+    #[inline]
     fn fresh_ready(&self, t: &Table<S, R, W>) -> bool {
         self.storage.local.has_ready() || self.storage.queue.has_ready() || lanes_ready(t)
     }
