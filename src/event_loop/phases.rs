@@ -390,7 +390,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             }
         }
         t.admit(index);
-        self.stage_one(t, index);
+        self.stage_sqe(t, index, kind);
     }
 
     /// The tick of `deadline` and where the wheel puts it now (an idle wheel is first aligned
@@ -487,16 +487,25 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             self.finish(t, index);
             return;
         }
-        let r = owned_request(&mut t.flags, slots, index);
-        let kind = r.kind();
+        let kind = owned_request(&mut t.flags, slots, index).kind();
         if self.orphanable(kind) && slot.is_orphaned() {
             self.retire(t, index);
             return;
         }
-        let id = RequestId::new(index, slot.generation()).op_data();
+        self.stage_sqe(t, index, kind);
+    }
+
+    /// Builds and pushes the next SQE of admitted request `index` (of `kind`), or ends it if it
+    /// gets none. The SQE has room. `admit` calls it directly: a request it has just found live
+    /// and admitted needs none of `stage_one`'s checks (no deadline can have fired yet; a caller
+    /// that leaves from here on leaves an admitted request, as any later one).
+    fn stage_sqe(&mut self, t: &mut Table<S, R, W>, index: u32, kind: OpKind) {
+        let slots = &self.storage.slots;
+        let id = RequestId::new(index, slots[index as usize].generation()).op_data();
         let key = self.storage.fault_key();
         let limit = fault::sqe_limit(key, kind);
         let mut headers = Headers::new(&mut t.msgs, t.free_msgs.as_mut_view());
+        let r = owned_request(&mut t.flags, slots, index);
         // Matched by reference: the SQE is copied once, from where `sqe` built it into the ring.
         let built = r.sqe(id, limit, &t.registry, &mut headers);
         let staged = match &built {

@@ -138,6 +138,7 @@ impl Request {
     }
 
     /// The operation.
+    #[inline]
     pub(crate) fn kind(&self) -> OpKind {
         self.work.kind()
     }

@@ -106,6 +106,7 @@ impl<const N: usize> FreeList<N> {
 /// # Safety
 /// `list` points to a live `FreeList<N>` with `index < N`, and the caller owns `index` (it is
 /// not on the stack).
+#[inline]
 pub(crate) unsafe fn push_erased(list: *const (), index: u32) {
     // SAFETY: `FreeList` is `repr(C)`: `head` at offset 0, then `next`, an array of `AtomicU32`
     // at the offset below (`AtomicU64` is 8-aligned and 8 bytes); `index < N` keeps the link
