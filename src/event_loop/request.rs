@@ -147,6 +147,7 @@ impl Request {
     /// bytes (`u32::MAX` but for injected short I/O), tagged `user_data`. A descriptor or pool
     /// buffer that `reg` holds is named by its registered index; an operation that needs a
     /// message header takes one from `headers`. `Err`: the request ends without an SQE.
+    #[inline]
     pub(crate) fn sqe(
         &mut self,
         user_data: u64,
