@@ -29,6 +29,8 @@ use crate::op::{self, OpResult, Operation, RawAddr, Readiness};
 use crate::storage::StorageRef;
 use crate::vectored::IoBufs;
 
+mod held;
+
 /// Submits requests to one loop. `Clone + Send + Sync`; the loop shuts down (drains and returns
 /// from `run`) once every clone is dropped.
 ///
@@ -66,6 +68,10 @@ enum State<O: Operation> {
     Checked(Start<O>),
     /// In slot `index`, owned by the loop until it is `DONE`.
     Submitted(u32),
+    /// In flight from slot `index` while the operation stays here (a `LocalOp` on the loop
+    /// thread, `held.rs`): the loop reaches into it until it is `DONE`, and the state is only
+    /// read meanwhile.
+    Held(Start<O>, u32),
     /// Finished without the loop (nothing to transfer, bad input, closed, full).
     Ready(OpResult<O>),
     /// The result was taken.
@@ -301,11 +307,18 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         }
     }
 
+    /// The slot of the request it submitted, while the loop has it.
+    #[inline]
+    fn in_slot(&self) -> Option<u32> {
+        match self.state {
+            State::Submitted(index) | State::Held(_, index) => Some(index),
+            _ => None,
+        }
+    }
+
     /// The identity (`RequestId::op_data`) of the request it submitted, while the loop has it.
     pub(crate) fn request_data(&self) -> Option<u64> {
-        let State::Submitted(index) = self.state else {
-            return None;
-        };
+        let index = self.in_slot()?;
         let generation = self.storage.slots[index as usize].generation();
         Some(crate::event_loop::id::RequestId::new(index, generation).op_data())
     }
@@ -374,7 +387,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
     #[inline]
     fn poll_submit(&mut self, notify: Notify<'_>, serving: bool) -> Poll<Option<OpResult<O>>> {
         match self.state {
-            State::Submitted(_) => return Poll::Ready(None),
+            State::Submitted(_) | State::Held(..) => return Poll::Ready(None),
             State::Finished => panic!("operation polled after completion"),
             _ => {}
         }
@@ -385,7 +398,9 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
             },
             State::Checked(start) => start,
             State::Ready(result) => return Poll::Ready(Some(result)),
-            State::Submitted(_) | State::Finished => unreachable!("matched above"),
+            State::Submitted(_) | State::Held(..) | State::Finished => {
+                unreachable!("matched above")
+            }
         };
         match self.claim(notify, serving) {
             Poll::Pending => {
@@ -490,8 +505,14 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
 
     /// The result, if the loop has finished with the request.
     pub(crate) fn try_take(&mut self, serving: bool) -> Option<OpResult<O>> {
-        let State::Submitted(index) = self.state else {
-            return self.take_ready();
+        let index = match self.state {
+            State::Submitted(index) => index,
+            // The loop unholds a request before it abandons it: done or pending.
+            State::Held(_, index) => {
+                let done = self.storage.slots[index as usize].is_done();
+                return done.then(|| self.take_held(index, serving));
+            }
+            _ => return self.take_ready(),
         };
         let slot = &self.storage.slots[index as usize];
         if slot.is_done() {
@@ -630,6 +651,9 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
     #[inline]
     fn poll_here(&mut self, cx: &mut Context<'_>) -> Poll<OpResult<O>> {
         match self.state {
+            State::Held(_, index) if self.storage.slots[index as usize].is_done() => {
+                Poll::Ready(self.take_held(index, true))
+            }
             State::Submitted(index) if self.storage.slots[index as usize].is_done() => {
                 Poll::Ready(self.take_done(index, true))
             }
@@ -688,6 +712,23 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
             return Ok(false);
         };
         let slot = &storage.slots[index as usize];
+        if self.pinned && direct && O::KIND.may_be_held() && !here.window().is_null() {
+            // SAFETY: the start is moved out of the state once, and the state overwritten with
+            // it without its drop glue: nothing can panic in between.
+            unsafe {
+                let start = std::ptr::read(start);
+                std::ptr::write(&mut self.state, State::Held(start, index));
+            }
+            // Admitted and ours before anything else runs, as below.
+            slot.mark_admitted_here_with_local_waker(true);
+            let window = here.window();
+            self.submit_held(index, window);
+            self.registered_here = true;
+            if let Some(old) = self.storage.local.register_first_waker(index, waker) {
+                self.storage.run_user(move || drop(old));
+            }
+            return Ok(true);
+        }
         slot.mark_filled();
         // SAFETY: the start's fields are moved out of the state once, and the state is
         // overwritten without its drop glue before anything can panic (the fields are then ours
@@ -757,7 +798,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
     /// does not serve, or a case `poll_here` leaves).
     fn poll_shared(&mut self, cx: &mut Context<'_>, serving: bool) -> Poll<OpResult<O>> {
         let this = self;
-        if let State::Submitted(_) = this.state {
+        if let State::Submitted(_) | State::Held(..) = this.state {
             // Woken (or polled again): look first, and skip the waker when done.
             if let Some(result) = this.try_take(serving) {
                 return Poll::Ready(result);
@@ -771,7 +812,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
                 Poll::Ready(None) => {}
             }
         }
-        let State::Submitted(index) = this.state else {
+        let Some(index) = this.in_slot() else {
             unreachable!("submitted above")
         };
         // Register, then check again: the loop sets DONE before it wakes (waker_cell.rs).
@@ -807,7 +848,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Drop for Op<O
     /// Inlined for the common case, an `Op` whose result was taken: nothing to do.
     #[inline]
     fn drop(&mut self) {
-        if self.queued || matches!(self.state, State::Submitted(_)) {
+        if self.queued || matches!(self.state, State::Submitted(_) | State::Held(..)) {
             self.leave();
         }
     }
@@ -816,6 +857,8 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Drop for Op<O
 impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W> {
     /// `Drop` of an `Op` still waiting for a slot or still in the loop's hands.
     fn leave(&mut self) {
+        // From here on, an ordinary submitted request.
+        self.unhold_for_drop();
         if self.queued {
             // SAFETY: `waiter` is still in place (we are in its owner's drop).
             if let Some(index) = unsafe { self.storage.waiters.cancel(&self.waiter) } {
@@ -858,7 +901,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> std::fmt::Deb
         let state = match self.state {
             State::Start(..) => "not submitted",
             State::Checked(..) => "waiting for a slot",
-            State::Submitted(_) => "submitted",
+            State::Submitted(_) | State::Held(..) => "submitted",
             State::Ready(_) => "ready",
             State::Finished => "finished",
         };

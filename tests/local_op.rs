@@ -368,3 +368,169 @@ fn local_and_remote_operations_mix_on_a_small_table() {
     assert_eq!(metrics.pending_operations, 0, "{metrics:?}");
     assert!(metrics.timed_out > 0, "{metrics:?}");
 }
+
+/// A future that wakes itself and is pending `times` times, then ready: lets a `block_on`
+/// future give the loop passes without an operation of its own.
+struct Yield(u32);
+
+impl std::future::Future for Yield {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.0 == 0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 -= 1;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
+/// A local recv that needs two completions (an exact recv whose bytes come in two writes) stays
+/// in its future for the first, then goes on from its slot: whole, in order, once.
+#[test]
+fn a_local_recv_completed_in_two_parts_arrives_whole() {
+    let (handle, event_loop) = static_uring::new::<4, 4, 64>(config()).unwrap();
+    let reader = event_loop.metrics_reader();
+    let (a, b) = socket_pair();
+    let got = with_timeout(HANG, move || {
+        event_loop.block_on(async move {
+            let mut recv = Box::pin(handle.recv(b, IoBufMut::with_capacity(8)).exact(8).local());
+            assert!(poll_once(recv.as_mut()).is_none(), "nothing to receive yet");
+            handle.nop().local().await.unwrap();
+            (&*a).write_all(b"abcd").unwrap();
+            // The first part's completion (4 of 8 bytes) comes while the recv waits.
+            for _ in 0..4 {
+                handle.nop().local().await.unwrap();
+            }
+            (&*a).write_all(b"efgh").unwrap();
+            let (buf, _) = recv.await.unwrap();
+            buf.to_vec()
+        })
+    })
+    .unwrap();
+    assert_eq!(got, b"abcdefgh");
+    let metrics = reader.get();
+    assert_eq!(
+        metrics.requeued, 1,
+        "one more SQE for the second part: {metrics:?}"
+    );
+    assert_eq!(metrics.pending_operations, 0, "{metrics:?}");
+}
+
+/// A local recv that finished while nobody polled it, then dropped: its slot is freed (the
+/// table of one slot serves the next operations) and nothing is counted orphaned.
+#[test]
+fn a_finished_local_operation_dropped_unpolled_frees_its_slot() {
+    let (handle, event_loop) = static_uring::new::<1, 1, 64>(config()).unwrap();
+    let reader = event_loop.metrics_reader();
+    let (a, b) = socket_pair();
+    let nops = with_timeout(HANG, move || {
+        event_loop.block_on(async move {
+            (&*a).write_all(b"x").unwrap();
+            let mut recv = Box::pin(handle.recv(b, IoBufMut::with_capacity(1)).local());
+            assert!(
+                poll_once(recv.as_mut()).is_none(),
+                "submitted, not done yet"
+            );
+            // Passes of the loop (no operation: the one slot is the recv's) finish it.
+            Yield(16).await;
+            drop(recv);
+            let mut done = 0;
+            for _ in 0..4 {
+                handle.nop().local().await.unwrap();
+                done += 1;
+            }
+            done
+        })
+    })
+    .unwrap();
+    assert_eq!(nops, 4, "the recv's slot served the nops");
+    let metrics = reader.get();
+    assert_eq!(metrics.completed, 5, "{metrics:?}");
+    assert_eq!(
+        metrics.orphaned, 0,
+        "it finished before the drop: {metrics:?}"
+    );
+    assert_eq!(metrics.pending_operations, 0, "{metrics:?}");
+}
+
+/// The drain after the last handle, while a local recv is in flight: polled during the drain
+/// (where its waker goes to the slot's cell, not the loop thread's) before its bytes come, it
+/// still gets them, once the drain has finished it from its slot; and polled during the drain
+/// only after it finished, it gets them straight from its future.
+#[test]
+fn a_local_recv_in_flight_through_the_drain_gets_its_bytes() {
+    for polled_early in [true, false] {
+        let (handle, event_loop) = static_uring::new::<4, 4, 64>(config()).unwrap();
+        let reader = event_loop.metrics_reader();
+        let (a, b) = socket_pair();
+        let writer = thread::spawn(move || {
+            // Long after the drain began (the last handle goes at once).
+            thread::sleep(Duration::from_millis(200));
+            (&*a).write_all(b"late").unwrap();
+            a
+        });
+        let got = with_timeout(HANG, move || {
+            event_loop.block_on(async move {
+                let mut recv = Box::pin(handle.recv(b, IoBufMut::with_capacity(4)).local());
+                assert!(poll_once(recv.as_mut()).is_none(), "nothing to receive yet");
+                handle.nop().local().await.unwrap();
+                drop(handle);
+                if polled_early {
+                    // Woken and polled again while the loop drains, before the bytes come.
+                    let (result, ()) = join2(recv, Yield(64)).await;
+                    result
+                } else {
+                    recv.await
+                }
+            })
+        })
+        .unwrap();
+        let (buf, _) = got.unwrap();
+        assert_eq!(buf.to_vec(), b"late", "polled early: {polled_early}");
+        drop(writer.join().unwrap());
+        let metrics = reader.get();
+        assert_eq!(metrics.pending_operations, 0, "{metrics:?}");
+        assert_eq!(metrics.orphaned, 0, "{metrics:?}");
+    }
+}
+
+/// A local recv left in the kernel at a zero shutdown timeout, still awaited by its future: the
+/// loop cancels it and the future gets `Abandoned` with its buffer back (a socket recv is
+/// released by the cancel at once), or the buffer stays with the kernel (parked).
+#[test]
+fn a_local_recv_awaited_through_the_abandonment_reports_it() {
+    let config = Config {
+        shutdown_timeout: Some(Duration::ZERO),
+        ..config()
+    };
+    let (handle, event_loop) = static_uring::new::<4, 4, 64>(config).unwrap();
+    let reader = event_loop.metrics_reader();
+    let (_a, b) = socket_pair();
+    let got = with_timeout(HANG, move || {
+        event_loop.block_on(async move {
+            let mut recv = Box::pin(handle.recv(b, IoBufMut::with_capacity(8)).local());
+            assert!(poll_once(recv.as_mut()).is_none());
+            handle.nop().local().await.unwrap();
+            drop(handle);
+            match recv.await {
+                Ok(_) => Err("received from a silent peer"),
+                Err(e) => Ok((e.error, e.buf.capacity())),
+            }
+        })
+    });
+    let metrics = reader.get();
+    match got {
+        // The future saw the end: abandoned, its buffer back unless the kernel kept it.
+        Ok(Ok((error, capacity))) => {
+            assert_eq!(error, Error::Abandoned);
+            assert!(capacity == 8 || metrics.parked == 1, "{metrics:?}");
+        }
+        // `block_on` returned before the future saw it (the drain ended first): `Closed`.
+        Err(Error::Closed) => {}
+        other => panic!("unexpected: {other:?}"),
+    }
+    assert_eq!(metrics.abandoned, 1, "{metrics:?}");
+    assert!(metrics.cancel_sqes >= 1, "{metrics:?}");
+    assert_eq!(metrics.pending_operations, 0, "{metrics:?}");
+}

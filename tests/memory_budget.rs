@@ -61,7 +61,8 @@ fn exact_formula(s: usize, r: usize, w: usize) -> usize {
         + r8((16 * s + 8 * w + 2072)
             + r8(4 * r + 17)
             + (8 * r + 24)
-            + 8 * s
+            + 9 * s
+            + 16 * s
             + 152 * r
             + r8(2 * r + 8)
             + 136
@@ -197,7 +198,7 @@ fn size_tables_match_size_of() {
                 let parts: Vec<usize> = row[1..].iter().map(|c| number(c)).collect();
                 let expected = [
                     296 * s,
-                    80 * s + 112,
+                    97 * s + 112,
                     16 * s + 8 * w + 2072,
                     166 * r + 56,
                     392,

@@ -60,8 +60,15 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         #[cfg(feature = "fault-injection")]
         fault::cqe_panic(
             key,
-            owned_request(&mut t.flags, &self.storage.slots, id32).kind(),
+            match t.flags[index].held {
+                true => t.held_ref(id32).vtable.kind,
+                false => owned_request(&mut t.flags, &self.storage.slots, id32).kind(),
+            },
         );
+        // A request its future holds (`held.rs`): ended there, or made ordinary first.
+        if t.flags[index].held && self.held_cqe(t, id32, result) {
+            return;
+        }
         if t.flags[index].may_end_pinned() && self.finish_pinned(t, id32, result) {
             return;
         }
@@ -95,7 +102,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// Queues admitted request `index` (its SQE no longer in flight) for its next SQE: a short
     /// transfer or a retry.
     #[inline]
-    fn requeue(&mut self, t: &mut Table<S, R, W>, index: u32) {
+    pub(super) fn requeue(&mut self, t: &mut Table<S, R, W>, index: u32) {
         // Cannot fail: at most one entry per admitted request, and admitted <= RING.
         let _ = t.ready.push_back(index);
         Counters::bump(&self.storage.metrics.requeued);
@@ -307,6 +314,13 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             if !flags.admitted || flags.cancel_requested || flags.drop_cancelled {
                 continue;
             }
+            if flags.held {
+                // Dropped only if its future left (and moved the operation into the slot).
+                if !self.storage.slots[index as usize].is_orphaned() {
+                    continue;
+                }
+                self.settle_held(t, index);
+            }
             let slot = &self.storage.slots[index as usize];
             let r = owned_request(&mut t.flags, &self.storage.slots, index);
             let rule = r.kind().dropped();
@@ -479,6 +493,10 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
 
     /// Produces the next SQE of an admitted request, or ends it. The SQ has room.
     fn stage_one(&mut self, t: &mut Table<S, R, W>, index: u32) {
+        debug_assert!(
+            !t.flags[index as usize].held,
+            "a held request is never ready-queued"
+        );
         let slots = &self.storage.slots;
         let slot = &slots[index as usize];
         if t.flags[index as usize].cancel_requested {
@@ -541,12 +559,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         // push itself (one view of the SQ instead of two). Injected faults are taken when the
         // SQE is built: with them, the room is checked first, so none is used up in vain.
         let room_first = cfg!(feature = "fault-injection") || !O::KIND.is_plain();
-        if t.admitted() >= R
-            || !t.ready.is_empty()
-            || !t.cancels.is_empty()
-            || self.storage.local.has_ready()
-            || (room_first && self.ring.sq_full())
-        {
+        if !self.may_stage_fresh(t) || (room_first && self.ring.sq_full()) {
             return false;
         }
         t.take(index);
@@ -572,6 +585,16 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         true
     }
 
+    /// Whether a fresh request from the window may be staged now without changing the order of
+    /// the pass: room in the table, and no retry, cancel or earlier private request waiting.
+    #[inline]
+    pub(super) fn may_stage_fresh(&self, t: &Table<S, R, W>) -> bool {
+        t.admitted() < R
+            && t.ready.is_empty()
+            && t.cancels.is_empty()
+            && !self.storage.local.has_ready()
+    }
+
     /// Pushes the SQE `staged` of admitted request `index` (of `kind`), which is then in flight.
     /// The SQ has room.
     #[inline]
@@ -584,7 +607,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// Pushes `staged`'s SQE (an injected result's stand-in NOP instead); false, changing
     /// nothing but a fault taken, if the SQ is full.
     #[inline]
-    fn push_entry(&mut self, kind: OpKind, staged: &Staged) -> bool {
+    pub(super) fn push_entry(&mut self, kind: OpKind, staged: &Staged) -> bool {
         let key = self.storage.fault_key();
         match fault::sqe_result(key, kind) {
             None => self.ring.try_push(&staged.entry),
@@ -601,7 +624,13 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
 
     /// Request `index` (of `kind`) has its SQE `staged` in the SQ: in flight, counted.
     #[inline]
-    fn mark_pushed(&mut self, t: &mut Table<S, R, W>, index: u32, kind: OpKind, staged: &Staged) {
+    pub(super) fn mark_pushed(
+        &mut self,
+        t: &mut Table<S, R, W>,
+        index: u32,
+        kind: OpKind,
+        staged: &Staged,
+    ) {
         let flags = &mut t.flags[index as usize];
         flags.in_flight = true;
         flags.plain = kind.is_plain();

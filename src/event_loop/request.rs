@@ -67,6 +67,36 @@ pub(crate) struct Staged {
     pub(crate) fixed_buffer: bool,
 }
 
+/// The SQE `build` makes for descriptor `fd` (named as `reg` says: its registered index if
+/// `reg` holds it, else its number, `-1` for none), tagged `user_data`: a request's, wherever
+/// its operation lies (its slot, or the future holding it).
+#[inline(always)]
+pub(crate) fn sqe_for(
+    fd: Option<&Fd>,
+    user_data: u64,
+    reg: &Registry,
+    build: impl FnOnce(types::Fd) -> crate::op::Sqe,
+) -> Result<Staged, Error> {
+    let (fd, fixed_file) = match fd {
+        None => (types::Fd(-1), false),
+        Some(fd) => match reg.file_index(fd) {
+            Some(index) => (types::Fd(index as i32), true),
+            None => (types::Fd(fd.as_raw_fd()), false),
+        },
+    };
+    let (entry, fixed_buffer) = build(fd)?;
+    let entry = if fixed_file {
+        entry.flags(squeue::Flags::FIXED_FILE)
+    } else {
+        entry
+    };
+    Ok(Staged {
+        entry: entry.user_data(user_data),
+        fixed_file,
+        fixed_buffer,
+    })
+}
+
 /// One logical request, as stored in its slot.
 #[derive(Debug)]
 pub(crate) struct Request {
@@ -186,31 +216,8 @@ impl Request {
         reg: &Registry,
         build: impl FnOnce(&mut Work, types::Fd) -> crate::op::Sqe,
     ) -> Result<Staged, Error> {
-        let (fd, fixed_file) = self.target(reg);
-        let (entry, fixed_buffer) = build(&mut self.work, fd)?;
-        let entry = if fixed_file {
-            entry.flags(squeue::Flags::FIXED_FILE)
-        } else {
-            entry
-        };
-        Ok(Staged {
-            entry: entry.user_data(user_data),
-            fixed_file,
-            fixed_buffer,
-        })
-    }
-
-    /// The descriptor an SQE names: the registered index (and true) if `reg` holds it, else
-    /// the descriptor number (`-1` for none).
-    #[inline]
-    fn target(&self, reg: &Registry) -> (types::Fd, bool) {
-        match &self.fd {
-            None => (types::Fd(-1), false),
-            Some(fd) => match reg.file_index(fd) {
-                Some(index) => (types::Fd(index as i32), true),
-                None => (types::Fd(fd.as_raw_fd()), false),
-            },
-        }
+        let work = &mut self.work;
+        sqe_for(self.fd.as_ref(), user_data, reg, |fd| build(work, fd))
     }
 
     /// The message header a request holds while in the kernel.

@@ -143,6 +143,8 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// A request the kernel did not release: its slot (and buffer) stays with the kernel for
     /// good; its caller gets `Abandoned`.
     fn park(&mut self, t: &mut Table<S, R, W>, index: u32) {
+        // A held operation moves into its slot, which keeps it for good.
+        self.settle_held(t, index);
         if owned_request(&mut t.flags, &self.storage.slots, index).kind()
             == crate::op::OpKind::RecvMulti
         {

@@ -8,6 +8,7 @@
 //! The table is also where the loop proves that a request is its own: [`owned_request`] is the
 //! one place the loop reaches into a slot.
 
+use crate::event_loop::held::HeldRef;
 use crate::event_loop::id::RequestId;
 use crate::event_loop::mail::Mail;
 use crate::event_loop::registry::Registry;
@@ -40,6 +41,8 @@ pub(crate) struct SlotFlags {
     pub(crate) drop_cancelled: bool,
     /// A timer (`sleep`): kept in the wheel (when it has an end), never admitted or staged.
     pub(crate) timer: bool,
+    /// Its operation is in its future, not in the slot (`held.rs`): `Table::held` names it.
+    pub(crate) held: bool,
 }
 
 impl SlotFlags {
@@ -59,6 +62,7 @@ impl SlotFlags {
         abandoning: false,
         drop_cancelled: false,
         timer: false,
+        held: false,
     };
 
     /// A plain request in flight (the caller of `on_cqe` checked `in_flight`) that nothing has
@@ -80,6 +84,8 @@ pub(crate) struct Table<const SLOTS: usize, const RING: usize, const WHEEL: usiz
     pub(crate) cancels: heapless::Deque<RequestId, RING>,
     /// Per-slot bookkeeping.
     pub(crate) flags: [SlotFlags; SLOTS],
+    /// Per slot, the future holding its request while `SlotFlags::held` says so (`held.rs`).
+    held: [Option<HeldRef<SLOTS, RING, WHEEL>>; SLOTS],
     /// Message headers for `recv_from`s in the kernel (at most `RING` at once), and the indices
     /// of the free ones. A header the kernel may still write (its request parked at shutdown) is
     /// never given back.
@@ -137,6 +143,7 @@ impl<const S: usize, const R: usize, const W: usize> Table<S, R, W> {
             ready: heapless::Deque::new(),
             cancels: heapless::Deque::new(),
             flags: [SlotFlags::NONE; S],
+            held: [None; S],
             msgs: [const { MsgHeader::new() }; R],
             free_msgs: heapless::Vec::new(),
             admitted: 0,
@@ -162,8 +169,10 @@ impl<const S: usize, const R: usize, const W: usize> Table<S, R, W> {
             addr_of_mut!((*ptr).ready).write(heapless::Deque::new());
             addr_of_mut!((*ptr).cancels).write(heapless::Deque::new());
             let flags = addr_of_mut!((*ptr).flags).cast::<SlotFlags>();
+            let held = addr_of_mut!((*ptr).held).cast::<Option<HeldRef<S, R, W>>>();
             for i in 0..S {
                 flags.add(i).write(SlotFlags::NONE);
+                held.add(i).write(None);
             }
             let msgs = addr_of_mut!((*ptr).msgs).cast::<MsgHeader>();
             for i in 0..R {
@@ -186,6 +195,7 @@ impl<const S: usize, const R: usize, const W: usize> Table<S, R, W> {
         self.ready.clear();
         self.cancels.clear();
         self.flags.fill(SlotFlags::NONE);
+        self.held.fill(None);
         self.admitted = 0;
         self.timers = 0;
         self.fired.clear();
@@ -237,6 +247,34 @@ impl<const S: usize, const R: usize, const W: usize> Table<S, R, W> {
             ..SlotFlags::NONE
         };
         self.admitted -= 1;
+    }
+
+    /// Admitted request `index` is held by its future (`held.rs`), named by `held`.
+    #[inline]
+    pub(crate) fn hold(&mut self, index: u32, held: HeldRef<S, R, W>) {
+        debug_assert!(self.flags[index as usize].admitted);
+        self.flags[index as usize].held = true;
+        self.held[index as usize] = Some(held);
+    }
+
+    /// The future holding request `index`, which is held (`SlotFlags::held`).
+    #[inline]
+    pub(crate) fn held_ref(&self, index: u32) -> HeldRef<S, R, W> {
+        assert!(
+            self.flags[index as usize].held,
+            "only a held request names its future"
+        );
+        // SAFETY: `hold` sets the flag and the entry together, and `unhold` (the only place that
+        // clears the flag but for `end` and `release`, which leave the entry stale but the flag
+        // clear) clears both: a set flag means a set entry.
+        unsafe { self.held[index as usize].unwrap_unchecked() }
+    }
+
+    /// Request `index` is no longer held: its operation is in its slot.
+    #[inline]
+    pub(crate) fn unhold(&mut self, index: u32) {
+        self.flags[index as usize].held = false;
+        self.held[index as usize] = None;
     }
 
     /// Holds the loop's request `index` as a timer (not admitted).

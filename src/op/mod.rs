@@ -35,7 +35,7 @@ mod zero_copy;
 pub(crate) use addr::RawAddr;
 pub use datagram::{RecvFrom, SendTo};
 pub use file::{ReadAt, WriteAt};
-pub(crate) use kernel::{Kernel, Sqe, Tagged};
+pub(crate) use kernel::{complete, Kernel, Sqe, Tagged};
 pub use message::{Post, RecvMessage};
 pub(crate) use msg_header::{Headers, MsgHeader, NO_MSG};
 pub use multishot::{AcceptMulti, Next, RecvMulti, ACCEPT_QUEUE};

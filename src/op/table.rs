@@ -282,6 +282,23 @@ impl OpKind {
         )
     }
 
+    /// Whether a `LocalOp`'s request of this kind may stay in its future while in flight
+    /// (`event_loop/held.rs`): plain, with an SQE that points at no memory inside the operation
+    /// (its buffer's bytes do not move with it), nothing kept in the slot's vector cell, and an
+    /// outcome that owns nothing (the slot's empty request could not release it).
+    #[inline]
+    pub(crate) const fn may_be_held(self) -> bool {
+        matches!(
+            self,
+            OpKind::Nop
+                | OpKind::Sync
+                | OpKind::Send
+                | OpKind::Recv
+                | OpKind::ReadAt
+                | OpKind::WriteAt
+        )
+    }
+
     /// Held by the loop without a kernel request (a timer, a stream's `next`, a waiting
     /// `recv_message`).
     #[inline]

@@ -1,0 +1,196 @@
+//! Held requests: a `LocalOp`'s request that stays in its future while its SQE is in flight.
+//!
+//! A `LocalOp` submitted on the serving loop thread from inside the window (a `block_on`
+//! future or a pool task it polls), without a deadline, of a plain kind whose SQE points at no
+//! memory inside the operation ([`OpKind::may_be_held`]), is not written into its slot: its SQE
+//! is built from the future where it lies, and the loop keeps a [`HeldRef`] to it. At its CQE
+//! the loop applies the result to the operation through the reference and, when it finishes
+//! (the common case), stores only the outcome in the slot and ends the request: nothing moved
+//! in, nothing moved out.
+//!
+//! ```text
+//! LocalOp poll:  slot ─▶ SQE from the future ─▶ SQ        (slot ACTIVE | LOCAL_WAKER | PINNED)
+//! loop, CQE:     HeldRef::complete ─▶ outcome into the slot ─▶ DONE ─▶ task woken
+//! LocalOp poll:  outcome out of the slot + operation out of the future ─▶ result; slot freed
+//! ```
+//!
+//! Anything else first turns the held request into an ordinary one (**unhold**: the operation
+//! is moved into its slot and the future's state names the slot, as if it had been submitted
+//! that way), after which every path of the loop applies unchanged:
+//! - the loop unholds it when the result asks for another SQE (a short transfer, a retry), when
+//!   the shutdown cancels it, when its caller registered a waker the fast path does not use,
+//!   and before it parks it at abandonment (the buffer then stays in the slot for good);
+//! - the future unholds it itself when it is dropped in flight, and orphans it: the loop finds
+//!   the slot `ORPHANED` and forgets its reference ([`EventLoop::settle_held`]).
+//!
+//! **Why the reference stays valid.** It points into a pinned `LocalOp`, which is `!Send`: it is
+//! polled and dropped only on the loop's thread, and pinning guarantees its memory is not
+//! reused before its `Drop` runs, which unholds an in-flight request before anything goes. The
+//! loop dereferences it only while the slot is `ACTIVE` (not `ORPHANED`), on its own thread,
+//! never while the future runs (the loop runs no phase from inside a poll but the staging of
+//! that poll's own request). The future only reads its state while the request is held.
+
+use std::ptr::NonNull;
+
+use super::table::{owned_request, Table};
+use super::EventLoop;
+use crate::error::Error;
+use crate::metrics::Counters;
+use crate::op::OpKind;
+use crate::storage::Storage;
+
+/// The loop's calls into the future holding a request, for one operation type.
+pub(crate) struct HeldVtable<const S: usize, const R: usize, const W: usize> {
+    /// The operation's kind (the slot holds none).
+    pub(crate) kind: OpKind,
+    /// Applies CQE `result` to the held operation (`kernel::complete`, no cancel requested):
+    /// `Some(outcome)` when it is finished, `None` when it needs another SQE.
+    pub(crate) complete: unsafe fn(NonNull<()>, i32) -> Option<Result<usize, Error>>,
+    /// Moves the held operation into its slot (`index`, whose request owns nothing) and leaves
+    /// the future submitted the ordinary way.
+    pub(crate) unhold: unsafe fn(NonNull<()>, &Storage<S, R, W>, u32),
+}
+
+/// The future's state holding a request, and its operation's calls.
+pub(crate) struct HeldRef<const S: usize, const R: usize, const W: usize> {
+    pub(crate) state: NonNull<()>,
+    pub(crate) vtable: &'static HeldVtable<S, R, W>,
+}
+
+impl<const S: usize, const R: usize, const W: usize> Clone for HeldRef<S, R, W> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<const S: usize, const R: usize, const W: usize> Copy for HeldRef<S, R, W> {}
+
+// SAFETY: the pointer is only dereferenced by the loop on its own thread, which is the thread
+// of the `LocalOp` it points into (module doc); the table that keeps it moves between threads
+// only with the claim, when no request is held.
+unsafe impl<const S: usize, const R: usize, const W: usize> Send for HeldRef<S, R, W> {}
+// SAFETY: as above; a shared table is never read by two threads at once (the claim).
+unsafe impl<const S: usize, const R: usize, const W: usize> Sync for HeldRef<S, R, W> {}
+
+impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
+    /// Stages held request `index` (its slot `ACTIVE`, owning nothing) through the loop whose
+    /// window is open: `build` makes its SQE from the future (given the request's id, the byte
+    /// limit, the registry and the message headers), `held` is what the loop keeps. False,
+    /// touching nothing, when `stage_fresh` would refuse it: the caller unholds it and queues it.
+    ///
+    /// # Safety
+    /// As [`stage_in_window`](Self::stage_in_window); `held` names the future of the request in
+    /// slot `index`, pinned, with the guarantees of the module doc.
+    #[inline]
+    pub(crate) unsafe fn stage_held_in_window(
+        window: *mut (),
+        index: u32,
+        held: HeldRef<S, R, W>,
+        build: impl FnOnce(
+            u64,
+            u32,
+            &super::registry::Registry,
+            &mut crate::op::Headers<'_>,
+        ) -> Result<super::request::Staged, Error>,
+    ) -> bool {
+        if window.is_null() {
+            return false;
+        }
+        // SAFETY: the contract: the loop and its claimed table are ours alone for this call.
+        let (el, t) = unsafe {
+            let el = &mut *window.cast::<Self>();
+            let t = &mut *el.table.as_ptr();
+            (el, t)
+        };
+        el.stage_held(t, index, held, build)
+    }
+
+    /// [`stage_held_in_window`](Self::stage_held_in_window) with the loop at hand.
+    #[inline]
+    fn stage_held(
+        &mut self,
+        t: &mut Table<S, R, W>,
+        index: u32,
+        held: HeldRef<S, R, W>,
+        build: impl FnOnce(
+            u64,
+            u32,
+            &super::registry::Registry,
+            &mut crate::op::Headers<'_>,
+        ) -> Result<super::request::Staged, Error>,
+    ) -> bool {
+        let kind = held.vtable.kind;
+        let room_first = cfg!(feature = "fault-injection");
+        if !self.may_stage_fresh(t) || (room_first && self.ring.sq_full()) {
+            return false;
+        }
+        let id = super::id::RequestId::new(index, self.storage.slots[index as usize].generation())
+            .op_data();
+        let limit = crate::fault::sqe_limit(self.storage.fault_key(), kind);
+        let mut headers = crate::op::Headers::new(&mut t.msgs, t.free_msgs.as_mut_view());
+        let Ok(staged) = build(id, limit, &t.registry, &mut headers) else {
+            return false;
+        };
+        if !self.push_entry(kind, &staged) {
+            return false;
+        }
+        t.take(index);
+        t.admit(index);
+        t.hold(index, held);
+        self.mark_pushed(t, index, kind, &staged);
+        true
+    }
+
+    /// The CQE of held request `index` (in flight, plain, `result` after fault injection).
+    /// The common case ends here: the future still holds it, nothing cancelled it, its waker is
+    /// in the private cell, and the result finishes it (or asks for another SQE). True then;
+    /// false once it is an ordinary request (unheld, or orphaned by its future), for the
+    /// general path of `on_cqe`.
+    #[inline]
+    pub(super) fn held_cqe(&mut self, t: &mut Table<S, R, W>, index: u32, result: i32) -> bool {
+        let slot = &self.storage.slots[index as usize];
+        if !t.flags[index as usize].may_end_pinned() || !slot.is_pinned_active() {
+            self.settle_held(t, index);
+            return false;
+        }
+        let held = t.held_ref(index);
+        // SAFETY: held, and the slot is ACTIVE: the future is alive, pinned, not running, and
+        // its state holds the operation (module doc).
+        let Some(outcome) = (unsafe { (held.vtable.complete)(held.state, result) }) else {
+            // Another SQE: from the slot, as any request's.
+            self.settle_held(t, index);
+            t.flags[index as usize].in_flight = false;
+            self.requeue(t, index);
+            return true;
+        };
+        // The slot's request owns nothing (the operation is in the future): only its outcome is
+        // written (over a stale one a free slot may keep, which owns nothing either).
+        let r = owned_request(&mut t.flags, &self.storage.slots, index);
+        debug_assert!(r.is_empty());
+        r.outcome = Some(outcome);
+        let metrics = &self.storage.metrics;
+        t.end(index, false);
+        t.release(index);
+        metrics.set_pending(t.admitted());
+        Counters::bump(&metrics.completed);
+        slot.finish_pinned();
+        self.storage.wake_pinned(index);
+        true
+    }
+
+    /// Makes held request `index` an ordinary one before a path that reads its slot: forgets
+    /// the reference if its future left (`ORPHANED`: the future moved the operation into the
+    /// slot), else moves the operation into the slot itself. Nothing for a request not held.
+    pub(super) fn settle_held(&mut self, t: &mut Table<S, R, W>, index: u32) {
+        if !t.flags[index as usize].held {
+            return;
+        }
+        if !self.storage.slots[index as usize].is_orphaned() {
+            let held = t.held_ref(index);
+            // SAFETY: held and not orphaned: the future is alive and holds the operation (module
+            // doc); the slot's request owns nothing.
+            unsafe { (held.vtable.unhold)(held.state, &self.storage, index) };
+        }
+        t.unhold(index);
+    }
+}

@@ -1,0 +1,156 @@
+//! The future's side of a held request (`event_loop/held.rs`): a `LocalOp` submitted on the
+//! serving loop thread, from inside the window, keeps its operation in its own state
+//! (`State::Held`) while the SQE is in flight, and the loop reaches it through the vtable here.
+
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+
+use super::{Op, Start, State};
+use crate::error::Error;
+use crate::event_loop::held::{HeldRef, HeldVtable};
+use crate::event_loop::EventLoop;
+use crate::op::{OpResult, Operation};
+use crate::storage::Storage;
+
+/// The loop's calls into a future holding an `O`.
+struct Calls<O, const S: usize, const R: usize, const W: usize>(PhantomData<O>);
+
+impl<O: Operation, const S: usize, const R: usize, const W: usize> Calls<O, S, R, W> {
+    const VTABLE: HeldVtable<S, R, W> = HeldVtable {
+        kind: O::KIND,
+        complete: complete::<O>,
+        unhold: unhold::<O, S, R, W>,
+    };
+}
+
+/// [`HeldVtable::complete`] for an `O`.
+///
+/// # Safety
+/// `state` points to a live `State<O>` that is `Held`, which nothing else accesses meanwhile.
+unsafe fn complete<O: Operation>(state: NonNull<()>, result: i32) -> Option<Result<usize, Error>> {
+    // SAFETY: the contract.
+    let State::Held(start, _) = (unsafe { &mut *state.cast::<State<O>>().as_ptr() }) else {
+        unreachable!("the loop calls into held requests only")
+    };
+    crate::op::complete(&mut start.op, result, false)
+}
+
+/// [`HeldVtable::unhold`] for an `O`: the held start moves into slot `index`, and the state
+/// becomes `Submitted(index)`, as if it had been submitted the ordinary way.
+///
+/// # Safety
+/// As [`complete`]; slot `index` is the held request's, and its request owns nothing and may be
+/// written by the caller now (the loop's request, the loop not running; or the future's, `DONE`).
+unsafe fn unhold<O: Operation, const S: usize, const R: usize, const W: usize>(
+    state: NonNull<()>,
+    storage: &Storage<S, R, W>,
+    index: u32,
+) {
+    let state = state.cast::<State<O>>().as_ptr();
+    // SAFETY: the contract: the start is moved out once, and the state overwritten without its
+    // drop glue before anything can panic.
+    let start = unsafe {
+        let State::Held(start, held_index) = std::ptr::read(state) else {
+            unreachable!("only a held request is unheld")
+        };
+        debug_assert_eq!(held_index, index);
+        std::ptr::write(state, State::Submitted(index));
+        start
+    };
+    let Start {
+        op,
+        held,
+        fd,
+        deadline,
+    } = start;
+    Start::fill_fields((op, held, fd, deadline), storage, index);
+}
+
+impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W> {
+    /// The state's address, as the loop keeps it.
+    fn state_ptr(&mut self) -> NonNull<()> {
+        NonNull::from(&mut self.state).cast()
+    }
+
+    /// Submits the start just moved into `State::Held(_, index)` (slot `index` marked `ACTIVE`
+    /// for this pinned caller) through the loop whose window is open: true once its SQE is in
+    /// the SQ and the loop holds a reference to it. Otherwise it is unheld (written into its
+    /// slot) and queued for the loop's staging, as `submit_here` does.
+    #[inline]
+    pub(super) fn submit_held(&mut self, index: u32, window: *mut ()) {
+        let state = self.state_ptr();
+        let held = HeldRef {
+            state,
+            vtable: &Calls::<O, S, R, W>::VTABLE,
+        };
+        // SAFETY: `window` is the loop thread's window, read during this poll (`submit_here`);
+        // `held` names this pinned `LocalOp`'s state (`pinned`), which holds the start; the
+        // closure is the only access to it while the call runs.
+        let staged = unsafe {
+            EventLoop::<S, R, W>::stage_held_in_window(window, index, held, |id, limit, reg, h| {
+                let State::Held(start, _) = &mut *state.cast::<State<O>>().as_ptr() else {
+                    unreachable!("held above")
+                };
+                let op = &mut start.op;
+                crate::event_loop::request::sqe_for(start.fd.as_ref(), id, reg, |fd| {
+                    op.sqe(fd, limit, reg, h)
+                })
+            })
+        };
+        if !staged {
+            // SAFETY: held, and the loop knows nothing of it (not staged); the slot's request
+            // owns nothing (claimed just now).
+            unsafe { unhold::<O, S, R, W>(state, &self.storage, index) };
+            self.storage.local.push(index);
+        }
+    }
+
+    /// The result of the held request in slot `index`, finished (`DONE`): the outcome the loop
+    /// stored in the slot, the operation from the state. The slot is freed (onto the loop
+    /// thread's private stack when this thread serves the loop, `serving`).
+    #[inline(always)]
+    pub(super) fn take_held(&mut self, index: u32, serving: bool) -> OpResult<O> {
+        let storage = &self.storage;
+        let slot = &storage.slots[index as usize];
+        // SAFETY: DONE (Acquire): the caller owns the request, of which the loop wrote only the
+        // outcome (the operation stayed here); taking it leaves a request that owns nothing.
+        let outcome = unsafe { slot.with_request(|r| r.outcome.take()) };
+        let State::Held(start, _) = &self.state else {
+            unreachable!("called for a held request")
+        };
+        // SAFETY: the start's fields are moved out once and the state overwritten without its
+        // drop glue at once (only its tag is written): nothing can panic in between.
+        let (op, held, fd) = unsafe {
+            let fields = (
+                std::ptr::read(&start.op),
+                std::ptr::read(&start.held),
+                std::ptr::read(&start.fd),
+            );
+            std::ptr::write(&mut self.state, State::Finished);
+            fields
+        };
+        drop(held);
+        // A waker left in the slot's cell by a poll from outside the window (the loop took the
+        // private one): taken back so the slot's next request starts empty.
+        let waker = self.take_shared_waker_back(index);
+        let result = op.output(outcome.unwrap_or(Err(Error::Closed)));
+        storage.free_empty(index, storage.loop_here_if(serving));
+        if fd.is_some() || waker.is_some() {
+            storage.run_user(move || drop((fd, waker)));
+        }
+        result
+    }
+
+    /// Before the ordinary `Drop`: a held request's operation moves into its slot (the kernel
+    /// may still use its buffer, and the loop may still need it), and the state names the slot.
+    pub(super) fn unhold_for_drop(&mut self) {
+        if let State::Held(_, index) = self.state {
+            let state = self.state_ptr();
+            // SAFETY: held by this future, which is being dropped on the loop's thread (a
+            // `LocalOp` is `!Send`) while the loop is not running: the slot's request owns
+            // nothing (ACTIVE: the loop's, untouched while held; DONE: ours, with an outcome
+            // for our kinds owning nothing) and nothing else accesses the state.
+            unsafe { unhold::<O, S, R, W>(state, &self.storage, index) };
+        }
+    }
+}
