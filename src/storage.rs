@@ -382,6 +382,13 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         self.dropped.load(Ordering::Relaxed) && self.dropped.swap(false, Ordering::Acquire)
     }
 
+    /// Loop side, at the start of a pass: whether a drop may be pending (a Relaxed look, as
+    /// `take_dropped`'s first; the pass that acts on it takes it with its Acquire).
+    #[inline]
+    pub(crate) fn may_have_dropped(&self) -> bool {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
     /// Loop side, before sleeping: whether a drop is pending (not consumed).
     pub(crate) fn has_dropped(&self) -> bool {
         self.dropped.load(Ordering::Acquire)

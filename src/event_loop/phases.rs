@@ -236,8 +236,44 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     }
 
     /// One staging pass: wake-poll rearm (serving only), pending cancels, the ready queue, then
-    /// fresh requests while fewer than `RING` are admitted.
+    /// fresh requests while fewer than `RING` are admitted. A pass with nothing to stage (most
+    /// of them: a completion's pass, a loop-thread pass whose requests were staged as they were
+    /// made) is told by a few loads, without the call.
+    #[inline]
     pub(super) fn stage(&mut self, t: &mut Table<S, R, W>, mode: Mode) -> Pass {
+        if self.nothing_to_stage(t, mode) {
+            return Self::staged(t);
+        }
+        self.stage_pass(t, mode)
+    }
+
+    /// Whether [`stage_pass`](Self::stage_pass) would find nothing to do: no wake poll to rearm
+    /// or sender count to read, nothing dropped, no buffer ring to replenish, no cancel, retry
+    /// or fresh request waiting. (The same looks it starts with.)
+    #[inline]
+    fn nothing_to_stage(&self, t: &Table<S, R, W>, mode: Mode) -> bool {
+        !(mode == Mode::Serve && (self.rearm || self.check_senders))
+            && !self.storage.may_have_dropped()
+            && !self.storage.may_have_dropped_timers()
+            && t.registry.rings.is_empty()
+            && t.cancels.is_empty()
+            && t.ready.is_empty()
+            && !self.fresh_ready(t)
+    }
+
+    /// What a staging pass reports once nothing more can be staged.
+    #[inline]
+    fn staged(t: &Table<S, R, W>) -> Pass {
+        if t.admitted() == R {
+            Pass::WaiterFull
+        } else {
+            Pass::Drained
+        }
+    }
+
+    /// [`stage`](Self::stage) when there may be something to stage.
+    #[inline(never)]
+    fn stage_pass(&mut self, t: &mut Table<S, R, W>, mode: Mode) -> Pass {
         if mode == Mode::Serve && self.rearm {
             if self.ring.sq_full() {
                 return Pass::SqFull;
@@ -297,11 +333,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                 return Pass::Disconnected;
             }
         }
-        if t.admitted() == R {
-            Pass::WaiterFull
-        } else {
-            Pass::Drained
-        }
+        Self::staged(t)
     }
 
     /// Cancel on drop: queues an AsyncCancel for every admitted request in the kernel whose
