@@ -32,11 +32,12 @@
 
 use std::ptr::NonNull;
 
+use super::registry::Registry;
+use super::request::Staged;
 use super::table::{owned_request, Table};
 use super::EventLoop;
 use crate::error::Error;
-use crate::metrics::Counters;
-use crate::op::OpKind;
+use crate::op::{Headers, OpKind};
 use crate::storage::Storage;
 
 /// The loop's calls into the future holding a request, for one operation type.
@@ -86,58 +87,31 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         window: *mut (),
         index: u32,
         held: HeldRef<S, R, W>,
-        build: impl FnOnce(
-            u64,
-            u32,
-            &super::registry::Registry,
-            &mut crate::op::Headers<'_>,
-        ) -> Result<super::request::Staged, Error>,
+        build: impl FnOnce(u64, u32, &Registry, &mut Headers<'_>) -> Result<Staged, Error>,
     ) -> bool {
-        if window.is_null() {
+        // SAFETY: the contract.
+        let Some((el, t)) = (unsafe { Self::in_window(window) }) else {
             return false;
-        }
-        // SAFETY: the contract: the loop and its claimed table are ours alone for this call.
-        let (el, t) = unsafe {
-            let el = &mut *window.cast::<Self>();
-            let t = &mut *el.table.as_ptr();
-            (el, t)
         };
-        el.stage_held(t, index, held, build)
-    }
-
-    /// [`stage_held_in_window`](Self::stage_held_in_window) with the loop at hand.
-    #[inline]
-    fn stage_held(
-        &mut self,
-        t: &mut Table<S, R, W>,
-        index: u32,
-        held: HeldRef<S, R, W>,
-        build: impl FnOnce(
-            u64,
-            u32,
-            &super::registry::Registry,
-            &mut crate::op::Headers<'_>,
-        ) -> Result<super::request::Staged, Error>,
-    ) -> bool {
         let kind = held.vtable.kind;
         let room_first = cfg!(feature = "fault-injection");
-        if !self.may_stage_fresh(t) || (room_first && self.ring.sq_full()) {
+        if !el.may_stage_fresh(t) || (room_first && el.ring.sq_full()) {
             return false;
         }
-        let id = super::id::RequestId::new(index, self.storage.slots[index as usize].generation())
-            .op_data();
-        let limit = crate::fault::sqe_limit(self.storage.fault_key(), kind);
-        let mut headers = crate::op::Headers::new(&mut t.msgs, t.free_msgs.as_mut_view());
+        let generation = el.storage.slots[index as usize].generation();
+        let id = super::id::RequestId::new(index, generation).op_data();
+        let limit = crate::fault::sqe_limit(el.storage.fault_key(), kind);
+        let mut headers = Headers::new(&mut t.msgs, t.free_msgs.as_mut_view());
         let Ok(staged) = build(id, limit, &t.registry, &mut headers) else {
             return false;
         };
-        if !self.push_entry(kind, &staged) {
+        if !el.push_entry(kind, &staged) {
             return false;
         }
         t.take(index);
         t.admit(index);
         t.hold(index, held);
-        self.mark_pushed(t, index, kind, &staged);
+        el.mark_pushed(t, index, kind, &staged);
         true
     }
 
@@ -168,13 +142,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         let r = owned_request(&mut t.flags, &self.storage.slots, index);
         debug_assert!(r.is_empty());
         r.outcome = Some(outcome);
-        let metrics = &self.storage.metrics;
-        t.end(index, false);
-        t.release(index);
-        metrics.set_pending(t.admitted());
-        Counters::bump(&metrics.completed);
-        slot.finish_pinned();
-        self.storage.wake_pinned(index);
+        self.deliver_pinned(t, index, false);
         true
     }
 

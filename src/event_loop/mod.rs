@@ -273,16 +273,31 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         window: *mut (),
         index: u32,
     ) -> bool {
+        // SAFETY: the contract.
+        match unsafe { Self::in_window(window) } {
+            Some((el, t)) => el.stage_fresh::<O>(t, index),
+            None => false,
+        }
+    }
+
+    /// The loop whose window is open, and its table; `None` when none is (`window` null).
+    ///
+    /// # Safety
+    /// As [`stage_in_window`](Self::stage_in_window); the references are dropped before the
+    /// caller runs user code.
+    #[inline]
+    pub(crate) unsafe fn in_window<'a>(
+        window: *mut (),
+    ) -> Option<(&'a mut Self, &'a mut Table<S, R, W>)> {
         if window.is_null() {
-            return false;
+            return None;
         }
         // SAFETY: the contract: the loop and its claimed table are ours alone for this call.
-        let (el, t) = unsafe {
+        unsafe {
             let el = &mut *window.cast::<Self>();
             let t = &mut *el.table.as_ptr();
-            (el, t)
-        };
-        el.stage_fresh::<O>(t, index)
+            Some((el, t))
+        }
     }
 
     /// The oldest result queued in the stream whose request is `stream` (`RequestId::op_data`),
@@ -297,15 +312,8 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         window: *mut (),
         stream: u64,
     ) -> Option<Result<usize, Error>> {
-        if window.is_null() {
-            return None;
-        }
-        // SAFETY: the contract: the loop and its claimed table are ours alone for this call.
-        let (el, t) = unsafe {
-            let el = &mut *window.cast::<Self>();
-            let t = &mut *el.table.as_ptr();
-            (el, t)
-        };
+        // SAFETY: the contract.
+        let (el, t) = unsafe { Self::in_window(window) }?;
         el.take_queued(t, stream)
     }
 

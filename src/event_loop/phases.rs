@@ -128,16 +128,23 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             self.requeue(t, index);
             return true;
         }
+        self.deliver_pinned(t, index, scheduled);
+        true
+    }
+
+    /// Ends finished request `index` of a pinned caller still there (`Slot::is_pinned_active`),
+    /// its outcome stored, and wakes it: `end_entry` and `deliver` for a plain request that no
+    /// cancel touched (never among the starved streams, never timed out or abandoned).
+    /// `scheduled`: it has a deadline in the wheel.
+    #[inline(always)]
+    pub(super) fn deliver_pinned(&mut self, t: &mut Table<S, R, W>, index: u32, scheduled: bool) {
         let metrics = &self.storage.metrics;
-        // `end_entry` and `deliver`: never among the starved streams (plain), never timed out
-        // or abandoned (not cancelled).
         t.end(index, scheduled);
         t.release(index);
         metrics.set_pending(t.admitted());
         Counters::bump(&metrics.completed);
-        slot.finish_pinned();
+        self.storage.slots[index as usize].finish_pinned();
         self.storage.wake_pinned(index);
-        true
     }
 
     /// The special cases of a CQE whose request is not plain (`OpKind::is_plain`): a stream's
