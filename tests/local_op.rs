@@ -534,3 +534,23 @@ fn a_local_recv_awaited_through_the_abandonment_reports_it() {
     assert!(metrics.cancel_sqes >= 1, "{metrics:?}");
     assert_eq!(metrics.pending_operations, 0, "{metrics:?}");
 }
+
+/// A local readiness poll (held in its future while in the kernel) reports the readiness the
+/// peer's write causes.
+#[test]
+fn a_local_poll_reports_readiness() {
+    let (handle, event_loop) = static_uring::new::<4, 4, 64>(config()).unwrap();
+    let (a, b) = socket_pair();
+    let ready = with_timeout(HANG, move || {
+        event_loop.block_on(async move {
+            let mut poll = Box::pin(handle.poll(b, static_uring::Readiness::READABLE).local());
+            assert!(poll_once(poll.as_mut()).is_none(), "nothing to read yet");
+            handle.nop().local().await.unwrap();
+            (&*a).write_all(b"!").unwrap();
+            poll.await
+        })
+    })
+    .unwrap()
+    .unwrap();
+    assert!(ready.is_readable(), "{ready:?}");
+}

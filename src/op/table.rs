@@ -288,15 +288,9 @@ impl OpKind {
     /// outcome that owns nothing (the slot's empty request could not release it).
     #[inline]
     pub(crate) const fn may_be_held(self) -> bool {
-        matches!(
-            self,
-            OpKind::Nop
-                | OpKind::Sync
-                | OpKind::Send
-                | OpKind::Recv
-                | OpKind::ReadAt
-                | OpKind::WriteAt
-        )
+        // Of the plain kinds, all but `connect` (its SQE points at the address inside it) and
+        // `accept` (its outcome owns the new socket).
+        self.is_plain() && !matches!(self, OpKind::Connect | OpKind::Accept)
     }
 
     /// Held by the loop without a kernel request (a timer, a stream's `next`, a waiting
