@@ -312,14 +312,24 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                 t.ready.pop_front();
                 self.stage_one(t, index);
             }
-            // Peeked first: most passes find nothing fresh (the loop thread's own requests are
-            // staged as they are made), and the peek is cheaper than a look at the SQ.
-            while t.admitted() < R && self.fresh_ready(t) {
-                if self.ring.sq_full() {
-                    return Pass::SqFull;
+            // The SQ's room is read once and counted down (an admission pushes one SQE at
+            // most), not looked at again for every request; read again when the count runs out.
+            let mut room = 0;
+            while t.admitted() < R {
+                if room == 0 {
+                    room = self.ring.sq_room();
+                    if room == 0 {
+                        if self.fresh_ready(t) {
+                            return Pass::SqFull;
+                        }
+                        break;
+                    }
                 }
                 match self.pop_fresh(t) {
-                    Some(index) => self.admit(t, index),
+                    Some(index) => {
+                        room -= 1;
+                        self.admit(t, index);
+                    }
                     None => break,
                 }
             }

@@ -386,6 +386,13 @@ impl Ring {
         self.uring.submission().is_full()
     }
 
+    /// Free SQ entries (pushes that cannot fail before the next submission).
+    #[inline]
+    pub(crate) fn sq_room(&mut self) -> usize {
+        let sq = self.uring.submission();
+        sq.capacity() - sq.len()
+    }
+
     /// Whether every pushed SQE was submitted (or taken by the SQPOLL thread).
     #[inline]
     pub(crate) fn sq_empty(&mut self) -> bool {
