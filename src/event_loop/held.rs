@@ -54,7 +54,9 @@ pub(crate) struct HeldVtable<const S: usize, const R: usize, const W: usize> {
 
 /// The future's state holding a request, and its operation's calls.
 pub(crate) struct HeldRef<const S: usize, const R: usize, const W: usize> {
+    /// The future's `State`, which holds the operation (type-erased: the vtable knows it).
     pub(crate) state: NonNull<()>,
+    /// The calls for its operation's type.
     pub(crate) vtable: &'static HeldVtable<S, R, W>,
 }
 
