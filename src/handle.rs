@@ -600,10 +600,13 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
             // cheaper than the call.
             if !this.storage.slots[index as usize].is_pending() {
                 if let Some(result) = this.try_take(false) {
-                    // A wait that ended in the quick polls leaves a full budget as it is.
-                    if spin.timed() || !full {
+                    // Found while spinning: a hit (`spin::grow`, no clock read), which changes
+                    // nothing at a full budget; after the spin ended, adapted by its length.
+                    if !spinning {
                         this.storage
                             .adapt_wait_spin(spin.elapsed(), spin.preempted());
+                    } else if !full {
+                        this.storage.grow_wait_spin();
                     }
                     return result;
                 }

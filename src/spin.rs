@@ -78,11 +78,6 @@ impl Spin {
             .map_or(Duration::ZERO, |(start, last)| last - start)
     }
 
-    /// Whether the spin got past the quick polls (and read the clock).
-    pub(crate) fn timed(&self) -> bool {
-        self.clock.is_some()
-    }
-
     /// Whether the spin ended because the thread was descheduled.
     pub(crate) fn preempted(&self) -> bool {
         self.preempted
@@ -92,13 +87,25 @@ impl Spin {
 /// The next budget, in nanoseconds, after a wait of `waited` (`max`: the configured spin).
 /// `preempted`: the spin was cut short by a lost core, which counts as a miss.
 pub(crate) fn adapt(budget: u64, max: u64, waited: Duration, preempted: bool) -> u64 {
-    let floor = (max / 64).max(1).min(max);
     let waited = waited.as_nanos().min(u64::MAX as u128) as u64;
     if waited <= max && !preempted {
-        budget.saturating_mul(2).clamp(floor, max)
+        grow(budget, max)
     } else {
-        (budget / 2).clamp(floor, max)
+        (budget / 2).clamp(floor(max), max)
     }
+}
+
+/// The next budget after a wait that ended while its spin still ran (`adapt` of a hit). Such
+/// a wait was shorter than the budget, itself at most `max`, and not preempted (a preempted
+/// step ends the spin), so no clock read is needed to know it.
+#[inline]
+pub(crate) fn grow(budget: u64, max: u64) -> u64 {
+    budget.saturating_mul(2).clamp(floor(max), max)
+}
+
+/// The smallest budget: `max / 64`.
+fn floor(max: u64) -> u64 {
+    (max / 64).max(1).min(max)
 }
 
 #[cfg(all(test, not(loom)))]
@@ -130,6 +137,16 @@ mod tests {
             0,
             "no spin stays no spin"
         );
+    }
+
+    #[test]
+    fn grow_is_adapt_of_a_wait_within_the_budget() {
+        let max = 50_000;
+        for budget in [max / 64, max / 8, max / 2 + 1, max] {
+            let waited = Duration::from_nanos(budget - 1);
+            assert_eq!(grow(budget, max), adapt(budget, max, waited, false));
+        }
+        assert_eq!(grow(0, 0), 0, "no spin stays no spin");
     }
 
     #[test]

@@ -341,9 +341,20 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
     /// Adapts the `.wait()` budget after a wait of `waited`. Relaxed load and store: racing
     /// waiters may lose each other's updates, which only makes the heuristic a little slower.
     pub(crate) fn adapt_wait_spin(&self, waited: std::time::Duration, preempted: bool) {
+        self.update_wait_spin(|budget, max| crate::spin::adapt(budget, max, waited, preempted));
+    }
+
+    /// Grows the `.wait()` budget after a wait that ended while it spun (`spin::grow`).
+    pub(crate) fn grow_wait_spin(&self) {
+        self.update_wait_spin(crate::spin::grow);
+    }
+
+    /// Replaces the `.wait()` budget with `next(budget, max)` (as `adapt_wait_spin` says).
+    #[inline]
+    fn update_wait_spin(&self, next: impl FnOnce(u64, u64) -> u64) {
         let packed = self.wait_spin_ns.load(Ordering::Relaxed);
         let (max, budget) = (packed >> 32, packed & u64::from(u32::MAX));
-        let next = crate::spin::adapt(budget, max, waited, preempted);
+        let next = next(budget, max);
         if next != budget {
             self.wait_spin_ns.store(max << 32 | next, Ordering::Relaxed);
         }

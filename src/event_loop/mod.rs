@@ -752,10 +752,11 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             }
             let spinning = spin.insert(Spin::new(budget));
             if self.spin_for_work(t, local, spinning, busy)? {
-                // A wait that ended in the quick polls leaves a full budget as it is; a busy
-                // loop's budget is the next deadline, not the adaptive one.
-                if !busy && (spinning.timed() || self.spin_budget != self.spin_max) {
-                    self.adapt_spin(spinning.elapsed(), false);
+                // Found while spinning: a hit, which grows the budget (`spin::grow`, no clock
+                // read) unless it is full; a busy loop's budget is the next deadline, not the
+                // adaptive one.
+                if !busy && self.spin_budget != self.spin_max {
+                    self.spin_budget = crate::spin::grow(self.spin_budget, self.spin_max);
                 }
                 return Ok(());
             }

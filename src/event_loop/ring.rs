@@ -144,7 +144,19 @@ pub(crate) struct Ring {
     iopoll: bool,
     /// The probed setup features in use (`registered_ring` is set by `register_fd`).
     features: RingFeatures,
+    /// Whether CQEs wait, read without a `CompletionQueue` (whose drop stores the head).
+    cq_status: CqStatus,
 }
+
+/// The CQ's head and tail, to look at without borrowing the ring: two loads, no store. A
+/// `CompletionQueue` writes the head back when dropped, so a spin that looked through one
+/// dirtied the cache line the kernel reads when it posts a CQE, on every look.
+struct CqStatus(io_uring::cqueue::CompletionStatus);
+
+// SAFETY: the pointers name the ring's mapping, which lives as long as the `IoUring` beside it in
+// the same `Ring`; the ring moves between threads only whole, and only the thread that owns the
+// `Ring` reads through them.
+unsafe impl Send for CqStatus {}
 
 impl Ring {
     /// Creates the ring (`entries` SQEs, twice as many CQEs) with the optional setup flags the
@@ -203,16 +215,19 @@ impl Ring {
                 _ => break,
             }
         }
-        let (uring, no_sqarray, coop) = result.map_err(|e| match e.raw_os_error() {
+        let (mut uring, no_sqarray, coop) = result.map_err(|e| match e.raw_os_error() {
             Some(libc::EINVAL) => Error::Config("the kernel rejected the ring setup flags (EINVAL): single_issuer needs Linux 6.1+ and excludes sqpoll"),
             Some(libc::ENOMEM) => Error::Config("not enough locked memory for the ring (ENOMEM): lower RING or raise RLIMIT_MEMLOCK"),
             Some(libc::EPERM) => Error::Config("io_uring is not permitted here (EPERM): see kernel.io_uring_disabled"),
             Some(libc::ENOSYS) => Error::Config("io_uring is not available in this kernel (ENOSYS)"),
             _ => Error::from_io(&e),
         })?;
+        // SAFETY: kept in the `Ring` that owns `uring`, so it never outlives the ring.
+        let cq_status = CqStatus(unsafe { uring.completion().status() });
         Ok(Ring {
             enter_fd: uring.as_raw_fd(),
             uring,
+            cq_status,
             fault_key,
             enter_flags: 0,
             registered_tid: 0,
@@ -408,7 +423,7 @@ impl Ring {
     /// Whether CQEs are waiting.
     #[inline]
     pub(crate) fn has_completions(&mut self) -> bool {
-        !self.uring.completion().is_empty()
+        !self.cq_status.0.is_empty()
     }
 
     /// With DEFER_TASKRUN or COOP_TASKRUN (both set up with TASKRUN_FLAG): completions wait for
