@@ -715,7 +715,9 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
             return Ok(false);
         };
         let slot = &storage.slots[index as usize];
-        if self.pinned && direct && O::KIND.may_be_held() && !here.window().is_null() {
+        // Held (`held.rs`), deadline or not, when the kind allows it (never a loop-held kind:
+        // those are not plain).
+        if self.pinned && O::KIND.may_be_held() && !here.window().is_null() {
             // SAFETY: the start is moved out of the state once, and the state overwritten with
             // it without its drop glue: nothing can panic in between.
             unsafe {

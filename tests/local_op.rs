@@ -146,6 +146,127 @@ fn a_local_operation_finished_before_its_deadline_leaves_no_timer() {
     );
 }
 
+/// A local recv whose deadline lies far beyond the wheel's horizon (8 ticks of 1 ms, a deadline
+/// of 400 ms): the wheel re-arms it each time it comes round, reading the deadline from the
+/// future that holds the request, so it neither fires early (its bytes come at 100 ms) nor
+/// stays in the wheel after it finished (the slot's next request, with no deadline, waits past
+/// the first one's deadline and gets its bytes).
+#[test]
+fn a_local_recv_with_a_deadline_beyond_the_horizon_is_never_timed_out_early() {
+    let config = Config {
+        timeout_wheel_tick: Duration::from_millis(1),
+        ..config()
+    };
+    let (handle, event_loop) = static_uring::new::<1, 1, 8>(config).unwrap();
+    let reader = event_loop.metrics_reader();
+    let (a, b) = socket_pair();
+    let writer = Arc::clone(&a);
+    let late = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(100));
+        (&*writer).write_all(b"x").unwrap();
+        thread::sleep(Duration::from_millis(600));
+        (&*writer).write_all(b"y").unwrap();
+    });
+    let (first, second, waited) = with_timeout(HANG, move || {
+        event_loop.block_on(async move {
+            let start = Instant::now();
+            let first = handle
+                .recv(Arc::clone(&b), IoBufMut::with_capacity(1))
+                .timeout(Duration::from_millis(400))
+                .local()
+                .await
+                .map(|(buf, _)| buf.to_vec());
+            let waited = start.elapsed();
+            let second = handle
+                .recv(b, IoBufMut::with_capacity(1))
+                .local()
+                .await
+                .map(|(buf, _)| buf.to_vec());
+            (first, second, waited)
+        })
+    })
+    .unwrap();
+    late.join().unwrap();
+    assert_eq!(first.unwrap(), b"x", "not timed out at the horizon");
+    assert!(waited >= Duration::from_millis(90), "{waited:?}");
+    assert_eq!(second.unwrap(), b"y", "no stale wheel entry for the slot");
+    let metrics = reader.get();
+    assert_eq!(
+        (metrics.completed, metrics.timed_out),
+        (2, 0),
+        "{metrics:?}"
+    );
+}
+
+/// A local recv with nothing to receive ends with `Timeout` at its deadline, beyond the
+/// horizon too, never before it, and with its buffer back; the loop thread's next operation
+/// finds the slot free.
+#[test]
+fn a_local_recv_times_out_at_its_deadline_with_its_buffer() {
+    let config = Config {
+        timeout_wheel_tick: Duration::from_millis(1),
+        ..config()
+    };
+    let (handle, event_loop) = static_uring::new::<1, 1, 8>(config).unwrap();
+    let reader = event_loop.metrics_reader();
+    let (a, b) = socket_pair();
+    let (err, waited) = with_timeout(HANG, move || {
+        event_loop.block_on(async move {
+            let start = Instant::now();
+            let err = handle
+                .recv(b, IoBufMut::with_capacity(3))
+                .timeout(Duration::from_millis(60))
+                .local()
+                .await
+                .expect_err("nothing to receive");
+            let waited = start.elapsed();
+            handle.nop().local().await.unwrap();
+            (err, waited)
+        })
+    })
+    .unwrap();
+    drop(a);
+    assert_eq!(err.error, Error::Timeout);
+    assert_eq!(err.buf.capacity(), 3);
+    assert!(
+        waited >= Duration::from_millis(60),
+        "never early: {waited:?}"
+    );
+    let metrics = reader.get();
+    assert_eq!(
+        (metrics.completed, metrics.timed_out),
+        (2, 1),
+        "{metrics:?}"
+    );
+    assert_eq!(metrics.pending_operations, 0, "{metrics:?}");
+}
+
+/// A local operation whose deadline has passed by its first poll ends with `Timeout` without
+/// I/O (no SQE), as an `Op` does; the next one runs.
+#[test]
+fn a_local_operation_past_its_deadline_times_out_without_io() {
+    let (handle, event_loop) = static_uring::new::<2, 2, 64>(config()).unwrap();
+    let reader = event_loop.metrics_reader();
+    let past = Instant::now();
+    thread::sleep(Duration::from_millis(15));
+    let (late, next) = with_timeout(HANG, move || {
+        event_loop.block_on(async move {
+            let late = handle.nop().deadline(past).local().await;
+            let next = handle.nop().local().await;
+            (late, next)
+        })
+    })
+    .unwrap();
+    assert_eq!(late, Err(Error::Timeout));
+    assert_eq!(next, Ok(()));
+    let metrics = reader.get();
+    assert_eq!(
+        metrics.submitted, 1,
+        "one SQE, the second nop's: {metrics:?}"
+    );
+    assert_eq!(metrics.timed_out, 1, "{metrics:?}");
+}
+
 /// A one-byte local recv dropped once it is in the kernel; then every slot is used again (the
 /// orphan's came back), the peer writes "xy" and another local recv takes one byte: the byte
 /// it got, and the loop's metrics.

@@ -1,8 +1,8 @@
 //! Held requests: a `LocalOp`'s request that stays in its future while its SQE is in flight.
 //!
 //! A `LocalOp` submitted on the serving loop thread from inside the window (a `block_on`
-//! future or a pool task it polls), without a deadline, of a plain kind whose SQE points at no
-//! memory inside the operation ([`OpKind::may_be_held`]), is not written into its slot: its SQE
+//! future or a pool task it polls), of a plain kind whose SQE points at no memory inside the
+//! operation ([`OpKind::may_be_held`]), is not written into its slot: its SQE
 //! is built from the future where it lies, and the loop keeps a [`HeldRef`] to it. At its CQE
 //! the loop applies the result to the operation through the reference and, when it finishes
 //! (the common case), stores only the outcome in the slot and ends the request: nothing moved
@@ -23,6 +23,11 @@
 //! - the future unholds it itself when it is dropped in flight, and orphans it: the loop finds
 //!   the slot `ORPHANED` and forgets its reference ([`EventLoop::settle_held`]).
 //!
+//! A deadline stays in the future too: the request enters the wheel when its SQE is pushed
+//! (one whose deadline has passed is not held: the staging pass ends it with `Timeout`), the
+//! wheel's expiry reads the deadline through the reference ([`deadline_of`]), and a deadline
+//! that fires makes its CQE take the general path (unheld first), as a cancel does.
+//!
 //! **Why the reference stays valid.** It points into a pinned `LocalOp`, which is `!Send`: it is
 //! polled and dropped only on the loop's thread, and pinning guarantees its memory is not
 //! reused before its `Drop` runs, which unholds an in-flight request before anything goes. The
@@ -33,10 +38,13 @@
 use std::ptr::NonNull;
 
 use super::registry::Registry;
-use super::request::Staged;
-use super::table::{owned_request, Table};
+use super::request::Request;
+use super::request::{Deadline, Staged};
+use super::table::{owned_request, SlotFlags, Table};
+use super::wheel::Target;
 use super::EventLoop;
 use crate::error::Error;
+use crate::handoff::slot::Slot;
 use crate::op::{Headers, OpKind};
 use crate::storage::Storage;
 
@@ -44,12 +52,16 @@ use crate::storage::Storage;
 pub(crate) struct HeldVtable<const S: usize, const R: usize, const W: usize> {
     /// The operation's kind (the slot holds none).
     pub(crate) kind: OpKind,
+    /// The request has a deadline, so it is in the wheel until it ends.
+    pub(crate) timed: bool,
     /// Applies CQE `result` to the held operation (`kernel::complete`, no cancel requested):
     /// `Some(outcome)` when it is finished, `None` when it needs another SQE.
     pub(crate) complete: unsafe fn(NonNull<()>, i32) -> Option<Result<usize, Error>>,
     /// Moves the held operation into its slot (`index`, whose request owns nothing) and leaves
     /// the future submitted the ordinary way.
     pub(crate) unhold: unsafe fn(NonNull<()>, &Storage<S, R, W>, u32),
+    /// The held request's deadline (the slot holds none): what the wheel's expiry reads.
+    pub(crate) deadline: unsafe fn(NonNull<()>) -> Option<Deadline>,
 }
 
 /// The future's state holding a request, and its operation's calls.
@@ -75,20 +87,42 @@ unsafe impl<const S: usize, const R: usize, const W: usize> Send for HeldRef<S, 
 // SAFETY: as above; a shared table is never read by two threads at once (the claim).
 unsafe impl<const S: usize, const R: usize, const W: usize> Sync for HeldRef<S, R, W> {}
 
+/// The deadline of admitted request `index`: its future's while the future holds the request
+/// (`held`, and the slot not `ORPHANED`: a future that left moved its operation into the slot),
+/// else its slot's. For the wheel's expiry, which runs outside the window.
+pub(super) fn deadline_of<const S: usize, const R: usize, const W: usize>(
+    flags: &mut [SlotFlags; S],
+    held: &[Option<HeldRef<S, R, W>>; S],
+    slots: &[Slot<Request>; S],
+    index: u32,
+) -> Option<Deadline> {
+    match held[index as usize] {
+        Some(h) if flags[index as usize].held && !slots[index as usize].is_orphaned() => {
+            // SAFETY: held and not orphaned: the future is alive, pinned and not running (the
+            // loop is outside the window), and its state holds the operation (module doc).
+            unsafe { (h.vtable.deadline)(h.state) }
+        }
+        _ => owned_request(flags, slots, index).deadline,
+    }
+}
+
 impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// Stages held request `index` (its slot `ACTIVE`, owning nothing) through the loop whose
     /// window is open: `build` makes its SQE from the future (given the request's id, the byte
-    /// limit, the registry and the message headers), `held` is what the loop keeps. False,
-    /// touching nothing, when `stage_fresh` would refuse it: the caller unholds it and queues it.
+    /// limit, the registry and the message headers), `held` is what the loop keeps, `deadline`
+    /// the request's (scheduled in the wheel once the SQE is pushed). False, touching nothing,
+    /// when `stage_fresh` would refuse it or the deadline has passed: the caller unholds it and
+    /// queues it (the staging pass then ends it with `Timeout`, without I/O).
     ///
     /// # Safety
     /// As [`stage_in_window`](Self::stage_in_window); `held` names the future of the request in
     /// slot `index`, pinned, with the guarantees of the module doc.
-    #[inline]
+    #[inline(always)]
     pub(crate) unsafe fn stage_held_in_window(
         window: *mut (),
         index: u32,
         held: HeldRef<S, R, W>,
+        deadline: Option<Deadline>,
         build: impl FnOnce(u64, u32, &Registry, &mut Headers<'_>) -> Result<Staged, Error>,
     ) -> bool {
         // SAFETY: the contract.
@@ -99,6 +133,13 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         let room_first = cfg!(feature = "fault-injection");
         if !el.may_stage_fresh(t) || (room_first && el.ring.sq_full()) {
             return false;
+        }
+        let mut scheduled = None;
+        if let Some(deadline) = deadline {
+            match el.held_target(t, deadline) {
+                Some(at) => scheduled = Some(at),
+                None => return false,
+            }
         }
         let generation = el.storage.slots[index as usize].generation();
         let id = super::id::RequestId::new(index, generation).op_data();
@@ -111,10 +152,24 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             return false;
         }
         t.take(index);
+        if let Some((deadline_tick, tick)) = scheduled {
+            el.schedule(t, index, deadline_tick, tick);
+        }
         t.admit(index);
         t.hold(index, held);
         el.mark_pushed(t, index, kind, &staged);
         true
+    }
+
+    /// The deadline's tick and the wheel's tick for it now (`schedule`'s arguments), or `None`
+    /// if it has passed. Out of line: most held requests have no deadline, and the staging they
+    /// take stays small enough to be inlined into their poll.
+    #[inline(never)]
+    fn held_target(&mut self, t: &mut Table<S, R, W>, deadline: Deadline) -> Option<(u64, u64)> {
+        match self.wheel_target(t, deadline) {
+            (_, Target::Expired) => None,
+            (deadline_tick, Target::At(tick)) => Some((deadline_tick, tick)),
+        }
     }
 
     /// The CQE of held request `index` (in flight, plain, `result` after fault injection).
@@ -144,7 +199,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         let r = owned_request(&mut t.flags, &self.storage.slots, index);
         debug_assert!(r.is_empty());
         r.outcome = Some(outcome);
-        self.deliver_pinned(t, index, false);
+        self.deliver_pinned(t, index, held.vtable.timed);
         true
     }
 

@@ -198,6 +198,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             cancels,
             flags,
             fired,
+            held,
             ..
         } = t;
         let slots = &self.storage.slots;
@@ -218,7 +219,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                 return None;
             }
             if rearm {
-                let deadline = owned_request(flags, slots, index).deadline;
+                let deadline = super::held::deadline_of(flags, held, slots, index);
                 let due = deadline.map_or(0, |d| ceil_tick(d.ns_after(origin_ns), tick_ns));
                 if due > now {
                     return Some(due.min(now + horizon));
@@ -434,31 +435,44 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             return self.admit_timer(t, index, deadline);
         }
         if let Some(deadline) = deadline {
-            let (deadline_tick, target) = self.wheel_target(t, deadline);
-            if matches!(target, Target::At(tick) if tick < deadline_tick)
-                && self.checked.config.max_request_timeout.is_some()
-            {
-                // Shortened to the cap the user set (without one it is re-armed until due).
-                Counters::bump(&self.storage.metrics.capped_deadlines);
-            }
-            match target {
-                Target::Expired => {
+            match self.wheel_target(t, deadline) {
+                (_, Target::Expired) => {
                     // Already past: Timeout without I/O and without taking a table entry.
                     owned_request(&mut t.flags, &self.storage.slots, index).outcome =
                         Some(Err(Error::Timeout));
                     self.deliver(t, index);
                     return;
                 }
-                Target::At(tick) => t.wheel.schedule(index, tick),
+                (deadline_tick, Target::At(tick)) => self.schedule(t, index, deadline_tick, tick),
             }
         }
         t.admit(index);
         self.stage_sqe(t, index, kind);
     }
 
+    /// Puts request `index` in the wheel at `tick`, for its deadline at `deadline_tick`.
+    #[inline(never)]
+    pub(super) fn schedule(
+        &mut self,
+        t: &mut Table<S, R, W>,
+        index: u32,
+        deadline_tick: u64,
+        tick: u64,
+    ) {
+        if tick < deadline_tick && self.checked.config.max_request_timeout.is_some() {
+            // Shortened to the cap the user set (without one it is re-armed until due).
+            Counters::bump(&self.storage.metrics.capped_deadlines);
+        }
+        t.wheel.schedule(index, tick);
+    }
+
     /// The tick of `deadline` and where the wheel puts it now (an idle wheel is first aligned
     /// with now: nothing can expire from it, it is empty).
-    fn wheel_target(&mut self, t: &mut Table<S, R, W>, deadline: Deadline) -> (u64, Target) {
+    pub(super) fn wheel_target(
+        &mut self,
+        t: &mut Table<S, R, W>,
+        deadline: Deadline,
+    ) -> (u64, Target) {
         if t.wheel.len() == 0 {
             let tick = floor_tick(self.elapsed_ns(Instant::now()), self.checked.tick_ns);
             t.wheel.advance_rearming(tick, |_, _| None);

@@ -85,7 +85,8 @@ pub(crate) struct Table<const SLOTS: usize, const RING: usize, const WHEEL: usiz
     /// Per-slot bookkeeping.
     pub(crate) flags: [SlotFlags; SLOTS],
     /// Per slot, the future holding its request while `SlotFlags::held` says so (`held.rs`).
-    held: [Option<HeldRef<SLOTS, RING, WHEEL>>; SLOTS],
+    /// Written only through `hold` and `unhold`, which keep the two together.
+    pub(super) held: [Option<HeldRef<SLOTS, RING, WHEEL>>; SLOTS],
     /// Message headers for `recv_from`s in the kernel (at most `RING` at once), and the indices
     /// of the free ones. A header the kernel may still write (its request parked at shutdown) is
     /// never given back.

@@ -8,6 +8,7 @@ use std::ptr::NonNull;
 use super::{Op, Start, State};
 use crate::error::Error;
 use crate::event_loop::held::{HeldRef, HeldVtable};
+use crate::event_loop::request::Deadline;
 use crate::event_loop::EventLoop;
 use crate::op::{OpResult, Operation};
 use crate::storage::Storage;
@@ -18,8 +19,15 @@ struct Calls<O, const S: usize, const R: usize, const W: usize>(PhantomData<O>);
 impl<O: Operation, const S: usize, const R: usize, const W: usize> Calls<O, S, R, W> {
     const VTABLE: HeldVtable<S, R, W> = HeldVtable {
         kind: O::KIND,
+        timed: false,
         complete: complete::<O>,
         unhold: unhold::<O, S, R, W>,
+        deadline: deadline::<O>,
+    };
+    /// The same calls for a request with a deadline (in the wheel while it is held).
+    const TIMED: HeldVtable<S, R, W> = HeldVtable {
+        timed: true,
+        ..Self::VTABLE
     };
 }
 
@@ -33,6 +41,18 @@ unsafe fn complete<O: Operation>(state: NonNull<()>, result: i32) -> Option<Resu
         unreachable!("the loop calls into held requests only")
     };
     crate::op::complete(&mut start.op, result, false)
+}
+
+/// [`HeldVtable::deadline`] for an `O`.
+///
+/// # Safety
+/// As [`complete`].
+unsafe fn deadline<O: Operation>(state: NonNull<()>) -> Option<Deadline> {
+    // SAFETY: the contract.
+    let State::Held(start, _) = (unsafe { &*state.cast::<State<O>>().as_ptr() }) else {
+        unreachable!("the loop calls into held requests only")
+    };
+    start.deadline.map(Deadline::new)
 }
 
 /// [`HeldVtable::unhold`] for an `O`: the held start moves into slot `index`, and the state
@@ -79,23 +99,34 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
     #[inline]
     pub(super) fn submit_held(&mut self, index: u32, window: *mut ()) {
         let state = self.state_ptr();
-        let held = HeldRef {
-            state,
-            vtable: &Calls::<O, S, R, W>::VTABLE,
+        let State::Held(start, _) = &self.state else {
+            unreachable!("called for a held request")
         };
+        let deadline = start.deadline.map(Deadline::new);
+        let vtable = match deadline {
+            None => &Calls::<O, S, R, W>::VTABLE,
+            Some(_) => &Calls::<O, S, R, W>::TIMED,
+        };
+        let held = HeldRef { state, vtable };
         // SAFETY: `window` is the loop thread's window, read during this poll (`submit_here`);
         // `held` names this pinned `LocalOp`'s state (`pinned`), which holds the start; the
         // closure is the only access to it while the call runs.
         let staged = unsafe {
-            EventLoop::<S, R, W>::stage_held_in_window(window, index, held, |id, limit, reg, h| {
-                let State::Held(start, _) = &mut *state.cast::<State<O>>().as_ptr() else {
-                    unreachable!("held above")
-                };
-                let op = &mut start.op;
-                crate::event_loop::request::sqe_for(start.fd.as_ref(), id, reg, |fd| {
-                    op.sqe(fd, limit, reg, h)
-                })
-            })
+            EventLoop::<S, R, W>::stage_held_in_window(
+                window,
+                index,
+                held,
+                deadline,
+                |id, limit, reg, h| {
+                    let State::Held(start, _) = &mut *state.cast::<State<O>>().as_ptr() else {
+                        unreachable!("held above")
+                    };
+                    let op = &mut start.op;
+                    crate::event_loop::request::sqe_for(start.fd.as_ref(), id, reg, |fd| {
+                        op.sqe(fd, limit, reg, h)
+                    })
+                },
+            )
         };
         if !staged {
             // SAFETY: held, and the loop knows nothing of it (not staged); the slot's request
