@@ -718,6 +718,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         // Held (`held.rs`), deadline or not, when the kind allows it (never a loop-held kind:
         // those are not plain).
         if self.pinned && O::KIND.may_be_held() && !here.window().is_null() {
+            let deadline = start.deadline;
             // SAFETY: the start is moved out of the state once, and the state overwritten with
             // it without its drop glue: nothing can panic in between.
             unsafe {
@@ -727,7 +728,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
             // Admitted and ours before anything else runs, as below.
             slot.mark_admitted_here_with_local_waker(true);
             let window = here.window();
-            self.submit_held(index, window);
+            self.submit_held(index, window, deadline);
             self.registered_here = true;
             if let Some(old) = self.storage.local.register_first_waker(index, waker) {
                 self.storage.run_user(move || drop(old));

@@ -4,6 +4,7 @@
 
 use std::marker::PhantomData;
 use std::ptr::NonNull;
+use std::time::Instant;
 
 use super::{Op, Start, State};
 use crate::error::Error;
@@ -95,14 +96,11 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
     /// Submits the start just moved into `State::Held(_, index)` (slot `index` marked `ACTIVE`
     /// for this pinned caller) through the loop whose window is open: true once its SQE is in
     /// the SQ and the loop holds a reference to it. Otherwise it is unheld (written into its
-    /// slot) and queued for the loop's staging, as `submit_here` does.
+    /// slot) and queued for the loop's staging, as `submit_here` does. `deadline`: the start's.
     #[inline]
-    pub(super) fn submit_held(&mut self, index: u32, window: *mut ()) {
+    pub(super) fn submit_held(&mut self, index: u32, window: *mut (), deadline: Option<Instant>) {
         let state = self.state_ptr();
-        let State::Held(start, _) = &self.state else {
-            unreachable!("called for a held request")
-        };
-        let deadline = start.deadline.map(Deadline::new);
+        let deadline = deadline.map(Deadline::new);
         let vtable = match deadline {
             None => &Calls::<O, S, R, W>::VTABLE,
             Some(_) => &Calls::<O, S, R, W>::TIMED,
