@@ -100,64 +100,26 @@ fn a_local_transfer_larger_than_the_socket_buffer_arrives_whole() {
     );
 }
 
-/// A local receive with a deadline that finishes before it leaves nothing behind: its slot's
-/// next request (no deadline), still waiting when the first deadline passes, gets its bytes
-/// and no `Timeout`.
-#[test]
-fn a_local_operation_finished_before_its_deadline_leaves_no_timer() {
-    let (handle, event_loop) = static_uring::new::<2, 2, 64>(config()).unwrap();
-    let (a, b) = socket_pair();
-    (&*a).write_all(b"x").unwrap();
-    let reader = event_loop.metrics_reader();
-    let writer = Arc::clone(&a);
-    let late = thread::spawn(move || {
-        thread::sleep(Duration::from_millis(1500));
-        (&*writer).write_all(b"y").unwrap();
-    });
-    let (first, second) = with_timeout(HANG, move || {
-        event_loop.block_on(async move {
-            let first = handle
-                .recv(Arc::clone(&b), IoBufMut::with_capacity(1))
-                .timeout(Duration::from_millis(500))
-                .local()
-                .await
-                .map(|(buf, _)| buf.to_vec());
-            let second = handle
-                .recv(b, IoBufMut::with_capacity(1))
-                .local()
-                .await
-                .map(|(buf, _)| buf.to_vec());
-            (first, second)
-        })
-    })
-    .unwrap();
-    late.join().unwrap();
-    assert_eq!(first.unwrap(), b"x");
-    assert_eq!(
-        second.unwrap(),
-        b"y",
-        "the slot's next request is not timed out"
-    );
-    let metrics = reader.get();
-    assert_eq!(
-        (metrics.completed, metrics.timed_out),
-        (2, 0),
-        "{metrics:?}"
-    );
+/// A loop of one slot whose wheel's horizon is short: 8 ticks of 1 ms.
+fn one_slot_short_wheel() -> (
+    static_uring::Handle<1, 1, 8>,
+    static_uring::EventLoop<1, 1, 8>,
+) {
+    let config = Config {
+        timeout_wheel_tick: Duration::from_millis(1),
+        ..config()
+    };
+    static_uring::new::<1, 1, 8>(config).unwrap()
 }
 
 /// A local recv whose deadline lies far beyond the wheel's horizon (8 ticks of 1 ms, a deadline
 /// of 400 ms): the wheel re-arms it each time it comes round, reading the deadline from the
 /// future that holds the request, so it neither fires early (its bytes come at 100 ms) nor
-/// stays in the wheel after it finished (the slot's next request, with no deadline, waits past
-/// the first one's deadline and gets its bytes).
+/// leaves a timer behind when it finishes first: the one slot's next request, with no
+/// deadline, waits past the first one's deadline and gets its bytes, not `Timeout`.
 #[test]
-fn a_local_recv_with_a_deadline_beyond_the_horizon_is_never_timed_out_early() {
-    let config = Config {
-        timeout_wheel_tick: Duration::from_millis(1),
-        ..config()
-    };
-    let (handle, event_loop) = static_uring::new::<1, 1, 8>(config).unwrap();
+fn a_local_operation_finished_before_its_deadline_leaves_no_timer() {
+    let (handle, event_loop) = one_slot_short_wheel();
     let reader = event_loop.metrics_reader();
     let (a, b) = socket_pair();
     let writer = Arc::clone(&a);
@@ -203,11 +165,7 @@ fn a_local_recv_with_a_deadline_beyond_the_horizon_is_never_timed_out_early() {
 /// finds the slot free.
 #[test]
 fn a_local_recv_times_out_at_its_deadline_with_its_buffer() {
-    let config = Config {
-        timeout_wheel_tick: Duration::from_millis(1),
-        ..config()
-    };
-    let (handle, event_loop) = static_uring::new::<1, 1, 8>(config).unwrap();
+    let (handle, event_loop) = one_slot_short_wheel();
     let reader = event_loop.metrics_reader();
     let (a, b) = socket_pair();
     let (err, waited) = with_timeout(HANG, move || {
