@@ -654,6 +654,11 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
     #[inline]
     fn poll_here(&mut self, cx: &mut Context<'_>) -> Poll<OpResult<O>> {
         match self.state {
+            // A held request the loop finished into this future (`event_loop/held.rs`).
+            State::Ready(_) => match std::mem::replace(&mut self.state, State::Finished) {
+                State::Ready(result) => Poll::Ready(result),
+                _ => unreachable!("matched above"),
+            },
             State::Held(_, index) if self.storage.slots[index as usize].is_done() => {
                 Poll::Ready(self.take_held(index, true))
             }

@@ -717,7 +717,13 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
     /// finished): its waker is in the loop thread's private cell. Loop thread.
     #[inline(always)]
     pub(crate) fn wake_pinned(&self, index: u32) {
-        if let Some(waker) = self.local.take_waker(index) {
+        self.wake_taken(self.local.take_waker(index));
+    }
+
+    /// Wakes the waker taken from a cell, if there was one.
+    #[inline(always)]
+    pub(crate) fn wake_taken(&self, waker: Option<Waker>) {
+        if let Some(waker) = waker {
             self.wake(waker);
         }
     }

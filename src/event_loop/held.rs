@@ -5,14 +5,19 @@
 //! operation ([`OpKind::may_be_held`]), is not written into its slot: its SQE
 //! is built from the future where it lies, and the loop keeps a [`HeldRef`] to it. At its CQE
 //! the loop applies the result to the operation through the reference and, when it finishes
-//! (the common case), stores only the outcome in the slot and ends the request: nothing moved
-//! in, nothing moved out.
+//! (the common case), builds the caller's result into the future, frees the slot and wakes
+//! the task: nothing moved in or out of the slot, and the future's next poll reads its own
+//! state only.
 //!
 //! ```text
 //! LocalOp poll:  slot ─▶ SQE from the future ─▶ SQ        (slot ACTIVE | LOCAL_WAKER | PINNED)
-//! loop, CQE:     HeldRef::complete ─▶ outcome into the slot ─▶ DONE ─▶ task woken
-//! LocalOp poll:  outcome out of the slot + operation out of the future ─▶ result; slot freed
+//! loop, CQE:     HeldRef::complete ─▶ result into the future ─▶ slot freed ─▶ task woken
+//! LocalOp poll:  the result, from its own state
 //! ```
+//!
+//! A future that left a waker in its slot's cell (polled from outside the window meanwhile)
+//! takes the older way: the outcome goes into the slot, which turns `DONE`, and the future's
+//! next poll takes it, the waker and the slot back itself.
 //!
 //! Anything else first turns the held request into an ordinary one (**unhold**: the operation
 //! is moved into its slot and the future's state names the slot, as if it had been submitted
@@ -44,9 +49,23 @@ use super::table::{owned_request, SlotFlags, Table};
 use super::wheel::Target;
 use super::EventLoop;
 use crate::error::Error;
+use crate::fd::Fd;
 use crate::handoff::slot::Slot;
+use crate::metrics::Counters;
 use crate::op::{Headers, OpKind};
 use crate::storage::Storage;
+
+/// What a held request's CQE did to it ([`HeldVtable::complete`]).
+pub(crate) enum Completion {
+    /// It needs another SQE (the operation moved forward in the future).
+    Again,
+    /// It finished; the future has a waker in the slot's cell, so the outcome goes into the
+    /// slot for the future to take, with that waker.
+    Outcome(Result<usize, Error>),
+    /// It finished and the future holds the caller's result now: the slot is the loop's to
+    /// free, and the descriptor the request named (taken out of the future) the loop's to drop.
+    Delivered(Option<Fd>),
+}
 
 /// The loop's calls into the future holding a request, for one operation type.
 pub(crate) struct HeldVtable<const S: usize, const R: usize, const W: usize> {
@@ -54,9 +73,9 @@ pub(crate) struct HeldVtable<const S: usize, const R: usize, const W: usize> {
     pub(crate) kind: OpKind,
     /// The request has a deadline, so it is in the wheel until it ends.
     pub(crate) timed: bool,
-    /// Applies CQE `result` to the held operation (`kernel::complete`, no cancel requested):
-    /// `Some(outcome)` when it is finished, `None` when it needs another SQE.
-    pub(crate) complete: unsafe fn(NonNull<()>, i32) -> Option<Result<usize, Error>>,
+    /// Applies CQE `result` to the held operation (`kernel::complete`, no cancel requested),
+    /// and when that finishes it, delivers the result into the future if it can.
+    pub(crate) complete: unsafe fn(NonNull<()>, i32) -> Completion,
     /// Moves the held operation into its slot (`index`, whose request owns nothing) and leaves
     /// the future submitted the ordinary way.
     pub(crate) unhold: unsafe fn(NonNull<()>, &Storage<S, R, W>, u32),
@@ -64,10 +83,10 @@ pub(crate) struct HeldVtable<const S: usize, const R: usize, const W: usize> {
     pub(crate) deadline: unsafe fn(NonNull<()>) -> Option<Deadline>,
 }
 
-/// The future's state holding a request, and its operation's calls.
+/// The future holding a request, and its operation's calls.
 pub(crate) struct HeldRef<const S: usize, const R: usize, const W: usize> {
-    /// The future's `State`, which holds the operation (type-erased: the vtable knows it).
-    pub(crate) state: NonNull<()>,
+    /// The future's `Op`, whose state holds the operation (type-erased: the vtable knows it).
+    pub(crate) op: NonNull<()>,
     /// The calls for its operation's type.
     pub(crate) vtable: &'static HeldVtable<S, R, W>,
 }
@@ -100,7 +119,7 @@ pub(super) fn deadline_of<const S: usize, const R: usize, const W: usize>(
         Some(h) if flags[index as usize].held && !slots[index as usize].is_orphaned() => {
             // SAFETY: held and not orphaned: the future is alive, pinned and not running (the
             // loop is outside the window), and its state holds the operation (module doc).
-            unsafe { (h.vtable.deadline)(h.state) }
+            unsafe { (h.vtable.deadline)(h.op) }
         }
         _ => owned_request(flags, slots, index).deadline,
     }
@@ -187,20 +206,43 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         let held = t.held_ref(index);
         // SAFETY: held, and the slot is ACTIVE: the future is alive, pinned, not running, and
         // its state holds the operation (module doc).
-        let Some(outcome) = (unsafe { (held.vtable.complete)(held.state, result) }) else {
-            // Another SQE: from the slot, as any request's.
-            self.settle_held(t, index);
-            t.flags[index as usize].in_flight = false;
-            self.requeue(t, index);
-            return true;
-        };
-        // The slot's request owns nothing (the operation is in the future): only its outcome is
-        // written (over a stale one a free slot may keep, which owns nothing either).
-        let r = owned_request(&mut t.flags, &self.storage.slots, index);
-        debug_assert!(r.is_empty());
-        r.outcome = Some(outcome);
-        self.deliver_pinned(t, index, held.vtable.timed);
+        match unsafe { (held.vtable.complete)(held.op, result) } {
+            Completion::Delivered(fd) => self.deliver_held(t, index, held.vtable.timed, fd),
+            Completion::Outcome(outcome) => {
+                // The slot's request owns nothing (the operation is in the future): only its
+                // outcome is written (over a stale one a free slot may keep, which owns
+                // nothing either).
+                let r = owned_request(&mut t.flags, &self.storage.slots, index);
+                debug_assert!(r.is_empty());
+                r.outcome = Some(outcome);
+                self.deliver_pinned(t, index, held.vtable.timed);
+            }
+            Completion::Again => {
+                // Another SQE: from the slot, as any request's.
+                self.settle_held(t, index);
+                t.flags[index as usize].in_flight = false;
+                self.requeue(t, index);
+            }
+        }
         true
+    }
+
+    /// Ends held request `index`, whose future holds its result now (`Completion::Delivered`):
+    /// `deliver_pinned`, but the slot is freed here (the future will not read it again), and
+    /// then the task is woken and the request's descriptor dropped (`fd`), contained.
+    #[inline(always)]
+    fn deliver_held(&mut self, t: &mut Table<S, R, W>, index: u32, timed: bool, fd: Option<Fd>) {
+        let storage = &self.storage;
+        t.end(index, timed);
+        t.release(index);
+        storage.metrics.set_pending(t.admitted());
+        Counters::bump(&storage.metrics.completed);
+        let waker = storage.local.take_waker(index);
+        storage.free_empty(index, Some(&storage.local));
+        storage.wake_taken(waker);
+        if fd.is_some() {
+            storage.run_user(move || drop(fd));
+        }
     }
 
     /// Makes held request `index` an ordinary one before a path that reads its slot: forgets
@@ -214,7 +256,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             let held = t.held_ref(index);
             // SAFETY: held and not orphaned: the future is alive and holds the operation (module
             // doc); the slot's request owns nothing.
-            unsafe { (held.vtable.unhold)(held.state, &self.storage, index) };
+            unsafe { (held.vtable.unhold)(held.op, &self.storage, index) };
         }
         t.unhold(index);
     }

@@ -1,6 +1,8 @@
 //! The future's side of a held request (`event_loop/held.rs`): a `LocalOp` submitted on the
 //! serving loop thread, from inside the window, keeps its operation in its own state
 //! (`State::Held`) while the SQE is in flight, and the loop reaches it through the vtable here.
+//! The loop's references point at the whole `Op` (which is `!Unpin`: the future's own `&mut`
+//! borrows of it do not claim it uniquely), and reach its fields through raw places.
 
 use std::marker::PhantomData;
 use std::ptr::NonNull;
@@ -8,7 +10,7 @@ use std::time::Instant;
 
 use super::{Op, Start, State};
 use crate::error::Error;
-use crate::event_loop::held::{HeldRef, HeldVtable};
+use crate::event_loop::held::{Completion, HeldRef, HeldVtable};
 use crate::event_loop::request::Deadline;
 use crate::event_loop::EventLoop;
 use crate::op::{OpResult, Operation};
@@ -21,9 +23,9 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Calls<O, S, R
     const VTABLE: HeldVtable<S, R, W> = HeldVtable {
         kind: O::KIND,
         timed: false,
-        complete: complete::<O>,
+        complete: complete::<O, S, R, W>,
         unhold: unhold::<O, S, R, W>,
-        deadline: deadline::<O>,
+        deadline: deadline::<O, S, R, W>,
     };
     /// The same calls for a request with a deadline (in the wheel while it is held).
     const TIMED: HeldVtable<S, R, W> = HeldVtable {
@@ -32,25 +34,69 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Calls<O, S, R
     };
 }
 
-/// [`HeldVtable::complete`] for an `O`.
+/// The state of the `Op` at `op`.
 ///
 /// # Safety
-/// `state` points to a live `State<O>` that is `Held`, which nothing else accesses meanwhile.
-unsafe fn complete<O: Operation>(state: NonNull<()>, result: i32) -> Option<Result<usize, Error>> {
+/// `op` points to a live, pinned `Op<O, S, R, W>` that nothing else accesses meanwhile.
+unsafe fn state_of<O: Operation, const S: usize, const R: usize, const W: usize>(
+    op: NonNull<()>,
+) -> *mut State<O> {
+    // SAFETY: the contract; a place, no reference to the whole `Op`.
+    unsafe { std::ptr::addr_of_mut!((*op.cast::<Op<O, S, R, W>>().as_ptr()).state) }
+}
+
+/// [`HeldVtable::complete`] for an `O`: applies the CQE's result to the held operation, and
+/// when that finishes it, builds the caller's result into the state (`State::Ready`), unless
+/// the future left a waker in the slot's cell (a poll from outside the window: the outcome then
+/// goes through the slot, and the future takes the waker back with it).
+///
+/// # Safety
+/// `op` points to a live `Op<O, S, R, W>` whose state is `Held`, which nothing else accesses
+/// meanwhile.
+unsafe fn complete<O: Operation, const S: usize, const R: usize, const W: usize>(
+    op: NonNull<()>,
+    result: i32,
+) -> Completion {
     // SAFETY: the contract.
-    let State::Held(start, _) = (unsafe { &mut *state.cast::<State<O>>().as_ptr() }) else {
+    let state = unsafe { state_of::<O, S, R, W>(op) };
+    // SAFETY: the contract.
+    let State::Held(start, _) = (unsafe { &mut *state }) else {
         unreachable!("the loop calls into held requests only")
     };
-    crate::op::complete(&mut start.op, result, false)
+    let Some(outcome) = crate::op::complete(&mut start.op, result, false) else {
+        return Completion::Again;
+    };
+    // SAFETY: the contract (a field read through the place).
+    if unsafe { (*op.cast::<Op<O, S, R, W>>().as_ptr()).registered } {
+        return Completion::Outcome(outcome);
+    }
+    // SAFETY: the start's fields are moved out once and the state overwritten without its drop
+    // glue at once (nothing can panic in between); the result is written over `Finished`.
+    let (operation, held, fd) = unsafe {
+        let fields = (
+            std::ptr::read(&start.op),
+            std::ptr::read(&start.held),
+            std::ptr::read(&start.fd),
+        );
+        std::ptr::write(state, State::Finished);
+        fields
+    };
+    drop(held);
+    let result = operation.output(outcome);
+    // SAFETY: `Finished` owns nothing.
+    unsafe { std::ptr::write(state, State::Ready(result)) };
+    Completion::Delivered(fd)
 }
 
 /// [`HeldVtable::deadline`] for an `O`.
 ///
 /// # Safety
 /// As [`complete`].
-unsafe fn deadline<O: Operation>(state: NonNull<()>) -> Option<Deadline> {
+unsafe fn deadline<O: Operation, const S: usize, const R: usize, const W: usize>(
+    op: NonNull<()>,
+) -> Option<Deadline> {
     // SAFETY: the contract.
-    let State::Held(start, _) = (unsafe { &*state.cast::<State<O>>().as_ptr() }) else {
+    let State::Held(start, _) = (unsafe { &*state_of::<O, S, R, W>(op) }) else {
         unreachable!("the loop calls into held requests only")
     };
     start.deadline.map(Deadline::new)
@@ -63,11 +109,12 @@ unsafe fn deadline<O: Operation>(state: NonNull<()>) -> Option<Deadline> {
 /// As [`complete`]; slot `index` is the held request's, and its request owns nothing and may be
 /// written by the caller now (the loop's request, the loop not running; or the future's, `DONE`).
 unsafe fn unhold<O: Operation, const S: usize, const R: usize, const W: usize>(
-    state: NonNull<()>,
+    op: NonNull<()>,
     storage: &Storage<S, R, W>,
     index: u32,
 ) {
-    let state = state.cast::<State<O>>().as_ptr();
+    // SAFETY: the contract.
+    let state = unsafe { state_of::<O, S, R, W>(op) };
     // SAFETY: the contract: the start is moved out once, and the state overwritten without its
     // drop glue before anything can panic.
     let start = unsafe {
@@ -88,9 +135,9 @@ unsafe fn unhold<O: Operation, const S: usize, const R: usize, const W: usize>(
 }
 
 impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W> {
-    /// The state's address, as the loop keeps it.
-    fn state_ptr(&mut self) -> NonNull<()> {
-        NonNull::from(&mut self.state).cast()
+    /// This `Op`'s address, as the loop keeps it (type-erased).
+    fn op_ptr(&mut self) -> NonNull<()> {
+        NonNull::from(self).cast()
     }
 
     /// Submits the start just moved into `State::Held(_, index)` (slot `index` marked `ACTIVE`
@@ -99,13 +146,13 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
     /// slot) and queued for the loop's staging, as `submit_here` does. `deadline`: the start's.
     #[inline]
     pub(super) fn submit_held(&mut self, index: u32, window: *mut (), deadline: Option<Instant>) {
-        let state = self.state_ptr();
+        let op = self.op_ptr();
         let deadline = deadline.map(Deadline::new);
         let vtable = match deadline {
             None => &Calls::<O, S, R, W>::VTABLE,
             Some(_) => &Calls::<O, S, R, W>::TIMED,
         };
-        let held = HeldRef { state, vtable };
+        let held = HeldRef { op, vtable };
         // SAFETY: `window` is the loop thread's window, read during this poll (`submit_here`);
         // `held` names this pinned `LocalOp`'s state (`pinned`), which holds the start; the
         // closure is the only access to it while the call runs.
@@ -116,7 +163,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
                 held,
                 deadline,
                 |id, limit, reg, h| {
-                    let State::Held(start, _) = &mut *state.cast::<State<O>>().as_ptr() else {
+                    let State::Held(start, _) = &mut *state_of::<O, S, R, W>(op) else {
                         unreachable!("held above")
                     };
                     let op = &mut start.op;
@@ -129,7 +176,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         if !staged {
             // SAFETY: held, and the loop knows nothing of it (not staged); the slot's request
             // owns nothing (claimed just now).
-            unsafe { unhold::<O, S, R, W>(state, &self.storage, index) };
+            unsafe { unhold::<O, S, R, W>(op, &self.storage, index) };
             self.storage.local.push(index);
         }
     }
@@ -174,12 +221,12 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
     /// may still use its buffer, and the loop may still need it), and the state names the slot.
     pub(super) fn unhold_for_drop(&mut self) {
         if let State::Held(_, index) = self.state {
-            let state = self.state_ptr();
+            let op = self.op_ptr();
             // SAFETY: held by this future, which is being dropped on the loop's thread (a
             // `LocalOp` is `!Send`) while the loop is not running: the slot's request owns
             // nothing (ACTIVE: the loop's, untouched while held; DONE: ours, with an outcome
             // for our kinds owning nothing) and nothing else accesses the state.
-            unsafe { unhold::<O, S, R, W>(state, &self.storage, index) };
+            unsafe { unhold::<O, S, R, W>(op, &self.storage, index) };
         }
     }
 }
