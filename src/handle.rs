@@ -10,6 +10,7 @@
 
 use std::future::Future;
 use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -194,7 +195,9 @@ impl<O: Operation> Start<O> {
 pub struct Op<O: Operation, const SLOTS: usize, const RING: usize, const WHEEL: usize> {
     storage: StorageRef<SLOTS, RING, WHEEL>,
     epoch: u32,
-    state: State<O>,
+    /// Dropped by hand (`Drop`): an `Op` whose result was taken (`Finished`, the common case)
+    /// then skips the state's drop glue.
+    state: ManuallyDrop<State<O>>,
     /// Our node in the slot wait list (pinned with the future).
     waiter: Waiter,
     /// Whether `waiter` may be linked (so `Drop` must unlink it).
@@ -252,17 +255,17 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
     /// is served first, as always).
     #[allow(clippy::result_large_err)] // the caller's buffer comes back by value
     pub fn try_submit(mut self) -> Result<Self, O::Error> {
-        let start = match std::mem::replace(&mut self.state, State::Finished) {
+        let start = match std::mem::replace(&mut *self.state, State::Finished) {
             State::Start(start) => start,
             other => {
-                self.state = other;
+                *self.state = other;
                 return Ok(self);
             }
         };
         let start = match start.check() {
             Ok(checked) => checked,
             Err(Ok(done)) => {
-                self.state = State::Ready(Ok(done));
+                *self.state = State::Ready(Ok(done));
                 return Ok(self);
             }
             Err(Err(e)) => return Err(e),
@@ -280,9 +283,9 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
             Err(e) => Err(start.unsubmitted(e)),
         };
         match submitted {
-            Ok(index) => self.state = State::Submitted(index),
+            Ok(index) => *self.state = State::Submitted(index),
             Err(Err(e)) => return Err(e),
-            Err(done) => self.state = State::Ready(done),
+            Err(done) => *self.state = State::Ready(done),
         }
         Ok(self)
     }
@@ -292,12 +295,12 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         Op {
             storage: self.storage.clone(),
             epoch: self.epoch,
-            state: State::Start(Start {
+            state: ManuallyDrop::new(State::Start(Start {
                 op,
                 held: (),
                 fd: None,
                 deadline: None,
-            }),
+            })),
             waiter: Waiter::new(),
             queued: false,
             registered: false,
@@ -310,7 +313,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
     /// The slot of the request it submitted, while the loop has it.
     #[inline]
     fn in_slot(&self) -> Option<u32> {
-        match self.state {
+        match *self.state {
             State::Submitted(index) | State::Held(_, index) => Some(index),
             _ => None,
         }
@@ -375,7 +378,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
     }
 
     fn start(&mut self) -> &mut Start<O> {
-        match &mut self.state {
+        match &mut *self.state {
             State::Start(start) => start,
             _ => panic!("an operation's options are set before it is submitted (try_submit)"),
         }
@@ -386,12 +389,12 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
     /// is told when one is handed over).
     #[inline]
     fn poll_submit(&mut self, notify: Notify<'_>, serving: bool) -> Poll<Option<OpResult<O>>> {
-        match self.state {
+        match *self.state {
             State::Submitted(_) | State::Held(..) => return Poll::Ready(None),
             State::Finished => panic!("operation polled after completion"),
             _ => {}
         }
-        let start = match std::mem::replace(&mut self.state, State::Finished) {
+        let start = match std::mem::replace(&mut *self.state, State::Finished) {
             State::Start(start) => match start.check() {
                 Ok(checked) => checked,
                 Err(result) => return Poll::Ready(Some(result)),
@@ -505,7 +508,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
 
     /// The result, if the loop has finished with the request.
     pub(crate) fn try_take(&mut self, serving: bool) -> Option<OpResult<O>> {
-        let index = match self.state {
+        let index = match *self.state {
             State::Submitted(index) => index,
             // The loop unholds a request before it abandons it: done or pending.
             State::Held(_, index) => {
@@ -550,10 +553,10 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
     }
 
     fn take_ready(&mut self) -> Option<OpResult<O>> {
-        match std::mem::replace(&mut self.state, State::Finished) {
+        match std::mem::replace(&mut *self.state, State::Finished) {
             State::Ready(result) => Some(result),
             other => {
-                self.state = other;
+                *self.state = other;
                 None
             }
         }
@@ -589,7 +592,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
                 Poll::Pending => std::thread::park(),
             }
         }
-        let State::Submitted(index) = this.state else {
+        let State::Submitted(index) = *this.state else {
             unreachable!("submitted above")
         };
         let (budget, full) = this.storage.wait_spin_state();
@@ -653,9 +656,9 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
     /// is built where the caller wants it.
     #[inline]
     fn poll_here(&mut self, cx: &mut Context<'_>) -> Poll<OpResult<O>> {
-        match self.state {
+        match *self.state {
             // A held request the loop finished into this future (`event_loop/held.rs`).
-            State::Ready(_) => match std::mem::replace(&mut self.state, State::Finished) {
+            State::Ready(_) => match std::mem::replace(&mut *self.state, State::Finished) {
                 State::Ready(result) => Poll::Ready(result),
                 _ => unreachable!("matched above"),
             },
@@ -691,14 +694,14 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
     fn submit_here(&mut self, waker: &Waker) -> Result<bool, OpResult<O>> {
         // An operation `check` would pass through as it is stays where it is: its request is
         // written into the slot straight from the future (no moves through `check`).
-        if !matches!(&self.state, State::Start(start) if start.op.valid()) {
-            let State::Start(start) = std::mem::replace(&mut self.state, State::Finished) else {
+        if !matches!(&*self.state, State::Start(start) if start.op.valid()) {
+            let State::Start(start) = std::mem::replace(&mut *self.state, State::Finished) else {
                 unreachable!("matched by poll_here")
             };
             let start = start.check()?;
             self.state.settle(State::Start(start));
         }
-        let State::Start(start) = &self.state else {
+        let State::Start(start) = &*self.state else {
             unreachable!("matched by poll_here")
         };
         // Staged at once only without a deadline (the wheel's scheduling is the loop's staging)
@@ -713,7 +716,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
             false => None,
         };
         let Some(index) = claimed else {
-            let State::Start(start) = std::mem::replace(&mut self.state, State::Finished) else {
+            let State::Start(start) = std::mem::replace(&mut *self.state, State::Finished) else {
                 unreachable!("matched above")
             };
             self.state.settle(State::Checked(start));
@@ -728,7 +731,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
             // it without its drop glue: nothing can panic in between.
             unsafe {
                 let start = std::ptr::read(start);
-                std::ptr::write(&mut self.state, State::Held(start, index));
+                std::ptr::write(&mut *self.state, State::Held(start, index));
             }
             // Admitted and ours before anything else runs, as below.
             slot.mark_admitted_here_with_local_waker(true);
@@ -753,7 +756,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
             )
         };
         // SAFETY: as above: the old value was moved out just now.
-        unsafe { std::ptr::write(&mut self.state, State::Submitted(index)) };
+        unsafe { std::ptr::write(&mut *self.state, State::Submitted(index)) };
         Start::fill_fields(fields, storage, index);
         // Admitted and ours (`Submitted`) before the waker's clone, which is user code: if it
         // panics, our `Drop` orphans the request like any other. Until then the private cell
@@ -809,7 +812,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
     /// does not serve, or a case `poll_here` leaves).
     fn poll_shared(&mut self, cx: &mut Context<'_>, serving: bool) -> Poll<OpResult<O>> {
         let this = self;
-        if let State::Submitted(_) | State::Held(..) = this.state {
+        if let State::Submitted(_) | State::Held(..) = *this.state {
             // Woken (or polled again): look first, and skip the waker when done.
             if let Some(result) = this.try_take(serving) {
                 return Poll::Ready(result);
@@ -856,12 +859,25 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
 }
 
 impl<O: Operation, const S: usize, const R: usize, const W: usize> Drop for Op<O, S, R, W> {
-    /// Inlined for the common case, an `Op` whose result was taken: nothing to do.
+    /// Inlined for the common case, an `Op` whose result was taken: nothing to do, not even
+    /// the state's drop glue (two loads).
     #[inline]
     fn drop(&mut self) {
-        if self.queued || matches!(self.state, State::Submitted(_) | State::Held(..)) {
+        if self.queued || !matches!(*self.state, State::Finished) {
+            self.drop_slow();
+        }
+    }
+}
+
+impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W> {
+    /// `Drop` of an `Op` that still holds something: leaves the wait list or the loop's hands,
+    /// then drops its state (a start, a result never taken).
+    fn drop_slow(&mut self) {
+        if self.queued || matches!(*self.state, State::Submitted(_) | State::Held(..)) {
             self.leave();
         }
+        // SAFETY: `Drop` calls this once, and nothing reads the state after it.
+        unsafe { ManuallyDrop::drop(&mut self.state) };
     }
 }
 
@@ -876,7 +892,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
                 self.storage.free_slot(index);
             }
         }
-        if let State::Submitted(index) = self.state {
+        if let State::Submitted(index) = *self.state {
             self.state.settle(State::Finished);
             let slot = &self.storage.slots[index as usize];
             // Take our wakers back first: once orphaned, the slot may be retired and reused, and
@@ -909,7 +925,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> std::fmt::Deb
     for Op<O, S, R, W>
 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = match self.state {
+        let state = match *self.state {
             State::Start(..) => "not submitted",
             State::Checked(..) => "waiting for a slot",
             State::Submitted(_) | State::Held(..) => "submitted",
@@ -947,7 +963,7 @@ impl<const S: usize, const R: usize, const W: usize> Handle<S, R, W> {
         Op {
             storage: self.storage.clone(),
             epoch: self.epoch,
-            state: State::Start(start),
+            state: ManuallyDrop::new(State::Start(start)),
             waiter: Waiter::new(),
             queued: false,
             registered: false,
@@ -1641,7 +1657,7 @@ impl<const S: usize, const R: usize, const W: usize> LaneHandle<S, R, W> {
     #[inline]
     pub fn submit<O: Operation>(&self, mut op: Op<O, S, R, W>) -> LaneOp<'_, O, S, R, W> {
         let ours = op.storage.key() == self.key && op.epoch == self.epoch;
-        if ours && matches!(op.state, State::Start(..)) {
+        if ours && matches!(*op.state, State::Start(..)) {
             op.lane = Some(self.lane);
         }
         LaneOp {

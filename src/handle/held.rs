@@ -41,8 +41,9 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Calls<O, S, R
 unsafe fn state_of<O: Operation, const S: usize, const R: usize, const W: usize>(
     op: NonNull<()>,
 ) -> *mut State<O> {
-    // SAFETY: the contract; a place, no reference to the whole `Op`.
-    unsafe { std::ptr::addr_of_mut!((*op.cast::<Op<O, S, R, W>>().as_ptr()).state) }
+    // SAFETY: the contract; a place, no reference to the whole `Op`. `ManuallyDrop` is
+    // `repr(transparent)`.
+    unsafe { std::ptr::addr_of_mut!((*op.cast::<Op<O, S, R, W>>().as_ptr()).state).cast() }
 }
 
 /// [`HeldVtable::complete`] for an `O`: applies the CQE's result to the held operation, and
@@ -191,7 +192,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         // SAFETY: DONE (Acquire): the caller owns the request, of which the loop wrote only the
         // outcome (the operation stayed here); taking it leaves a request that owns nothing.
         let outcome = unsafe { slot.with_request(|r| r.outcome.take()) };
-        let State::Held(start, _) = &self.state else {
+        let State::Held(start, _) = &*self.state else {
             unreachable!("called for a held request")
         };
         // SAFETY: the start's fields are moved out once and the state overwritten without its
@@ -202,7 +203,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
                 std::ptr::read(&start.held),
                 std::ptr::read(&start.fd),
             );
-            std::ptr::write(&mut self.state, State::Finished);
+            std::ptr::write(&mut *self.state, State::Finished);
             fields
         };
         drop(held);
@@ -220,7 +221,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
     /// Before the ordinary `Drop`: a held request's operation moves into its slot (the kernel
     /// may still use its buffer, and the loop may still need it), and the state names the slot.
     pub(super) fn unhold_for_drop(&mut self) {
-        if let State::Held(_, index) = self.state {
+        if let State::Held(_, index) = *self.state {
             let op = self.op_ptr();
             // SAFETY: held by this future, which is being dropped on the loop's thread (a
             // `LocalOp` is `!Send`) while the loop is not running: the slot's request owns
