@@ -170,13 +170,12 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         if !el.push_entry(kind, &staged) {
             return false;
         }
-        t.take(index);
+        debug_assert!(kind.is_plain(), "only plain kinds are held");
+        t.take_held(index, held);
         if let Some((deadline_tick, tick)) = scheduled {
             el.schedule(t, index, deadline_tick, tick);
         }
-        t.admit(index);
-        t.hold(index, held);
-        el.mark_pushed(t, index, kind, &staged);
+        el.count_pushed(&staged);
         true
     }
 
@@ -233,8 +232,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     #[inline(always)]
     fn deliver_held(&mut self, t: &mut Table<S, R, W>, index: u32, timed: bool, fd: Option<Fd>) {
         let storage = &self.storage;
-        t.end(index, timed);
-        t.release(index);
+        t.end_and_release(index, timed);
         storage.metrics.set_pending(t.admitted());
         Counters::bump(&storage.metrics.completed);
         let waker = storage.local.take_waker(index);

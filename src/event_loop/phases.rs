@@ -139,8 +139,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     #[inline(always)]
     pub(super) fn deliver_pinned(&mut self, t: &mut Table<S, R, W>, index: u32, scheduled: bool) {
         let metrics = &self.storage.metrics;
-        t.end(index, scheduled);
-        t.release(index);
+        t.end_and_release(index, scheduled);
         metrics.set_pending(t.admitted());
         Counters::bump(&metrics.completed);
         self.storage.slots[index as usize].finish_pinned();
@@ -697,6 +696,12 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         let flags = &mut t.flags[index as usize];
         flags.in_flight = true;
         flags.plain = kind.is_plain();
+        self.count_pushed(staged);
+    }
+
+    /// Counts an SQE pushed for a request (`staged`), and the registered resources it names.
+    #[inline]
+    pub(super) fn count_pushed(&self, staged: &Staged) {
         let metrics = &self.storage.metrics;
         Counters::bump(&metrics.submitted);
         if staged.fixed_file {

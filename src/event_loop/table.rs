@@ -250,11 +250,31 @@ impl<const S: usize, const R: usize, const W: usize> Table<S, R, W> {
         self.admitted -= 1;
     }
 
-    /// Admitted request `index` is held by its future (`held.rs`), named by `held`.
+    /// [`end`](Self::end) and [`release`](Self::release) in one write: admitted request
+    /// `index` leaves the loop (to its caller, or freed).
     #[inline]
-    pub(crate) fn hold(&mut self, index: u32, held: HeldRef<S, R, W>) {
+    pub(crate) fn end_and_release(&mut self, index: u32, scheduled: bool) {
+        if scheduled {
+            self.wheel.remove(index);
+        }
         debug_assert!(self.flags[index as usize].admitted);
-        self.flags[index as usize].held = true;
+        self.flags[index as usize] = SlotFlags::NONE;
+        self.admitted -= 1;
+    }
+
+    /// Takes request `index`, staged from its future (`held.rs`), in one write: owned, counted
+    /// in, its plain SQE in flight, held by `held`.
+    #[inline]
+    pub(crate) fn take_held(&mut self, index: u32, held: HeldRef<S, R, W>) {
+        self.flags[index as usize] = SlotFlags {
+            owned: true,
+            admitted: true,
+            in_flight: true,
+            plain: true,
+            held: true,
+            ..SlotFlags::NONE
+        };
+        self.admitted += 1;
         self.held[index as usize] = Some(held);
     }
 
