@@ -386,39 +386,85 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
 
     /// Drives the submission: `Ready(Some(result))` if the op ended without the loop,
     /// `Ready(None)` once it is in the loop's hands, `Pending` while waiting for a slot (`notify`
-    /// is told when one is handed over).
+    /// is told when one is handed over). An operation `check` would pass through as it is stays
+    /// in the state until its request is written into the slot straight from there.
     #[inline]
     fn poll_submit(&mut self, notify: Notify<'_>, serving: bool) -> Poll<Option<OpResult<O>>> {
-        match *self.state {
+        match &*self.state {
             State::Submitted(_) | State::Held(..) => return Poll::Ready(None),
             State::Finished => panic!("operation polled after completion"),
-            _ => {}
-        }
-        let start = match std::mem::replace(&mut *self.state, State::Finished) {
-            State::Start(start) => match start.check() {
-                Ok(checked) => checked,
-                Err(result) => return Poll::Ready(Some(result)),
-            },
-            State::Checked(start) => start,
-            State::Ready(result) => return Poll::Ready(Some(result)),
-            State::Submitted(_) | State::Held(..) | State::Finished => {
-                unreachable!("matched above")
+            State::Start(start) if start.op.valid() => {}
+            State::Checked(_) => {}
+            State::Start(_) => {
+                let State::Start(start) = std::mem::replace(&mut *self.state, State::Finished)
+                else {
+                    unreachable!("matched above")
+                };
+                match start.check() {
+                    Ok(checked) => self.state.settle(State::Start(checked)),
+                    Err(result) => return Poll::Ready(Some(result)),
+                }
             }
-        };
+            State::Ready(_) => return Poll::Ready(self.take_ready()),
+        }
         match self.claim(notify, serving) {
             Poll::Pending => {
+                let start = self.take_start();
                 self.state.settle(State::Checked(start));
                 Poll::Pending
             }
-            Poll::Ready(Ok(index)) => match self.submit(index, start, notify.blocks(), serving) {
-                Ok(index) => {
-                    self.state.settle(State::Submitted(index));
-                    Poll::Ready(None)
-                }
+            Poll::Ready(Ok(index)) => match self.submit_in_place(index, notify.blocks(), serving) {
+                Ok(()) => Poll::Ready(None),
                 Err(result) => Poll::Ready(Some(result)),
             },
-            Poll::Ready(Err(e)) => Poll::Ready(Some(start.unsubmitted(e))),
+            Poll::Ready(Err(e)) => Poll::Ready(Some(self.take_start().unsubmitted(e))),
         }
+    }
+
+    /// The checked start out of the state (`Start` or `Checked`), which is left `Finished`.
+    fn take_start(&mut self) -> Start<O> {
+        match std::mem::replace(&mut *self.state, State::Finished) {
+            State::Start(start) | State::Checked(start) => start,
+            _ => unreachable!("called with a start in the state"),
+        }
+    }
+
+    /// [`submit`](Self::submit) for the checked start in the state (`Start` or `Checked`): its
+    /// fields move from there straight into slot `index`, and the state becomes `Submitted`.
+    #[inline]
+    #[allow(clippy::result_large_err)] // the caller's buffer comes back by value
+    fn submit_in_place(
+        &mut self,
+        index: u32,
+        blocking: bool,
+        serving: bool,
+    ) -> Result<(), OpResult<O>> {
+        let storage = &self.storage;
+        storage.slots[index as usize].mark_filled();
+        // As in `submit`.
+        if !(serving || storage.begin_submit(self.epoch)) {
+            storage.free_slot(index);
+            return Err(self.take_start().unsubmitted(Error::Closed));
+        }
+        let (State::Start(start) | State::Checked(start)) = &*self.state else {
+            unreachable!("called with a start in the state")
+        };
+        // SAFETY: the start's fields are moved out of the state once, and the state is
+        // overwritten without its drop glue before anything can panic (the fields are then ours
+        // alone, dropped by the unwinding if the fill panics).
+        let fields = unsafe {
+            let fields = (
+                std::ptr::read(&start.op),
+                std::ptr::read(&start.held),
+                std::ptr::read(&start.fd),
+                start.deadline,
+            );
+            std::ptr::write(&mut *self.state, State::Submitted(index));
+            fields
+        };
+        Start::fill_fields(fields, &self.storage, index);
+        self.hand_over(index, blocking, serving);
+        Ok(())
     }
 
     /// Writes the request of `start` into the claimed slot `index` and hands it to the loop; or,
@@ -448,6 +494,17 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
             return Err(start.unsubmitted(Error::Closed));
         }
         start.fill(storage, index);
+        self.hand_over(index, blocking, serving);
+        Ok(index)
+    }
+
+    /// Hands request `index`, written into its slot (`FILLED`) by a submit that holds the
+    /// life word's submit count (unless `serving`), to the loop: through the lane, the loop
+    /// thread's private queue or the shared ring; then releases the count (its wake).
+    #[inline]
+    fn hand_over(&self, index: u32, blocking: bool, serving: bool) {
+        let storage = &self.storage;
+        let slot = &storage.slots[index as usize];
         match (self.lane, storage.loop_here_if(serving)) {
             // The lane's one producer is this thread (`LaneHandle` is not `Sync`, `LaneOp` not
             // `Send`), so its push needs no claim.
@@ -470,7 +527,6 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
             // Wakes the loop if it may be asleep (the wake rides on this release).
             storage.end_submit(self.epoch);
         }
-        Ok(index)
     }
 
     /// A free slot for this request: taken directly while nobody waits, else through the wait
