@@ -630,15 +630,15 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
     /// On the thread that runs this operation's loop (inside `block_on`, a `TaskPool` task, or
     /// a waker or `Drop` the loop runs): it would block the only thread that can complete it.
     /// Use `.await` there.
-    pub fn wait(self) -> OpResult<O> {
+    pub fn wait(mut self) -> OpResult<O> {
         assert!(
             !crate::event_loop::local::serves_here(self.storage.key()),
             "`.wait()` on the loop thread of the operation's own loop would block the only thread \
              that can complete it: inside `block_on` or a `TaskPool` task, use `.await` instead"
         );
-        let mut this = std::pin::pin!(self);
-        // SAFETY: we never move out of the pinned value; `waiter` stays in place.
-        let this = unsafe { this.as_mut().get_unchecked_mut() };
+        // Pinned where it lies (`pin!` would copy it first): `self` is never moved again, and is
+        // dropped at the end of this call, so `waiter` stays in place.
+        let this = &mut self;
         // If it must queue for a slot, the wait list takes its own handle on this thread (a
         // reference count, no allocation), so a late notification never points into this frame.
         loop {
