@@ -496,6 +496,41 @@ fn a_local_recv_completed_in_two_parts_arrives_whole() {
     assert_eq!(metrics.pending_operations, 0, "{metrics:?}");
 }
 
+/// A held local operation hands its slot back when the loop delivers its result, not when its
+/// future is next polled (`event_loop/held.rs`): with one slot, a second operation finds it free
+/// while the first, finished, has not been polled since.
+#[test]
+fn a_finished_held_operation_frees_its_slot_before_its_future_is_polled() {
+    let (handle, event_loop) = static_uring::new::<1, 1, 64>(config()).unwrap();
+    let reader = event_loop.metrics_reader();
+    let (free_early, first) = with_timeout(HANG, move || {
+        event_loop.block_on(async move {
+            let mut first = Box::pin(handle.nop().local());
+            assert!(
+                poll_once(first.as_mut()).is_none(),
+                "submitted, not done yet"
+            );
+            // Passes of the loop (nothing else in flight) finish it.
+            Yield(16).await;
+            let second = handle.nop().try_submit();
+            let free_early = second.is_ok();
+            if let Ok(second) = second {
+                second.await.unwrap();
+            }
+            (free_early, first.await)
+        })
+    })
+    .unwrap();
+    assert!(first.is_ok(), "{first:?}");
+    assert!(
+        free_early,
+        "the finished nop's slot should be free before its future is polled again"
+    );
+    let metrics = reader.get();
+    assert_eq!(metrics.completed, 2, "{metrics:?}");
+    assert_eq!(metrics.pending_operations, 0, "{metrics:?}");
+}
+
 /// A local recv that finished while nobody polled it, then dropped: its slot is freed (the
 /// table of one slot serves the next operations) and nothing is counted orphaned.
 #[test]
