@@ -6,7 +6,7 @@
 mod common;
 
 use std::cell::RefCell;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -529,6 +529,37 @@ fn a_finished_held_operation_frees_its_slot_before_its_future_is_polled() {
     let metrics = reader.get();
     assert_eq!(metrics.completed, 2, "{metrics:?}");
     assert_eq!(metrics.pending_operations, 0, "{metrics:?}");
+}
+
+/// A held operation's descriptor goes when its result is delivered: a socket the operation
+/// owned alone is closed by the time its future returns (the peer reads end of file), not
+/// leaked with the request's slot or kept until the loop ends.
+#[test]
+fn a_held_recv_that_owned_its_socket_closes_it_when_it_finishes() {
+    let (handle, event_loop) = static_uring::new::<4, 4, 64>(config()).unwrap();
+    let (a, b) = socket_pair();
+    let (received, peer_read) = with_timeout(HANG, move || {
+        event_loop.block_on(async move {
+            (&*a).write_all(b"x").unwrap();
+            // `b`'s only owner is the operation from here on.
+            let (received, _) = handle
+                .recv(b, IoBufMut::with_capacity(1))
+                .local()
+                .await
+                .unwrap();
+            a.set_read_timeout(Some(HANG)).unwrap();
+            let mut byte = [0u8; 1];
+            let peer_read = (&*a).read(&mut byte).map_err(|e| e.kind());
+            (received.to_vec(), peer_read)
+        })
+    })
+    .unwrap();
+    assert_eq!(received, b"x");
+    assert_eq!(
+        peer_read,
+        Ok(0),
+        "the received-on socket is closed: end of file"
+    );
 }
 
 /// A local recv that finished while nobody polled it, then dropped: its slot is freed (the
