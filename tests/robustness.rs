@@ -577,7 +577,9 @@ fn a_dropped_op_releases_its_waker() {
     let (a1, a2) = socket_pair();
     let quiet = Arc::new(Quiet);
     let waker = Waker::from(quiet.clone());
-    let mut op = Box::pin(handle.recv(a2, zeroed(4)).limit(4));
+    // The test keeps its own reference to `a2`: an orphan the loop retires before staging it
+    // drops the op's descriptor at once, and the late write must still find the socket open.
+    let mut op = Box::pin(handle.recv(a2.clone(), zeroed(4)).limit(4));
     assert!(poll_with(op.as_mut(), &waker).is_none());
     drop(waker);
     assert_eq!(
@@ -595,6 +597,7 @@ fn a_dropped_op_releases_its_waker() {
     wait_until(HANG, "orphan retired", || handle.metrics().orphaned == 1);
     drop(handle);
     lp.join(HANG).unwrap();
+    drop(a2);
 }
 
 // ---- Bug 13: static buffers keep their capacity -------------------------------------------------
