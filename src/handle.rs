@@ -688,6 +688,22 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Future for Op
 }
 
 impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W> {
+    /// The result the loop delivered into this future when its held request ended
+    /// (`State::Ready`, `handle/held.rs`), taken; `None` in any other state. Any thread may
+    /// take a ready result: it is the future's own.
+    #[inline(always)]
+    pub(crate) fn take_delivered(self: &mut Pin<&mut Self>) -> Option<OpResult<O>> {
+        // SAFETY: only the state is touched, and it is not pinned (it is moved in and out).
+        let state = unsafe { &mut *self.as_mut().get_unchecked_mut().state };
+        if !matches!(state, State::Ready(_)) {
+            return None;
+        }
+        match std::mem::replace(state, State::Finished) {
+            State::Ready(result) => Some(result),
+            _ => unreachable!("matched above"),
+        }
+    }
+
     /// `poll`, inlined into the caller: a `LocalOp`'s poll, so that the loop thread's path
     /// lives in the task that awaits it (no call, no second frame).
     #[inline(always)]

@@ -54,11 +54,27 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> LocalOp<O, S,
 impl<O: Operation, const S: usize, const R: usize, const W: usize> Future for LocalOp<O, S, R, W> {
     type Output = OpResult<O>;
 
-    #[inline]
+    /// The poll after a held request ended (the result is in the future already) is a check
+    /// and a move in the task, without the call and frame of the submitting poll.
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<OpResult<O>> {
         // SAFETY: `op` is structurally pinned: never moved out of the pinned `LocalOp`.
-        unsafe { self.map_unchecked_mut(|this| &mut this.op) }.poll_inline(cx)
+        let mut op = unsafe { self.map_unchecked_mut(|this| &mut this.op) };
+        if let Some(result) = op.take_delivered() {
+            return Poll::Ready(result);
+        }
+        poll_op(op, cx)
     }
+}
+
+/// The rest of [`LocalOp::poll`]: inlined into the task or not, as the compiler finds best
+/// (a task awaiting several kinds of operation keeps one copy of each).
+#[inline]
+fn poll_op<O: Operation, const S: usize, const R: usize, const W: usize>(
+    op: Pin<&mut Op<O, S, R, W>>,
+    cx: &mut Context<'_>,
+) -> Poll<OpResult<O>> {
+    op.poll_inline(cx)
 }
 
 impl<O: Operation, const S: usize, const R: usize, const W: usize> std::fmt::Debug
