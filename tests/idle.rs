@@ -97,3 +97,31 @@ fn adaptive_spin_serves_bursts_and_sparse_requests_alike() {
     drop(handle);
     lp.join(HANG).unwrap();
 }
+
+#[test]
+fn a_retry_completed_inside_the_submitting_enter_is_staged_at_once_under_a_long_spin() {
+    // A read of 64 bytes from a 5-byte file completes inside the enter that submits it (page
+    // cache), short: the loop delivers that CQE before it spins and must then stage the retry
+    // (which finds the end of file) at once. A retry left behind would wait out the spin (ten
+    // seconds: the budget starts full), and a loop that then slept would never wake for it.
+    let cfg = Config {
+        idle_spin: Duration::from_secs(10),
+        ..Config::default()
+    };
+    let (handle, lp) = start::<8, 8, 64>(cfg);
+    let file = TempFile::with_contents(b"short");
+    for _ in 0..20 {
+        let h = handle.clone();
+        let fd = file.file.clone();
+        let (buf, e) = with_timeout(HANG, move || {
+            h.read_at(fd, 0, IoBufMut::with_capacity(64))
+                .wait()
+                .unwrap_err()
+                .into_parts()
+        });
+        assert_eq!((&buf[..], e), (&b"short"[..], Error::UnexpectedEof));
+    }
+    assert!(handle.metrics().requeued >= 20, "{:?}", handle.metrics());
+    drop(handle);
+    lp.join(HANG).unwrap();
+}

@@ -749,6 +749,9 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                     std::hint::spin_loop();
                 }
                 self.enter(0, None)?;
+                if self.ring.has_completions() && self.reaped_work(t, local) {
+                    return Ok(());
+                }
             }
             let spinning = spin.insert(Spin::new(budget));
             if self.spin_for_work(t, local, spinning, busy)? {
@@ -770,6 +773,19 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             self.adapt_spin(spin.elapsed(), spin.preempted());
         }
         slept
+    }
+
+    /// Delivers what the kernel completed inside the submitting enter just made (a nop, a
+    /// cached read, a send with room) in this pass, instead of in a pass of its own, then says
+    /// whether that gave the loop work (go round) or it may spin on. After a reap the rest of a
+    /// pass has nothing to do unless one of its looks says so: a retry, cancel or wake poll to
+    /// stage, a fresh request, a woken local future. The slots a local request freed go back
+    /// to everyone first, as the pass does before the loop can sleep.
+    #[inline(never)]
+    fn reaped_work<L: local::Local>(&mut self, t: &mut Table<S, R, W>, local: &L) -> bool {
+        self.reap(t);
+        self.storage.flush_local_free();
+        local.woken() || !self.nothing_to_stage(t, Mode::Serve)
     }
 
     /// Whether an idle loop that does not spin submits its staged SQEs without waiting and goes

@@ -258,7 +258,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// or sender count to read, nothing dropped, no buffer ring to replenish, no cancel, retry
     /// or fresh request waiting. (The same looks it starts with.)
     #[inline]
-    fn nothing_to_stage(&self, t: &Table<S, R, W>, mode: Mode) -> bool {
+    pub(super) fn nothing_to_stage(&self, t: &Table<S, R, W>, mode: Mode) -> bool {
         !(mode == Mode::Serve && (self.rearm || self.check_senders))
             && !self.storage.may_have_dropped()
             && !self.storage.may_have_dropped_timers()
