@@ -80,6 +80,22 @@ enum State<O: Operation> {
 }
 
 impl<O: Operation> State<O> {
+    /// The result of a `Ready` state, which becomes `Finished`; `None` (unchanged) otherwise.
+    /// Only the result's bytes are moved, not the whole state.
+    #[inline(always)]
+    fn take_ready(&mut self) -> Option<OpResult<O>> {
+        let State::Ready(result) = self else {
+            return None;
+        };
+        // SAFETY: the result is moved out once and the state overwritten without its drop glue
+        // at once (nothing can panic in between).
+        unsafe {
+            let result = std::ptr::read(result);
+            std::ptr::write(self, State::Finished);
+            Some(result)
+        }
+    }
+
     /// Moves to `next` from a state that owns nothing (`Submitted`, or the `Finished` left
     /// while a start is taken out), without the drop glue a plain assignment calls.
     #[inline]
@@ -609,13 +625,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
     }
 
     fn take_ready(&mut self) -> Option<OpResult<O>> {
-        match std::mem::replace(&mut *self.state, State::Finished) {
-            State::Ready(result) => Some(result),
-            other => {
-                *self.state = other;
-                None
-            }
-        }
+        self.state.take_ready()
     }
 
     /// Blocks the calling thread until the operation finishes (no executor needed). Polls for
@@ -694,14 +704,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
     #[inline(always)]
     pub(crate) fn take_delivered(self: &mut Pin<&mut Self>) -> Option<OpResult<O>> {
         // SAFETY: only the state is touched, and it is not pinned (it is moved in and out).
-        let state = unsafe { &mut *self.as_mut().get_unchecked_mut().state };
-        if !matches!(state, State::Ready(_)) {
-            return None;
-        }
-        match std::mem::replace(state, State::Finished) {
-            State::Ready(result) => Some(result),
-            _ => unreachable!("matched above"),
-        }
+        unsafe { &mut *self.as_mut().get_unchecked_mut().state }.take_ready()
     }
 
     /// `poll`, inlined into the caller: a `LocalOp`'s poll, so that the loop thread's path
@@ -730,9 +733,9 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
     fn poll_here(&mut self, cx: &mut Context<'_>) -> Poll<OpResult<O>> {
         match *self.state {
             // A held request the loop finished into this future (`event_loop/held.rs`).
-            State::Ready(_) => match std::mem::replace(&mut *self.state, State::Finished) {
-                State::Ready(result) => Poll::Ready(result),
-                _ => unreachable!("matched above"),
+            State::Ready(_) => match self.state.take_ready() {
+                Some(result) => Poll::Ready(result),
+                None => unreachable!("matched above"),
             },
             State::Held(_, index) if self.storage.slots[index as usize].is_done() => {
                 Poll::Ready(self.take_held(index, true))
