@@ -18,19 +18,14 @@ use crate::op::{Headers, OpKind};
 impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// Drains the CQ; returns the number of CQEs handled.
     pub(super) fn reap(&mut self, t: &mut Table<S, R, W>) -> usize {
-        let mut batch = [const { std::mem::MaybeUninit::uninit() }; super::ring::BATCH];
         let mut handled = 0;
-        loop {
-            // A batch is copied out first: handling a CQE may push SQEs (never CQEs) to the ring.
-            let cqes = self.ring.fill(&mut batch);
-            for cqe in cqes {
-                self.on_cqe(t, cqe.user_data(), cqe.result(), cqe.flags());
-            }
-            handled += cqes.len();
-            if cqes.len() < super::ring::BATCH {
-                return handled;
-            }
+        // Each CQE is taken off the queue before it is handled: handling one may push SQEs
+        // (never CQEs) to the ring.
+        while let Some((user_data, result, flags)) = self.ring.pop_cqe() {
+            self.on_cqe(t, user_data, result, flags);
+            handled += 1;
         }
+        handled
     }
 
     /// One CQE. A cancel CQE never decides anything, and a CQE whose request is gone (slot

@@ -1,12 +1,15 @@
 //! The ring edge: everything that talks to the kernel's io_uring and the wake eventfd. The one
 //! place where the loop makes syscalls and the single unsafe boundary toward the kernel.
 
+mod queues;
+
 use std::io;
-use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
-use io_uring::{cqueue, squeue, IoUring};
+use io_uring::{squeue, IoUring};
+
+use queues::Queues;
 
 use crate::config::Checked;
 use crate::error::Error;
@@ -94,9 +97,6 @@ pub(crate) fn wake_poll_sqe(fd: RawFd) -> io_uring::squeue::Entry {
         .user_data(crate::handoff::wake::WAKE_TOKEN)
 }
 
-/// CQEs copied out of the ring per batch.
-pub(crate) const BATCH: usize = 64;
-
 /// `IORING_REGISTER_RING_FDS` and `IORING_UNREGISTER_RING_FDS` (io_uring_register opcodes).
 const REGISTER_RING_FDS: libc::c_uint = 20;
 const UNREGISTER_RING_FDS: libc::c_uint = 21;
@@ -144,19 +144,10 @@ pub(crate) struct Ring {
     iopoll: bool,
     /// The probed setup features in use (`registered_ring` is set by `register_fd`).
     features: RingFeatures,
-    /// Whether CQEs wait, read without a `CompletionQueue` (whose drop stores the head).
-    cq_status: CqStatus,
+    /// The SQ and CQ as the loop writes and reads them (`queues.rs`): `uring`'s own views are
+    /// never used, as their drop would store stale cursors.
+    queues: Queues,
 }
-
-/// The CQ's head and tail, to look at without borrowing the ring: two loads, no store. A
-/// `CompletionQueue` writes the head back when dropped, so a spin that looked through one
-/// dirtied the cache line the kernel reads when it posts a CQE, on every look.
-struct CqStatus(io_uring::cqueue::CompletionStatus);
-
-// SAFETY: the pointers name the ring's mapping, which lives as long as the `IoUring` beside it in
-// the same `Ring`; the ring moves between threads only whole, and only the thread that owns the
-// `Ring` reads through them.
-unsafe impl Send for CqStatus {}
 
 impl Ring {
     /// Creates the ring (`entries` SQEs, twice as many CQEs) with the optional setup flags the
@@ -215,19 +206,18 @@ impl Ring {
                 _ => break,
             }
         }
-        let (mut uring, no_sqarray, coop) = result.map_err(|e| match e.raw_os_error() {
+        let (uring, no_sqarray, coop) = result.map_err(|e| match e.raw_os_error() {
             Some(libc::EINVAL) => Error::Config("the kernel rejected the ring setup flags (EINVAL): single_issuer needs Linux 6.1+ and excludes sqpoll"),
             Some(libc::ENOMEM) => Error::Config("not enough locked memory for the ring (ENOMEM): lower RING or raise RLIMIT_MEMLOCK"),
             Some(libc::EPERM) => Error::Config("io_uring is not permitted here (EPERM): see kernel.io_uring_disabled"),
             Some(libc::ENOSYS) => Error::Config("io_uring is not available in this kernel (ENOSYS)"),
             _ => Error::from_io(&e),
         })?;
-        // SAFETY: kept in the `Ring` that owns `uring`, so it never outlives the ring.
-        let cq_status = CqStatus(unsafe { uring.completion().status() });
+        let queues = Queues::map(&uring).map_err(|e| Error::from_io(&e))?;
         Ok(Ring {
             enter_fd: uring.as_raw_fd(),
             uring,
-            cq_status,
+            queues,
             fault_key,
             enter_flags: 0,
             registered_tid: 0,
@@ -398,32 +388,32 @@ impl Ring {
     /// Whether the SQ has no room left.
     #[inline]
     pub(crate) fn sq_full(&mut self) -> bool {
-        self.uring.submission().is_full()
+        self.queues.sq.room() == 0
     }
 
     /// Free SQ entries (pushes that cannot fail before the next submission).
     #[inline]
     pub(crate) fn sq_room(&mut self) -> usize {
-        let sq = self.uring.submission();
-        sq.capacity() - sq.len()
+        self.queues.sq.room() as usize
     }
 
     /// Whether every pushed SQE was submitted (or taken by the SQPOLL thread).
     #[inline]
     pub(crate) fn sq_empty(&mut self) -> bool {
-        self.uring.submission().is_empty()
+        self.queues.sq.len() == 0
     }
 
     /// SQEs pushed and not yet submitted.
     #[inline]
     pub(crate) fn sq_len(&mut self) -> usize {
-        self.uring.submission().len()
+        self.queues.sq.len() as usize
     }
 
-    /// Whether CQEs are waiting.
+    /// Whether CQEs are waiting: two loads, no store (a spin looks on every turn, and a store
+    /// would dirty the cache line the kernel reads when it posts a CQE).
     #[inline]
     pub(crate) fn has_completions(&mut self) -> bool {
-        !self.cq_status.0.is_empty()
+        !self.queues.cq.is_empty()
     }
 
     /// With DEFER_TASKRUN or COOP_TASKRUN (both set up with TASKRUN_FLAG): completions wait for
@@ -431,7 +421,7 @@ impl Ring {
     /// without the flag (nothing is read).
     #[inline]
     pub(crate) fn needs_task_work(&mut self) -> bool {
-        self.taskrun_flag && self.uring.submission().taskrun()
+        self.taskrun_flag && self.queues.sq.taskrun()
     }
 
     /// Pushes an SQE; the caller checked for room.
@@ -447,17 +437,14 @@ impl Ring {
         // SAFETY: the loop's invariant: every buffer and descriptor an SQE names lives in its
         // slot (or the storage's eventfd) until the matching CQE is processed, or forever if the
         // request is abandoned; nothing the kernel may use is freed, moved or handed back.
-        unsafe { self.uring.submission().push(sqe) }.is_ok()
+        unsafe { self.queues.sq.push(sqe) }
     }
 
-    /// Copies up to [`BATCH`] CQEs out of the ring into `batch` (once) and returns them; the
-    /// slice borrows `batch`, not the ring, so the caller may push SQEs while handling them.
+    /// The next CQE (user data, result, flags), taken off the CQ; `None` when none waits.
+    /// Nothing borrows the ring meanwhile: handling a CQE may push SQEs.
     #[inline]
-    pub(crate) fn fill<'a>(
-        &mut self,
-        batch: &'a mut [MaybeUninit<cqueue::Entry>; BATCH],
-    ) -> &'a [cqueue::Entry] {
-        self.uring.completion().fill(batch)
+    pub(crate) fn pop_cqe(&mut self) -> Option<(u64, i32, u32)> {
+        self.queues.cq.pop()
     }
 
     /// The `to_submit` and flags of an `enter(want, ..)` now, or `None` if it needs no syscall:
@@ -468,7 +455,7 @@ impl Ring {
     fn enter_args(&mut self, want: usize) -> Option<(u32, u32)> {
         use io_uring::EnterFlags;
         let (sqpoll, iopoll, registered) = (self.sqpoll, self.iopoll, self.enter_flags);
-        let sq = self.uring.submission();
+        let sq = &mut self.queues.sq;
         let overflow = sq.cq_overflow();
         let taskrun = sq.taskrun();
         let mut flags = registered;
@@ -484,7 +471,7 @@ impl Ring {
                 return None;
             }
         }
-        Some((sq.len() as u32, flags))
+        Some((sq.len(), flags))
     }
 
     /// The `io_uring_enter` syscall on the ring's descriptor or registered index; `arg` is
