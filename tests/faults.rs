@@ -1795,9 +1795,10 @@ struct AfterPanic {
 /// the kernel posts socket completions only inside the loop's own `io_uring_enter`):
 /// * in the kernel: a recv waited on by a thread (`.wait()`), an async recv, and `parked_x`, a
 ///   `try_recv` whose data arrives while the loop is held: the kernel posts its CQE right after
-///   the trigger nop's, in the batch the loop dies in, so nobody will ever process it;
-/// * the trigger nop (admitted: the table is full again), a nop, a read_at and another nop queued
-///   behind it, and a caller waiting for a free slot.
+///   the nop's, in the enter that submits the nop, and the loop dies handling it (an injected
+///   panic at the next recv CQE), so nobody will ever process it;
+/// * a nop admitted before (the table is full again), whose CQE comes first; a nop, a read_at
+///   and another nop queued behind it, and a caller waiting for a free slot.
 fn loop_panic_scenario(h: Handle<8, 4, 64>, event_loop: EventLoop<8, 4, 64>) -> AfterPanic {
     let reader = event_loop.metrics_reader();
     let lp = thread::spawn(move || event_loop.run());
@@ -1826,7 +1827,7 @@ fn loop_panic_scenario(h: Handle<8, 4, 64>, event_loop: EventLoop<8, 4, 64>) -> 
     // again meanwhile, its slot taken until its result is).
     let held = Held::new(&h);
     held.hold();
-    let trigger = h.nop().try_submit().unwrap();
+    let nop_before = h.nop().try_submit().unwrap();
     let queued = h.nop().try_submit().unwrap();
     let file = TempFile::with_contents(FILE);
     let queued_read = h
@@ -1839,8 +1840,9 @@ fn loop_panic_scenario(h: Handle<8, 4, 64>, event_loop: EventLoop<8, 4, 64>) -> 
     let blocked = Background::spawn(move || op.wait());
     thread::sleep(Duration::from_millis(10));
     assert!(!blocked.is_finished(), "no free slot: the caller waits");
-    h.inject_fault(Fault::Panic { op: FaultOp::Nop });
-    // Deferred until the loop's next enter, which first submits the trigger.
+    // The held recv's CQE is being handled: the next recv CQE is `parked_x`'s.
+    h.inject_fault(Fault::Panic { op: FaultOp::Recv });
+    // Deferred until the loop's next enter, which first submits the nop.
     (&*x_peer).write_all(b"lost").unwrap();
     held.stall.release();
 
@@ -1861,7 +1863,11 @@ fn loop_panic_scenario(h: Handle<8, 4, 64>, event_loop: EventLoop<8, 4, 64>) -> 
         (Error::Abandoned, 0),
         "its CQE died with the thread: the kernel may own the buffer, it stays parked"
     );
-    assert_eq!(wait(trigger), Err(Error::Abandoned), "the trigger");
+    assert_eq!(
+        wait(nop_before),
+        Ok(()),
+        "the nop, handled before the panic"
+    );
     assert_eq!(
         wait(queued),
         Err(Error::Closed),
@@ -1917,7 +1923,8 @@ fn a_loop_thread_panic_wakes_every_caller_and_frees_no_kernel_owned_memory() {
     let after = loop_panic_scenario(h, event_loop);
     let m = after.metrics;
     assert!(m.parked >= 1, "{m:?}");
-    assert!(m.abandoned >= 4, "{m:?}");
+    // The two recvs cancelled by the abandonment, and `parked_x`.
+    assert!(m.abandoned >= 3, "{m:?}");
     assert!(
         Arc::strong_count(&after.parked) >= 2,
         "the parked request's descriptor was freed with the storage"
@@ -1975,6 +1982,49 @@ fn a_static_storage_after_a_loop_panic_is_claimable_and_keeps_counting_parked_sl
         Arc::strong_count(&after.parked) >= 2,
         "still leaked, never freed"
     );
+}
+
+/// A panic on the loop thread loses only the CQE it was handling: a CQE the kernel posted after
+/// it stays in the ring, and the abandonment collects it (the loop takes CQEs off the ring one at
+/// a time). Here the loop dies at a nop's CQE while a recv's, with its data, waits behind it: the
+/// recv gets its bytes, and only the nop's slot is parked (its CQE died with the thread).
+#[test]
+fn a_completion_posted_after_the_one_a_loop_panic_hit_is_collected_not_parked() {
+    let (h, event_loop) = static_uring::new::<8, 4, 64>(deferred()).unwrap();
+    let reader = event_loop.metrics_reader();
+    let lp = thread::spawn(move || event_loop.run());
+    let (x_peer, x_sock) = socket_pair();
+    let recv = h
+        .recv(x_sock.clone(), zeroed(8))
+        .limit(8)
+        .try_submit()
+        .unwrap();
+    wait_until(HANG, "staged", || h.metrics().submitted == 1);
+    let held = Held::new(&h);
+    held.hold();
+    h.inject_fault(Fault::Panic { op: FaultOp::Nop });
+    let trigger = h.nop().try_submit().unwrap();
+    // Deferred until the loop's next enter, which first submits the nop: its CQE comes first.
+    (&*x_peer).write_all(b"kept").unwrap();
+    held.stall.release();
+    let start_at = Instant::now();
+    while !lp.is_finished() {
+        assert!(start_at.elapsed() < HANG, "the loop thread never ended");
+        thread::sleep(Duration::from_millis(1));
+    }
+    assert!(lp.join().is_err(), "the loop thread panicked");
+    assert_eq!(
+        wait(trigger),
+        Err(Error::Abandoned),
+        "the nop whose CQE the panic hit"
+    );
+    let (buf, n) = wait(recv).expect("the recv's CQE, behind it, is collected");
+    assert_eq!(&buf[..n], b"kept");
+    held.check();
+    let m = reader.get();
+    assert_eq!(m.parked, 1, "the nop's slot only: {m:?}");
+    drop((h, x_peer));
+    assert_eq!(Arc::strong_count(&x_sock), 1, "the recv keeps nothing");
 }
 
 /// Vectored forms of the short row: capped SQEs resume at the cursor, inside a buffer and across
