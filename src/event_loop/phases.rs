@@ -240,27 +240,38 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// One staging pass: wake-poll rearm (serving only), pending cancels, the ready queue, then
     /// fresh requests while fewer than `RING` are admitted. A pass with nothing to stage (most
     /// of them: a completion's pass, a loop-thread pass whose requests were staged as they were
-    /// made) is told by a few loads, without the call.
+    /// made) is told by a few loads, without the call; a pass with requests but no chores (a
+    /// cross-thread request's) looks at the chores once.
     #[inline]
     pub(super) fn stage(&mut self, t: &mut Table<S, R, W>, mode: Mode) -> Pass {
-        if self.nothing_to_stage(t, mode) {
+        if self.has_chores(t, mode) {
+            return self.stage_pass(t, mode);
+        }
+        if t.ready.is_empty() && !self.fresh_ready(t) {
             return Self::staged(t);
         }
-        self.stage_pass(t, mode)
+        match self.stage_requests(t) {
+            Some(pass) => pass,
+            None => Self::staged(t),
+        }
     }
 
-    /// Whether [`stage_pass`](Self::stage_pass) would find nothing to do: no wake poll to rearm
-    /// or sender count to read, nothing dropped, no buffer ring to replenish, no cancel, retry
-    /// or fresh request waiting. (The same looks it starts with.)
+    /// Whether [`stage_pass`](Self::stage_pass) would find nothing to do: no chore, no retry
+    /// or fresh request waiting.
     #[inline]
     pub(super) fn nothing_to_stage(&self, t: &Table<S, R, W>, mode: Mode) -> bool {
-        !(mode == Mode::Serve && (self.rearm || self.check_senders))
-            && !self.storage.may_have_dropped()
-            && !self.storage.may_have_dropped_timers()
-            && t.registry.rings.is_empty()
-            && t.cancels.is_empty()
-            && t.ready.is_empty()
-            && !self.fresh_ready(t)
+        !self.has_chores(t, mode) && t.ready.is_empty() && !self.fresh_ready(t)
+    }
+
+    /// Whether a staging pass has more to do than stage requests: a wake poll to rearm or the
+    /// sender count to read, something dropped, a buffer ring to replenish, a cancel to push.
+    #[inline]
+    fn has_chores(&self, t: &Table<S, R, W>, mode: Mode) -> bool {
+        (mode == Mode::Serve && (self.rearm || self.check_senders))
+            || self.storage.may_have_dropped()
+            || self.storage.may_have_dropped_timers()
+            || !t.registry.rings.is_empty()
+            || !t.cancels.is_empty()
     }
 
     /// What a staging pass reports once nothing more can be staged.
@@ -299,10 +310,32 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                 return pass;
             }
         }
+        if let Some(pass) = self.stage_requests(t) {
+            return pass;
+        }
+        // Read only after a wake CQE (`check_senders`); the pre-sleep recheck reads it too. No
+        // sender left, or a shutdown asked for: drain, whatever is still queued (the drain
+        // admits it).
+        if mode == Mode::Serve && self.check_senders {
+            if !self.storage.serving_over() {
+                // Without a wake poll (a polled ring), read it on every pass.
+                self.check_senders = self.checked.config.io_poll;
+            } else {
+                return Pass::Disconnected;
+            }
+        }
+        Self::staged(t)
+    }
+
+    /// The ready queue (retries), then fresh requests while fewer than `RING` are admitted, and
+    /// again while that readied more. `Some(Pass::SqFull)` if the SQ filled first. One copy,
+    /// out of line, so that what it calls is inlined into it.
+    #[inline(never)]
+    fn stage_requests(&mut self, t: &mut Table<S, R, W>) -> Option<Pass> {
         loop {
             while let Some(&index) = t.ready.front() {
                 if self.ring.sq_full() {
-                    return Pass::SqFull;
+                    return Some(Pass::SqFull);
                 }
                 t.ready.pop_front();
                 self.stage_one(t, index);
@@ -315,7 +348,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                     room = self.ring.sq_room();
                     if room == 0 {
                         if self.fresh_ready(t) {
-                            return Pass::SqFull;
+                            return Some(Pass::SqFull);
                         }
                         break;
                     }
@@ -331,21 +364,9 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             // A fresh request can ready another: a stream's `next` that takes a queued result
             // re-arms its stream (room again). Staged in this pass, not left for the next wake.
             if t.ready.is_empty() {
-                break;
+                return None;
             }
         }
-        // Read only after a wake CQE (`check_senders`); the pre-sleep recheck reads it too. No
-        // sender left, or a shutdown asked for: drain, whatever is still queued (the drain
-        // admits it).
-        if mode == Mode::Serve && self.check_senders {
-            if !self.storage.serving_over() {
-                // Without a wake poll (a polled ring), read it on every pass.
-                self.check_senders = self.checked.config.io_poll;
-            } else {
-                return Pass::Disconnected;
-            }
-        }
-        Self::staged(t)
     }
 
     /// Cancel on drop: queues an AsyncCancel for every admitted request in the kernel whose
