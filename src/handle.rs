@@ -926,6 +926,10 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
                 slot.waker.register(cx.waker());
             }
         }
+        // Most requests are still with the loop: one load (Acquire, as `try_take`'s) tells.
+        if slot.is_pending() {
+            return Poll::Pending;
+        }
         match this.try_take(serving) {
             Some(result) => Poll::Ready(result),
             None => Poll::Pending,
