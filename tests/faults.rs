@@ -1781,6 +1781,16 @@ fn a_resubmitted_request_failing_during_the_abandonment_keeps_its_error() {
 // Bug regression (b): a panic on the loop thread
 // ---------------------------------------------------------------------------------------------
 
+/// Waits (bounded) for the loop thread `lp` to end, and checks that it panicked.
+fn join_panicked<T>(lp: thread::JoinHandle<T>) {
+    let start_at = Instant::now();
+    while !lp.is_finished() {
+        assert!(start_at.elapsed() < HANG, "the loop thread never ended");
+        thread::sleep(Duration::from_millis(1));
+    }
+    assert!(lp.join().is_err(), "the loop thread panicked");
+}
+
 /// What the panic scenario leaves behind.
 struct AfterPanic {
     /// The socket of the request whose CQE the kernel had posted when the loop died: its slot is
@@ -1845,13 +1855,7 @@ fn loop_panic_scenario(h: Handle<8, 4, 64>, event_loop: EventLoop<8, 4, 64>) -> 
     // Deferred until the loop's next enter, which first submits the nop.
     (&*x_peer).write_all(b"lost").unwrap();
     held.stall.release();
-
-    let start_at = Instant::now();
-    while !lp.is_finished() {
-        assert!(start_at.elapsed() < HANG, "the loop thread never ended");
-        thread::sleep(Duration::from_millis(1));
-    }
-    assert!(lp.join().is_err(), "the loop thread panicked");
+    join_panicked(lp);
 
     let (e, w_returned) = waiting.join(HANG).unwrap_err();
     assert_eq!(e, Error::Abandoned, "thread .wait()");
@@ -2007,12 +2011,7 @@ fn a_completion_posted_after_the_one_a_loop_panic_hit_is_collected_not_parked() 
     // Deferred until the loop's next enter, which first submits the nop: its CQE comes first.
     (&*x_peer).write_all(b"kept").unwrap();
     held.stall.release();
-    let start_at = Instant::now();
-    while !lp.is_finished() {
-        assert!(start_at.elapsed() < HANG, "the loop thread never ended");
-        thread::sleep(Duration::from_millis(1));
-    }
-    assert!(lp.join().is_err(), "the loop thread panicked");
+    join_panicked(lp);
     assert_eq!(
         wait(trigger),
         Err(Error::Abandoned),
