@@ -440,11 +440,16 @@ impl Ring {
         unsafe { self.queues.sq.push(sqe) }
     }
 
-    /// The next CQE (user data, result, flags), taken off the CQ; `None` when none waits.
+    /// The next CQE (user data, result, flags), taken off the CQ; `None` when none waits
+    /// (and then the CQEs taken are handed back to the kernel, as before every enter).
     /// Nothing borrows the ring meanwhile: handling a CQE may push SQEs.
     #[inline]
     pub(crate) fn pop_cqe(&mut self) -> Option<(u64, i32, u32)> {
-        self.queues.cq.pop()
+        let cqe = self.queues.cq.pop();
+        if cqe.is_none() {
+            self.queues.cq.publish();
+        }
+        cqe
     }
 
     /// The `to_submit` and flags of an `enter(want, ..)` now, or `None` if it needs no syscall:
@@ -491,6 +496,8 @@ impl Ring {
             ),
             None => (std::ptr::null(), 0),
         };
+        // The kernel counts the CQEs not handed back as waiting.
+        self.queues.cq.publish();
         // SAFETY: `enter_fd` names this ring (its descriptor, or with REGISTERED_RING its index
         // in this thread's registered rings: `register_fd` ran on this thread, which is the only
         // one that enters); the SQEs it submits were pushed under `push`'s invariant; `arg` is

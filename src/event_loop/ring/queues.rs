@@ -14,7 +14,8 @@
 //!
 //! ```text
 //! push:  SQE ─▶ sqes[tail & mask], tail + 1 ─▶ SQ tail (Release)      the kernel reads it at enter
-//! pop:   CQ tail (Acquire, when the cached one is used up) ─▶ cqes[head & mask] ─▶ CQ head + 1
+//! pop:   CQ tail (Acquire, when the cached one is used up) ─▶ cqes[head & mask], head + 1
+//! publish (end of a reap, every enter): head ─▶ CQ head (Release)
 //! ```
 
 use std::io;
@@ -312,10 +313,18 @@ impl Cq {
         let cqe = unsafe { &*self.cqes.add((head & self.mask) as usize) };
         let taken = (cqe.user_data(), cqe.result(), cqe.flags());
         self.local_head = head.wrapping_add(1);
-        // Release: the entry is read before the kernel may write over it.
+        Some(taken)
+    }
+
+    /// Hands the entries taken so far back to the kernel (stores the head). Once per reap and
+    /// before every enter, not per CQE: the head shares its cache line with the tail the
+    /// kernel writes. Until then the kernel counts them as waiting (a wait for completions
+    /// would return at once) and will not write over them.
+    #[inline]
+    pub(crate) fn publish(&self) {
+        // Release: the entries are read before the kernel may write over them.
         // SAFETY: the ring's head word, in the mapping.
         unsafe { (*self.head).store(self.local_head, Ordering::Release) };
-        Some(taken)
     }
 
     /// Whether no CQE waits: two loads, no store (a spin looks here on every turn).
@@ -375,7 +384,7 @@ mod tests {
 
     #[test]
     fn cqes_are_taken_in_order_across_many_wraps_and_the_head_is_published() {
-        let uring = io_uring::IoUring::new(4).unwrap();
+        let mut uring = io_uring::IoUring::new(4).unwrap();
         let mut q = Queues::map(&uring).unwrap();
         assert!(q.cq.is_empty());
         let mut next = 0;
@@ -388,11 +397,13 @@ mod tests {
             }
             assert_eq!(q.cq.pop(), None);
             assert!(q.cq.is_empty());
+            // Taken, not yet handed back: the kernel's head (what the crate's view reads) has
+            // not moved until `publish`.
+            assert_eq!(uring.completion().len() as u64, count);
+            q.cq.publish();
+            assert!(uring.completion().is_empty());
             next += count;
         }
-        // The kernel's head is ours: a view of the crate's sees nothing left.
-        let mut uring = uring;
-        assert!(uring.completion().is_empty());
     }
 
     #[test]
@@ -403,6 +414,7 @@ mod tests {
         let mut q = Queues::map(&uring).unwrap();
         run_nops(&uring, &mut q, 100, 8);
         let taken: Vec<u64> = std::iter::from_fn(|| q.cq.pop()).map(|c| c.0).collect();
+        q.cq.publish();
         assert_eq!(taken, (100..108).collect::<Vec<_>>());
     }
 }
