@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p static-uring-bench --bin bench_matrix -- [--quick] [--secs S] [--reps N]
-//!     [--filter TEXT] [--peer TEXT] [--ops N]
+//!     [--filter TEXT] [--peer TEXT] [--ops N] [--reverse]
 //! ```
 //! `--quick`: 0.25 s per case, one repetition (a smoke run). Default: 1.5 s per case, the median
 //! of 3 repetitions by ops/s. `--filter TEXT` keeps workloads whose id (`nop@64`,
@@ -11,7 +11,9 @@
 //! `rt_*`, see `common/rt.rs` and `common/paired.rs`); `--peer TEXT` keeps peers whose name
 //! contains TEXT (both repeatable; any match keeps; a group of `paired.rs` runs whole if any of
 //! its rows is kept). `--ops N`: one warm-up and one run of N ops, no timing loop (for
-//! callgrind). Progress goes to stderr.
+//! callgrind). `--reverse`: the implementations of each workload in the opposite order (the
+//! report's interleaved rounds alternate it, so that running first or last in a process falls on
+//! both sides of a ratio alike). Progress goes to stderr.
 //!
 //! The groups of `common/paired.rs` (vectored I/O, `sync_data`, lanes, parking executors) run
 //! their rows in turn:
@@ -32,7 +34,7 @@ use common::{make, rt, sched, Bench, Env, Peer, Sample, Workload};
 const GROUP_REPS: usize = 7;
 
 const USAGE: &str = "usage: bench_matrix [--quick] [--secs S] [--reps N] [--filter TEXT] \
-                     [--peer TEXT] [--ops N]";
+                     [--peer TEXT] [--ops N] [--reverse]";
 
 struct Args {
     secs: f64,
@@ -41,6 +43,8 @@ struct Args {
     peers: Vec<String>,
     /// A fixed op count instead of a duration (for callgrind): one warm-up run of a tenth, then one run.
     ops: Option<u64>,
+    /// The implementations of each workload in the opposite order.
+    reverse: bool,
 }
 
 fn args() -> Args {
@@ -50,6 +54,7 @@ fn args() -> Args {
         filters: Vec::new(),
         peers: Vec::new(),
         ops: None,
+        reverse: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -63,6 +68,7 @@ fn args() -> Args {
             "--filter" => args.filters.push(it.next().expect("--filter TEXT")),
             "--peer" => args.peers.push(it.next().expect("--peer TEXT")),
             "--ops" => args.ops = it.next().and_then(|s| s.parse().ok()),
+            "--reverse" => args.reverse = true,
             "--bench" => {} // passed by `cargo bench`; ignored
             "--help" | "-h" => {
                 println!("{USAGE}");
@@ -83,8 +89,12 @@ fn main() {
     let keep = |filters: &[String], text: &str| {
         filters.is_empty() || filters.iter().any(|f| text.contains(f.as_str()))
     };
+    let mut peers = Peer::all();
+    if args.reverse {
+        peers.reverse();
+    }
     for workload in Workload::ALL {
-        for peer in Peer::all() {
+        for &peer in &peers {
             let (id, name) = (workload.id(), peer.name());
             if !keep(&args.filters, &id) || !keep(&args.peers, &name) {
                 continue;
