@@ -732,13 +732,14 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
     #[inline(always)]
     fn wake(&self, waker: Waker) {
         match crate::task_pool::TaskRef::of(&waker) {
-            // A pool task: its ready bit set here (crate code, one read-modify-write); only
-            // the runner's wake, when the pool was idle, may be user code. The waker owns
-            // nothing (its drop does nothing), so it is forgotten, not dropped.
+            // A pool task: its ready bit set here (crate code, one read-modify-write); when the
+            // pool was idle its runner is woken, in place if it is this thread's `block_on`
+            // (crate code), else through its registered waker (user code, contained). The
+            // waker owns nothing (its drop does nothing), so it is forgotten, not dropped.
             Some(task) => {
                 std::mem::forget(waker);
-                if task.set_ready() {
-                    self.run_user(move || task.wake_runner());
+                if task.set_ready() && !task.wake_runner_here() {
+                    self.run_user(move || task.wake_registered_runner());
                 }
             }
             None => self.run_user(move || waker.wake()),

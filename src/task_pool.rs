@@ -363,10 +363,22 @@ impl PoolHead {
     /// bit, so waking the old runner by mistake loses nothing.
     #[inline]
     fn wake_runner(&self) {
-        let token = self.runner_token.load(Ordering::Relaxed);
-        if crate::event_loop::local::wake_block_on_here(token.cast_const()) {
-            return;
+        if !self.wake_runner_here() {
+            self.wake_registered_runner();
         }
+    }
+
+    /// The crate's part of [`wake_runner`](Self::wake_runner): true if the runner is the
+    /// `block_on` of this very thread, whose flag is now set (no user code ran).
+    #[inline]
+    fn wake_runner_here(&self) -> bool {
+        let token = self.runner_token.load(Ordering::Relaxed);
+        crate::event_loop::local::wake_block_on_here(token.cast_const())
+    }
+
+    /// The rest of [`wake_runner`](Self::wake_runner): takes and wakes the registered waker
+    /// (user code).
+    fn wake_registered_runner(&self) {
         if let Some(waker) = self.runner.take() {
             waker.wake();
         }
@@ -599,8 +611,7 @@ impl TaskHead {
         // Relaxed: set at spawn before the state's Release, which the waker's caller acquired
         // through whatever handed it the waker (or the spawner wrote them itself).
         let bit = self.bit.load(Ordering::Relaxed);
-        // SAFETY: set at spawn, as `word`, pointing into the `'static` pool.
-        let pool = unsafe { &*self.pool.load(Ordering::Relaxed) };
+        let pool = self.pool();
         // Relaxed: only this thread can have stored its own token there, and only this thread
         // clears it again (`RunLocal::release`), so a match cannot be stale.
         let owner = pool.owner.load(Ordering::Relaxed);
@@ -620,9 +631,15 @@ impl TaskHead {
 
     /// Wakes the runner of the task's pool (its waker may be user code).
     fn wake_runner(&self) {
+        self.pool().wake_runner();
+    }
+
+    /// The task's pool.
+    #[inline]
+    fn pool(&self) -> &'static PoolHead {
         let pool = self.pool.load(Ordering::Relaxed);
         // SAFETY: set at spawn, as `word`, pointing into the `'static` pool.
-        unsafe { &*pool }.wake_runner();
+        unsafe { &*pool }
     }
 }
 
@@ -652,9 +669,17 @@ impl TaskRef {
         self.0.set_ready()
     }
 
-    /// Wakes the runner of the task's pool.
-    pub(crate) fn wake_runner(self) {
-        self.0.wake_runner();
+    /// Wakes the runner of the task's pool if it is the `block_on` of this very thread (crate
+    /// code, no user code runs): true then. Otherwise nothing, and the caller runs
+    /// [`wake_registered_runner`](Self::wake_registered_runner), contained.
+    #[inline]
+    pub(crate) fn wake_runner_here(self) -> bool {
+        self.0.pool().wake_runner_here()
+    }
+
+    /// Wakes the runner's registered waker (user code).
+    pub(crate) fn wake_registered_runner(self) {
+        self.0.pool().wake_registered_runner();
     }
 
     /// The task's waker: what cloning one of its wakers gives, without the call.

@@ -264,6 +264,50 @@ fn a_panicking_waker_does_not_stop_the_loop() {
     assert_eq!(reader.get().user_panics, 1);
 }
 
+/// The loop completes an operation awaited by a `TaskPool` task whose pool is run by another
+/// executor, on another thread: the loop marks the task ready and wakes that executor through
+/// the runner's waker, which is user code. It panics: the panic is caught and counted, the loop
+/// keeps serving, and the pool (polled again by its executor) finishes the task.
+#[test]
+fn a_panicking_pool_runner_waker_does_not_stop_the_loop() {
+    let (handle, event_loop) = static_uring::new::<4, 4, 64>(config()).unwrap();
+    let reader = event_loop.metrics_reader();
+    let lp = LoopThread::spawn(event_loop);
+    let pool = static_uring::TaskPool::<_, 1>::leak();
+    let done = Arc::new(AtomicUsize::new(0));
+    let (io, finished) = (handle.clone(), done.clone());
+    let task = async move {
+        io.nop().await.unwrap();
+        finished.fetch_add(1, Ordering::SeqCst);
+    };
+    assert!(pool.spawn(task).is_ok());
+    let (count, waker) = panicking_waker();
+    let mut run = Box::pin(pool.run(std::future::pending::<()>()));
+    // Polled by hand with the hostile waker (which the pool registers as its runner's) until
+    // the task has finished; no wake is relied on.
+    let deadline = Instant::now() + HANG;
+    while done.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the pool task never finished");
+        assert!(poll_with(run.as_mut(), &waker).is_none());
+        thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(count.0.load(Ordering::SeqCst), 1, "the runner was woken once");
+    wait_until(HANG, "the panic is counted", || {
+        handle.metrics().user_panics == 1
+    });
+    for _ in 0..10 {
+        with_timeout(HANG, {
+            let h = handle.clone();
+            move || h.nop().wait()
+        })
+        .unwrap();
+    }
+    drop(run);
+    drop(handle);
+    lp.join(HANG).unwrap();
+    assert_eq!(reader.get().user_panics, 1);
+}
+
 // ---- Bug 3: offsets the kernel would read as "current position" ------------------------------
 
 /// io_uring reads an offset of -1 as "the file's current position": `read_at(u64::MAX)` must be
