@@ -291,7 +291,11 @@ fn a_panicking_pool_runner_waker_does_not_stop_the_loop() {
         assert!(poll_with(run.as_mut(), &waker).is_none());
         thread::sleep(Duration::from_millis(1));
     }
-    assert_eq!(count.0.load(Ordering::SeqCst), 1, "the runner was woken once");
+    assert_eq!(
+        count.0.load(Ordering::SeqCst),
+        1,
+        "the runner was woken once"
+    );
     wait_until(HANG, "the panic is counted", || {
         handle.metrics().user_panics == 1
     });

@@ -83,6 +83,22 @@ pub(crate) struct HeldVtable<const S: usize, const R: usize, const W: usize> {
     pub(crate) deadline: unsafe fn(NonNull<()>) -> Option<Deadline>,
 }
 
+/// Builds a held request's SQE from its future ([`EventLoop::stage_held_in_window`]), given
+/// the request's id, the byte limit, the registry and the message headers. A trait rather than
+/// a closure so that the build is inlined into the staging (`#[inline(always)]` on the
+/// implementation): left to the inliner, the closure was sometimes called out of line, with
+/// the SQE passed back through memory.
+pub(crate) trait BuildSqe {
+    /// The SQE.
+    fn build(
+        self,
+        id: u64,
+        limit: u32,
+        reg: &Registry,
+        h: &mut Headers<'_>,
+    ) -> Result<Staged, Error>;
+}
+
 /// The future holding a request, and its operation's calls.
 pub(crate) struct HeldRef<const S: usize, const R: usize, const W: usize> {
     /// The future's `Op`, whose state holds the operation (type-erased: the vtable knows it).
@@ -142,7 +158,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         index: u32,
         held: HeldRef<S, R, W>,
         deadline: Option<Deadline>,
-        build: impl FnOnce(u64, u32, &Registry, &mut Headers<'_>) -> Result<Staged, Error>,
+        build: impl BuildSqe,
     ) -> bool {
         // SAFETY: the contract.
         let Some((el, t)) = (unsafe { Self::in_window(window) }) else {
@@ -164,7 +180,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         let id = super::id::RequestId::new(index, generation).op_data();
         let limit = crate::fault::sqe_limit(el.storage.fault_key(), kind);
         let mut headers = Headers::new(&mut t.msgs, t.free_msgs.as_mut_view());
-        let Ok(staged) = build(id, limit, &t.registry, &mut headers) else {
+        let Ok(staged) = build.build(id, limit, &t.registry, &mut headers) else {
             return false;
         };
         if !el.push_entry(kind, &staged) {

@@ -27,6 +27,7 @@
 //! phase.
 
 mod batch;
+mod fifo;
 pub(crate) mod held;
 pub(crate) mod id;
 pub(crate) mod local;

@@ -67,6 +67,7 @@ impl Registry {
     /// The registered-file index to use for `fd`: only if this loop registered that very
     /// descriptor under that index. An `Fd` registered by another loop is used as a plain
     /// descriptor here.
+    #[inline(always)]
     pub(crate) fn file_index(&self, fd: &Fd) -> Option<u32> {
         let index = fd.registered_index()?;
         let registered = self.files.get(index as usize)?;

@@ -77,24 +77,41 @@ pub(crate) fn sqe_for(
     reg: &Registry,
     build: impl FnOnce(types::Fd) -> crate::op::Sqe,
 ) -> Result<Staged, Error> {
-    let (fd, fixed_file) = match fd {
+    let (fd, fixed_file) = sqe_fd(fd, reg);
+    Ok(staged(build(fd)?, fixed_file, user_data))
+}
+
+/// How an SQE names descriptor `fd`: its index in `reg` if this loop registered it (true),
+/// else its number (`-1` for none).
+#[inline(always)]
+pub(crate) fn sqe_fd(fd: Option<&Fd>, reg: &Registry) -> (types::Fd, bool) {
+    match fd {
         None => (types::Fd(-1), false),
         Some(fd) => match reg.file_index(fd) {
             Some(index) => (types::Fd(index as i32), true),
             None => (types::Fd(fd.as_raw_fd()), false),
         },
-    };
-    let (entry, fixed_buffer) = build(fd)?;
+    }
+}
+
+/// The SQE an operation built (`sqe`: its entry and whether it names a registered buffer) for
+/// the descriptor [`sqe_fd`] gave (`fixed_file`), tagged `user_data`.
+#[inline(always)]
+pub(crate) fn staged(
+    (entry, fixed_buffer): (squeue::Entry, bool),
+    fixed_file: bool,
+    user_data: u64,
+) -> Staged {
     let entry = if fixed_file {
         entry.flags(squeue::Flags::FIXED_FILE)
     } else {
         entry
     };
-    Ok(Staged {
+    Staged {
         entry: entry.user_data(user_data),
         fixed_file,
         fixed_buffer,
-    })
+    }
 }
 
 /// One logical request, as stored in its slot.

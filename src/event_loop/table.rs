@@ -8,6 +8,7 @@
 //! The table is also where the loop proves that a request is its own: [`owned_request`] is the
 //! one place the loop reaches into a slot.
 
+use crate::event_loop::fifo::Fifo;
 use crate::event_loop::held::HeldRef;
 use crate::event_loop::id::RequestId;
 use crate::event_loop::mail::Mail;
@@ -79,9 +80,9 @@ pub(crate) struct Table<const SLOTS: usize, const RING: usize, const WHEEL: usiz
     pub(crate) wheel: Wheel<SLOTS, WHEEL>,
     /// Slot indices of admitted requests waiting for their next SQE (FIFO). An entry always names
     /// the slot's current request: a request leaves the queue before it ends.
-    pub(crate) ready: heapless::Deque<u32, RING>,
+    pub(crate) ready: Fifo<u32, RING>,
     /// Requests whose AsyncCancel is still to be staged (FIFO); stale ones are dropped then.
-    pub(crate) cancels: heapless::Deque<RequestId, RING>,
+    pub(crate) cancels: Fifo<RequestId, RING>,
     /// Per-slot bookkeeping.
     pub(crate) flags: [SlotFlags; SLOTS],
     /// Per slot, the future holding its request while `SlotFlags::held` says so (`held.rs`).
@@ -141,8 +142,8 @@ impl<const S: usize, const R: usize, const W: usize> Table<S, R, W> {
     pub(crate) const fn new() -> Self {
         Table {
             wheel: Wheel::new(),
-            ready: heapless::Deque::new(),
-            cancels: heapless::Deque::new(),
+            ready: Fifo::new(),
+            cancels: Fifo::new(),
             flags: [SlotFlags::NONE; S],
             held: [None; S],
             msgs: [const { MsgHeader::new() }; R],
@@ -167,8 +168,8 @@ impl<const S: usize, const R: usize, const W: usize> Table<S, R, W> {
         // are written element by element.
         unsafe {
             Wheel::init_at(addr_of_mut!((*ptr).wheel));
-            addr_of_mut!((*ptr).ready).write(heapless::Deque::new());
-            addr_of_mut!((*ptr).cancels).write(heapless::Deque::new());
+            addr_of_mut!((*ptr).ready).write(Fifo::new());
+            addr_of_mut!((*ptr).cancels).write(Fifo::new());
             let flags = addr_of_mut!((*ptr).flags).cast::<SlotFlags>();
             let held = addr_of_mut!((*ptr).held).cast::<Option<HeldRef<S, R, W>>>();
             for i in 0..S {

@@ -10,10 +10,12 @@ use std::time::Instant;
 
 use super::{Op, Start, State};
 use crate::error::Error;
-use crate::event_loop::held::{Completion, HeldRef, HeldVtable};
+use crate::event_loop::held::{BuildSqe, Completion, HeldRef, HeldVtable};
+use crate::event_loop::registry::Registry;
 use crate::event_loop::request::Deadline;
+use crate::event_loop::request::{self, Staged};
 use crate::event_loop::EventLoop;
-use crate::op::{OpResult, Operation};
+use crate::op::{Headers, OpResult, Operation};
 use crate::storage::Storage;
 
 /// The loop's calls into a future holding an `O`.
@@ -135,6 +137,31 @@ unsafe fn unhold<O: Operation, const S: usize, const R: usize, const W: usize>(
     Start::fill_fields((op, held, fd, deadline), storage, index);
 }
 
+/// The SQE of the held request in the `Op` at `.0` (an `Op<O, S, R, W>` whose state is
+/// `Held`, pinned, which nothing else accesses while the build runs: `submit_held`).
+struct Build<O, const S: usize, const R: usize, const W: usize>(NonNull<()>, PhantomData<O>);
+
+impl<O: Operation, const S: usize, const R: usize, const W: usize> BuildSqe for Build<O, S, R, W> {
+    #[inline(always)]
+    fn build(
+        self,
+        id: u64,
+        limit: u32,
+        reg: &Registry,
+        h: &mut Headers<'_>,
+    ) -> Result<Staged, Error> {
+        // SAFETY: the type's contract (`submit_held` builds it for its own pinned, held `Op`
+        // and hands it to the staging, which calls this once, before it returns).
+        let State::Held(start, _) = (unsafe { &mut *state_of::<O, S, R, W>(self.0) }) else {
+            unreachable!("held by submit_held")
+        };
+        // The steps of `sqe_for`, without its closure (which the inliner may leave out of line).
+        let (fd, fixed_file) = request::sqe_fd(start.fd.as_ref(), reg);
+        let sqe = start.op.sqe(fd, limit, reg, h)?;
+        Ok(request::staged(sqe, fixed_file, id))
+    }
+}
+
 impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W> {
     /// This `Op`'s address, as the loop keeps it (type-erased).
     fn op_ptr(&mut self) -> NonNull<()> {
@@ -156,22 +183,14 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         let held = HeldRef { op, vtable };
         // SAFETY: `window` is the loop thread's window, read during this poll (`submit_here`);
         // `held` names this pinned `LocalOp`'s state (`pinned`), which holds the start; the
-        // closure is the only access to it while the call runs.
+        // build (`Build`, run once inside the call) is the only access to it while it runs.
         let staged = unsafe {
             EventLoop::<S, R, W>::stage_held_in_window(
                 window,
                 index,
                 held,
                 deadline,
-                |id, limit, reg, h| {
-                    let State::Held(start, _) = &mut *state_of::<O, S, R, W>(op) else {
-                        unreachable!("held above")
-                    };
-                    let op = &mut start.op;
-                    crate::event_loop::request::sqe_for(start.fd.as_ref(), id, reg, |fd| {
-                        op.sqe(fd, limit, reg, h)
-                    })
-                },
+                Build::<O, S, R, W>(op, PhantomData),
             )
         };
         if !staged {

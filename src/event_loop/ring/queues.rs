@@ -230,7 +230,7 @@ impl Sq {
     ///
     /// # Safety
     /// As the io-uring crate's `push`: whatever `sqe` names stays valid until its CQE.
-    #[inline]
+    #[inline(always)]
     pub(crate) unsafe fn push(&mut self, sqe: &squeue::Entry) -> bool {
         let tail = self.local_tail;
         if tail.wrapping_sub(self.seen_head) == self.entries && self.room() == 0 {
