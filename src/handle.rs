@@ -550,7 +550,10 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
     /// granted to its node, never a second one.
     fn claim(&mut self, notify: Notify<'_>, serving: bool) -> Poll<Result<u32, Error>> {
         let storage = &self.storage;
-        if storage.is_closed(self.epoch) {
+        // From another thread the submit's count on the life word (`begin_submit`) is the
+        // authoritative check, made after the claim (a closed loop's slot goes straight back);
+        // on the loop's own thread, which takes no count, this is the check.
+        if serving && storage.is_closed(self.epoch) {
             return Poll::Ready(Err(Error::Closed));
         }
         if !self.queued && storage.waiters.is_empty() {

@@ -518,6 +518,7 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
     }
 
     /// Asks to submit under claim `epoch`; false if the loop is closed for it.
+    #[inline]
     pub(crate) fn begin_submit(&self, epoch: u32) -> bool {
         let mut life = self.life.load(Ordering::Relaxed);
         loop {
