@@ -592,6 +592,13 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
             }
             _ => return self.take_ready(),
         };
+        self.try_take_submitted(index, serving)
+    }
+
+    /// [`try_take`](Self::try_take) of the request submitted in slot `index` (the state is
+    /// `Submitted(index)`): inlined into `.wait()`, which knows it.
+    #[inline(always)]
+    fn try_take_submitted(&mut self, index: u32, serving: bool) -> Option<OpResult<O>> {
         let slot = &self.storage.slots[index as usize];
         if slot.is_done() {
             return Some(self.take_done(index, serving));
@@ -671,7 +678,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
             // Looked at first: a request just handed over is still pending, and the look is
             // cheaper than the call.
             if !this.storage.slots[index as usize].is_pending() {
-                if let Some(result) = this.try_take(false) {
+                if let Some(result) = this.try_take_submitted(index, false) {
                     // Found while spinning: a hit (`spin::grow`, no clock read), which changes
                     // nothing at a full budget; after the spin ended, adapted by its length.
                     if !spinning {
