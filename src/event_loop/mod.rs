@@ -124,7 +124,8 @@ impl<const S: usize, const R: usize, const W: usize> Drop for Private<S, R, W> {
 pub(crate) fn lanes_ready<const S: usize, const R: usize, const W: usize>(
     t: &Table<S, R, W>,
 ) -> bool {
-    t.lanes.iter().any(|lane| lane.has_ready())
+    // Most loops register no lane: one look at the length, not an iterator.
+    !t.lanes.is_empty() && t.lanes.iter().any(|lane| lane.has_ready())
 }
 
 /// The event loop. Create it with [`new`](crate::new) or [`with_storage`](crate::with_storage) and
