@@ -556,7 +556,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         if serving && storage.is_closed(self.epoch) {
             return Poll::Ready(Err(Error::Closed));
         }
-        if !self.queued && storage.waiters.is_empty() {
+        if !self.queued {
             if let Some(index) = storage.pop_free(storage.loop_here_if(serving)) {
                 return Poll::Ready(Ok(index));
             }
@@ -796,8 +796,8 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         let here = &storage.local;
         // The loop cannot close while its thread runs this poll: the check holds until the
         // request is in the private queue, which the close sweeps.
-        let claimed = match storage.waiters.is_empty() && !storage.is_closed(self.epoch) {
-            true => here.pop_free().or_else(|| storage.free.pop()),
+        let claimed = match !storage.is_closed(self.epoch) {
+            true => storage.pop_free(Some(here)),
             false => None,
         };
         let Some(index) = claimed else {

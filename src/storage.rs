@@ -303,12 +303,16 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         (serving && self.local.is_active()).then_some(&self.local)
     }
 
-    /// A free slot for a caller: the loop thread's private stack first (`here`), else the
-    /// shared list.
+    /// A free slot for a caller while nobody waits for one (a newcomer never overtakes a
+    /// waiter): the loop thread's private stack first (`here`), else the shared list, whose pop
+    /// checks for waiters in the same look.
     #[inline]
     pub(crate) fn pop_free(&self, here: Option<&LoopLocal<SLOTS>>) -> Option<u32> {
-        here.and_then(LoopLocal::pop_free)
-            .or_else(|| self.free.pop())
+        match here {
+            Some(_) if self.free.has_waiters() => None,
+            Some(local) => local.pop_free().or_else(|| self.free.pop_unwaited()),
+            None => self.free.pop_unwaited(),
+        }
     }
 
     /// Hands the loop thread's private free slots back to the shared list and serves the
@@ -584,6 +588,7 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         // The loop thread's private paths end (after a panic too): its free slots go back to
         // the shared list; what it queued is swept below with the shared ring.
         self.local.deactivate();
+        // Waiters, if any, are closed below: no one to serve.
         while let Some(index) = self.local.pop_free() {
             self.free.push(index);
         }
@@ -673,10 +678,7 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         self.slots[index as usize].release();
         let panics = match here {
             Some(local) => local.free_to(index, &self.free, &self.waiters),
-            None => {
-                self.free.push(index);
-                self.waiters.wake_waiters(&self.free)
-            }
+            None => self.waiters.free(&self.free, index),
         };
         self.metrics.count_panics(panics);
     }

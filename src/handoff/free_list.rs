@@ -1,14 +1,19 @@
 //! Lock-free stack of free slot indices (a Treiber stack with a tagged head).
 //!
 //! ```text
-//! head: AtomicU64 = [ tag: u32 | index: u32 ]      next[i]: AtomicU32 = below(i) XOR (i + 1)
+//! head: AtomicU64 = [ WAITERS: 1 | tag: 31 | index: 32 ]   next[i]: AtomicU32 = below(i) XOR (i + 1)
 //! ```
 //! `pop` reads the top index and its `next`, then swings the head with one compare-exchange that
 //! also bumps the tag. The tag defeats ABA: if the top was popped and pushed back between our read
 //! and our CAS, the index is the same but the tag is not, so the CAS fails and we retry instead of
-//! installing a stale `next`. A 32-bit tag wraps only after 2^32 successful head updates inside one
+//! installing a stale `next`. A 31-bit tag wraps only after 2^31 successful head updates inside one
 //! preempted read-CAS window, which we treat as impossible (the same bound crossbeam and others
-//! accept). `next` is an atomic because a thread that lost the race may read it while the winner's
+//! accept).
+//!
+//! `WAITERS` is the wait list's flag (`wait_list.rs`): set while a caller waits for an index.
+//! Every update keeps it, so a push learns from its own compare-exchange whether anyone waits
+//! (no fence, no second word), and a claim that must not overtake a waiter is refused by the
+//! same look that finds the top ([`pop_unwaited`](FreeList::pop_unwaited)). `next` is an atomic because a thread that lost the race may read it while the winner's
 //! owner rewrites it; the value it reads is then discarded by the failed CAS.
 //!
 //! A link is stored XORed with `i + 1`, and any index `>= N` means "none", so a list whose bytes
@@ -23,6 +28,10 @@ use crate::loom::{AtomicU32, AtomicU64, Ordering};
 pub(crate) const NIL: u32 = u32::MAX;
 
 const INDEX_MASK: u64 = 0xffff_ffff;
+/// Someone waits for an index (see the module doc).
+const WAITERS: u64 = 1 << 63;
+/// The tag's bits.
+const TAG_MASK: u64 = 0x7fff_ffff << 32;
 
 /// A fixed-capacity lock-free stack holding each index in `0..N` at most once.
 ///
@@ -31,7 +40,7 @@ const INDEX_MASK: u64 = 0xffff_ffff;
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct FreeList<const N: usize> {
-    /// `tag << 32 | index`; index `>= N` = empty. Written by every claimer and freer.
+    /// `WAITERS | tag << 32 | index`; index `>= N` = empty. Written by every claimer and freer.
     head: AtomicU64,
     /// `next[i]`: the index below `i`, XOR `i + 1`, while `i` is on the stack.
     next: [AtomicU32; N],
@@ -63,33 +72,50 @@ impl<const N: usize> FreeList<N> {
         self.head.store(0, Ordering::Release);
     }
 
-    /// Takes an index, or `None` when every index is in use.
+    /// Takes an index, or `None` when every index is in use. Waiters or not (the wait list's
+    /// own claim, under its mutex).
     #[inline]
     pub(crate) fn pop(&self) -> Option<u32> {
+        self.pop_if(|_| true)
+    }
+
+    /// Takes an index unless someone waits for one (a newcomer never overtakes a waiter), or
+    /// every index is in use: `None` then.
+    #[inline]
+    pub(crate) fn pop_unwaited(&self) -> Option<u32> {
+        self.pop_if(|head| head & WAITERS == 0)
+    }
+
+    /// Pops while `may(head)` allows it.
+    #[inline(always)]
+    fn pop_if(&self, may: impl Fn(u64) -> bool) -> Option<u32> {
         // Acquire: pairs with the Release of the push that put `index` on top, so its `next`
         // link (and everything the freer wrote before freeing) is visible.
         let mut head = self.head.load(Ordering::Acquire);
         loop {
             let index = (head & INDEX_MASK) as u32;
-            if index as usize >= N {
+            if index as usize >= N || !may(head) {
                 return None;
             }
             let below = self.next[index as usize].load(Ordering::Relaxed) ^ (index + 1);
-            let new = (tag(head).wrapping_add(1) as u64) << 32 | below as u64;
             // AcqRel on success: Acquire as above; Release keeps later claimers ordered after us.
-            match self
-                .head
-                .compare_exchange_weak(head, new, Ordering::AcqRel, Ordering::Acquire)
-            {
+            match self.head.compare_exchange_weak(
+                head,
+                bumped(head) | below as u64,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => return Some(index),
                 Err(current) => head = current,
             }
         }
     }
 
-    /// Returns `index` (which the caller owns and which is not on the stack) to the stack.
+    /// Returns `index` (which the caller owns and which is not on the stack) to the stack; true
+    /// if someone waits for an index (`WAITERS` was set in the head this push replaced): the
+    /// caller then serves the wait list.
     #[inline]
-    pub(crate) fn push(&self, index: u32) {
+    pub(crate) fn push(&self, index: u32) -> bool {
         assert!((index as usize) < N, "index beyond the free list");
         // SAFETY: `self` is a live list and `index < N`.
         unsafe { push_erased(std::ptr::from_ref(self).cast(), index) }
@@ -99,15 +125,41 @@ impl<const N: usize> FreeList<N> {
     pub(crate) fn is_empty(&self) -> bool {
         (self.head.load(Ordering::Acquire) & INDEX_MASK) as usize >= N
     }
+
+    /// Whether someone waits for an index (a snapshot: only the head's read-modify-writes,
+    /// `push` and the pops, decide on it atomically).
+    #[inline]
+    pub(crate) fn has_waiters(&self) -> bool {
+        self.head.load(Ordering::Relaxed) & WAITERS != 0
+    }
+
+    /// The wait list (under its mutex): a caller is about to wait. Every push after this one
+    /// sees it; every push before it left its index where the caller's next `pop` finds it.
+    pub(crate) fn set_waiters(&self) {
+        // AcqRel: one read-modify-write of the head in its total order with the pushes.
+        self.head.fetch_or(WAITERS, Ordering::AcqRel);
+    }
+
+    /// The wait list (under its mutex), found empty: nobody waits.
+    pub(crate) fn clear_waiters(&self) {
+        // AcqRel: as `set_waiters`.
+        self.head.fetch_and(!WAITERS, Ordering::AcqRel);
+    }
 }
 
-/// [`FreeList::push`] for a list known only by its address.
+/// `head`'s `WAITERS` bit and tag, the tag bumped (wrapping inside its bits), without the index.
+#[inline(always)]
+fn bumped(head: u64) -> u64 {
+    (head & WAITERS) | (head.wrapping_add(1 << 32) & TAG_MASK)
+}
+
+/// [`FreeList::push`] for a list known only by its address: true if someone waits.
 ///
 /// # Safety
 /// `list` points to a live `FreeList<N>` with `index < N`, and the caller owns `index` (it is
 /// not on the stack).
 #[inline]
-pub(crate) unsafe fn push_erased(list: *const (), index: u32) {
+pub(crate) unsafe fn push_erased(list: *const (), index: u32) -> bool {
     // SAFETY: `FreeList` is `repr(C)`: `head` at offset 0, then `next`, an array of `AtomicU32`
     // at the offset below (`AtomicU64` is 8-aligned and 8 bytes); `index < N` keeps the link
     // inside the array; the list is live (caller).
@@ -122,11 +174,15 @@ pub(crate) unsafe fn push_erased(list: *const (), index: u32) {
             ((current & INDEX_MASK) as u32) ^ (index + 1),
             Ordering::Relaxed,
         );
-        let new = (tag(current).wrapping_add(1) as u64) << 32 | index as u64;
         // Release: publishes `next[index]` and the caller's writes to the slot to the next
         // `pop` (its Acquire).
-        match head.compare_exchange_weak(current, new, Ordering::Release, Ordering::Relaxed) {
-            Ok(_) => return,
+        match head.compare_exchange_weak(
+            current,
+            bumped(current) | index as u64,
+            Ordering::Release,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return current & WAITERS != 0,
             Err(actual) => current = actual,
         }
     }
@@ -134,10 +190,6 @@ pub(crate) unsafe fn push_erased(list: *const (), index: u32) {
 
 /// Where `next` starts in every `FreeList<N>`.
 const NEXT_OFFSET: usize = std::mem::offset_of!(FreeList<1>, next);
-
-fn tag(head: u64) -> u32 {
-    (head >> 32) as u32
-}
 
 #[cfg(all(test, not(loom)))]
 mod tests {
@@ -188,6 +240,30 @@ mod tests {
         unsafe { push_erased(std::ptr::from_ref(&list).cast(), 0) };
         assert_eq!(list.pop(), Some(0));
         assert_eq!(NEXT_OFFSET, std::mem::offset_of!(FreeList<64>, next));
+    }
+
+    #[test]
+    fn the_waiters_flag_survives_every_update_and_the_tag_wrap() {
+        // The wait list's flag must outlive pushes and pops (they carry it over) and a tag that
+        // wraps must not carry into it.
+        let list = FreeList::<2>::new();
+        list.fill();
+        list.set_waiters();
+        assert_eq!(list.pop_unwaited(), None);
+        let i = list.pop().unwrap();
+        assert!(list.push(i));
+        list.head.fetch_or(TAG_MASK, Ordering::Relaxed);
+        let i = list.pop().unwrap();
+        assert_eq!(
+            list.head.load(Ordering::Relaxed) & TAG_MASK,
+            0,
+            "the tag wrapped"
+        );
+        assert!(list.has_waiters(), "without touching the flag");
+        assert!(list.push(i));
+        list.clear_waiters();
+        assert!(!list.push(list.pop().unwrap()));
+        assert_eq!(list.pop_unwaited(), Some(i));
     }
 
     #[test]

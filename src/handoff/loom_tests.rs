@@ -750,8 +750,9 @@ fn loom_wake_stalled_producer_does_not_need_spin() {
 }
 
 /// **Wait list: a freed slot is never missed by a waiter that registers concurrently.** One
-/// thread frees the only slot (push, then `wake_waiters`: the SeqCst Dekker fence, then the
-/// waiting count); the other claims it through the wait list (count, fence, pop, else link).
+/// thread frees the only slot (`WaitList::free`: the push, whose compare-exchange reads the free
+/// list's `WAITERS` flag, then the list served if it was set); the other claims it through the
+/// wait list (flag set, pop, else link), no fence on either side.
 /// Proves: the slot ends with the claimer exactly once: popped at once, or granted to its node
 /// with a notification that runs after the grant is recorded (outside the mutex); never stranded
 /// on the free list while the claimer waits, never handed out twice.
@@ -759,8 +760,7 @@ fn loom_wake_stalled_producer_does_not_need_spin() {
 fn loom_wait_list_no_missed_slot() {
     model(3, || {
         claim_while_freed(|free, list, held| {
-            free.push(held);
-            list.wake_waiters(free);
+            list.free(free, held);
         })
     });
 }
@@ -804,6 +804,74 @@ fn claim_while_freed(freer: impl FnOnce(&FreeList<1>, &WaitList, u32) + Send + '
     assert_eq!(free.pop(), None, "the slot was handed out twice");
     // SAFETY: as above; the grant was taken, so nothing comes back.
     assert_eq!(unsafe { list.cancel(&*node) }, None);
+}
+
+/// **Wait list: a flag left by a waiter that gave up strands nobody.** The only slot is held by
+/// a freer (`WaitList::free`); a quitter queues for it and gives up (`cancel`, freeing the slot
+/// again if it was granted meanwhile), which may leave the free list's `WAITERS` flag set with
+/// nobody linked; the claimer takes the fast path (`pop_unwaited`, refused while the flag is set)
+/// and else queues. Proves: the slot ends with the claimer exactly once, whatever the flag's
+/// state when each step ran; never stranded on the free list while the claimer waits.
+#[test]
+fn loom_wait_list_a_quitters_flag_strands_no_one() {
+    model(2, || {
+        let free = Arc::new(FreeList::<1>::new());
+        free.fill();
+        let list = Arc::new(WaitList::new());
+        let held = free.pop().expect("one slot");
+        let freer = {
+            let (free, list) = (free.clone(), list.clone());
+            thread::spawn(move || {
+                list.free(&free, held);
+            })
+        };
+        let quitter = {
+            let (free, list) = (free.clone(), list.clone());
+            thread::spawn(move || {
+                let (_flag, waker) = flag_waker();
+                let node = Box::pin(Waiter::new());
+                // SAFETY: the node is pinned on the heap and cancelled before it is dropped.
+                unsafe {
+                    let first = list.poll_claim(&*node, 0, &free, || false, Notify::Task(&waker));
+                    let granted = match first {
+                        WaitState::Granted(index) => Some(index),
+                        _ => list.cancel(&*node),
+                    };
+                    if let Some(index) = granted {
+                        list.free(&free, index);
+                    }
+                }
+            })
+        };
+        let (flag, waker) = flag_waker();
+        let node = Box::pin(Waiter::new());
+        let first = match free.pop_unwaited() {
+            Some(index) => WaitState::Granted(index),
+            // SAFETY: as above.
+            None => unsafe { list.poll_claim(&*node, 0, &free, || false, Notify::Task(&waker)) },
+        };
+        freer.join().unwrap();
+        quitter.join().unwrap();
+        let got = match first {
+            WaitState::Granted(index) => index,
+            WaitState::Queued => {
+                assert!(
+                    flag.0.load(SeqCst) > 0,
+                    "queued, and the slot never reached us"
+                );
+                // SAFETY: as above.
+                match unsafe { list.poll_claim(&*node, 0, &free, || false, Notify::Task(&waker)) } {
+                    WaitState::Granted(index) => index,
+                    other => panic!("woken without a grant: {other:?}"),
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        };
+        assert_eq!(got, held);
+        assert_eq!(free.pop(), None, "the slot was handed out twice");
+        // SAFETY: as above.
+        assert_eq!(unsafe { list.cancel(&*node) }, None);
+    });
 }
 
 /// **Loop-thread free stack: a slot kept privately is never missed by a remote waiter.** The loop

@@ -155,26 +155,27 @@ impl<const N: usize> LoopLocal<N> {
     /// the waiters' wakers (contained).
     #[inline]
     pub(crate) fn free_to(&self, index: u32, free: &FreeList<N>, waiters: &WaitList) -> u64 {
-        if waiters.is_empty() {
+        if !free.has_waiters() {
             // A waiter that registers after this read is served by `hand_back` at the end of the
-            // pass (the Dekker pair of the wait list, deferred): never left waiting for good.
+            // pass (its push sees the waiter's flag): never left waiting for good.
             self.push_free(index);
             return 0;
         }
-        free.push(index);
-        waiters.wake_waiters(free)
+        waiters.free(free, index)
     }
 
-    /// Hands every kept free slot back to the shared list and serves the waiters. Returns the
-    /// panics of their wakers (contained).
+    /// Hands every kept free slot back to the shared list and, if a push found someone waiting,
+    /// serves the waiters. Returns the panics of their wakers (contained).
     pub(crate) fn hand_back(&self, free: &FreeList<N>, waiters: &WaitList) -> u64 {
-        if !self.has_free() {
-            return 0;
-        }
+        let mut waiting = false;
         while let Some(index) = self.pop_free() {
-            free.push(index);
+            waiting |= free.push(index);
         }
-        waiters.wake_waiters(free)
+        if waiting {
+            waiters.wake_waiters(free)
+        } else {
+            0
+        }
     }
 
     /// Registers the waker of slot `index`'s caller (on the loop thread). Returns the waker it

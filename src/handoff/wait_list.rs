@@ -4,19 +4,26 @@
 //! # Implementation details
 //!
 //! Claiming a slot is a lock-free pop from the free list, taken only while nobody waits (so a
-//! newcomer never overtakes a waiter). Otherwise a caller takes the list's mutex, counts itself in
-//! `waiting`, pops once more if the list is empty, and if that fails links its [`Waiter`] node
-//! (pinned inside its future) at the tail and returns `Pending`.
+//! newcomer never overtakes a waiter): the free list's head carries a `WAITERS` flag, and the
+//! pop that finds it set refuses ([`FreeList::pop_unwaited`]). Otherwise a caller takes the
+//! list's mutex, sets the flag, pops once more if the list is empty, and if that fails links its
+//! [`Waiter`] node (pinned inside its future) at the tail and returns `Pending`.
 //!
-//! Freeing a slot pushes the index on the free list, then looks at `waiting`. If anyone waits, it
-//! hands free indices directly to the waiters at the head, in FIFO order, one per lock hold: under
-//! the mutex it unlinks the head, records the grant in the node and takes its [`Notifier`]; after
-//! releasing the mutex it notifies. Handing the index over (rather than letting woken waiters race
-//! for it) is what makes the order FIFO.
+//! Freeing a slot pushes the index on the free list ([`WaitList::free`]); the push's own
+//! compare-exchange says whether the flag was set. If it was, the freer hands free indices
+//! directly to the waiters at the head, in FIFO order, one per lock hold: under the mutex it
+//! unlinks the head, records the grant in the node and takes its [`Notifier`]; after releasing
+//! the mutex it notifies. Handing the index over (rather than letting woken waiters race for it)
+//! is what makes the order FIFO.
 //!
-//! The lost-wake-up race (a slot freed between a waiter's failed pop and its linking) is closed
-//! by a Dekker pair: the waiter increments `waiting`, then a SeqCst fence, then pops; the freer
-//! pushes, then a SeqCst fence, then reads `waiting`. At least one of them sees the other.
+//! The lost-wake-up race (a slot freed between a waiter's failed pop and its linking) cannot
+//! happen: the waiter's setting of the flag and the freer's push are read-modify-writes of one
+//! word, so they are totally ordered. A push before the flag left its index for the waiter's pop
+//! that follows; a push after it sees the flag and serves the list, under the mutex the waiter
+//! holds until it is linked. The flag is set whenever a node is linked (set before linking,
+//! cleared only under the mutex by whoever finds the list empty); a flag left set after the last
+//! waiter left (cancelled or closed) costs the next claim or free one pass under the mutex, which
+//! clears it.
 //!
 //! # User code
 //!
@@ -36,7 +43,7 @@ use std::task::Waker;
 use std::thread::Thread;
 
 use crate::handoff::free_list::FreeList;
-use crate::loom::{fence, AtomicUsize, Mutex, MutexGuard, Ordering, UnsafeCell};
+use crate::loom::{Mutex, MutexGuard, UnsafeCell};
 
 /// Where a waiter stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,11 +183,10 @@ struct Links {
 // SAFETY: the raw pointers are only followed with the mutex held.
 unsafe impl Send for Links {}
 
-/// The FIFO of callers waiting for a slot.
+/// The FIFO of callers waiting for a slot. Whether anyone waits is the free list's `WAITERS`
+/// flag (module doc).
 pub(crate) struct WaitList {
     links: Mutex<Links>,
-    /// Linked nodes plus callers between their increment and their decision (Dekker counter).
-    waiting: AtomicUsize,
 }
 
 impl WaitList {
@@ -192,15 +198,8 @@ impl WaitList {
                     head: ptr::null_mut(),
                     tail: ptr::null_mut(),
                 }),
-                waiting: AtomicUsize::new(0),
             }
         }
-    }
-
-    /// Whether nobody waits or is deciding to (a claim may then take a free slot directly).
-    #[inline]
-    pub(crate) fn is_empty(&self) -> bool {
-        self.waiting.load(Ordering::Relaxed) == 0
     }
 
     /// Claims a free index for the owner of `waiter` (of claim `epoch`), or queues it. `closed`
@@ -236,7 +235,6 @@ impl WaitList {
             WaitState::Queued if closed() => {
                 // SAFETY: the node is linked in this list and the mutex is held.
                 unsafe { links.unlink(waiter) };
-                self.waiting.fetch_sub(1, Ordering::Relaxed);
                 // SAFETY: as above.
                 _old = unsafe { Waiter::node(waiter, Node::settle(WaitState::Closed)) };
                 return WaitState::Closed;
@@ -257,13 +255,13 @@ impl WaitList {
         if closed() {
             return WaitState::Closed;
         }
-        self.waiting.fetch_add(1, Ordering::Relaxed);
-        // SeqCst: the Dekker fence pairing with the one in `wake_waiters` (module doc). Only an
-        // empty list may be overtaken; otherwise the slot goes to the head of the queue.
-        fence(Ordering::SeqCst);
+        // Before the pop: a push from now on sees the flag and serves the list (module doc).
+        free.set_waiters();
+        // Only an empty list may be overtaken; otherwise the slot goes to the head of the queue.
         if links.head.is_null() {
             if let Some(index) = free.pop() {
-                self.waiting.fetch_sub(1, Ordering::Relaxed);
+                // Nobody else waits: the list is empty, and we are not linking.
+                free.clear_waiters();
                 return WaitState::Granted(index);
             }
         }
@@ -279,17 +277,26 @@ impl WaitList {
         WaitState::Queued
     }
 
-    /// After an index was pushed on `free`: hands free indices to waiters, oldest first. Returns
-    /// the number of waiter wakes that panicked (caught).
+    /// Frees `index` (the caller's, not on the list) onto `free` and, if anyone waits, hands
+    /// free indices to the waiters. Returns the number of waiter wakes that panicked (caught).
     #[inline]
-    pub(crate) fn wake_waiters<const N: usize>(&self, free: &FreeList<N>) -> u64 {
-        // SeqCst: pairs with the fence in `poll_claim` (module doc).
-        fence(Ordering::SeqCst);
-        if self.waiting.load(Ordering::Relaxed) == 0 {
-            return 0;
+    pub(crate) fn free<const N: usize>(&self, free: &FreeList<N>, index: u32) -> u64 {
+        if free.push(index) {
+            self.wake_waiters(free)
+        } else {
+            0
         }
+    }
+
+    /// After a push found the `WAITERS` flag set: hands free indices to waiters, oldest first,
+    /// and clears the flag once none is left. Returns the number of waiter wakes that panicked
+    /// (caught).
+    #[cold]
+    pub(crate) fn wake_waiters<const N: usize>(&self, free: &FreeList<N>) -> u64 {
         self.notify_each(|links| {
             if links.head.is_null() {
+                // Under the mutex: nobody is linked or deciding (module doc).
+                free.clear_waiters();
                 return None;
             }
             let index = free.pop()?;
@@ -329,7 +336,6 @@ impl WaitList {
                 // SAFETY: mutex held; `pick` returned a linked (hence valid) node.
                 unsafe {
                     links.unlink(waiter);
-                    self.waiting.fetch_sub(1, Ordering::Relaxed);
                     Waiter::node(waiter, Node::settle(state))
                 }
             };
@@ -352,7 +358,6 @@ impl WaitList {
         if state == WaitState::Queued {
             // SAFETY: linked in this list, mutex held.
             unsafe { links.unlink(waiter) };
-            self.waiting.fetch_sub(1, Ordering::Relaxed);
         }
         // SAFETY: as above.
         let notifier = unsafe { Waiter::node(waiter, Node::settle(WaitState::Idle)) };
@@ -365,10 +370,17 @@ impl WaitList {
         }
     }
 
-    /// Callers currently counted as waiting.
+    /// Callers currently linked (tests).
     #[allow(dead_code)] // tests
     pub(crate) fn waiting(&self) -> usize {
-        self.waiting.load(Ordering::Relaxed)
+        let links = self.lock();
+        let (mut count, mut at) = (0, links.head);
+        while !at.is_null() {
+            count += 1;
+            // SAFETY: mutex held; `at` is linked, hence valid.
+            at = unsafe { Waiter::node(at, |n| n.next) };
+        }
+        count
     }
 
     fn lock(&self) -> MutexGuard<'_, Links> {
@@ -429,7 +441,7 @@ impl Links {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     use std::task::Wake;
 
@@ -463,8 +475,7 @@ mod tests {
             }
             assert_eq!(list.waiting(), 3);
             assert_eq!(list.cancel(&nodes[1]), None, "second waiter gives up");
-            free.push(a);
-            list.wake_waiters(&free);
+            assert_eq!(list.free(&free, a), 0);
             assert_eq!(
                 list.poll_claim(&nodes[0], 0, &free, open, Notify::Task(&waker)),
                 WaitState::Granted(a)
@@ -473,8 +484,7 @@ mod tests {
                 list.poll_claim(&nodes[2], 0, &free, open, Notify::Task(&waker)),
                 WaitState::Queued
             );
-            free.push(b);
-            list.wake_waiters(&free);
+            assert_eq!(list.free(&free, b), 0);
             assert_eq!(count.0.load(Ordering::SeqCst), 2);
             assert_eq!(list.waiting(), 0);
             assert_eq!(
@@ -497,6 +507,61 @@ mod tests {
                 list.poll_claim(&late, 0, &free, open, Notify::Task(&waker)),
                 WaitState::Closed
             );
+            list.cancel(&late);
+        }
+    }
+
+    #[test]
+    fn the_free_lists_flag_says_whether_anyone_waits() {
+        // The claim's fast path and the freer's push read one flag in the free list's head: a
+        // newcomer may not take a slot while someone waits, a push serves the list exactly when
+        // someone waits, and a flag left by a waiter that gave up is cleared by the next free.
+        let free = FreeList::<2>::new();
+        free.fill();
+        let list = WaitList::new();
+        let waker = Waker::from(Arc::new(Count(AtomicUsize::new(0))));
+        let open = || false;
+        let (a, b) = (free.pop_unwaited().unwrap(), free.pop_unwaited().unwrap());
+        assert!(!free.has_waiters());
+        assert!(!free.push(a), "nobody waits: the push serves no one");
+        assert_eq!(free.pop_unwaited(), Some(a));
+        let node = Waiter::new();
+        // SAFETY: the node lives on this frame, is not moved, and is cancelled below.
+        unsafe {
+            assert_eq!(
+                list.poll_claim(&node, 0, &free, open, Notify::Task(&waker)),
+                WaitState::Queued
+            );
+            assert!(free.has_waiters());
+            assert!(free.push(a), "the push sees the waiter");
+            assert_eq!(free.pop_unwaited(), None, "no overtaking a waiter");
+            assert_eq!(list.wake_waiters(&free), 0);
+            assert!(!free.has_waiters(), "served, and nobody else waits");
+            assert_eq!(
+                list.poll_claim(&node, 0, &free, open, Notify::Task(&waker)),
+                WaitState::Granted(a)
+            );
+            assert_eq!(list.cancel(&node), None);
+            // A waiter that gives up leaves the flag set: the next free clears it.
+            let quitter = Waiter::new();
+            assert_eq!(
+                list.poll_claim(&quitter, 0, &free, open, Notify::Task(&waker)),
+                WaitState::Queued
+            );
+            assert_eq!(list.cancel(&quitter), None);
+            assert!(free.has_waiters());
+            assert_eq!(free.pop_unwaited(), None);
+            assert_eq!(list.free(&free, b), 0);
+            assert!(!free.has_waiters());
+            assert_eq!(free.pop_unwaited(), Some(b));
+            // A caller that queues while the list is empty and a slot is free takes it at once.
+            free.push(b);
+            let late = Waiter::new();
+            assert_eq!(
+                list.poll_claim(&late, 0, &free, open, Notify::Task(&waker)),
+                WaitState::Granted(b)
+            );
+            assert!(!free.has_waiters());
             list.cancel(&late);
         }
     }
@@ -535,8 +600,7 @@ mod tests {
                 1,
                 "only the old claim's waiter was woken"
             );
-            free.push(0);
-            list.wake_waiters(&free);
+            list.free(&free, 0);
             assert_eq!(
                 list.poll_claim(&new, 2, &free, open, Notify::Task(&waker)),
                 WaitState::Granted(0)
@@ -578,12 +642,7 @@ mod tests {
                 list.poll_claim(&b, 0, &free, open, Notify::Task(&quiet)),
                 WaitState::Queued
             );
-            free.push(0);
-            assert_eq!(
-                list.wake_waiters(&free),
-                1,
-                "the panic was caught and counted"
-            );
+            assert_eq!(list.free(&free, 0), 1, "the panic was caught and counted");
             assert_eq!(list.waiting(), 0, "b left the list from inside a's waker");
             assert_eq!(
                 list.poll_claim(&a, 0, &free, open, Notify::Task(&quiet)),
