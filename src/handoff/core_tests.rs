@@ -618,6 +618,80 @@ fn stress_free_list_aba_shape_3x1m() {
     assert_eq!(seen, [true; 4], "an index was lost");
 }
 
+#[test]
+fn stress_wait_list_4_threads_on_2_slots_no_lost_grant() {
+    // Backpressure under contention: four threads share two slots, each claiming as a caller
+    // does (the fast path while nobody waits, else the wait list, parking until granted) and
+    // freeing through `WaitList::free`, whose push reads the waiters' flag in the free list's
+    // head. A grant lost between a failed pop and the linking strands a thread (the deadline
+    // fails the test); an index handed out twice fails the ownership check. At the end every
+    // index is back and no flag is left (the last grant found the list empty).
+    use crate::handoff::wait_list::{Notify, WaitList, WaitState, Waiter};
+    const ROUNDS: u32 = 20_000;
+    let free = Arc::new(FreeList::<2>::new());
+    free.fill();
+    let list = Arc::new(WaitList::new());
+    let owned: Arc<[AtomicBool; 2]> = Arc::new([const { AtomicBool::new(false) }; 2]);
+    let waited = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (free, list, owned, waited) =
+                (free.clone(), list.clone(), owned.clone(), waited.clone());
+            std::thread::spawn(move || {
+                let node = Box::pin(Waiter::new());
+                for _ in 0..ROUNDS {
+                    let index = match free.pop_unwaited() {
+                        Some(index) => index,
+                        None => loop {
+                            // SAFETY: the node is pinned on the heap, used by this thread only,
+                            // and cancelled before it is dropped.
+                            let state = unsafe {
+                                list.poll_claim(&*node, 0, &free, || false, Notify::CurrentThread)
+                            };
+                            match state {
+                                WaitState::Granted(index) => break index,
+                                WaitState::Queued => {
+                                    waited.fetch_add(1, Ordering::Relaxed);
+                                    assert!(Instant::now() < deadline, "a waiter was stranded");
+                                    std::thread::park_timeout(Duration::from_millis(100));
+                                }
+                                other => panic!("unexpected {other:?}"),
+                            }
+                        },
+                    };
+                    assert!(
+                        !owned[index as usize].swap(true, Ordering::Relaxed),
+                        "index {index} handed out twice"
+                    );
+                    // Held a moment, so that the others find no slot and queue.
+                    std::thread::yield_now();
+                    owned[index as usize].store(false, Ordering::Relaxed);
+                    assert_eq!(list.free(&free, index), 0);
+                }
+                // SAFETY: as above.
+                assert_eq!(unsafe { list.cancel(&*node) }, None);
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("thread panicked");
+    }
+    eprintln!(
+        "wait-list stress: 4x{ROUNDS} claims of 2 slots, {} waits",
+        waited.load(Ordering::Relaxed)
+    );
+    assert!(!free.has_waiters(), "a flag left with nobody waiting");
+    let mut seen = [false; 2];
+    while let Some(i) = free.pop() {
+        assert!(
+            !std::mem::replace(&mut seen[i as usize], true),
+            "index {i} twice"
+        );
+    }
+    assert_eq!(seen, [true; 2], "an index was lost");
+}
+
 // ---------------------------------------------------------------------------------------------
 // User code cannot corrupt the core
 // ---------------------------------------------------------------------------------------------
