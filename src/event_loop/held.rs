@@ -90,13 +90,7 @@ pub(crate) struct HeldVtable<const S: usize, const R: usize, const W: usize> {
 /// the SQE passed back through memory.
 pub(crate) trait BuildSqe {
     /// The SQE.
-    fn build(
-        self,
-        id: u64,
-        limit: u32,
-        reg: &Registry,
-        h: &mut Headers<'_>,
-    ) -> Result<Staged, Error>;
+    fn build(self, id: u64, limit: u32, reg: &Registry, h: &mut Headers<'_>) -> Staged;
 }
 
 /// The future holding a request, and its operation's calls.
@@ -180,10 +174,11 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         let id = super::id::RequestId::new(index, generation).op_data();
         let limit = crate::fault::sqe_limit(el.storage.fault_key(), kind);
         let mut headers = Headers::new(&mut t.msgs, t.free_msgs.as_mut_view());
-        let Ok(staged) = build.build(id, limit, &t.registry, &mut headers) else {
+        let staged = build.build(id, limit, &t.registry, &mut headers);
+        let Ok((entry, fixed_buffer)) = &staged.sqe else {
             return false;
         };
-        if !el.push_entry(kind, &staged) {
+        if !el.push_entry(kind, entry) {
             return false;
         }
         debug_assert!(kind.is_plain(), "only plain kinds are held");
@@ -191,7 +186,7 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         if let Some((deadline_tick, tick)) = scheduled {
             el.schedule(t, index, deadline_tick, tick);
         }
-        el.count_pushed(&staged);
+        el.count_pushed(staged.fixed_file, *fixed_buffer);
         true
     }
 

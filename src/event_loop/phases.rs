@@ -1,11 +1,11 @@
 //! The phases of one loop iteration: reap (CQEs), expire (the wheel), stage (SQEs), and the
 //! request endings they lead to. Each takes the loop-private table as `&mut`.
 
-use io_uring::{cqueue, opcode};
+use io_uring::{cqueue, opcode, squeue};
 use std::time::Instant;
 
 use super::id::{Cqe, RequestId};
-use super::request::{Deadline, Staged};
+use super::request::Deadline;
 use super::table::{owned_request, Table};
 use super::wheel::{ceil_tick, floor_tick, Target};
 use super::{EventLoop, Mode, Pass};
@@ -603,9 +603,9 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         let mut headers = Headers::new(&mut t.msgs, t.free_msgs.as_mut_view());
         let r = owned_request(&mut t.flags, slots, index);
         // Matched by reference: the SQE is copied once, from where `sqe` built it into the ring.
-        let built = r.sqe(id, limit, &t.registry, &mut headers);
-        let staged = match &built {
-            Ok(staged) => staged,
+        let staged = r.sqe(id, limit, &t.registry, &mut headers);
+        let (entry, fixed_buffer) = match &staged.sqe {
+            Ok(built) => built,
             Err(e) => {
                 let e = *e;
                 // No SQE (every message header parked with the kernel by abandoned requests).
@@ -614,7 +614,8 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                 return;
             }
         };
-        self.push_staged(t, index, kind, staged);
+        self.push_entry(kind, entry);
+        self.mark_pushed(t, index, kind, staged.fixed_file, *fixed_buffer);
     }
 
     /// Stages fresh request `index`, which the loop thread has just written into its slot and
@@ -648,18 +649,19 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         let limit = fault::sqe_limit(self.storage.fault_key(), O::KIND);
         let mut headers = Headers::new(&mut t.msgs, t.free_msgs.as_mut_view());
         // SAFETY: `Start::fill` wrote an `O` into this slot just now.
-        let Ok(staged) = (unsafe { r.sqe_of::<O>(id, limit, &t.registry, &mut headers) }) else {
+        let staged = unsafe { r.sqe_of::<O>(id, limit, &t.registry, &mut headers) };
+        let Ok((entry, fixed_buffer)) = &staged.sqe else {
             // No SQE (no message header free): the ordinary path ends it.
             t.release(index);
             return false;
         };
-        if !self.push_entry(O::KIND, &staged) {
+        if !self.push_entry(O::KIND, entry) {
             // The SQ is full (a plain operation, `room_first`): the ordinary path stages it.
             t.release(index);
             return false;
         }
         t.admit(index);
-        self.mark_pushed(t, index, O::KIND, &staged);
+        self.mark_pushed(t, index, O::KIND, staged.fixed_file, *fixed_buffer);
         true
     }
 
@@ -673,24 +675,15 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             && !self.storage.local.has_ready()
     }
 
-    /// Pushes the SQE `staged` of admitted request `index` (of `kind`), which is then in flight.
-    /// The SQ has room.
+    /// Pushes `entry` (an injected result's stand-in NOP instead); false, changing nothing but a
+    /// fault taken, if the SQ is full.
     #[inline]
-    fn push_staged(&mut self, t: &mut Table<S, R, W>, index: u32, kind: OpKind, staged: &Staged) {
-        let pushed = self.push_entry(kind, staged);
-        debug_assert!(pushed, "callers check for SQ room first");
-        self.mark_pushed(t, index, kind, staged);
-    }
-
-    /// Pushes `staged`'s SQE (an injected result's stand-in NOP instead); false, changing
-    /// nothing but a fault taken, if the SQ is full.
-    #[inline]
-    pub(super) fn push_entry(&mut self, kind: OpKind, staged: &Staged) -> bool {
+    pub(super) fn push_entry(&mut self, kind: OpKind, entry: &squeue::Entry) -> bool {
         let key = self.storage.fault_key();
         match fault::sqe_result(key, kind) {
-            None => self.ring.try_push(&staged.entry),
+            None => self.ring.try_push(entry),
             Some(result) => {
-                let id = staged.entry.get_user_data();
+                let id = entry.get_user_data();
                 let pushed = self
                     .ring
                     .try_push(&opcode::Nop::new().build().user_data(id));
@@ -700,30 +693,32 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         }
     }
 
-    /// Request `index` (of `kind`) has its SQE `staged` in the SQ: in flight, counted.
+    /// Request `index` (of `kind`) has its SQE in the SQ: in flight, counted (`fixed_file`,
+    /// `fixed_buffer`: the registered resources it names).
     #[inline]
     pub(super) fn mark_pushed(
         &mut self,
         t: &mut Table<S, R, W>,
         index: u32,
         kind: OpKind,
-        staged: &Staged,
+        fixed_file: bool,
+        fixed_buffer: bool,
     ) {
         let flags = &mut t.flags[index as usize];
         flags.in_flight = true;
         flags.plain = kind.is_plain();
-        self.count_pushed(staged);
+        self.count_pushed(fixed_file, fixed_buffer);
     }
 
-    /// Counts an SQE pushed for a request (`staged`), and the registered resources it names.
+    /// Counts an SQE pushed for a request, and the registered resources it names.
     #[inline]
-    pub(super) fn count_pushed(&self, staged: &Staged) {
+    pub(super) fn count_pushed(&self, fixed_file: bool, fixed_buffer: bool) {
         let metrics = &self.storage.metrics;
         Counters::bump(&metrics.submitted);
-        if staged.fixed_file {
+        if fixed_file {
             Counters::bump(&metrics.fixed_files);
         }
-        if staged.fixed_buffer {
+        if fixed_buffer {
             Counters::bump(&metrics.fixed_buffers);
         }
     }

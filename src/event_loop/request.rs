@@ -60,11 +60,15 @@ impl Deadline {
     }
 }
 
-/// An SQE, and which registered resources it names (for the `fixed_*` counters).
+/// A request's next SQE as the loop pushes it: the operation's [`Sqe`](crate::op::Sqe) (its
+/// entry, tagged in place with the request's `user_data` and, for a registered descriptor,
+/// `FIXED_FILE`, and whether it names a registered buffer; or the error that ends the request
+/// without one), and whether it names a registered file (the `fixed_*` counters). The entry
+/// stays where the operation built it until the push copies it into the SQ: no copies through
+/// wrappers in between.
 pub(crate) struct Staged {
-    pub(crate) entry: squeue::Entry,
+    pub(crate) sqe: crate::op::Sqe,
     pub(crate) fixed_file: bool,
-    pub(crate) fixed_buffer: bool,
 }
 
 /// The SQE `build` makes for descriptor `fd` (named as `reg` says: its registered index if
@@ -76,9 +80,9 @@ pub(crate) fn sqe_for(
     user_data: u64,
     reg: &Registry,
     build: impl FnOnce(types::Fd) -> crate::op::Sqe,
-) -> Result<Staged, Error> {
+) -> Staged {
     let (fd, fixed_file) = sqe_fd(fd, reg);
-    Ok(staged(build(fd)?, fixed_file, user_data))
+    staged(build(fd), fixed_file, user_data)
 }
 
 /// How an SQE names descriptor `fd`: its index in `reg` if this loop registered it (true),
@@ -94,24 +98,18 @@ pub(crate) fn sqe_fd(fd: Option<&Fd>, reg: &Registry) -> (types::Fd, bool) {
     }
 }
 
-/// The SQE an operation built (`sqe`: its entry and whether it names a registered buffer) for
-/// the descriptor [`sqe_fd`] gave (`fixed_file`), tagged `user_data`.
+/// The SQE an operation built (`sqe`) for the descriptor [`sqe_fd`] gave (`fixed_file`),
+/// tagged `user_data` in place.
 #[inline(always)]
-pub(crate) fn staged(
-    (entry, fixed_buffer): (squeue::Entry, bool),
-    fixed_file: bool,
-    user_data: u64,
-) -> Staged {
-    let entry = if fixed_file {
-        entry.flags(squeue::Flags::FIXED_FILE)
-    } else {
-        entry
-    };
-    Staged {
-        entry: entry.user_data(user_data),
-        fixed_file,
-        fixed_buffer,
+pub(crate) fn staged(mut sqe: crate::op::Sqe, fixed_file: bool, user_data: u64) -> Staged {
+    if let Ok((entry, _)) = &mut sqe {
+        let tagged = entry.clone().user_data(user_data);
+        *entry = match fixed_file {
+            true => tagged.flags(squeue::Flags::FIXED_FILE),
+            false => tagged,
+        };
     }
+    Staged { sqe, fixed_file }
 }
 
 /// One logical request, as stored in its slot.
@@ -201,7 +199,7 @@ impl Request {
         limit: u32,
         reg: &Registry,
         headers: &mut Headers<'_>,
-    ) -> Result<Staged, Error> {
+    ) -> Staged {
         self.sqe_with(user_data, reg, |work, fd| work.sqe(fd, limit, reg, headers))
     }
 
@@ -217,7 +215,7 @@ impl Request {
         limit: u32,
         reg: &Registry,
         headers: &mut Headers<'_>,
-    ) -> Result<Staged, Error> {
+    ) -> Staged {
         self.sqe_with(user_data, reg, |work, fd| {
             // SAFETY: the caller's contract.
             unsafe { O::get(work) }.sqe(fd, limit, reg, headers)
@@ -232,7 +230,7 @@ impl Request {
         user_data: u64,
         reg: &Registry,
         build: impl FnOnce(&mut Work, types::Fd) -> crate::op::Sqe,
-    ) -> Result<Staged, Error> {
+    ) -> Staged {
         let work = &mut self.work;
         sqe_for(self.fd.as_ref(), user_data, reg, |fd| build(work, fd))
     }
@@ -368,12 +366,24 @@ mod tests {
         as_op::<op::ReadAt>(r).exact = value;
     }
 
+    /// An SQE the loop would push, taken apart.
+    struct Pushed {
+        entry: squeue::Entry,
+        fixed_file: bool,
+        fixed_buffer: bool,
+    }
+
     /// The SQE of `r` with no message header to give.
-    fn stage(r: &mut Request, user_data: u64, reg: &Registry) -> Staged {
+    fn stage(r: &mut Request, user_data: u64, reg: &Registry) -> Pushed {
         let mut free = heapless::Vec::<u16, 1>::new();
         let mut headers = op::Headers::new(&mut [], free.as_mut_view());
-        r.sqe(user_data, u32::MAX, reg, &mut headers)
-            .expect("no message header needed")
+        let staged = r.sqe(user_data, u32::MAX, reg, &mut headers);
+        let (entry, fixed_buffer) = staged.sqe.expect("no message header needed");
+        Pushed {
+            entry,
+            fixed_file: staged.fixed_file,
+            fixed_buffer,
+        }
     }
 
     const EAGAIN: i32 = -libc::EAGAIN;

@@ -143,13 +143,7 @@ struct Build<O, const S: usize, const R: usize, const W: usize>(NonNull<()>, Pha
 
 impl<O: Operation, const S: usize, const R: usize, const W: usize> BuildSqe for Build<O, S, R, W> {
     #[inline(always)]
-    fn build(
-        self,
-        id: u64,
-        limit: u32,
-        reg: &Registry,
-        h: &mut Headers<'_>,
-    ) -> Result<Staged, Error> {
+    fn build(self, id: u64, limit: u32, reg: &Registry, h: &mut Headers<'_>) -> Staged {
         // SAFETY: the type's contract (`submit_held` builds it for its own pinned, held `Op`
         // and hands it to the staging, which calls this once, before it returns).
         let State::Held(start, _) = (unsafe { &mut *state_of::<O, S, R, W>(self.0) }) else {
@@ -157,8 +151,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> BuildSqe for 
         };
         // The steps of `sqe_for`, without its closure (which the inliner may leave out of line).
         let (fd, fixed_file) = request::sqe_fd(start.fd.as_ref(), reg);
-        let sqe = start.op.sqe(fd, limit, reg, h)?;
-        Ok(request::staged(sqe, fixed_file, id))
+        request::staged(start.op.sqe(fd, limit, reg, h), fixed_file, id)
     }
 }
 
