@@ -785,15 +785,29 @@ fn claim_while_freed(freer: impl FnOnce(&FreeList<1>, &WaitList, u32) + Send + '
     // SAFETY: the node is pinned on the heap and cancelled before it is dropped.
     let first = unsafe { list.poll_claim(&*node, 0, &free, never_closed, Notify::Task(&waker)) };
     freer.join().unwrap();
+    assert_claimed_once(&free, &list, node, first, (&flag, &waker), held);
+}
+
+/// The end of a wait-list model, once every other thread has finished: the claimer's `first`
+/// answer is a grant, or it queued (`node`) and was notified (`flag`) of a grant its next
+/// claim takes; the slot it got is `held`, and it is nowhere else.
+fn assert_claimed_once(
+    free: &FreeList<1>,
+    list: &WaitList,
+    node: std::pin::Pin<Box<Waiter>>,
+    first: WaitState,
+    (flag, waker): (&FlagWaker, &std::task::Waker),
+    held: u32,
+) {
     let got = match first {
         WaitState::Granted(index) => index,
         WaitState::Queued => {
             assert!(
                 flag.0.load(SeqCst) > 0,
-                "queued, and the freed slot never reached us"
+                "queued, and the slot never reached us"
             );
-            // SAFETY: as above.
-            match unsafe { list.poll_claim(&*node, 0, &free, never_closed, Notify::Task(&waker)) } {
+            // SAFETY: the node is pinned on the heap and cancelled below, before it is dropped.
+            match unsafe { list.poll_claim(&*node, 0, free, || false, Notify::Task(waker)) } {
                 WaitState::Granted(index) => index,
                 other => panic!("woken without a grant: {other:?}"),
             }
@@ -852,25 +866,7 @@ fn loom_wait_list_a_quitters_flag_strands_no_one() {
         };
         freer.join().unwrap();
         quitter.join().unwrap();
-        let got = match first {
-            WaitState::Granted(index) => index,
-            WaitState::Queued => {
-                assert!(
-                    flag.0.load(SeqCst) > 0,
-                    "queued, and the slot never reached us"
-                );
-                // SAFETY: as above.
-                match unsafe { list.poll_claim(&*node, 0, &free, || false, Notify::Task(&waker)) } {
-                    WaitState::Granted(index) => index,
-                    other => panic!("woken without a grant: {other:?}"),
-                }
-            }
-            other => panic!("unexpected {other:?}"),
-        };
-        assert_eq!(got, held);
-        assert_eq!(free.pop(), None, "the slot was handed out twice");
-        // SAFETY: as above.
-        assert_eq!(unsafe { list.cancel(&*node) }, None);
+        assert_claimed_once(&free, &list, node, first, (&flag, &waker), held);
     });
 }
 
