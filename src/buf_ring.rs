@@ -247,7 +247,7 @@ impl<const COUNT: usize, const SIZE: usize> BufRing<COUNT, SIZE> {
             return Err(Error::InUse);
         }
         // Nobody holds a buffer, so nobody can be pushing one: the queue starts a new lap 0.
-        self.returned.reset();
+        self.returned.reset(0);
         // SAFETY: we hold the claim, and no lease (the only reader) exists; once written it
         // never changes, so later claims leave it alone.
         unsafe {
@@ -616,7 +616,7 @@ mod loom_tests {
                 .unwrap()
                 .join()
                 .unwrap();
-            ring.returned.reset();
+            ring.returned.reset(0);
             let holder = {
                 let ring = ring.clone();
                 thread::spawn(move || ring.push_back(1))
@@ -652,7 +652,7 @@ mod loom_tests {
             .unwrap()
             .join()
             .unwrap();
-        ring.returned.reset();
+        ring.returned.reset(0);
         ring
     }
 

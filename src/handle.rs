@@ -23,7 +23,9 @@ use crate::fd::Fd;
 use crate::handoff::lane::Lane;
 use crate::handoff::loop_local::LoopLocal;
 use crate::handoff::slot::Leave;
+use crate::handoff::submit_queue::Claimed;
 use crate::handoff::wait_list::{Notify, WaitState, Waiter};
+use crate::handoff::wake;
 use crate::metrics::Metrics;
 use crate::op::table::Dropped;
 use crate::op::{self, OpResult, Operation, RawAddr, Readiness};
@@ -229,6 +231,16 @@ pub struct Op<O: Operation, const SLOTS: usize, const RING: usize, const WHEEL: 
     /// The single-producer lane it is submitted through (`LaneHandle::submit`), else the
     /// shared ring.
     lane: Option<&'static Lane<SLOTS>>,
+}
+
+/// How a submit hands its request to the loop ([`Op::route`]).
+enum Route<'a, const SLOTS: usize> {
+    /// Through a lane; `true`: counted in the life word's `submitting` (off the loop thread).
+    Lane(&'static Lane<SLOTS>, bool),
+    /// Into the serving loop's private queue, on its thread.
+    Here(&'a LoopLocal<SLOTS>),
+    /// At a claimed position of the shared submission ring.
+    Ring(Claimed),
 }
 
 /// The options every operation has, and its submission.
@@ -455,13 +467,12 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         blocking: bool,
         serving: bool,
     ) -> Result<(), OpResult<O>> {
-        let storage = &self.storage;
-        storage.slots[index as usize].mark_filled();
+        self.storage.slots[index as usize].mark_filled();
         // As in `submit`.
-        if !(serving || storage.begin_submit(self.epoch)) {
-            storage.free_slot(index);
+        let Some(route) = Self::route(&self.storage, self.lane, self.epoch, serving) else {
+            self.storage.free_slot(index);
             return Err(self.take_start().unsubmitted(Error::Closed));
-        }
+        };
         let (State::Start(start) | State::Checked(start)) = &*self.state else {
             unreachable!("called with a start in the state")
         };
@@ -479,7 +490,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
             fields
         };
         Start::fill_fields(fields, &self.storage, index);
-        self.hand_over(index, blocking, serving);
+        self.hand_over(index, blocking, route);
         Ok(())
     }
 
@@ -497,51 +508,74 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
         serving: bool,
     ) -> Result<u32, OpResult<O>> {
         let storage = &self.storage;
-        let slot = &storage.slots[index as usize];
-        slot.mark_filled();
-        // On the loop's own thread (a `block_on` future, a pool task, a waker the loop runs) the
-        // loop is awake (it is running this code) and cannot start its drain or close before
-        // this returns: no submit count on the life word (and so no wake) is needed, and the
-        // check that it still takes requests was made by the claim just before, in this same
-        // call (`claim`, `try_submit`), with no code of the loop's or the caller's in between.
-        let open = serving || storage.begin_submit(self.epoch);
-        if !open {
+        storage.slots[index as usize].mark_filled();
+        let Some(route) = Self::route(storage, self.lane, self.epoch, serving) else {
             storage.free_slot(index);
             return Err(start.unsubmitted(Error::Closed));
-        }
+        };
         start.fill(storage, index);
-        self.hand_over(index, blocking, serving);
+        self.hand_over(index, blocking, route);
         Ok(index)
     }
 
-    /// Hands request `index`, written into its slot (`FILLED`) by a submit that holds the
-    /// life word's submit count (unless `serving`), to the loop: through the lane, the loop
-    /// thread's private queue or the shared ring; then releases the count (its wake).
+    /// The way in for a request about to be written into its slot, taken only if the loop still
+    /// takes requests (`None`: closed for this claim). Taken before the slot is written, so that
+    /// a closed loop's caller gets its buffer back untouched.
+    ///
+    /// On the loop's own thread (a `block_on` future, a pool task, a waker the loop runs) the
+    /// loop is awake (it is running this code) and cannot start its drain or close before the
+    /// hand-over: no count and no wake are needed, and the check that it still takes requests
+    /// was made by the claim just before, in this same call (`claim`, `try_submit`), with no code
+    /// of the loop's or the caller's in between.
     #[inline]
-    fn hand_over(&self, index: u32, blocking: bool, serving: bool) {
+    fn route<'a>(
+        storage: &'a crate::storage::Storage<S, R, W>,
+        lane: Option<&'static Lane<S>>,
+        epoch: u32,
+        serving: bool,
+    ) -> Option<Route<'a, S>> {
+        match (lane, storage.loop_here_if(serving)) {
+            // The lane's one producer is this thread (`LaneHandle` is not `Sync`, `LaneOp` not
+            // `Send`), so its push needs no position; off the loop thread it is counted in the
+            // life word's `submitting` until its push is visible.
+            (Some(lane), _) => {
+                (serving || storage.begin_submit(epoch)).then_some(Route::Lane(lane, !serving))
+            }
+            (None, Some(here)) => Some(Route::Here(here)),
+            // One compare-exchange checks that the ring is open for our claim and takes a
+            // position (`submit_queue.rs`). The loop waits for a claimed position, so nothing
+            // between this and the publish may panic or run user code: the fill only moves.
+            (None, None) => storage.queue.claim(epoch).map(Route::Ring),
+        }
+    }
+
+    /// Hands request `index`, written into its slot (`FILLED`), to the loop by `route`; then
+    /// wakes the loop if it may be asleep (the wake rides on the route's one read-modify-write).
+    #[inline]
+    fn hand_over(&self, index: u32, blocking: bool, route: Route<'_, S>) {
         let storage = &self.storage;
         let slot = &storage.slots[index as usize];
-        match (self.lane, storage.loop_here_if(serving)) {
-            // The lane's one producer is this thread (`LaneHandle` is not `Sync`, `LaneOp` not
-            // `Send`), so its push needs no claim.
-            (Some(lane), _) => {
+        match route {
+            Route::Lane(lane, counted) => {
                 slot.mark_queued(blocking);
                 lane.push(index);
+                if counted {
+                    storage.end_submit(self.epoch);
+                }
             }
             // On the serving loop's thread: admitted at once, into its private queue, which it
             // pops first.
-            (None, Some(here)) => {
+            Route::Here(here) => {
                 slot.mark_admitted_here();
                 here.push(index);
             }
-            (None, None) => {
+            Route::Ring(position) => {
                 slot.mark_queued(blocking);
-                storage.queue.push(index);
+                if storage.queue.publish(position, index) && wake::take_intent(storage.queue.word())
+                {
+                    storage.eventfd().ring();
+                }
             }
-        }
-        if !serving {
-            // Wakes the loop if it may be asleep (the wake rides on this release).
-            storage.end_submit(self.epoch);
         }
     }
 
@@ -550,9 +584,9 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
     /// granted to its node, never a second one.
     fn claim(&mut self, notify: Notify<'_>, serving: bool) -> Poll<Result<u32, Error>> {
         let storage = &self.storage;
-        // From another thread the submit's count on the life word (`begin_submit`) is the
-        // authoritative check, made after the claim (a closed loop's slot goes straight back);
-        // on the loop's own thread, which takes no count, this is the check.
+        // From another thread the claim of a ring position (or a lane's `begin_submit`) is the
+        // authoritative check, made after the slot's (a closed loop's slot goes straight back);
+        // on the loop's own thread, which takes neither, this is the check.
         if serving && storage.is_closed(self.epoch) {
             return Poll::Ready(Err(Error::Closed));
         }

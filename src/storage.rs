@@ -4,16 +4,21 @@
 //! # Lifetime word
 //!
 //! ```text
-//! life: AtomicU64 = [ LOOP:1 | CLOSED:1 | INTENT:1 | unused | submitting:24 | handles:32 ]
+//! life: AtomicU64 = [ LOOP:1 | CLOSED:1 | INTENT:1 | SHUTDOWN:1 | unused | submitting:24 | handles:32 ]
 //! ```
-//! * `handles`: live `Handle` clones. The loop shuts down when it reaches 0.
-//! * `submitting`: callers between "may I submit?" and "my index is in the ring". The loop treats
-//!   them as senders too, so it never starts draining while a push is under way, and a dead loop
-//!   waits for them before sweeping the ring.
+//! * `handles`: live `Handle` clones. The loop shuts down when it reaches 0; the last one closes
+//!   the submission ring (`SubmitQueue::close_for`).
+//! * `submitting`: lane producers between "may I submit?" and "my index is in the lane". The loop
+//!   treats them as senders too, so it never starts draining while a lane push is under way, and
+//!   a dead loop waits for them before sweeping the lanes. Other callers are not counted: their
+//!   claim of a position in the submission ring checks that it is open in the same step, and a
+//!   closing loop waits for the positions claimed before it closed (`submit_queue.rs`).
 //! * `CLOSED`: the loop is gone (or going) for good; nothing new may be submitted.
+//! * `SHUTDOWN`: a handle asked for the drain (`Handle::shutdown`).
 //! * `LOOP`: an `EventLoop` value exists for the current claim.
-//! * `INTENT`: the loop may be asleep in the kernel; the first caller whose release after its
-//!   push sees it clears it and writes the eventfd (the wake protocol, `handoff/wake.rs`).
+//! * `INTENT`: while lanes are registered, the loop may be asleep in the kernel; the first lane
+//!   producer whose release after its push sees it clears it and writes the eventfd (the wake
+//!   protocol, `handoff/wake.rs`, whose main word is the submission ring's tail).
 //!
 //! The claim is released (and the storage can be claimed again) by whichever read-modify-write
 //! leaves `handles == 0`, `submitting == 0` and `LOOP` clear.
@@ -72,9 +77,9 @@ const LOOP: u64 = 1 << 63;
 #[repr(C)]
 pub struct Storage<const SLOTS: usize, const RING: usize, const WHEEL: usize> {
     // `repr(C)` fixes this order, which keeps words written by different threads on different
-    // cache lines: the slots; then what submitters write (free list, wait list, life word with
-    // the wake intent) and read on every call (with the claim's epoch and flags); then the
-    // submission ring, whose tail submitters write first and whose head the loop writes last;
+    // cache lines: the slots; then what submitters write (free list, wait list, life word) and
+    // read on every call (with the claim's epoch and flags); then the submission ring, whose
+    // tail word (with the wake intent) submitters write first and whose head the loop writes last;
     // then what only the loop writes (counters, loop state), last, so nothing a caller reads
     // follows it.
     pub(crate) slots: [Slot<Request>; SLOTS],
@@ -257,7 +262,6 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
             self.free.fill();
             self.initialized.store(true, Ordering::Relaxed);
         }
-        self.queue.reset();
         self.metrics.reset();
         #[cfg(feature = "fault-injection")]
         crate::fault::clear(self.fault_key());
@@ -272,7 +276,9 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
                 state.free_msgs.retain(|&free| free != msg);
             }
         }
-        self.epoch.fetch_add(1, Ordering::Relaxed);
+        let epoch = self.epoch.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        // Opened for the new claim's callers only (a stale caller's claim fails on the epoch).
+        self.queue.reset(epoch);
         // Release: publishes the resets above to every thread that acquires the life word.
         self.life.store(LOOP | HANDLE, Ordering::Release);
         Ok(EventFd::from_raw(self.eventfd.load(Ordering::Relaxed)))
@@ -410,15 +416,15 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
     }
 
     /// The caller of timer `index` left it (orphaned): the loop retires it at its next pass.
-    /// Off the loop thread the loop may be asleep: the same release as a submission's (one
-    /// read-modify-write of the life word) writes the eventfd when its sleep intent is set.
+    /// Off the loop thread the loop may be asleep: a release of the tail word (one
+    /// read-modify-write, `wake::release`) writes the eventfd when its sleep intent is set.
     pub(crate) fn note_dropped_timer(&self, index: u32, serving: bool) {
         let bit = 1u64 << (index % 64);
         // Release (both): a loop that sees the bit also sees the slot's ORPHANED phase.
         self.dropped_timers[index as usize / 64].fetch_or(bit, Ordering::Release);
         self.timer_dropped.store(true, Ordering::Release);
         if !serving {
-            let (_, ring) = wake::release(&self.life, 0);
+            let (_, ring) = wake::release(self.queue.word(), 0);
             if ring {
                 self.eventfd().ring();
             }
@@ -476,7 +482,8 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         EventFd::from_raw(self.eventfd.load(Ordering::Relaxed))
     }
 
-    /// True when a caller of claim `epoch` can no longer submit.
+    /// True when a caller of claim `epoch` can no longer submit (as the life word says; the
+    /// submission ring's claim is the authoritative check for a request).
     pub(crate) fn is_closed(&self, epoch: u32) -> bool {
         // Acquire: a caller that sees the claim open also sees the claim's resets.
         let life = self.life.load(Ordering::Acquire);
@@ -484,7 +491,8 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
     }
 
     /// Whether the loop should stop serving and drain: no sender is left (no live handle, no
-    /// caller mid-submit), or a handle asked for it (`Handle::shutdown`).
+    /// lane producer mid-submit), or a handle asked for it (`Handle::shutdown`). Positions
+    /// claimed in the submission ring before it closed are drained (`queue.len()`).
     pub(crate) fn serving_over(&self) -> bool {
         // Acquire: pairs with the Release of the last release of a handle or a submit, so every
         // push made before it is visible to the loop's check of the ring that follows.
@@ -502,6 +510,7 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         if before & SHUTDOWN != 0 || self.epoch() != epoch {
             return;
         }
+        self.queue.close_for(epoch);
         let panics = self.waiters.close_all(epoch);
         self.metrics.count_panics(panics);
         // The wake CQE makes the loop read `serving_over` (a loop that has not started yet reads
@@ -518,10 +527,16 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
     pub(crate) fn drop_handle(&self, epoch: u32) {
         // AcqRel: Release publishes this thread's pushes to the loop's Acquire in `serving_over`.
         let after = self.life.fetch_sub(HANDLE, Ordering::AcqRel) - HANDLE;
+        if after & HANDLES == 0 {
+            // The last handle: no request is taken from now on (the loop may have closed and
+            // a new claim begun meanwhile: only this claim's ring closes).
+            self.queue.close_for(epoch);
+        }
         self.after_release(after, epoch);
     }
 
-    /// Asks to submit under claim `epoch`; false if the loop is closed for it.
+    /// A lane's producer asks to submit under claim `epoch`; false if the loop is closed for it.
+    /// (Other callers claim a position in the submission ring instead, `SubmitQueue::claim`.)
     #[inline]
     pub(crate) fn begin_submit(&self, epoch: u32) -> bool {
         let mut life = self.life.load(Ordering::Relaxed);
@@ -548,7 +563,7 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         true
     }
 
-    /// The index is in the ring (or the attempt was abandoned); `epoch` is the claim's. Wakes
+    /// The index is in the lane (or the attempt was abandoned); `epoch` is the claim's. Wakes
     /// the loop if it declared the intent to sleep (`handoff/wake.rs`): the wake rides on this
     /// release, one read-modify-write for both.
     #[inline]
@@ -560,7 +575,7 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         self.after_release(after, epoch);
     }
 
-    /// The word the wake protocol's intent lives in (the loop's arm and disarm).
+    /// The life word, which lanes release (the loop arms it too while lanes are registered).
     pub(crate) fn life_word(&self) -> &AtomicU64 {
         &self.life
     }
@@ -581,8 +596,9 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         }
     }
 
-    /// The loop of this claim is finished: closes submission, waits out callers mid-submit, and
-    /// hands every request still in the ring to `sweep`. Then releases the claim if no handle is
+    /// The loop of this claim is finished: closes submission, waits for the positions claimed
+    /// before that and for lane producers mid-submit, and hands every request still in the ring
+    /// to `sweep`. Then releases the claim if no handle is
     /// left (else the last handle does).
     pub(crate) fn close_loop(&self, lanes: &[&Lane<SLOTS>], mut sweep: impl FnMut(u32)) {
         // The loop thread's private paths end (after a panic too): its free slots go back to
@@ -593,15 +609,19 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
             self.free.push(index);
         }
 
-        // AcqRel: after this no `begin_submit` succeeds (its CAS sees CLOSED).
+        // AcqRel: after this no `begin_submit` succeeds (its CAS sees CLOSED), and no claim of a
+        // position in the ring (its compare-exchange sees the ring's CLOSED).
         self.life.fetch_or(CLOSED, Ordering::AcqRel);
+        self.queue.close();
         let panics = self.waiters.close_all(self.epoch());
         self.metrics.count_panics(panics);
-        // Callers counted in `submitting` finish their push in a few instructions. Acquire: pairs
-        // with their `end_submit` Release, so their pushes are visible to the sweep below.
+        // Lane producers counted in `submitting` finish their push in a few instructions.
+        // Acquire: pairs with their `end_submit` Release, so their pushes are visible below.
         while self.life.load(Ordering::Acquire) & SUBMITTING != 0 {
             std::thread::yield_now();
         }
+        // Every position below the final tail was claimed while open: its producer publishes
+        // it in a few instructions (or when it is scheduled again).
         while self.queue.len() != 0 {
             match self.queue.pop() {
                 Some(index) => sweep(index),
@@ -612,7 +632,7 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         while let Some(index) = self.local.pop() {
             sweep(index);
         }
-        // A lane's producer finished its push inside `submitting` too: what it pushed is there.
+        // A lane's producer finished its push inside `submitting`: what it pushed is there.
         for lane in lanes {
             while let Some(index) = lane.pop() {
                 sweep(index);

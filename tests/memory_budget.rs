@@ -54,7 +54,7 @@ fn r8(x: usize) -> usize {
 fn exact_formula(s: usize, r: usize, w: usize) -> usize {
     296 * s
         + (8 + r8(4 * s))
-        + (16 + 16 * s)
+        + (16 + 8 * s)
         + 248
         + (24 + 24 * s)
         + 8 * s
@@ -198,7 +198,7 @@ fn size_tables_match_size_of() {
                 let parts: Vec<usize> = row[1..].iter().map(|c| number(c)).collect();
                 let expected = [
                     296 * s,
-                    97 * s + 112,
+                    89 * s + 112,
                     16 * s + 8 * w + 2072,
                     166 * r + 40,
                     384,

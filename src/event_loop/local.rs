@@ -306,10 +306,10 @@ mod tests {
             .block_on(async move {
                 for _ in 0..16 {
                     // As if the loop had declared it may sleep: a cross-thread release would ring.
-                    wake::arm(storage.life_word());
+                    wake::arm(storage.queue.word());
                     handle.nop().await.unwrap();
                 }
-                wake::disarm(storage.life_word());
+                wake::disarm(storage.queue.word());
                 assert_eq!(
                     inside.get().wakeups,
                     0,

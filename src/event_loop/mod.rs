@@ -53,7 +53,7 @@ use crate::fault;
 use crate::fd::Fd;
 use crate::handoff::lane::Lane;
 use crate::handoff::loop_local::Window;
-use crate::handoff::wake::{self, decide_sleep, Sleeper};
+use crate::handoff::wake::{self, decide_sleep, Decision, Sleeper, GAP_WAIT};
 use crate::metrics::Counters;
 use crate::ring_features::RingFeatures;
 use crate::spin::Spin;
@@ -65,6 +65,9 @@ const FINAL_POLLS: usize = 1024;
 
 /// With `busy_poll`, the longest spin between two passes of the loop (which fire deadlines).
 const BUSY_POLL_PASS: Duration = Duration::from_millis(1);
+/// Polls of the submission ring's head before a loop that found a claimed, unpublished position
+/// naps (its producer is usually publishing as the loop looks).
+const NAP_POLLS: usize = 64;
 use table::Table;
 
 /// What a staging pass is for.
@@ -100,11 +103,20 @@ impl<const S: usize, const R: usize, const W: usize, L: local::Local> Sleeper
     for Idle<'_, S, R, W, L>
 {
     fn word(&self) -> &crate::loom::AtomicU64 {
-        self.event_loop.storage.life_word()
+        self.event_loop.storage.queue.word()
+    }
+
+    fn lane_word(&self) -> Option<&crate::loom::AtomicU64> {
+        // Lane producers release the life word (most loops register none).
+        (!self.t.lanes.is_empty()).then(|| self.event_loop.storage.life_word())
     }
 
     fn has_work(&mut self) -> bool {
         self.event_loop.has_work(self.t) || self.local.woken()
+    }
+
+    fn claimed(&self, armed: u64) -> bool {
+        self.event_loop.storage.queue.claimed_since(armed)
     }
 }
 
@@ -848,22 +860,45 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     }
 
     /// Arms the wake intent, rechecks, and sleeps in the kernel until a completion, a wake or
-    /// the next deadline.
+    /// the next deadline; or, over a position claimed before the arm and not yet published
+    /// (its producer owes no wake), naps: polls it a moment, then sleeps at most `GAP_WAIT`.
     fn sleep<L: local::Local>(&mut self, t: &mut Table<S, R, W>, local: &L) -> Result<(), Error> {
-        if !decide_sleep(&mut Idle {
+        let mut idle = Idle {
             event_loop: self,
             t,
             local,
-        }) {
+        };
+        let decision = decide_sleep(&mut idle);
+        if decision == Decision::Work {
             // `has_work` may have seen the last sender gone (with DEFER_TASKRUN its wake CQE is
             // not posted until the next GETEVENTS): have the next pass read the count.
             self.check_senders = true;
             return Ok(());
         }
+        let mut wait = self.next_deadline(t);
+        if decision == Decision::Nap {
+            // Its producer is most likely a few instructions from publishing.
+            for _ in 0..NAP_POLLS {
+                if self.storage.queue.has_ready() {
+                    self.disarm(t);
+                    return Ok(());
+                }
+                std::hint::spin_loop();
+            }
+            wait = Some(wait.map_or(GAP_WAIT, |w| w.min(GAP_WAIT)));
+        }
         self.batch.sleeping();
-        let slept = self.enter(1, self.next_deadline(t));
-        wake::disarm(self.storage.life_word());
+        let slept = self.enter(1, wait);
+        self.disarm(t);
         slept
+    }
+
+    /// Withdraws the sleep intent from the words `sleep` armed.
+    fn disarm(&self, t: &Table<S, R, W>) {
+        wake::disarm(self.storage.queue.word());
+        if !t.lanes.is_empty() {
+            wake::disarm(self.storage.life_word());
+        }
     }
 
     /// Something the loop should act on without sleeping.

@@ -51,9 +51,13 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
                 self.enter(0, None)?;
                 continue;
             }
+            // A position claimed before the ring closed and not yet published: its producer
+            // owes no wake (`wake.rs`), so look again soon.
+            let gap = self.storage.queue.len() != 0 && !self.storage.queue.has_ready();
             let wait = [remaining, self.next_deadline(t), self.mail_wait(t)]
                 .into_iter()
                 .flatten()
+                .chain(gap.then_some(crate::handoff::wake::GAP_WAIT))
                 .min();
             let start = Instant::now();
             self.enter(1, wait)?;

@@ -136,9 +136,9 @@ fn free_list_pop_push_allocate_nothing() {
 fn submit_queue_push_pop_allocate_nothing() {
     // Publishing to the loop and the loop consuming must not allocate, lap after lap.
     let queue = SubmitQueue::<64>::new();
-    queue.reset();
+    queue.reset(1);
     let n = allocations_of(|i| {
-        queue.push(i % 64);
+        assert!(!queue.publish(queue.claim(1).expect("open"), i % 64));
         queue.push((i + 1) % 64);
         assert!(queue.has_ready());
         assert_eq!(queue.pop(), Some(i % 64));
@@ -332,8 +332,8 @@ static STORAGE: Storage<64, 32, 1024> = Storage::new();
 
 #[test]
 fn storage_claim_publish_consume_free_cycle_allocates_nothing() {
-    // The whole syscall-free path of a request through a real storage: begin_submit, claim a
-    // slot, write it, push, publish, end_submit; the loop pops, admits, completes; the caller
+    // The whole syscall-free path of a request through a real storage: claim a slot and a ring
+    // position, write the slot, publish; the loop pops, admits, completes; the caller
     // takes the result and frees the slot (free_slot also checks for slot waiters).
     // The eventfd stays owned (and open) by the storage; nothing here rings it.
     let _eventfd = STORAGE.claim().expect("fresh storage");
@@ -345,7 +345,7 @@ fn storage_claim_publish_consume_free_cycle_allocates_nothing() {
         let index = STORAGE.free.pop().expect("a free slot");
         let slot = &STORAGE.slots[index as usize];
         slot.mark_filled();
-        assert!(STORAGE.begin_submit(epoch));
+        let position = STORAGE.queue.claim(epoch).expect("open");
         let buf = buffer.take().expect("buffer back");
         // SAFETY: FILLED: the caller owns the request.
         unsafe {
@@ -356,8 +356,10 @@ fn storage_claim_publish_consume_free_cycle_allocates_nothing() {
             })
         };
         slot.mark_queued(false);
-        STORAGE.queue.push(index);
-        STORAGE.end_submit(STORAGE.epoch());
+        assert!(
+            !STORAGE.queue.publish(position, index),
+            "not armed: no wake"
+        );
         slot.waker.register(&waker);
 
         // Loop.
@@ -415,7 +417,7 @@ fn stress(cycles: u64, limit: Duration) -> StressRun {
     let free = Arc::new(FreeList::<STRESS_SLOTS>::new());
     free.fill();
     let queue = Arc::new(SubmitQueue::<STRESS_SLOTS>::new());
-    queue.reset();
+    queue.reset(1);
     // owned[i]: index i is out of the free list (claimed by a producer, in the ring, or being
     // consumed). stamp[i]: producer << 32 | sequence of the push that carries i.
     let owned: Arc<[AtomicBool; STRESS_SLOTS]> =
@@ -456,9 +458,11 @@ fn stress(cycles: u64, limit: Duration) -> StressRun {
                         !owned[index as usize].swap(true, Ordering::Relaxed),
                         "index {index} handed out while owned"
                     );
-                    // Relaxed: the ring's Release push / Acquire pop must publish it.
+                    // The position first, as a submit takes it before writing its slot.
+                    let position = queue.claim(1).expect("the ring stays open");
+                    // Relaxed: the ring's Release publish / Acquire pop must publish it.
                     stamp[index as usize].store(p << 32 | seq, Ordering::Relaxed);
-                    queue.push(index);
+                    let _ = queue.publish(position, index);
                 }
             })
         })
@@ -550,6 +554,94 @@ fn stress_4x1m_every_slot_accounted_for() {
     // 0.5-2 s in a debug build on 2 cores, so it runs by default; the limit is only a hang guard.)
     let run = stress(1_000_000, Duration::from_secs(600));
     report("stress 4x1M", &run);
+}
+
+#[test]
+fn stress_close_while_claiming_strands_nothing() {
+    // Submitters claim positions and publish while the loop side pops and, at some point,
+    // closes the ring (`Storage::close_loop`): every position claimed before the close is
+    // published and swept, every claim after it is refused, nothing is popped twice. Rounds
+    // reopen the ring for a new epoch, as a new claim of the storage does; callers that still
+    // carry an old epoch are refused.
+    const PRODUCERS: u32 = 3;
+    const SLOTS: usize = 64;
+    let queue = Arc::new(SubmitQueue::<SLOTS>::new());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for round in 1..=200u32 {
+        queue.reset(round);
+        // In flight per producer at once: one (each holds a "slot" until the consumer pops it).
+        let accepted = Arc::new(AtomicU64::new(0));
+        let handed: Arc<[AtomicBool; SLOTS]> = Arc::new([const { AtomicBool::new(false) }; SLOTS]);
+        let producers: Vec<_> = (0..PRODUCERS)
+            .map(|p| {
+                let (queue, accepted, handed) = (queue.clone(), accepted.clone(), handed.clone());
+                std::thread::spawn(move || {
+                    // A stale caller's epoch is refused whatever the ring's state.
+                    assert!(
+                        queue.claim(round.wrapping_sub(1)).is_none(),
+                        "stale epoch claimed"
+                    );
+                    let index = p;
+                    loop {
+                        // Our index is ours again once the consumer popped it.
+                        while handed[index as usize].load(Ordering::Acquire) {
+                            std::hint::spin_loop();
+                        }
+                        let Some(position) = queue.claim(round) else {
+                            return;
+                        };
+                        handed[index as usize].store(true, Ordering::Relaxed);
+                        accepted.fetch_add(1, Ordering::Relaxed);
+                        let _ = queue.publish(position, index);
+                    }
+                })
+            })
+            .collect();
+        let mut popped = 0u64;
+        let close_after = 100 + u64::from(round) * 37 % 2000;
+        while popped < close_after {
+            assert!(
+                Instant::now() < deadline,
+                "close stress round {round} stuck"
+            );
+            if let Some(index) = queue.pop() {
+                popped += 1;
+                assert!(
+                    handed[index as usize].swap(false, Ordering::Release),
+                    "popped twice"
+                );
+            }
+        }
+        // The loop closes and sweeps to the final position, as `close_loop` does.
+        let last = queue.close();
+        while queue.len() != 0 {
+            assert!(Instant::now() < deadline, "sweep of round {round} stuck");
+            match queue.pop() {
+                Some(index) => {
+                    popped += 1;
+                    assert!(
+                        handed[index as usize].swap(false, Ordering::Release),
+                        "swept twice"
+                    );
+                }
+                None => std::thread::yield_now(),
+            }
+        }
+        for p in producers {
+            p.join().expect("producer panicked");
+        }
+        assert_eq!(
+            popped,
+            accepted.load(Ordering::Relaxed),
+            "an accepted push was lost"
+        );
+        assert_eq!(
+            u64::from(last),
+            popped,
+            "the final position counts every claim"
+        );
+        assert!(queue.claim(round).is_none(), "a closed ring took a claim");
+    }
 }
 
 #[test]

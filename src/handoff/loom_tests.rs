@@ -27,7 +27,7 @@ use crate::handoff::free_list::FreeList;
 use crate::handoff::slot::{Caller, Finish, Leave, Slot, DONE, FREE};
 use crate::handoff::submit_queue::SubmitQueue;
 use crate::handoff::wait_list::{Notify, WaitList, WaitState, Waiter};
-use crate::handoff::wake::{self, decide_sleep, Sleeper};
+use crate::handoff::wake::{self, decide_sleep, Decision, Sleeper};
 use crate::handoff::waker_cell::WakerCell;
 use crate::loom::AtomicU64;
 use ::loom::sync::Arc;
@@ -182,7 +182,7 @@ fn loom_free_list_three_threads_contend() {
 fn loom_submit_queue_two_producers_fifo_exactly_once() {
     model(3, || {
         let queue = Arc::new(SubmitQueue::<4>::new());
-        queue.reset();
+        queue.reset(0);
         let payload = Arc::new([0u32; 4].map(::loom::cell::UnsafeCell::new));
         let producers: Vec<_> = (0..2u32)
             .map(|p| {
@@ -259,7 +259,7 @@ fn loom_submit_queue_wraps_with_recycled_indices() {
     WRAPPED.store(0, SeqCst);
     model(3, || {
         let queue = Arc::new(SubmitQueue::<2>::new());
-        queue.reset();
+        queue.reset(0);
         let free = Arc::new(FreeList::<2>::new());
         free.fill();
         let payload = Arc::new([
@@ -609,47 +609,49 @@ fn loom_waker_cell_two_wakers_deliver_once() {
     });
 }
 
-/// One producer's share of `submitting` in a wake model's life word (as `Storage`'s).
-const ONE_SUBMIT: u64 = 1 << 32;
+/// A submitter's whole protocol on the ring (`Op::route` and `Op::hand_over`): claim a position
+/// under claim `epoch`, publish `index`, and take the intent if the claim saw it. `None`: the
+/// ring was closed (or another claim's); else whether this submitter wrote the eventfd.
+fn submit<const N: usize>(queue: &SubmitQueue<N>, epoch: u32, index: u32) -> Option<bool> {
+    let position = queue.claim(epoch)?;
+    Some(queue.publish(position, index) && wake::take_intent(queue.word()))
+}
 
-/// The loop of a wake model: its submission ring and the life word the producers release.
+/// The loop of a wake model: its submission ring, whose tail word holds the intent.
 struct ModelLoop<'a, const N: usize> {
     queue: &'a SubmitQueue<N>,
-    word: &'a AtomicU64,
 }
 
 impl<const N: usize> Sleeper for ModelLoop<'_, N> {
     fn word(&self) -> &AtomicU64 {
-        self.word
+        self.queue.word()
     }
     fn has_work(&mut self) -> bool {
         self.queue.has_ready()
     }
+    fn claimed(&self, armed: u64) -> bool {
+        self.queue.claimed_since(armed)
+    }
 }
 
 /// The loop's side of the wake protocol, once: drain, then the loop's own decision
-/// (`decide_sleep`: arm, recheck), then sleep or drain again.
-/// Returns (slept, queue.len() seen when deciding to sleep).
-fn loop_once<const N: usize>(
-    queue: &SubmitQueue<N>,
-    word: &AtomicU64,
-    consumed: &mut Vec<u32>,
-) -> (bool, usize) {
+/// (`decide_sleep`: arm, recheck), then drain again unless it decided to sleep or nap.
+fn loop_once<const N: usize>(queue: &SubmitQueue<N>, consumed: &mut Vec<u32>) -> Decision {
     while let Some(index) = queue.pop() {
         consumed.push(index);
     }
-    if decide_sleep(&mut ModelLoop { queue, word }) {
-        (true, queue.len())
-    } else {
+    let decision = decide_sleep(&mut ModelLoop { queue });
+    if decision == Decision::Work {
         while let Some(index) = queue.pop() {
             consumed.push(index);
         }
-        (false, 0)
     }
+    decision
 }
 
-/// Checks the outcome of a wake-protocol model: a loop that slept while pushes it had not
-/// consumed existed must have been rung, and after the ring everything is consumable.
+/// Checks the outcome of a wake-protocol model: a loop that slept (without a bound) while
+/// pushes it had not consumed existed must have been rung, and after the ring (or the nap's
+/// timeout) everything is consumable.
 fn check_no_lost_wakeup<const N: usize>(
     queue: &SubmitQueue<N>,
     mut consumed: Vec<u32>,
@@ -671,65 +673,55 @@ fn check_no_lost_wakeup<const N: usize>(
     assert_eq!(consumed, expected, "every push is consumed exactly once");
 }
 
-/// **Wake protocol, one producer (no lost wake-up).** Producer (counted in the life word's
-/// `submitting`, as `begin_submit` leaves it): `queue.push(0)` then its release
-/// (`wake::release`, `Storage::end_submit`), ringing the eventfd when it saw the intent. Loop:
-/// drain, `arm()`, recheck `has_ready()`, sleep if nothing is ready. Proves: in every
-/// interleaving and every value the memory model allows the recheck to read, if the loop goes to
-/// sleep without the push, the producer's release saw the intent bit and rang.
+/// **Wake protocol, one producer (no lost wake-up).** Producer: its claim of a ring position
+/// (one compare-exchange of the tail word, which reads the intent), its publish, and the take
+/// of the intent if the claim saw it, ringing the eventfd. Loop: drain, `arm()` (on the same
+/// word), recheck: ready work, a claimed but unpublished position (nap), or sleep. Proves: in
+/// every interleaving and every value the memory model allows the recheck to read, if the loop
+/// goes to sleep without the push, the producer's claim saw the intent bit and rang.
 #[test]
 fn loom_wake_no_lost_wakeup_single_producer() {
     model(3, || {
         let queue = Arc::new(SubmitQueue::<2>::new());
-        queue.reset();
-        let word = Arc::new(AtomicU64::new(ONE_SUBMIT));
+        queue.reset(1);
         let producer = {
-            let (queue, word) = (queue.clone(), word.clone());
-            thread::spawn(move || {
-                queue.push(0);
-                wake::release(&word, ONE_SUBMIT).1
-            })
+            let queue = queue.clone();
+            thread::spawn(move || submit(&queue, 1, 0).expect("open"))
         };
         let mut consumed = Vec::new();
-        let (slept, _) = loop_once(&queue, &word, &mut consumed);
+        let decision = loop_once(&queue, &mut consumed);
         let rang = producer.join().unwrap();
-        assert_eq!(word.load(SeqCst) & !wake::INTENT, 0, "the producer left");
-        check_no_lost_wakeup(&queue, consumed, slept, rang, &[0]);
+        check_no_lost_wakeup(&queue, consumed, decision == Decision::Sleep, rang, &[0]);
     });
 }
 
-/// Executions of [`loom_wake_stalled_producer_does_not_need_spin`] in which the loop slept while a
-/// position was claimed but unwritten (the stalled-producer shape).
+/// Executions of [`loom_wake_stalled_producer_makes_the_loop_nap`] in which the loop found a
+/// position claimed before its arm but unwritten (the stalled-producer shape) and napped.
 static STALLED_SHAPES: StdUsize = StdUsize::new(0);
 
-/// **Wake protocol, stalled producer.** Two producers push and release while the loop runs once.
-/// Among the interleavings is the one where producer 0 has claimed its ring position but not
-/// written it while producer 1 finishes its push and releases (before the loop arms, so its
-/// release does not ring): the head position is unwritten, the loop sees nothing ready and sleeps
-/// without spinning. Proves: in every interleaving, a loop that sleeps with pushes unconsumed has
-/// been rung by some producer (here, the stalled one after it resumes), and after the ring the
-/// loop gets both indices; and at most one producer writes the eventfd for the loop's one arm
-/// (the first to see the intent takes it). The model also counts that the stalled shape (the loop sleeping with
-/// `len() > 0`) was actually explored.
+/// **Wake protocol, stalled producer.** Two producers submit while the loop runs once. Among
+/// the interleavings is the one where producer 0 has claimed its position but not written it
+/// while producer 1 finishes (before the loop arms, so it owes no wake): the head position is
+/// unwritten, and producer 0 (claimed before the arm) owes none either. Proves: in every
+/// interleaving, a loop that sleeps without a bound with pushes unconsumed has been rung by some
+/// producer; a loop over a claimed, unwritten position naps instead (the shape is counted and
+/// must be explored); after the ring or the nap the loop gets both indices; and at most one
+/// producer writes the eventfd for the loop's one arm (the first to see the intent takes it).
 #[test]
-fn loom_wake_stalled_producer_does_not_need_spin() {
+fn loom_wake_stalled_producer_makes_the_loop_nap() {
     STALLED_SHAPES.store(0, SeqCst);
     model(3, || {
         let queue = Arc::new(SubmitQueue::<2>::new());
-        queue.reset();
-        let word = Arc::new(AtomicU64::new(2 * ONE_SUBMIT));
+        queue.reset(1);
         let producers: Vec<_> = (0..2u32)
             .map(|i| {
-                let (queue, word) = (queue.clone(), word.clone());
-                thread::spawn(move || {
-                    queue.push(i);
-                    wake::release(&word, ONE_SUBMIT).1
-                })
+                let queue = queue.clone();
+                thread::spawn(move || submit(&queue, 1, i).expect("open"))
             })
             .collect();
         let mut consumed = Vec::new();
-        let (slept, len_when_sleeping) = loop_once(&queue, &word, &mut consumed);
-        if slept && len_when_sleeping > 0 {
+        let decision = loop_once(&queue, &mut consumed);
+        if decision == Decision::Nap {
             STALLED_SHAPES.fetch_add(1, SeqCst);
         }
         let rings = producers
@@ -739,14 +731,91 @@ fn loom_wake_stalled_producer_does_not_need_spin() {
             .count();
         // The loop arms once: the first producer to see the intent takes it.
         assert!(rings <= 1, "one intent, one eventfd write: {rings} writes");
-        let rang = rings == 1;
-        assert_eq!(word.load(SeqCst) & !wake::INTENT, 0, "both producers left");
-        check_no_lost_wakeup(&queue, consumed, slept, rang, &[0, 1]);
+        let slept = decision == Decision::Sleep;
+        check_no_lost_wakeup(&queue, consumed, slept, rings == 1, &[0, 1]);
     });
     assert!(
         STALLED_SHAPES.load(SeqCst) > 0,
-        "the model never explored a loop sleeping over a claimed, unwritten position"
+        "the model never explored a loop napping over a claimed, unwritten position"
     );
+}
+
+/// **Close against submitters.** Two producers submit under the ring's claim while the loop
+/// closes it (`SubmitQueue::close`, as `Storage::close_loop`) and sweeps up to the final position
+/// (yielding on a claimed, unwritten one). Proves: every submit that got a position is swept
+/// exactly once, every other was refused, the final position counts exactly the accepted ones,
+/// and no claim succeeds after the close.
+#[test]
+fn loom_close_strands_no_claimed_submit() {
+    model(3, || {
+        let queue = Arc::new(SubmitQueue::<2>::new());
+        queue.reset(1);
+        let producers: Vec<_> = (0..2u32)
+            .map(|i| {
+                let queue = queue.clone();
+                thread::spawn(move || submit(&queue, 1, i).is_some())
+            })
+            .collect();
+        let last = queue.close();
+        let mut swept = Vec::new();
+        while queue.len() != 0 {
+            match queue.pop() {
+                Some(index) => swept.push(index),
+                None => thread::yield_now(),
+            }
+        }
+        assert!(queue.claim(1).is_none(), "a claim after the close");
+        let accepted: Vec<u32> = producers
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.join().unwrap().then_some(i as u32))
+            .collect();
+        swept.sort_unstable();
+        assert_eq!(
+            swept, accepted,
+            "each accepted submit swept once, nothing else"
+        );
+        assert_eq!(
+            last as usize,
+            accepted.len(),
+            "the final position counts the claims"
+        );
+        assert_eq!(queue.pop(), None);
+    });
+}
+
+/// **A stale caller against a new claim.** A caller of claim 1 submits while the storage's loop
+/// closes claim 1, sweeps it, and the storage is claimed again (`reset(2)`) and submitted to.
+/// Proves: the stale submit is either accepted by claim 1 (and swept before the reset) or
+/// refused; it never lands in claim 2's ring, whatever it read of the tail word.
+#[test]
+fn loom_stale_epoch_never_enters_a_new_claim() {
+    model(3, || {
+        let queue = Arc::new(SubmitQueue::<2>::new());
+        queue.reset(1);
+        let stale = {
+            let queue = queue.clone();
+            thread::spawn(move || submit(&queue, 1, 7).is_some())
+        };
+        queue.close();
+        let mut swept = Vec::new();
+        while queue.len() != 0 {
+            match queue.pop() {
+                Some(index) => swept.push(index),
+                None => thread::yield_now(),
+            }
+        }
+        queue.reset(2);
+        assert_eq!(
+            submit(&queue, 2, 3),
+            Some(false),
+            "the new claim takes requests"
+        );
+        let accepted = stale.join().unwrap();
+        assert_eq!(swept, if accepted { vec![7] } else { vec![] });
+        assert_eq!(queue.pop(), Some(3));
+        assert_eq!(queue.pop(), None, "the stale request entered the new claim");
+    });
 }
 
 /// **Wait list: a freed slot is never missed by a waiter that registers concurrently.** One

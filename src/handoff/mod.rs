@@ -3,9 +3,9 @@
 //! that the loom models below check the code that ships.
 //!
 //! ```text
-//! caller: free_list.pop ─▶ slot (FILLED ─▶ QUEUED) ─▶ submit_queue.push ─▶ wake::release
-//!         (none free: wait_list, FIFO hand-over)                             │ eventfd if armed
-//!         (a LaneHandle: lane.push instead, one producer, no claim on the shared ring)
+//! caller: free_list.pop ─▶ submit_queue.claim ─▶ slot (FILLED ─▶ QUEUED) ─▶ submit_queue.publish
+//!         (none free: wait_list, FIFO hand-over)          eventfd if the claim saw the intent ◀─┘
+//!         (a LaneHandle: lane.push instead, one producer, counted in the life word: wake::release)
 //! loop:   submit_queue.pop ─▶ slot (ACTIVE ─▶ DONE) ─▶ waker_cell / futex ─▶ caller takes the
 //!         result ─▶ free_list.push ─▶ wait_list hands the slot to the oldest waiter
 //! on the loop thread (`loop_local`): a private free stack and a private queue instead of the
