@@ -28,6 +28,8 @@
 
 mod batch;
 mod fifo;
+#[cfg(all(test, not(loom)))]
+mod gap_tests;
 pub(crate) mod held;
 pub(crate) mod id;
 pub(crate) mod local;
