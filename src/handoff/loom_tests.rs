@@ -740,6 +740,99 @@ fn loom_wake_stalled_producer_makes_the_loop_nap() {
     );
 }
 
+/// The loop of the two-word wake model: the ring (its tail word) and a lane whose producer
+/// releases the life word, both armed (as `EventLoop::sleep` does while lanes are registered).
+struct TwoWordLoop<'a> {
+    queue: &'a SubmitQueue<2>,
+    lane: &'a crate::handoff::lane::Lane<2>,
+    life: &'a AtomicU64,
+}
+
+impl Sleeper for TwoWordLoop<'_> {
+    fn word(&self) -> &AtomicU64 {
+        self.queue.word()
+    }
+    fn lane_word(&self) -> Option<&AtomicU64> {
+        Some(self.life)
+    }
+    fn has_work(&mut self) -> bool {
+        self.queue.has_ready() || self.lane.has_ready()
+    }
+    fn claimed(&self, armed: u64) -> bool {
+        self.queue.claimed_since(armed)
+    }
+}
+
+/// **Wake protocol, a ring submitter and a lane producer.** The ring submitter claims, publishes
+/// and takes the tail word's intent; the lane producer (counted in the life word's
+/// `submitting`, as `begin_submit` leaves it) pushes into its lane and releases the life word
+/// (`end_submit`). The loop drains both, arms both words and rechecks. Proves: a loop that
+/// sleeps without a bound with either push unconsumed was rung by that push's producer (each
+/// word's intent is taken by the one that saw it), and after the rings everything arrives.
+#[test]
+fn loom_wake_lane_and_ring_submitters_both_ring() {
+    use crate::handoff::lane::Lane;
+    model(3, || {
+        let queue = Arc::new(SubmitQueue::<2>::new());
+        queue.reset(1);
+        let lane = Arc::new(Lane::<2>::new());
+        let life = Arc::new(AtomicU64::new(ONE_SUBMIT));
+        let ring_submitter = {
+            let queue = queue.clone();
+            thread::spawn(move || submit(&queue, 1, 0).expect("open"))
+        };
+        let lane_producer = {
+            let (lane, life) = (lane.clone(), life.clone());
+            thread::spawn(move || {
+                lane.push(1);
+                wake::release(&life, ONE_SUBMIT).1
+            })
+        };
+        let mut consumed = Vec::new();
+        let drain = |consumed: &mut Vec<u32>| {
+            while let Some(index) = queue.pop().or_else(|| lane.pop()) {
+                consumed.push(index);
+            }
+        };
+        drain(&mut consumed);
+        let decision = decide_sleep(&mut TwoWordLoop {
+            queue: &queue,
+            lane: &lane,
+            life: &life,
+        });
+        if decision == Decision::Work {
+            drain(&mut consumed);
+        }
+        let rang = [
+            ring_submitter.join().unwrap(),
+            lane_producer.join().unwrap(),
+        ];
+        if decision == Decision::Sleep {
+            let missing_ring = !consumed.contains(&0);
+            let missing_lane = !consumed.contains(&1);
+            assert!(
+                !missing_ring || rang[0],
+                "lost wake-up: the ring push, no ring"
+            );
+            assert!(
+                !missing_lane || rang[1],
+                "lost wake-up: the lane push, no ring"
+            );
+        }
+        drain(&mut consumed);
+        consumed.sort_unstable();
+        assert_eq!(consumed, [0, 1], "every push is consumed exactly once");
+        assert_eq!(
+            life.load(SeqCst) & !wake::INTENT,
+            0,
+            "the lane producer left"
+        );
+    });
+}
+
+/// One lane producer's share of `submitting` in the two-word model's life word (as `Storage`'s).
+const ONE_SUBMIT: u64 = 1 << 32;
+
 /// **Close against submitters.** Two producers submit under the ring's claim while the loop
 /// closes it (`SubmitQueue::close`, as `Storage::close_loop`) and sweeps up to the final position
 /// (yielding on a claimed, unwritten one). Proves: every submit that got a position is swept
