@@ -617,6 +617,35 @@ fn submit<const N: usize>(queue: &SubmitQueue<N>, epoch: u32, index: u32) -> Opt
     Some(queue.publish(position, index) && wake::take_intent(queue.word()))
 }
 
+/// A ring open for claim 1 and a thread submitting `index` to it under claim `epoch`
+/// ([`submit`]'s answer).
+fn ring_with_submitter(
+    epoch: u32,
+    index: u32,
+) -> (Arc<SubmitQueue<2>>, thread::JoinHandle<Option<bool>>) {
+    let queue = Arc::new(SubmitQueue::<2>::new());
+    queue.reset(1);
+    let submitter = {
+        let queue = queue.clone();
+        thread::spawn(move || submit(&queue, epoch, index))
+    };
+    (queue, submitter)
+}
+
+/// The loop's close (`Storage::close_loop`): close the ring, then sweep every position claimed
+/// before it (yielding on one claimed but unwritten). Returns the final position and the sweep.
+fn close_and_sweep<const N: usize>(queue: &SubmitQueue<N>) -> (u32, Vec<u32>) {
+    let last = queue.close();
+    let mut swept = Vec::new();
+    while queue.len() != 0 {
+        match queue.pop() {
+            Some(index) => swept.push(index),
+            None => thread::yield_now(),
+        }
+    }
+    (last, swept)
+}
+
 /// The loop of a wake model: its submission ring, whose tail word holds the intent.
 struct ModelLoop<'a, const N: usize> {
     queue: &'a SubmitQueue<N>,
@@ -682,15 +711,10 @@ fn check_no_lost_wakeup<const N: usize>(
 #[test]
 fn loom_wake_no_lost_wakeup_single_producer() {
     model(3, || {
-        let queue = Arc::new(SubmitQueue::<2>::new());
-        queue.reset(1);
-        let producer = {
-            let queue = queue.clone();
-            thread::spawn(move || submit(&queue, 1, 0).expect("open"))
-        };
+        let (queue, producer) = ring_with_submitter(1, 0);
         let mut consumed = Vec::new();
         let decision = loop_once(&queue, &mut consumed);
-        let rang = producer.join().unwrap();
+        let rang = producer.join().unwrap().expect("open");
         check_no_lost_wakeup(&queue, consumed, decision == Decision::Sleep, rang, &[0]);
     });
 }
@@ -849,14 +873,7 @@ fn loom_close_strands_no_claimed_submit() {
                 thread::spawn(move || submit(&queue, 1, i).is_some())
             })
             .collect();
-        let last = queue.close();
-        let mut swept = Vec::new();
-        while queue.len() != 0 {
-            match queue.pop() {
-                Some(index) => swept.push(index),
-                None => thread::yield_now(),
-            }
-        }
+        let (last, mut swept) = close_and_sweep(&queue);
         assert!(queue.claim(1).is_none(), "a claim after the close");
         let accepted: Vec<u32> = producers
             .into_iter()
@@ -884,27 +901,15 @@ fn loom_close_strands_no_claimed_submit() {
 #[test]
 fn loom_stale_epoch_never_enters_a_new_claim() {
     model(3, || {
-        let queue = Arc::new(SubmitQueue::<2>::new());
-        queue.reset(1);
-        let stale = {
-            let queue = queue.clone();
-            thread::spawn(move || submit(&queue, 1, 7).is_some())
-        };
-        queue.close();
-        let mut swept = Vec::new();
-        while queue.len() != 0 {
-            match queue.pop() {
-                Some(index) => swept.push(index),
-                None => thread::yield_now(),
-            }
-        }
+        let (queue, stale) = ring_with_submitter(1, 7);
+        let (_, swept) = close_and_sweep(&queue);
         queue.reset(2);
         assert_eq!(
             submit(&queue, 2, 3),
             Some(false),
             "the new claim takes requests"
         );
-        let accepted = stale.join().unwrap();
+        let accepted = stale.join().unwrap().is_some();
         assert_eq!(swept, if accepted { vec![7] } else { vec![] });
         assert_eq!(queue.pop(), Some(3));
         assert_eq!(queue.pop(), None, "the stale request entered the new claim");
