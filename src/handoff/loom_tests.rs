@@ -617,19 +617,22 @@ fn submit<const N: usize>(queue: &SubmitQueue<N>, epoch: u32, index: u32) -> Opt
     Some(queue.publish(position, index) && wake::take_intent(queue.word()))
 }
 
-/// A ring open for claim 1 and a thread submitting `index` to it under claim `epoch`
-/// ([`submit`]'s answer).
-fn ring_with_submitter(
+/// A ring open for claim 1 and one thread per index submitting it under claim `epoch` (each
+/// joins with [`submit`]'s answer).
+fn ring_with_submitters(
     epoch: u32,
-    index: u32,
-) -> (Arc<SubmitQueue<2>>, thread::JoinHandle<Option<bool>>) {
+    indices: &[u32],
+) -> (Arc<SubmitQueue<2>>, Vec<thread::JoinHandle<Option<bool>>>) {
     let queue = Arc::new(SubmitQueue::<2>::new());
     queue.reset(1);
-    let submitter = {
-        let queue = queue.clone();
-        thread::spawn(move || submit(&queue, epoch, index))
-    };
-    (queue, submitter)
+    let submitters = indices
+        .iter()
+        .map(|&index| {
+            let queue = queue.clone();
+            thread::spawn(move || submit(&queue, epoch, index))
+        })
+        .collect();
+    (queue, submitters)
 }
 
 /// The loop's close (`Storage::close_loop`): close the ring, then sweep every position claimed
@@ -711,10 +714,10 @@ fn check_no_lost_wakeup<const N: usize>(
 #[test]
 fn loom_wake_no_lost_wakeup_single_producer() {
     model(3, || {
-        let (queue, producer) = ring_with_submitter(1, 0);
+        let (queue, mut producers) = ring_with_submitters(1, &[0]);
         let mut consumed = Vec::new();
         let decision = loop_once(&queue, &mut consumed);
-        let rang = producer.join().unwrap().expect("open");
+        let rang = producers.pop().unwrap().join().unwrap().expect("open");
         check_no_lost_wakeup(&queue, consumed, decision == Decision::Sleep, rang, &[0]);
     });
 }
@@ -735,14 +738,7 @@ static STALLED_SHAPES: StdUsize = StdUsize::new(0);
 fn loom_wake_stalled_producer_makes_the_loop_nap() {
     STALLED_SHAPES.store(0, SeqCst);
     model(3, || {
-        let queue = Arc::new(SubmitQueue::<2>::new());
-        queue.reset(1);
-        let producers: Vec<_> = (0..2u32)
-            .map(|i| {
-                let queue = queue.clone();
-                thread::spawn(move || submit(&queue, 1, i).expect("open"))
-            })
-            .collect();
+        let (queue, producers) = ring_with_submitters(1, &[0, 1]);
         let mut consumed = Vec::new();
         let decision = loop_once(&queue, &mut consumed);
         if decision == Decision::Nap {
@@ -750,7 +746,7 @@ fn loom_wake_stalled_producer_makes_the_loop_nap() {
         }
         let rings = producers
             .into_iter()
-            .map(|p| p.join().unwrap())
+            .map(|p| p.join().unwrap().expect("open"))
             .filter(|&rang| rang)
             .count();
         // The loop arms once: the first producer to see the intent takes it.
@@ -865,20 +861,13 @@ const ONE_SUBMIT: u64 = 1 << 32;
 #[test]
 fn loom_close_strands_no_claimed_submit() {
     model(3, || {
-        let queue = Arc::new(SubmitQueue::<2>::new());
-        queue.reset(1);
-        let producers: Vec<_> = (0..2u32)
-            .map(|i| {
-                let queue = queue.clone();
-                thread::spawn(move || submit(&queue, 1, i).is_some())
-            })
-            .collect();
+        let (queue, producers) = ring_with_submitters(1, &[0, 1]);
         let (last, mut swept) = close_and_sweep(&queue);
         assert!(queue.claim(1).is_none(), "a claim after the close");
         let accepted: Vec<u32> = producers
             .into_iter()
             .enumerate()
-            .filter_map(|(i, p)| p.join().unwrap().then_some(i as u32))
+            .filter_map(|(i, p)| p.join().unwrap().map(|_| i as u32))
             .collect();
         swept.sort_unstable();
         assert_eq!(
@@ -901,7 +890,7 @@ fn loom_close_strands_no_claimed_submit() {
 #[test]
 fn loom_stale_epoch_never_enters_a_new_claim() {
     model(3, || {
-        let (queue, stale) = ring_with_submitter(1, 7);
+        let (queue, mut stale) = ring_with_submitters(1, &[7]);
         let (_, swept) = close_and_sweep(&queue);
         queue.reset(2);
         assert_eq!(
@@ -909,7 +898,7 @@ fn loom_stale_epoch_never_enters_a_new_claim() {
             Some(false),
             "the new claim takes requests"
         );
-        let accepted = stale.join().unwrap().is_some();
+        let accepted = stale.pop().unwrap().join().unwrap().is_some();
         assert_eq!(swept, if accepted { vec![7] } else { vec![] });
         assert_eq!(queue.pop(), Some(3));
         assert_eq!(queue.pop(), None, "the stale request entered the new claim");
