@@ -18,7 +18,9 @@
 //!   takes a position; it learns in the same step whether the loop declared it may sleep. The
 //!   loop closes the ring with one `fetch_or` (`close`): every position claimed before it is
 //!   below the final tail and will be published, none after it is taken. Nothing else counts
-//!   the submitters.
+//!   the submitters. The epoch is the claim's low 29 bits: a caller stale by a multiple of 2^29
+//!   claims of one storage would be taken by the current loop instead of refused (its slot is
+//!   still one of the storage's: nothing unsafe, and 2^29 claims take days at any claim rate).
 //!
 //! Each cell carries a sequence stamp. For position `p` (cell `p % N`, positions wrap at 2^32,
 //! and `N <= 2^31`): stamp `p` means "empty, ready for the producer of `p`"; stamp `p + 1`
