@@ -20,7 +20,7 @@
 //!   below the final tail and will be published, none after it is taken. Nothing else counts
 //!   the submitters. The epoch is the claim's low 29 bits: a caller stale by a multiple of 2^29
 //!   claims of one storage would be taken by the current loop instead of refused (its slot is
-//!   still one of the storage's: nothing unsafe, and 2^29 claims take days at any claim rate).
+//!   still one of the storage's: nothing unsafe; 2^29 claims, each a ring setup, take hours).
 //!
 //! Each cell carries a sequence stamp. For position `p` (cell `p % N`, positions wrap at 2^32,
 //! and `N <= 2^31`): stamp `p` means "empty, ready for the producer of `p`"; stamp `p + 1`
