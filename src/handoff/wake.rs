@@ -145,6 +145,7 @@ pub(crate) enum Decision {
 /// `Sleep` the intent stays armed, so every later claim or release rings (`disarm_all` after the
 /// sleep). The one implementation of the decision: `EventLoop` calls it before each sleep, and the
 /// loom models of the protocol call it too.
+#[inline]
 pub(crate) fn decide_sleep(loop_side: &mut impl Sleeper) -> Decision {
     if let Some(word) = loop_side.lane_word() {
         arm(word);
