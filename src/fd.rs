@@ -1,7 +1,8 @@
 //! [`Fd`]: a descriptor kept open for as long as an operation may use it.
 
 use std::fmt;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::num::NonZeroU32;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
 
 /// A shared file descriptor that an operation holds until the kernel is done with it.
@@ -12,15 +13,22 @@ use std::sync::Arc;
 /// unrelated open, while an SQE naming it is in the kernel. Converting an `Arc` is an unsizing
 /// coercion and cloning an `Fd` a reference count: no allocation.
 ///
+/// A descriptor the process keeps open for good ([`Fd::from_static`], [`Fd::leak`]) needs no
+/// reference count at all: cloning such an `Fd`, and each operation that holds one, is a copy
+/// (no locked read-modify-write on the operation's path).
+///
 /// An `Fd` returned by [`EventLoop::register_file`](crate::EventLoop::register_file) also names
 /// the descriptor's index in that loop's registered-file table: that loop's SQEs use the index
 /// (`IOSQE_FIXED_FILE`); any other loop uses the descriptor as usual.
 #[derive(Clone)]
 pub struct Fd {
-    raw: RawFd,
+    /// The descriptor's number, bitwise inverted: never 0, since `AsFd` never gives -1, which
+    /// leaves `Option<Fd>` a niche (a request's optional descriptor costs no tag).
+    raw: NonZeroU32,
     /// Index in the registered-file table of the loop that registered it, or `NOT_FIXED`.
     fixed: u32,
-    owner: Arc<dyn AsFd + Send + Sync>,
+    /// What keeps the descriptor open; `None`: a `'static` owner, never dropped.
+    owner: Option<Arc<dyn AsFd + Send + Sync>>,
 }
 
 /// `Fd::fixed` of a descriptor no loop registered.
@@ -28,8 +36,9 @@ const NOT_FIXED: u32 = u32::MAX;
 
 impl Fd {
     /// The descriptor number, valid while this `Fd` lives.
+    #[inline]
     pub fn as_raw_fd(&self) -> RawFd {
-        self.raw
+        !self.raw.get() as RawFd
     }
 
     /// The index a loop registered this descriptor under, if this `Fd` came from
@@ -46,25 +55,67 @@ impl Fd {
         }
     }
 
-    /// True when both keep the same owner alive (so they name the same open descriptor).
+    /// A descriptor owned by a `'static` value, which is never dropped, so the descriptor stays
+    /// open for the rest of the process: the `Fd` holds no reference count, and neither do its
+    /// clones nor the operations that use it. For descriptors a service keeps for good (its data
+    /// files, long-lived connections); one that comes and goes belongs in an `Arc`.
+    ///
+    /// ```
+    /// # use static_uring::{Config, Fd, IoBufMut};
+    /// use std::sync::OnceLock;
+    /// static EXE: OnceLock<std::fs::File> = OnceLock::new();
+    /// let fd = Fd::from_static(EXE.get_or_init(|| std::fs::File::open("/proc/self/exe").unwrap()));
+    /// # let (handle, event_loop) = static_uring::new::<8, 8, 64>(Config::default()).unwrap();
+    /// # let thread = std::thread::spawn(move || event_loop.run());
+    /// let buf = handle.read_at(&fd, 1, IoBufMut::with_capacity(3)).limit(3).wait().unwrap();
+    /// assert_eq!(&buf[..], b"ELF");
+    /// # drop(handle);
+    /// # thread.join().unwrap().unwrap();
+    /// ```
+    pub fn from_static<T: AsFd + Send + Sync + 'static>(owner: &'static T) -> Fd {
+        Fd {
+            raw: invert(owner.as_fd()),
+            fixed: NOT_FIXED,
+            owner: None,
+        }
+    }
+
+    /// [`from_static`](Self::from_static) for an owner given by value: it is leaked (one
+    /// allocation, here, never freed), so its descriptor is never closed.
+    pub fn leak<T: AsFd + Send + Sync + 'static>(owner: T) -> Fd {
+        Fd::from_static(Box::leak(Box::new(owner)))
+    }
+
+    /// True when both keep the same owner alive (so they name the same open descriptor). Two
+    /// `'static` owners open at once never share a number: theirs is the identity.
     pub(crate) fn same_owner(&self, other: &Fd) -> bool {
-        std::ptr::addr_eq(Arc::as_ptr(&self.owner), Arc::as_ptr(&other.owner))
+        match (&self.owner, &other.owner) {
+            (Some(a), Some(b)) => std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b)),
+            (None, None) => self.raw == other.raw,
+            _ => false,
+        }
     }
 }
 
 impl AsRawFd for Fd {
+    #[inline]
     fn as_raw_fd(&self) -> RawFd {
-        self.raw
+        Fd::as_raw_fd(self)
     }
+}
+
+/// `Fd::raw` of a descriptor.
+fn invert(fd: BorrowedFd<'_>) -> NonZeroU32 {
+    // A `BorrowedFd` is never -1 (its type rules it out), so the inverse is never 0.
+    NonZeroU32::new(!(fd.as_raw_fd() as u32)).expect("a BorrowedFd is never -1")
 }
 
 impl<T: AsFd + Send + Sync + 'static> From<Arc<T>> for Fd {
     fn from(owner: Arc<T>) -> Self {
-        let raw = owner.as_fd().as_raw_fd();
         Fd {
-            raw,
+            raw: invert(owner.as_fd()),
             fixed: NOT_FIXED,
-            owner,
+            owner: Some(owner),
         }
     }
 }
@@ -102,7 +153,7 @@ impl From<&Fd> for Fd {
 impl fmt::Debug for Fd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut t = f.debug_tuple("Fd");
-        t.field(&self.raw);
+        t.field(&self.as_raw_fd());
         if let Some(index) = self.registered_index() {
             t.field(&format_args!("registered {index}"));
         }
@@ -128,6 +179,27 @@ mod tests {
         assert_eq!(Arc::strong_count(&file), 2);
         drop(copy);
         assert_eq!(Arc::strong_count(&file), 1);
+    }
+
+    #[test]
+    fn a_static_owner_is_named_by_its_number_and_costs_no_tag() {
+        // No count to hold: the owner is never dropped. Its identity (for a loop's registered
+        // files) is the number, which no other open descriptor shares.
+        let file: &'static File = Box::leak(Box::new(File::open("/dev/null").unwrap()));
+        let fd = Fd::from_static(file);
+        assert_eq!(fd.as_raw_fd(), file.as_raw_fd());
+        assert_eq!(fd.registered_index(), None);
+        assert!(fd.same_owner(&fd.clone()));
+        assert!(fd.same_owner(&Fd::from_static(file)));
+        let other = Fd::leak(File::open("/dev/null").unwrap());
+        assert!(!fd.same_owner(&other));
+        let shared = Fd::from(Arc::new(File::open("/dev/null").unwrap()));
+        assert!(!fd.same_owner(&shared) && !shared.same_owner(&fd));
+        // Descriptor 0 (the encoding's edge) round-trips too.
+        assert_eq!(Fd::leak(std::io::stdin()).as_raw_fd(), 0);
+        // A request's optional descriptor needs no tag beside it.
+        assert_eq!(std::mem::size_of::<Option<Fd>>(), std::mem::size_of::<Fd>());
+        assert_eq!(format!("{:?}", Fd::leak(std::io::stdin())), "Fd(0)");
     }
 
     #[test]

@@ -133,6 +133,41 @@ fn another_loops_registered_fd_is_used_as_a_plain_descriptor() {
 }
 
 #[test]
+fn a_static_descriptor_registers_and_is_named_by_its_index() {
+    // A static `Fd` (no reference count) registers like a shared one: this loop's requests name
+    // it by index, a plain static `Fd` of the same descriptor is the same registered file, and
+    // another static descriptor is not.
+    let (handle, mut event_loop) = static_uring::new::<8, 8, 64>(config()).unwrap();
+    let file = TempFile::new();
+    (&*file.file).write_all(b"static").unwrap();
+    let owner: &'static std::fs::File = Box::leak(Box::new(file.file.try_clone().unwrap()));
+    let fixed = event_loop.register_file(Fd::from_static(owner)).unwrap();
+    assert_eq!(fixed.registered_index(), Some(0));
+    let lp = LoopThread::spawn(event_loop);
+    let buf = handle
+        .read_at(&fixed, 1, IoBufMut::with_capacity(4))
+        .limit(4)
+        .wait()
+        .unwrap();
+    assert_eq!(&buf[..], b"tati");
+    assert_eq!(handle.metrics().fixed_files, 1);
+    let other = Fd::leak(file.file.try_clone().unwrap());
+    let buf = handle
+        .read_at(&other, 0, IoBufMut::with_capacity(2))
+        .limit(2)
+        .wait()
+        .unwrap();
+    assert_eq!(&buf[..], b"st");
+    assert_eq!(
+        handle.metrics().fixed_files,
+        1,
+        "another descriptor stays plain"
+    );
+    drop(handle);
+    lp.join(HANG).unwrap();
+}
+
+#[test]
 fn a_registered_descriptor_stays_open_until_its_loop_ends() {
     // Registration cannot be undone while the loop lives, so the loop keeps the descriptor
     // open even when the caller dropped every Fd of it; it closes once `run` returns.

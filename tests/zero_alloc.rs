@@ -117,6 +117,8 @@ const TIMERS: usize = 20;
 struct Fixture {
     handle: H,
     file: Fd,
+    /// The same file as a static `Fd` (`Fd::leak`: no reference count per operation).
+    static_file: Fd,
     a: Fd,
     b: Fd,
     read_buf: Option<IoBufMut>,
@@ -277,6 +279,13 @@ impl Fixture {
             }
         }
         self.read_buf = Some(buf);
+    }
+
+    /// `reads` through the static `Fd` of the same file.
+    fn static_reads(&mut self, n: usize, blocking: bool) {
+        let shared = std::mem::replace(&mut self.file, self.static_file.clone());
+        self.reads(n, blocking);
+        self.file = shared;
     }
 
     /// read_at and write_at on the registered file with the registered pool's buffer
@@ -598,6 +607,7 @@ fn run_workloads(
     let ua = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let ub = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let ub_addr = ub.local_addr().unwrap();
+    let static_file = Fd::leak(file.try_clone().unwrap());
     let file = Fd::from(Arc::new(file));
     let fixed = event_loop.register_file(&file).unwrap();
     event_loop.register_buffers(&POOL).unwrap();
@@ -623,6 +633,7 @@ fn run_workloads(
     let mut fx = Fixture {
         handle,
         file,
+        static_file,
         a: Fd::from(Arc::new(a)),
         b: Fd::from(Arc::new(b)),
         read_buf: Some(IoBufMut::with_capacity(BLOCK)),
@@ -692,11 +703,17 @@ fn run_workloads(
 
     let (nops, reads, pairs) = (NOPS / divide, READS / divide, PAIRS / divide);
     let conns = CONNECTIONS / divide;
-    let phases: [Phase; 34] = [
+    let phases: [Phase; 36] = [
         ("nop .wait()", &mut |fx| fx.nops_wait(nops)),
         ("nop async", &mut |fx| fx.nops_async(nops)),
         ("read_at 4 KiB .wait()", &mut |fx| fx.reads(reads, true)),
         ("read_at 4 KiB async", &mut |fx| fx.reads(reads, false)),
+        ("read_at 4 KiB, static Fd, .wait()", &mut |fx| {
+            fx.static_reads(reads, true)
+        }),
+        ("read_at 4 KiB, static Fd, async", &mut |fx| {
+            fx.static_reads(reads, false)
+        }),
         ("connect/accept .wait()", &mut |fx| {
             fx.connections(conns, true)
         }),
@@ -790,7 +807,8 @@ fn run_workloads(
     }
 
     let m = fx.handle.metrics();
-    let expected = (2 * (nops + reads + pairs * 10 + conns * 2 + IDLE_NOPS + TIMEOUTS)
+    // `reads` twice: through the shared `Fd` and through the static one.
+    let expected = (2 * (nops + 2 * reads + pairs * 10 + conns * 2 + IDLE_NOPS + TIMEOUTS)
         + 6 * 100
         + 22 * 100
         + 4

@@ -76,8 +76,11 @@ impl AsyncIo for SuIo {
     type RBuf = IoBufMut;
     type SBuf = IoBuf;
 
+    /// Leaked (`Fd::leak`): the harness keeps its descriptors for the whole process, and a
+    /// static `Fd` costs no reference count per operation, as the floor's and the channel
+    /// loop's raw descriptors cost none.
     fn fd<T: AsFd + Send + Sync + 'static>(&self, owner: Arc<T>) -> Fd {
-        Fd::from(owner)
+        Fd::leak(owner)
     }
 
     fn rbuf(&self, memory: &'static mut [u8]) -> IoBufMut {
