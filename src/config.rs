@@ -22,7 +22,12 @@ pub struct Config {
     pub io_poll: bool,
     /// `IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN` (kernel 6.1+). The ring is
     /// created disabled by the constructor and enabled on the loop thread when the loop starts,
-    /// and that thread becomes its only submitter.
+    /// and that thread becomes its only submitter. Socket completions then wait for the loop's
+    /// next enter instead of interrupting it, which suits loop-thread mode
+    /// ([`EventLoop::block_on`](crate::EventLoop::block_on)) well. Measured here (Linux 6.18,
+    /// loop-thread mode, both ends of a 64-byte ping-pong on the loop thread, two runs of 4 and 5
+    /// interleaved rounds): Unix sockets 1.06x to 1.08x, TCP 1.02x to 1.03x; page-cache reads and
+    /// nops within noise. Off by default.
     pub single_issuer: bool,
     /// A cap on deadlines. `None` (the default): no cap; a deadline farther than the wheel's
     /// horizon, `(WHEEL - 1) * tick`, never fires early: the loop re-arms it at the horizon until
