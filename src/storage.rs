@@ -276,6 +276,8 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
                 state.free_msgs.retain(|&free| free != msg);
             }
         }
+        // Relaxed: only the claimant writes it; handles read it after acquiring the life word
+        // (the Release below).
         let epoch = self.epoch.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         // Opened for the new claim's callers only (a stale caller's claim fails on the epoch).
         self.queue.reset(epoch);

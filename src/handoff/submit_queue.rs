@@ -139,6 +139,7 @@ impl<const N: usize> SubmitQueue<N> {
     /// other thread pushes to (a storage claim: every position of the last claim was popped).
     pub(crate) fn reset(&self, epoch: u32) {
         let () = Self::FITS;
+        // Relaxed: no other thread touches the ring yet; the Release below publishes these.
         for (i, cell) in self.cells.iter().enumerate() {
             cell.stamp.store(i as u32, Ordering::Relaxed);
         }
@@ -183,6 +184,7 @@ impl<const N: usize> SubmitQueue<N> {
         while cell.stamp.load(Ordering::Acquire) != pos {
             spin_hint();
         }
+        // Relaxed: the stamp's Release below publishes it.
         cell.index.store(index, Ordering::Relaxed);
         // Release: publishes `index` and the request the caller wrote into the slot before
         // pushing; pairs with the Acquire in `pop`.
@@ -195,6 +197,8 @@ impl<const N: usize> SubmitQueue<N> {
     #[inline]
     pub(crate) fn push(&self, index: u32) {
         // A carry out of the position bits goes into the epoch, which such a ring never reads.
+        // Relaxed: the position only reserves the cell; `publish`'s Release stamp carries the
+        // index to the consumer, and no sleep intent rides on such a ring.
         let tail = self.tail.fetch_add(1, Ordering::Relaxed);
         let _ = self.publish(
             Claimed {
@@ -215,8 +219,10 @@ impl<const N: usize> SubmitQueue<N> {
     /// [`close`](Self::close), only if the ring is still open for claim `epoch` (a handle's last
     /// release may run after its loop closed and a new claim began).
     pub(crate) fn close_for(&self, epoch: u32) {
+        // Relaxed: a first guess; the compare-exchange is what reads the word.
         let mut tail = self.tail.load(Ordering::Relaxed);
         while tail & (CLOSED | EPOCH) == epoch_bits(epoch) {
+            // AcqRel, as `close`'s.
             match self.tail.compare_exchange_weak(
                 tail,
                 tail | CLOSED,
@@ -238,12 +244,14 @@ impl<const N: usize> SubmitQueue<N> {
     /// its producer is still mid-push. Consumer only.
     #[inline]
     pub(crate) fn pop(&self) -> Option<u32> {
+        // Relaxed: only the consumer touches `head` (the stamps order everything else).
         let pos = self.head.load(Ordering::Relaxed);
         let cell = &self.cells[pos as usize & (N - 1)];
         // Acquire: pairs with the producer's Release stamp; makes the slot's request visible.
         if cell.stamp.load(Ordering::Acquire) != pos.wrapping_add(1) {
             return None;
         }
+        // Relaxed: ordered after the producer's write by the stamp's Acquire above.
         let index = cell.index.load(Ordering::Relaxed);
         // Release: hands the cell to the producer of `pos + N` (its Acquire wait).
         cell.stamp
@@ -255,6 +263,7 @@ impl<const N: usize> SubmitQueue<N> {
     /// True when the head position holds a finished push. Consumer only.
     #[inline]
     pub(crate) fn has_ready(&self) -> bool {
+        // Relaxed: only the consumer writes `head`. Acquire on the stamp, as `pop`'s.
         let pos = self.head.load(Ordering::Relaxed);
         self.cells[pos as usize & (N - 1)]
             .stamp
@@ -264,6 +273,8 @@ impl<const N: usize> SubmitQueue<N> {
 
     /// Positions claimed by producers and not yet popped, including pushes still in progress.
     pub(crate) fn len(&self) -> usize {
+        // Acquire: a count for the consumer, at least every claim its last look at the word saw;
+        // `head` is its own (Relaxed).
         let tail = self.tail.load(Ordering::Acquire) as u32;
         Self::unpopped(tail, self.head.load(Ordering::Relaxed))
     }
@@ -272,6 +283,7 @@ impl<const N: usize> SubmitQueue<N> {
     /// Consumer only.
     #[inline]
     pub(crate) fn claimed_since(&self, tail: u64) -> bool {
+        // Relaxed: only the consumer writes `head`.
         Self::unpopped(tail as u32, self.head.load(Ordering::Relaxed)) != 0
     }
 
