@@ -246,7 +246,26 @@ fn wait_for_another_loops_operation_on_a_loop_thread_works() {
 /// recv and waits; the other thread's `try_submit` must then get the second slot.
 #[test]
 fn slots_freed_on_the_loop_thread_reach_other_threads_by_the_end_of_the_pass() {
-    let (handle, event_loop) = static_uring::new::<2, 2, 64>(config()).unwrap();
+    slots_freed_on_the_loop_thread_reach_other_threads(config());
+}
+
+/// The same with an idle spin: the loop then reaps what its enter completed at once before it
+/// spins (`reaped_work`), and keeps the freed slots private only while it goes round.
+#[test]
+fn slots_freed_on_the_loop_thread_reach_other_threads_when_the_loop_spins() {
+    slots_freed_on_the_loop_thread_reach_other_threads(spinning());
+}
+
+/// The test config with a spin budget (the default policy's 50 us) instead of none.
+fn spinning() -> Config {
+    Config {
+        idle_spin: Duration::from_micros(50),
+        ..config()
+    }
+}
+
+fn slots_freed_on_the_loop_thread_reach_other_threads(config: Config) {
+    let (handle, event_loop) = static_uring::new::<2, 2, 64>(config).unwrap();
     let (a, b) = socket_pair();
     let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
     let remote = handle.clone();
@@ -299,7 +318,18 @@ fn slots_freed_on_the_loop_thread_reach_other_threads_by_the_end_of_the_pass() {
 /// again.
 #[test]
 fn loop_thread_and_remote_callers_share_a_tiny_table() {
-    let (handle, event_loop) = static_uring::new::<2, 2, 64>(config()).unwrap();
+    share_a_tiny_table(config());
+}
+
+/// The same with an idle spin (`reaped_work` keeps freed slots private while the loop goes
+/// round): the waiting threads still get their turns.
+#[test]
+fn loop_thread_and_remote_callers_share_a_tiny_table_when_the_loop_spins() {
+    share_a_tiny_table(spinning());
+}
+
+fn share_a_tiny_table(config: Config) {
+    let (handle, event_loop) = static_uring::new::<2, 2, 64>(config).unwrap();
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let remotes: Vec<_> = (0..2)
         .map(|_| {
