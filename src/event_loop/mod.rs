@@ -798,9 +798,9 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
     /// stage, a fresh request, a woken local future. The slots a local request freed stay on
     /// the loop thread's private stack when the loop goes round (its woken futures take them
     /// again, and the pass's end hands back the rest); only a loop that may spin or sleep now
-    /// hands them to everyone first. Flushing here always, the freed slots went to the shared
-    /// list and came back with a compare-exchange each: two locked RMWs per loop-thread nop@64
-    /// with a spin budget, none without.
+    /// hands them to everyone first. (Flushed here every time, they went to the shared list and
+    /// came back from it with a compare-exchange each: two locked RMWs per loop-thread nop@64
+    /// with a spin budget, none without one.)
     #[inline(never)]
     fn reaped_work<L: local::Local>(&mut self, t: &mut Table<S, R, W>, local: &L) -> bool {
         self.reap(t);
