@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Instructions and locked read-modify-writes in a callgrind profile (`--dump-instr=yes
 --compress-pos=no --compress-strings=no`) of the given binary: prints `<instructions> <locked>`.
+With a third argument, a function name's ending, the instructions are those spent inside the
+calls of that function (their inclusive cost), not the whole profile's.
 
 Locked RMWs are the executions of `lock`-prefixed instructions and of `xchg` with a memory
 operand (implicitly locked) in the binary itself (the crate, std's atomics and the harness are all
@@ -54,8 +56,11 @@ def load_offset(binary, entries):
 
 def main():
     profile, binary = sys.argv[1], sys.argv[2]
+    inside = sys.argv[3] if len(sys.argv) > 3 else None
     locked = locked_addresses(binary)
     total = 0
+    called = 0
+    cfn = None
     costs = {}
     ob = fn = None
     skip = False
@@ -70,11 +75,17 @@ def main():
             ob = line[3:].strip()
         elif line.startswith("fn="):
             fn = line[3:].strip()
+        elif line.startswith("cfn="):
+            cfn = line[4:].strip()
         elif line.startswith("calls="):
             skip = True
         elif line.startswith("0x"):
             if skip:
+                # The call's line: its inclusive cost.
                 skip = False
+                fields = line.split()
+                if inside and cfn.endswith(inside) and len(fields) > npos:
+                    called += int(fields[npos])
                 continue
             fields = line.split()
             addr, cost = int(fields[0], 16), fields[npos] if len(fields) > npos else "0"
@@ -84,7 +95,7 @@ def main():
                     entries[fn] = addr
     offset = load_offset(binary, entries)
     rmw = sum(c for a, c in costs.items() if a - offset in locked)
-    print(total, rmw)
+    print(called if inside else total, rmw)
 
 
 main()

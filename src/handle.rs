@@ -716,8 +716,7 @@ impl<O: Operation, const S: usize, const R: usize, const W: usize> Op<O, S, R, W
                     // Found while spinning: a hit (`spin::grow`, no clock read), which changes
                     // nothing at a full budget; after the spin ended, adapted by its length.
                     if !spinning {
-                        this.storage
-                            .adapt_wait_spin(spin.elapsed(), spin.preempted());
+                        this.storage.adapt_wait_spin(&spin);
                     } else if !full {
                         this.storage.grow_wait_spin();
                     }

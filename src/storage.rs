@@ -350,9 +350,13 @@ impl<const SLOTS: usize, const RING: usize, const WHEEL: usize> Storage<SLOTS, R
         (std::time::Duration::from_nanos(budget), budget == max)
     }
 
-    /// Adapts the `.wait()` budget after a wait of `waited`. Relaxed load and store: racing
-    /// waiters may lose each other's updates, which only makes the heuristic a little slower.
-    pub(crate) fn adapt_wait_spin(&self, waited: std::time::Duration, preempted: bool) {
+    /// Adapts the `.wait()` budget after a wait whose `spin` ended before the result came (a
+    /// miss: the caller parked). Relaxed load and store: racing waiters may lose each other's
+    /// updates, which only makes the heuristic a little slower. Out of line, as `Slot::park`:
+    /// part of the parking path, which `scripts/profile` leaves out of a caller's count.
+    #[inline(never)]
+    pub(crate) fn adapt_wait_spin(&self, spin: &crate::spin::Spin) {
+        let (waited, preempted) = (spin.elapsed(), spin.preempted());
         self.update_wait_spin(|budget, max| crate::spin::adapt(budget, max, waited, preempted));
     }
 
