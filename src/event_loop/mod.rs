@@ -741,9 +741,13 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         }
         let busy = self.checked.config.busy_poll;
         let budget = if busy {
-            self.next_deadline(t)
-                .unwrap_or(BUSY_POLL_PASS)
-                .min(BUSY_POLL_PASS)
+            // Most passes have no deadline pending: the constant, without the comparisons.
+            match t.wheel.len() {
+                0 => BUSY_POLL_PASS,
+                _ => self
+                    .next_deadline(t)
+                    .map_or(BUSY_POLL_PASS, |d| d.min(BUSY_POLL_PASS)),
+            }
         } else if self.spin_budget == 0 {
             // `idle_spin = 0`: no division to find out.
             Duration::ZERO
