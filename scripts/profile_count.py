@@ -84,7 +84,7 @@ def main():
                 # The call's line: its inclusive cost.
                 skip = False
                 fields = line.split()
-                if inside and cfn.endswith(inside) and len(fields) > npos:
+                if inside and cfn and cfn.endswith(inside) and len(fields) > npos:
                     called += int(fields[npos])
                 continue
             fields = line.split()
