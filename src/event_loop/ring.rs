@@ -213,7 +213,10 @@ impl Ring {
             Some(libc::ENOSYS) => Error::Config("io_uring is not available in this kernel (ENOSYS)"),
             _ => Error::from_io(&e),
         })?;
-        let queues = Queues::map(&uring).map_err(|e| Error::from_io(&e))?;
+        let mut queues = Queues::map(&uring).map_err(|e| Error::from_io(&e))?;
+        // Without SQPOLL the kernel reads entries only inside `io_uring_enter`, which only the
+        // loop's thread calls, and so pushes them.
+        queues.sq.reorder = config.sqpoll_idle.is_none();
         Ok(Ring {
             enter_fd: uring.as_raw_fd(),
             uring,

@@ -143,6 +143,10 @@ pub(crate) struct Sq {
     local_tail: u32,
     /// The kernel's head when last read: the queue has at least `entries - (tail - head)` room.
     seen_head: u32,
+    /// Sends are moved before the receives pushed just before them ([`Sq::send_pushed`]):
+    /// only while the kernel reads entries inside `io_uring_enter` alone (no SQPOLL), and only
+    /// this thread enters. Set by the `Ring`; off in a fresh `Queues`.
+    pub(crate) reorder: bool,
 }
 
 /// The completion queue: the loop's head, published after every CQE it takes, and the last
@@ -156,6 +160,44 @@ pub(crate) struct Cq {
     local_head: u32,
     /// The kernel's tail when last read: CQEs up to it are posted.
     seen_tail: u32,
+}
+
+/// The most places [`Sq::send_pushed`] moves a send (a batch's reordering stays linear).
+const REORDER_MAX: u32 = 64;
+/// `IOSQE_IO_DRAIN`, `IOSQE_IO_LINK`, `IOSQE_IO_HARDLINK`: an entry with one keeps its place.
+const ORDER_FLAGS: u8 = 0x02 | 0x04 | 0x08;
+/// `IOSQE_IO_LINK`, `IOSQE_IO_HARDLINK`: the next entry is linked to this one.
+const LINK_FLAGS: u8 = 0x04 | 0x08;
+
+/// An entry's `flags` byte: the second byte of `struct io_uring_sqe` (`Entry` is a
+/// `repr(C)` wrapper of it).
+///
+/// # Safety
+/// `e` points to an initialised entry.
+#[inline(always)]
+unsafe fn sqe_flags(e: *const squeue::Entry) -> u8 {
+    // SAFETY: the contract; byte 1 of the kernel's layout (`opcode: u8, flags: u8, ...`).
+    unsafe { e.cast::<u8>().add(1).read() }
+}
+
+/// A socket receive (`IORING_OP_RECV`, `IORING_OP_RECVMSG`).
+#[inline(always)]
+fn is_recv(opcode: u32) -> bool {
+    opcode == u32::from(io_uring::opcode::Recv::CODE)
+        || opcode == u32::from(io_uring::opcode::RecvMsg::CODE)
+}
+
+/// The socket sends: `IORING_OP_SEND`, `IORING_OP_SENDMSG` and their zero-copy forms, as bits
+/// of their opcodes (all below 64).
+const SENDS: u64 = 1 << io_uring::opcode::Send::CODE
+    | 1 << io_uring::opcode::SendMsg::CODE
+    | 1 << io_uring::opcode::SendZc::CODE
+    | 1 << io_uring::opcode::SendMsgZc::CODE;
+
+/// A socket send (one bit test: [`Sq::push`] asks it of every entry).
+#[inline(always)]
+fn is_send(opcode: u32) -> bool {
+    opcode < 64 && SENDS >> opcode & 1 != 0
 }
 
 /// The loop's view of the ring's queues, over its own mappings.
@@ -205,6 +247,7 @@ impl Queues {
                 entries: sq_ring.at::<u32>(p.sq_off.ring_entries).read(),
                 local_tail: (*sq_ring.at::<AtomicU32>(p.sq_off.tail)).load(Ordering::Relaxed),
                 seen_head: (*sq_ring.at::<AtomicU32>(p.sq_off.head)).load(Ordering::Acquire),
+                reorder: false,
             };
             let cq = Cq {
                 head: cq_map.at(p.cq_off.head),
@@ -247,7 +290,64 @@ impl Sq {
         // Release: the entry is written before the kernel can see the tail pass it.
         // SAFETY: the ring's tail word, in the mapping.
         unsafe { (*self.tail).store(self.local_tail, Ordering::Release) };
+        if is_send(sqe.get_opcode()) && self.reorder {
+            // SAFETY: `reorder`'s invariant.
+            unsafe { self.send_pushed() };
+        }
         true
+    }
+
+    /// Moves the send just pushed before the receives pushed just before it, up to the first
+    /// entry that is not a receive (at most [`REORDER_MAX`] places), so that between two other
+    /// entries every send goes before every receive, each kind in its own order. A receive
+    /// whose data a send of the same batch provides (both ends of a connection on this ring)
+    /// then finds it at once, where going first it would arm a poll and complete through task
+    /// work. Anything else never moves and nothing moves across it (an AsyncCancel stays after
+    /// its target), nor across an entry with a link or drain flag or the entry a link continues
+    /// into (a chain stays whole); a send with one of those flags stays where it is.
+    ///
+    /// # Safety
+    /// `reorder`'s invariant: the kernel has read no entry since its head, and reads none until
+    /// this thread enters.
+    #[inline(never)]
+    unsafe fn send_pushed(&mut self) {
+        // Exact: the kernel moves its head only inside an enter (the contract).
+        let head = self.local_tail.wrapping_sub(self.len());
+        let mut j = self.local_tail.wrapping_sub(1);
+        // SAFETY: the send just pushed, which the kernel has not read (the contract).
+        if unsafe { sqe_flags(self.at(j)) } & ORDER_FLAGS != 0 {
+            return;
+        }
+        for _ in 0..REORDER_MAX {
+            // SAFETY: `j - 1` lies between the kernel's head and our tail when `j` is not the
+            // head: written by `push`, not read by the kernel before the next enter.
+            if j == head || !unsafe { self.movable_recv(j.wrapping_sub(1), head) } {
+                break;
+            }
+            // SAFETY: as above; two distinct entries.
+            unsafe { std::ptr::swap(self.at(j.wrapping_sub(1)), self.at(j)) };
+            j = j.wrapping_sub(1);
+        }
+    }
+
+    /// Entry `i`: a receive that a send may pass (no link or drain flag, not the entry a link
+    /// continues into).
+    ///
+    /// # Safety
+    /// Entries `head..=i` were written by `push` and are not read by the kernel meanwhile.
+    unsafe fn movable_recv(&self, i: u32, head: u32) -> bool {
+        // SAFETY: the contract.
+        let (opcode, flags) = unsafe { ((*self.at(i)).get_opcode(), sqe_flags(self.at(i))) };
+        // SAFETY: the contract (`i - 1` is at or after the head).
+        let continues_link =
+            i != head && unsafe { sqe_flags(self.at(i.wrapping_sub(1))) } & LINK_FLAGS != 0;
+        is_recv(opcode) && flags & ORDER_FLAGS == 0 && !continues_link
+    }
+
+    /// Where entry `i` (a queue position) lies in the SQE array.
+    #[inline(always)]
+    fn at(&self, i: u32) -> *mut squeue::Entry {
+        self.sqes.wrapping_add((i & self.mask) as usize)
     }
 
     /// Entries pushed that the kernel has not consumed yet (reads its head).
@@ -404,6 +504,150 @@ mod tests {
             assert!(uring.completion().is_empty());
             next += count;
         }
+    }
+
+    /// An entry of `opcode` (never submitted: it names no memory), numbered `user_data`.
+    fn entry(opcode: u8, user_data: u64) -> squeue::Entry {
+        use io_uring::{opcode as op, types::Fd};
+        let e = match opcode {
+            op::Recv::CODE => op::Recv::new(Fd(-1), std::ptr::null_mut(), 0).build(),
+            op::Send::CODE => op::Send::new(Fd(-1), std::ptr::null(), 0).build(),
+            op::AsyncCancel::CODE => op::AsyncCancel::new(user_data).build(),
+            _ => op::Nop::new().build(),
+        };
+        e.user_data(user_data)
+    }
+
+    /// The unconsumed entries' user data, in queue order.
+    fn pending(q: &mut Queues) -> Vec<u64> {
+        let (head, tail) = (q.sq.seen_head, q.sq.local_tail);
+        (0..tail.wrapping_sub(head))
+            // SAFETY: an entry between the kernel's head and our tail, written by `push`.
+            .map(|n| unsafe {
+                (*q.sq.sqes.add((head.wrapping_add(n) & q.sq.mask) as usize)).get_user_data()
+            })
+            .collect()
+    }
+
+    /// Pushes `entries` with the reordering on (no SQPOLL here; this thread alone enters) and
+    /// returns their order in the queue.
+    fn reordered(q: &mut Queues, entries: &[squeue::Entry]) -> Vec<u64> {
+        q.sq.reorder = true;
+        for e in entries {
+            // SAFETY: never submitted.
+            assert!(unsafe { q.sq.push(e) });
+        }
+        q.sq.len();
+        pending(q)
+    }
+
+    const RECV: u8 = io_uring::opcode::Recv::CODE;
+    const SEND: u8 = io_uring::opcode::Send::CODE;
+    const NOP: u8 = io_uring::opcode::Nop::CODE;
+    const CANCEL: u8 = io_uring::opcode::AsyncCancel::CODE;
+
+    #[test]
+    fn sends_go_before_the_receives_of_their_segment_each_kind_in_its_order() {
+        let uring = io_uring::IoUring::new(16).unwrap();
+        let mut q = Queues::map(&uring).unwrap();
+        let batch = [
+            entry(RECV, 1),
+            entry(RECV, 2),
+            entry(SEND, 3),
+            entry(SEND, 4),
+            entry(RECV, 5),
+            entry(SEND, 6),
+        ];
+        assert_eq!(reordered(&mut q, &batch), [3, 4, 6, 1, 2, 5]);
+    }
+
+    #[test]
+    fn nothing_moves_across_a_barrier_and_a_chain_keeps_its_place() {
+        let uring = io_uring::IoUring::new(16).unwrap();
+        let mut q = Queues::map(&uring).unwrap();
+        let link = squeue::Flags::IO_LINK;
+        let batch = [
+            entry(RECV, 1),
+            entry(SEND, 2),
+            // Another operation: the receive before it stays before it (a cancel stays after
+            // its target).
+            entry(CANCEL, 3),
+            entry(RECV, 4),
+            entry(NOP, 5),
+            entry(SEND, 6),
+            // A chain: the linked send and the receive it links into stay as they are.
+            entry(RECV, 7),
+            entry(SEND, 8).flags(link),
+            entry(RECV, 9),
+            entry(RECV, 10).flags(squeue::Flags::IO_DRAIN),
+            entry(SEND, 11),
+        ];
+        assert_eq!(
+            reordered(&mut q, &batch),
+            [2, 1, 3, 4, 5, 6, 7, 8, 9, 10, 11]
+        );
+    }
+
+    #[test]
+    fn sends_keep_their_order_and_a_send_moves_at_most_the_bound() {
+        let uring = io_uring::IoUring::new(128).unwrap();
+        let mut q = Queues::map(&uring).unwrap();
+        let sends: Vec<_> = (0..4).map(|n| entry(SEND, n)).collect();
+        assert_eq!(reordered(&mut q, &sends), [0, 1, 2, 3]);
+        let uring = io_uring::IoUring::new(128).unwrap();
+        let mut q = Queues::map(&uring).unwrap();
+        // One receive more than the bound, then a send: it passes all but the first.
+        let last = REORDER_MAX as u64 + 1;
+        let long: Vec<_> = (0..=last)
+            .map(|n| entry(if n == last { SEND } else { RECV }, n))
+            .collect();
+        let expected: Vec<u64> = [0, last].into_iter().chain(1..last).collect();
+        assert_eq!(reordered(&mut q, &long), expected);
+    }
+
+    #[test]
+    fn the_reorder_follows_the_queue_across_its_wrap() {
+        let uring = io_uring::IoUring::new(4).unwrap();
+        let mut q = Queues::map(&uring).unwrap();
+        run_nops(&uring, &mut q, 0, 3);
+        // Entries 3 and 0 of the array: the send moves back across the wrap.
+        assert_eq!(
+            reordered(&mut q, &[entry(RECV, 10), entry(SEND, 11)]),
+            [11, 10]
+        );
+    }
+
+    #[test]
+    fn a_receive_behind_the_send_that_feeds_it_completes_in_the_same_enter() {
+        use io_uring::{opcode as op, types::Fd};
+        use std::os::fd::AsRawFd;
+        let uring = io_uring::IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .build(8)
+            .unwrap();
+        let mut q = Queues::map(&uring).unwrap();
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let out = [7u8; 64];
+        let mut into = [0u8; 64];
+        let recv = op::Recv::new(Fd(b.as_raw_fd()), into.as_mut_ptr(), 64)
+            .build()
+            .user_data(1);
+        let send = op::Send::new(Fd(a.as_raw_fd()), out.as_ptr(), 64)
+            .build()
+            .user_data(2);
+        // Both buffers and sockets outlive the CQEs, reaped below before they drop.
+        assert_eq!(reordered(&mut q, &[recv, send]), [2, 1]);
+        // No wait, and DEFER_TASKRUN: a receive that armed a poll (as it does when it goes
+        // first) would complete only in a later enter with GETEVENTS.
+        assert_eq!(uring.submitter().submit().unwrap(), 2);
+        let mut done: Vec<_> = std::iter::from_fn(|| q.cq.pop())
+            .map(|c| (c.0, c.1))
+            .collect();
+        q.cq.publish();
+        done.sort();
+        assert_eq!(done, [(1, 64), (2, 64)]);
+        assert_eq!(into, out);
     }
 
     #[test]
