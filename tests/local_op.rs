@@ -699,3 +699,53 @@ fn a_local_poll_reports_readiness() {
     .unwrap();
     assert!(ready.is_readable(), "{ready:?}");
 }
+
+/// Receives submitted in one poll ahead of the sends that feed them, both ends on the loop
+/// thread (the SQ then puts the batch's sends first, docs/behaviour.md section 1.5): each
+/// receive gets the bytes meant for it, two sends on one socket arrive in their order, and a
+/// timed receive on a silent socket in the same batch still ends with `Timeout`, not before its
+/// deadline.
+#[test]
+fn receives_ahead_of_the_sends_that_feed_them_get_their_bytes_and_deadlines_hold() {
+    let (handle, event_loop) = static_uring::new::<8, 8, 64>(config()).unwrap();
+    let (a, b) = socket_pair();
+    let (_c, silent) = socket_pair();
+    let reader = event_loop.metrics_reader();
+    let (got, timed_out, waited, sent) = with_timeout(HANG, move || {
+        event_loop.block_on(async move {
+            let start = Instant::now();
+            let receives = join2(
+                handle.recv(b, IoBufMut::with_capacity(8)).exact(8).local(),
+                handle
+                    .recv(silent, IoBufMut::with_capacity(1))
+                    .timeout(Duration::from_millis(50))
+                    .local(),
+            );
+            let sends = join2(
+                handle.send(a.clone(), IoBuf::from(&b"ping"[..])).local(),
+                handle.send(a, IoBuf::from(&b"pong"[..])).local(),
+            );
+            let ((got, timed_out), (first, second)) = join2(receives, sends).await;
+            let waited = start.elapsed();
+            let (got, _) = got.unwrap();
+            let timed_out = timed_out.map(|_| ()).map_err(|e| e.error);
+            let sent = (first.is_ok(), second.is_ok());
+            (got.to_vec(), timed_out, waited, sent)
+        })
+    })
+    .unwrap();
+    assert_eq!(got, b"pingpong", "both sends, in their order");
+    assert_eq!(timed_out, Err(Error::Timeout));
+    assert!(
+        waited >= Duration::from_millis(50),
+        "never early: {waited:?}"
+    );
+    assert_eq!(sent, (true, true));
+    let metrics = reader.get();
+    assert_eq!(
+        (metrics.completed, metrics.timed_out),
+        (4, 1),
+        "{metrics:?}"
+    );
+    assert_eq!(metrics.pending_operations, 0, "{metrics:?}");
+}
