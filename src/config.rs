@@ -25,9 +25,11 @@ pub struct Config {
     /// and that thread becomes its only submitter. Socket completions then wait for the loop's
     /// next enter instead of interrupting it, which suits loop-thread mode
     /// ([`EventLoop::block_on`](crate::EventLoop::block_on)) well. Measured here (Linux 6.18,
-    /// loop-thread mode, both ends of a 64-byte ping-pong on the loop thread, two runs of 4 and 5
-    /// interleaved rounds): Unix sockets 1.06x to 1.08x, TCP 1.02x to 1.03x; page-cache reads and
-    /// nops within noise. Off by default.
+    /// loop-thread mode, both ends of a 64-byte ping-pong on the loop thread, 3 interleaved
+    /// rounds): Unix sockets 1.03x to 1.04x (one round 0.94x), TCP 1.01x to 1.03x; page-cache
+    /// reads and nops within noise. (1.06x to 1.08x on Unix sockets while receives went ahead of
+    /// the sends feeding them and completed through task work; the SQ now puts sends first,
+    /// docs/behaviour.md section 1.5.) Off by default.
     pub single_issuer: bool,
     /// A cap on deadlines. `None` (the default): no cap; a deadline farther than the wheel's
     /// horizon, `(WHEEL - 1) * tick`, never fires early: the loop re-arms it at the horizon until
