@@ -17,6 +17,10 @@
 //! pop:   CQ tail (Acquire, when the cached one is used up) ─▶ cqes[head & mask], head + 1
 //! publish (end of a reap, every enter): head ─▶ CQ head (Release)
 //! ```
+//!
+//! Without SQPOLL the kernel reads entries only inside `io_uring_enter`, so until then the
+//! queue is the loop's to rearrange: a send pushed behind receives moves ahead of them
+//! ([`Sq::send_pushed`]), and a receive its data comes from completes at once.
 
 use std::io;
 use std::os::fd::RawFd;
