@@ -125,3 +125,41 @@ fn a_retry_completed_inside_the_submitting_enter_is_staged_at_once_under_a_long_
     drop(handle);
     lp.join(HANG).unwrap();
 }
+
+/// A loop without a spin submits a staged send before it arms its sleep (a send usually
+/// completes at once); one that waits for room in the socket's buffer must still let the loop
+/// sleep, not send it round and round: a handful of enters while nobody reads for 100 ms, and
+/// every byte arrives once the other end does.
+#[test]
+fn a_send_that_waits_for_room_lets_a_loop_without_spin_sleep() {
+    const LEN: usize = 1 << 20;
+    let (handle, lp) = start::<8, 8, 64>(config());
+    let (a, b) = socket_pair();
+    set_sndbuf(&*a, 16 * 1024);
+    let bytes: Vec<u8> = (0..LEN).map(|i| (i * 13 % 251) as u8).collect();
+    let sender = {
+        let (handle, bytes) = (handle.clone(), bytes.clone());
+        Background::spawn(move || handle.send(a, static_uring::IoBuf::from(bytes)).wait())
+    };
+    // The send fills the buffer and waits; give the loop time to settle into its sleep.
+    std::thread::sleep(Duration::from_millis(20));
+    let before = handle.metrics().enters;
+    std::thread::sleep(Duration::from_millis(100));
+    let during = handle.metrics().enters - before;
+    assert!(
+        during <= 4,
+        "the loop slept while the send waited: {during} enters"
+    );
+    let mut got = Vec::with_capacity(LEN);
+    let mut chunk = vec![0; 64 * 1024];
+    while got.len() < LEN {
+        use std::io::Read;
+        let n = (&*b).read(&mut chunk).unwrap();
+        assert!(n > 0, "the sender's end closed early");
+        got.extend_from_slice(&chunk[..n]);
+    }
+    assert!(got == bytes, "every byte, in order");
+    assert!(sender.join(HANG).is_ok());
+    drop(handle);
+    lp.join(HANG).unwrap();
+}

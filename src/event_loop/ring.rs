@@ -412,6 +412,13 @@ impl Ring {
         self.queues.sq.len() as usize
     }
 
+    /// Whether a send was pushed since the last enter (one usually completes inside the enter
+    /// that submits it: the socket buffer has room).
+    #[inline]
+    pub(crate) fn send_staged(&self) -> bool {
+        self.queues.sq.send_staged()
+    }
+
     /// Whether CQEs are waiting: two loads, no store (a spin looks on every turn, and a store
     /// would dirty the cache line the kernel reads when it posts a CQE).
     #[inline]
@@ -479,6 +486,7 @@ impl Ring {
                 return None;
             }
         }
+        sq.take_send_staged();
         Some((sq.len(), flags))
     }
 

@@ -151,6 +151,8 @@ pub(crate) struct Sq {
     /// only while the kernel reads entries inside `io_uring_enter` alone (no SQPOLL), and only
     /// this thread enters. Set by the `Ring`; off in a fresh `Queues`.
     pub(crate) reorder: bool,
+    /// A send was pushed since the last enter ([`Sq::take_send_staged`]).
+    send_staged: bool,
 }
 
 /// The completion queue: the loop's head, published after every CQE it takes, and the last
@@ -252,6 +254,7 @@ impl Queues {
                 local_tail: (*sq_ring.at::<AtomicU32>(p.sq_off.tail)).load(Ordering::Relaxed),
                 seen_head: (*sq_ring.at::<AtomicU32>(p.sq_off.head)).load(Ordering::Acquire),
                 reorder: false,
+                send_staged: false,
             };
             let cq = Cq {
                 head: cq_map.at(p.cq_off.head),
@@ -294,9 +297,12 @@ impl Sq {
         // Release: the entry is written before the kernel can see the tail pass it.
         // SAFETY: the ring's tail word, in the mapping.
         unsafe { (*self.tail).store(self.local_tail, Ordering::Release) };
-        if is_send(sqe.get_opcode()) && self.reorder {
-            // SAFETY: `reorder`'s invariant.
-            unsafe { self.send_pushed() };
+        if is_send(sqe.get_opcode()) {
+            self.send_staged = true;
+            if self.reorder {
+                // SAFETY: `reorder`'s invariant.
+                unsafe { self.send_pushed() };
+            }
         }
         true
     }
@@ -352,6 +358,18 @@ impl Sq {
     #[inline(always)]
     fn at(&self, i: u32) -> *mut squeue::Entry {
         self.sqes.wrapping_add((i & self.mask) as usize)
+    }
+
+    /// Whether a send was pushed since the last call (each enter makes one).
+    #[inline]
+    pub(crate) fn take_send_staged(&mut self) -> bool {
+        std::mem::take(&mut self.send_staged)
+    }
+
+    /// Whether a send was pushed since the last enter.
+    #[inline]
+    pub(crate) fn send_staged(&self) -> bool {
+        self.send_staged
     }
 
     /// Entries pushed that the kernel has not consumed yet (reads its head).
@@ -607,6 +625,23 @@ mod tests {
             .collect();
         let expected: Vec<u64> = [0, last].into_iter().chain(1..last).collect();
         assert_eq!(reordered(&mut q, &long), expected);
+    }
+
+    #[test]
+    fn a_pushed_send_is_remembered_until_taken_and_nothing_else_is() {
+        let uring = io_uring::IoUring::new(8).unwrap();
+        let mut q = Queues::map(&uring).unwrap();
+        reordered(&mut q, &[entry(RECV, 1), entry(NOP, 2), entry(CANCEL, 3)]);
+        assert!(!q.sq.send_staged());
+        reordered(&mut q, &[entry(SEND, 4)]);
+        assert!(q.sq.send_staged());
+        assert!(q.sq.take_send_staged());
+        assert!(!q.sq.send_staged(), "taken by the enter");
+        // Without the reordering (SQPOLL) a send is remembered all the same.
+        q.sq.reorder = false;
+        // SAFETY: never submitted.
+        assert!(unsafe { q.sq.push(&entry(SEND, 5)) });
+        assert!(q.sq.take_send_staged());
     }
 
     #[test]
