@@ -288,11 +288,7 @@ impl Sq {
         }
         // SAFETY: entry `tail & mask` lies in the SQE array and is free: the kernel consumed it
         // (its head passed it) and reads it again only once the tail below passes it.
-        unsafe {
-            self.sqes
-                .add((tail & self.mask) as usize)
-                .write(sqe.clone())
-        };
+        unsafe { self.at(tail).write(sqe.clone()) };
         self.local_tail = tail.wrapping_add(1);
         // Release: the entry is written before the kernel can see the tail pass it.
         // SAFETY: the ring's tail word, in the mapping.
