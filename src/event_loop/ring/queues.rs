@@ -153,6 +153,9 @@ pub(crate) struct Sq {
     pub(crate) reorder: bool,
     /// A send was pushed since the last enter ([`Sq::take_send_staged`]).
     send_staged: bool,
+    /// The last entry pushed since the last enter is a receive: only then can a send pushed
+    /// now move ([`Sq::send_pushed`], which checks the rest). Most sends skip the call.
+    recv_last: bool,
 }
 
 /// The completion queue: the loop's head, published after every CQE it takes, and the last
@@ -255,6 +258,7 @@ impl Queues {
                 seen_head: (*sq_ring.at::<AtomicU32>(p.sq_off.head)).load(Ordering::Acquire),
                 reorder: false,
                 send_staged: false,
+                recv_last: false,
             };
             let cq = Cq {
                 head: cq_map.at(p.cq_off.head),
@@ -293,12 +297,14 @@ impl Sq {
         // Release: the entry is written before the kernel can see the tail pass it.
         // SAFETY: the ring's tail word, in the mapping.
         unsafe { (*self.tail).store(self.local_tail, Ordering::Release) };
-        if is_send(sqe.get_opcode()) {
+        let opcode = sqe.get_opcode();
+        if is_send(opcode) {
             self.send_staged = true;
-            if self.reorder {
-                // SAFETY: `reorder`'s invariant.
-                unsafe { self.send_pushed() };
-            }
+            // After a move the last entry is a receive again.
+            // SAFETY: `reorder`'s invariant.
+            self.recv_last = self.reorder && self.recv_last && unsafe { self.send_pushed() };
+        } else {
+            self.recv_last = is_recv(opcode);
         }
         true
     }
@@ -312,18 +318,21 @@ impl Sq {
     /// its target), nor across an entry with a link or drain flag or the entry a link continues
     /// into (a chain stays whole); a send with one of those flags stays where it is.
     ///
+    /// True if it moved.
+    ///
     /// # Safety
     /// `reorder`'s invariant: the kernel has read no entry since its head, and reads none until
     /// this thread enters.
     #[inline(never)]
-    unsafe fn send_pushed(&mut self) {
+    unsafe fn send_pushed(&mut self) -> bool {
         // Exact: the kernel moves its head only inside an enter (the contract).
         let head = self.local_tail.wrapping_sub(self.len());
         let mut j = self.local_tail.wrapping_sub(1);
         // SAFETY: the send just pushed, which the kernel has not read (the contract).
         if unsafe { sqe_flags(self.at(j)) } & ORDER_FLAGS != 0 {
-            return;
+            return false;
         }
+        let pushed = j;
         for _ in 0..REORDER_MAX {
             // SAFETY: `j - 1` lies between the kernel's head and our tail when `j` is not the
             // head: written by `push`, not read by the kernel before the next enter.
@@ -334,6 +343,7 @@ impl Sq {
             unsafe { std::ptr::swap(self.at(j.wrapping_sub(1)), self.at(j)) };
             j = j.wrapping_sub(1);
         }
+        j != pushed
     }
 
     /// Entry `i`: a receive that a send may pass (no link or drain flag, not the entry a link
@@ -359,6 +369,8 @@ impl Sq {
     /// Whether a send was pushed since the last call (each enter makes one).
     #[inline]
     pub(crate) fn take_send_staged(&mut self) -> bool {
+        // The kernel may have read the entries pushed so far: a send pushed next stays put.
+        self.recv_last = false;
         std::mem::take(&mut self.send_staged)
     }
 
@@ -638,6 +650,23 @@ mod tests {
         // SAFETY: never submitted.
         assert!(unsafe { q.sq.push(&entry(SEND, 5)) });
         assert!(q.sq.take_send_staged());
+    }
+
+    #[test]
+    fn a_send_pushed_after_an_enter_never_moves_past_what_came_before_it() {
+        let uring = io_uring::IoUring::new(8).unwrap();
+        let mut q = Queues::map(&uring).unwrap();
+        reordered(&mut q, &[entry(RECV, 1)]);
+        // An enter (which may have read the receive; this one did not, so the receive is
+        // still in the queue, where a move would show).
+        q.sq.take_send_staged();
+        assert_eq!(reordered(&mut q, &[entry(SEND, 2)]), [1, 2]);
+        // A receive pushed after the enter is passed as usual, and the last entry is then a
+        // receive again: the next send passes it too.
+        assert_eq!(
+            reordered(&mut q, &[entry(RECV, 3), entry(SEND, 4), entry(SEND, 5)]),
+            [1, 2, 4, 5, 3]
+        );
     }
 
     #[test]
