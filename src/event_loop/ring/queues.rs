@@ -153,9 +153,9 @@ pub(crate) struct Sq {
     pub(crate) reorder: bool,
     /// A send was pushed since the last enter ([`Sq::take_send_staged`]).
     send_staged: bool,
-    /// The last entry pushed since the last enter is a receive: only then can a send pushed
-    /// now move ([`Sq::send_pushed`], which checks the rest). Most sends skip the call.
-    recv_last: bool,
+    /// A receive was pushed since the last enter: only then can a send pushed now move
+    /// ([`Sq::send_pushed`], which checks the rest). A stream's sends skip the call.
+    recv_pushed: bool,
 }
 
 /// The completion queue: the loop's head, published after every CQE it takes, and the last
@@ -189,13 +189,6 @@ unsafe fn sqe_flags(e: *const squeue::Entry) -> u8 {
     unsafe { e.cast::<u8>().add(1).read() }
 }
 
-/// A socket receive (`IORING_OP_RECV`, `IORING_OP_RECVMSG`).
-#[inline(always)]
-fn is_recv(opcode: u32) -> bool {
-    opcode == u32::from(io_uring::opcode::Recv::CODE)
-        || opcode == u32::from(io_uring::opcode::RecvMsg::CODE)
-}
-
 /// The socket sends: `IORING_OP_SEND`, `IORING_OP_SENDMSG` and their zero-copy forms, as bits
 /// of their opcodes (all below 64).
 const SENDS: u64 = 1 << io_uring::opcode::Send::CODE
@@ -203,10 +196,17 @@ const SENDS: u64 = 1 << io_uring::opcode::Send::CODE
     | 1 << io_uring::opcode::SendZc::CODE
     | 1 << io_uring::opcode::SendMsgZc::CODE;
 
-/// A socket send (one bit test: [`Sq::push`] asks it of every entry).
+/// The socket receives a send may pass (`IORING_OP_RECV`, `IORING_OP_RECVMSG`), as [`SENDS`].
+const RECVS: u64 = 1 << io_uring::opcode::Recv::CODE | 1 << io_uring::opcode::RecvMsg::CODE;
+
+/// An opcode's bit in [`SENDS`] and [`RECVS`] (none above 63): [`Sq::push`] tests every entry's.
 #[inline(always)]
-fn is_send(opcode: u32) -> bool {
-    opcode < 64 && SENDS >> opcode & 1 != 0
+fn opcode_bit(opcode: u32) -> u64 {
+    if opcode < 64 {
+        1 << opcode
+    } else {
+        0
+    }
 }
 
 /// The loop's view of the ring's queues, over its own mappings.
@@ -258,7 +258,7 @@ impl Queues {
                 seen_head: (*sq_ring.at::<AtomicU32>(p.sq_off.head)).load(Ordering::Acquire),
                 reorder: false,
                 send_staged: false,
-                recv_last: false,
+                recv_pushed: false,
             };
             let cq = Cq {
                 head: cq_map.at(p.cq_off.head),
@@ -297,14 +297,15 @@ impl Sq {
         // Release: the entry is written before the kernel can see the tail pass it.
         // SAFETY: the ring's tail word, in the mapping.
         unsafe { (*self.tail).store(self.local_tail, Ordering::Release) };
-        let opcode = sqe.get_opcode();
-        if is_send(opcode) {
+        let bit = opcode_bit(sqe.get_opcode());
+        if bit & SENDS != 0 {
             self.send_staged = true;
-            // After a move the last entry is a receive again.
-            // SAFETY: `reorder`'s invariant.
-            self.recv_last = self.reorder && self.recv_last && unsafe { self.send_pushed() };
-        } else {
-            self.recv_last = is_recv(opcode);
+            if self.reorder && self.recv_pushed {
+                // SAFETY: `reorder`'s invariant.
+                unsafe { self.send_pushed() };
+            }
+        } else if bit & RECVS != 0 {
+            self.recv_pushed = true;
         }
         true
     }
@@ -318,21 +319,18 @@ impl Sq {
     /// its target), nor across an entry with a link or drain flag or the entry a link continues
     /// into (a chain stays whole); a send with one of those flags stays where it is.
     ///
-    /// True if it moved.
-    ///
     /// # Safety
     /// `reorder`'s invariant: the kernel has read no entry since its head, and reads none until
     /// this thread enters.
     #[inline(never)]
-    unsafe fn send_pushed(&mut self) -> bool {
+    unsafe fn send_pushed(&mut self) {
         // Exact: the kernel moves its head only inside an enter (the contract).
         let head = self.local_tail.wrapping_sub(self.len());
         let mut j = self.local_tail.wrapping_sub(1);
         // SAFETY: the send just pushed, which the kernel has not read (the contract).
         if unsafe { sqe_flags(self.at(j)) } & ORDER_FLAGS != 0 {
-            return false;
+            return;
         }
-        let pushed = j;
         for _ in 0..REORDER_MAX {
             // SAFETY: `j - 1` lies between the kernel's head and our tail when `j` is not the
             // head: written by `push`, not read by the kernel before the next enter.
@@ -343,7 +341,6 @@ impl Sq {
             unsafe { std::ptr::swap(self.at(j.wrapping_sub(1)), self.at(j)) };
             j = j.wrapping_sub(1);
         }
-        j != pushed
     }
 
     /// Entry `i`: a receive that a send may pass (no link or drain flag, not the entry a link
@@ -357,7 +354,7 @@ impl Sq {
         // SAFETY: the contract (`i - 1` is at or after the head).
         let continues_link =
             i != head && unsafe { sqe_flags(self.at(i.wrapping_sub(1))) } & LINK_FLAGS != 0;
-        is_recv(opcode) && flags & ORDER_FLAGS == 0 && !continues_link
+        opcode_bit(opcode) & RECVS != 0 && flags & ORDER_FLAGS == 0 && !continues_link
     }
 
     /// Where entry `i` (a queue position) lies in the SQE array.
@@ -370,7 +367,7 @@ impl Sq {
     #[inline]
     pub(crate) fn take_send_staged(&mut self) -> bool {
         // The kernel may have read the entries pushed so far: a send pushed next stays put.
-        self.recv_last = false;
+        self.recv_pushed = false;
         std::mem::take(&mut self.send_staged)
     }
 
@@ -661,8 +658,7 @@ mod tests {
         // still in the queue, where a move would show).
         q.sq.take_send_staged();
         assert_eq!(reordered(&mut q, &[entry(SEND, 2)]), [1, 2]);
-        // A receive pushed after the enter is passed as usual, and the last entry is then a
-        // receive again: the next send passes it too.
+        // A receive pushed after the enter is passed as usual, by every send after it.
         assert_eq!(
             reordered(&mut q, &[entry(RECV, 3), entry(SEND, 4), entry(SEND, 5)]),
             [1, 2, 4, 5, 3]
