@@ -132,8 +132,23 @@ fn a_retry_completed_inside_the_submitting_enter_is_staged_at_once_under_a_long_
 /// every byte arrives once the other end does.
 #[test]
 fn a_send_that_waits_for_room_lets_a_loop_without_spin_sleep() {
+    a_send_that_waits_for_room_lets_the_loop_sleep(config());
+}
+
+/// The same under a spin budget, where a staged send (no caller owed) also sends the loop round
+/// at once instead of into its spin: once the send waits, the loop spins out its budget and
+/// sleeps.
+#[test]
+fn a_send_that_waits_for_room_lets_a_spinning_loop_sleep() {
+    a_send_that_waits_for_room_lets_the_loop_sleep(Config {
+        idle_spin: Duration::from_millis(1),
+        ..config()
+    });
+}
+
+fn a_send_that_waits_for_room_lets_the_loop_sleep(cfg: Config) {
     const LEN: usize = 1 << 20;
-    let (handle, lp) = start::<8, 8, 64>(config());
+    let (handle, lp) = start::<8, 8, 64>(cfg);
     let (a, b) = socket_pair();
     set_sndbuf(&*a, 16 * 1024);
     let bytes: Vec<u8> = (0..LEN).map(|i| (i * 13 % 251) as u8).collect();
