@@ -188,3 +188,48 @@ fn a_send_that_waits_for_room_lets_the_loop_sleep(cfg: Config) {
     drop(handle);
     lp.join(HANG).unwrap();
 }
+
+/// In `block_on`, a lone request made on the loop thread of a kind that usually completes
+/// inside the enter that submits it (a nop, a send, a read or write) sends the loop round
+/// instead of into its sleep. One that does not complete there (a read of a socket nobody
+/// writes) costs that pass and an enter more; then the loop sleeps, and the read still
+/// completes once data arrives.
+#[test]
+fn a_lone_local_read_that_waits_lets_the_loop_sleep() {
+    let (handle, event_loop) = static_uring::new::<8, 8, 64>(config()).unwrap();
+    let reader = event_loop.metrics_reader();
+    let (a, b) = socket_pair();
+    let task = Background::spawn(move || {
+        event_loop.block_on(async move {
+            // A warm-up that completes at once, through the same rule.
+            handle.nop().local().await.unwrap();
+            let buf = handle
+                .read_at(b, 0, IoBufMut::with_capacity(4))
+                .limit(4)
+                .local()
+                .await
+                .unwrap();
+            buf.to_vec()
+        })
+    });
+    wait_until(HANG, "the read is submitted", || {
+        reader.get().submitted >= 2
+    });
+    let mut last = reader.get().enters;
+    wait_until(HANG, "the loop settles into its sleep", || {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = reader.get().enters;
+        std::mem::replace(&mut last, now) == now
+    });
+    let before = reader.get().enters;
+    std::thread::sleep(Duration::from_millis(100));
+    let during = reader.get().enters - before;
+    assert!(
+        during <= 10,
+        "the loop slept while the read waited: {during} enters"
+    );
+    use std::io::Write;
+    (&*a).write_all(b"data").unwrap();
+    let got = task.join(HANG).expect("block_on returns");
+    assert_eq!(got, b"data");
+}

@@ -4,7 +4,7 @@
 //! nothing (one request outstanding, or callers on the loop thread, which submit within the
 //! pass) enters at once: the wait never adds latency to a lone request. A loop that does not
 //! spin (`idle_spin = 0`) uses the same estimate to submit without sleeping while callers owe
-//! requests (`EventLoop::submit_first`).
+//! requests (`EventLoop::may_submit_first`).
 
 /// Polls a batch waits at most, in total, before the loop enters.
 pub(super) const WAIT_POLLS: u32 = 64;

@@ -96,6 +96,8 @@ impl Drop for Serving {
 
 /// What the serving loop polls on its own thread.
 pub(super) trait Local {
+    /// Whether there is a future (`block_on`), whose requests the loop thread makes itself.
+    const RUNS_FUTURE: bool;
     /// Polls the future if it was woken (and is not done).
     fn poll(&mut self);
     /// Whether it was woken since its last poll: the loop must not sleep.
@@ -106,6 +108,7 @@ pub(super) trait Local {
 pub(super) struct Nothing;
 
 impl Local for Nothing {
+    const RUNS_FUTURE: bool = false;
     #[inline(always)]
     fn poll(&mut self) {}
     #[inline(always)]
@@ -183,6 +186,7 @@ struct Task<'a, F: Future> {
 }
 
 impl<F: Future> Local for Task<'_, F> {
+    const RUNS_FUTURE: bool = true;
     fn poll(&mut self) {
         if self.output.is_some() || !self.take_wake() {
             return;

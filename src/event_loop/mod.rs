@@ -70,6 +70,7 @@ const BUSY_POLL_PASS: Duration = Duration::from_millis(1);
 /// Polls of the submission ring's head before a loop that found a claimed, unpublished position
 /// naps (its producer is usually publishing as the loop looks).
 const NAP_POLLS: usize = 64;
+use id::Cqe;
 use table::Table;
 
 /// What a staging pass is for.
@@ -739,10 +740,11 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
             // and has no wake poll to sleep on: poll once and go round.
             return self.enter(0, None);
         }
-        // A staged send with no caller owed: submitted and round at once, spin budget or not
-        // (`submit_first`); a spinning loop's way (enter, then reap and look for work in
-        // `reaped_work`) came to the same with about 47 instructions more per pass.
-        if self.ring.send_staged() && !self.batch.owed() && self.submit_first() {
+        // What is staged usually completes at once (`goes_round`) and no caller is owed:
+        // submitted and round at once, spin budget or not; a spinning loop's way (enter, then
+        // reap and look for work in `reaped_work`) came to the same with about 47 instructions
+        // more per pass.
+        if self.goes_round::<L>() && !self.batch.owed() && self.may_submit_first() {
             return self.enter(0, None);
         }
         let busy = self.checked.config.busy_poll;
@@ -760,7 +762,8 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         } else {
             Duration::from_nanos(self.spin_budget)
         };
-        if budget.is_zero() && self.submit_first() {
+        // Callers are owed (`may_submit_first`); the case above took the rest.
+        if budget.is_zero() && self.batch.owed() && self.may_submit_first() {
             return self.enter(0, None);
         }
         let mut spin = None;
@@ -822,23 +825,53 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         local.woken()
     }
 
-    /// Whether an idle loop that does not spin submits its staged SQEs without waiting and goes
-    /// round, instead of arming the intent and entering to submit and wait in one call: while
-    /// callers on other threads are about to submit again (`batch.rs`). Their releases then find
-    /// no intent and write no eventfd, and what completed at once is delivered and their next
-    /// requests staged before the loop sleeps: at 64 nops outstanding, eventfd writes per op
-    /// fell from 0.07 to under 0.001. A lone request is owed nothing, so it keeps the one call.
-    /// Likewise when a send is staged: a send usually completes inside the enter that submits
-    /// it, which would cut the sleep short at once, so arming the intent for it (two locked RMWs
-    /// on the submission ring's word) buys nothing; the loop goes round and delivers it, and so
-    /// does a receive its data reached in the same enter (a loop-thread ping-pong's passes, a
-    /// stream's). A send that waits for room costs that pass and an enter more.
+    /// Whether an idle loop may submit its staged SQEs without waiting and go round, instead of
+    /// arming the intent and entering to submit and wait in one call (**submit first**). It
+    /// does so while callers on other threads are about to submit again (`batch.rs`), even
+    /// without a spin budget: their releases then find no intent and write no eventfd, and what
+    /// completed at once is delivered and their next requests staged before the loop sleeps
+    /// (at 64 nops outstanding, eventfd writes per op fell from 0.07 to under 0.001); and when
+    /// what is staged usually completes inside the enter ([`goes_round`](Self::goes_round)).
     /// Not with SQPOLL, whose poller submits (going round would spin until it has).
     #[inline]
-    fn submit_first(&mut self) -> bool {
-        (self.batch.owed() || self.ring.send_staged())
-            && self.checked.config.sqpoll_idle.is_none()
-            && !self.ring.sq_empty()
+    fn may_submit_first(&mut self) -> bool {
+        self.checked.config.sqpoll_idle.is_none() && !self.ring.sq_empty()
+    }
+
+    /// Whether the staged SQEs usually complete inside the enter that submits them, so that
+    /// arming the intent for it (two locked RMWs on the submission ring's word) would buy a
+    /// sleep cut short at once: the loop rather goes round and delivers them, and so a receive
+    /// its data reached in the same enter (a loop-thread ping-pong's passes, a stream's). A
+    /// send (it usually finds room in the socket buffer); or, in `block_on` (`L`), a lone nop
+    /// or read or write the page cache serves, made on the loop thread (its waker is in the
+    /// private cell; `ring/queues.rs`, `INLINE`): a loop-thread nop at 1 outstanding 1.10x as
+    /// fast, a cached read_at 1.03x, no locked RMW left per nop (`idle_spin = 0`, interleaved
+    /// rounds). Not a lone request from another thread: going round first delayed its caller's
+    /// wake-up (cross-thread nop at 1 outstanding: 1.46 enters per op instead of 1.33); nor a
+    /// batch, which loses nothing to the arm spread over it and ran 0.975x as fast going round
+    /// (loop-thread nop@64). One that does not complete at once (a send that waits for room, a
+    /// read the cache misses) costs a pass and an enter more.
+    #[inline]
+    fn goes_round<L: local::Local>(&mut self) -> bool {
+        self.ring.send_staged()
+            || L::RUNS_FUTURE
+                && self
+                    .ring
+                    .lone_inline()
+                    .is_some_and(|user_data| self.made_here(user_data))
+    }
+
+    /// Whether the SQE with `user_data` is a request made on the loop thread (`LOCAL_WAKER`).
+    #[inline]
+    fn made_here(&self, user_data: u64) -> bool {
+        match Cqe::decode(user_data) {
+            Cqe::Op(id) => self
+                .storage
+                .slots
+                .get(id.index() as usize)
+                .is_some_and(|slot| slot.waker_here()),
+            _ => false,
+        }
     }
 
     /// Polls for work until `spinning` runs out (false) or work is found (true). A busy loop

@@ -419,6 +419,14 @@ impl Ring {
         self.queues.sq.send_staged()
     }
 
+    /// The `user_data` of the one SQE waiting for the kernel, if one alone waits and it
+    /// usually completes inside the enter that submits it (a nop, a send, a read or write of
+    /// file data: `queues.rs`, `INLINE`).
+    #[inline]
+    pub(crate) fn lone_inline(&mut self) -> Option<u64> {
+        self.queues.sq.lone_inline()
+    }
+
     /// Whether CQEs are waiting: two loads, no store (a spin looks on every turn, and a store
     /// would dirty the cache line the kernel reads when it posts a CQE).
     #[inline]

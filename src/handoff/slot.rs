@@ -275,6 +275,13 @@ impl<T> Slot<T> {
         }
     }
 
+    /// Whether the caller's waker is in the loop thread's private cell (`LOCAL_WAKER`): the
+    /// request was made on the loop thread. Loop thread (Relaxed, as `finish`'s load).
+    #[inline]
+    pub(crate) fn waker_here(&self) -> bool {
+        self.phase.load(Ordering::Relaxed) & LOCAL_WAKER != 0
+    }
+
     /// Whether the request is `ACTIVE` for a pinned caller on the loop thread whose waker is in
     /// the private cell, and nothing else (no caller left, moved or parked): the loop may then
     /// end it with [`finish_pinned`](Self::finish_pinned). Loop thread, as `finish`'s plain load.

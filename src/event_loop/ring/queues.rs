@@ -199,7 +199,21 @@ const SENDS: u64 = 1 << io_uring::opcode::Send::CODE
 /// The socket receives a send may pass (`IORING_OP_RECV`, `IORING_OP_RECVMSG`), as [`SENDS`].
 const RECVS: u64 = 1 << io_uring::opcode::Recv::CODE | 1 << io_uring::opcode::RecvMsg::CODE;
 
-/// An opcode's bit in [`SENDS`] and [`RECVS`] (none above 63): [`Sq::push`] tests every entry's.
+/// The entries that usually complete inside the `io_uring_enter` that submits them, so that the
+/// loop goes round to deliver them instead of arming its sleep for a wait that ends at once: a
+/// nop, a send with room in the socket buffer, a read or write the page cache serves. (A read
+/// the cache misses, or one with `O_DIRECT`, costs a pass and an enter more.)
+const INLINE: u64 = SENDS
+    | 1 << io_uring::opcode::Nop::CODE
+    | 1 << io_uring::opcode::Read::CODE
+    | 1 << io_uring::opcode::Write::CODE
+    | 1 << io_uring::opcode::ReadFixed::CODE
+    | 1 << io_uring::opcode::WriteFixed::CODE
+    | 1 << io_uring::opcode::Readv::CODE
+    | 1 << io_uring::opcode::Writev::CODE;
+
+/// An opcode's bit in [`SENDS`], [`RECVS`] and [`INLINE`] (none above 63): [`Sq::push`] tests
+/// every entry's.
 #[inline(always)]
 fn opcode_bit(opcode: u32) -> u64 {
     if opcode < 64 {
@@ -375,6 +389,20 @@ impl Sq {
     #[inline]
     pub(crate) fn send_staged(&self) -> bool {
         self.send_staged
+    }
+
+    /// The `user_data` of the one entry waiting for the kernel, if exactly one waits and it is
+    /// an [`INLINE`] one. Looked at when the loop decides how to enter, not tracked per push
+    /// (one entry's opcode is one load).
+    #[inline]
+    pub(crate) fn lone_inline(&mut self) -> Option<u64> {
+        if self.len() != 1 {
+            return None;
+        }
+        // SAFETY: the entry before the tail was written by `push` and is not consumed (the
+        // kernel's head has not passed it: one entry waits).
+        let entry = unsafe { &*self.at(self.local_tail.wrapping_sub(1)) };
+        (opcode_bit(entry.get_opcode()) & INLINE != 0).then(|| entry.get_user_data())
     }
 
     /// Entries pushed that the kernel has not consumed yet (reads its head).
@@ -572,6 +600,7 @@ mod tests {
     const SEND: u8 = io_uring::opcode::Send::CODE;
     const NOP: u8 = io_uring::opcode::Nop::CODE;
     const CANCEL: u8 = io_uring::opcode::AsyncCancel::CODE;
+    const READ: u8 = io_uring::opcode::Read::CODE;
 
     #[test]
     fn sends_go_before_the_receives_of_their_segment_each_kind_in_its_order() {
@@ -647,6 +676,19 @@ mod tests {
         // SAFETY: never submitted.
         assert!(unsafe { q.sq.push(&entry(SEND, 5)) });
         assert!(q.sq.take_send_staged());
+    }
+
+    #[test]
+    fn a_lone_entry_that_completes_at_once_is_told_apart() {
+        for (opcode, inline) in [(NOP, true), (READ, true), (SEND, true), (RECV, false)] {
+            let uring = io_uring::IoUring::new(8).unwrap();
+            let mut q = Queues::map(&uring).unwrap();
+            assert_eq!(q.sq.lone_inline(), None, "nothing staged");
+            reordered(&mut q, &[entry(opcode, 1)]);
+            assert_eq!(q.sq.lone_inline(), inline.then_some(1), "opcode {opcode}");
+            reordered(&mut q, &[entry(opcode, 2)]);
+            assert_eq!(q.sq.lone_inline(), None, "two staged: a batch");
+        }
     }
 
     #[test]
