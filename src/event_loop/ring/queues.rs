@@ -399,8 +399,9 @@ impl Sq {
         if self.len() != 1 {
             return None;
         }
-        // SAFETY: the entry before the tail was written by `push` and is not consumed (the
-        // kernel's head has not passed it: one entry waits).
+        // SAFETY: the entry before the tail was written by `push` (one entry waits). Only this
+        // thread writes entries and the kernel only reads them, so it holds what `push` wrote
+        // even if an SQPOLL thread consumed it since.
         let entry = unsafe { &*self.at(self.local_tail.wrapping_sub(1)) };
         (opcode_bit(entry.get_opcode()) & INLINE != 0).then(|| entry.get_user_data())
     }
