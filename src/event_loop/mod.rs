@@ -762,7 +762,8 @@ impl<const S: usize, const R: usize, const W: usize> EventLoop<S, R, W> {
         } else {
             Duration::from_nanos(self.spin_budget)
         };
-        // Callers are owed (`may_submit_first`); the case above took the rest.
+        // No spin budget and callers on other threads about to submit again: submitted
+        // without waiting (`may_submit_first`). What goes round was taken above.
         if budget.is_zero() && self.batch.owed() && self.may_submit_first() {
             return self.enter(0, None);
         }
