@@ -276,7 +276,9 @@ impl<T> Slot<T> {
     }
 
     /// Whether the caller's waker is in the loop thread's private cell (`LOCAL_WAKER`): the
-    /// request was made on the loop thread. Loop thread (Relaxed, as `finish`'s load).
+    /// request was made on the loop thread. Loop thread. Relaxed: a caller that moved to another
+    /// thread may clear the bit meanwhile, and the loop only uses the answer to choose how to
+    /// enter (`EventLoop::goes_round`), which a stale one cannot make wrong, only slower.
     #[inline]
     pub(crate) fn waker_here(&self) -> bool {
         self.phase.load(Ordering::Relaxed) & LOCAL_WAKER != 0
